@@ -1,0 +1,37 @@
+# fastnet — see README.md.
+CARGO ?= cargo
+FASTNET := target/release/fastnet
+
+.PHONY: all build deps lint unit e2e test demo bench clean
+
+all: build
+
+deps:
+	./scripts/install-deps.sh
+
+build:
+	$(CARGO) build --release --workspace
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --release --workspace --exclude fastnet-e2e
+
+# End-to-end tests need root (namespaces, XDP); each test makes its own topology.
+e2e: build
+	$(CARGO) test --release -p fastnet-e2e -- --test-threads=1
+
+test: deps build lint unit e2e
+	@echo "make test: all passed"
+
+demo: deps build
+	./scripts/demo.sh
+
+bench: deps build
+	./scripts/bench.sh
+
+clean:
+	$(CARGO) clean
+	-$(FASTNET) netns gc 2>/dev/null

@@ -1,0 +1,3 @@
+//! Library side of the `fastnet` command, shared with the end-to-end tests.
+
+pub mod netns;

@@ -1,0 +1,90 @@
+//! The `fastnet` command.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use fastnet_tools::netns;
+
+#[derive(Parser)]
+#[command(
+    name = "fastnet",
+    version,
+    about = "Run unmodified Linux programs over a user-space TCP/IP stack on AF_XDP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create or remove the two-namespace test topology.
+    Netns {
+        #[command(subcommand)]
+        action: NetnsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum NetnsCmd {
+    /// Create a topology; prints shell variables (SERVER_NS, CLIENT_IF, ...).
+    Up {
+        /// Tear the topology down when this process exits (default: fastnet's parent).
+        #[arg(long)]
+        owner: Option<u32>,
+        /// Queues per veth end.
+        #[arg(long, default_value_t = 1)]
+        queues: u32,
+        /// MTU of both ends.
+        #[arg(long, default_value_t = 1500)]
+        mtu: u32,
+    },
+    /// Remove the topology with this tag.
+    Down { tag: String },
+    /// List topologies and whether their owner is alive.
+    List,
+    /// Remove topologies whose owner has exited.
+    Gc,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("fastnet: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Netns { action } => match action {
+            NetnsCmd::Up { owner, queues, mtu } => {
+                // SAFETY: getppid has no preconditions.
+                let owner = owner.unwrap_or_else(|| unsafe { libc::getppid() } as u32);
+                let opts = netns::TopologyOptions {
+                    owner_pid: owner,
+                    queues,
+                    mtu,
+                    ..Default::default()
+                };
+                let topo = netns::Topology::up(&opts)?;
+                print!("{}", topo.env_lines());
+                topo.detach();
+            }
+            NetnsCmd::Down { tag } => netns::down_by_tag(&tag)?,
+            NetnsCmd::List => {
+                for (tag, pid, alive) in netns::list()? {
+                    println!(
+                        "{tag}\towner={pid}\t{}",
+                        if alive { "alive" } else { "gone" }
+                    );
+                }
+            }
+            NetnsCmd::Gc => {
+                for tag in netns::gc()? {
+                    println!("removed {tag}");
+                }
+            }
+        },
+    }
+    Ok(())
+}
