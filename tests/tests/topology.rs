@@ -18,7 +18,7 @@ fn topology_up_reachable_and_torn_down() {
     assert!(ns_exists(&srv_ns) && ns_exists(&cli_ns));
 
     // TCP across the veth: a kernel listener in the server namespace, a client in the other.
-    let mut server = topo
+    let server = topo
         .command(Side::Server, "socat")
         .args(["-u", "TCP-LISTEN:7001,bind=10.77.0.1", "STDOUT"])
         .stdout(std::process::Stdio::piped())
