@@ -13,4 +13,5 @@
 //! - [`tcp`]: the TCP state machine, congestion control, timers and the socket API.
 
 pub mod device;
+pub mod ip_tx;
 pub mod time;

@@ -1,0 +1,44 @@
+//! The contract between IPv4 (in `iface`) and the transports above it (TCP, UDP, ICMP).
+
+use core::net::Ipv4Addr;
+
+/// IP protocol numbers the stack carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IpProtocol {
+    Icmp,
+    Tcp,
+    Udp,
+}
+
+impl IpProtocol {
+    pub const fn number(self) -> u8 {
+        match self {
+            IpProtocol::Icmp => 1,
+            IpProtocol::Tcp => 6,
+            IpProtocol::Udp => 17,
+        }
+    }
+}
+
+/// How a transport hands one IPv4 packet down.
+///
+/// The transport writes its header and payload with `fill`; the IP layer then fills the
+/// transport checksum (TCP at offset 16, UDP at offset 6, using the pseudo-header)
+/// unless the device offloads it, writes the IPv4 and Ethernet headers, and queues the
+/// frame. Fusing the checksum into the copy is the IP layer's business, not the caller's.
+pub trait IpTx {
+    /// Largest transport segment (header + payload) one packet to `dst` may carry.
+    fn max_segment(&self, dst: Ipv4Addr) -> usize;
+
+    /// Sends one packet. Returns false, without calling `fill`, when it cannot be sent
+    /// now (device full, or the next hop's MAC is not known yet and is being resolved):
+    /// the transport keeps the data and tries again on a later dispatch.
+    fn send(
+        &mut self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: IpProtocol,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> bool;
+}
