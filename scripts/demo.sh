@@ -5,7 +5,10 @@ set -eu
 cd "$(dirname "$0")/.."
 FASTNET=./target/release/fastnet
 WORK=$(mktemp -d /tmp/fastnet-demo.XXXXXX)
-eval "$($FASTNET netns up --owner $$)"
+chmod 755 "$WORK"  # nginx workers run as www-data
+[ -x "$FASTNET" ] || { echo "demo: $FASTNET missing; run make build" >&2; exit 1; }
+topo=$($FASTNET netns up --owner $$) || exit 1
+eval "$topo"
 cleanup() {
     [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
     $FASTNET netns down "$FASTNET_TAG" || true
