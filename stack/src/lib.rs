@@ -13,5 +13,7 @@
 //! - [`tcp`]: the TCP state machine, congestion control, timers and the socket API.
 
 pub mod device;
+pub mod error;
 pub mod ip_tx;
+pub mod socket;
 pub mod time;
