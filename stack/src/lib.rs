@@ -17,3 +17,4 @@ pub mod error;
 pub mod ip_tx;
 pub mod socket;
 pub mod time;
+pub mod wire;
