@@ -1,3 +1,5 @@
 //! Library side of the `fastnet` command, shared with the end-to-end tests.
 
+pub mod doctor;
 pub mod netns;
+pub mod sys;

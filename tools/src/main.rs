@@ -17,6 +17,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Check whether fastnet can accelerate here; exit 0 only if it can.
+    Doctor {
+        /// Also check this interface (XDP modes, zero-copy, queues, MTU).
+        #[arg(long)]
+        iface: Option<String>,
+    },
     /// Create or remove the two-namespace test topology.
     Netns {
         #[command(subcommand)]
@@ -56,6 +62,11 @@ fn main() {
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::Doctor { iface } => {
+            let report = fastnet_tools::doctor::diagnose(iface.as_deref());
+            print!("{}", report.render());
+            std::process::exit(report.exit_code());
+        }
         Cmd::Netns { action } => match action {
             NetnsCmd::Up { owner, queues, mtu } => {
                 // SAFETY: getppid has no preconditions.
