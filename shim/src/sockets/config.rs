@@ -1,0 +1,266 @@
+//! The shim's configuration, read once from `FASTNET_*` environment variables at load.
+//!
+//! A bad value never stops the app: it is reported in one line naming the variable and
+//! what it accepts, and the default is used instead.
+
+use std::fmt;
+
+/// How the app's thread waits for the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollMode {
+    /// Spin on the rings (up to the spin budget) before sleeping: best latency.
+    Busy,
+    /// Sleep in the kernel (poll on the XSK fd) as soon as nothing is ready.
+    Block,
+}
+
+/// Whether loopback traffic between this process's own sockets takes the stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoopbackMode {
+    Off,
+    Process,
+}
+
+/// How much the shim logs (always to stderr or `FASTNET_LOG_FILE`, never to stdout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Off,
+    Warn,
+    Info,
+    Debug,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The fast-path interface; `None` keeps every socket on the kernel.
+    pub iface: Option<String>,
+    pub poll: PollMode,
+    /// Busy mode: how long to spin before sleeping.
+    pub spin_us: u32,
+    /// How long exit waits for written data to be delivered.
+    pub linger_ms: u32,
+    pub loopback: LoopbackMode,
+    /// Print the counters to the log at exit.
+    pub stats_at_exit: bool,
+    pub log: LogLevel,
+    pub log_file: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            iface: None,
+            poll: PollMode::Block,
+            spin_us: 50,
+            linger_ms: 2000,
+            loopback: LoopbackMode::Off,
+            stats_at_exit: false,
+            log: LogLevel::Warn,
+            log_file: None,
+        }
+    }
+}
+
+/// One rejected variable: printed as a single line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}={:?} is not valid: expected {}; using the default",
+            self.var, self.value, self.expected
+        )
+    }
+}
+
+/// The variables, their accepted values and defaults (the README's table is this one).
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    (
+        "FASTNET_IFACE",
+        "interface name",
+        "none: every socket stays on the kernel",
+    ),
+    ("FASTNET_POLL", "busy | block", "block"),
+    ("FASTNET_SPIN_US", "microseconds to spin in busy mode", "50"),
+    (
+        "FASTNET_LINGER",
+        "milliseconds exit waits for unsent data",
+        "2000",
+    ),
+    ("FASTNET_LOOPBACK", "off | process", "off"),
+    ("FASTNET_STATS", "0 | 1: print counters at exit", "0"),
+    ("FASTNET_LOG", "off | warn | info | debug", "warn"),
+    ("FASTNET_LOG_FILE", "path of the log", "stderr"),
+];
+
+impl Config {
+    /// Reads the configuration through `get` (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> (Config, Vec<ConfigError>) {
+        let mut c = Config::default();
+        let mut errors = Vec::new();
+        let mut bad = |var: &'static str, value: &str, expected: &'static str| {
+            errors.push(ConfigError {
+                var,
+                value: value.to_string(),
+                expected,
+            })
+        };
+        if let Some(v) = get("FASTNET_IFACE").filter(|v| !v.is_empty()) {
+            if v.len() < 16 && !v.contains(['/', ' ']) {
+                c.iface = Some(v);
+            } else {
+                bad("FASTNET_IFACE", &v, "an interface name (at most 15 bytes)");
+            }
+        }
+        if let Some(v) = get("FASTNET_POLL") {
+            match v.as_str() {
+                "busy" => c.poll = PollMode::Busy,
+                "block" => c.poll = PollMode::Block,
+                _ => bad("FASTNET_POLL", &v, "busy or block"),
+            }
+        }
+        if let Some(v) = get("FASTNET_SPIN_US") {
+            match v.parse() {
+                Ok(n) => c.spin_us = n,
+                Err(_) => bad("FASTNET_SPIN_US", &v, "a number of microseconds"),
+            }
+        }
+        if let Some(v) = get("FASTNET_LINGER") {
+            match v.parse() {
+                Ok(n) => c.linger_ms = n,
+                Err(_) => bad("FASTNET_LINGER", &v, "a number of milliseconds"),
+            }
+        }
+        if let Some(v) = get("FASTNET_LOOPBACK") {
+            match v.as_str() {
+                "off" => c.loopback = LoopbackMode::Off,
+                "process" => c.loopback = LoopbackMode::Process,
+                _ => bad("FASTNET_LOOPBACK", &v, "off or process"),
+            }
+        }
+        if let Some(v) = get("FASTNET_STATS") {
+            match v.as_str() {
+                "0" | "" => c.stats_at_exit = false,
+                "1" => c.stats_at_exit = true,
+                _ => bad("FASTNET_STATS", &v, "0 or 1"),
+            }
+        }
+        if let Some(v) = get("FASTNET_LOG") {
+            c.log = match v.as_str() {
+                "off" => LogLevel::Off,
+                "warn" => LogLevel::Warn,
+                "info" => LogLevel::Info,
+                "debug" => LogLevel::Debug,
+                _ => {
+                    bad("FASTNET_LOG", &v, "off, warn, info or debug");
+                    c.log
+                }
+            };
+        }
+        c.log_file = get("FASTNET_LOG_FILE").filter(|v| !v.is_empty());
+        (c, errors)
+    }
+
+    pub fn from_env() -> (Config, Vec<ConfigError>) {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(pairs: &[(&str, &str)]) -> (Config, Vec<ConfigError>) {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_when_unset() {
+        let (c, e) = parse(&[]);
+        assert_eq!(c, Config::default());
+        assert!(e.is_empty());
+        assert_eq!(
+            c.iface, None,
+            "no interface named: everything stays on the kernel"
+        );
+    }
+
+    #[test]
+    fn every_variable_parses() {
+        let (c, e) = parse(&[
+            ("FASTNET_IFACE", "veth0"),
+            ("FASTNET_POLL", "busy"),
+            ("FASTNET_SPIN_US", "200"),
+            ("FASTNET_LINGER", "500"),
+            ("FASTNET_LOOPBACK", "process"),
+            ("FASTNET_STATS", "1"),
+            ("FASTNET_LOG", "debug"),
+            ("FASTNET_LOG_FILE", "/tmp/x.log"),
+        ]);
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(c.iface.as_deref(), Some("veth0"));
+        assert_eq!(c.poll, PollMode::Busy);
+        assert_eq!(c.spin_us, 200);
+        assert_eq!(c.linger_ms, 500);
+        assert_eq!(c.loopback, LoopbackMode::Process);
+        assert!(c.stats_at_exit);
+        assert_eq!(c.log, LogLevel::Debug);
+        assert_eq!(c.log_file.as_deref(), Some("/tmp/x.log"));
+    }
+
+    #[test]
+    fn bad_values_are_reported_and_defaulted() {
+        let (c, e) = parse(&[
+            ("FASTNET_POLL", "fast"),
+            ("FASTNET_LINGER", "-1"),
+            ("FASTNET_IFACE", "a-name-that-is-far-too-long"),
+            ("FASTNET_LOG", "loud"),
+        ]);
+        assert_eq!(c.poll, PollMode::Block);
+        assert_eq!(c.linger_ms, 2000);
+        assert_eq!(c.iface, None);
+        assert_eq!(c.log, LogLevel::Warn);
+        let vars: Vec<_> = e.iter().map(|e| e.var).collect();
+        assert_eq!(
+            vars,
+            [
+                "FASTNET_IFACE",
+                "FASTNET_POLL",
+                "FASTNET_LINGER",
+                "FASTNET_LOG"
+            ]
+        );
+        assert_eq!(
+            e[1].to_string(),
+            "FASTNET_POLL=\"fast\" is not valid: expected busy or block; using the default"
+        );
+    }
+
+    #[test]
+    fn variables_table_names_every_variable() {
+        let names: Vec<_> = VARIABLES.iter().map(|v| v.0).collect();
+        for v in [
+            "FASTNET_IFACE",
+            "FASTNET_POLL",
+            "FASTNET_SPIN_US",
+            "FASTNET_LINGER",
+            "FASTNET_LOOPBACK",
+            "FASTNET_STATS",
+            "FASTNET_LOG",
+            "FASTNET_LOG_FILE",
+        ] {
+            assert!(names.contains(&v), "{v} missing from VARIABLES");
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! The socket layer: which fds are fast-path sockets, and the configuration that
+//! decides what takes the fast path.
+
+pub mod config;
+pub mod fdtable;
