@@ -1,0 +1,356 @@
+//! The counters segment: one file per fastnet process in `/dev/shm`, mapped shared by
+//! the shim (which adds to the counters) and by `fastnet stat` (which reads them).
+//!
+//! The layout is a fixed header followed by one `AtomicU64` per [`Counter`]. The header
+//! carries a layout hash of the counter names so a reader built from another version
+//! refuses the segment instead of showing wrong numbers. Updates are relaxed atomic adds:
+//! no locks, no allocation, safe from any thread of the owner and across `fork`.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Directory that holds the segments.
+pub const SHM_DIR: &str = "/dev/shm";
+const MAGIC: u64 = u64::from_le_bytes(*b"FNSTATS1");
+
+macro_rules! counters {
+    ($( $(#[doc = $doc:literal])* $var:ident = $name:literal, $kind:ident; )*) => {
+        /// Every counter and gauge the segment holds, in layout order.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum Counter { $( $(#[doc = $doc])* $var, )* }
+
+        impl Counter {
+            pub const ALL: &'static [Counter] = &[ $( Counter::$var, )* ];
+            /// Name shown by `fastnet stat`.
+            pub const fn name(self) -> &'static str {
+                match self { $( Counter::$var => $name, )* }
+            }
+            /// Gauges hold a current value (set); counters only grow (add).
+            pub const fn is_gauge(self) -> bool {
+                match self { $( Counter::$var => matches!(CounterKind::$kind, CounterKind::Gauge), )* }
+            }
+        }
+    };
+}
+
+enum CounterKind {
+    Count,
+    Gauge,
+}
+
+counters! {
+    RxFrames = "rx.frames", Count;
+    RxBytes = "rx.bytes", Count;
+    TxFrames = "tx.frames", Count;
+    TxBytes = "tx.bytes", Count;
+    /// Frames shorter than their headers say, bad IHL, bad lengths.
+    DropMalformed = "drop.malformed", Count;
+    DropChecksum = "drop.checksum", Count;
+    /// IP fragments: the XDP program steers by port, which later fragments lack.
+    DropFragment = "drop.fragment", Count;
+    /// Frames for no socket of ours (answered with RST where TCP says so).
+    DropNoSocket = "drop.no_socket", Count;
+    /// TX ring or frame pool full when a frame was ready.
+    DropTxFull = "drop.tx_full", Count;
+    TcpSegmentsIn = "tcp.segments_in", Count;
+    TcpSegmentsOut = "tcp.segments_out", Count;
+    TcpRetransmits = "tcp.retransmits", Count;
+    TcpResetsIn = "tcp.resets_in", Count;
+    TcpResetsOut = "tcp.resets_out", Count;
+    TcpSynCookies = "tcp.syn_cookies", Count;
+    TcpListen = "tcp.state.listen", Gauge;
+    TcpSynSent = "tcp.state.syn_sent", Gauge;
+    TcpSynReceived = "tcp.state.syn_received", Gauge;
+    TcpEstablished = "tcp.state.established", Gauge;
+    TcpCloseWait = "tcp.state.close_wait", Gauge;
+    TcpClosing = "tcp.state.closing", Gauge;
+    TcpTimeWait = "tcp.state.time_wait", Gauge;
+    /// Sockets carried by the fast path now.
+    SocketsFast = "sockets.fast", Gauge;
+    /// Sockets left to the kernel because the route is not the fast-path interface.
+    KernelRoute = "sockets.kernel.route", Count;
+    /// Sockets left to the kernel because they talk over loopback.
+    KernelLoopback = "sockets.kernel.loopback", Count;
+    /// Sockets left to the kernel because fast-path resources ran out.
+    KernelResources = "sockets.kernel.resources", Count;
+    /// Sockets left to the kernel because no fast-path interface is configured.
+    KernelNoIface = "sockets.kernel.no_iface", Count;
+    /// Socket options the stack does not implement, answered as Linux would.
+    UnsupportedOptions = "sockets.unsupported_options", Count;
+    RingRx = "ring.rx", Gauge;
+    RingTx = "ring.tx", Gauge;
+    RingFill = "ring.fill", Gauge;
+    RingCompletion = "ring.completion", Gauge;
+    TxWakeups = "xsk.tx_wakeups", Count;
+    SyscallsHandled = "shim.syscalls_handled", Count;
+}
+
+/// FNV-1a over the counter names: changes whenever the layout does.
+pub fn layout_hash() -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for c in Counter::ALL {
+        for b in c.name().bytes().chain([0]) {
+            h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+        }
+    }
+    h
+}
+
+#[repr(C)]
+struct Header {
+    magic: u64,
+    layout: u64,
+    pid: u64,
+    count: u64,
+    iface: [u8; 16],
+}
+
+const HEADER_LEN: usize = std::mem::size_of::<Header>();
+
+fn segment_len() -> usize {
+    HEADER_LEN + Counter::ALL.len() * 8
+}
+
+/// Path of a process's segment.
+pub fn segment_path(pid: u32) -> PathBuf {
+    Path::new(SHM_DIR).join(format!("fastnet-{pid}.stats"))
+}
+
+/// A mapped segment (writer or reader).
+pub struct StatsSegment {
+    base: NonNull<u8>,
+    len: usize,
+    path: PathBuf,
+    owner: bool,
+}
+
+// SAFETY: the mapping is only accessed through atomics and the immutable header.
+unsafe impl Send for StatsSegment {}
+// SAFETY: as above; every shared access is atomic.
+unsafe impl Sync for StatsSegment {}
+
+fn map(file: &File, len: usize, writable: bool) -> io::Result<NonNull<u8>> {
+    let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+    // SAFETY: a fresh shared mapping of a file we hold open, of the file's length.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(NonNull::new(p.cast()).expect("mmap returned null"))
+}
+
+impl StatsSegment {
+    /// Creates (or replaces) the segment of process `pid`.
+    pub fn create(pid: u32, iface: &str) -> io::Result<StatsSegment> {
+        Self::create_at(segment_path(pid), pid, iface)
+    }
+
+    /// Creates a segment at an explicit path (tests).
+    pub fn create_at(path: PathBuf, pid: u32, iface: &str) -> io::Result<StatsSegment> {
+        let len = segment_len();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        file.set_len(len as u64)?;
+        let base = map(&file, len, true)?;
+        let mut name = [0u8; 16];
+        let n = iface.len().min(15);
+        name[..n].copy_from_slice(&iface.as_bytes()[..n]);
+        let header = Header {
+            magic: MAGIC,
+            layout: layout_hash(),
+            pid: pid as u64,
+            count: Counter::ALL.len() as u64,
+            iface: name,
+        };
+        // SAFETY: the mapping is at least HEADER_LEN bytes, page-aligned, and ours.
+        unsafe { base.as_ptr().cast::<Header>().write(header) };
+        Ok(StatsSegment {
+            base,
+            len,
+            path,
+            owner: true,
+        })
+    }
+
+    /// Opens another process's segment for reading.
+    pub fn open(path: &Path) -> io::Result<StatsSegment> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len() as usize;
+        if len < HEADER_LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "segment too short",
+            ));
+        }
+        let base = map(&file, len, false)?;
+        let seg = StatsSegment {
+            base,
+            len,
+            path: path.to_path_buf(),
+            owner: false,
+        };
+        let h = seg.header();
+        if h.magic != MAGIC || h.layout != layout_hash() || len != segment_len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} was written by another fastnet version: use that version's `fastnet stat`",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(seg)
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the mapping holds a header written at creation and never changed.
+        unsafe { &*self.base.as_ptr().cast::<Header>() }
+    }
+
+    fn cell(&self, c: Counter) -> &AtomicU64 {
+        // SAFETY: the segment length was checked to hold every counter; offsets are
+        // 8-byte aligned (the header is 48 bytes) and the cells are only used atomically.
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(HEADER_LEN + c as usize * 8)
+                .cast::<AtomicU64>()
+        }
+    }
+
+    pub fn add(&self, c: Counter, n: u64) {
+        self.cell(c).fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn set(&self, c: Counter, v: u64) {
+        self.cell(c).store(v, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, c: Counter) -> u64 {
+        self.cell(c).load(Ordering::Relaxed)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.header().pid as u32
+    }
+
+    pub fn iface(&self) -> String {
+        let n = &self.header().iface;
+        let end = n.iter().position(|&b| b == 0).unwrap_or(n.len());
+        String::from_utf8_lossy(&n[..end]).into_owned()
+    }
+
+    /// All counters with their names, in layout order.
+    pub fn snapshot(&self) -> Vec<(Counter, u64)> {
+        Counter::ALL.iter().map(|&c| (c, self.get(c))).collect()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for StatsSegment {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `map` mapped; no reference outlives self.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+        if self.owner {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Segments of processes that exist now: (pid, path). Segments of dead processes
+/// (killed before they could remove theirs) are removed on the way.
+pub fn live_segments() -> Vec<(u32, PathBuf)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(SHM_DIR) else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("fastnet-")
+            .and_then(|r| r.strip_suffix(".stats"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            out.push((pid, e.path()));
+        } else {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("fastnet-test-{}-{name}.stats", std::process::id()))
+    }
+
+    #[test]
+    fn writer_and_reader_see_the_same_counters() {
+        let path = tmp("rw");
+        let w = StatsSegment::create_at(path.clone(), 4242, "veth-srv").unwrap();
+        w.add(Counter::RxFrames, 3);
+        w.add(Counter::RxFrames, 4);
+        w.set(Counter::TcpEstablished, 9);
+        let r = StatsSegment::open(&path).unwrap();
+        assert_eq!(r.get(Counter::RxFrames), 7);
+        assert_eq!(r.get(Counter::TcpEstablished), 9);
+        assert_eq!(r.get(Counter::TxBytes), 0);
+        assert_eq!(r.pid(), 4242);
+        assert_eq!(r.iface(), "veth-srv");
+        w.add(Counter::RxFrames, 1);
+        assert_eq!(r.get(Counter::RxFrames), 8, "reader sees live updates");
+        drop(r);
+        drop(w);
+        assert!(!path.exists(), "the owner removes its segment");
+    }
+
+    #[test]
+    fn reader_refuses_foreign_layouts() {
+        let path = tmp("foreign");
+        std::fs::write(&path, vec![7u8; segment_len()]).unwrap();
+        let err = StatsSegment::open(&path).err().expect("must refuse");
+        assert!(err.to_string().contains("another fastnet version"), "{err}");
+        std::fs::write(&path, [1u8; 4]).unwrap();
+        assert!(StatsSegment::open(&path).is_err());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn names_are_unique_and_gauges_marked() {
+        let mut names: Vec<_> = Counter::ALL.iter().map(|c| c.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Counter::ALL.len());
+        assert!(Counter::TcpEstablished.is_gauge());
+        assert!(!Counter::RxFrames.is_gauge());
+    }
+}
