@@ -1,0 +1,334 @@
+//! The port-steering XDP program: assembled here, loaded with bpf(2), attached through
+//! a BPF link so that it goes away with the last process holding the link.
+
+use crate::bpf::asm::{Alu, Asm, Insn, Jmp, Reg, Size};
+use crate::bpf::{self, Map, MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_XSKMAP};
+use crate::portmap::PortMap;
+use crate::sys;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+const XDP_DROP: i32 = 1;
+const XDP_PASS: i32 = 2;
+const XDP_REDIRECT: i32 = 4;
+
+const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
+const HELPER_REDIRECT_MAP: i32 = 51;
+
+/// Counter slots in the per-CPU counter array.
+pub const COUNTER_PASSED: i32 = 0;
+pub const COUNTER_REDIRECTED: i32 = 1;
+pub const COUNTER_DROPPED_NO_XSK: i32 = 2;
+pub const COUNTER_MALFORMED: i32 = 3;
+const COUNTERS: u32 = 4;
+
+/// Largest XSKMAP index (RX queue) the program can redirect to.
+pub const MAX_QUEUES: u32 = 64;
+
+/// The program's counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpCounters {
+    /// Frames left to the kernel (not ours: ARP, ICMP, other ports, fragments, IPv6).
+    pub passed: u64,
+    /// Frames redirected to an XSK.
+    pub redirected: u64,
+    /// Frames for a claimed port that arrived on a queue with no XSK: dropped.
+    pub dropped_no_xsk: u64,
+    /// Truncated or inconsistent Ethernet/IPv4/TCP/UDP headers: dropped.
+    pub malformed: u64,
+}
+
+/// Builds the program for these map fds.
+///
+/// Registers: r6 ctx, r2/r3 data/data_end, r7 the current header, r8 lengths then the
+/// counter slot, r9 the IP protocol then the verdict.
+pub fn assemble(port_map_fd: i32, xsk_map_fd: i32, counters_fd: i32) -> Vec<Insn> {
+    use Reg::*;
+    let mut a = Asm::new();
+    a.mov(R6, R1)
+        .load(Size::W, R2, R6, 0) // xdp_md.data
+        .load(Size::W, R3, R6, 4) // xdp_md.data_end
+        // Ethernet: 14 bytes, ethertype at 12 (network order, read as little-endian).
+        .mov(R4, R2)
+        .alu64_imm(Alu::Add, R4, 14)
+        .jmp_reg(Jmp::Gt, R4, R3, "malformed")
+        .load(Size::H, R5, R2, 12)
+        .mov(R7, R2)
+        .alu64_imm(Alu::Add, R7, 14)
+        .jmp_imm(Jmp::Ne, R5, 0x0081, "not_vlan") // 0x8100: 802.1Q
+        .mov(R4, R2)
+        .alu64_imm(Alu::Add, R4, 18)
+        .jmp_reg(Jmp::Gt, R4, R3, "malformed")
+        .load(Size::H, R5, R2, 16)
+        .alu64_imm(Alu::Add, R7, 4)
+        .label("not_vlan")
+        .jmp_imm(Jmp::Ne, R5, 0x0008, "pass") // 0x0800: IPv4
+        // IPv4: fixed 20 bytes first.
+        .mov(R4, R7)
+        .alu64_imm(Alu::Add, R4, 20)
+        .jmp_reg(Jmp::Gt, R4, R3, "malformed")
+        .load(Size::B, R5, R7, 0)
+        .mov(R4, R5)
+        .alu64_imm(Alu::Rsh, R4, 4)
+        .jmp_imm(Jmp::Ne, R4, 4, "malformed") // version
+        .alu64_imm(Alu::And, R5, 0x0f)
+        .jmp_imm(Jmp::Lt, R5, 5, "malformed") // IHL < 5
+        .alu64_imm(Alu::Lsh, R5, 2) // header bytes, 20..60
+        // Fragments (MF set or offset != 0) are the kernel's to reassemble.
+        .load(Size::H, R4, R7, 6)
+        .alu64_imm(Alu::And, R4, 0xff3f) // htons(0x3fff)
+        .jmp_imm(Jmp::Ne, R4, 0, "pass")
+        // Total length: at least the header, at most what the frame holds.
+        .load(Size::H, R8, R7, 2)
+        .to_be(R8, 16)
+        .alu64_imm(Alu::And, R8, 0xffff) // tells the verifier the bound
+        .jmp_reg(Jmp::Lt, R8, R5, "malformed")
+        .mov(R4, R7)
+        .alu64_reg(Alu::Add, R4, R8)
+        .jmp_reg(Jmp::Gt, R4, R3, "malformed")
+        .load(Size::B, R9, R7, 9) // protocol
+        .alu64_reg(Alu::Sub, R8, R5) // transport bytes per the IP header
+        .alu64_reg(Alu::Add, R7, R5) // transport header
+        .jmp_imm(Jmp::Eq, R9, 17, "udp")
+        .jmp_imm(Jmp::Eq, R9, 6, "tcp")
+        .ja("pass")
+        // UDP: 8-byte header; its length field within the IP payload.
+        .label("udp")
+        .jmp_imm(Jmp::Lt, R8, 8, "malformed")
+        .mov(R4, R7)
+        .alu64_imm(Alu::Add, R4, 8)
+        .jmp_reg(Jmp::Gt, R4, R3, "malformed")
+        .load(Size::H, R5, R7, 4)
+        .to_be(R5, 16)
+        .alu64_imm(Alu::And, R5, 0xffff)
+        .jmp_imm(Jmp::Lt, R5, 8, "malformed")
+        .jmp_reg(Jmp::Gt, R5, R8, "malformed")
+        .ja("lookup")
+        // TCP: 20-byte header; data offset within the IP payload.
+        .label("tcp")
+        .jmp_imm(Jmp::Lt, R8, 20, "malformed")
+        .mov(R4, R7)
+        .alu64_imm(Alu::Add, R4, 20)
+        .jmp_reg(Jmp::Gt, R4, R3, "malformed")
+        .load(Size::B, R5, R7, 12)
+        .alu64_imm(Alu::Rsh, R5, 4)
+        .jmp_imm(Jmp::Lt, R5, 5, "malformed")
+        .alu64_imm(Alu::Lsh, R5, 2)
+        .jmp_reg(Jmp::Gt, R5, R8, "malformed")
+        // Port map key on the stack: [proto, 0, dport_hi, dport_lo].
+        .label("lookup")
+        .load(Size::H, R5, R7, 2)
+        .store(Size::H, R10, -4, R9)
+        .store(Size::H, R10, -2, R5)
+        .load_map_fd(R1, port_map_fd)
+        .mov(R2, R10)
+        .alu64_imm(Alu::Add, R2, -4)
+        .call(HELPER_MAP_LOOKUP_ELEM)
+        .jmp_imm(Jmp::Eq, R0, 0, "pass")
+        // Ours: redirect to the XSK of this RX queue; with none there, the flags'
+        // action (DROP) is returned, never PASS (the shadow socket would answer RST).
+        .load(Size::W, R2, R6, 16) // xdp_md.rx_queue_index
+        .load_map_fd(R1, xsk_map_fd)
+        .mov_imm(R3, XDP_DROP)
+        .call(HELPER_REDIRECT_MAP)
+        .mov(R9, R0)
+        .mov_imm(R8, COUNTER_REDIRECTED)
+        .jmp_imm(Jmp::Eq, R0, XDP_REDIRECT, "count")
+        .mov_imm(R8, COUNTER_DROPPED_NO_XSK)
+        .ja("count")
+        .label("pass")
+        .mov_imm(R9, XDP_PASS)
+        .mov_imm(R8, COUNTER_PASSED)
+        .ja("count")
+        .label("malformed")
+        .mov_imm(R9, XDP_DROP)
+        .mov_imm(R8, COUNTER_MALFORMED)
+        // counters[r8] += 1 (per-CPU slot: no atomics needed)
+        .label("count")
+        .store(Size::W, R10, -8, R8)
+        .load_map_fd(R1, counters_fd)
+        .mov(R2, R10)
+        .alu64_imm(Alu::Add, R2, -8)
+        .call(HELPER_MAP_LOOKUP_ELEM)
+        .jmp_imm(Jmp::Eq, R0, 0, "out")
+        .load(Size::DW, R1, R0, 0)
+        .alu64_imm(Alu::Add, R1, 1)
+        .store(Size::DW, R0, 0, R1)
+        .label("out")
+        .mov(R0, R9)
+        .exit();
+    a.finish().expect("steering program labels")
+}
+
+/// How the program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver (veth supports it; caps the MTU near one page).
+    Native,
+    /// In the generic (skb) path: works everywhere, slower.
+    Generic,
+}
+
+impl AttachMode {
+    fn flags(self) -> u32 {
+        match self {
+            AttachMode::Native => bpf::XDP_FLAGS_DRV_MODE,
+            AttachMode::Generic => bpf::XDP_FLAGS_SKB_MODE,
+        }
+    }
+}
+
+/// The loaded program with its maps. Attach it with [`XdpProgram::attach`]; it
+/// detaches when the link fd closes (drop, exit, or kill -9).
+pub struct XdpProgram {
+    prog: OwnedFd,
+    port_map: PortMap,
+    xsk_map: Map,
+    counters: Map,
+    link: Option<(OwnedFd, AttachMode, u32)>,
+    cpus: usize,
+}
+
+impl XdpProgram {
+    /// Creates the maps and loads the program (not attached yet).
+    pub fn load() -> io::Result<XdpProgram> {
+        let port_map = PortMap::create()?;
+        let xsk_map = Map::create(MAP_TYPE_XSKMAP, 4, 4, MAX_QUEUES, "fastnet_xsks")?;
+        let counters = Map::create(MAP_TYPE_PERCPU_ARRAY, 4, 8, COUNTERS, "fastnet_cnt")?;
+        let insns = assemble(port_map.raw_fd(), xsk_map.raw_fd(), counters.raw_fd());
+        let prog = bpf::load_xdp_program(&insns, "fastnet_steer")?;
+        Ok(XdpProgram {
+            prog,
+            port_map,
+            xsk_map,
+            counters,
+            link: None,
+            cpus: sys::possible_cpus()?,
+        })
+    }
+
+    /// Attaches to `ifindex` through a BPF link. `None` tries native, then generic.
+    pub fn attach(&mut self, ifindex: u32, mode: Option<AttachMode>) -> io::Result<AttachMode> {
+        if self.link.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "already attached",
+            ));
+        }
+        let modes: &[AttachMode] = match mode {
+            Some(AttachMode::Native) => &[AttachMode::Native],
+            Some(AttachMode::Generic) => &[AttachMode::Generic],
+            None => &[AttachMode::Native, AttachMode::Generic],
+        };
+        let mut last = None;
+        for &m in modes {
+            match bpf::create_xdp_link(self.prog.as_fd(), ifindex, m.flags()) {
+                Ok(link) => {
+                    self.link = Some((link, m, ifindex));
+                    return Ok(m);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let e = last.expect("at least one mode");
+        Err(io::Error::new(
+            e.kind(),
+            format!("attaching XDP (BPF_LINK_CREATE) to ifindex {ifindex}: {e}"),
+        ))
+    }
+
+    /// Detaches now (closing the link).
+    pub fn detach(&mut self) {
+        self.link = None;
+    }
+
+    pub fn attach_mode(&self) -> Option<AttachMode> {
+        self.link.as_ref().map(|l| l.1)
+    }
+
+    pub fn port_map(&self) -> &PortMap {
+        &self.port_map
+    }
+
+    /// Sends frames of `queue` (claimed ports) to this XSK.
+    pub fn register_xsk(&self, queue: u32, xsk_fd: RawFd) -> io::Result<()> {
+        self.xsk_map
+            .update(&queue.to_ne_bytes(), &(xsk_fd as u32).to_ne_bytes())
+    }
+
+    /// Removes the XSK of `queue`: claimed ports' frames there are dropped from now on.
+    pub fn unregister_xsk(&self, queue: u32) -> io::Result<bool> {
+        self.xsk_map.delete(&queue.to_ne_bytes())
+    }
+
+    pub fn counters(&self) -> io::Result<XdpCounters> {
+        let slot = |i: i32| -> io::Result<u64> {
+            let mut buf = vec![0u8; 8 * self.cpus];
+            self.counters.lookup(&(i as u32).to_ne_bytes(), &mut buf)?;
+            Ok(buf
+                .chunks_exact(8)
+                .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+                .sum())
+        };
+        Ok(XdpCounters {
+            passed: slot(COUNTER_PASSED)?,
+            redirected: slot(COUNTER_REDIRECTED)?,
+            dropped_no_xsk: slot(COUNTER_DROPPED_NO_XSK)?,
+            malformed: slot(COUNTER_MALFORMED)?,
+        })
+    }
+
+    pub fn prog_fd(&self) -> BorrowedFd<'_> {
+        self.prog.as_fd()
+    }
+
+    /// The link fd, if attached (close-on-exec; a forked child holds a copy).
+    pub fn link_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.link.as_ref().map(|l| l.0.as_fd())
+    }
+
+    /// Raw fds this object owns, for fork handling and close_range protection.
+    pub fn raw_fds(&self) -> Vec<RawFd> {
+        let mut v = vec![
+            self.prog.as_raw_fd(),
+            self.port_map.raw_fd(),
+            self.xsk_map.raw_fd(),
+            self.counters.raw_fd(),
+        ];
+        if let Some(l) = &self.link {
+            v.push(l.0.as_raw_fd());
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn program_references_each_map_and_ends_in_exit() {
+        let p = assemble(11, 12, 13);
+        let map_loads: Vec<i32> = p.iter().filter(|i| i.code == 0x18).map(|i| i.imm).collect();
+        assert_eq!(map_loads, vec![11, 12, 13]);
+        assert!(p.iter().all(|i| i.code != 0x18 || i.src == 1));
+        assert_eq!(p.last().unwrap().code, 0x95);
+        // Every jump lands inside the program.
+        for (at, i) in p.iter().enumerate() {
+            let class = i.code & 7;
+            let op = i.code & 0xf0;
+            if class == 5 && op != 0x80 && op != 0x90 {
+                let target = at as i64 + 1 + i.off as i64;
+                assert!((0..p.len() as i64).contains(&target), "jump at {at}");
+            }
+        }
+        // The redirect's fallback action is DROP: `r3 = 1` right before call 51.
+        let call = p
+            .iter()
+            .position(|i| i.code == 0x85 && i.imm == 51)
+            .unwrap();
+        assert_eq!(p[call - 1].code, 0xb7);
+        assert_eq!(p[call - 1].dst, 3);
+        assert_eq!(p[call - 1].imm, XDP_DROP);
+    }
+}

@@ -1,0 +1,254 @@
+//! Raw system-call wrappers: the only place in this crate that calls into libc for
+//! bpf(2), mmap(2), poll(2) and socket options. Everything returns `io::Result`.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+
+/// bpf(2) commands we use.
+pub const BPF_MAP_CREATE: u32 = 0;
+pub const BPF_MAP_LOOKUP_ELEM: u32 = 1;
+pub const BPF_MAP_UPDATE_ELEM: u32 = 2;
+pub const BPF_MAP_DELETE_ELEM: u32 = 3;
+pub const BPF_MAP_GET_NEXT_KEY: u32 = 4;
+pub const BPF_PROG_LOAD: u32 = 5;
+pub const BPF_LINK_CREATE: u32 = 28;
+
+/// Calls bpf(2) with a zero-padded attribute block. Returns the (non-negative) result.
+pub fn bpf(cmd: u32, attr: &mut [u8; 128]) -> io::Result<i64> {
+    // SAFETY: `attr` is a valid, writable 128-byte buffer (the kernel reads at most
+    // `size` bytes and zero-checks what it does not know); pointers inside it were
+    // written by our callers and point to live buffers for the duration of the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr.as_mut_ptr(),
+            attr.len() as libc::c_long,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// bpf(2) for a command that returns a new fd (map, program, link).
+pub fn bpf_fd(cmd: u32, attr: &mut [u8; 128]) -> io::Result<OwnedFd> {
+    let fd = bpf(cmd, attr)? as RawFd;
+    // SAFETY: the kernel just returned this fd to us; nobody else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // bpf fds are created close-on-exec; setting it again costs nothing and makes it
+    // hold on every kernel.
+    set_cloexec(fd.as_raw_fd())?;
+    Ok(fd)
+}
+
+/// Writes little-endian fields into a bpf attribute block.
+pub fn put_u32(attr: &mut [u8], off: usize, v: u32) {
+    attr[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+pub fn put_u64(attr: &mut [u8], off: usize, v: u64) {
+    attr[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// Marks an fd close-on-exec.
+pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an fd number has no memory-safety preconditions.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// True when the fd has FD_CLOEXEC set.
+pub fn is_cloexec(fd: RawFd) -> io::Result<bool> {
+    // SAFETY: fcntl on an fd number has no memory-safety preconditions.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(flags & libc::FD_CLOEXEC != 0)
+}
+
+/// An anonymous MAP_SHARED mapping: inherited (not copied) across fork, so a child
+/// sees the same UMEM frames the kernel writes into.
+pub struct SharedMapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory; access discipline is the owner's business.
+unsafe impl Send for SharedMapping {}
+
+impl SharedMapping {
+    pub fn new(len: usize) -> io::Result<SharedMapping> {
+        // SAFETY: anonymous mapping, no address hint: no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SharedMapping {
+            ptr: NonNull::new(p.cast()).expect("mmap returned null"),
+            len,
+        })
+    }
+
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn as_slice_ptr(&self) -> NonNull<[u8]> {
+        NonNull::slice_from_raw_parts(self.ptr, self.len)
+    }
+}
+
+impl Drop for SharedMapping {
+    fn drop(&mut self) {
+        // SAFETY: we mapped exactly this range in `new` and unmap it once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// poll(2) on one fd; returns the revents (0 on timeout).
+pub fn poll_one(fd: RawFd, events: i16, timeout_ms: i32) -> io::Result<i16> {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd on our stack.
+    let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(p.revents)
+}
+
+/// The empty `sendto` that makes the kernel process an XSK's TX ring (copy mode and
+/// need_wakeup). Returns the errno on failure (EAGAIN/EBUSY/ENOBUFS are expected).
+pub fn xsk_kick_tx(fd: RawFd) -> Result<(), i32> {
+    // SAFETY: a zero-length send with null buffers is the documented XSK TX kick.
+    let r = unsafe {
+        libc::sendto(
+            fd,
+            std::ptr::null(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null(),
+            0,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(())
+    }
+}
+
+/// The empty `recvfrom` that wakes the driver to refill from the fill ring.
+pub fn xsk_kick_rx(fd: RawFd) {
+    // SAFETY: a zero-length receive with null buffers is the documented XSK RX kick.
+    unsafe {
+        libc::recvfrom(
+            fd,
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+}
+
+/// Sets an integer socket option.
+pub fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: `value` lives on our stack for the duration of the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Number of possible CPUs (per-CPU map values have one slot each).
+pub fn possible_cpus() -> io::Result<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    parse_cpu_list(text.trim())
+        .ok_or_else(|| io::Error::other(format!("cannot parse cpu list {text:?}")))
+}
+
+/// Parses "0-3,5,7-8" into the count of the highest CPU + 1.
+pub fn parse_cpu_list(s: &str) -> Option<usize> {
+    let mut max = None;
+    for part in s.split(',') {
+        let last = part.rsplit('-').next()?;
+        let n: usize = last.trim().parse().ok()?;
+        max = Some(max.map_or(n, |m: usize| m.max(n)));
+    }
+    max.map(|m| m + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_list() {
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list("0-1"), Some(2));
+        assert_eq!(parse_cpu_list("0-3,5,7-8"), Some(9));
+        assert_eq!(parse_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn shared_mapping_is_shared_across_fork() {
+        let m = SharedMapping::new(4096).unwrap();
+        // SAFETY: fork in a test; the child only writes to the mapping and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: the mapping is 4096 bytes long.
+            unsafe { *m.as_ptr() = 0x5a };
+            // SAFETY: _exit in the forked child, no destructors.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for the child we just forked.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        // SAFETY: the mapping is 4096 bytes long and the child has exited.
+        assert_eq!(unsafe { *m.as_ptr() }, 0x5a);
+    }
+}
