@@ -2,4 +2,5 @@
 
 pub mod doctor;
 pub mod netns;
+pub mod stat;
 pub mod sys;

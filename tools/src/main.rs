@@ -23,6 +23,20 @@ enum Cmd {
         #[arg(long)]
         iface: Option<String>,
     },
+    /// Show live counters of running fastnet processes.
+    Stat {
+        /// Only this process (default: every fastnet process).
+        pid: Option<u32>,
+        /// Print again every interval, with rates.
+        #[arg(long)]
+        watch: bool,
+        /// Interval for --watch, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Show zero counters too.
+        #[arg(long)]
+        all: bool,
+    },
     /// Create or remove the two-namespace test topology.
     Netns {
         #[command(subcommand)]
@@ -67,6 +81,12 @@ fn real_main() -> Result<()> {
             print!("{}", report.render());
             std::process::exit(report.exit_code());
         }
+        Cmd::Stat {
+            pid,
+            watch,
+            interval_ms,
+            all,
+        } => fastnet_tools::stat::main(pid, watch, interval_ms, all)?,
         Cmd::Netns { action } => match action {
             NetnsCmd::Up { owner, queues, mtu } => {
                 // SAFETY: getppid has no preconditions.
