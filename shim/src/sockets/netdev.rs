@@ -1,0 +1,148 @@
+//! The fast-path interface as the shim uses it: the steering program attached through
+//! a BPF link, one AF_XDP socket per receive queue, and the kernel's view of the
+//! interface (index, MAC, address, MTU).
+//!
+//! Every setup failure is one line that names the fix; the caller logs it and keeps
+//! every socket on the kernel.
+
+use std::net::Ipv4Addr;
+use std::os::fd::RawFd;
+use xdp_backend::netlink;
+use xdp_backend::portmap::Transport;
+use xdp_backend::program::XdpProgram;
+use xdp_backend::xsk::{RxMode, XskConfig, XskSocket};
+
+/// The interface the fast path runs on.
+pub struct FastIface {
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    pub mtu: usize,
+    // Field order is drop order: sockets leave the XSKMAP before the program goes.
+    xsks: Vec<XskSocket>,
+    program: XdpProgram,
+}
+
+/// The XDP program attaches in native mode on veth, which caps the MTU near a page.
+const MAX_XDP_MTU: u32 = 3498;
+
+impl FastIface {
+    /// Loads and attaches the steering program and binds an XSK on every RX queue.
+    pub fn open(name: &str, busy_poll: bool) -> Result<FastIface, String> {
+        let link = netlink::link_by_name(name).map_err(|e| {
+            format!("interface {name:?} not found ({e}): name an interface with FASTNET_IFACE / --iface (see `ip link`)")
+        })?;
+        if let Some(id) = link.xdp_prog_id {
+            return Err(format!(
+                "interface {name} already has XDP program {id} attached by someone else: detach it (`ip link set {name} xdp off`) or pick another interface"
+            ));
+        }
+        if link.mtu > MAX_XDP_MTU {
+            return Err(format!(
+                "interface {name} has MTU {} but XDP on it allows at most {MAX_XDP_MTU}: `ip link set {name} mtu 1500`",
+                link.mtu
+            ));
+        }
+        let addrs = netlink::ipv4_addresses(link.index)
+            .map_err(|e| format!("cannot read the IPv4 addresses of {name}: {e}"))?;
+        let &(addr, prefix_len) = addrs.first().ok_or_else(|| {
+            format!("interface {name} has no IPv4 address: `ip addr add <addr>/<len> dev {name}`")
+        })?;
+        let mut program = XdpProgram::load().map_err(|e| {
+            format!("cannot load the XDP program ({e}): run as root or grant CAP_BPF + CAP_NET_ADMIN; `fastnet doctor` tells more")
+        })?;
+        program.attach(link.index, None).map_err(|e| {
+            format!("cannot attach XDP to {name} ({e}): `fastnet doctor --iface {name}` tells why")
+        })?;
+        let queues = link.rx_queues.max(1);
+        let mut xsks = Vec::with_capacity(queues as usize);
+        for q in 0..queues {
+            let cfg = XskConfig {
+                rx_mode: if busy_poll {
+                    RxMode::BusyPoll
+                } else {
+                    RxMode::Blocking
+                },
+                mtu: link.mtu as usize,
+                ..XskConfig::default()
+            };
+            let xsk = XskSocket::bind(link.index, q, &cfg).map_err(|e| {
+                format!("cannot bind an AF_XDP socket to {name} queue {q} ({e}): is CONFIG_XDP_SOCKETS on and are you root? `fastnet doctor --iface {name}`")
+            })?;
+            program
+                .register_xsk(q, xsk.fd())
+                .map_err(|e| format!("cannot register the AF_XDP socket of queue {q}: {e}"))?;
+            xsks.push(xsk);
+        }
+        Ok(FastIface {
+            name: name.to_string(),
+            ifindex: link.index,
+            mac: link.mac,
+            addr,
+            prefix_len,
+            mtu: link.mtu as usize,
+            xsks,
+            program,
+        })
+    }
+
+    /// Steers `port` to the fast path. Call before the shadow listens or connects.
+    pub fn claim(&self, t: Transport, port: u16) -> std::io::Result<()> {
+        self.program.port_map().claim(t, port)
+    }
+
+    pub fn release(&self, t: Transport, port: u16) {
+        let _ = self.program.port_map().release(t, port);
+    }
+
+    /// Hands up to `budget` received frames per queue to `f`.
+    pub fn receive(&mut self, budget: u32, mut f: impl FnMut(&[u8])) -> usize {
+        let mut n = 0;
+        for x in &mut self.xsks {
+            n += x.receive(budget, &mut f);
+        }
+        n
+    }
+
+    /// Frames waiting on the RX rings.
+    pub fn rx_pending(&self) -> u32 {
+        self.xsks.iter().map(|x| x.rx_available()).sum()
+    }
+
+    /// The socket frames are sent on. One TX queue is enough for a stack behind one
+    /// lock; spreading TX over queues comes with one stack per core.
+    pub fn tx(&mut self) -> &mut XskSocket {
+        &mut self.xsks[0]
+    }
+
+    /// Pushes queued frames to the kernel (copy mode needs a kick per batch).
+    pub fn flush(&mut self) {
+        for x in &mut self.xsks {
+            x.flush();
+        }
+    }
+
+    /// Fds to poll for received frames.
+    pub fn poll_fds(&self) -> impl Iterator<Item = RawFd> + '_ {
+        self.xsks.iter().map(|x| x.fd())
+    }
+
+    /// Every fd the interface holds (protected from the app's close/dup2).
+    pub fn owned_fds(&self) -> Vec<RawFd> {
+        let mut v = self.program.raw_fds();
+        v.extend(self.poll_fds());
+        v
+    }
+
+    pub fn xsk_stats(&self) -> Vec<xdp_backend::xsk::XskStats> {
+        self.xsks.iter().map(|x| x.stats()).collect()
+    }
+
+    /// True when `ip` is on this interface's subnet or routed through it.
+    pub fn routes_to(&self, ip: Ipv4Addr) -> Option<netlink::Route> {
+        let r = netlink::route_get(ip).ok()?;
+        (r.oif == self.ifindex).then_some(r)
+    }
+}
