@@ -4,3 +4,4 @@
 pub mod config;
 pub mod fdtable;
 pub mod netdev;
+pub mod sockaddr;
