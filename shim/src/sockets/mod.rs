@@ -2,6 +2,7 @@
 //! decides what takes the fast path.
 
 pub mod config;
+pub mod epoll;
 pub mod fdtable;
 pub mod netdev;
 pub mod sockaddr;

@@ -1,0 +1,276 @@
+//! The fast-path half of an app's epoll instance.
+//!
+//! The app's epoll fd is a real kernel epoll. It holds the app's kernel fds, plus one
+//! eventfd of ours (the set's *waker*) that whoever drives the stack signals when a
+//! fast-path socket in the set may have become ready, plus the XSK fds so a waiting
+//! thread wakes as soon as frames arrive. Fast-path sockets themselves are not in the
+//! kernel epoll (their shadows would report nonsense); they are listed here, with the
+//! interest and data the app registered, and their readiness is read from the stack.
+
+use std::collections::HashMap;
+
+/// `epoll_event.data` of the fds we add to the app's kernel epoll: never reported to
+/// the app. The low bits tell which of ours fired.
+pub const MARKER: u64 = 0xfa57_e7ff_0000_0000;
+pub const MARKER_MASK: u64 = 0xffff_ffff_0000_0000;
+pub const MARKER_WAKER: u64 = MARKER;
+pub const MARKER_XSK: u64 = MARKER | 1;
+
+pub fn is_marker(data: u64) -> bool {
+    data & MARKER_MASK == MARKER
+}
+
+const ALWAYS: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+const EPOLLET: u32 = libc::EPOLLET as u32;
+const EPOLLONESHOT: u32 = libc::EPOLLONESHOT as u32;
+/// Flags that change how events are reported, not which.
+const MODE_BITS: u32 =
+    EPOLLET | EPOLLONESHOT | libc::EPOLLEXCLUSIVE as u32 | libc::EPOLLWAKEUP as u32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Interest {
+    events: u32,
+    data: u64,
+    /// Edge-triggered: bits reported last time (reported again only after they drop).
+    reported: u32,
+    /// One-shot that fired: silent until EPOLL_CTL_MOD re-arms it.
+    disarmed: bool,
+}
+
+/// One app epoll instance's fast-path sockets.
+#[derive(Debug)]
+pub struct EpollSet {
+    /// Our eventfd inside the app's kernel epoll.
+    pub waker: i32,
+    interests: HashMap<i32, Interest>,
+}
+
+/// One event for the app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub events: u32,
+    pub data: u64,
+}
+
+impl EpollSet {
+    pub fn new(waker: i32) -> Self {
+        EpollSet {
+            waker,
+            interests: HashMap::with_capacity(64),
+        }
+    }
+
+    /// EPOLL_CTL_ADD. Errors are the errno Linux gives.
+    pub fn add(&mut self, fd: i32, events: u32, data: u64) -> Result<(), i32> {
+        if self.interests.contains_key(&fd) {
+            return Err(libc::EEXIST);
+        }
+        self.interests.insert(
+            fd,
+            Interest {
+                events,
+                data,
+                reported: 0,
+                disarmed: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// EPOLL_CTL_MOD: new interest, re-arms a fired one-shot.
+    pub fn modify(&mut self, fd: i32, events: u32, data: u64) -> Result<(), i32> {
+        let i = self.interests.get_mut(&fd).ok_or(libc::ENOENT)?;
+        if i.events & libc::EPOLLEXCLUSIVE as u32 != 0 {
+            return Err(libc::EINVAL);
+        }
+        *i = Interest {
+            events,
+            data,
+            reported: 0,
+            disarmed: false,
+        };
+        Ok(())
+    }
+
+    /// EPOLL_CTL_DEL.
+    pub fn delete(&mut self, fd: i32) -> Result<(), i32> {
+        self.interests.remove(&fd).map(|_| ()).ok_or(libc::ENOENT)
+    }
+
+    /// Forgets `fd` silently (the fd was closed: the kernel drops closed fds too).
+    pub fn forget(&mut self, fd: i32) {
+        self.interests.remove(&fd);
+    }
+
+    pub fn contains(&self, fd: i32) -> bool {
+        self.interests.contains_key(&fd)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.interests.is_empty()
+    }
+
+    /// Fills `out` with the events due now; `readiness(fd)` gives a socket's current
+    /// EPOLL* bits. Returns how many were written.
+    pub fn collect(&mut self, mut readiness: impl FnMut(i32) -> u32, out: &mut [Event]) -> usize {
+        let mut n = 0;
+        for (&fd, i) in self.interests.iter_mut() {
+            if n == out.len() {
+                break;
+            }
+            if i.disarmed {
+                continue;
+            }
+            let wanted = (i.events & !MODE_BITS) | ALWAYS;
+            let ready = readiness(fd) & wanted;
+            let due = if i.events & EPOLLET != 0 {
+                let fresh = ready & !i.reported;
+                i.reported = ready;
+                if fresh != 0 {
+                    ready
+                } else {
+                    0
+                }
+            } else {
+                ready
+            };
+            if due == 0 {
+                continue;
+            }
+            if i.events & EPOLLONESHOT != 0 {
+                i.disarmed = true;
+            }
+            out[n] = Event {
+                events: due,
+                data: i.data,
+            };
+            n += 1;
+        }
+        n
+    }
+
+    /// True when `fd`'s readiness `bits` would be reported: the driver signals the
+    /// waker only then, so a busy socket nobody waits for costs no wake-ups.
+    pub fn would_report(&self, fd: i32, bits: u32) -> bool {
+        let Some(i) = self.interests.get(&fd) else {
+            return false;
+        };
+        let mut due = bits & ((i.events & !MODE_BITS) | ALWAYS);
+        if i.events & EPOLLET != 0 {
+            due &= !i.reported;
+        }
+        !i.disarmed && due != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    const IN: u32 = libc::EPOLLIN as u32;
+    const OUT: u32 = libc::EPOLLOUT as u32;
+    const HUP: u32 = libc::EPOLLHUP as u32;
+
+    fn collect(s: &mut EpollSet, r: impl Fn(i32) -> u32) -> Vec<Event> {
+        let mut out = [Event { events: 0, data: 0 }; 16];
+        let n = s.collect(r, &mut out);
+        let mut v = out[..n].to_vec();
+        v.sort_by_key(|e| e.data);
+        v
+    }
+
+    #[test]
+    fn level_triggered_reports_while_ready() {
+        let mut s = EpollSet::new(100);
+        s.add(5, IN, 55).unwrap();
+        s.add(6, IN | OUT, 66).unwrap();
+        let r = |fd| if fd == 5 { IN | OUT } else { OUT };
+        let ev = collect(&mut s, r);
+        assert_eq!(
+            ev,
+            vec![
+                Event {
+                    events: IN,
+                    data: 55
+                },
+                Event {
+                    events: OUT,
+                    data: 66
+                }
+            ],
+            "only the bits asked for"
+        );
+        assert_eq!(collect(&mut s, r).len(), 2, "level: again");
+        assert!(collect(&mut s, |_| 0).is_empty());
+    }
+
+    #[test]
+    fn hangup_and_error_are_always_reported() {
+        let mut s = EpollSet::new(100);
+        s.add(5, OUT, 1).unwrap();
+        assert_eq!(
+            collect(&mut s, |_| IN | HUP),
+            vec![Event {
+                events: HUP,
+                data: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn edge_triggered_reports_once_per_edge() {
+        let mut s = EpollSet::new(100);
+        s.add(5, IN | EPOLLET, 9).unwrap();
+        assert_eq!(collect(&mut s, |_| IN).len(), 1);
+        assert!(collect(&mut s, |_| IN).is_empty(), "no new edge");
+        assert!(!s.would_report(5, IN));
+        assert!(collect(&mut s, |_| 0).is_empty(), "drained to EAGAIN");
+        assert!(s.would_report(5, IN));
+        assert_eq!(collect(&mut s, |_| IN).len(), 1, "new data: new edge");
+    }
+
+    #[test]
+    fn oneshot_fires_once_until_modified() {
+        let mut s = EpollSet::new(100);
+        s.add(5, IN | EPOLLONESHOT, 1).unwrap();
+        assert_eq!(collect(&mut s, |_| IN).len(), 1);
+        assert!(collect(&mut s, |_| IN).is_empty());
+        assert!(!s.would_report(5, IN));
+        s.modify(5, IN | EPOLLONESHOT, 2).unwrap();
+        assert_eq!(
+            collect(&mut s, |_| IN),
+            vec![Event {
+                events: IN,
+                data: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn ctl_errors_match_linux() {
+        let mut s = EpollSet::new(100);
+        assert_eq!(s.modify(5, IN, 0), Err(libc::ENOENT));
+        assert_eq!(s.delete(5), Err(libc::ENOENT));
+        s.add(5, IN, 0).unwrap();
+        assert_eq!(s.add(5, IN, 0), Err(libc::EEXIST));
+        s.delete(5).unwrap();
+        assert!(s.is_empty());
+        s.add(7, IN | libc::EPOLLEXCLUSIVE as u32, 0).unwrap();
+        assert_eq!(s.modify(7, IN, 0), Err(libc::EINVAL));
+    }
+
+    #[test]
+    fn output_limit_respected() {
+        let mut s = EpollSet::new(100);
+        for fd in 0..10 {
+            s.add(fd, IN, fd as u64).unwrap();
+        }
+        let mut out = [Event { events: 0, data: 0 }; 3];
+        assert_eq!(s.collect(|_| IN, &mut out), 3);
+    }
+
+    #[test]
+    fn markers_are_recognised() {
+        assert!(is_marker(MARKER_WAKER) && is_marker(MARKER_XSK));
+        assert!(!is_marker(0) && !is_marker(55));
+    }
+}
