@@ -52,6 +52,8 @@ pub enum Error {
     NotSupported,
     /// EDESTADDRREQ: send on an unconnected datagram socket without an address.
     DestinationRequired,
+    /// EACCES: e.g. a datagram to a broadcast address without `SO_BROADCAST`.
+    PermissionDenied,
 }
 
 impl Error {
@@ -79,6 +81,7 @@ impl Error {
             Error::BadHandle => 9,            // EBADF
             Error::NotSupported => 95,        // EOPNOTSUPP
             Error::DestinationRequired => 89, // EDESTADDRREQ
+            Error::PermissionDenied => 13,    // EACCES
         }
     }
 
@@ -106,6 +109,7 @@ impl Error {
             9 => Error::BadHandle,
             95 => Error::NotSupported,
             89 => Error::DestinationRequired,
+            13 => Error::PermissionDenied,
             _ => return None,
         })
     }
@@ -134,6 +138,7 @@ impl Error {
             Error::BadHandle => "EBADF",
             Error::NotSupported => "EOPNOTSUPP",
             Error::DestinationRequired => "EDESTADDRREQ",
+            Error::PermissionDenied => "EACCES",
         }
     }
 }
@@ -153,7 +158,7 @@ pub type Result<T> = core::result::Result<T, Error>;
 mod tests {
     use super::*;
 
-    const ALL: [Error; 21] = [
+    const ALL: [Error; 22] = [
         Error::WouldBlock,
         Error::ConnectionRefused,
         Error::ConnectionReset,
@@ -175,6 +180,7 @@ mod tests {
         Error::BadHandle,
         Error::NotSupported,
         Error::DestinationRequired,
+        Error::PermissionDenied,
     ];
 
     #[test]

@@ -18,3 +18,5 @@ pub mod ip_tx;
 pub mod socket;
 pub mod time;
 pub mod wire;
+pub mod iface;
+pub mod tcp;

@@ -134,6 +134,11 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     pub fn options(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..self.header_len() as usize]
     }
+    /// The whole packet (header and payload), without Ethernet padding.
+    /// Call on a checked view only.
+    pub fn packet_bytes(&self) -> &[u8] {
+        &self.buffer.as_ref()[..self.total_len() as usize]
+    }
     /// The payload, bounded by the total length (Ethernet padding excluded).
     /// Call on a checked view only.
     pub fn payload(&self) -> &[u8] {

@@ -1,0 +1,235 @@
+//! The IPv4 output path: routing, neighbour lookup (sending ARP requests when we own
+//! ARP), the IPv4 and Ethernet headers, transport checksums, and the device.
+
+use super::{Core, DropReason, NeighborMode, Stats};
+use crate::device::{Device, DeviceCaps};
+use crate::ip_tx::{IpProtocol, IpTx};
+use crate::time::Instant;
+use crate::wire::{arp, checksum, ipv4, udp, ArpOperation, ArpRepr, EtherType, MacAddr, UdpRepr};
+use core::net::{Ipv4Addr, SocketAddrV4};
+
+/// What happened to one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Sent,
+    /// The device has no room: stop dispatching, retry later.
+    DeviceFull,
+    /// The next hop's MAC is being resolved: keep the packet.
+    Pending,
+    /// Cannot be sent (no route, neighbour failed, too big): drop it.
+    Dropped(DropReason),
+}
+
+/// The interface's transmit side for one dispatch: the [`IpTx`] TCP sends through.
+pub struct IpOut<'a> {
+    core: &'a mut Core,
+    dev: &'a mut dyn Device,
+    caps: DeviceCaps,
+    now: Instant,
+}
+
+impl<'a> IpOut<'a> {
+    pub(crate) fn new(core: &'a mut Core, dev: &'a mut dyn Device, now: Instant) -> Self {
+        let caps = dev.caps();
+        IpOut {
+            core,
+            dev,
+            caps,
+            now,
+        }
+    }
+
+    pub(crate) fn stats(&mut self) -> &mut Stats {
+        &mut self.core.stats
+    }
+
+    pub(crate) fn device_full(&self) -> bool {
+        self.core.device_full
+    }
+
+    fn mtu(&self) -> usize {
+        self.core.mtu.min(self.caps.mtu)
+    }
+
+    /// The destination MAC for `dst`, resolving it if needed.
+    fn resolve(&mut self, dst: Ipv4Addr) -> Result<MacAddr, Outcome> {
+        if self.core.is_broadcast(dst) {
+            return Ok(MacAddr::BROADCAST);
+        }
+        let next_hop = if self.core.addrs.iter().any(|c| c.contains(dst)) {
+            dst
+        } else {
+            match self.core.gateway {
+                Some(g) => g,
+                None => return Err(Outcome::Dropped(DropReason::NoRoute)),
+            }
+        };
+        let own_arp = self.core.neighbor_mode == NeighborMode::OwnArp;
+        match self.core.neighbors.lookup(next_hop, self.now, own_arp) {
+            super::Lookup::Found(mac) => Ok(mac),
+            super::Lookup::Pending { send_request } => {
+                if send_request {
+                    self.send_arp_request(next_hop);
+                }
+                Err(Outcome::Pending)
+            }
+            super::Lookup::Failed => Err(Outcome::Dropped(DropReason::NeighborFailed)),
+        }
+    }
+
+    fn send_arp_request(&mut self, target: Ipv4Addr) {
+        let Some(src_ip) = self.core.source_for(target) else {
+            return;
+        };
+        let eth = self.core.eth_header(MacAddr::BROADCAST, EtherType::Arp);
+        let req = ArpRepr {
+            operation: ArpOperation::Request,
+            source_mac: self.core.mac,
+            source_ip: src_ip,
+            target_mac: MacAddr::ZERO,
+            target_ip: target,
+        };
+        let hl = eth.header_len();
+        let len = hl + arp::PACKET_LEN;
+        if self.dev.transmit(len, &mut |b| {
+            eth.emit(b);
+            req.emit(&mut b[hl..]);
+        }) {
+            self.core.stats.tx_frames += 1;
+            self.core.stats.tx_bytes += len as u64;
+            self.core.stats.arp_requests_sent += 1;
+        } else {
+            self.core.stats.tx_device_full += 1;
+            self.core.device_full = true;
+        }
+    }
+
+    /// Sends one IPv4 packet whose transport part (`len` bytes) `fill` writes. When
+    /// `fill_transport_checksum`, the checksum at the protocol's offset is computed here
+    /// (unless the device fills it).
+    pub(crate) fn send_ip(
+        &mut self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: u8,
+        len: usize,
+        fill_transport_checksum: bool,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Outcome {
+        if self.core.device_full {
+            return Outcome::DeviceFull;
+        }
+        if ipv4::HEADER_LEN + len > self.mtu() {
+            return Outcome::Dropped(DropReason::TxTooBig);
+        }
+        let mac = match self.resolve(dst) {
+            Ok(m) => m,
+            Err(o) => return o,
+        };
+        if self.core.device_full {
+            return Outcome::DeviceFull;
+        }
+        let eth = self.core.eth_header(mac, EtherType::Ipv4);
+        let ip = ipv4::Ipv4Repr {
+            src,
+            dst,
+            protocol,
+            payload_len: len,
+            ttl: self.core.ttl,
+            ident: self.core.next_ident,
+            dont_frag: true,
+            dscp_ecn: 0,
+        };
+        let hl = eth.header_len();
+        let total = hl + ipv4::HEADER_LEN + len;
+        let offload = self.caps.checksum.tx_fill;
+        let sent = self.dev.transmit(total, &mut |b| {
+            eth.emit(b);
+            ip.emit(&mut b[hl..], !offload);
+            let seg = &mut b[hl + ipv4::HEADER_LEN..];
+            fill(seg);
+            match protocol {
+                // ICMP: no pseudo-header, never offloaded.
+                1 if fill_transport_checksum => {
+                    seg[2] = 0;
+                    seg[3] = 0;
+                    let c = checksum::checksum(seg);
+                    seg[2..4].copy_from_slice(&c.to_be_bytes());
+                }
+                6 | 17 if fill_transport_checksum && !offload => {
+                    let at = if protocol == 6 {
+                        16
+                    } else {
+                        udp::CHECKSUM_OFFSET
+                    };
+                    if seg.len() >= at + 2 {
+                        seg[at] = 0;
+                        seg[at + 1] = 0;
+                        let mut c = checksum::transport_checksum(src, dst, protocol, seg);
+                        if protocol == 17 {
+                            c = udp::nonzero_checksum(c);
+                        }
+                        seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
+                    }
+                }
+                _ => {}
+            }
+        });
+        if !sent {
+            self.core.stats.tx_device_full += 1;
+            self.core.device_full = true;
+            return Outcome::DeviceFull;
+        }
+        self.core.next_ident = self.core.next_ident.wrapping_add(1);
+        self.core.stats.tx_frames += 1;
+        self.core.stats.tx_bytes += total as u64;
+        Outcome::Sent
+    }
+
+    /// Sends one UDP datagram, checksumming the payload while copying it.
+    pub(crate) fn send_udp(
+        &mut self,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        payload: &[u8],
+    ) -> Outcome {
+        let repr = UdpRepr {
+            src_port: src.port(),
+            dst_port: dst.port(),
+        };
+        let fill_checksum = !self.caps.checksum.tx_fill;
+        let (s, d) = (*src.ip(), *dst.ip());
+        self.send_ip(
+            s,
+            d,
+            17,
+            udp::HEADER_LEN + payload.len(),
+            false,
+            &mut |seg| repr.emit(seg, s, d, payload, fill_checksum),
+        )
+    }
+}
+
+impl IpTx for IpOut<'_> {
+    fn max_segment(&self, _dst: Ipv4Addr) -> usize {
+        self.mtu() - ipv4::HEADER_LEN
+    }
+
+    fn send(
+        &mut self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: IpProtocol,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> bool {
+        match self.send_ip(src, dst, proto.number(), len, true, fill) {
+            Outcome::Sent => true,
+            Outcome::Dropped(reason) => {
+                self.core.stats.drop(reason);
+                false
+            }
+            Outcome::DeviceFull | Outcome::Pending => false,
+        }
+    }
+}

@@ -1,0 +1,589 @@
+//! The interface: Ethernet, ARP and neighbours, IPv4, ICMP echo, UDP sockets; TCP
+//! segments go to [`crate::tcp::TcpLayer`], whose output comes back through [`IpTx`].
+//!
+//! The host drives it: `receive(now, frame)` for each received frame, then
+//! `dispatch(now, device)` to send what is due, and again at `poll_at()`.
+
+mod ip_out;
+mod neighbor;
+mod packet_ring;
+mod stats;
+pub mod udp;
+
+pub use ip_out::IpOut;
+pub use neighbor::{Lookup, NeighborCache, NeighborConfig};
+pub use stats::{DropReason, Stats};
+pub use udp::{UdpConfig, UdpLayer, UdpRecv};
+
+use crate::device::{ChecksumOffload, Device};
+use crate::socket::ReadinessChange;
+use crate::tcp::{TcpConfig, TcpLayer};
+use crate::time::Instant;
+use crate::wire::{
+    arp, checksum, ethernet, icmp, ipv4, ArpOperation, ArpPacket, ArpRepr, EtherType,
+    EthernetFrame, EthernetRepr, IcmpPacket, IcmpRepr, Ipv4Cidr, Ipv4Packet, Ipv4Repr, MacAddr,
+    UdpPacket, UdpRepr, WireError,
+};
+use core::net::{Ipv4Addr, SocketAddrV4};
+use std::collections::VecDeque;
+
+/// Who resolves next hops to MACs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NeighborMode {
+    /// The stack speaks ARP itself (TAP, simulator).
+    OwnArp,
+    /// The host provides neighbours (`set_neighbor`), e.g. from the kernel's table on
+    /// AF_XDP where the kernel owns ARP; the stack ignores ARP frames and lists the next
+    /// hops it lacks in `missing_neighbors`.
+    External,
+}
+
+/// An interface's configuration.
+#[derive(Clone, Debug)]
+pub struct InterfaceConfig {
+    pub mac: MacAddr,
+    /// Addresses with their prefixes; the first is the primary (source via gateway).
+    pub addrs: Vec<Ipv4Cidr>,
+    pub gateway: Option<Ipv4Addr>,
+    pub neighbor_mode: NeighborMode,
+    pub neighbor: NeighborConfig,
+    /// 802.1Q VLAN id: received frames must carry it, sent frames get it. None: untagged.
+    pub vlan: Option<u16>,
+    /// IP MTU (the device's caps may lower it further at dispatch).
+    pub mtu: usize,
+    /// TTL of packets the stack originates.
+    pub ttl: u8,
+    /// `rx_verified`: received checksums were checked by the NIC; skip verifying them.
+    /// (Transmit offload comes from the device's caps at dispatch.)
+    pub checksum: ChecksumOffload,
+    pub udp: UdpConfig,
+    /// Control replies (ARP replies, ICMP) waiting for the next dispatch.
+    pub reply_slots: usize,
+    /// Seeds everything random (ephemeral ports, TCP ISNs): same seed, same run.
+    pub seed: u64,
+}
+
+impl InterfaceConfig {
+    /// Defaults: own ARP, MTU 1500, TTL 64, software checksums, no VLAN, no gateway.
+    pub fn new(mac: MacAddr, addr: Ipv4Cidr) -> Self {
+        InterfaceConfig {
+            mac,
+            addrs: vec![addr],
+            gateway: None,
+            neighbor_mode: NeighborMode::OwnArp,
+            neighbor: NeighborConfig::default(),
+            vlan: None,
+            mtu: 1500,
+            ttl: 64,
+            checksum: ChecksumOffload::default(),
+            udp: UdpConfig::default(),
+            reply_slots: 32,
+            seed: 0,
+        }
+    }
+}
+
+/// Whole frames built on receive (ARP replies, ICMP) and sent on the next dispatch.
+/// Buffers are allocated once and recycled.
+#[derive(Debug)]
+pub(crate) struct ReplyQueue {
+    ready: VecDeque<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl ReplyQueue {
+    fn new(slots: usize, frame_len: usize) -> Self {
+        ReplyQueue {
+            ready: VecDeque::with_capacity(slots),
+            spare: (0..slots).map(|_| Vec::with_capacity(frame_len)).collect(),
+        }
+    }
+    /// A cleared buffer to build a frame in, or None when all are queued.
+    fn take(&mut self) -> Option<Vec<u8>> {
+        let mut b = self.spare.pop()?;
+        b.clear();
+        Some(b)
+    }
+    fn push(&mut self, b: Vec<u8>) {
+        self.ready.push_back(b);
+    }
+}
+
+/// State `IpOut` needs: everything of the interface but the sockets.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub mac: MacAddr,
+    pub addrs: Vec<Ipv4Cidr>,
+    pub gateway: Option<Ipv4Addr>,
+    pub neighbor_mode: NeighborMode,
+    pub neighbors: NeighborCache,
+    pub vlan: Option<u16>,
+    pub mtu: usize,
+    pub ttl: u8,
+    pub rx_checksum_verified: bool,
+    pub stats: Stats,
+    pub next_ident: u16,
+    pub replies: ReplyQueue,
+    /// Something became sendable (a neighbour resolved): dispatch soon.
+    pub wake: bool,
+    /// The device refused a frame at the last dispatch.
+    pub device_full: bool,
+}
+
+impl Core {
+    pub fn is_own_addr(&self, ip: Ipv4Addr) -> bool {
+        self.addrs.iter().any(|c| c.addr == ip)
+    }
+    pub fn is_broadcast(&self, ip: Ipv4Addr) -> bool {
+        ip.is_broadcast() || self.addrs.iter().any(|c| c.broadcast() == Some(ip))
+    }
+    /// Source address toward `dst`: the address on its network, else the primary.
+    pub fn source_for(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.addrs
+            .iter()
+            .find(|c| c.contains(dst))
+            .or(self.addrs.first())
+            .map(|c| c.addr)
+    }
+    fn eth_header(&self, dst: MacAddr, ethertype: EtherType) -> EthernetRepr {
+        EthernetRepr {
+            src: self.mac,
+            dst,
+            vlan: self.vlan,
+            ethertype,
+        }
+    }
+}
+
+/// One network interface of the stack.
+pub struct Interface {
+    core: Core,
+    pub udp: UdpLayer,
+    pub tcp: TcpLayer,
+}
+
+impl Interface {
+    pub fn new(config: InterfaceConfig, tcp: TcpConfig) -> Interface {
+        let frame_len = config.mtu + ethernet::HEADER_LEN + ethernet::VLAN_TAG_LEN;
+        let mut udp = UdpLayer::new(config.udp, config.seed);
+        udp.local_addrs = config.addrs.clone();
+        udp.gateway = config.gateway;
+        udp.mtu = config.mtu;
+        Interface {
+            core: Core {
+                mac: config.mac,
+                addrs: config.addrs,
+                gateway: config.gateway,
+                neighbor_mode: config.neighbor_mode,
+                neighbors: NeighborCache::new(config.neighbor),
+                vlan: config.vlan,
+                mtu: config.mtu,
+                ttl: config.ttl,
+                rx_checksum_verified: config.checksum.rx_verified,
+                stats: Stats::default(),
+                next_ident: (config.seed >> 16) as u16,
+                replies: ReplyQueue::new(config.reply_slots.max(1), frame_len),
+                wake: false,
+                device_full: false,
+            },
+            udp,
+            tcp: TcpLayer::new(tcp, config.seed),
+        }
+    }
+
+    pub fn mac(&self) -> MacAddr {
+        self.core.mac
+    }
+    pub fn addrs(&self) -> &[Ipv4Cidr] {
+        &self.core.addrs
+    }
+    pub fn gateway(&self) -> Option<Ipv4Addr> {
+        self.core.gateway
+    }
+    pub fn mtu(&self) -> usize {
+        self.core.mtu
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.core.stats
+    }
+    /// Whether `ip` is one of the interface's addresses.
+    pub fn has_addr(&self, ip: Ipv4Addr) -> bool {
+        self.core.is_own_addr(ip)
+    }
+    /// The source address the interface uses toward `dst` (for connect without bind);
+    /// None when `dst` is off-link and there is no gateway, or there is no address.
+    pub fn source_addr(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.udp.source_for(dst)
+    }
+
+    pub fn set_addrs(&mut self, addrs: Vec<Ipv4Cidr>) {
+        self.udp.local_addrs = addrs.clone();
+        self.core.addrs = addrs;
+    }
+    pub fn set_gateway(&mut self, gateway: Option<Ipv4Addr>) {
+        self.core.gateway = gateway;
+        self.udp.gateway = gateway;
+    }
+
+    /// Sets a neighbour (from the kernel's table, or a static entry). It does not expire.
+    pub fn set_neighbor(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+        self.core.neighbors.insert(ip, mac, Instant::ZERO, false);
+        self.core.wake = true;
+    }
+    pub fn remove_neighbor(&mut self, ip: Ipv4Addr) {
+        self.core.neighbors.remove(ip);
+    }
+    /// The MAC the stack would use for next hop `ip` at `now`.
+    pub fn neighbor(&self, ip: Ipv4Addr, now: Instant) -> Option<MacAddr> {
+        self.core.neighbors.get(ip, now)
+    }
+    /// Next hops the stack wanted to send to but has no MAC for.
+    pub fn missing_neighbors(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.core.neighbors.missing()
+    }
+
+    /// The oldest readiness change not yet taken: UDP sockets first, then TCP.
+    pub fn pop_readiness_change(&mut self) -> Option<ReadinessChange> {
+        self.udp
+            .pop_readiness_change()
+            .or_else(|| self.tcp.readiness_queue().pop())
+    }
+
+    /// When `dispatch` should next run: `Instant::ZERO` means "now" (something is
+    /// queued), None means "only after the next receive or socket call".
+    pub fn poll_at(&self) -> Option<Instant> {
+        if !self.core.replies.ready.is_empty()
+            || self.core.wake
+            || self.core.device_full
+            || self.udp.kicked
+        {
+            return Some(Instant::ZERO);
+        }
+        let mut at = self.tcp.poll_at();
+        if self.core.neighbor_mode == NeighborMode::OwnArp {
+            if let Some(n) = self.core.neighbors.poll_at() {
+                at = Some(at.map_or(n, |t| t.min(n)));
+            }
+        }
+        at
+    }
+
+    /// Sends what is due: control replies, then TCP, then UDP datagrams. Stops when the
+    /// device is full; what is left goes on the next call.
+    pub fn dispatch(&mut self, now: Instant, dev: &mut dyn Device) {
+        self.core.wake = false;
+        self.core.device_full = false;
+        self.udp.kicked = false;
+        while let Some(frame) = self.core.replies.ready.front() {
+            let len = frame.len();
+            if !dev.transmit(len, &mut |buf| buf.copy_from_slice(frame)) {
+                self.core.stats.tx_device_full += 1;
+                self.core.device_full = true;
+                return;
+            }
+            self.core.stats.tx_frames += 1;
+            self.core.stats.tx_bytes += len as u64;
+            let b = self.core.replies.ready.pop_front().expect("front exists");
+            self.core.replies.spare.push(b);
+        }
+        let mut out = IpOut::new(&mut self.core, dev, now);
+        self.tcp.dispatch(now, &mut out);
+        if !out.device_full() {
+            dispatch_udp(&mut self.udp, &mut out);
+        }
+        if self.core.neighbor_mode == NeighborMode::OwnArp {
+            self.core.neighbors.retire_unwanted(now);
+        }
+    }
+
+    /// Takes one received Ethernet frame (without FCS).
+    pub fn receive(&mut self, now: Instant, frame: &[u8]) {
+        self.core.stats.rx_frames += 1;
+        self.core.stats.rx_bytes += frame.len() as u64;
+        let st = &mut self.core.stats;
+        let eth_frame = match EthernetFrame::new_checked(frame) {
+            Ok(f) => f,
+            Err(_) => return st.drop(DropReason::EthernetTruncated),
+        };
+        let eth = match EthernetRepr::parse(&eth_frame) {
+            Ok(r) => r,
+            Err(_) => return st.drop(DropReason::VlanMismatch),
+        };
+        if eth.dst != self.core.mac && !eth.dst.is_broadcast() {
+            return st.drop(DropReason::EthernetNotForUs);
+        }
+        if eth.vlan != self.core.vlan {
+            return st.drop(DropReason::VlanMismatch);
+        }
+        match eth.ethertype {
+            EtherType::Arp => self.receive_arp(now, eth_frame.payload()),
+            EtherType::Ipv4 => self.receive_ipv4(now, &eth, eth_frame.payload()),
+            _ => self.core.stats.drop(DropReason::UnknownEthertype),
+        }
+    }
+
+    fn receive_arp(&mut self, now: Instant, payload: &[u8]) {
+        let core = &mut self.core;
+        if core.neighbor_mode == NeighborMode::External {
+            return core.stats.drop(DropReason::ArpIgnored);
+        }
+        let arp = match ArpPacket::new_checked(payload).and_then(|p| ArpRepr::parse(&p)) {
+            Ok(a) => a,
+            Err(_) => return core.stats.drop(DropReason::ArpMalformed),
+        };
+        if arp.source_mac.is_multicast()
+            || !matches!(arp.operation, ArpOperation::Request | ArpOperation::Reply)
+        {
+            return core.stats.drop(DropReason::ArpMalformed);
+        }
+        let for_us = core.is_own_addr(arp.target_ip);
+        if !arp.source_ip.is_unspecified() && !core.is_own_addr(arp.source_ip) {
+            if for_us {
+                core.neighbors
+                    .insert(arp.source_ip, arp.source_mac, now, true);
+                core.wake = true;
+            } else if core.neighbors.refresh(arp.source_ip, arp.source_mac, now) {
+                core.wake = true;
+            }
+        }
+        if for_us && arp.operation == ArpOperation::Request {
+            let Some(mut b) = core.replies.take() else {
+                return core.stats.drop(DropReason::ReplyQueueFull);
+            };
+            let eth = core.eth_header(arp.source_mac, EtherType::Arp);
+            let reply = ArpRepr {
+                operation: ArpOperation::Reply,
+                source_mac: core.mac,
+                source_ip: arp.target_ip,
+                target_mac: arp.source_mac,
+                target_ip: arp.source_ip,
+            };
+            b.resize(eth.header_len() + arp::PACKET_LEN, 0);
+            eth.emit(&mut b);
+            reply.emit(&mut b[eth.header_len()..]);
+            core.replies.push(b);
+            core.stats.arp_replies_sent += 1;
+        }
+    }
+
+    fn receive_ipv4(&mut self, now: Instant, eth: &EthernetRepr, payload: &[u8]) {
+        let core = &mut self.core;
+        let verify = !core.rx_checksum_verified;
+        let packet = match Ipv4Packet::new_checked(payload) {
+            Ok(p) => p,
+            Err(WireError::Truncated) => return core.stats.drop(DropReason::Ipv4Truncated),
+            Err(_) => return core.stats.drop(DropReason::Ipv4Malformed),
+        };
+        let ip = match Ipv4Repr::parse(&packet, verify) {
+            Ok(r) => r,
+            Err(WireError::Checksum) => return core.stats.drop(DropReason::Ipv4BadChecksum),
+            Err(WireError::Fragment) => return core.stats.drop(DropReason::Ipv4Fragment),
+            Err(WireError::Truncated) => return core.stats.drop(DropReason::Ipv4Truncated),
+            Err(_) => return core.stats.drop(DropReason::Ipv4Malformed),
+        };
+        let unicast = core.is_own_addr(ip.dst);
+        if !unicast && !core.is_broadcast(ip.dst) {
+            return core.stats.drop(DropReason::Ipv4NotForUs);
+        }
+        if ip.src.is_broadcast() || ip.src.is_multicast() || core.is_broadcast(ip.src) {
+            return core.stats.drop(DropReason::Ipv4BadSource);
+        }
+        let l4 = packet.payload();
+        match ip.protocol {
+            1 => self.receive_icmp(eth, &ip, unicast, l4, verify),
+            6 => {
+                if !unicast || l4.len() < 20 {
+                    return core.stats.drop(DropReason::TcpMalformed);
+                }
+                if verify && checksum::transport_checksum(ip.src, ip.dst, 6, l4) != 0 {
+                    return core.stats.drop(DropReason::TcpBadChecksum);
+                }
+                core.stats.tcp_segments_received += 1;
+                self.tcp.receive(now, ip.src, ip.dst, l4);
+            }
+            17 => self.receive_udp(eth, &ip, unicast, packet.packet_bytes(), verify),
+            _ => core.stats.drop(DropReason::UnknownProtocol),
+        }
+    }
+
+    fn receive_icmp(
+        &mut self,
+        eth: &EthernetRepr,
+        ip: &Ipv4Repr,
+        unicast: bool,
+        l4: &[u8],
+        verify: bool,
+    ) {
+        let core = &mut self.core;
+        let packet = match IcmpPacket::new_checked(l4) {
+            Ok(p) => p,
+            Err(_) => return core.stats.drop(DropReason::IcmpMalformed),
+        };
+        let msg = match IcmpRepr::parse(&packet, verify) {
+            Ok(m) => m,
+            Err(WireError::Checksum) => return core.stats.drop(DropReason::IcmpBadChecksum),
+            Err(WireError::Unsupported) => return core.stats.drop(DropReason::IcmpIgnored),
+            Err(_) => return core.stats.drop(DropReason::IcmpMalformed),
+        };
+        match msg {
+            // Like Linux (icmp_echo_ignore_broadcasts=1): only unicast pings are answered.
+            IcmpRepr::EchoRequest { ident, seq, data } if unicast => {
+                let reply = IcmpRepr::EchoReply { ident, seq, data };
+                if queue_ip_reply(
+                    core,
+                    eth.src,
+                    ip.dst,
+                    ip.src,
+                    1,
+                    &|b| reply.emit(b),
+                    reply.buffer_len(),
+                ) {
+                    core.stats.icmp_echo_replies_sent += 1;
+                }
+            }
+            IcmpRepr::DstUnreachable { code, original } => {
+                // The quoted packet: our IPv4 header and the first 8 bytes of UDP.
+                let hl = (original[0] & 0x0f) as usize * 4;
+                if hl < ipv4::HEADER_LEN || original.len() < hl + 8 || original[9] != 17 {
+                    return core.stats.drop(DropReason::IcmpIgnored);
+                }
+                let q_src = Ipv4Addr::new(original[12], original[13], original[14], original[15]);
+                let q_dst = Ipv4Addr::new(original[16], original[17], original[18], original[19]);
+                let sport = u16::from_be_bytes([original[hl], original[hl + 1]]);
+                let dport = u16::from_be_bytes([original[hl + 2], original[hl + 3]]);
+                if !core.is_own_addr(q_src) {
+                    return core.stats.drop(DropReason::IcmpIgnored);
+                }
+                self.udp.icmp_unreachable(
+                    SocketAddrV4::new(q_src, sport),
+                    SocketAddrV4::new(q_dst, dport),
+                    code,
+                );
+            }
+            _ => core.stats.drop(DropReason::IcmpIgnored),
+        }
+    }
+
+    /// `ip_packet` is the whole IPv4 packet (quoted in a port unreachable).
+    fn receive_udp(
+        &mut self,
+        eth: &EthernetRepr,
+        ip: &Ipv4Repr,
+        unicast: bool,
+        ip_packet: &[u8],
+        verify: bool,
+    ) {
+        let core = &mut self.core;
+        let hl = ip_packet.len() - ip.payload_len;
+        let l4 = &ip_packet[hl..];
+        let packet = match UdpPacket::new_checked(l4) {
+            Ok(p) => p,
+            Err(_) => return core.stats.drop(DropReason::UdpMalformed),
+        };
+        let udp = match UdpRepr::parse(&packet, ip.src, ip.dst, verify) {
+            Ok(u) => u,
+            Err(WireError::Checksum) => return core.stats.drop(DropReason::UdpBadChecksum),
+            Err(_) => return core.stats.drop(DropReason::UdpMalformed),
+        };
+        let src = SocketAddrV4::new(ip.src, udp.src_port);
+        let dst = SocketAddrV4::new(ip.dst, udp.dst_port);
+        let full_before = self.udp.rx_buffer_full;
+        if self.udp.deliver(src, dst, packet.payload()) {
+            if self.udp.rx_buffer_full != full_before {
+                core.stats.drop(DropReason::UdpBufferFull);
+            } else {
+                core.stats.udp_datagrams_received += 1;
+            }
+            return;
+        }
+        core.stats.drop(DropReason::UdpNoSocket);
+        if unicast {
+            // ICMP port unreachable quoting the IP header and 8 bytes (RFC 792/1122).
+            let quote = &ip_packet[..(hl + 8).min(ip_packet.len())];
+            let msg = IcmpRepr::DstUnreachable {
+                code: icmp::CODE_PORT_UNREACHABLE,
+                original: quote,
+            };
+            if queue_ip_reply(
+                core,
+                eth.src,
+                ip.dst,
+                ip.src,
+                1,
+                &|b| msg.emit(b),
+                msg.buffer_len(),
+            ) {
+                core.stats.icmp_unreachables_sent += 1;
+            }
+        }
+    }
+}
+
+/// Builds a whole IPv4 reply frame into the reply queue, to `dst_mac` (the sender of
+/// what we answer). Returns false (counted) when the queue is full.
+fn queue_ip_reply(
+    core: &mut Core,
+    dst_mac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    emit: &dyn Fn(&mut [u8]),
+    len: usize,
+) -> bool {
+    if ipv4::HEADER_LEN + len > core.mtu {
+        core.stats.drop(DropReason::TxTooBig);
+        return false;
+    }
+    let Some(mut b) = core.replies.take() else {
+        core.stats.drop(DropReason::ReplyQueueFull);
+        return false;
+    };
+    let eth = core.eth_header(dst_mac, EtherType::Ipv4);
+    let ip = Ipv4Repr {
+        src,
+        dst,
+        protocol,
+        payload_len: len,
+        ttl: core.ttl,
+        ident: core.next_ident,
+        dont_frag: false,
+        dscp_ecn: 0,
+    };
+    core.next_ident = core.next_ident.wrapping_add(1);
+    let hl = eth.header_len();
+    b.resize(hl + ipv4::HEADER_LEN + len, 0);
+    eth.emit(&mut b);
+    ip.emit(&mut b[hl..], true);
+    emit(&mut b[hl + ipv4::HEADER_LEN..]);
+    core.replies.push(b);
+    true
+}
+
+/// Sends queued UDP datagrams until the device is full or every waiting socket is
+/// blocked on neighbour resolution.
+fn dispatch_udp(udp: &mut UdpLayer, out: &mut IpOut<'_>) {
+    let mut deferred = 0usize;
+    while let Some((i, meta, payload)) = udp.peek_tx() {
+        match out.send_udp(meta.src, meta.dst, payload) {
+            ip_out::Outcome::Sent => {
+                out.stats().udp_datagrams_sent += 1;
+                udp.pop_tx(i);
+            }
+            ip_out::Outcome::DeviceFull => return,
+            ip_out::Outcome::Pending => {
+                udp.defer_tx(i);
+                deferred += 1;
+                if deferred >= udp.tx_pending_count() {
+                    return;
+                }
+            }
+            ip_out::Outcome::Dropped(reason) => {
+                out.stats().drop(reason);
+                udp.pop_tx(i);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,195 @@
+//! Interface counters: frames and bytes each way, drops by reason.
+
+use core::fmt;
+
+/// Why a received frame (or a packet the stack wanted to send) was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header (or a VLAN tag cut off).
+    EthernetTruncated,
+    /// Destination MAC neither ours nor broadcast.
+    EthernetNotForUs,
+    /// VLAN tag absent/present/different from the configured VLAN, or stacked tags.
+    VlanMismatch,
+    /// EtherType other than IPv4 and ARP.
+    UnknownEthertype,
+    /// ARP packet too short or not Ethernet/IPv4.
+    ArpMalformed,
+    /// ARP received while neighbours are managed externally (kernel owns ARP).
+    ArpIgnored,
+    /// IPv4 header truncated or total length beyond the frame.
+    Ipv4Truncated,
+    /// IPv4 version, header length or total length invalid.
+    Ipv4Malformed,
+    Ipv4BadChecksum,
+    /// An IPv4 fragment: the stack does not reassemble.
+    Ipv4Fragment,
+    /// Destination address not one of ours (nor a broadcast we accept).
+    Ipv4NotForUs,
+    /// Source address is broadcast or multicast.
+    Ipv4BadSource,
+    /// IP protocol other than ICMP, TCP, UDP.
+    UnknownProtocol,
+    IcmpMalformed,
+    IcmpBadChecksum,
+    /// ICMP type the stack does not handle (or an echo request to a broadcast address).
+    IcmpIgnored,
+    UdpMalformed,
+    UdpBadChecksum,
+    /// No socket bound to the destination port.
+    UdpNoSocket,
+    /// The socket's receive buffer was full.
+    UdpBufferFull,
+    /// TCP segment shorter than a TCP header, or sent to a broadcast address.
+    TcpMalformed,
+    TcpBadChecksum,
+    /// A control reply (ARP reply, ICMP) found the reply queue full.
+    ReplyQueueFull,
+    /// A packet to send had no route (no on-link network, no gateway).
+    NoRoute,
+    /// A packet to send was dropped because its next hop does not answer ARP.
+    NeighborFailed,
+    /// A transport asked to send a packet larger than the MTU.
+    TxTooBig,
+}
+
+impl DropReason {
+    pub const COUNT: usize = 26;
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::EthernetTruncated,
+        DropReason::EthernetNotForUs,
+        DropReason::VlanMismatch,
+        DropReason::UnknownEthertype,
+        DropReason::ArpMalformed,
+        DropReason::ArpIgnored,
+        DropReason::Ipv4Truncated,
+        DropReason::Ipv4Malformed,
+        DropReason::Ipv4BadChecksum,
+        DropReason::Ipv4Fragment,
+        DropReason::Ipv4NotForUs,
+        DropReason::Ipv4BadSource,
+        DropReason::UnknownProtocol,
+        DropReason::IcmpMalformed,
+        DropReason::IcmpBadChecksum,
+        DropReason::IcmpIgnored,
+        DropReason::UdpMalformed,
+        DropReason::UdpBadChecksum,
+        DropReason::UdpNoSocket,
+        DropReason::UdpBufferFull,
+        DropReason::TcpMalformed,
+        DropReason::TcpBadChecksum,
+        DropReason::ReplyQueueFull,
+        DropReason::NoRoute,
+        DropReason::NeighborFailed,
+        DropReason::TxTooBig,
+    ];
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A short snake_case name for `fastnet stat`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::EthernetTruncated => "eth_truncated",
+            DropReason::EthernetNotForUs => "eth_not_for_us",
+            DropReason::VlanMismatch => "vlan_mismatch",
+            DropReason::UnknownEthertype => "unknown_ethertype",
+            DropReason::ArpMalformed => "arp_malformed",
+            DropReason::ArpIgnored => "arp_ignored",
+            DropReason::Ipv4Truncated => "ipv4_truncated",
+            DropReason::Ipv4Malformed => "ipv4_malformed",
+            DropReason::Ipv4BadChecksum => "ipv4_bad_checksum",
+            DropReason::Ipv4Fragment => "ipv4_fragment",
+            DropReason::Ipv4NotForUs => "ipv4_not_for_us",
+            DropReason::Ipv4BadSource => "ipv4_bad_source",
+            DropReason::UnknownProtocol => "unknown_protocol",
+            DropReason::IcmpMalformed => "icmp_malformed",
+            DropReason::IcmpBadChecksum => "icmp_bad_checksum",
+            DropReason::IcmpIgnored => "icmp_ignored",
+            DropReason::UdpMalformed => "udp_malformed",
+            DropReason::UdpBadChecksum => "udp_bad_checksum",
+            DropReason::UdpNoSocket => "udp_no_socket",
+            DropReason::UdpBufferFull => "udp_buffer_full",
+            DropReason::TcpMalformed => "tcp_malformed",
+            DropReason::TcpBadChecksum => "tcp_bad_checksum",
+            DropReason::ReplyQueueFull => "reply_queue_full",
+            DropReason::NoRoute => "no_route",
+            DropReason::NeighborFailed => "neighbor_failed",
+            DropReason::TxTooBig => "tx_too_big",
+        }
+    }
+}
+
+/// Counters of one interface. All monotonic.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    /// Transmits the device refused (ring full); the stack retried later.
+    pub tx_device_full: u64,
+    pub arp_requests_sent: u64,
+    pub arp_replies_sent: u64,
+    pub icmp_echo_replies_sent: u64,
+    pub icmp_unreachables_sent: u64,
+    pub udp_datagrams_received: u64,
+    pub udp_datagrams_sent: u64,
+    pub tcp_segments_received: u64,
+    drops: [u64; DropReason::COUNT],
+}
+
+impl Stats {
+    /// Frames/packets dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason.index()]
+    }
+    /// All drops, whatever the reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+    pub(crate) fn drop(&mut self, reason: DropReason) {
+        self.drops[reason.index()] += 1;
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "rx {} frames {} bytes, tx {} frames {} bytes, tx_device_full {}",
+            self.rx_frames, self.rx_bytes, self.tx_frames, self.tx_bytes, self.tx_device_full
+        )?;
+        writeln!(
+            f,
+            "arp req/rep sent {}/{}, icmp echo/unreach sent {}/{}, udp rx/tx {}/{}, tcp rx {}",
+            self.arp_requests_sent,
+            self.arp_replies_sent,
+            self.icmp_echo_replies_sent,
+            self.icmp_unreachables_sent,
+            self.udp_datagrams_received,
+            self.udp_datagrams_sent,
+            self.tcp_segments_received
+        )?;
+        for r in DropReason::ALL {
+            let n = self.dropped(r);
+            if n != 0 {
+                writeln!(f, "drop {}: {}", r.name(), n)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_reasons_have_distinct_indices() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{}", r.name());
+        }
+    }
+}

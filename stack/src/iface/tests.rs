@@ -1,0 +1,713 @@
+//! Interface tests: frames in, frames out, counters and socket results checked.
+
+use super::*;
+use crate::device::QueueDevice;
+use crate::error::Error;
+use crate::socket::{Readiness, SocketHandle};
+use crate::time::Duration;
+use crate::wire::{udp as wudp, IcmpPacket, UdpPacket};
+use proptest::prelude::*;
+
+const MAC_A: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xa]);
+const MAC_B: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb]);
+const IP_A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const IP_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const T0: Instant = Instant::from_millis(1000);
+
+fn iface(mac: MacAddr, ip: Ipv4Addr) -> Interface {
+    Interface::new(
+        InterfaceConfig::new(mac, Ipv4Cidr::new(ip, 24)),
+        TcpConfig::default(),
+    )
+}
+
+fn eth(dst: MacAddr, ethertype: EtherType, payload: &[u8]) -> Vec<u8> {
+    let e = EthernetRepr {
+        src: MAC_B,
+        dst,
+        vlan: None,
+        ethertype,
+    };
+    let mut f = vec![0u8; 14 + payload.len()];
+    e.emit(&mut f);
+    f[14..].copy_from_slice(payload);
+    f
+}
+
+fn ip_packet(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4: &[u8]) -> Vec<u8> {
+    let r = Ipv4Repr {
+        src,
+        dst,
+        protocol,
+        payload_len: l4.len(),
+        ttl: 64,
+        ident: 1,
+        dont_frag: true,
+        dscp_ecn: 0,
+    };
+    let mut p = vec![0u8; 20 + l4.len()];
+    r.emit(&mut p, true);
+    p[20..].copy_from_slice(l4);
+    p
+}
+
+fn udp_frame(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let mut l4 = vec![0u8; 8 + payload.len()];
+    UdpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+    }
+    .emit(&mut l4, *src.ip(), *dst.ip(), payload, true);
+    eth(
+        MAC_A,
+        EtherType::Ipv4,
+        &ip_packet(*src.ip(), *dst.ip(), 17, &l4),
+    )
+}
+
+fn arp_frame(op: ArpOperation, src_ip: Ipv4Addr, target_ip: Ipv4Addr, dst: MacAddr) -> Vec<u8> {
+    let mut p = [0u8; 28];
+    ArpRepr {
+        operation: op,
+        source_mac: MAC_B,
+        source_ip: src_ip,
+        target_mac: if op == ArpOperation::Reply {
+            MAC_A
+        } else {
+            MacAddr::ZERO
+        },
+        target_ip,
+    }
+    .emit(&mut p);
+    eth(dst, EtherType::Arp, &p)
+}
+
+/// Parses a sent frame down to IPv4, asserting the IPv4 header checksum.
+fn sent_ipv4(frame: &[u8]) -> (EthernetRepr, Ipv4Repr, Vec<u8>) {
+    let f = EthernetFrame::new_checked(frame).unwrap();
+    let e = EthernetRepr::parse(&f).unwrap();
+    assert_eq!(e.ethertype, EtherType::Ipv4);
+    let p = Ipv4Packet::new_checked(f.payload()).unwrap();
+    let r = Ipv4Repr::parse(&p, true).expect("valid IPv4 with checksum");
+    (e, r, p.payload().to_vec())
+}
+
+fn sent_arp(frame: &[u8]) -> (EthernetRepr, ArpRepr) {
+    let f = EthernetFrame::new_checked(frame).unwrap();
+    let e = EthernetRepr::parse(&f).unwrap();
+    assert_eq!(e.ethertype, EtherType::Arp);
+    let a = ArpRepr::parse(&ArpPacket::new_checked(f.payload()).unwrap()).unwrap();
+    (e, a)
+}
+
+#[test]
+fn arp_request_for_us_is_answered_and_sender_learned() {
+    let mut i = iface(MAC_A, IP_A);
+    let mut dev = QueueDevice::new(1500);
+    i.receive(
+        T0,
+        &arp_frame(ArpOperation::Request, IP_B, IP_A, MacAddr::BROADCAST),
+    );
+    assert_eq!(i.poll_at(), Some(Instant::ZERO));
+    i.dispatch(T0, &mut dev);
+    assert_eq!(dev.frames.len(), 1);
+    let (e, a) = sent_arp(&dev.frames[0]);
+    assert_eq!((e.src, e.dst), (MAC_A, MAC_B));
+    assert_eq!(a.operation, ArpOperation::Reply);
+    assert_eq!((a.source_mac, a.source_ip), (MAC_A, IP_A));
+    assert_eq!((a.target_mac, a.target_ip), (MAC_B, IP_B));
+    assert_eq!(i.neighbor(IP_B, T0), Some(MAC_B));
+    assert_eq!(i.stats().arp_replies_sent, 1);
+    assert_eq!(i.poll_at(), None);
+
+    // A request for someone else: no reply, nothing learned about an unknown sender.
+    let mut j = iface(MAC_A, IP_A);
+    j.receive(
+        T0,
+        &arp_frame(
+            ArpOperation::Request,
+            IP_B,
+            Ipv4Addr::new(10, 77, 0, 9),
+            MacAddr::BROADCAST,
+        ),
+    );
+    j.dispatch(T0, &mut dev);
+    assert_eq!(dev.frames.len(), 1);
+    assert_eq!(j.neighbor(IP_B, T0), None);
+}
+
+#[test]
+fn learned_neighbor_expires() {
+    let mut i = iface(MAC_A, IP_A);
+    i.receive(T0, &arp_frame(ArpOperation::Reply, IP_B, IP_A, MAC_A));
+    assert_eq!(i.neighbor(IP_B, T0 + Duration::from_secs(59)), Some(MAC_B));
+    assert_eq!(i.neighbor(IP_B, T0 + Duration::from_secs(60)), None);
+}
+
+#[test]
+fn udp_send_resolves_neighbor_then_sends_with_checksum() {
+    let mut i = iface(MAC_A, IP_A);
+    let mut dev = QueueDevice::new(1500);
+    let s = i.udp.open().unwrap();
+    let dst = SocketAddrV4::new(IP_B, 9000);
+    assert_eq!(i.udp.send_to(s, b"hello", Some(dst)), Ok(5));
+    assert_eq!(i.poll_at(), Some(Instant::ZERO));
+    i.dispatch(T0, &mut dev);
+    // Only an ARP request so far; the datagram waits.
+    assert_eq!(dev.frames.len(), 1);
+    let (e, a) = sent_arp(&dev.frames.pop_front().unwrap());
+    assert_eq!(e.dst, MacAddr::BROADCAST);
+    assert_eq!(
+        (a.operation, a.target_ip, a.source_ip),
+        (ArpOperation::Request, IP_B, IP_A)
+    );
+    assert_eq!(i.udp.send_queued(s), Ok(5));
+    // The ARP retry timer is the next deadline.
+    assert_eq!(i.poll_at(), Some(T0 + Duration::from_secs(1)));
+    i.receive(T0, &arp_frame(ArpOperation::Reply, IP_B, IP_A, MAC_A));
+    assert_eq!(i.poll_at(), Some(Instant::ZERO));
+    i.dispatch(T0, &mut dev);
+    assert_eq!(dev.frames.len(), 1);
+    let (e, ip, l4) = sent_ipv4(&dev.frames[0]);
+    assert_eq!((e.src, e.dst), (MAC_A, MAC_B));
+    assert_eq!((ip.src, ip.dst, ip.protocol, ip.ttl), (IP_A, IP_B, 17, 64));
+    let u = UdpPacket::new_checked(&l4[..]).unwrap();
+    assert!(u.checksum() != 0 && u.verify_checksum(IP_A, IP_B));
+    assert_eq!(u.dst_port(), 9000);
+    let local = i.udp.local_addr(s).unwrap().unwrap();
+    assert_eq!(u.src_port(), local.port());
+    assert!(udp::EPHEMERAL_PORTS.contains(&local.port()));
+    assert_eq!(u.payload(), b"hello");
+    assert_eq!(i.udp.send_queued(s), Ok(0));
+    assert_eq!(i.stats().udp_datagrams_sent, 1);
+    assert_eq!(i.stats().arp_requests_sent, 1);
+}
+
+#[test]
+fn arp_gives_up_after_three_probes_and_drops_datagram() {
+    let mut i = iface(MAC_A, IP_A);
+    let mut dev = QueueDevice::new(1500);
+    let s = i.udp.open().unwrap();
+    i.udp
+        .send_to(s, b"x", Some(SocketAddrV4::new(IP_B, 1)))
+        .unwrap();
+    let mut now = T0;
+    for _ in 0..3 {
+        i.dispatch(now, &mut dev);
+        now = i.poll_at().unwrap();
+    }
+    i.dispatch(now, &mut dev);
+    assert_eq!(i.stats().arp_requests_sent, 3);
+    assert_eq!(i.stats().dropped(DropReason::NeighborFailed), 1);
+    assert_eq!(i.udp.send_queued(s), Ok(0));
+    assert_eq!(i.poll_at(), None);
+}
+
+#[test]
+fn udp_receive_bind_connect_and_errors() {
+    let mut i = iface(MAC_A, IP_A);
+    let s = i.udp.open().unwrap();
+    assert_eq!(
+        i.udp
+            .bind(s, SocketAddrV4::new(Ipv4Addr::new(10, 1, 1, 1), 53)),
+        Err(Error::AddrNotAvailable)
+    );
+    i.udp.bind(s, SocketAddrV4::new(IP_A, 5353)).unwrap();
+    assert_eq!(
+        i.udp.bind(s, SocketAddrV4::new(IP_A, 5354)),
+        Err(Error::InvalidInput)
+    );
+    let t = i.udp.open().unwrap();
+    assert_eq!(
+        i.udp
+            .bind(t, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 5353)),
+        Err(Error::AddrInUse)
+    );
+    assert_eq!(
+        i.udp.send_to(t, b"x", None),
+        Err(Error::DestinationRequired)
+    );
+    assert_eq!(i.udp.peer_addr(t), Err(Error::NotConnected));
+    let mut buf = [0u8; 4];
+    assert_eq!(i.udp.recv_from(s, &mut buf), Err(Error::WouldBlock));
+    assert_eq!(i.udp.readiness(s), Ok(Readiness::WRITABLE));
+    while i.pop_readiness_change().is_some() {}
+
+    let from = SocketAddrV4::new(IP_B, 4444);
+    i.receive(
+        T0,
+        &udp_frame(from, SocketAddrV4::new(IP_A, 5353), b"abcdefg"),
+    );
+    assert_eq!(i.stats().udp_datagrams_received, 1);
+    let ch = i.pop_readiness_change().unwrap();
+    assert_eq!(ch.handle, s);
+    assert!(ch.readiness.readable());
+    assert_eq!(i.udp.next_datagram_len(s), Ok(7));
+    // Truncated like Linux: 4 bytes copied, the datagram was 7, and it is consumed.
+    let r = i.udp.recv_from(s, &mut buf).unwrap();
+    assert_eq!((r.len, r.datagram_len, r.from), (4, 7, from));
+    assert_eq!(&buf, b"abcd");
+    assert_eq!(i.udp.recv_from(s, &mut buf), Err(Error::WouldBlock));
+    assert!(!i.pop_readiness_change().unwrap().readiness.readable());
+
+    // Connected: datagrams from other peers are not delivered to it.
+    i.udp.connect(s, SocketAddrV4::new(IP_B, 7777)).unwrap();
+    i.receive(T0, &udp_frame(from, SocketAddrV4::new(IP_A, 5353), b"zz"));
+    assert_eq!(i.udp.next_datagram_len(s), Ok(0));
+    assert_eq!(i.stats().dropped(DropReason::UdpNoSocket), 1);
+    i.receive(
+        T0,
+        &udp_frame(
+            SocketAddrV4::new(IP_B, 7777),
+            SocketAddrV4::new(IP_A, 5353),
+            b"ok",
+        ),
+    );
+    assert_eq!(i.udp.next_datagram_len(s), Ok(2));
+
+    // Sizes and broadcast.
+    let big = vec![0u8; 1473];
+    assert_eq!(i.udp.send_to(s, &big, None), Err(Error::MessageTooLong));
+    assert_eq!(i.udp.send_to(s, &big[..1472], None), Ok(1472));
+    let bc = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 255), 9);
+    assert_eq!(
+        i.udp.send_to(t, b"b", Some(bc)),
+        Err(Error::PermissionDenied)
+    );
+    i.udp.set_broadcast(t, true).unwrap();
+    assert_eq!(i.udp.send_to(t, b"b", Some(bc)), Ok(1));
+    assert_eq!(
+        i.udp.send_to(
+            t,
+            b"x",
+            Some(SocketAddrV4::new(Ipv4Addr::new(8, 8, 8, 8), 53))
+        ),
+        Err(Error::NetworkUnreachable)
+    );
+    i.udp.close(t).unwrap();
+    assert_eq!(i.udp.readiness(t), Err(Error::BadHandle));
+    assert_eq!(
+        i.udp.readiness(SocketHandle::tcp(s.index)),
+        Err(Error::BadHandle)
+    );
+}
+
+#[test]
+fn udp_send_buffer_full_is_eagain_and_not_writable() {
+    let mut i = iface(MAC_A, IP_A);
+    let s = i.udp.open().unwrap();
+    i.udp.set_send_buffer_size(s, 4096).unwrap();
+    let dst = Some(SocketAddrV4::new(IP_B, 9));
+    let d = [7u8; 1000];
+    for _ in 0..4 {
+        assert_eq!(i.udp.send_to(s, &d, dst), Ok(1000));
+    }
+    assert_eq!(i.udp.send_to(s, &d, dst), Err(Error::WouldBlock));
+    assert!(!i.udp.readiness(s).unwrap().writable());
+    // Once sent, writable again.
+    i.set_neighbor(IP_B, MAC_B);
+    let mut dev = QueueDevice::new(1500);
+    i.dispatch(T0, &mut dev);
+    assert_eq!(dev.frames.len(), 4);
+    assert!(i.udp.readiness(s).unwrap().writable());
+}
+
+#[test]
+fn udp_receive_buffer_full_drops_and_counts() {
+    let mut i = iface(MAC_A, IP_A);
+    let s = i.udp.open().unwrap();
+    i.udp.bind(s, SocketAddrV4::new(IP_A, 9)).unwrap();
+    i.udp.set_recv_buffer_size(s, 1000).unwrap();
+    let f = udp_frame(
+        SocketAddrV4::new(IP_B, 1),
+        SocketAddrV4::new(IP_A, 9),
+        &[1u8; 400],
+    );
+    for _ in 0..3 {
+        i.receive(T0, &f);
+    }
+    assert_eq!(i.stats().udp_datagrams_received, 2);
+    assert_eq!(i.stats().dropped(DropReason::UdpBufferFull), 1);
+}
+
+#[test]
+fn closed_port_gets_icmp_unreachable_and_peer_sees_econnrefused() {
+    // A sends to B's closed port; B answers port unreachable; A's connected socket
+    // reports ECONNREFUSED, as Linux does.
+    let mut a = iface(MAC_A, IP_A);
+    let mut b = iface(MAC_B, IP_B);
+    a.set_neighbor(IP_B, MAC_B);
+    b.set_neighbor(IP_A, MAC_A);
+    let mut dev = QueueDevice::new(1500);
+    let s = a.udp.open().unwrap();
+    a.udp.connect(s, SocketAddrV4::new(IP_B, 9999)).unwrap();
+    a.udp.send_to(s, b"anyone?", None).unwrap();
+    a.dispatch(T0, &mut dev);
+    let f = dev.frames.pop_front().unwrap();
+    b.receive(T0, &f);
+    assert_eq!(b.stats().dropped(DropReason::UdpNoSocket), 1);
+    b.dispatch(T0, &mut dev);
+    let reply = dev.frames.pop_front().unwrap();
+    let (_, ip, l4) = sent_ipv4(&reply);
+    assert_eq!((ip.src, ip.dst, ip.protocol), (IP_B, IP_A, 1));
+    let p = IcmpPacket::new_checked(&l4[..]).unwrap();
+    assert!(p.verify_checksum());
+    assert_eq!((p.msg_type(), p.code()), (3, 3));
+    assert_eq!(b.stats().icmp_unreachables_sent, 1);
+    a.receive(T0, &reply);
+    let r = a.udp.readiness(s).unwrap();
+    assert!(r.error() && r.readable());
+    let mut buf = [0u8; 8];
+    assert_eq!(a.udp.recv_from(s, &mut buf), Err(Error::ConnectionRefused));
+    assert_eq!(a.udp.recv_from(s, &mut buf), Err(Error::WouldBlock));
+}
+
+#[test]
+fn two_interfaces_exchange_udp_with_own_arp() {
+    let mut a = iface(MAC_A, IP_A);
+    let mut b = iface(MAC_B, IP_B);
+    let mut ab = QueueDevice::new(1500);
+    let mut ba = QueueDevice::new(1500);
+    let sa = a.udp.open().unwrap();
+    let sb = b.udp.open().unwrap();
+    b.udp
+        .bind(sb, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 53))
+        .unwrap();
+    for n in 0..10u8 {
+        a.udp
+            .send_to(sa, &[n; 100], Some(SocketAddrV4::new(IP_B, 53)))
+            .unwrap();
+    }
+    let mut now = T0;
+    for _ in 0..10 {
+        a.dispatch(now, &mut ab);
+        while let Some(f) = ab.frames.pop_front() {
+            b.receive(now, &f);
+        }
+        b.dispatch(now, &mut ba);
+        while let Some(f) = ba.frames.pop_front() {
+            a.receive(now, &f);
+        }
+        now += Duration::from_millis(1);
+    }
+    let mut buf = [0u8; 200];
+    for n in 0..10u8 {
+        let r = b.udp.recv_from(sb, &mut buf).unwrap();
+        assert_eq!(r.len, 100);
+        assert_eq!(*r.from.ip(), IP_A);
+        assert!(buf[..100].iter().all(|&x| x == n));
+    }
+    assert_eq!(a.stats().arp_requests_sent, 1);
+    assert_eq!(b.stats().arp_replies_sent, 1);
+    assert_eq!(a.stats().dropped_total(), 0);
+    assert_eq!(b.stats().dropped_total(), 0);
+}
+
+#[test]
+fn echo_request_is_answered() {
+    let mut i = iface(MAC_A, IP_A);
+    let mut dev = QueueDevice::new(1500);
+    let req = IcmpRepr::EchoRequest {
+        ident: 77,
+        seq: 3,
+        data: b"0123456789",
+    };
+    let mut l4 = vec![0u8; req.buffer_len()];
+    req.emit(&mut l4);
+    i.receive(
+        T0,
+        &eth(MAC_A, EtherType::Ipv4, &ip_packet(IP_B, IP_A, 1, &l4)),
+    );
+    i.dispatch(T0, &mut dev);
+    let (e, ip, l4r) = sent_ipv4(&dev.frames.pop_front().unwrap());
+    assert_eq!(e.dst, MAC_B);
+    assert_eq!((ip.src, ip.dst), (IP_A, IP_B));
+    let p = IcmpPacket::new_checked(&l4r[..]).unwrap();
+    assert_eq!(
+        IcmpRepr::parse(&p, true).unwrap(),
+        IcmpRepr::EchoReply {
+            ident: 77,
+            seq: 3,
+            data: b"0123456789"
+        }
+    );
+    assert_eq!(i.stats().icmp_echo_replies_sent, 1);
+
+    // Bad ICMP checksum: counted, no reply.
+    l4[9] ^= 0xff;
+    i.receive(
+        T0,
+        &eth(MAC_A, EtherType::Ipv4, &ip_packet(IP_B, IP_A, 1, &l4)),
+    );
+    assert_eq!(i.stats().dropped(DropReason::IcmpBadChecksum), 1);
+    l4[9] ^= 0xff;
+    // Broadcast ping: ignored like Linux's default.
+    i.receive(
+        T0,
+        &eth(
+            MacAddr::BROADCAST,
+            EtherType::Ipv4,
+            &ip_packet(IP_B, Ipv4Addr::new(10, 77, 0, 255), 1, &l4),
+        ),
+    );
+    i.dispatch(T0, &mut dev);
+    assert!(dev.frames.is_empty());
+    assert_eq!(i.stats().dropped(DropReason::IcmpIgnored), 1);
+}
+
+#[test]
+fn malformed_and_foreign_frames_are_counted_by_reason() {
+    let mut i = iface(MAC_A, IP_A);
+    let udp_ok = udp_frame(SocketAddrV4::new(IP_B, 1), SocketAddrV4::new(IP_A, 2), b"x");
+    i.receive(T0, &udp_ok[..10]);
+    assert_eq!(i.stats().dropped(DropReason::EthernetTruncated), 1);
+
+    let mut other_mac = udp_ok.clone();
+    other_mac[0..6].copy_from_slice(&[2, 9, 9, 9, 9, 9]);
+    i.receive(T0, &other_mac);
+    assert_eq!(i.stats().dropped(DropReason::EthernetNotForUs), 1);
+
+    i.receive(T0, &eth(MAC_A, EtherType::Ipv6, &[0u8; 40]));
+    assert_eq!(i.stats().dropped(DropReason::UnknownEthertype), 1);
+
+    let mut bad_sum = udp_ok.clone();
+    bad_sum[14 + 8] = 1; // TTL changed: IPv4 header checksum wrong
+    i.receive(T0, &bad_sum);
+    assert_eq!(i.stats().dropped(DropReason::Ipv4BadChecksum), 1);
+
+    let mut ip = ip_packet(IP_B, IP_A, 17, &[0u8; 16]);
+    ip[6] = 0x20; // MF
+    Ipv4Packet::new_checked(&mut ip[..])
+        .unwrap()
+        .fill_checksum();
+    i.receive(T0, &eth(MAC_A, EtherType::Ipv4, &ip));
+    assert_eq!(i.stats().dropped(DropReason::Ipv4Fragment), 1);
+
+    let not_ours = ip_packet(IP_B, Ipv4Addr::new(10, 77, 0, 3), 17, &[0u8; 16]);
+    i.receive(T0, &eth(MAC_A, EtherType::Ipv4, &not_ours));
+    assert_eq!(i.stats().dropped(DropReason::Ipv4NotForUs), 1);
+
+    let mut trunc = ip_packet(IP_B, IP_A, 17, &[0u8; 16]);
+    trunc.truncate(30);
+    i.receive(T0, &eth(MAC_A, EtherType::Ipv4, &trunc));
+    assert_eq!(i.stats().dropped(DropReason::Ipv4Truncated), 1);
+
+    i.receive(
+        T0,
+        &eth(
+            MAC_A,
+            EtherType::Ipv4,
+            &ip_packet(IP_B, IP_A, 47, &[0u8; 8]),
+        ),
+    );
+    assert_eq!(i.stats().dropped(DropReason::UnknownProtocol), 1);
+
+    let mut udp_bad = udp_ok.clone();
+    let n = udp_bad.len();
+    udp_bad[n - 1] ^= 0x55;
+    i.receive(T0, &udp_bad);
+    assert_eq!(i.stats().dropped(DropReason::UdpBadChecksum), 1);
+
+    // A TCP segment with a wrong checksum never reaches TCP.
+    let mut seg = [0u8; 20];
+    seg[12] = 0x50;
+    seg[16] = 0xde;
+    i.receive(
+        T0,
+        &eth(MAC_A, EtherType::Ipv4, &ip_packet(IP_B, IP_A, 6, &seg)),
+    );
+    assert_eq!(i.stats().dropped(DropReason::TcpBadChecksum), 1);
+    assert_eq!(i.stats().tcp_segments_received, 0);
+    seg[16] = 0;
+    seg[17] = 0;
+    let c = checksum::transport_checksum(IP_B, IP_A, 6, &seg);
+    seg[16..18].copy_from_slice(&c.to_be_bytes());
+    i.receive(
+        T0,
+        &eth(MAC_A, EtherType::Ipv4, &ip_packet(IP_B, IP_A, 6, &seg)),
+    );
+    assert_eq!(i.stats().tcp_segments_received, 1);
+
+    assert_eq!(i.stats().rx_frames, 11);
+    assert_eq!(i.stats().dropped_total(), 10);
+}
+
+#[test]
+fn ip_options_and_ethernet_padding_are_skipped() {
+    let mut i = iface(MAC_A, IP_A);
+    let s = i.udp.open().unwrap();
+    i.udp.bind(s, SocketAddrV4::new(IP_A, 7)).unwrap();
+    let mut l4 = vec![0u8; 8 + 3];
+    UdpRepr {
+        src_port: 1,
+        dst_port: 7,
+    }
+    .emit(&mut l4, IP_B, IP_A, b"opt", true);
+    let plain = ip_packet(IP_B, IP_A, 17, &l4);
+    // Insert 8 bytes of options (NOP NOP NOP NOP, then EOL + padding).
+    let mut ip = plain[..20].to_vec();
+    ip.extend_from_slice(&[1, 1, 1, 1, 0, 0, 0, 0]);
+    ip.extend_from_slice(&l4);
+    ip[0] = 0x47;
+    let tl = ip.len() as u16;
+    ip[2..4].copy_from_slice(&tl.to_be_bytes());
+    Ipv4Packet::new_checked(&mut ip[..])
+        .unwrap()
+        .fill_checksum();
+    let mut f = eth(MAC_A, EtherType::Ipv4, &ip);
+    f.resize(60.max(f.len()) + 6, 0xee); // trailing padding beyond total length
+    i.receive(T0, &f);
+    let mut buf = [0u8; 8];
+    let r = i.udp.recv_from(s, &mut buf).unwrap();
+    assert_eq!(&buf[..r.len], b"opt");
+}
+
+#[test]
+fn external_neighbors_list_missing_next_hop_via_gateway() {
+    let mut cfg = InterfaceConfig::new(MAC_A, Ipv4Cidr::new(IP_A, 24));
+    cfg.neighbor_mode = NeighborMode::External;
+    let gw = Ipv4Addr::new(10, 77, 0, 254);
+    cfg.gateway = Some(gw);
+    let mut i = Interface::new(cfg, TcpConfig::default());
+    let mut dev = QueueDevice::new(1500);
+    let s = i.udp.open().unwrap();
+    let far = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 53);
+    i.udp.send_to(s, b"q", Some(far)).unwrap();
+    i.dispatch(T0, &mut dev);
+    assert!(dev.frames.is_empty(), "no ARP in external mode");
+    assert_eq!(i.missing_neighbors().collect::<Vec<_>>(), vec![gw]);
+    assert_eq!(i.poll_at(), None);
+    // ARP frames are the kernel's business here.
+    i.receive(
+        T0,
+        &arp_frame(ArpOperation::Request, IP_B, IP_A, MacAddr::BROADCAST),
+    );
+    assert_eq!(i.stats().dropped(DropReason::ArpIgnored), 1);
+    i.set_neighbor(gw, MAC_B);
+    assert_eq!(i.poll_at(), Some(Instant::ZERO));
+    i.dispatch(T0, &mut dev);
+    let (e, ip, _) = sent_ipv4(&dev.frames[0]);
+    assert_eq!(e.dst, MAC_B);
+    assert_eq!(ip.dst, *far.ip());
+    assert_eq!(i.missing_neighbors().count(), 0);
+}
+
+#[test]
+fn vlan_tag_must_match_and_replies_are_tagged() {
+    let mut cfg = InterfaceConfig::new(MAC_A, Ipv4Cidr::new(IP_A, 24));
+    cfg.vlan = Some(100);
+    let mut i = Interface::new(cfg, TcpConfig::default());
+    let mut dev = QueueDevice::new(1500);
+    let untagged = arp_frame(ArpOperation::Request, IP_B, IP_A, MacAddr::BROADCAST);
+    i.receive(T0, &untagged);
+    assert_eq!(i.stats().dropped(DropReason::VlanMismatch), 1);
+    let mut tagged = untagged[..12].to_vec();
+    tagged.extend_from_slice(&[0x81, 0x00, 0x00, 100]);
+    tagged.extend_from_slice(&untagged[12..]);
+    i.receive(T0, &tagged);
+    i.dispatch(T0, &mut dev);
+    let f = EthernetFrame::new_checked(&dev.frames[0][..]).unwrap();
+    assert_eq!(f.vlan_id(), Some(100));
+    assert_eq!(f.ethertype(), EtherType::Arp);
+}
+
+#[test]
+fn device_full_keeps_work_for_later() {
+    let mut i = iface(MAC_A, IP_A);
+    i.set_neighbor(IP_B, MAC_B);
+    let s = i.udp.open().unwrap();
+    for _ in 0..3 {
+        i.udp
+            .send_to(s, b"d", Some(SocketAddrV4::new(IP_B, 5)))
+            .unwrap();
+    }
+    let mut dev = QueueDevice::new(1500);
+    dev.limit = Some(2);
+    i.dispatch(T0, &mut dev);
+    assert_eq!(dev.frames.len(), 2);
+    assert_eq!(i.stats().tx_device_full, 1);
+    assert_eq!(i.poll_at(), Some(Instant::ZERO));
+    dev.frames.clear();
+    i.dispatch(T0, &mut dev);
+    assert_eq!(dev.frames.len(), 1);
+    assert_eq!(i.stats().udp_datagrams_sent, 3);
+}
+
+#[test]
+fn checksum_offload_leaves_fields_zero() {
+    let mut i = iface(MAC_A, IP_A);
+    i.set_neighbor(IP_B, MAC_B);
+    let s = i.udp.open().unwrap();
+    i.udp
+        .send_to(s, b"off", Some(SocketAddrV4::new(IP_B, 5)))
+        .unwrap();
+    let mut dev = QueueDevice::new(1500);
+    dev.checksum.tx_fill = true;
+    i.dispatch(T0, &mut dev);
+    let f = &dev.frames[0];
+    assert_eq!(
+        &f[14 + 10..14 + 12],
+        &[0, 0],
+        "IPv4 checksum left to the NIC"
+    );
+    assert_eq!(&f[34 + wudp::CHECKSUM_OFFSET..34 + 8], &[0, 0]);
+}
+
+proptest! {
+    #[test]
+    fn receive_never_panics_on_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let mut i = iface(MAC_A, IP_A);
+        let s = i.udp.open().unwrap();
+        i.udp.bind(s, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 53)).unwrap();
+        i.receive(T0, &data);
+        let mut dev = QueueDevice::new(1500);
+        i.dispatch(T0, &mut dev);
+        prop_assert_eq!(i.stats().rx_frames, 1);
+    }
+
+    /// Valid frames with a few bytes flipped: every path past the Ethernet header.
+    #[test]
+    fn receive_never_panics_on_mutated_frames(
+        kind in 0u8..4,
+        flips in proptest::collection::vec((0usize..120, any::<u8>()), 1..6),
+        cut in 0usize..130,
+    ) {
+        let mut f = match kind {
+            0 => udp_frame(SocketAddrV4::new(IP_B, 1), SocketAddrV4::new(IP_A, 53), b"payload!"),
+            1 => arp_frame(ArpOperation::Request, IP_B, IP_A, MacAddr::BROADCAST),
+            2 => {
+                let req = IcmpRepr::EchoRequest { ident: 1, seq: 1, data: b"abcdefgh" };
+                let mut l4 = vec![0u8; req.buffer_len()];
+                req.emit(&mut l4);
+                eth(MAC_A, EtherType::Ipv4, &ip_packet(IP_B, IP_A, 1, &l4))
+            }
+            _ => {
+                let mut quote = ip_packet(IP_A, IP_B, 17, &[0u8; 8]);
+                quote[20..22].copy_from_slice(&53u16.to_be_bytes());
+                let m = IcmpRepr::DstUnreachable { code: 3, original: &quote };
+                let mut l4 = vec![0u8; m.buffer_len()];
+                m.emit(&mut l4);
+                eth(MAC_A, EtherType::Ipv4, &ip_packet(IP_B, IP_A, 1, &l4))
+            }
+        };
+        for (at, v) in flips {
+            if at < f.len() {
+                f[at] = v;
+            }
+        }
+        f.truncate(cut.max(1));
+        let mut i = iface(MAC_A, IP_A);
+        let s = i.udp.open().unwrap();
+        i.udp.bind(s, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 53)).unwrap();
+        i.receive(T0, &f);
+        let mut dev = QueueDevice::new(1500);
+        i.dispatch(T0, &mut dev);
+        for out in &dev.frames {
+            // Whatever we answer is well formed.
+            let e = EthernetRepr::parse(&EthernetFrame::new_checked(&out[..]).unwrap()).unwrap();
+            if e.ethertype == EtherType::Ipv4 {
+                let _ = sent_ipv4(out);
+            }
+        }
+    }
+}
