@@ -1,2 +1,43 @@
-//! libfastnet.so: the preloaded shim that hooks syscalls and routes sockets to the user-space stack
+//! libfastnet.so: the preloaded shim that hooks syscalls and routes sockets to the
+//! user-space stack.
+//!
+//! Its constructor installs the syscall hook (crate `rewriter`) before the program's
+//! `main`. Every handled system call arrives in [`dispatch::dispatch`]; today that is the
+//! `fastnet trace -c` counter only, and everything else passes through to the kernel.
+//!
+//! Environment: `FASTNET_LOG=1` prints what the hook did; `FASTNET_TRACE=<file>` counts
+//! every system call and appends one line per process to `<file>`;
+//! `FASTNET_DISABLE=1` leaves the program unhooked.
+
+pub mod dispatch;
 pub mod sockets;
+pub mod trace;
+
+fn env_flag(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Runs before the program's `main` (and before constructors of objects loaded earlier
+/// in the link order that depend on nothing of ours).
+#[ctor::ctor(unsafe)]
+fn init() {
+    let _inside = rewriter::in_shim();
+    if env_flag("FASTNET_DISABLE") {
+        return;
+    }
+    let log = env_flag("FASTNET_LOG");
+    if let Some(path) = std::env::var_os("FASTNET_TRACE").filter(|p| !p.is_empty()) {
+        trace::enable(&path);
+    }
+    match rewriter::install(&rewriter::Config {
+        handler: Some(dispatch::dispatch),
+        log,
+    }) {
+        Ok(_) => {}
+        Err(e) => {
+            // The one line that says why the program runs unhooked (stderr, never stdout).
+            eprintln!("fastnet: syscall hook inactive, running unaccelerated: {e}");
+            trace::disable();
+        }
+    }
+}

@@ -4,6 +4,9 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use fastnet_tools::netns;
 
+mod run;
+mod trace;
+
 #[derive(Parser)]
 #[command(
     name = "fastnet",
@@ -17,6 +20,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run a command with libfastnet.so (next to this binary) preloaded.
+    Run {
+        /// Interface for the fast path (FASTNET_IFACE).
+        #[arg(long)]
+        iface: Option<String>,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+    /// Count the system calls of a command and its children in-process (like strace -c -f).
+    Trace {
+        /// Print the table of counts at exit (the only mode).
+        #[arg(short = 'c')]
+        count: bool,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
     /// Check whether fastnet can accelerate here; exit 0 only if it can.
     Doctor {
         /// Also check this interface (XDP modes, zero-copy, queues, MTU).
@@ -76,6 +97,10 @@ fn main() {
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::Run { iface, cmd } => run::run(&run::shim_path()?, iface.as_deref(), &cmd)?,
+        Cmd::Trace { count: _, cmd } => {
+            std::process::exit(trace::trace(&run::shim_path()?, &cmd)?);
+        }
         Cmd::Doctor { iface } => {
             let report = fastnet_tools::doctor::diagnose(iface.as_deref());
             print!("{}", report.render());

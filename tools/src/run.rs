@@ -1,0 +1,50 @@
+//! `fastnet run [--iface IF] -- <cmd>`: runs a command with libfastnet.so preloaded.
+
+use anyhow::{bail, Result};
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The shim: `libfastnet.so` next to the running `fastnet` binary (target/<profile>/).
+pub fn shim_path() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let so = dir.join("libfastnet.so");
+    if !so.is_file() {
+        bail!(
+            "{} not found (build it: cargo build -p shim{})",
+            so.display(),
+            if dir.ends_with("release") {
+                " --release"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(so)
+}
+
+/// LD_PRELOAD with the shim first, keeping what the environment already preloads.
+pub fn preload_value(shim: &Path) -> OsString {
+    let mut v = OsString::from(shim);
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
+        v.push(":");
+        v.push(old);
+    }
+    v
+}
+
+/// Replaces this process with `cmd` under the shim; returns only on failure.
+pub fn run(shim: &Path, iface: Option<&str>, cmd: &[String]) -> Result<()> {
+    let Some((prog, args)) = cmd.split_first() else {
+        bail!("run: no command given");
+    };
+    let mut c = Command::new(prog);
+    c.args(args).env("LD_PRELOAD", preload_value(shim));
+    if let Some(iface) = iface {
+        c.env("FASTNET_IFACE", iface);
+    }
+    let err = c.exec();
+    bail!("cannot run {prog}: {err}")
+}
