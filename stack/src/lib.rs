@@ -14,9 +14,10 @@
 
 pub mod device;
 pub mod error;
+pub mod iface;
 pub mod ip_tx;
+pub mod sim;
 pub mod socket;
+pub mod tcp;
 pub mod time;
 pub mod wire;
-pub mod iface;
-pub mod tcp;

@@ -1,0 +1,202 @@
+//! Export and import of a whole connection (for handoff between processes or to and
+//! from the kernel's TCP_REPAIR). Out-of-order data and the SACK scoreboard are not
+//! carried: the peer retransmits what it has not seen acknowledged.
+
+use core::net::SocketAddrV4;
+
+use super::cc::{Congestion, CongestionAlgorithm};
+use super::conn::State;
+use super::{Keepalive, SlotKind, SocketOptions, TcpLayer};
+use crate::error::{Error, Result};
+use crate::socket::SocketHandle;
+use crate::time::{Duration, Instant};
+use crate::wire::tcp::SeqNumber;
+
+/// Everything needed to continue a connection elsewhere. Plain data: serialize it as
+/// you like. Sequence numbers are raw u32 values; timers are relative to export time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnectionState {
+    pub state: State,
+    pub local: SocketAddrV4,
+    pub remote: SocketAddrV4,
+    pub iss: u32,
+    pub irs: u32,
+    pub snd_una: u32,
+    pub snd_nxt: u32,
+    pub snd_max: u32,
+    pub snd_wnd: u32,
+    pub snd_wl1: u32,
+    pub snd_wl2: u32,
+    pub max_snd_wnd: u32,
+    pub rcv_nxt: u32,
+    pub rcv_adv: u32,
+    /// Window-scale shifts, `None` when scaling was not negotiated.
+    pub snd_wscale: Option<u8>,
+    pub rcv_wscale: Option<u8>,
+    pub peer_mss: u16,
+    pub our_mss: u16,
+    /// Timestamps: `Some((our current TSval, TS.Recent))` when negotiated.
+    pub timestamps: Option<(u32, u32)>,
+    pub sack: bool,
+    /// Unacknowledged and unsent data, starting at SND.UNA.
+    pub send_queue: Vec<u8>,
+    /// Received, not yet read data, ending at RCV.NXT (less a received FIN).
+    pub recv_queue: Vec<u8>,
+    /// Our FIN is queued after `send_queue`.
+    pub fin_queued: bool,
+    pub read_shut: bool,
+    pub srtt_us: u64,
+    pub rttvar_us: u64,
+    pub rto_us: u64,
+    pub backoff: u32,
+    pub cwnd: u32,
+    pub ssthresh: u32,
+    pub congestion: CongestionAlgorithm,
+    pub options: SocketOptions,
+    /// Time left on the retransmission timer / TIME-WAIT (or FIN-WAIT-2) timer.
+    pub rto_in: Option<Duration>,
+    pub close_in: Option<Duration>,
+}
+
+impl TcpLayer {
+    /// Takes a connection out of this stack: returns its state and frees the handle
+    /// without sending anything. Only connections past the handshake can move.
+    pub fn export(&mut self, h: SocketHandle) -> Result<ConnectionState> {
+        let idx = self.conn_slot(h)?;
+        let now = self.now;
+        let s = &self.slots[idx as usize];
+        let t = &s.tcb;
+        if matches!(
+            t.state,
+            State::Closed | State::SynSent | State::SynReceived | State::Listen
+        ) {
+            return Err(Error::InvalidInput);
+        }
+        let left = |d: Option<Instant>| d.map(|d| d.saturating_since(now));
+        let st = ConnectionState {
+            state: t.state,
+            local: t.local,
+            remote: t.remote,
+            iss: t.iss.0,
+            irs: t.irs.0,
+            snd_una: t.snd_una.0,
+            snd_nxt: t.snd_nxt.0,
+            snd_max: t.snd_max.0,
+            snd_wnd: t.snd_wnd,
+            snd_wl1: t.snd_wl1.0,
+            snd_wl2: t.snd_wl2.0,
+            max_snd_wnd: t.max_snd_wnd,
+            rcv_nxt: t.rcv_nxt.0,
+            rcv_adv: t.rcv_adv.0,
+            snd_wscale: t.ws_ok.then_some(t.snd_wscale),
+            rcv_wscale: t.ws_ok.then_some(t.rcv_wscale),
+            peer_mss: t.peer_mss,
+            our_mss: t.our_mss,
+            timestamps: t.ts_ok.then(|| (t.ts_now(now), t.ts_recent)),
+            sack: t.sack_ok,
+            send_queue: t.send_buf.to_vec(),
+            recv_queue: t.recv_buf.to_vec(),
+            fin_queued: t.fin_queued,
+            read_shut: t.rd_shut,
+            srtt_us: t.rtt.srtt,
+            rttvar_us: t.rtt.rttvar,
+            rto_us: t.rtt.rto,
+            backoff: t.backoff,
+            cwnd: t.cc.cwnd,
+            ssthresh: t.cc.ssthresh,
+            congestion: t.cc.algorithm,
+            options: s.opts,
+            rto_in: left(t.rto_at),
+            close_in: left(t.close_at),
+        };
+        let s = &mut self.slots[idx as usize];
+        s.user_open = false;
+        s.tcb.set_closed_quietly();
+        self.readiness.forget(h);
+        self.on_conn_closed(idx);
+        Ok(st)
+    }
+
+    /// Installs an exported connection; it continues from where it was exported.
+    pub fn import(&mut self, st: &ConnectionState) -> Result<SocketHandle> {
+        if self
+            .conns
+            .contains_key(&super::conn_key(st.local, st.remote))
+        {
+            return Err(Error::AddrInUse);
+        }
+        if matches!(
+            st.state,
+            State::Closed | State::SynSent | State::SynReceived | State::Listen
+        ) {
+            return Err(Error::InvalidInput);
+        }
+        let opts = SocketOptions {
+            rcvbuf: st.options.rcvbuf.max(st.recv_queue.len()),
+            sndbuf: st.options.sndbuf.max(st.send_queue.len()),
+            ..st.options
+        };
+        let idx = self
+            .alloc_slot(SlotKind::Conn, opts)
+            .ok_or(Error::NoBufferSpace)?;
+        let now = self.now;
+        let s = &mut self.slots[idx as usize];
+        s.user_open = true;
+        s.in_table = true;
+        let t = &mut s.tcb;
+        t.state = st.state;
+        t.local = st.local;
+        t.remote = st.remote;
+        t.iss = SeqNumber(st.iss);
+        t.irs = SeqNumber(st.irs);
+        t.snd_una = SeqNumber(st.snd_una);
+        t.snd_nxt = SeqNumber(st.snd_nxt);
+        t.snd_max = SeqNumber(st.snd_max);
+        t.snd_wnd = st.snd_wnd;
+        t.snd_wl1 = SeqNumber(st.snd_wl1);
+        t.snd_wl2 = SeqNumber(st.snd_wl2);
+        t.max_snd_wnd = st.max_snd_wnd;
+        t.rcv_nxt = SeqNumber(st.rcv_nxt);
+        t.rcv_adv = SeqNumber(st.rcv_adv);
+        t.ws_ok = st.snd_wscale.is_some();
+        t.snd_wscale = st.snd_wscale.unwrap_or(0);
+        t.rcv_wscale = st.rcv_wscale.unwrap_or(0);
+        t.peer_mss = st.peer_mss;
+        t.our_mss = st.our_mss;
+        match st.timestamps {
+            Some((val, recent)) => {
+                t.ts_ok = true;
+                t.ts_recent = recent;
+                t.ts_offset = val.wrapping_sub(now.millis() as u32);
+            }
+            None => t.ts_ok = false,
+        }
+        t.sack_ok = st.sack;
+        t.send_buf.write(&st.send_queue);
+        t.recv_buf.write(&st.recv_queue);
+        t.fin_queued = st.fin_queued;
+        t.fin_acked = st.fin_queued && matches!(st.state, State::FinWait2 | State::TimeWait);
+        t.rd_shut = st.read_shut;
+        t.rtt.srtt = st.srtt_us;
+        t.rtt.rttvar = st.rttvar_us;
+        t.rtt.rto = st.rto_us;
+        t.backoff = st.backoff;
+        t.cc = Congestion::new(st.congestion, 536);
+        t.update_smss();
+        t.cc.cwnd = st.cwnd;
+        t.cc.ssthresh = st.ssthresh;
+        t.rto_at = st.rto_in.map(|d| now + d);
+        if t.rto_at.is_none() && t.snd_una != t.snd_max {
+            t.rto_at = Some(now + t.rtt.timeout(t.backoff));
+        }
+        t.close_at = st.close_in.map(|d| now + d);
+        t.last_rcv = now;
+        t.nodelay = opts.nodelay;
+        t.keepalive = opts.keepalive.map(|k: Keepalive| k);
+        t.linger = opts.linger;
+        self.conns.insert(super::conn_key(st.local, st.remote), idx);
+        self.mark_tx(idx);
+        self.update_readiness(idx);
+        Ok(SocketHandle::tcp(idx))
+    }
+}
