@@ -1,0 +1,242 @@
+//! The TCP test server built on `stack` + `xdp-backend` (`xdp_tcp_server`) in the
+//! server namespace; stock kernel clients (socat, nc, curl) in the other move 100 MB
+//! each way byte-exact, while a kernel TCP server on another port of the same interface
+//! keeps answering the whole time.
+
+use fastnet_e2e::{is_root, run_ok, Side, Topology, TopologyOptions};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ECHO: u16 = 7000;
+const KERNEL: u16 = 7001;
+const SINK: u16 = 7002;
+const SOURCE: u16 = 7003;
+const BULK: u64 = 100 * 1000 * 1000;
+
+/// Same as the server's body generator.
+fn pattern(i: u64) -> u8 {
+    (i % 251) as u8 ^ (i >> 12) as u8
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+struct Server {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Server {
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.stdout.read_line(&mut l).unwrap();
+        l
+    }
+    fn stats(&mut self) -> HashMap<String, u64> {
+        writeln!(self.stdin, "stats").unwrap();
+        let line = loop {
+            let l = self.line();
+            if l.starts_with("STATS") || l.is_empty() {
+                break l;
+            }
+        };
+        line.trim()
+            .strip_prefix("STATS ")
+            .expect("STATS line")
+            .split_whitespace()
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_string(), v.parse().unwrap())
+            })
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn client_sh(topo: &Topology, script: &str) -> std::process::Output {
+    run_ok(topo.command(Side::Client, "sh").args(["-c", script]))
+}
+
+fn file_sha(path: &str) -> (u64, String) {
+    let data = std::fs::read(path).unwrap();
+    (data.len() as u64, hex(&Sha256::digest(&data)))
+}
+
+#[test]
+fn tcp_echo_and_100mb_each_way_with_kernel_clients() {
+    assert!(is_root(), "end-to-end tests need root");
+    let topo = Topology::up(&TopologyOptions::default()).unwrap();
+    let dir = std::env::temp_dir().join(format!("fastnet-xdp-tcp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    let d = dir.to_str().unwrap().to_string();
+
+    // Kernel server on another port of the same interface, probed all along.
+    let _kernel = Killed(
+        topo.command(Side::Server, "socat")
+            .args([&format!("TCP-LISTEN:{KERNEL},fork,reuseaddr"), "EXEC:cat"])
+            .spawn()
+            .unwrap(),
+    );
+    let mut child = topo
+        .command(Side::Server, env!("CARGO_BIN_EXE_xdp_tcp_server"))
+        .args(["--iface", topo.iface(Side::Server)])
+        .args(["--echo-port", &ECHO.to_string()])
+        .args(["--sink-port", &SINK.to_string()])
+        .args(["--source-port", &SOURCE.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = Server {
+        stdin: child.stdin.take().unwrap(),
+        stdout: BufReader::new(child.stdout.take().unwrap()),
+        child,
+    };
+    let ready = server.line();
+    assert!(ready.starts_with("READY"), "{ready}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let probes_ok = Arc::new(AtomicU64::new(0));
+    let probe = {
+        let (stop, ok) = (stop.clone(), probes_ok.clone());
+        let ns = topo.client_ns.clone();
+        let ip = topo.server_ip;
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let msg = format!("probe {i}");
+                let out = std::process::Command::new("ip")
+                    .args(["netns", "exec", &ns, "sh", "-c"])
+                    .arg(format!(
+                        "printf '{msg}' | socat -t2 -T5 - TCP:{ip}:{KERNEL},connect-timeout=3"
+                    ))
+                    .output()
+                    .unwrap();
+                if out.stdout == msg.as_bytes() {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failures.push(format!(
+                        "{msg}: {:?} {}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            failures
+        })
+    };
+
+    // Echo: 8 MB of random bytes through socat, both directions at once.
+    client_sh(
+        &topo,
+        &format!("head -c 8000000 /dev/urandom > {d}/echo.in"),
+    );
+    let t = Instant::now();
+    client_sh(
+        &topo,
+        &format!(
+            "socat -t30 -T30 - TCP:{}:{ECHO} < {d}/echo.in > {d}/echo.out",
+            topo.server_ip
+        ),
+    );
+    let echo_secs = t.elapsed().as_secs_f64();
+    assert_eq!(
+        file_sha(&format!("{d}/echo.in")),
+        file_sha(&format!("{d}/echo.out")),
+        "echo not byte-exact"
+    );
+
+    // Upload 100 MB with nc into the sink; the server reports length and SHA-256.
+    client_sh(&topo, &format!("head -c {BULK} /dev/urandom > {d}/up.bin"));
+    let (up_len, up_sha) = file_sha(&format!("{d}/up.bin"));
+    let t = Instant::now();
+    let out = client_sh(
+        &topo,
+        &format!("nc -N {} {SINK} < {d}/up.bin", topo.server_ip),
+    );
+    let up_secs = t.elapsed().as_secs_f64();
+    let reply = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(reply.trim(), format!("SINK bytes={up_len} sha256={up_sha}"));
+    let line = server.line();
+    assert_eq!(line.trim(), reply.trim());
+    std::fs::remove_file(format!("{d}/up.bin")).unwrap();
+
+    // Download 100 MB with curl from the HTTP source.
+    let t = Instant::now();
+    client_sh(
+        &topo,
+        &format!(
+            "curl -sS --fail -o {d}/down.bin http://{}:{SOURCE}/{BULK}",
+            topo.server_ip
+        ),
+    );
+    let down_secs = t.elapsed().as_secs_f64();
+    let mut want = Sha256::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut i = 0u64;
+    while i < BULK {
+        let n = chunk.len().min((BULK - i) as usize);
+        for (k, b) in chunk[..n].iter_mut().enumerate() {
+            *b = pattern(i + k as u64);
+        }
+        want.update(&chunk[..n]);
+        i += n as u64;
+    }
+    assert_eq!(
+        file_sha(&format!("{d}/down.bin")),
+        (BULK, hex(&want.finalize())),
+        "download not byte-exact"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    let failures = probe.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "kernel server stopped answering: {failures:?}"
+    );
+    assert!(probes_ok.load(Ordering::Relaxed) >= 3);
+
+    let s = server.stats();
+    assert_eq!(s["errors"], 0, "{s:?}");
+    assert_eq!(s["accepted"], 3, "{s:?}");
+    assert_eq!(s["malformed"], 0, "{s:?}");
+    assert_eq!(s["dropped_no_xsk"], 0, "{s:?}");
+    eprintln!(
+        "echo 8 MB x2: {echo_secs:.2}s; upload 100 MB: {up_secs:.2}s ({:.0} MB/s); \
+         download 100 MB: {down_secs:.2}s ({:.0} MB/s); {s:?}",
+        100.0 / up_secs,
+        100.0 / down_secs
+    );
+}
+
+struct Cleanup(std::path::PathBuf);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
