@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests in `tests/tests/`.
 
 pub use fastnet_tools::netns::{Side, Topology, TopologyOptions};
+
+pub mod tap_driver;
 use std::process::{Command, Output};
 
 /// Runs a command to completion, panicking with its stderr when it fails.

@@ -5,6 +5,7 @@ pub mod bpf;
 pub mod netlink;
 pub mod portmap;
 pub mod program;
+pub mod tap;
 mod sys;
 pub mod xsk;
 
