@@ -462,3 +462,50 @@ fn malformed_frames_are_counted_and_dropped() {
     assert_eq!(got, b"after");
     assert!(server.child.try_wait().unwrap().is_none(), "server died");
 }
+
+#[test]
+fn forked_child_serves_through_inherited_umem_then_busy_poll_mode() {
+    assert!(is_root(), "end-to-end tests need root");
+    let topo = Topology::up(&TopologyOptions::default()).unwrap();
+    let mut server = EchoServer::start(&topo, &["--fork"]);
+    assert!(
+        server.ready.contains("role=forked-child"),
+        "{}",
+        server.ready
+    );
+    let child_pid: u32 = server
+        .ready
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("pid="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(child_pid, server.pid(), "served by a different process");
+    for i in 0..3 {
+        let msg = format!("to the child {i}");
+        let got = socat_roundtrip(
+            &topo,
+            &format!("UDP:{}:{UDP_PORT}", topo.server_ip),
+            msg.as_bytes(),
+        );
+        assert_eq!(got, msg.as_bytes());
+    }
+    let s = server.stats();
+    assert_eq!(s["echoed"], 3, "{s:?}");
+    writeln!(server.stdin, "quit").unwrap();
+    let status = server.child.wait().unwrap();
+    assert!(status.success());
+    assert!(!xdp_attached(&topo), "link closed with both processes gone");
+
+    let mut server = EchoServer::start(&topo, &["--busy-poll"]);
+    for i in 0..3 {
+        let msg = format!("busy {i}");
+        let got = socat_roundtrip(
+            &topo,
+            &format!("UDP:{}:{UDP_PORT}", topo.server_ip),
+            msg.as_bytes(),
+        );
+        assert_eq!(got, msg.as_bytes());
+    }
+    assert_eq!(server.stats()["echoed"], 3);
+}

@@ -3,7 +3,8 @@
 //!
 //! `xdp_echo --iface IF --udp-port P [--xsk-queues N] [--generic] [--busy-poll]`
 //!
-//! Prints `READY mode=<native|generic> zero_copy=<bool> queues=<n>` once attached.
+//! Prints `READY mode=<native|generic> zero_copy=<bool> queues=<n> role=.. pid=..` once
+//! attached. `--fork`: serve from a forked child (inherited UMEM and rings).
 //! Commands on stdin: `stats` prints one `STATS key=value ...` line; `quit` (or EOF)
 //! exits.
 
@@ -130,14 +131,30 @@ fn main() {
         socks.push(s);
     }
     let attached = prog.attach(link.index, mode).expect("attach");
+    // --fork: a child process serves through the UMEM and rings it inherited (shared
+    // mappings); the parent only waits (still single-threaded here, so fork is safe).
+    let mut role = "single";
+    if args.iter().any(|a| a == "--fork") {
+        // SAFETY: no other threads exist yet; the child continues with its own copy.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid > 0 {
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            std::process::exit(0);
+        }
+        role = "forked-child";
+    }
     println!(
-        "READY mode={} zero_copy={} queues={}",
+        "READY mode={} zero_copy={} queues={} role={role} pid={}",
         match attached {
             AttachMode::Native => "native",
             AttachMode::Generic => "generic",
         },
         socks.iter().any(|s| s.is_zero_copy()),
-        socks.len()
+        socks.len(),
+        std::process::id()
     );
     std::io::stdout().flush().unwrap();
 
