@@ -242,3 +242,176 @@ fn xsk_on_every_queue_of_multiqueue_veth_and_quick_rebind() {
     let used = per_queue.iter().filter(|&&n| n > 0).count();
     assert!(used >= 2, "flows spread over queues: {per_queue:?}");
 }
+
+/// Ethernet + IPv4 + transport header for the verdict table (checksums are not the
+/// program's business).
+fn frame(vlan: bool, proto: u8, dport: u16, edit: impl FnOnce(&mut Vec<u8>, usize)) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+    if vlan {
+        f.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+    }
+    f.extend_from_slice(&[0x08, 0x00]);
+    let ip = f.len();
+    let l4 = if proto == 6 { 20 } else { 8 };
+    let total = 20 + l4 + 4;
+    f.extend_from_slice(&[0x45, 0, 0, total as u8, 0, 1, 0x40, 0, 64, proto, 0, 0]);
+    f.extend_from_slice(&[10, 77, 0, 2, 10, 77, 0, 1]);
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    if proto == 6 {
+        f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    } else {
+        f.extend_from_slice(&((l4 + 4) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+    }
+    f.extend_from_slice(b"data");
+    edit(&mut f, ip);
+    f
+}
+
+#[test]
+fn steering_verdicts_per_frame_kind_in_kernel_test_run() {
+    use xdp_backend::program::{XDP_DROP, XDP_PASS};
+    assert!(is_root(), "end-to-end tests need root");
+    let prog = XdpProgram::load().unwrap();
+    prog.port_map().claim(Transport::Udp, 53).unwrap();
+    prog.port_map().claim(Transport::Tcp, 80).unwrap();
+    let none = |_: &mut Vec<u8>, _: usize| {};
+    let arp = {
+        let mut f = frame(false, 17, 53, none);
+        f[12..14].copy_from_slice(&[0x08, 0x06]);
+        f
+    };
+    let ipv6 = {
+        let mut f = frame(false, 17, 53, none);
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f
+    };
+    // (name, frame, verdict, counts as malformed)
+    let cases: Vec<(&str, Vec<u8>, i32, bool)> = vec![
+        // Claimed ports with no XSK on queue 0: dropped, never passed.
+        ("claimed udp", frame(false, 17, 53, none), XDP_DROP, false),
+        ("claimed tcp", frame(false, 6, 80, none), XDP_DROP, false),
+        (
+            "claimed udp in vlan",
+            frame(true, 17, 53, none),
+            XDP_DROP,
+            false,
+        ),
+        (
+            "claimed tcp with ip options",
+            frame(false, 6, 80, |f, ip| {
+                f[ip] = 0x46;
+                f.splice(ip + 20..ip + 20, [1, 1, 1, 0]);
+                let t = u16::from_be_bytes([f[ip + 2], f[ip + 3]]) + 4;
+                f[ip + 2..ip + 4].copy_from_slice(&t.to_be_bytes());
+            }),
+            XDP_DROP,
+            false,
+        ),
+        // Not ours: the kernel's.
+        ("unclaimed udp", frame(false, 17, 54, none), XDP_PASS, false),
+        (
+            "tcp port claimed only for udp",
+            frame(false, 6, 53, none),
+            XDP_PASS,
+            false,
+        ),
+        (
+            "udp port claimed only for tcp",
+            frame(false, 17, 80, none),
+            XDP_PASS,
+            false,
+        ),
+        ("icmp", frame(false, 1, 53, none), XDP_PASS, false),
+        ("arp", arp, XDP_PASS, false),
+        ("ipv6", ipv6, XDP_PASS, false),
+        (
+            "first fragment (MF)",
+            frame(false, 17, 53, |f, ip| f[ip + 6] = 0x20),
+            XDP_PASS,
+            false,
+        ),
+        (
+            "later fragment",
+            frame(false, 17, 53, |f, ip| f[ip + 7] = 0x10),
+            XDP_PASS,
+            false,
+        ),
+        // Broken headers: counted and dropped.
+        (
+            "ihl 4",
+            frame(false, 17, 53, |f, ip| f[ip] = 0x44),
+            XDP_DROP,
+            true,
+        ),
+        (
+            "version 5",
+            frame(false, 17, 53, |f, ip| f[ip] = 0x55),
+            XDP_DROP,
+            true,
+        ),
+        (
+            "ip cut at 16 bytes",
+            frame(false, 17, 53, |f, ip| f.truncate(ip + 16)),
+            XDP_DROP,
+            true,
+        ),
+        (
+            "total length past frame",
+            frame(false, 17, 53, |f, ip| f[ip + 3] = 200),
+            XDP_DROP,
+            true,
+        ),
+        (
+            "udp length past ip",
+            frame(false, 17, 53, |f, ip| f[ip + 25] = 100),
+            XDP_DROP,
+            true,
+        ),
+        (
+            "tcp doff 4",
+            frame(false, 6, 80, |f, ip| f[ip + 32] = 0x40),
+            XDP_DROP,
+            true,
+        ),
+        (
+            "tcp doff past ip",
+            frame(false, 6, 80, |f, ip| f[ip + 32] = 0xf0),
+            XDP_DROP,
+            true,
+        ),
+        (
+            "vlan tag cut",
+            frame(true, 17, 53, |f, _| f.truncate(16)),
+            XDP_DROP,
+            true,
+        ),
+    ];
+    let mut want_malformed = 0;
+    for (name, f, verdict, malformed) in &cases {
+        let got = prog.test_run(f).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(got as i32, *verdict, "{name}");
+        want_malformed += *malformed as u64;
+    }
+    let c = prog.counters().unwrap();
+    assert_eq!(c.malformed, want_malformed);
+    assert_eq!(c.dropped_no_xsk, 4);
+    assert_eq!(c.passed, 8);
+    assert_eq!(c.redirected, 0);
+}
+
+#[test]
+fn verifier_log_is_shown_when_a_program_is_rejected() {
+    use xdp_backend::bpf::asm::{Asm, Reg, Size};
+    assert!(is_root(), "end-to-end tests need root");
+    // Reads a packet byte without the bounds check the verifier insists on.
+    let mut a = Asm::new();
+    a.load(Size::W, Reg::R2, Reg::R1, 0)
+        .load(Size::B, Reg::R0, Reg::R2, 0)
+        .exit();
+    let err = xdp_backend::bpf::load_xdp_program(&a.finish().unwrap(), "bad").unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("verifier log"), "{text}");
+    assert!(text.contains("invalid access to packet"), "{text}");
+}

@@ -5,8 +5,8 @@ pub mod bpf;
 pub mod netlink;
 pub mod portmap;
 pub mod program;
-pub mod tap;
 mod sys;
+pub mod tap;
 pub mod xsk;
 
 pub use portmap::{PortMap, Transport};

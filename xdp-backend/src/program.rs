@@ -8,9 +8,10 @@ use crate::sys;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-const XDP_DROP: i32 = 1;
-const XDP_PASS: i32 = 2;
-const XDP_REDIRECT: i32 = 4;
+/// XDP verdicts (`enum xdp_action`).
+pub const XDP_DROP: i32 = 1;
+pub const XDP_PASS: i32 = 2;
+pub const XDP_REDIRECT: i32 = 4;
 
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_REDIRECT_MAP: i32 = 51;
@@ -276,6 +277,12 @@ impl XdpProgram {
             dropped_no_xsk: slot(COUNTER_DROPPED_NO_XSK)?,
             malformed: slot(COUNTER_MALFORMED)?,
         })
+    }
+
+    /// Runs the program once on `frame` in the kernel (BPF_PROG_TEST_RUN, RX queue 0)
+    /// and returns its verdict; counters count it like a received frame.
+    pub fn test_run(&self, frame: &[u8]) -> io::Result<u32> {
+        bpf::test_run_xdp(self.prog.as_fd(), frame)
     }
 
     pub fn prog_fd(&self) -> BorrowedFd<'_> {

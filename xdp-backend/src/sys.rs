@@ -12,6 +12,7 @@ pub const BPF_MAP_UPDATE_ELEM: u32 = 2;
 pub const BPF_MAP_DELETE_ELEM: u32 = 3;
 pub const BPF_MAP_GET_NEXT_KEY: u32 = 4;
 pub const BPF_PROG_LOAD: u32 = 5;
+pub const BPF_PROG_TEST_RUN: u32 = 10;
 pub const BPF_LINK_CREATE: u32 = 28;
 
 /// Calls bpf(2) with a zero-padded attribute block. Returns the (non-negative) result.

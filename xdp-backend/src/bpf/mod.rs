@@ -193,3 +193,19 @@ pub fn create_xdp_link(prog: BorrowedFd<'_>, ifindex: u32, xdp_flags: u32) -> io
     put_u32(&mut attr, 12, xdp_flags);
     sys::bpf_fd(sys::BPF_LINK_CREATE, &mut attr)
 }
+
+/// Runs an XDP program once on `frame` in the kernel (BPF_PROG_TEST_RUN) and returns
+/// its verdict (XDP_DROP = 1, XDP_PASS = 2, XDP_REDIRECT = 4). The frame must hold at
+/// least an Ethernet header. Runs as if received on RX queue 0.
+pub fn test_run_xdp(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<u32> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, prog.as_raw_fd() as u32);
+    put_u32(&mut attr, 8, frame.len() as u32);
+    put_u32(&mut attr, 12, out.len() as u32);
+    put_u64(&mut attr, 16, frame.as_ptr() as u64);
+    put_u64(&mut attr, 24, out.as_mut_ptr() as u64);
+    put_u32(&mut attr, 32, 1); // repeat
+    sys::bpf(sys::BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(u32::from_ne_bytes(attr[4..8].try_into().expect("4 bytes")))
+}
