@@ -572,6 +572,21 @@ impl Tcb {
         cfg: &TcpConfig,
         stats: &mut TcpStats,
     ) -> Verdict {
+        // A SYN at IRS repeats the one already taken (a retransmitted SYN, or the peer's
+        // SYN-ACK in a simultaneous open): trim it off, as RFC 9293 3.10.7.4 trims
+        // old data, and process the rest; answer so a lost ACK/SYN-ACK is repeated.
+        let trimmed;
+        let seg = if seg.syn() && seg.seq == self.irs && !seg.rst() {
+            self.ack_now = true;
+            trimmed = TcpRepr {
+                flags: seg.flags & !flags::SYN,
+                seq: seg.seq + 1u32,
+                ..*seg
+            };
+            &trimmed
+        } else {
+            seg
+        };
         let seg_len = seg.segment_len();
         // PAWS (RFC 7323 5.3).
         if self.ts_ok && !seg.rst() {
@@ -582,6 +597,11 @@ impl Tcb {
                     return Verdict::Ok;
                 }
             }
+        }
+        // SYN in a synchronized state, whatever its sequence number (RFC 5961 4.2).
+        if seg.syn() && !seg.rst() {
+            self.challenge_ack(now, cfg, stats);
+            return Verdict::Ok;
         }
         // Acceptability (RFC 9293 3.10.7.4, first check).
         let rcv_wnd = self.recv_buf.free() as u32;
@@ -628,14 +648,6 @@ impl Tcb {
             return Verdict::Closed;
         }
         // SYN in a synchronized state (RFC 5961 4.2).
-        if seg.syn() {
-            if self.state == State::SynReceived && seg.seq == self.irs {
-                self.ack_now = true; // retransmitted SYN: repeat the SYN-ACK
-            } else {
-                self.challenge_ack(now, cfg, stats);
-            }
-            return Verdict::Ok;
-        }
         if !seg.has_ack() {
             return Verdict::Ok;
         }
@@ -844,7 +856,8 @@ impl Tcb {
             self.recv_buf.commit(extra as usize);
             self.rcv_nxt += n + extra;
             self.bytes_unacked += n;
-            if had_ooo || n < data.len() as u32 || self.bytes_unacked >= 2 * self.our_mss as u32 {
+            // RFC 5681 4.2 / RFC 9293 3.8.6.3: ACK at least every second full segment.
+            if had_ooo || n < data.len() as u32 || self.bytes_unacked > self.our_mss as u32 {
                 self.ack_now = true;
             } else if self.delack_at.is_none() {
                 self.delack_at = Some(now + cfg.delayed_ack);
@@ -955,7 +968,18 @@ impl Tcb {
 
     /// Window value for the header (scaled), never advertising past the buffer.
     fn window_field(&self, syn: bool) -> u16 {
-        let free = self.recv_buf.free() as u32;
+        let mut free = self.recv_buf.free() as u32;
+        // Receiver SWS avoidance (RFC 9293 3.8.6.2.2): move the right edge only by at
+        // least min(buffer/2, MSS).
+        let cur = if self.rcv_adv > self.rcv_nxt {
+            self.rcv_adv - self.rcv_nxt
+        } else {
+            0
+        };
+        let cap = (self.recv_buf.free() + self.recv_buf.len()) as u32;
+        if !syn && free < cur + (cap / 2).min(self.our_mss as u32) {
+            free = cur.min(free);
+        }
         if syn {
             free.min(65535) as u16
         } else {
@@ -1071,7 +1095,10 @@ impl Tcb {
                     let full = len == mss;
                     let last_piece =
                         len == avail && (self.nodelay || nothing_in_flight || self.fin_queued);
-                    let sws_ok = len >= self.max_snd_wnd / 2 && nothing_in_flight;
+                    // Sender SWS avoidance (RFC 9293 3.8.6.2.1), relaxed: with nothing in
+                    // flight, fill what the window offers rather than wait for a probe.
+                    let sws_ok =
+                        nothing_in_flight && (len >= self.max_snd_wnd / 2 || len == wnd_room);
                     if full || last_piece || sws_ok {
                         return Some(seg_at(self.snd_nxt, self.snd_nxt + len, true, self));
                     }

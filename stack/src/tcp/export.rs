@@ -6,7 +6,7 @@ use core::net::SocketAddrV4;
 
 use super::cc::{Congestion, CongestionAlgorithm};
 use super::conn::State;
-use super::{Keepalive, SlotKind, SocketOptions, TcpLayer};
+use super::{SlotKind, SocketOptions, TcpLayer};
 use crate::error::{Error, Result};
 use crate::socket::SocketHandle;
 use crate::time::{Duration, Instant};
@@ -61,9 +61,9 @@ pub struct ConnectionState {
 impl TcpLayer {
     /// Takes a connection out of this stack: returns its state and frees the handle
     /// without sending anything. Only connections past the handshake can move.
-    pub fn export(&mut self, h: SocketHandle) -> Result<ConnectionState> {
+    pub fn export(&mut self, now: Instant, h: SocketHandle) -> Result<ConnectionState> {
         let idx = self.conn_slot(h)?;
-        let now = self.now;
+        self.now = self.now.max(now);
         let s = &self.slots[idx as usize];
         let t = &s.tcb;
         if matches!(
@@ -118,7 +118,8 @@ impl TcpLayer {
     }
 
     /// Installs an exported connection; it continues from where it was exported.
-    pub fn import(&mut self, st: &ConnectionState) -> Result<SocketHandle> {
+    pub fn import(&mut self, now: Instant, st: &ConnectionState) -> Result<SocketHandle> {
+        self.now = self.now.max(now);
         if self
             .conns
             .contains_key(&super::conn_key(st.local, st.remote))
@@ -192,7 +193,7 @@ impl TcpLayer {
         t.close_at = st.close_in.map(|d| now + d);
         t.last_rcv = now;
         t.nodelay = opts.nodelay;
-        t.keepalive = opts.keepalive.map(|k: Keepalive| k);
+        t.keepalive = opts.keepalive;
         t.linger = opts.linger;
         self.conns.insert(super::conn_key(st.local, st.remote), idx);
         self.mark_tx(idx);

@@ -391,7 +391,6 @@ impl TcpLayer {
             s.tcb.nodelay = opts.nodelay;
             s.tcb.keepalive = opts.keepalive;
             s.tcb.linger = opts.linger;
-            s.tcb.ts_offset = self.prng.next_u32();
         }
         s.opts = opts;
         s.user_open = false;
@@ -540,6 +539,16 @@ impl TcpLayer {
         b[10..12].copy_from_slice(&remote.port().to_be_bytes());
         let f = siphash(self.secret[0], self.secret[1], &b) as u32;
         SeqNumber(((self.now.micros() / 4) as u32).wrapping_add(f))
+    }
+
+    /// Timestamp clock offset per address pair (as Linux): random to observers, but the
+    /// same for every connection between two hosts, so a new connection's timestamps
+    /// exceed an old TIME-WAIT's and it may reuse the 4-tuple.
+    fn ts_offset(&self, local: SocketAddrV4, remote: SocketAddrV4) -> u32 {
+        let mut b = [0u8; 8];
+        b[0..4].copy_from_slice(&local.ip().octets());
+        b[4..8].copy_from_slice(&remote.ip().octets());
+        siphash(self.secret[0] ^ 0x7473, self.secret[1], &b) as u32
     }
 
     // ----- SYN cookies -----
@@ -794,7 +803,9 @@ impl TcpLayer {
                 .map(|(val, _)| {
                     let bits = ws.map_or(0xf, |w| w as u32)
                         | ((seg.sack_permitted && self.cfg.sack) as u32) << 4;
-                    let ours = ((self.now.millis() as u32) & !0x1f) | bits;
+                    let clock =
+                        (self.now.millis() as u32).wrapping_add(self.ts_offset(local, remote));
+                    let ours = (clock & !0x1f) | bits;
                     (ours, val)
                 });
             self.stats.syn_cookies_sent += 1;
@@ -816,7 +827,9 @@ impl TcpLayer {
         };
         let iss = self.isn(local, remote);
         let cfg = self.conn_cfg(opts);
+        let ts_offset = self.ts_offset(local, remote);
         let t = &mut self.slots[idx as usize].tcb;
+        t.ts_offset = ts_offset;
         t.local = local;
         t.remote = remote;
         t.iss = iss;
@@ -866,7 +879,9 @@ impl TcpLayer {
             return;
         };
         let cfg = self.conn_cfg(opts);
+        let ts_offset = self.ts_offset(local, remote);
         let t = &mut self.slots[idx as usize].tcb;
+        t.ts_offset = ts_offset;
         t.local = local;
         t.remote = remote;
         t.iss = seg.ack - 1u32;
@@ -881,7 +896,6 @@ impl TcpLayer {
             Some((val, ecr)) => {
                 t.ts_ok = true;
                 t.ts_recent = val;
-                t.ts_offset = 0;
                 let ws = ecr & 0xf;
                 if ws != 0xf && cfg.window_scaling {
                     t.ws_ok = true;
@@ -1180,10 +1194,12 @@ impl TcpLayer {
             .alloc_slot(SlotKind::Conn, opts)
             .ok_or(Error::NoBufferSpace)?;
         let iss = self.isn(local, remote);
+        let ts_offset = self.ts_offset(local, remote);
         let now = self.now;
         let s = &mut self.slots[idx as usize];
         s.user_open = true;
         let t = &mut s.tcb;
+        t.ts_offset = ts_offset;
         t.local = local;
         t.remote = remote;
         t.iss = iss;
@@ -1576,6 +1592,10 @@ impl TcpLayer {
             timestamps: t.ts_ok,
             sack: t.sack_ok,
             in_recovery: t.recovery.is_some(),
+            snd_una: t.snd_una.0,
+            snd_nxt: t.snd_max.0,
+            rcv_nxt: t.rcv_nxt.0,
+            retransmits_pending: t.snd_una != t.snd_max,
         })
     }
 }
@@ -1596,6 +1616,13 @@ pub struct ConnectionInfo {
     pub timestamps: bool,
     pub sack: bool,
     pub in_recovery: bool,
+    /// Oldest unacknowledged and next new sequence number we send.
+    pub snd_una: u32,
+    pub snd_nxt: u32,
+    /// Next sequence number expected from the peer.
+    pub rcv_nxt: u32,
+    /// Data or a FIN is in flight (unacknowledged).
+    pub retransmits_pending: bool,
 }
 
 impl TcpLayer {

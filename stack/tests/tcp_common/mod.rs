@@ -128,3 +128,32 @@ fn drain(t: &mut TcpLayer, h: SocketHandle, buf: &mut [u8], got: &mut Vec<u8>, e
 pub fn lossless() -> LinkConfig {
     LinkConfig::default()
 }
+
+/// Builds a raw segment (for injecting into a layer with `receive`).
+pub fn segment(repr: &stack::wire::tcp::TcpRepr, payload: &[u8]) -> Vec<u8> {
+    let hl = repr.header_len();
+    let mut v = vec![0u8; hl + payload.len()];
+    repr.emit(&mut v);
+    v[hl..].copy_from_slice(payload);
+    v
+}
+
+/// Reads everything available now; true if EOF was seen.
+pub fn read_all(t: &mut TcpLayer, h: SocketHandle, out: &mut Vec<u8>) -> Result<bool, Error> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match t.recv(h, &mut buf) {
+            Ok(0) => return Ok(true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(Error::WouldBlock) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Drops everything on both links from now on (or stops dropping).
+pub fn cut(p: &mut TcpPair, on: bool) {
+    let loss = if on { 1.0 } else { 0.0 };
+    p.a_to_b.cfg.loss = loss;
+    p.b_to_a.cfg.loss = loss;
+}
