@@ -35,6 +35,8 @@ struct Interest {
     reported: u32,
     /// One-shot that fired: silent until EPOLL_CTL_MOD re-arms it.
     disarmed: bool,
+    /// Reported from the stack's readiness (false: only the kernel epoll reports it).
+    fast: bool,
 }
 
 /// One app epoll instance's fast-path sockets.
@@ -72,6 +74,7 @@ impl EpollSet {
                 data,
                 reported: 0,
                 disarmed: false,
+                fast: true,
             },
         );
         Ok(())
@@ -88,6 +91,7 @@ impl EpollSet {
             data,
             reported: 0,
             disarmed: false,
+            fast: i.fast,
         };
         Ok(())
     }
@@ -100,6 +104,18 @@ impl EpollSet {
     /// Forgets `fd` silently (the fd was closed: the kernel drops closed fds too).
     pub fn forget(&mut self, fd: i32) {
         self.interests.remove(&fd);
+    }
+
+    /// The (events, data) the app registered for `fd`.
+    pub fn interest(&self, fd: i32) -> Option<(u32, u64)> {
+        self.interests.get(&fd).map(|i| (i.events, i.data))
+    }
+
+    /// Whether `fd`'s events come from the stack (else only from the kernel epoll).
+    pub fn set_fast(&mut self, fd: i32, fast: bool) {
+        if let Some(i) = self.interests.get_mut(&fd) {
+            i.fast = fast;
+        }
     }
 
     pub fn contains(&self, fd: i32) -> bool {
@@ -118,7 +134,7 @@ impl EpollSet {
             if n == out.len() {
                 break;
             }
-            if i.disarmed {
+            if i.disarmed || !i.fast {
                 continue;
             }
             let wanted = (i.events & !MODE_BITS) | ALWAYS;
@@ -159,7 +175,7 @@ impl EpollSet {
         if i.events & EPOLLET != 0 {
             due &= !i.reported;
         }
-        !i.disarmed && due != 0
+        i.fast && !i.disarmed && due != 0
     }
 }
 

@@ -1,8 +1,25 @@
-//! The socket layer: which fds are fast-path sockets, and the configuration that
-//! decides what takes the fast path.
+//! The socket layer: socket calls on the fast-path interface go to the in-process
+//! stack; everything else stays the kernel's.
+//!
+//! - `calls`: which calls come here, and the life of a socket
+//! - `data`, `options`, `readiness`: data transfer, options/fcntl/dup, epoll/poll/select
+//! - `engine`: the stack, the interface and the fd table behind one lock
+//! - `global`: start-up, logging, blocking
+//! - `fdtable`, `epoll`, `sockaddr`, `appmem`, `kernel`, `netdev`, `config`: the parts
 
+pub mod appmem;
+pub mod calls;
 pub mod config;
+pub mod data;
+pub mod engine;
 pub mod epoll;
 pub mod fdtable;
+pub mod global;
+pub mod kernel;
 pub mod netdev;
+pub mod options;
+pub mod readiness;
 pub mod sockaddr;
+
+pub use calls::handle;
+pub use global::init;

@@ -1,0 +1,654 @@
+//! Socket system calls on the fast path: which calls the hook sends here, and the
+//! life of a socket (socket, bind, listen, accept, connect, close).
+//! Data calls are in `data.rs`, options in `options.rs`, readiness in `readiness.rs`.
+
+use super::appmem;
+use super::engine::{Engine, FastSocket, Kind};
+use super::global::{self, active, block_on, engine, Attempt, Deadline};
+use super::kernel;
+use super::sockaddr::{self, AppAddr};
+use fastnet_stats::Counter;
+use rewriter::{SyscallArgs, PASSTHROUGH};
+use stack::error::Error;
+use stack::tcp::SocketOptions;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use xdp_backend::portmap::Transport;
+
+/// `-errno` as a system call result.
+pub fn err(e: i32) -> i64 {
+    -(e as i64)
+}
+
+pub fn stack_err(e: Error) -> i64 {
+    err(e.errno())
+}
+
+pub fn res(r: Result<i64, i32>) -> i64 {
+    r.unwrap_or_else(err)
+}
+
+/// Calls handled whatever their first argument.
+const ALWAYS: &[i64] = &[
+    libc::SYS_socket,
+    libc::SYS_dup2,
+    libc::SYS_dup3,
+    libc::SYS_close_range,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_select,
+    libc::SYS_pselect6,
+    libc::SYS_epoll_create,
+    libc::SYS_epoll_create1,
+];
+
+/// Calls handled only when their first argument is a marked fd (ours or an app epoll).
+const ON_OUR_FDS: &[i64] = &[
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmsg,
+    libc::SYS_recvmmsg,
+    libc::SYS_sendmmsg,
+    libc::SYS_bind,
+    libc::SYS_listen,
+    libc::SYS_accept,
+    libc::SYS_accept4,
+    libc::SYS_connect,
+    libc::SYS_shutdown,
+    libc::SYS_getsockopt,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
+    libc::SYS_fcntl,
+    libc::SYS_ioctl,
+    libc::SYS_close,
+    libc::SYS_dup,
+    libc::SYS_sendfile,
+    libc::SYS_epoll_ctl,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_pwait2,
+];
+
+/// Tells the hook's pre-filter which calls come here.
+pub fn register_filters() {
+    for &nr in ALWAYS {
+        rewriter::filter::handle_syscall(nr as u32, true);
+    }
+    for &nr in ON_OUR_FDS {
+        rewriter::filter::handle_fd_syscall(nr as u32, true);
+    }
+}
+
+/// Entry from the dispatcher: the result, or `PASSTHROUGH` for the kernel.
+pub fn handle(a: &mut SyscallArgs) -> i64 {
+    if !active() {
+        return PASSTHROUGH;
+    }
+    let [a0, a1, a2, a3, a4, a5] = a.args;
+    let fd = a0 as i32;
+    match a.nr {
+        libc::SYS_socket => socket(a0 as i32, a1 as i32, a2 as i32),
+        libc::SYS_bind => bind(fd, a1, a2 as usize),
+        libc::SYS_listen => listen(fd, a1 as i32),
+        libc::SYS_accept => accept(fd, a1, a2, 0),
+        libc::SYS_accept4 => accept(fd, a1, a2, a3 as i32),
+        libc::SYS_connect => connect(fd, a1, a2 as usize),
+        libc::SYS_close => close(fd),
+        libc::SYS_shutdown => super::data::shutdown(fd, a1 as i32),
+        libc::SYS_read => super::data::recvfrom(fd, a1, a2 as usize, 0, 0, 0),
+        libc::SYS_recvfrom => super::data::recvfrom(fd, a1, a2 as usize, a3 as i32, a4, a5),
+        libc::SYS_write => super::data::sendto(fd, a1, a2 as usize, 0, 0, 0),
+        libc::SYS_sendto => super::data::sendto(fd, a1, a2 as usize, a3 as i32, a4, a5 as usize),
+        libc::SYS_readv => super::data::readv(fd, a1, a2 as usize),
+        libc::SYS_writev => super::data::writev(fd, a1, a2 as usize),
+        libc::SYS_recvmsg => super::data::recvmsg(fd, a1, a2 as i32),
+        libc::SYS_sendmsg => super::data::sendmsg(fd, a1, a2 as i32),
+        libc::SYS_recvmmsg => super::data::recvmmsg(fd, a1, a2 as u32, a3 as i32),
+        libc::SYS_sendmmsg => super::data::sendmmsg(fd, a1, a2 as u32, a3 as i32),
+        libc::SYS_sendfile => super::data::sendfile(fd, a1 as i32, a2, a3 as usize),
+        libc::SYS_getsockopt => super::options::getsockopt(fd, a1 as i32, a2 as i32, a3, a4),
+        libc::SYS_setsockopt => super::options::setsockopt(fd, a1 as i32, a2 as i32, a3, a4 as u32),
+        libc::SYS_getsockname => super::options::getname(fd, a1, a2, false),
+        libc::SYS_getpeername => super::options::getname(fd, a1, a2, true),
+        libc::SYS_fcntl => super::options::fcntl(fd, a1 as i32, a2),
+        libc::SYS_ioctl => super::options::ioctl(fd, a1 as u64, a2),
+        libc::SYS_dup => super::options::dup(fd),
+        libc::SYS_dup2 => super::options::dup3(fd, a1 as i32, 0, true),
+        libc::SYS_dup3 => super::options::dup3(fd, a1 as i32, a2 as i32, false),
+        libc::SYS_close_range => super::options::close_range(a0 as u32, a1 as u32, a2 as u32),
+        libc::SYS_epoll_create => super::readiness::epoll_create(0, a0 as i32),
+        libc::SYS_epoll_create1 => super::readiness::epoll_create(a0 as i32, 1),
+        libc::SYS_epoll_ctl => super::readiness::epoll_ctl(fd, a1 as i32, a2 as i32, a3),
+        libc::SYS_epoll_wait => super::readiness::epoll_wait(fd, a1, a2 as i32, a3 as i32, None),
+        libc::SYS_epoll_pwait => {
+            super::readiness::epoll_pwait(fd, a1, a2 as i32, a3 as i32, a4, a5 as usize, None)
+        }
+        libc::SYS_epoll_pwait2 => {
+            super::readiness::epoll_pwait2(fd, a1, a2 as i32, a3, a4, a5 as usize)
+        }
+        libc::SYS_poll => super::readiness::poll(a0, a1 as usize, a2 as i32),
+        libc::SYS_ppoll => super::readiness::ppoll(a0, a1 as usize, a2, a3, a4 as usize),
+        libc::SYS_select => super::readiness::select(a0 as i32, a1, a2, a3, a4),
+        libc::SYS_pselect6 => super::readiness::pselect6(a0 as i32, a1, a2, a3, a4, a5),
+        _ => PASSTHROUGH,
+    }
+}
+
+/// The socket behind `fd` when it is ours and this process drives the fast path.
+pub fn ours(e: &Engine, fd: i32) -> Option<FastSocket> {
+    if e.owner_pid != kernel::getpid() {
+        return None;
+    }
+    e.fds.get(fd).cloned()
+}
+
+/// Hands `fd` back to the kernel: it is an ordinary socket from now on.
+pub fn release_to_kernel(e: &mut Engine, fd: i32, why: Counter) {
+    if let Some(old) = e.fds.get(fd).map(|s| s.kind) {
+        super::readiness::sync_epolls(e, fd, old, true);
+    }
+    if let Some(s) = e.fds.remove(fd) {
+        let nonblocking = s.nonblocking;
+        e.close_socket(s);
+        // The shadow was nonblocking for our own use; give the app its mode back.
+        if !nonblocking {
+            if let Ok(fl) = kernel::fcntl(fd, libc::F_GETFL, 0) {
+                let _ = kernel::fcntl(fd, libc::F_SETFL, fl & !(libc::O_NONBLOCK as i64));
+            }
+        }
+    }
+    rewriter::filter::mark_fd(fd, false);
+    e.count(why);
+}
+
+fn socket(domain: i32, ty: i32, proto: i32) -> i64 {
+    let base = ty & 0xf;
+    let candidate = (domain == libc::AF_INET || domain == libc::AF_INET6)
+        && ((base == libc::SOCK_STREAM && (proto == 0 || proto == libc::IPPROTO_TCP))
+            || (base == libc::SOCK_DGRAM && (proto == 0 || proto == libc::IPPROTO_UDP)));
+    if !candidate {
+        return PASSTHROUGH;
+    }
+    // The shadow: a real kernel socket, always nonblocking for our own use of it.
+    let fd = match kernel::socket(domain, ty | libc::SOCK_NONBLOCK, proto) {
+        Ok(fd) => fd,
+        Err(e) => return err(e),
+    };
+    let mut e = engine();
+    let kind = if base == libc::SOCK_STREAM {
+        Kind::TcpFresh
+    } else {
+        Kind::UdpFresh
+    };
+    let s = FastSocket {
+        kind,
+        v6: domain == libc::AF_INET6,
+        nonblocking: ty & libc::SOCK_NONBLOCK != 0,
+        rcvtimeo: None,
+        sndtimeo: None,
+        opts: SocketOptions {
+            rcvbuf: 256 * 1024,
+            sndbuf: 256 * 1024,
+            nodelay: false,
+            keepalive: None,
+            linger: None,
+        },
+        keepalive_params: Default::default(),
+        claimed: None,
+        epolls: Vec::new(),
+        primary_fd: fd,
+    };
+    if let Some(stale) = e.fds.remove(fd) {
+        // The kernel reused a number we still tracked (closed behind our back).
+        e.close_socket(stale);
+    }
+    match e.fds.insert(fd, s) {
+        Ok(()) => rewriter::filter::mark_fd(fd, true),
+        Err(_) => {
+            e.count(Counter::KernelResources);
+            if ty & libc::SOCK_NONBLOCK == 0 {
+                let _ = kernel::fcntl(fd, libc::F_SETFL, 0);
+            }
+        }
+    }
+    fd as i64
+}
+
+/// Shadow address for binding to the fast-path interface address, in the socket's family.
+fn shadow_addr(v6: bool, a: SocketAddrV4) -> ([u8; 28], usize) {
+    let mut buf = [0u8; 28];
+    let n = sockaddr::write(a, v6, &mut buf);
+    (buf, n)
+}
+
+/// The port the kernel gave the shadow.
+fn shadow_port(fd: i32) -> Result<u16, i32> {
+    let mut buf = [0u8; 128];
+    let n = kernel::getsockname(fd, &mut buf)?;
+    match sockaddr::parse(&buf[..n]) {
+        Ok(AppAddr::V4(a)) => Ok(a.port()),
+        _ => Err(libc::EAFNOSUPPORT),
+    }
+}
+
+fn bind(fd: i32, addr: i64, len: usize) -> i64 {
+    let mut e = engine();
+    let Some(s) = ours(&e, fd) else {
+        return PASSTHROUGH;
+    };
+    // SAFETY: the app passed (addr, len) to bind(2).
+    let buf = match unsafe { appmem::slice(addr, len) } {
+        Ok(b) => b,
+        Err(x) => return err(x),
+    };
+    // The shadow's bind reserves the port in the kernel and gives Linux's errors.
+    if let Err(x) = kernel::bind(fd, buf) {
+        return err(x);
+    }
+    let local = match sockaddr::parse(buf) {
+        Ok(AppAddr::V4(a)) if a.ip().is_unspecified() || *a.ip() == e.dev.addr => a,
+        Ok(AppAddr::V4(a)) if a.ip().is_loopback() => {
+            release_to_kernel(&mut e, fd, Counter::KernelLoopback);
+            return 0;
+        }
+        _ => {
+            release_to_kernel(&mut e, fd, Counter::KernelRoute);
+            return 0;
+        }
+    };
+    if s.kind == Kind::UdpFresh {
+        let port = match shadow_port(fd) {
+            Ok(p) => p,
+            Err(x) => return err(x),
+        };
+        let bound = SocketAddrV4::new(*local.ip(), port);
+        if let Err(why) = make_udp(&mut e, fd, bound) {
+            release_to_kernel(&mut e, fd, why);
+        }
+    }
+    0
+}
+
+/// Turns a fresh UDP socket into a fast-path one bound to `local`.
+fn make_udp(e: &mut Engine, fd: i32, local: SocketAddrV4) -> Result<(), Counter> {
+    e.dev
+        .claim(Transport::Udp, local.port())
+        .map_err(|_| Counter::KernelResources)?;
+    let h = match e.iface.udp.open() {
+        Ok(h) => h,
+        Err(_) => {
+            e.dev.release(Transport::Udp, local.port());
+            return Err(Counter::KernelResources);
+        }
+    };
+    if e.iface.udp.bind(h, local).is_err() {
+        let _ = e.iface.udp.close(h);
+        e.dev.release(Transport::Udp, local.port());
+        return Err(Counter::KernelResources);
+    }
+    e.bind_handle(h, fd);
+    let s = e.fds.get_mut(fd).expect("ours");
+    s.kind = Kind::Udp(h);
+    s.claimed = Some((Transport::Udp, local.port()));
+    super::readiness::sync_epolls(e, fd, Kind::UdpFresh, false);
+    Ok(())
+}
+
+fn listen(fd: i32, backlog: i32) -> i64 {
+    let mut e = engine();
+    let Some(s) = ours(&e, fd) else {
+        return PASSTHROUGH;
+    };
+    match s.kind {
+        Kind::TcpFresh => {}
+        Kind::TcpListener(_) => return res(kernel::listen(fd, backlog).map(|_| 0)),
+        _ => return err(libc::EINVAL),
+    }
+    // Unbound: let the kernel pick the port, as listen(2) would.
+    let port = match shadow_port(fd) {
+        Ok(0) => {
+            let (a, n) = shadow_addr(s.v6, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+            if let Err(x) = kernel::bind(fd, &a[..n]) {
+                return err(x);
+            }
+            match shadow_port(fd) {
+                Ok(p) => p,
+                Err(x) => return err(x),
+            }
+        }
+        Ok(p) => p,
+        Err(x) => return err(x),
+    };
+    // Claim before the shadow listens: no SYN may reach the kernel socket first.
+    if e.dev.claim(Transport::Tcp, port).is_err() {
+        release_to_kernel(&mut e, fd, Counter::KernelResources);
+        return res(kernel::listen(fd, backlog).map(|_| 0));
+    }
+    if let Err(x) = kernel::listen(fd, backlog) {
+        e.dev.release(Transport::Tcp, port);
+        return err(x);
+    }
+    let backlog = backlog.clamp(1, 65535) as usize;
+    let local = e.local(port);
+    match e.iface.tcp.listen_with(local, backlog, s.opts) {
+        Ok(h) => {
+            e.bind_handle(h, fd);
+            let s = e.fds.get_mut(fd).expect("ours");
+            s.kind = Kind::TcpListener(h);
+            s.claimed = Some((Transport::Tcp, port));
+            super::readiness::sync_epolls(&mut e, fd, Kind::TcpFresh, false);
+            0
+        }
+        Err(_) => {
+            e.dev.release(Transport::Tcp, port);
+            release_to_kernel(&mut e, fd, Counter::KernelResources);
+            0
+        }
+    }
+}
+
+fn accept(fd: i32, addr: i64, lenp: i64, flags: i32) -> i64 {
+    let e = engine();
+    let Some(s) = ours(&e, fd) else {
+        return PASSTHROUGH;
+    };
+    let Kind::TcpListener(lh) = s.kind else {
+        return err(libc::EINVAL);
+    };
+    drop(e);
+    if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
+        return err(libc::EINVAL);
+    }
+    let r = block_on(
+        lh,
+        s.nonblocking,
+        Deadline::after(s.rcvtimeo),
+        libc::EAGAIN,
+        Some(fd),
+        |e| {
+            match e.iface.tcp.accept(lh) {
+                Ok(h) => return Attempt::Done(Ok(Accepted::Fast(h))),
+                Err(Error::WouldBlock) => {}
+                Err(x) => return Attempt::Done(Err(x.errno())),
+            }
+            // A connection that reached the kernel (loopback, other interfaces).
+            let mut buf = [0u8; 128];
+            match kernel::accept4(fd, &mut buf, flags) {
+                Ok((cfd, n)) => Attempt::Done(Ok(Accepted::Kernel(cfd, buf, n))),
+                Err(libc::EAGAIN) => Attempt::Wait,
+                Err(x) => Attempt::Done(Err(x)),
+            }
+        },
+    );
+    match r {
+        Ok(Accepted::Kernel(cfd, buf, n)) => {
+            if addr != 0 && lenp != 0 {
+                // SAFETY: the app passed (addr, lenp) to accept(2).
+                let r = unsafe {
+                    appmem::read::<u32>(lenp).and_then(|cap| {
+                        let out = appmem::slice_mut(addr, (cap as usize).min(n))?;
+                        let k = out.len();
+                        out.copy_from_slice(&buf[..k]);
+                        appmem::write::<u32>(lenp, n as u32)
+                    })
+                };
+                if let Err(x) = r {
+                    return err(x);
+                }
+            }
+            cfd as i64
+        }
+        Ok(Accepted::Fast(h)) => adopt_accepted(h, s.v6, flags, addr, lenp, s.opts),
+        Err(x) => err(x),
+    }
+}
+
+enum Accepted {
+    Fast(stack::socket::SocketHandle),
+    Kernel(i32, [u8; 128], usize),
+}
+
+/// Gives an accepted fast-path connection an fd: a fresh unconnected kernel socket
+/// holds the number.
+fn adopt_accepted(
+    h: stack::socket::SocketHandle,
+    v6: bool,
+    flags: i32,
+    addr: i64,
+    lenp: i64,
+    opts: SocketOptions,
+) -> i64 {
+    let domain = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+    let cfd = kernel::socket(
+        domain,
+        libc::SOCK_STREAM | libc::SOCK_NONBLOCK | (flags & libc::SOCK_CLOEXEC),
+        0,
+    );
+    let mut e = engine();
+    let cfd = match cfd {
+        Ok(f) => f,
+        Err(x) => {
+            let _ = e.iface.tcp.abort(h);
+            return err(x);
+        }
+    };
+    let peer = e.iface.tcp.peer_addr(h).ok();
+    if let Some(stale) = e.fds.remove(cfd) {
+        e.close_socket(stale);
+    }
+    let s = FastSocket {
+        kind: Kind::TcpStream(h),
+        v6,
+        nonblocking: flags & libc::SOCK_NONBLOCK != 0,
+        rcvtimeo: None,
+        sndtimeo: None,
+        opts,
+        keepalive_params: Default::default(),
+        // The listener holds the port claim for its connections.
+        claimed: None,
+        epolls: Vec::new(),
+        primary_fd: cfd,
+    };
+    if e.fds.insert(cfd, s).is_err() {
+        let _ = e.iface.tcp.abort(h);
+        let _ = kernel::close(cfd);
+        e.count(Counter::KernelResources);
+        return err(libc::EMFILE);
+    }
+    e.bind_handle(h, cfd);
+    rewriter::filter::mark_fd(cfd, true);
+    drop(e);
+    if let Some(p) = peer {
+        // SAFETY: the app passed (addr, lenp) to accept(2).
+        if let Err(x) = unsafe { appmem::write_sockaddr(addr, lenp, p, v6) } {
+            return err(x);
+        }
+    }
+    cfd as i64
+}
+
+fn connect(fd: i32, addr: i64, len: usize) -> i64 {
+    let mut e = engine();
+    let Some(s) = ours(&e, fd) else {
+        return PASSTHROUGH;
+    };
+    // SAFETY: the app passed (addr, len) to connect(2).
+    let buf = match unsafe { appmem::slice(addr, len) } {
+        Ok(b) => b,
+        Err(x) => return err(x),
+    };
+    match s.kind {
+        Kind::TcpStream(h) => {
+            return match e.iface.tcp.state(h) {
+                Ok(stack::tcp::State::SynSent) => err(libc::EALREADY),
+                Ok(_) => match e.iface.tcp.take_error(h) {
+                    Ok(Some(x)) => stack_err(x),
+                    _ => err(libc::EISCONN),
+                },
+                Err(_) => err(libc::EISCONN),
+            }
+        }
+        Kind::TcpListener(_) => return err(libc::EISCONN),
+        Kind::Udp(h) => {
+            return match sockaddr::parse(buf) {
+                Ok(AppAddr::V4(dst)) => match e.iface.udp.connect(h, dst) {
+                    Ok(()) => {
+                        let _ = kernel::connect(fd, buf);
+                        0
+                    }
+                    Err(x) => stack_err(x),
+                },
+                _ => PASSTHROUGH,
+            };
+        }
+        Kind::TcpFresh | Kind::UdpFresh => {}
+    }
+    let dst = match sockaddr::parse(buf) {
+        Ok(AppAddr::V4(d)) => d,
+        Ok(AppAddr::V6Native) => {
+            release_to_kernel(&mut e, fd, Counter::KernelRoute);
+            return PASSTHROUGH;
+        }
+        Err(_) => {
+            release_to_kernel(&mut e, fd, Counter::KernelRoute);
+            return PASSTHROUGH;
+        }
+    };
+    if dst.ip().is_loopback() || *dst.ip() == e.dev.addr {
+        release_to_kernel(&mut e, fd, Counter::KernelLoopback);
+        return PASSTHROUGH;
+    }
+    let Some(route) = e.dev.routes_to(*dst.ip()) else {
+        release_to_kernel(&mut e, fd, Counter::KernelRoute);
+        return PASSTHROUGH;
+    };
+    // Reserve the local port in the kernel: bind the shadow to our address.
+    let port = match shadow_port(fd) {
+        Ok(0) => {
+            let (a, n) = shadow_addr(s.v6, e.local(0));
+            if let Err(x) = kernel::bind(fd, &a[..n]) {
+                return err(x);
+            }
+            match shadow_port(fd) {
+                Ok(p) => p,
+                Err(x) => return err(x),
+            }
+        }
+        Ok(p) => p,
+        Err(x) => return err(x),
+    };
+    if s.kind == Kind::UdpFresh {
+        let local = e.local(port);
+        if let Err(why) = make_udp(&mut e, fd, local) {
+            release_to_kernel(&mut e, fd, why);
+            return PASSTHROUGH;
+        }
+        drop(e);
+        return connect(fd, addr, len);
+    }
+    let proto = Transport::Tcp;
+    if e.dev.claim(proto, port).is_err() {
+        release_to_kernel(&mut e, fd, Counter::KernelResources);
+        return PASSTHROUGH;
+    }
+    if let Some(gw) = route.gateway {
+        e.iface.set_gateway(Some(gw));
+    }
+    let local = e.local(port);
+    let h = match e.iface.tcp.connect_with(local, dst, s.opts) {
+        Ok(h) => h,
+        Err(x) => {
+            e.dev.release(proto, port);
+            return stack_err(x);
+        }
+    };
+    e.bind_handle(h, fd);
+    {
+        let sm = e.fds.get_mut(fd).expect("ours");
+        sm.kind = Kind::TcpStream(h);
+        sm.claimed = Some((proto, port));
+    }
+    super::readiness::sync_epolls(&mut e, fd, Kind::TcpFresh, false);
+    e.drive();
+    drop(e);
+    if s.nonblocking {
+        return err(libc::EINPROGRESS);
+    }
+    let r = block_on(
+        h,
+        false,
+        Deadline::after(s.sndtimeo),
+        libc::EINPROGRESS,
+        None,
+        |e| match e.iface.tcp.state(h) {
+            Ok(stack::tcp::State::SynSent) | Ok(stack::tcp::State::SynReceived) => Attempt::Wait,
+            Ok(_) => match e.iface.tcp.take_error(h) {
+                Ok(Some(x)) => Attempt::Done(Err(x.errno())),
+                _ => Attempt::Done(Ok(())),
+            },
+            Err(_) => Attempt::Done(Err(libc::ECONNREFUSED)),
+        },
+    );
+    res(r.map(|_| 0))
+}
+
+fn close(fd: i32) -> i64 {
+    let mut e = engine();
+    if global::is_internal(&e, fd) {
+        // Daemons close every fd they did not open; the shim's stay open.
+        return 0;
+    }
+    if let Some(set) = e.epolls.remove(&fd) {
+        // An app epoll: our waker goes with it.
+        let _ = kernel::close(set.waker);
+        rewriter::filter::mark_fd(fd, false);
+        drop(e);
+        return res(kernel::close(fd).map(|_| 0));
+    }
+    if e.owner_pid != kernel::getpid() {
+        // A forked child closes only its copy of the shadow; the owner's socket lives.
+        return PASSTHROUGH;
+    }
+    if let Some(s) = e.fds.remove(fd) {
+        e.close_socket(s);
+        e.drive();
+    }
+    rewriter::filter::mark_fd(fd, false);
+    drop(e);
+    res(kernel::close(fd).map(|_| 0))
+}
+
+/// Logs at debug level (used by the other call modules).
+pub fn debug(msg: std::fmt::Arguments<'_>) {
+    global::log(super::config::LogLevel::Debug, msg);
+}
+
+/// Binds a fresh UDP socket the way Linux's autobind does (any address, ephemeral
+/// port) and makes it a fast-path socket.
+pub fn udp_autobind(fd: i32) -> Result<(), i32> {
+    let mut e = engine();
+    let Some(s) = ours(&e, fd) else {
+        return Err(libc::EBADF);
+    };
+    if s.kind != Kind::UdpFresh {
+        return Ok(());
+    }
+    let port = match shadow_port(fd)? {
+        0 => {
+            let (a, n) = shadow_addr(s.v6, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+            kernel::bind(fd, &a[..n])?;
+            shadow_port(fd)?
+        }
+        p => p,
+    };
+    let local = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
+    make_udp(&mut e, fd, local).map_err(|why| {
+        release_to_kernel(&mut e, fd, why);
+        libc::EAGAIN
+    })
+}

@@ -1,0 +1,728 @@
+//! Data calls on fast-path sockets: read/recv*, write/send*, their vectored and
+//! multi-message forms, sendfile, shutdown.
+//!
+//! Where the kernel's answer for the shadow is the right one (a fresh socket, a
+//! listener), the call passes through to it: same errno as Linux by construction.
+
+use super::appmem;
+use super::calls::{err, ours, stack_err};
+use super::engine::{Engine, Kind};
+use super::global::{block_on, engine, Attempt, Deadline};
+use super::kernel;
+use super::sockaddr::{self, AppAddr};
+use rewriter::PASSTHROUGH;
+use stack::error::Error;
+use stack::socket::SocketHandle;
+use stack::tcp::Shutdown;
+use std::cell::RefCell;
+use std::net::SocketAddrV4;
+
+/// Where received bytes go / sent bytes come from: the app's iovecs.
+type Iov<'a> = &'a [libc::iovec];
+
+fn iov_len(iov: Iov<'_>) -> usize {
+    iov.iter().map(|v| v.iov_len).sum()
+}
+
+/// Copies queued TCP data into the iovecs; `Ok(0)` is end of stream.
+fn tcp_read_iov(e: &mut Engine, h: SocketHandle, iov: Iov<'_>, peek: bool) -> Result<usize, i32> {
+    let mut total = 0;
+    for v in iov {
+        // SAFETY: the app passed these iovecs for this call to write into.
+        let buf = unsafe { appmem::slice_mut(v.iov_base as i64, v.iov_len) }?;
+        if buf.is_empty() {
+            continue;
+        }
+        let r = if peek {
+            // Peek fills only the first buffer: enough for every peek we have seen.
+            if total > 0 {
+                break;
+            }
+            e.iface.tcp.peek(h, buf)
+        } else {
+            e.iface.tcp.recv(h, buf)
+        };
+        match r {
+            Ok(0) => break,
+            Ok(n) => {
+                total += n;
+                if n < buf.len() || peek {
+                    break;
+                }
+            }
+            Err(x) if total == 0 => return Err(x.errno()),
+            Err(_) => break,
+        }
+    }
+    Ok(total)
+}
+
+/// Queues TCP data from the iovecs, starting `skip` bytes in; returns bytes queued.
+fn tcp_write_iov(
+    e: &mut Engine,
+    h: SocketHandle,
+    iov: Iov<'_>,
+    mut skip: usize,
+) -> Result<usize, Error> {
+    let mut total = 0;
+    for v in iov {
+        if skip >= v.iov_len {
+            skip -= v.iov_len;
+            continue;
+        }
+        // SAFETY: the app passed these iovecs for this call to read from.
+        let buf = unsafe { appmem::slice(v.iov_base as i64, v.iov_len) }
+            .map_err(|_| Error::InvalidInput)?;
+        let buf = &buf[skip..];
+        skip = 0;
+        match e.iface.tcp.send(h, buf) {
+            Ok(n) => {
+                total += n;
+                if n < buf.len() {
+                    break;
+                }
+            }
+            Err(x) if total == 0 => return Err(x),
+            Err(_) => break,
+        }
+    }
+    Ok(total)
+}
+
+/// recv on a TCP stream, blocking as the socket and flags say.
+fn tcp_recv(fd: i32, iov: Iov<'_>, flags: i32) -> i64 {
+    let e = engine();
+    let Some(s) = ours(&e, fd) else {
+        return PASSTHROUGH;
+    };
+    let Kind::TcpStream(h) = s.kind else {
+        return PASSTHROUGH;
+    };
+    drop(e);
+    let want = iov_len(iov);
+    if want == 0 {
+        return 0;
+    }
+    let peek = flags & libc::MSG_PEEK != 0;
+    let nonblocking = s.nonblocking || flags & libc::MSG_DONTWAIT != 0;
+    let waitall = flags & libc::MSG_WAITALL != 0 && !peek && !nonblocking;
+    let mut got = 0usize;
+    let r = block_on(
+        h,
+        nonblocking,
+        Deadline::after(s.rcvtimeo),
+        libc::EAGAIN,
+        None,
+        |e| {
+            let rest = advance(iov, got);
+            match tcp_read_iov(e, h, &rest.iovs[..rest.n], peek) {
+                Ok(0) => Attempt::Done(Ok(got)),
+                Ok(n) => {
+                    got += n;
+                    if waitall && got < want {
+                        Attempt::Wait
+                    } else {
+                        Attempt::Done(Ok(got))
+                    }
+                }
+                Err(libc::EAGAIN) => Attempt::Wait,
+                Err(x) => Attempt::Done(if got > 0 { Ok(got) } else { Err(x) }),
+            }
+        },
+    );
+    match r {
+        Ok(n) => n as i64,
+        Err(x) if got > 0 && (x == libc::EAGAIN || x == libc::EINTR) => got as i64,
+        Err(x) => err(x),
+    }
+}
+
+/// send on a TCP stream: a blocking socket sends everything (Linux semantics), a
+/// nonblocking one what fits.
+fn tcp_send(fd: i32, iov: Iov<'_>, flags: i32) -> i64 {
+    let e = engine();
+    let Some(s) = ours(&e, fd) else {
+        return PASSTHROUGH;
+    };
+    let Kind::TcpStream(h) = s.kind else {
+        return PASSTHROUGH;
+    };
+    drop(e);
+    let want = iov_len(iov);
+    let nonblocking = s.nonblocking || flags & libc::MSG_DONTWAIT != 0;
+    let mut sent = 0usize;
+    let r = block_on(
+        h,
+        nonblocking,
+        Deadline::after(s.sndtimeo),
+        libc::EAGAIN,
+        None,
+        |e| {
+            if want == 0 {
+                return Attempt::Done(e.iface.tcp.send(h, &[]).map(|_| 0).map_err(|x| x.errno()));
+            }
+            match tcp_write_iov(e, h, iov, sent) {
+                Ok(n) => {
+                    sent += n;
+                    if sent == want || (nonblocking && sent > 0) {
+                        Attempt::Done(Ok(sent))
+                    } else {
+                        Attempt::Wait
+                    }
+                }
+                Err(Error::WouldBlock) => Attempt::Wait,
+                Err(x) => Attempt::Done(if sent > 0 { Ok(sent) } else { Err(x.errno()) }),
+            }
+        },
+    );
+    match r {
+        Ok(n) => n as i64,
+        Err(x) if sent > 0 && (x == libc::EAGAIN || x == libc::EINTR) => sent as i64,
+        Err(libc::EPIPE) => {
+            if flags & libc::MSG_NOSIGNAL == 0 {
+                kernel::raise(libc::SIGPIPE);
+            }
+            err(libc::EPIPE)
+        }
+        Err(x) => err(x),
+    }
+}
+
+/// The iovecs from byte `skip` on (a fixed-size copy: no allocation).
+struct Rest {
+    iovs: [libc::iovec; 64],
+    n: usize,
+}
+
+fn advance(iov: Iov<'_>, mut skip: usize) -> Rest {
+    let mut r = Rest {
+        iovs: [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; 64],
+        n: 0,
+    };
+    for v in iov {
+        if skip >= v.iov_len {
+            skip -= v.iov_len;
+            continue;
+        }
+        if r.n == r.iovs.len() {
+            break;
+        }
+        r.iovs[r.n] = libc::iovec {
+            // SAFETY: skip < iov_len, so the pointer stays inside the app's buffer.
+            iov_base: unsafe { (v.iov_base as *mut u8).add(skip) }.cast(),
+            iov_len: v.iov_len - skip,
+        };
+        skip = 0;
+        r.n += 1;
+    }
+    r
+}
+
+/// A datagram received on a fast-path UDP socket (stack first, then the shadow).
+fn udp_recv(
+    fd: i32,
+    h: SocketHandle,
+    s_nonblocking: bool,
+    timeout: Option<std::time::Duration>,
+    iov: Iov<'_>,
+    flags: i32,
+) -> Result<(usize, usize, Option<SocketAddrV4>), i32> {
+    let peek = flags & libc::MSG_PEEK != 0;
+    let nonblocking = s_nonblocking || flags & libc::MSG_DONTWAIT != 0;
+    // Datagrams land in the first iovec (enough for every UDP user we serve).
+    let (ptr, len) = iov
+        .first()
+        .map_or((0, 0), |v| (v.iov_base as i64, v.iov_len));
+    block_on(
+        h,
+        nonblocking,
+        Deadline::after(timeout),
+        libc::EAGAIN,
+        Some(fd),
+        |e| {
+            // SAFETY: the app passed this buffer for this call to write into.
+            let buf = match unsafe { appmem::slice_mut(ptr, len) } {
+                Ok(b) => b,
+                Err(x) => return Attempt::Done(Err(x)),
+            };
+            let r = if peek {
+                e.iface.udp.peek_from(h, buf)
+            } else {
+                e.iface.udp.recv_from(h, buf)
+            };
+            match r {
+                Ok(d) => return Attempt::Done(Ok((d.len, d.datagram_len, Some(d.from)))),
+                Err(Error::WouldBlock) => {}
+                Err(x) => return Attempt::Done(Err(x.errno())),
+            }
+            // Datagrams that reached the kernel socket (loopback, other interfaces).
+            let mut name = [0u8; 128];
+            let mut namelen: u32 = 128;
+            let mut hdr: libc::msghdr = unsafe_zeroed_msghdr();
+            let mut v = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            hdr.msg_name = name.as_mut_ptr().cast();
+            hdr.msg_namelen = namelen;
+            hdr.msg_iov = &mut v;
+            hdr.msg_iovlen = 1;
+            // SAFETY: recvmsg into our own header, name buffer and the app's buffer.
+            let r = unsafe {
+                kernel::raw(
+                    libc::SYS_recvmsg,
+                    [
+                        fd as i64,
+                        &mut hdr as *mut libc::msghdr as i64,
+                        (flags | libc::MSG_DONTWAIT | libc::MSG_TRUNC) as i64,
+                        0,
+                        0,
+                        0,
+                    ],
+                )
+            };
+            if r == -(libc::EAGAIN as i64) {
+                return Attempt::Wait;
+            }
+            if r < 0 {
+                return Attempt::Done(Err(-r as i32));
+            }
+            namelen = hdr.msg_namelen;
+            let from = match sockaddr::parse(&name[..(namelen as usize).min(128)]) {
+                Ok(AppAddr::V4(a)) => Some(a),
+                _ => None,
+            };
+            let full = r as usize;
+            Attempt::Done(Ok((full.min(buf.len()), full, from)))
+        },
+    )
+}
+
+fn unsafe_zeroed_msghdr() -> libc::msghdr {
+    // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
+    unsafe { std::mem::zeroed() }
+}
+
+fn udp_send(e: &mut Engine, h: SocketHandle, iov: Iov<'_>, dst: Option<SocketAddrV4>) -> i64 {
+    // Gather into one datagram (sendmsg with several iovecs is one datagram).
+    thread_local! {
+        static GATHER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    let r = if iov.len() == 1 {
+        // SAFETY: the app passed this buffer for this call to read from.
+        match unsafe { appmem::slice(iov[0].iov_base as i64, iov[0].iov_len) } {
+            Ok(b) => e.iface.udp.send_to(h, b, dst),
+            Err(x) => return err(x),
+        }
+    } else {
+        GATHER.with(|g| {
+            let mut g = g.borrow_mut();
+            g.clear();
+            for v in iov {
+                // SAFETY: as above.
+                match unsafe { appmem::slice(v.iov_base as i64, v.iov_len) } {
+                    Ok(b) => g.extend_from_slice(b),
+                    Err(_) => return Err(Error::InvalidInput),
+                }
+            }
+            e.iface.udp.send_to(h, &g, dst)
+        })
+    };
+    let r = match r {
+        Ok(n) => n as i64,
+        Err(x) => stack_err(x),
+    };
+    e.drive();
+    r
+}
+
+/// Resolves where a UDP datagram goes: `Ok(None)` for the connected peer,
+/// `Err(PASSTHROUGH)` when the destination is the kernel's (loopback, other routes).
+fn udp_dst(e: &Engine, addr: i64, alen: usize) -> Result<Option<SocketAddrV4>, i64> {
+    if addr == 0 {
+        return Ok(None);
+    }
+    // SAFETY: the app passed (addr, alen) to sendto/sendmsg.
+    let buf = unsafe { appmem::slice(addr, alen) }.map_err(err)?;
+    match sockaddr::parse(buf) {
+        Ok(AppAddr::V4(d)) if !d.ip().is_loopback() && *d.ip() != e.dev.addr => {
+            if e.dev.routes_to(*d.ip()).is_some() {
+                Ok(Some(d))
+            } else {
+                Err(PASSTHROUGH)
+            }
+        }
+        Ok(_) => Err(PASSTHROUGH),
+        Err(x) => Err(err(x)),
+    }
+}
+
+fn one_iov(buf: i64, len: usize) -> [libc::iovec; 1] {
+    [libc::iovec {
+        iov_base: buf as *mut libc::c_void,
+        iov_len: len,
+    }]
+}
+
+pub fn recvfrom(fd: i32, buf: i64, len: usize, flags: i32, addr: i64, lenp: i64) -> i64 {
+    let e = engine();
+    let Some(s) = ours(&e, fd) else {
+        return PASSTHROUGH;
+    };
+    drop(e);
+    let iov = one_iov(buf, len);
+    match s.kind {
+        Kind::TcpStream(_) => tcp_recv(fd, &iov, flags),
+        Kind::Udp(h) => match udp_recv(fd, h, s.nonblocking, s.rcvtimeo, &iov, flags) {
+            Ok((n, full, from)) => {
+                if let Some(f) = from {
+                    // SAFETY: the app passed (addr, lenp) to recvfrom(2).
+                    if let Err(x) = unsafe { appmem::write_sockaddr(addr, lenp, f, s.v6) } {
+                        return err(x);
+                    }
+                }
+                if flags & libc::MSG_TRUNC != 0 {
+                    full as i64
+                } else {
+                    n as i64
+                }
+            }
+            Err(x) => err(x),
+        },
+        _ => PASSTHROUGH,
+    }
+}
+
+pub fn sendto(fd: i32, buf: i64, len: usize, flags: i32, addr: i64, alen: usize) -> i64 {
+    let iov = one_iov(buf, len);
+    send_iov(fd, &iov, flags, addr, alen)
+}
+
+fn send_iov(fd: i32, iov: Iov<'_>, flags: i32, addr: i64, alen: usize) -> i64 {
+    let mut e = engine();
+    let Some(s) = ours(&e, fd) else {
+        return PASSTHROUGH;
+    };
+    match s.kind {
+        Kind::TcpStream(_) => {
+            drop(e);
+            tcp_send(fd, iov, flags)
+        }
+        Kind::Udp(h) => match udp_dst(&e, addr, alen) {
+            Ok(dst) => udp_send(&mut e, h, iov, dst),
+            Err(r) => r,
+        },
+        Kind::UdpFresh if addr != 0 => {
+            // First datagram to a fast-path destination binds the socket to our address.
+            match udp_dst(&e, addr, alen) {
+                Ok(Some(_)) => {
+                    drop(e);
+                    if super::calls::udp_autobind(fd).is_err() {
+                        return PASSTHROUGH;
+                    }
+                    send_iov(fd, iov, flags, addr, alen)
+                }
+                _ => PASSTHROUGH,
+            }
+        }
+        _ => PASSTHROUGH,
+    }
+}
+
+pub fn readv(fd: i32, iov: i64, n: usize) -> i64 {
+    // SAFETY: the app passed (iov, n) to readv(2).
+    let iov = match unsafe { appmem::iovecs(iov, n) } {
+        Ok(v) => v,
+        Err(x) => return err(x),
+    };
+    let e = engine();
+    let Some(s) = ours(&e, fd) else {
+        return PASSTHROUGH;
+    };
+    drop(e);
+    match s.kind {
+        Kind::TcpStream(_) => tcp_recv(fd, iov, 0),
+        Kind::Udp(h) => match udp_recv(fd, h, s.nonblocking, s.rcvtimeo, iov, 0) {
+            Ok((n, _, _)) => n as i64,
+            Err(x) => err(x),
+        },
+        _ => PASSTHROUGH,
+    }
+}
+
+pub fn writev(fd: i32, iov: i64, n: usize) -> i64 {
+    // SAFETY: the app passed (iov, n) to writev(2).
+    let iov = match unsafe { appmem::iovecs(iov, n) } {
+        Ok(v) => v,
+        Err(x) => return err(x),
+    };
+    send_iov(fd, iov, 0, 0, 0)
+}
+
+pub fn recvmsg(fd: i32, msg: i64, flags: i32) -> i64 {
+    // SAFETY: the app passed a msghdr to recvmsg(2).
+    let mut hdr: libc::msghdr = match unsafe { appmem::read(msg) } {
+        Ok(h) => h,
+        Err(x) => return err(x),
+    };
+    let e = engine();
+    let Some(s) = ours(&e, fd) else {
+        return PASSTHROUGH;
+    };
+    drop(e);
+    // SAFETY: the iovecs the app's msghdr names.
+    let iov = match unsafe { appmem::iovecs(hdr.msg_iov as i64, hdr.msg_iovlen) } {
+        Ok(v) => v,
+        Err(x) => return err(x),
+    };
+    let r = match s.kind {
+        Kind::TcpStream(_) => {
+            let r = tcp_recv(fd, iov, flags);
+            hdr.msg_namelen = 0;
+            hdr.msg_flags = 0;
+            r
+        }
+        Kind::Udp(h) => match udp_recv(fd, h, s.nonblocking, s.rcvtimeo, iov, flags) {
+            Ok((n, full, from)) => {
+                hdr.msg_flags = if full > n { libc::MSG_TRUNC } else { 0 };
+                if let (Some(f), false) = (from, hdr.msg_name.is_null()) {
+                    let mut len = hdr.msg_namelen;
+                    // SAFETY: msg_name/msg_namelen are the app's, for this call.
+                    let r = unsafe {
+                        appmem::write_sockaddr(
+                            hdr.msg_name as i64,
+                            &mut len as *mut u32 as i64,
+                            f,
+                            s.v6,
+                        )
+                    };
+                    if let Err(x) = r {
+                        return err(x);
+                    }
+                    hdr.msg_namelen = len;
+                }
+                if flags & libc::MSG_TRUNC != 0 {
+                    full as i64
+                } else {
+                    n as i64
+                }
+            }
+            Err(x) => err(x),
+        },
+        _ => return PASSTHROUGH,
+    };
+    if r >= 0 {
+        hdr.msg_controllen = 0;
+        // SAFETY: writing back the app's own msghdr.
+        if let Err(x) = unsafe { appmem::write(msg, hdr) } {
+            return err(x);
+        }
+    }
+    r
+}
+
+pub fn sendmsg(fd: i32, msg: i64, flags: i32) -> i64 {
+    // SAFETY: the app passed a msghdr to sendmsg(2).
+    let hdr: libc::msghdr = match unsafe { appmem::read(msg) } {
+        Ok(h) => h,
+        Err(x) => return err(x),
+    };
+    // SAFETY: the iovecs the app's msghdr names.
+    let iov = match unsafe { appmem::iovecs(hdr.msg_iov as i64, hdr.msg_iovlen) } {
+        Ok(v) => v,
+        Err(x) => return err(x),
+    };
+    send_iov(
+        fd,
+        iov,
+        flags,
+        hdr.msg_name as i64,
+        hdr.msg_namelen as usize,
+    )
+}
+
+pub fn recvmmsg(fd: i32, msgs: i64, n: u32, flags: i32) -> i64 {
+    {
+        let e = engine();
+        if ours(&e, fd).is_none_or(|s| !matches!(s.kind, Kind::Udp(_) | Kind::TcpStream(_))) {
+            return PASSTHROUGH;
+        }
+    }
+    let size = std::mem::size_of::<libc::mmsghdr>() as i64;
+    let mut done = 0u32;
+    while done < n {
+        let m = msgs + done as i64 * size;
+        // Only the first message may block (with MSG_WAITFORONE; without it Linux
+        // blocks for each, which no caller we serve relies on).
+        let f = if done == 0 {
+            flags & !libc::MSG_WAITFORONE
+        } else {
+            flags | libc::MSG_DONTWAIT
+        };
+        let r = recvmsg(fd, m, f);
+        if r < 0 {
+            if done == 0 {
+                return r;
+            }
+            break;
+        }
+        // SAFETY: msg_len of the app's mmsghdr (after the msghdr).
+        let len_at = m + std::mem::size_of::<libc::msghdr>() as i64;
+        if let Err(x) = unsafe { appmem::write::<u32>(len_at, r as u32) } {
+            return err(x);
+        }
+        done += 1;
+    }
+    done as i64
+}
+
+pub fn sendmmsg(fd: i32, msgs: i64, n: u32, flags: i32) -> i64 {
+    {
+        let e = engine();
+        if ours(&e, fd).is_none_or(|s| !matches!(s.kind, Kind::Udp(_) | Kind::TcpStream(_))) {
+            return PASSTHROUGH;
+        }
+    }
+    let size = std::mem::size_of::<libc::mmsghdr>() as i64;
+    let mut done = 0u32;
+    while done < n.min(libc::UIO_MAXIOV as u32) {
+        let m = msgs + done as i64 * size;
+        let r = sendmsg(fd, m, flags);
+        if r == PASSTHROUGH {
+            // SAFETY: the app's own arguments, forwarded for this one message.
+            let r =
+                unsafe { kernel::raw(libc::SYS_sendmsg, [fd as i64, m, flags as i64, 0, 0, 0]) };
+            if r < 0 {
+                return if done == 0 { r } else { done as i64 };
+            }
+            // SAFETY: msg_len of the app's mmsghdr.
+            let _ = unsafe {
+                appmem::write::<u32>(m + std::mem::size_of::<libc::msghdr>() as i64, r as u32)
+            };
+        } else if r < 0 {
+            return if done == 0 { r } else { done as i64 };
+        } else {
+            // SAFETY: msg_len of the app's mmsghdr.
+            if let Err(x) = unsafe {
+                appmem::write::<u32>(m + std::mem::size_of::<libc::msghdr>() as i64, r as u32)
+            } {
+                return err(x);
+            }
+        }
+        done += 1;
+    }
+    done as i64
+}
+
+/// sendfile from a file to a fast-path TCP socket: read in chunks, send each.
+pub fn sendfile(out_fd: i32, in_fd: i32, offp: i64, count: usize) -> i64 {
+    {
+        let e = engine();
+        match ours(&e, out_fd).map(|s| s.kind) {
+            Some(Kind::TcpStream(_)) => {}
+            _ => return PASSTHROUGH,
+        }
+    }
+    thread_local! {
+        static CHUNK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    let mut off: Option<i64> = if offp == 0 {
+        None
+    } else {
+        // SAFETY: the app passed an off_t pointer to sendfile(2).
+        match unsafe { appmem::read::<i64>(offp) } {
+            Ok(o) => Some(o),
+            Err(x) => return err(x),
+        }
+    };
+    let mut total = 0usize;
+    let r = CHUNK.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() < 256 * 1024 {
+            c.resize(256 * 1024, 0);
+        }
+        while total < count {
+            let want = (count - total).min(c.len());
+            let n = match off {
+                Some(o) => kernel::pread(in_fd, &mut c[..want], o),
+                None => kernel::read(in_fd, &mut c[..want]),
+            };
+            let n = match n {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(x) => return if total > 0 { Ok(()) } else { Err(x) },
+            };
+            let iov = one_iov(c.as_ptr() as i64, n);
+            let sent = tcp_send(out_fd, &iov, libc::MSG_NOSIGNAL);
+            if sent < 0 {
+                if off.is_none() {
+                    // Put the unread part back for the next call.
+                    let _ = kernel_lseek(in_fd, -(n as i64));
+                }
+                return if total > 0 {
+                    Ok(())
+                } else {
+                    Err((-sent) as i32)
+                };
+            }
+            let sent = sent as usize;
+            total += sent;
+            if let Some(o) = off.as_mut() {
+                *o += sent as i64;
+            } else if sent < n {
+                let _ = kernel_lseek(in_fd, sent as i64 - n as i64);
+            }
+            if sent < n {
+                break;
+            }
+        }
+        Ok(())
+    });
+    if let (Some(o), true) = (off, offp != 0) {
+        // SAFETY: the app's off_t pointer, written back as sendfile(2) does.
+        let _ = unsafe { appmem::write::<i64>(offp, o) };
+    }
+    match r {
+        Ok(()) => total as i64,
+        Err(libc::EPIPE) => {
+            kernel::raise(libc::SIGPIPE);
+            err(libc::EPIPE)
+        }
+        Err(x) => err(x),
+    }
+}
+
+fn kernel_lseek(fd: i32, delta: i64) -> i64 {
+    // SAFETY: lseek on the app's own file, relative to its current offset.
+    unsafe {
+        kernel::raw(
+            libc::SYS_lseek,
+            [fd as i64, delta, libc::SEEK_CUR as i64, 0, 0, 0],
+        )
+    }
+}
+
+pub fn shutdown(fd: i32, how: i32) -> i64 {
+    let mut e = engine();
+    let Some(s) = ours(&e, fd) else {
+        return PASSTHROUGH;
+    };
+    let Kind::TcpStream(h) = s.kind else {
+        return PASSTHROUGH;
+    };
+    let how = match how {
+        libc::SHUT_RD => Shutdown::Read,
+        libc::SHUT_WR => Shutdown::Write,
+        libc::SHUT_RDWR => Shutdown::Both,
+        _ => return err(libc::EINVAL),
+    };
+    let r = match e.iface.tcp.shutdown(h, how) {
+        Ok(()) => 0,
+        Err(x) => stack_err(x),
+    };
+    e.drive();
+    r
+}

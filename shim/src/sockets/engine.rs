@@ -1,0 +1,366 @@
+//! The process's fast path: the stack, the interface it runs on, the app's fast-path
+//! fds and epoll sets, all behind one lock (`global::engine()`).
+//!
+//! Whoever holds the lock drives the stack (`drive`): frames in from the XSK rings,
+//! timers, frames out, then readiness changes out to whoever waits for them. Nobody
+//! sleeps with the lock held: a blocking call registers a [`Waiter`] (its thread's
+//! eventfd), drops the lock, and sleeps in `ppoll` on that eventfd plus the XSK fds.
+
+use super::config::Config;
+use super::epoll::EpollSet;
+use super::fdtable::FdTable;
+use super::kernel;
+use super::netdev::FastIface;
+use fastnet_stats::{Counter, StatsSegment};
+use stack::iface::{Interface, InterfaceConfig, NeighborMode};
+use stack::socket::{Readiness, SocketHandle, SocketKind};
+use stack::tcp::{SocketOptions, TcpConfig};
+use stack::time::{Duration, Instant};
+use stack::wire::{Ipv4Cidr, MacAddr};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use xdp_backend::portmap::Transport;
+
+/// What a fast-path fd is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `socket()` done; bind/listen/connect decide whether it stays ours.
+    TcpFresh,
+    TcpListener(SocketHandle),
+    TcpStream(SocketHandle),
+    /// UDP not yet bound to the fast-path address: the kernel's until it is.
+    UdpFresh,
+    Udp(SocketHandle),
+}
+
+impl Kind {
+    /// Whether the shadow belongs in the app's kernel epoll: it is where data arrives
+    /// for fresh UDP, and where kernel connections (loopback) queue for listeners and
+    /// kernel datagrams for UDP. A fresh or connected TCP shadow would report nonsense.
+    pub fn shadow_in_kernel_epoll(self) -> bool {
+        matches!(self, Kind::UdpFresh | Kind::Udp(_) | Kind::TcpListener(_))
+    }
+    /// Whether the stack's readiness of this socket is reported through our epoll half.
+    pub fn in_fast_epoll(self) -> bool {
+        !matches!(self, Kind::UdpFresh)
+    }
+}
+
+/// One fast-path socket (shared by the fds that `dup` made of it).
+#[derive(Clone, Debug)]
+pub struct FastSocket {
+    pub kind: Kind,
+    /// Created AF_INET6: addresses are shown v4-mapped.
+    pub v6: bool,
+    /// O_NONBLOCK as the app set it (the shadow itself is always nonblocking).
+    pub nonblocking: bool,
+    pub rcvtimeo: Option<std::time::Duration>,
+    pub sndtimeo: Option<std::time::Duration>,
+    /// Options set before the stack socket existed, applied when it is made.
+    pub opts: SocketOptions,
+    /// TCP_KEEPIDLE/INTVL/CNT, kept while SO_KEEPALIVE is off.
+    pub keepalive_params: stack::tcp::Keepalive,
+    /// Port claimed in the XDP port map (released on close).
+    pub claimed: Option<(Transport, u16)>,
+    /// App epoll fds this socket is registered in.
+    pub epolls: Vec<i32>,
+    /// The fd the stack's readiness changes are reported under.
+    pub primary_fd: i32,
+}
+
+/// A thread sleeping until a socket changes.
+#[derive(Clone, Copy, Debug)]
+pub struct Waiter {
+    pub handle: SocketHandle,
+    pub eventfd: i32,
+}
+
+pub struct Engine {
+    pub config: Config,
+    pub iface: Interface,
+    pub dev: FastIface,
+    pub fds: FdTable<FastSocket>,
+    /// App epoll fd → its fast-path half.
+    pub epolls: HashMap<i32, EpollSet>,
+    pub waiters: Vec<Waiter>,
+    handle_fd: HashMap<SocketHandle, i32>,
+    /// Connections the app closed that the stack still finishes (FIN, TIME-WAIT):
+    /// their ports stay claimed until the stack lets them go.
+    closing: Vec<(SocketHandle, Transport, u16)>,
+    resolving: Vec<(Ipv4Addr, Instant)>,
+    start: std::time::Instant,
+    pub stats: Option<StatsSegment>,
+    pub owner_pid: i32,
+}
+
+/// How many frames one drive takes from each RX ring.
+const RX_BUDGET: u32 = 256;
+
+impl Engine {
+    pub fn new(config: Config, dev: FastIface, stats: Option<StatsSegment>) -> Engine {
+        let mut ic =
+            InterfaceConfig::new(MacAddr(dev.mac), Ipv4Cidr::new(dev.addr, dev.prefix_len));
+        ic.neighbor_mode = NeighborMode::External;
+        ic.mtu = dev.mtu;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            ^ (kernel::getpid() as u64) << 32;
+        ic.seed = seed;
+        let tcp = TcpConfig {
+            max_sockets: 8192,
+            isn_secret: Some([seed, seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15]),
+            ..TcpConfig::default()
+        };
+        let iface = Interface::new(ic, tcp);
+        Engine {
+            config,
+            iface,
+            dev,
+            fds: FdTable::new(super::fdtable::MAX_FDS, 8192),
+            epolls: HashMap::with_capacity(16),
+            waiters: Vec::with_capacity(64),
+            handle_fd: HashMap::with_capacity(8192),
+            closing: Vec::with_capacity(1024),
+            resolving: Vec::with_capacity(16),
+            start: std::time::Instant::now(),
+            stats,
+            owner_pid: kernel::getpid(),
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        Instant::from_micros(self.start.elapsed().as_micros() as u64)
+    }
+
+    /// Time until the stack next needs to run, for sleeping callers.
+    pub fn timer_timeout(&self) -> Option<std::time::Duration> {
+        let at = self.iface.poll_at()?;
+        let now = self.now();
+        Some(std::time::Duration::from_micros(
+            at.micros().saturating_sub(now.micros()),
+        ))
+    }
+
+    /// Runs the stack: receive, timers, transmit, and tell waiters what changed.
+    pub fn drive(&mut self) {
+        let now = self.now();
+        let Engine { dev, iface, .. } = self;
+        dev.receive(RX_BUDGET, |frame| iface.receive(now, frame));
+        self.resolve_neighbors(now);
+        let Engine { dev, iface, .. } = self;
+        iface.dispatch(now, dev.tx());
+        dev.flush();
+        self.notify();
+        self.reap_closing();
+        self.publish_stats();
+    }
+
+    /// Asks the kernel for next hops the stack lacks (the kernel owns ARP here).
+    fn resolve_neighbors(&mut self, now: Instant) {
+        let mut missing = [Ipv4Addr::UNSPECIFIED; 8];
+        let mut n = 0;
+        for ip in self.iface.missing_neighbors() {
+            if n == missing.len() {
+                break;
+            }
+            missing[n] = ip;
+            n += 1;
+        }
+        for &ip in &missing[..n] {
+            match xdp_backend::netlink::neighbour(self.dev.ifindex, ip) {
+                Ok(Some(nb)) if nb.is_usable() => {
+                    if let Some(mac) = nb.mac {
+                        self.iface.set_neighbor(ip, MacAddr(mac));
+                        self.resolving.retain(|r| r.0 != ip);
+                    }
+                }
+                _ => {
+                    // Ask the kernel to resolve it, at most every 200 ms per address.
+                    let recent = self
+                        .resolving
+                        .iter()
+                        .any(|r| r.0 == ip && now.micros() < r.1.micros() + 200_000);
+                    if !recent {
+                        let _ =
+                            xdp_backend::netlink::start_neighbour_resolution(self.dev.ifindex, ip);
+                        self.resolving.retain(|r| r.0 != ip);
+                        self.resolving.push((ip, now));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wakes threads and epoll sets whose sockets changed readiness.
+    fn notify(&mut self) {
+        let Engine {
+            iface,
+            waiters,
+            handle_fd,
+            fds,
+            epolls,
+            ..
+        } = self;
+        let wake = |h: SocketHandle, r: Readiness| {
+            for w in waiters.iter().filter(|w| w.handle == h) {
+                kernel::eventfd_signal(w.eventfd);
+            }
+            let Some(&fd) = handle_fd.get(&h) else {
+                return;
+            };
+            if let Some(s) = fds.get(fd) {
+                for ep in &s.epolls {
+                    if let Some(set) = epolls.get(ep) {
+                        if !set.contains(fd) || set.would_report(fd, r.epoll_bits()) {
+                            kernel::eventfd_signal(set.waker);
+                        }
+                    }
+                }
+            }
+        };
+        while let Some(c) = iface.tcp.readiness_queue().pop() {
+            let r = iface.tcp.readiness(c.handle);
+            wake(c.handle, r);
+        }
+        while let Some(c) = iface.pop_readiness_change() {
+            let r = iface.udp.readiness(c.handle).unwrap_or_default();
+            wake(c.handle, r);
+        }
+    }
+
+    /// Releases the ports of closed connections once the stack is done with them.
+    fn reap_closing(&mut self) {
+        let Engine {
+            closing,
+            iface,
+            dev,
+            ..
+        } = self;
+        closing.retain(|&(h, t, port)| {
+            let done = iface.tcp.state(h).is_err();
+            if done {
+                dev.release(t, port);
+            }
+            !done
+        });
+    }
+
+    fn publish_stats(&self) {
+        let Some(seg) = &self.stats else { return };
+        let s = self.iface.stats();
+        seg.set(Counter::RxFrames, s.rx_frames);
+        seg.set(Counter::RxBytes, s.rx_bytes);
+        seg.set(Counter::TxFrames, s.tx_frames);
+        seg.set(Counter::TxBytes, s.tx_bytes);
+        seg.set(Counter::DropTxFull, s.tx_device_full);
+        seg.set(
+            Counter::DropMalformed,
+            s.dropped_total() + t_malformed(&self.iface),
+        );
+        let t = self.iface.tcp.stats();
+        seg.set(Counter::TcpSegmentsIn, t.segments_in);
+        seg.set(Counter::TcpSegmentsOut, t.segments_out);
+        seg.set(Counter::TcpRetransmits, t.retransmits);
+        seg.set(Counter::TcpResetsIn, t.resets_received);
+        seg.set(Counter::TcpResetsOut, t.resets_sent);
+        seg.set(Counter::TcpSynCookies, t.syn_cookies_sent);
+        let st = self.iface.tcp.connections_by_state();
+        use stack::tcp::State;
+        for (state, c) in [
+            (State::Listen, Counter::TcpListen),
+            (State::SynSent, Counter::TcpSynSent),
+            (State::SynReceived, Counter::TcpSynReceived),
+            (State::Established, Counter::TcpEstablished),
+            (State::CloseWait, Counter::TcpCloseWait),
+            (State::Closing, Counter::TcpClosing),
+            (State::TimeWait, Counter::TcpTimeWait),
+        ] {
+            seg.set(c, st[state.index()] as u64);
+        }
+        seg.set(Counter::SocketsFast, self.fds.sockets_in_use() as u64);
+    }
+
+    pub fn count(&self, c: Counter) {
+        if let Some(s) = &self.stats {
+            s.add(c, 1);
+        }
+    }
+
+    /// Records that `fd` is the fd readiness of `h` is reported under.
+    pub fn bind_handle(&mut self, h: SocketHandle, fd: i32) {
+        self.handle_fd.insert(h, fd);
+    }
+
+    /// Closes the stack side of a socket whose last fd went away.
+    pub fn close_socket(&mut self, s: FastSocket) {
+        for ep in &s.epolls {
+            if let Some(set) = self.epolls.get_mut(ep) {
+                set.forget(s.primary_fd);
+            }
+        }
+        match s.kind {
+            Kind::TcpFresh | Kind::UdpFresh => {
+                if let Some((t, p)) = s.claimed {
+                    self.dev.release(t, p);
+                }
+            }
+            Kind::TcpListener(h) => {
+                self.handle_fd.remove(&h);
+                let _ = self.iface.tcp.close(h);
+                if let Some((t, p)) = s.claimed {
+                    self.dev.release(t, p);
+                }
+            }
+            Kind::TcpStream(h) => {
+                self.handle_fd.remove(&h);
+                let r = if s.opts.linger == Some(Duration::ZERO) {
+                    self.iface.tcp.abort(h)
+                } else {
+                    self.iface.tcp.close(h)
+                };
+                match (r, s.claimed) {
+                    (Ok(()), Some((t, p))) => self.closing.push((h, t, p)),
+                    (Err(_), Some((t, p))) => self.dev.release(t, p),
+                    _ => {}
+                }
+            }
+            Kind::Udp(h) => {
+                self.handle_fd.remove(&h);
+                let _ = self.iface.udp.close(h);
+                if let Some((t, p)) = s.claimed {
+                    self.dev.release(t, p);
+                }
+            }
+        }
+    }
+
+    /// Current EPOLL* bits of a fast-path fd.
+    pub fn readiness_of(&self, fd: i32) -> u32 {
+        let Some(s) = self.fds.get(fd) else {
+            return 0;
+        };
+        match s.kind {
+            // An unconnected TCP socket: Linux reports EPOLLOUT|EPOLLHUP.
+            Kind::TcpFresh => (libc::EPOLLOUT | libc::EPOLLHUP) as u32,
+            Kind::UdpFresh => 0,
+            Kind::TcpListener(h) | Kind::TcpStream(h) => self.iface.tcp.readiness(h).epoll_bits(),
+            Kind::Udp(h) => self.iface.udp.readiness(h).unwrap_or_default().epoll_bits(),
+        }
+    }
+
+    /// True when `h` is a TCP handle (for matching the stack's two readiness queues).
+    pub fn is_tcp(h: SocketHandle) -> bool {
+        h.kind == SocketKind::Tcp
+    }
+
+    /// The fast-path interface's address as a local address with `port`.
+    pub fn local(&self, port: u16) -> SocketAddrV4 {
+        SocketAddrV4::new(self.dev.addr, port)
+    }
+}
+
+fn t_malformed(iface: &Interface) -> u64 {
+    iface.tcp.stats().drops_malformed
+}

@@ -1,0 +1,291 @@
+//! The process-wide engine, its start-up, and how a thread sleeps until a socket
+//! changes.
+
+use super::config::{Config, LogLevel};
+use super::engine::{Engine, Waiter};
+use super::kernel;
+use super::netdev::FastIface;
+use parking_lot::{Mutex, MutexGuard};
+use stack::socket::SocketHandle;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+static ENGINE: OnceLock<Mutex<Engine>> = OnceLock::new();
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+static LOG: OnceLock<(LogLevel, i32)> = OnceLock::new();
+
+/// The shim's own fds start here, out of the app's way (apps count up from 3).
+pub const HIGH_FD_FLOOR: i32 = 900;
+
+/// True when the fast path runs in this process.
+pub fn active() -> bool {
+    ACTIVE.load(Ordering::Acquire)
+}
+
+/// The engine; only call when [`active`].
+pub fn engine() -> MutexGuard<'static, Engine> {
+    ENGINE.get().expect("engine initialised").lock()
+}
+
+/// Writes one log line (stderr or FASTNET_LOG_FILE; never stdout).
+pub fn log(level: LogLevel, msg: std::fmt::Arguments<'_>) {
+    let (max, fd) = LOG.get().copied().unwrap_or((LogLevel::Warn, 2));
+    if level > max || max == LogLevel::Off {
+        return;
+    }
+    let line = format!("fastnet[{}]: {}\n", kernel::getpid(), msg);
+    let _ = rewriter::sys::write_all(fd, line.as_bytes());
+}
+
+/// Reads the configuration and, when an interface is named, brings the fast path up.
+/// Every failure is one log line; the app then runs with every socket on the kernel.
+pub fn init() {
+    let (config, errors) = Config::from_env();
+    let log_fd = match &config.log_file {
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()
+            .and_then(|f| {
+                use std::os::fd::IntoRawFd;
+                kernel::move_high(f.into_raw_fd(), HIGH_FD_FLOOR).ok()
+            })
+            .unwrap_or(2),
+        None => 2,
+    };
+    let _ = LOG.set((config.log, log_fd));
+    if log_fd != 2 {
+        add_internal(log_fd);
+    }
+    for e in &errors {
+        log(LogLevel::Warn, format_args!("{e}"));
+    }
+    let Some(name) = config.iface.clone() else {
+        log(
+            LogLevel::Info,
+            format_args!("no fast-path interface named (FASTNET_IFACE / --iface): every socket stays on the kernel"),
+        );
+        return;
+    };
+    let busy = config.poll == super::config::PollMode::Busy;
+    let dev = match with_low_fds_taken(|| FastIface::open(&name, busy)) {
+        Ok(d) => d,
+        Err(e) => {
+            log(LogLevel::Warn, format_args!("fast path off: {e}"));
+            return;
+        }
+    };
+    let stats = fastnet_stats::StatsSegment::create(kernel::getpid() as u32, &name).ok();
+    log(
+        LogLevel::Info,
+        format_args!(
+            "fast path on {name} ({}/{}), mtu {}",
+            dev.addr, dev.prefix_len, dev.mtu
+        ),
+    );
+    let engine = Engine::new(config, dev, stats);
+    for fd in engine.dev.owned_fds() {
+        rewriter::filter::mark_fd(fd, true);
+    }
+    if ENGINE.set(Mutex::new(engine)).is_ok() {
+        ACTIVE.store(true, Ordering::Release);
+        super::calls::register_filters();
+    }
+}
+
+/// Fds the shim made for itself outside the engine (threads' eventfds, the log).
+static INTERNAL: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn add_internal(fd: i32) {
+    INTERNAL.lock().push(fd);
+    rewriter::filter::mark_fd(fd, true);
+}
+
+/// Every fd the shim owns, sorted: the app's close/close_range/dup2 leave them alone.
+pub fn internal_fds_sorted(e: &Engine) -> Vec<i32> {
+    let mut v = e.dev.owned_fds();
+    v.extend(e.epolls.values().map(|s| s.waker));
+    v.extend(INTERNAL.lock().iter().copied());
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// True when `fd` is one of the shim's own fds.
+pub fn is_internal(e: &Engine, fd: i32) -> bool {
+    fd >= HIGH_FD_FLOOR && internal_fds_sorted(e).binary_search(&fd).is_ok()
+}
+
+/// Runs `f` with every free fd below [`HIGH_FD_FLOOR`] taken, so the fds it opens
+/// (XSK, BPF maps and program, link) land high, out of the app's way.
+fn with_low_fds_taken<T>(f: impl FnOnce() -> T) -> T {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a local struct.
+    let r = unsafe {
+        kernel::raw(
+            libc::SYS_getrlimit,
+            [
+                libc::RLIMIT_NOFILE as i64,
+                &mut lim as *mut libc::rlimit as i64,
+                0,
+                0,
+                0,
+                0,
+            ],
+        )
+    };
+    // Leave room above the floor for what `f` opens.
+    let floor = if r == 0 {
+        (lim.rlim_cur.saturating_sub(128) as i32).min(HIGH_FD_FLOOR)
+    } else {
+        0
+    };
+    let mut fillers = Vec::with_capacity(floor.max(0) as usize);
+    if let Ok(probe) = kernel::eventfd(libc::EFD_CLOEXEC) {
+        if probe < floor {
+            fillers.push(probe);
+            loop {
+                match kernel::fcntl(probe, libc::F_DUPFD_CLOEXEC, 0) {
+                    Ok(fd) if (fd as i32) < floor => fillers.push(fd as i32),
+                    Ok(fd) => {
+                        let _ = kernel::close(fd as i32);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        } else {
+            let _ = kernel::close(probe);
+        }
+    }
+    let out = f();
+    for fd in fillers {
+        let _ = kernel::close(fd);
+    }
+    out
+}
+
+thread_local! {
+    /// This thread's eventfd for sleeping in blocking calls (-1 until first needed).
+    static WAKE_FD: Cell<i32> = const { Cell::new(-1) };
+}
+
+pub fn thread_wake_fd() -> Result<i32, i32> {
+    WAKE_FD.with(|c| {
+        if c.get() >= 0 {
+            return Ok(c.get());
+        }
+        let fd = kernel::eventfd(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?;
+        let fd = kernel::move_high(fd, HIGH_FD_FLOOR)?;
+        add_internal(fd);
+        c.set(fd);
+        Ok(fd)
+    })
+}
+
+/// When a blocking call gives up.
+#[derive(Clone, Copy, Debug)]
+pub enum Deadline {
+    Never,
+    At(Instant),
+}
+
+impl Deadline {
+    pub fn after(t: Option<Duration>) -> Deadline {
+        match t {
+            Some(d) if !d.is_zero() => Deadline::At(Instant::now() + d),
+            _ => Deadline::Never,
+        }
+    }
+}
+
+/// Outcome of one attempt of a blocking call.
+pub enum Attempt<T> {
+    Done(T),
+    /// Not yet: sleep until `handle` changes (or `also` becomes readable).
+    Wait,
+}
+
+/// Runs `attempt` under the lock until it is done, sleeping between attempts without
+/// the lock. `also` is a kernel fd whose readability also ends the sleep (a listening
+/// shadow). Returns `-EAGAIN` for a nonblocking socket, `-ETIMEDOUT`-style errors are
+/// the attempt's business; `timeout_errno` is returned when the deadline passes.
+pub fn block_on<T>(
+    handle: SocketHandle,
+    nonblocking: bool,
+    deadline: Deadline,
+    timeout_errno: i32,
+    also: Option<i32>,
+    mut attempt: impl FnMut(&mut Engine) -> Attempt<Result<T, i32>>,
+) -> Result<T, i32> {
+    let wake = if nonblocking { -1 } else { thread_wake_fd()? };
+    loop {
+        if wake >= 0 {
+            kernel::eventfd_reset(wake);
+        }
+        let mut e = engine();
+        e.drive();
+        if let Attempt::Done(r) = attempt(&mut e) {
+            e.drive();
+            return r;
+        }
+        if nonblocking {
+            e.drive();
+            return Err(libc::EAGAIN);
+        }
+        let mut timeout = e.timer_timeout();
+        if let Deadline::At(t) = deadline {
+            let left = t.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timeout_errno);
+            }
+            timeout = Some(timeout.map_or(left, |x| x.min(left)));
+        }
+        e.waiters.push(Waiter {
+            handle,
+            eventfd: wake,
+        });
+        let mut fds = [libc::pollfd {
+            fd: -1,
+            events: libc::POLLIN,
+            revents: 0,
+        }; 10];
+        let mut n = 0;
+        fds[n].fd = wake;
+        n += 1;
+        if let Some(fd) = also {
+            fds[n].fd = fd;
+            n += 1;
+        }
+        for fd in e.dev.poll_fds() {
+            if n < fds.len() {
+                fds[n].fd = fd;
+                n += 1;
+            }
+        }
+        drop(e);
+        let ms = timeout.map_or(-1, |t| {
+            // Round up so a timer 300 µs away does not spin with a 0 ms timeout.
+            (t.as_micros().div_ceil(1000)).min(i32::MAX as u128) as i32
+        });
+        let r = kernel::poll(&mut fds[..n], ms);
+        let mut e = engine();
+        if let Some(i) = e
+            .waiters
+            .iter()
+            .position(|w| w.eventfd == wake && w.handle == handle)
+        {
+            e.waiters.swap_remove(i);
+        }
+        drop(e);
+        if r == Err(libc::EINTR) {
+            return Err(libc::EINTR);
+        }
+    }
+}

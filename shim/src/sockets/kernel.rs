@@ -1,0 +1,162 @@
+//! The kernel calls the socket layer makes, typed, over the one raw `syscall` wrapper
+//! (`rewriter::sys::syscall6`): the shim's own code is never rewritten, so these go
+//! straight to the kernel. Results are `Result<value, errno>`.
+
+use rewriter::sys::syscall6;
+
+pub type Errno = i32;
+
+fn check(ret: i64) -> Result<i64, Errno> {
+    if (-4095..0).contains(&ret) {
+        Err(-ret as Errno)
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Makes any system call with the app's arguments (pass-through).
+///
+/// # Safety
+/// The arguments are the app's own, for the call it made: the kernel validates them.
+pub unsafe fn raw(nr: i64, a: [i64; 6]) -> i64 {
+    // SAFETY: forwarded contract.
+    unsafe { syscall6(nr, a[0], a[1], a[2], a[3], a[4], a[5]) }
+}
+
+macro_rules! sys {
+    ($nr:expr $(, $a:expr)*) => {{
+        let a: [i64; 6] = {
+            let v = [$($a as i64,)*];
+            let mut a = [0i64; 6];
+            a[..v.len()].copy_from_slice(&v);
+            a
+        };
+        // SAFETY: every caller passes pointers to live memory of the sizes the call
+        // expects (see each wrapper), or plain integers.
+        check(unsafe { raw($nr, a) })
+    }};
+}
+
+pub fn socket(domain: i32, ty: i32, proto: i32) -> Result<i32, Errno> {
+    sys!(libc::SYS_socket, domain, ty, proto).map(|f| f as i32)
+}
+
+pub fn close(fd: i32) -> Result<(), Errno> {
+    sys!(libc::SYS_close, fd).map(|_| ())
+}
+
+pub fn bind(fd: i32, addr: &[u8]) -> Result<(), Errno> {
+    sys!(libc::SYS_bind, fd, addr.as_ptr(), addr.len()).map(|_| ())
+}
+
+pub fn listen(fd: i32, backlog: i32) -> Result<(), Errno> {
+    sys!(libc::SYS_listen, fd, backlog).map(|_| ())
+}
+
+pub fn connect(fd: i32, addr: &[u8]) -> Result<(), Errno> {
+    sys!(libc::SYS_connect, fd, addr.as_ptr(), addr.len()).map(|_| ())
+}
+
+/// accept4 into a local address buffer; returns (fd, address bytes used).
+pub fn accept4(fd: i32, addr: &mut [u8; 128], flags: i32) -> Result<(i32, usize), Errno> {
+    let mut len: u32 = addr.len() as u32;
+    let r = sys!(
+        libc::SYS_accept4,
+        fd,
+        addr.as_mut_ptr(),
+        &mut len as *mut u32,
+        flags
+    )?;
+    Ok((r as i32, len as usize))
+}
+
+pub fn getsockname(fd: i32, addr: &mut [u8; 128]) -> Result<usize, Errno> {
+    let mut len: u32 = addr.len() as u32;
+    sys!(
+        libc::SYS_getsockname,
+        fd,
+        addr.as_mut_ptr(),
+        &mut len as *mut u32
+    )?;
+    Ok(len as usize)
+}
+
+pub fn setsockopt_int(fd: i32, level: i32, name: i32, v: i32) -> Result<(), Errno> {
+    sys!(libc::SYS_setsockopt, fd, level, name, &v as *const i32, 4).map(|_| ())
+}
+
+pub fn fcntl(fd: i32, cmd: i32, arg: i64) -> Result<i64, Errno> {
+    sys!(libc::SYS_fcntl, fd, cmd, arg)
+}
+
+pub fn eventfd(flags: i32) -> Result<i32, Errno> {
+    sys!(libc::SYS_eventfd2, 0, flags).map(|f| f as i32)
+}
+
+/// Adds 1 to an eventfd (wakes whoever polls it).
+pub fn eventfd_signal(fd: i32) {
+    let one: u64 = 1;
+    let _ = sys!(libc::SYS_write, fd, &one as *const u64, 8);
+}
+
+/// Resets a nonblocking eventfd to zero.
+pub fn eventfd_reset(fd: i32) {
+    let mut v: u64 = 0;
+    let _ = sys!(libc::SYS_read, fd, &mut v as *mut u64, 8);
+}
+
+pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, events: u32, data: u64) -> Result<(), Errno> {
+    let mut ev = libc::epoll_event { events, u64: data };
+    sys!(
+        libc::SYS_epoll_ctl,
+        epfd,
+        op,
+        fd,
+        &mut ev as *mut libc::epoll_event
+    )
+    .map(|_| ())
+}
+
+/// poll(2) on our own array; `timeout_ms` < 0 waits forever.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Result<usize, Errno> {
+    let ts;
+    let tsp = if timeout_ms < 0 {
+        std::ptr::null()
+    } else {
+        ts = libc::timespec {
+            tv_sec: (timeout_ms / 1000) as libc::time_t,
+            tv_nsec: ((timeout_ms % 1000) as libc::c_long) * 1_000_000,
+        };
+        &ts as *const libc::timespec
+    };
+    sys!(libc::SYS_ppoll, fds.as_mut_ptr(), fds.len(), tsp, 0, 8).map(|n| n as usize)
+}
+
+pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+    sys!(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()).map(|n| n as usize)
+}
+
+pub fn pread(fd: i32, buf: &mut [u8], off: i64) -> Result<usize, Errno> {
+    sys!(libc::SYS_pread64, fd, buf.as_mut_ptr(), buf.len(), off).map(|n| n as usize)
+}
+
+pub fn gettid() -> i32 {
+    sys!(libc::SYS_gettid).unwrap_or(0) as i32
+}
+
+pub fn getpid() -> i32 {
+    sys!(libc::SYS_getpid).unwrap_or(0) as i32
+}
+
+/// Raises `sig` on the calling thread (SIGPIPE on a write to a closed connection).
+pub fn raise(sig: i32) {
+    let _ = sys!(libc::SYS_tgkill, getpid(), gettid(), sig);
+}
+
+/// Moves `fd` to the lowest free number ≥ `floor` (close-on-exec) and closes the old
+/// one: the shim's own fds live high, out of the app's way.
+pub fn move_high(fd: i32, floor: i32) -> Result<i32, Errno> {
+    let high = fcntl(fd, libc::F_DUPFD_CLOEXEC, floor as i64)? as i32;
+    let _ = close(fd);
+    Ok(high)
+}

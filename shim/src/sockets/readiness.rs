@@ -1,0 +1,681 @@
+//! epoll, poll and select over any mix of kernel fds and fast-path sockets.
+//!
+//! The kernel waits; we make sure it wakes: the app's epoll holds our waker eventfd and
+//! the XSK fds, and poll/select add the thread's eventfd and the XSK fds to what they
+//! sleep on. Timeouts are capped by the stack's next timer so that the sleeping thread
+//! also runs retransmissions and delayed ACKs.
+
+use super::appmem;
+use super::calls::{err, ours};
+use super::engine::{Engine, Kind, Waiter};
+use super::epoll::{self, EpollSet, Event};
+use super::global::{engine, thread_wake_fd, HIGH_FD_FLOOR};
+use super::kernel;
+use rewriter::PASSTHROUGH;
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+const EV_SIZE: i64 = std::mem::size_of::<libc::epoll_event>() as i64;
+
+pub fn epoll_create(flags: i32, size: i32) -> i64 {
+    if size <= 0 {
+        return err(libc::EINVAL);
+    }
+    // SAFETY: epoll_create1 with the app's flags.
+    let epfd = unsafe { kernel::raw(libc::SYS_epoll_create1, [flags as i64, 0, 0, 0, 0, 0]) };
+    if epfd < 0 {
+        return epfd;
+    }
+    let epfd = epfd as i32;
+    let waker = match kernel::eventfd(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+        .and_then(|fd| kernel::move_high(fd, HIGH_FD_FLOOR))
+    {
+        Ok(fd) => fd,
+        // Without a waker the epoll still works for kernel fds: leave it plain.
+        Err(_) => return epfd as i64,
+    };
+    let mut e = engine();
+    let _ = kernel::epoll_ctl(
+        epfd,
+        libc::EPOLL_CTL_ADD,
+        waker,
+        libc::EPOLLIN as u32,
+        epoll::MARKER_WAKER,
+    );
+    let xsks: Vec<i32> = e.dev.poll_fds().collect();
+    for x in xsks {
+        let _ = kernel::epoll_ctl(
+            epfd,
+            libc::EPOLL_CTL_ADD,
+            x,
+            libc::EPOLLIN as u32,
+            epoll::MARKER_XSK,
+        );
+    }
+    rewriter::filter::mark_fd(waker, true);
+    rewriter::filter::mark_fd(epfd, true);
+    e.epolls.insert(epfd, EpollSet::new(waker));
+    epfd as i64
+}
+
+pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, evp: i64) -> i64 {
+    let mut e = engine();
+    if !e.epolls.contains_key(&epfd) {
+        return PASSTHROUGH;
+    }
+    let Some(s) = ours(&e, fd) else {
+        return PASSTHROUGH;
+    };
+    let (events, data) = if op == libc::EPOLL_CTL_DEL {
+        (0, 0)
+    } else {
+        // SAFETY: the app passed an epoll_event for ADD/MOD.
+        match unsafe { appmem::read::<libc::epoll_event>(evp) } {
+            Ok(ev) => (ev.events, ev.u64),
+            Err(x) => return err(x),
+        }
+    };
+    let set = e.epolls.get_mut(&epfd).expect("checked");
+    let r = match op {
+        libc::EPOLL_CTL_ADD => set.add(fd, events, data),
+        libc::EPOLL_CTL_MOD => set.modify(fd, events, data),
+        libc::EPOLL_CTL_DEL => set.delete(fd),
+        _ => Err(libc::EINVAL),
+    };
+    if let Err(x) = r {
+        return err(x);
+    }
+    set.set_fast(fd, s.kind.in_fast_epoll());
+    let waker = set.waker;
+    if s.kind.shadow_in_kernel_epoll() {
+        let r = kernel::epoll_ctl(epfd, op, fd, events, data);
+        if let Err(x) = r {
+            if op != libc::EPOLL_CTL_DEL {
+                let _ = e.epolls.get_mut(&epfd).expect("checked").delete(fd);
+                return err(x);
+            }
+        }
+    }
+    if let Some(m) = e.fds.get_mut(fd) {
+        if op == libc::EPOLL_CTL_DEL {
+            m.epolls.retain(|&x| x != epfd);
+        } else if !m.epolls.contains(&epfd) {
+            m.epolls.push(epfd);
+        }
+    }
+    // A thread already waiting on this epoll must look at the new interest.
+    kernel::eventfd_signal(waker);
+    0
+}
+
+/// Moves `fd`'s registrations to match its kind after it changed (fresh → listener,
+/// fresh → kernel): the shadow joins or leaves the kernel epolls.
+pub fn sync_epolls(e: &mut Engine, fd: i32, old: Kind, released: bool) {
+    let Some(s) = e.fds.get(fd).cloned() else {
+        return;
+    };
+    let new = s.kind;
+    for &epfd in &s.epolls {
+        let Some(set) = e.epolls.get_mut(&epfd) else {
+            continue;
+        };
+        let Some((events, data)) = set.interest(fd) else {
+            continue;
+        };
+        let was = old.shadow_in_kernel_epoll();
+        let now = released || new.shadow_in_kernel_epoll();
+        set.set_fast(fd, !released && new.in_fast_epoll());
+        if released {
+            set.forget(fd);
+        }
+        if now && !was {
+            let _ = kernel::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, events, data);
+        } else if was && !now {
+            let _ = kernel::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, 0, 0);
+        }
+        kernel::eventfd_signal(set.waker);
+    }
+}
+
+/// Collects the fast-path events of `epfd` (the set is taken out of the map so the
+/// engine can be read while it is filled).
+fn collect(e: &mut Engine, epfd: i32, out: &mut [Event]) -> usize {
+    let Some(mut set) = e.epolls.remove(&epfd) else {
+        return 0;
+    };
+    let n = set.collect(|fd| e.readiness_of(fd), out);
+    if n == 0 {
+        kernel::eventfd_reset(set.waker);
+    }
+    e.epolls.insert(epfd, set);
+    n
+}
+
+/// Removes our marker events from what the kernel wrote; returns the app's count.
+fn strip_markers(evs: i64, n: usize) -> Result<usize, i32> {
+    let mut kept = 0;
+    for i in 0..n {
+        // SAFETY: the kernel just wrote n events into the app's array.
+        let ev: libc::epoll_event = unsafe { appmem::read(evs + i as i64 * EV_SIZE)? };
+        if epoll::is_marker(ev.u64) {
+            continue;
+        }
+        if kept != i {
+            // SAFETY: compacting inside the same array.
+            unsafe { appmem::write(evs + kept as i64 * EV_SIZE, ev)? };
+        }
+        kept += 1;
+    }
+    Ok(kept)
+}
+
+fn kernel_epoll_wait(
+    epfd: i32,
+    evs: i64,
+    max: i32,
+    timeout: Option<Duration>,
+    sigmask: i64,
+    sigsize: usize,
+) -> i64 {
+    let ts;
+    let tsp = match timeout {
+        None => 0,
+        Some(d) => {
+            ts = libc::timespec {
+                tv_sec: d.as_secs() as libc::time_t,
+                tv_nsec: d.subsec_nanos() as libc::c_long,
+            };
+            &ts as *const libc::timespec as i64
+        }
+    };
+    // SAFETY: epoll_pwait2 into the app's array with our timeout and its sigmask.
+    unsafe {
+        kernel::raw(
+            libc::SYS_epoll_pwait2,
+            [epfd as i64, evs, max as i64, tsp, sigmask, sigsize as i64],
+        )
+    }
+}
+
+fn wait_core(
+    epfd: i32,
+    evs: i64,
+    max: i32,
+    timeout: Option<Duration>,
+    sigmask: i64,
+    sigsize: usize,
+) -> i64 {
+    {
+        let e = engine();
+        if !e.epolls.contains_key(&epfd) {
+            return PASSTHROUGH;
+        }
+    }
+    if max <= 0 {
+        return err(libc::EINVAL);
+    }
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut buf = [Event { events: 0, data: 0 }; 64];
+    loop {
+        let mut e = engine();
+        e.drive();
+        let n = collect(&mut e, epfd, &mut buf[..(max as usize).min(64)]);
+        let timer = e.timer_timeout();
+        drop(e);
+        for (i, ev) in buf[..n].iter().enumerate() {
+            let out = libc::epoll_event {
+                events: ev.events,
+                u64: ev.data,
+            };
+            // SAFETY: the app's events array has room for `max` >= n entries.
+            if let Err(x) = unsafe { appmem::write(evs + i as i64 * EV_SIZE, out) } {
+                return err(x);
+            }
+        }
+        if n > 0 {
+            // Merge what the kernel has ready now, without waiting.
+            let r = kernel_epoll_wait(
+                epfd,
+                evs + n as i64 * EV_SIZE,
+                max - n as i32,
+                Some(Duration::ZERO),
+                0,
+                8,
+            );
+            let k = if r > 0 {
+                strip_markers(evs + n as i64 * EV_SIZE, r as usize).unwrap_or(0)
+            } else {
+                0
+            };
+            return (n + k) as i64;
+        }
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let sleep = match (left, timer) {
+            (Some(l), Some(t)) => Some(l.min(t)),
+            (Some(l), None) => Some(l),
+            (None, t) => t,
+        };
+        let r = kernel_epoll_wait(epfd, evs, max, sleep, sigmask, sigsize);
+        if r < 0 {
+            return r;
+        }
+        let k = match strip_markers(evs, r as usize) {
+            Ok(k) => k,
+            Err(x) => return err(x),
+        };
+        if k > 0 {
+            return k as i64;
+        }
+        if left.is_some_and(|l| l.is_zero()) || deadline.is_some_and(|d| Instant::now() >= d) {
+            // One last look at the fast path before reporting a timeout.
+            let mut e = engine();
+            e.drive();
+            let n = collect(&mut e, epfd, &mut buf[..(max as usize).min(64)]);
+            drop(e);
+            for (i, ev) in buf[..n].iter().enumerate() {
+                let out = libc::epoll_event {
+                    events: ev.events,
+                    u64: ev.data,
+                };
+                // SAFETY: as above.
+                if let Err(x) = unsafe { appmem::write(evs + i as i64 * EV_SIZE, out) } {
+                    return err(x);
+                }
+            }
+            return n as i64;
+        }
+    }
+}
+
+fn ms_timeout(ms: i32) -> Option<Duration> {
+    (ms >= 0).then(|| Duration::from_millis(ms as u64))
+}
+
+pub fn epoll_wait(epfd: i32, evs: i64, max: i32, ms: i32, _: Option<()>) -> i64 {
+    wait_core(epfd, evs, max, ms_timeout(ms), 0, 8)
+}
+
+pub fn epoll_pwait(
+    epfd: i32,
+    evs: i64,
+    max: i32,
+    ms: i32,
+    sigmask: i64,
+    sigsize: usize,
+    _: Option<()>,
+) -> i64 {
+    wait_core(epfd, evs, max, ms_timeout(ms), sigmask, sigsize)
+}
+
+pub fn epoll_pwait2(epfd: i32, evs: i64, max: i32, tsp: i64, sigmask: i64, sigsize: usize) -> i64 {
+    let timeout = if tsp == 0 {
+        None
+    } else {
+        // SAFETY: the app passed a timespec to epoll_pwait2(2).
+        match unsafe { appmem::read::<libc::timespec>(tsp) } {
+            Ok(ts) if ts.tv_sec >= 0 && (0..1_000_000_000).contains(&ts.tv_nsec) => {
+                Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+            }
+            Ok(_) => return err(libc::EINVAL),
+            Err(x) => return err(x),
+        }
+    };
+    wait_core(epfd, evs, max, timeout, sigmask, sigsize)
+}
+
+// ---- poll / select -------------------------------------------------------------
+
+thread_local! {
+    static POLL_BUF: RefCell<Vec<libc::pollfd>> = const { RefCell::new(Vec::new()) };
+    static MAP_BUF: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How one app pollfd is served.
+fn fast_kind(e: &Engine, fd: i32) -> Option<Kind> {
+    ours(e, fd).map(|s| s.kind).filter(|k| k.in_fast_epoll())
+}
+
+/// The core of poll/ppoll/select: `fds` is the app's array (or our copy for select).
+/// Returns the number of entries with events, or -errno.
+fn poll_core(fds: &mut [libc::pollfd], timeout: Option<Duration>, sigmask: i64) -> i64 {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let wake = match thread_wake_fd() {
+        Ok(w) => w,
+        Err(x) => return err(x),
+    };
+    POLL_BUF.with(|pb| {
+        MAP_BUF.with(|mb| {
+            let mut kfds = pb.borrow_mut();
+            let mut map = mb.borrow_mut();
+            loop {
+                kernel::eventfd_reset(wake);
+                let mut e = engine();
+                e.drive();
+                kfds.clear();
+                map.clear();
+                let mut ready = 0;
+                for (i, p) in fds.iter_mut().enumerate() {
+                    p.revents = 0;
+                    match fast_kind(&e, p.fd) {
+                        Some(k) => {
+                            let want = p.events as u32 | (libc::POLLERR | libc::POLLHUP) as u32;
+                            let r = e.readiness_of(p.fd) & want;
+                            p.revents = r as i16;
+                            if r != 0 {
+                                ready += 1;
+                            }
+                            if k.shadow_in_kernel_epoll() {
+                                kfds.push(libc::pollfd {
+                                    fd: p.fd,
+                                    events: p.events,
+                                    revents: 0,
+                                });
+                                map.push(i);
+                            }
+                            if let Some(h) = handle_of(k) {
+                                e.waiters.push(Waiter {
+                                    handle: h,
+                                    eventfd: wake,
+                                });
+                            }
+                        }
+                        None => {
+                            kfds.push(libc::pollfd {
+                                fd: p.fd,
+                                events: p.events,
+                                revents: 0,
+                            });
+                            map.push(i);
+                        }
+                    }
+                }
+                let app_kernel = kfds.len();
+                kfds.push(libc::pollfd {
+                    fd: wake,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                let xsks: Vec<i32> = e.dev.poll_fds().collect();
+                for x in xsks {
+                    kfds.push(libc::pollfd {
+                        fd: x,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    });
+                }
+                let timer = e.timer_timeout();
+                drop(e);
+                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                let sleep = if ready > 0 {
+                    Some(Duration::ZERO)
+                } else {
+                    match (left, timer) {
+                        (Some(l), Some(t)) => Some(l.min(t)),
+                        (Some(l), None) => Some(l),
+                        (None, t) => t,
+                    }
+                };
+                let r = kernel_ppoll(&mut kfds, sleep, sigmask);
+                remove_waiters(wake);
+                if r < 0 {
+                    return r;
+                }
+                for (j, &i) in map.iter().enumerate() {
+                    let rev = kfds[j].revents;
+                    if rev != 0 {
+                        if fds[i].revents == 0 {
+                            ready += 1;
+                        }
+                        fds[i].revents |= rev;
+                    }
+                }
+                let _ = app_kernel;
+                if ready > 0 {
+                    return ready as i64;
+                }
+                if left.is_some_and(|l| l.is_zero())
+                    || deadline.is_some_and(|d| Instant::now() >= d)
+                {
+                    return 0;
+                }
+            }
+        })
+    })
+}
+
+fn handle_of(k: Kind) -> Option<stack::socket::SocketHandle> {
+    match k {
+        Kind::TcpListener(h) | Kind::TcpStream(h) | Kind::Udp(h) => Some(h),
+        _ => None,
+    }
+}
+
+fn remove_waiters(wake: i32) {
+    let mut e = engine();
+    e.waiters.retain(|w| w.eventfd != wake);
+}
+
+fn kernel_ppoll(fds: &mut [libc::pollfd], timeout: Option<Duration>, sigmask: i64) -> i64 {
+    let ts;
+    let tsp = match timeout {
+        None => 0,
+        Some(d) => {
+            ts = libc::timespec {
+                tv_sec: d.as_secs() as libc::time_t,
+                tv_nsec: d.subsec_nanos() as libc::c_long,
+            };
+            &ts as *const libc::timespec as i64
+        }
+    };
+    // SAFETY: ppoll on our own array with the app's signal mask.
+    unsafe {
+        kernel::raw(
+            libc::SYS_ppoll,
+            [
+                fds.as_mut_ptr() as i64,
+                fds.len() as i64,
+                tsp,
+                sigmask,
+                8,
+                0,
+            ],
+        )
+    }
+}
+
+/// True when any of the app's pollfds is a fast-path socket (else: the kernel's call).
+fn any_fast(fds: &[libc::pollfd]) -> bool {
+    let e = engine();
+    fds.iter().any(|p| fast_kind(&e, p.fd).is_some())
+}
+
+fn app_pollfds<'a>(ptr: i64, n: usize) -> Result<&'a mut [libc::pollfd], i32> {
+    if n > (1 << 20) {
+        return Err(libc::EINVAL);
+    }
+    if n == 0 {
+        return Ok(&mut []);
+    }
+    // SAFETY: the app passed (fds, nfds) to poll(2); pollfd arrays are aligned.
+    let bytes = unsafe { appmem::slice_mut(ptr, n * std::mem::size_of::<libc::pollfd>())? };
+    // SAFETY: same memory, viewed as the pollfds it holds.
+    Ok(unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast(), n) })
+}
+
+pub fn poll(fds: i64, n: usize, ms: i32) -> i64 {
+    let Ok(p) = app_pollfds(fds, n) else {
+        return PASSTHROUGH;
+    };
+    if !any_fast(p) {
+        return PASSTHROUGH;
+    }
+    poll_core(p, ms_timeout(ms), 0)
+}
+
+pub fn ppoll(fds: i64, n: usize, tsp: i64, sigmask: i64, _sigsize: usize) -> i64 {
+    let Ok(p) = app_pollfds(fds, n) else {
+        return PASSTHROUGH;
+    };
+    if !any_fast(p) {
+        return PASSTHROUGH;
+    }
+    let timeout = if tsp == 0 {
+        None
+    } else {
+        // SAFETY: the app passed a timespec to ppoll(2).
+        match unsafe { appmem::read::<libc::timespec>(tsp) } {
+            Ok(ts) if ts.tv_sec >= 0 && (0..1_000_000_000).contains(&ts.tv_nsec) => {
+                Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+            }
+            Ok(_) => return err(libc::EINVAL),
+            Err(x) => return err(x),
+        }
+    };
+    poll_core(p, timeout, sigmask)
+}
+
+const FD_BITS: usize = 8 * std::mem::size_of::<libc::c_ulong>();
+
+fn fdset_get(set: i64, fd: usize) -> bool {
+    if set == 0 {
+        return false;
+    }
+    let word = set + (fd / FD_BITS * std::mem::size_of::<libc::c_ulong>()) as i64;
+    // SAFETY: fd < nfds, and the app's fd_set covers nfds bits.
+    unsafe { appmem::read::<libc::c_ulong>(word) }.is_ok_and(|w| w & (1 << (fd % FD_BITS)) != 0)
+}
+
+fn fdset_write(set: i64, nfds: usize, on: &dyn Fn(usize) -> bool) {
+    if set == 0 {
+        return;
+    }
+    for wi in 0..nfds.div_ceil(FD_BITS) {
+        let mut w: libc::c_ulong = 0;
+        for b in 0..FD_BITS {
+            let fd = wi * FD_BITS + b;
+            if fd < nfds && on(fd) {
+                w |= 1 << b;
+            }
+        }
+        let addr = set + (wi * std::mem::size_of::<libc::c_ulong>()) as i64;
+        // SAFETY: rewriting the app's own fd_set words.
+        let _ = unsafe { appmem::write::<libc::c_ulong>(addr, w) };
+    }
+}
+
+fn select_core(nfds: i32, r: i64, w: i64, x: i64, timeout: Option<Duration>, sigmask: i64) -> i64 {
+    if !(0..=libc::FD_SETSIZE as i32).contains(&nfds) {
+        return PASSTHROUGH;
+    }
+    let nfds = nfds as usize;
+    let mut list: Vec<libc::pollfd> = Vec::new();
+    {
+        let e = engine();
+        let mut fast = false;
+        for fd in 0..nfds {
+            let mut ev = 0;
+            if fdset_get(r, fd) {
+                ev |= libc::POLLIN;
+            }
+            if fdset_get(w, fd) {
+                ev |= libc::POLLOUT;
+            }
+            if fdset_get(x, fd) {
+                ev |= libc::POLLPRI;
+            }
+            if ev != 0 {
+                fast |= fast_kind(&e, fd as i32).is_some();
+                list.push(libc::pollfd {
+                    fd: fd as i32,
+                    events: ev,
+                    revents: 0,
+                });
+            }
+        }
+        if !fast {
+            return PASSTHROUGH;
+        }
+    }
+    let n = poll_core(&mut list, timeout, sigmask);
+    if n < 0 {
+        return n;
+    }
+    let get = |fd: usize, bits: i16| {
+        list.iter()
+            .find(|p| p.fd as usize == fd)
+            .is_some_and(|p| p.revents & bits != 0)
+    };
+    // select counts each (fd, set) pair; errors and hang-ups make an fd readable.
+    let rbits = libc::POLLIN | libc::POLLHUP | libc::POLLERR;
+    let wbits = libc::POLLOUT | libc::POLLERR;
+    let mut count = 0;
+    for p in &list {
+        let fd = p.fd as usize;
+        count += (fdset_get(r, fd) && p.revents & rbits != 0) as i64;
+        count += (fdset_get(w, fd) && p.revents & wbits != 0) as i64;
+        count += (fdset_get(x, fd) && p.revents & libc::POLLPRI != 0) as i64;
+    }
+    let rr = r;
+    fdset_write(r, nfds, &|fd| fdset_get(rr, fd) && get(fd, rbits));
+    let ww = w;
+    fdset_write(w, nfds, &|fd| fdset_get(ww, fd) && get(fd, wbits));
+    let xx = x;
+    fdset_write(x, nfds, &|fd| fdset_get(xx, fd) && get(fd, libc::POLLPRI));
+    count
+}
+
+pub fn select(nfds: i32, r: i64, w: i64, x: i64, tvp: i64) -> i64 {
+    let timeout = if tvp == 0 {
+        None
+    } else {
+        // SAFETY: the app passed a timeval to select(2).
+        match unsafe { appmem::read::<libc::timeval>(tvp) } {
+            Ok(tv) if tv.tv_sec >= 0 && (0..1_000_000).contains(&tv.tv_usec) => {
+                Some(Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000))
+            }
+            Ok(_) => return err(libc::EINVAL),
+            Err(x) => return err(x),
+        }
+    };
+    let start = Instant::now();
+    let n = select_core(nfds, r, w, x, timeout, 0);
+    if n != PASSTHROUGH {
+        if let Some(t) = timeout {
+            // Linux writes back the time left.
+            let left = t.saturating_sub(start.elapsed());
+            let tv = libc::timeval {
+                tv_sec: left.as_secs() as libc::time_t,
+                tv_usec: left.subsec_micros() as libc::suseconds_t,
+            };
+            // SAFETY: the app's timeval, updated as select(2) does.
+            let _ = unsafe { appmem::write(tvp, tv) };
+        }
+    }
+    n
+}
+
+pub fn pselect6(nfds: i32, r: i64, w: i64, x: i64, tsp: i64, sig: i64) -> i64 {
+    let timeout = if tsp == 0 {
+        None
+    } else {
+        // SAFETY: the app passed a timespec to pselect6(2).
+        match unsafe { appmem::read::<libc::timespec>(tsp) } {
+            Ok(ts) if ts.tv_sec >= 0 && (0..1_000_000_000).contains(&ts.tv_nsec) => {
+                Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+            }
+            Ok(_) => return err(libc::EINVAL),
+            Err(x) => return err(x),
+        }
+    };
+    // The sixth argument points at {sigset pointer, size}.
+    let sigmask = if sig == 0 {
+        0
+    } else {
+        // SAFETY: pselect6's packed (sigset_t *, size_t) argument.
+        match unsafe { appmem::read::<[i64; 2]>(sig) } {
+            Ok([p, _]) => p,
+            Err(x) => return err(x),
+        }
+    };
+    select_core(nfds, r, w, x, timeout, sigmask)
+}
