@@ -8,12 +8,12 @@
 //! `rewriter::filter::handle_fd_syscall`/`handle_syscall`, marks its fds with
 //! `rewriter::filter::mark_fd`, and answers calls on them here.
 
-use rewriter::{SyscallArgs, PASSTHROUGH};
+use rewriter::SyscallArgs;
 
 /// The handler given to `rewriter::install`.
 pub extern "C" fn dispatch(args: &mut SyscallArgs) -> i64 {
     if crate::trace::is_enabled() {
         crate::trace::count(args);
     }
-    PASSTHROUGH
+    crate::sockets::handle(args)
 }

@@ -33,7 +33,7 @@ fn init() {
         handler: Some(dispatch::dispatch),
         log,
     }) {
-        Ok(_) => {}
+        Ok(_) => sockets::init(),
         Err(e) => {
             // The one line that says why the program runs unhooked (stderr, never stdout).
             eprintln!("fastnet: syscall hook inactive, running unaccelerated: {e}");

@@ -112,9 +112,16 @@ impl Topology {
     /// hands the peer's AF_XDP socket frames with partial checksums).
     pub fn up(opts: &TopologyOptions) -> Result<Topology> {
         check_prerequisites()?;
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         // Interface names are limited to 15 bytes: "fns" + pid (≤7) + "x" + seq.
-        let tag = format!("{}x{}", opts.owner_pid, seq);
+        // Two `fastnet netns up` processes may share an owner: skip tags in use.
+        let tag = loop {
+            let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+            let tag = format!("{}x{}", opts.owner_pid, seq);
+            let ns = format!("{NS_PREFIX}{tag}-srv");
+            if !std::path::Path::new("/run/netns").join(&ns).exists() {
+                break tag;
+            }
+        };
         let mut topo = Topology {
             server_ns: format!("{NS_PREFIX}{tag}-srv"),
             client_ns: format!("{NS_PREFIX}{tag}-cli"),

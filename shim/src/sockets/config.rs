@@ -153,9 +153,9 @@ impl Config {
         }
         if let Some(v) = get("FASTNET_LOG") {
             c.log = match v.as_str() {
-                "off" => LogLevel::Off,
+                "off" | "0" => LogLevel::Off,
                 "warn" => LogLevel::Warn,
-                "info" => LogLevel::Info,
+                "info" | "1" => LogLevel::Info,
                 "debug" => LogLevel::Debug,
                 _ => {
                     bad("FASTNET_LOG", &v, "off, warn, info or debug");

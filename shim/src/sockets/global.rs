@@ -39,8 +39,12 @@ pub fn log(level: LogLevel, msg: std::fmt::Arguments<'_>) {
     let _ = rewriter::sys::write_all(fd, line.as_bytes());
 }
 
-/// Reads the configuration and, when an interface is named, brings the fast path up.
-/// Every failure is one log line; the app then runs with every socket on the kernel.
+static CONFIG: OnceLock<Config> = OnceLock::new();
+static START: parking_lot::Once = parking_lot::Once::new();
+
+/// Reads the configuration at load. The fast path itself starts on the first socket
+/// the app makes (`start`), so wrappers (`timeout`, shells) that never open one
+/// leave the interface to the program that does.
 pub fn init() {
     let (config, errors) = Config::from_env();
     let log_fd = match &config.log_file {
@@ -63,37 +67,50 @@ pub fn init() {
     for e in &errors {
         log(LogLevel::Warn, format_args!("{e}"));
     }
-    let Some(name) = config.iface.clone() else {
+    if config.iface.is_none() {
         log(
             LogLevel::Info,
             format_args!("no fast-path interface named (FASTNET_IFACE / --iface): every socket stays on the kernel"),
         );
         return;
-    };
-    let busy = config.poll == super::config::PollMode::Busy;
-    let dev = match with_low_fds_taken(|| FastIface::open(&name, busy)) {
-        Ok(d) => d,
-        Err(e) => {
-            log(LogLevel::Warn, format_args!("fast path off: {e}"));
+    }
+    let _ = CONFIG.set(config);
+    rewriter::filter::handle_syscall(libc::SYS_socket as u32, true);
+}
+
+/// Brings the fast path up (once per process); true when it runs.
+pub fn start() -> bool {
+    START.call_once(|| {
+        let Some(config) = CONFIG.get().cloned() else {
             return;
+        };
+        let name = config.iface.clone().expect("checked at init");
+        let busy = config.poll == super::config::PollMode::Busy;
+        let dev = match with_low_fds_taken(|| FastIface::open(&name, busy)) {
+            Ok(d) => d,
+            Err(e) => {
+                log(LogLevel::Warn, format_args!("fast path off: {e}"));
+                return;
+            }
+        };
+        let stats = fastnet_stats::StatsSegment::create(kernel::getpid() as u32, &name).ok();
+        log(
+            LogLevel::Info,
+            format_args!(
+                "fast path on {name} ({}/{}), mtu {}",
+                dev.addr, dev.prefix_len, dev.mtu
+            ),
+        );
+        let engine = Engine::new(config, dev, stats);
+        for fd in engine.dev.owned_fds() {
+            rewriter::filter::mark_fd(fd, true);
         }
-    };
-    let stats = fastnet_stats::StatsSegment::create(kernel::getpid() as u32, &name).ok();
-    log(
-        LogLevel::Info,
-        format_args!(
-            "fast path on {name} ({}/{}), mtu {}",
-            dev.addr, dev.prefix_len, dev.mtu
-        ),
-    );
-    let engine = Engine::new(config, dev, stats);
-    for fd in engine.dev.owned_fds() {
-        rewriter::filter::mark_fd(fd, true);
-    }
-    if ENGINE.set(Mutex::new(engine)).is_ok() {
-        ACTIVE.store(true, Ordering::Release);
-        super::calls::register_filters();
-    }
+        if ENGINE.set(Mutex::new(engine)).is_ok() {
+            ACTIVE.store(true, Ordering::Release);
+            super::calls::register_filters();
+        }
+    });
+    active()
 }
 
 /// Fds the shim made for itself outside the engine (threads' eventfds, the log).
