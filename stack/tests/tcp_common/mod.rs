@@ -32,7 +32,7 @@ pub fn establish(p: &mut TcpPair) -> (SocketHandle, SocketHandle, SocketHandle) 
     let c =
         p.a.connect(TcpPair::addr_a(0), TcpPair::addr_b(SERVER_PORT))
             .unwrap();
-    let limit = later(p, secs(60));
+    let limit = later(p, secs(600));
     let mut server = None;
     assert!(
         p.run_until(limit, |p| {
