@@ -193,6 +193,7 @@ fn doctor_sees_an_xdp_program_attached_by_someone_else() {
     let line = d.line("xdp program");
     assert!(line.starts_with("FAIL"), "{line}");
     assert!(line.contains("generic mode"), "{line}");
+    assert!(line.contains("\"fastnet_doctor\""), "program named: {line}");
     assert!(d.fix("xdp program").contains("bpftool prog show id"));
 
     drop(link);
@@ -203,6 +204,26 @@ fn doctor_sees_an_xdp_program_attached_by_someone_else() {
     let d = doctor_in(&topo, topo.iface(Side::Server));
     assert_eq!(d.code, 0, "{}", d.text);
     assert!(d.line("xdp program").starts_with("OK"), "{}", d.text);
+}
+
+#[test]
+fn doctor_recognises_fastnets_own_program() {
+    assert!(is_root(), "end-to-end tests need root");
+    let topo = Topology::up(&TopologyOptions::default()).expect("topology up");
+    let iface = topo.iface(Side::Server).to_string();
+    let name = fastnet_tools::doctor::FASTNET_PROG_NAME;
+    let link = sys::in_netns(topo.ns(Side::Server), move || {
+        let idx = sys::if_index(&iface).expect("server veth in its namespace");
+        let prog = sys::load_xdp_pass_program_named(name).expect("load XDP program");
+        sys::attach_xdp_link(&prog, idx, sys::XDP_FLAGS_DRV_MODE).expect("attach")
+    })
+    .expect("enter the server namespace");
+    let d = doctor_in(&topo, topo.iface(Side::Server));
+    let line = d.line("xdp program");
+    assert!(line.starts_with("WARN"), "{line}");
+    assert!(line.contains("fastnet's own XDP program"), "{line}");
+    assert_eq!(d.code, 0, "{}", d.text);
+    drop(link);
 }
 
 #[test]

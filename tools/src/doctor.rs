@@ -361,6 +361,9 @@ pub fn check_bpf<T>(load: &io::Result<T>, cap_eff: Option<u64>) -> Check {
     }
 }
 
+/// Name xdp-backend gives its steering program (`xdp-backend/src/program.rs`).
+pub const FASTNET_PROG_NAME: &str = "fastnet_steer";
+
 /// Native XDP on a page-sized buffer: one page less XDP headroom (256), the skb tail
 /// (320) and the Ethernet header: what veth accepts as the peer's MTU.
 pub const XDP_NATIVE_MTU_LIMIT: u32 = 4096 - 256 - 320 - 14;
@@ -534,12 +537,32 @@ fn interface_checks(iface: &str, prog: Option<&std::os::fd::OwnedFd>, checks: &m
 
     let foreign = sys::xdp_attached(ifindex);
     let mtu = read_sys(iface, "mtu").and_then(|m| m.parse::<u32>().ok());
+    let foreign_name = match &foreign {
+        Ok(Some(att)) => sys::bpf_prog_name(att.prog_id).ok(),
+        _ => None,
+    };
     match &foreign {
+        Ok(Some(att)) if foreign_name.as_deref() == Some(FASTNET_PROG_NAME) => {
+            checks.push(Check::warn(
+                "xdp program",
+                format!(
+                    "fastnet's own XDP program (id {}) is attached: a fastnet process is \
+                     using {iface}",
+                    att.prog_id
+                ),
+                "a second fastnet process cannot share the interface: stop the first (the \
+                 program detaches when it exits)",
+            ))
+        }
         Ok(Some(att)) => checks.push(Check::fail(
             "xdp program",
             format!(
-                "another XDP program (id {}) is attached in {} mode",
+                "another XDP program (id {}{}) is attached in {} mode",
                 att.prog_id,
+                foreign_name
+                    .as_deref()
+                    .map(|n| format!(", \"{n}\""))
+                    .unwrap_or_default(),
                 att.mode.name()
             ),
             format!(

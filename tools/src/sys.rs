@@ -12,6 +12,8 @@ use std::mem::size_of;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `enum bpf_attach_type`: BPF_XDP.
@@ -87,6 +89,11 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<OwnedFd> {
 /// Loads the smallest XDP program there is (`r0 = XDP_PASS; exit`) and returns its fd.
 /// Proves the bpf(2) syscall works for XDP programs with the capabilities held.
 pub fn load_xdp_pass_program() -> io::Result<OwnedFd> {
+    load_xdp_pass_program_named("fastnet_doctor")
+}
+
+/// The same program under another name (at most 15 bytes of `[A-Za-z0-9_.]`).
+pub fn load_xdp_pass_program_named(prog_name: &str) -> io::Result<OwnedFd> {
     let insns = [
         // BPF_ALU64 | BPF_MOV | BPF_K: r0 = XDP_PASS
         BpfInsn {
@@ -105,7 +112,8 @@ pub fn load_xdp_pass_program() -> io::Result<OwnedFd> {
     ];
     let license = b"GPL\0";
     let mut name = [0u8; 16];
-    name[..14].copy_from_slice(b"fastnet_doctor");
+    let len = prog_name.len().min(15);
+    name[..len].copy_from_slice(&prog_name.as_bytes()[..len]);
     let mut attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_XDP,
         insn_cnt: insns.len() as u32,
@@ -133,6 +141,57 @@ pub fn attach_xdp_link(prog: &OwnedFd, ifindex: u32, flags: u32) -> io::Result<O
         flags,
     };
     bpf(BPF_LINK_CREATE, &mut attr)
+}
+
+/// Name of a loaded BPF program, by id (needs CAP_SYS_ADMIN).
+pub fn bpf_prog_name(prog_id: u32) -> io::Result<String> {
+    #[repr(C)]
+    struct GetFdById {
+        prog_id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    let prog = bpf(
+        BPF_PROG_GET_FD_BY_ID,
+        &mut GetFdById {
+            prog_id,
+            next_id: 0,
+            open_flags: 0,
+        },
+    )?;
+    // struct bpf_prog_info: the name is bytes 64..80; the rest stays zero, which the
+    // kernel accepts for the tail it does not know.
+    let mut info = [0u8; 256];
+    #[repr(C)]
+    struct GetInfo {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut attr = GetInfo {
+        bpf_fd: prog.as_raw_fd() as u32,
+        info_len: info.len() as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: `attr` is the obj_info member of `union bpf_attr`; the kernel writes at
+    // most `info_len` bytes to `info`, which outlives the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut GetInfo as *mut libc::c_void,
+            size_of::<GetInfo>() as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        return Err(last_err());
+    }
+    let name: Vec<u8> = info[64..80]
+        .iter()
+        .copied()
+        .take_while(|&c| c != 0)
+        .collect();
+    Ok(String::from_utf8_lossy(&name).into_owned())
 }
 
 /// Index of a network interface in the caller's network namespace.
