@@ -1,0 +1,456 @@
+#!/usr/bin/env bash
+# `make bench`: every workload three ways on the two-namespace topology, in one run:
+#   kernel          stock server, stock client
+#   fastnet-server  server under `fastnet run`, stock client
+#   fastnet-both    server and client under `fastnet run`
+# Server pinned to one core, client to the other (taskset). CPU time per request/byte on
+# both cores from /proc/stat deltas, and of the server's and client's own processes from
+# cpuacct cgroups. Writes BENCHMARKS.md and BENCHMARKS.svg; raw output in target/bench-last.
+#
+# Knobs (environment):
+#   BENCH_SECONDS=5        length of each timed client run (redis: request count scaled)
+#   BENCH_REPEAT=3         client runs per workload and mode; the report shows the median
+#   BENCH_ONLY="redis nginx sockperf iperf3 hooks"   subset of workload groups
+#   BENCH_OUT=BENCHMARKS.md   BENCH_SVG=BENCHMARKS.svg   where the report goes
+#   FASTNET_BENCH_SHIM=0   treat the shim as unusable (fastnet rows print n/a)
+#   FASTNET=target/release/fastnet
+#   BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1
+#   BENCH_NICE=-10         priority of server and client over other work on the machine
+# Plug-in benchmarks: every scripts/bench-*.sh (hook overhead, XDP, stack
+# microbenchmarks, ...) runs under bash with the topology in its environment and prints
+# result lines "bench<TAB>name<TAB>value<TAB>unit<TAB>note"; see BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FASTNET=${FASTNET:-target/release/fastnet}
+BENCH_SECONDS=${BENCH_SECONDS:-5}
+BENCH_REPEAT=${BENCH_REPEAT:-3}
+BENCH_ONLY=${BENCH_ONLY:-redis nginx sockperf iperf3 hooks}
+BENCH_OUT=${BENCH_OUT:-BENCHMARKS.md}
+BENCH_SVG=${BENCH_SVG:-BENCHMARKS.svg}
+NICE=${BENCH_NICE:--10}
+SERVER_CPU=${BENCH_SERVER_CPU:-0}
+CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
+MODES="kernel fastnet-server fastnet-both"
+
+[ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces): run with sudo" >&2; exit 1; }
+[ -x "$FASTNET" ] || { echo "bench: $FASTNET missing: run \`make build\` first" >&2; exit 1; }
+FASTNET=$(realpath "$FASTNET")
+for tool in redis-server redis-benchmark nginx wrk sockperf iperf3 taskset socat python3; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool missing: run \`make deps\`" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d /tmp/fastnet-bench.XXXXXX)
+LOGS=target/bench-last
+rm -rf "$LOGS" && mkdir -p "$LOGS"
+RESULTS=$LOGS/results.tsv
+MICRO=$LOGS/micro.tsv
+COMMANDS=$LOGS/commands.txt
+META=$LOGS/meta.tsv
+: >"$RESULTS"
+: >"$MICRO"
+: >"$COMMANDS"
+: >"$META"
+SERVER_PID=""
+CG=""
+
+stop_server() {
+    if [ -n "$SERVER_PID" ]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=""
+    fi
+}
+cleanup() {
+    stop_server
+    if [ -n "${FASTNET_TAG:-}" ]; then "$FASTNET" netns down "$FASTNET_TAG" || true; fi
+    rm -rf "$WORK"
+    if [ -n "$CG" ]; then
+        # Emptied by the teardown above (it ends what ran in our namespaces).
+        for _ in 1 2 3 4 5; do
+            rmdir "$CG/server" "$CG/client" "$CG" 2>/dev/null && break
+            sleep 0.2
+        done
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+eval "$("$FASTNET" netns up --owner $$)"
+export FASTNET FASTNET_TAG SERVER_NS CLIENT_NS SERVER_IF CLIENT_IF SERVER_IP CLIENT_IP BENCH_SECONDS
+
+# A client's TIME_WAIT sockets must not run it out of ports in the connection-rate test
+# (these sysctls are per network namespace: ours only).
+ip netns exec "$CLIENT_NS" sysctl -qw net.ipv4.ip_local_port_range="1024 65000" net.ipv4.tcp_tw_reuse=1
+ip netns exec "$SERVER_NS" sysctl -qw net.core.somaxconn=4096
+
+meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
+meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
+meta kernel "$(uname -r)"
+meta cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') ($(nproc) cores)"
+meta commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+meta seconds "$BENCH_SECONDS"
+meta repeat "$BENCH_REPEAT"
+meta load_before "$(cut -d' ' -f1-3 /proc/loadavg)"
+meta topology "$SERVER_NS ($SERVER_IF $SERVER_IP, core $SERVER_CPU) <-> $CLIENT_NS ($CLIENT_IF $CLIENT_IP, core $CLIENT_CPU), veth, tx checksum offload off on both ends"
+
+# Our own cpuacct cgroups (v1) for the server's and the client's processes: CPU time
+# attributed to the benchmark itself, unaffected by whatever else runs on the cores.
+CG_ROOT=/sys/fs/cgroup/cpuacct
+if [ -w "$CG_ROOT" ] && mkdir "$CG_ROOT/fastnet-bench-$$" 2>/dev/null; then
+    CG="$CG_ROOT/fastnet-bench-$$"
+    mkdir "$CG/server" "$CG/client"
+fi
+# Prefix that runs a command inside cgroup $1 (when we have one); exec keeps the PID.
+# It goes before `ip netns exec`, which mounts a sysfs of the namespace's own.
+printf '#!/bin/sh\necho $$ >"$1/cgroup.procs" && shift && exec "$@"\n' >"$WORK/cgexec"
+chmod +x "$WORK/cgexec"
+cg_wrap() { if [ -n "$CG" ]; then echo "$WORK/cgexec $CG/$1"; fi; }
+cg_usage() { if [ -n "$CG" ]; then cat "$CG/$1/cpuacct.usage"; else echo 0; fi; }
+
+# Busy jiffies (everything but idle and iowait) of the server core and the client core,
+# then nanoseconds used by our server and client cgroups.
+cpu_busy() {
+    echo "$(awk -v s="cpu$SERVER_CPU" -v c="cpu$CLIENT_CPU" \
+        '$1==s{sb=$2+$3+$4+$7+$8+$9} $1==c{cb=$2+$3+$4+$7+$8+$9} END{print sb, cb}' /proc/stat)" \
+        "$(cg_usage server) $(cg_usage client)"
+}
+HZ=$(getconf CLK_TCK)
+
+# Prefix that puts a command under the shim for one side in one mode (empty: kernel).
+shim_prefix() { # mode side
+    case "$1:$2" in
+        fastnet-server:server | fastnet-both:server) echo "$FASTNET run --iface $SERVER_IF --" ;;
+        fastnet-both:client) echo "$FASTNET run --iface $CLIENT_IF --" ;;
+        *) echo "" ;;
+    esac
+}
+
+# record workload mode value unit better cpu_unit units_done busy_before busy_after note
+record() {
+    local wl=$1 mode=$2 value=$3 unit=$4 better=$5 cpu_unit=$6 done=$7
+    local sb0 cb0 sg0 cg0 sb1 cb1 sg1 cg1 scpu="" ccpu="" sproc="" cproc=""
+    read -r sb0 cb0 sg0 cg0 <<<"$8"
+    read -r sb1 cb1 sg1 cg1 <<<"$9"
+    if [ -n "$done" ] && [ "$done" != 0 ]; then
+        # jiffies -> microseconds per unit of work
+        scpu=$(awk -v d=$((sb1 - sb0)) -v n="$done" -v hz="$HZ" 'BEGIN{printf "%.3f", d*1e6/hz/n}')
+        ccpu=$(awk -v d=$((cb1 - cb0)) -v n="$done" -v hz="$HZ" 'BEGIN{printf "%.3f", d*1e6/hz/n}')
+        if [ -n "$CG" ]; then
+            # nanoseconds -> microseconds per unit of work
+            sproc=$(awk -v d=$((sg1 - sg0)) -v n="$done" 'BEGIN{printf "%.3f", d/1e3/n}')
+            cproc=$(awk -v d=$((cg1 - cg0)) -v n="$done" 'BEGIN{printf "%.3f", d/1e3/n}')
+        fi
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$mode" "$value" "$unit" "$better" \
+        "$scpu" "$ccpu" "$cpu_unit" "${10:-}" "$sproc" "$cproc" >>"$RESULTS"
+}
+record_na() { # workload mode unit better reason
+    printf '%s\t%s\t\t%s\t%s\t\t\t\tn/a: %s\n' "$1" "$2" "$3" "$4" "$5" >>"$RESULTS"
+}
+
+# Remember the exact command of each workload once (as run in kernel mode).
+note_command() { # workload side command...
+    local wl=$1 side=$2
+    shift 2
+    grep -q "^$wl"$'\t'"$side"$'\t' "$COMMANDS" 2>/dev/null || printf '%s\t%s\t%s\n' "$wl" "$side" "$*" >>"$COMMANDS"
+}
+
+start_server() { # mode name command...
+    local mode=$1 name=$2
+    shift 2
+    note_command "$name" server "ip netns exec \$SERVER_NS taskset -c $SERVER_CPU $(printf '%q ' "$@")"
+    # shellcheck disable=SC2046
+    $(cg_wrap server) ip netns exec "$SERVER_NS" nice -n "$NICE" taskset -c "$SERVER_CPU" \
+        $(shim_prefix "$mode" server) "$@" \
+        >"$LOGS/$name.$mode.server.log" 2>&1 &
+    SERVER_PID=$!
+}
+
+wait_port() { # port
+    for _ in $(seq 100); do
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then return 1; fi
+        if ip netns exec "$CLIENT_NS" socat -T1 /dev/null "TCP:$SERVER_IP:$1,connect-timeout=1" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# run_client mode name command... ; output in $LOGS/name.mode.out, CPU snapshots in
+# BUSY0/BUSY1. Returns the client's exit status.
+run_client() {
+    local mode=$1 name=$2
+    shift 2
+    note_command "${name%.r[0-9]*}" client "ip netns exec \$CLIENT_NS taskset -c $CLIENT_CPU $(printf '%q ' "$@")"
+    BUSY0=$(cpu_busy)
+    local rc=0
+    # shellcheck disable=SC2046
+    timeout $((BENCH_SECONDS * 4 + 60)) $(cg_wrap client) ip netns exec "$CLIENT_NS" \
+        nice -n "$NICE" taskset -c "$CLIENT_CPU" $(shim_prefix "$mode" client) "$@" \
+        >"$LOGS/$name.$mode.out" 2>&1 || rc=$?
+    BUSY1=$(cpu_busy)
+    return $rc
+}
+
+# --- is the shim usable? ------------------------------------------------------------
+# A quick probe: `fastnet run` exists and carries one TCP echo across the veth with the
+# server (and, for fastnet-both, the client) under the shim. Anything else: n/a.
+SHIM_REASON=""
+probe_shim() {
+    if [ "${FASTNET_BENCH_SHIM:-1}" = 0 ]; then
+        SHIM_REASON="FASTNET_BENCH_SHIM=0"
+        return 1
+    fi
+    if ! "$FASTNET" run --help >/dev/null 2>&1; then
+        SHIM_REASON="\`fastnet run\` does not exist yet"
+        return 1
+    fi
+    local pid got
+    ip netns exec "$SERVER_NS" timeout 20 "$FASTNET" run --iface "$SERVER_IF" -- \
+        socat -T5 "TCP-LISTEN:7999,bind=$SERVER_IP,reuseaddr" EXEC:cat >"$LOGS/shim-probe.log" 2>&1 &
+    pid=$!
+    got=""
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        got=$(printf 'fastnet-probe' | ip netns exec "$CLIENT_NS" timeout 5 \
+            "$FASTNET" run --iface "$CLIENT_IF" -- socat -T2 - "TCP:$SERVER_IP:7999" 2>>"$LOGS/shim-probe.log") && break
+        sleep 0.2
+    done
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    if [ "$got" != "fastnet-probe" ]; then
+        SHIM_REASON="\`fastnet run\` failed a TCP echo probe: $(grep -m1 . "$LOGS/shim-probe.log" | tr -d '|' | cut -c1-120)"
+        return 1
+    fi
+    return 0
+}
+if probe_shim; then SHIM_OK=1; else SHIM_OK=0; fi
+meta shim "$([ $SHIM_OK = 1 ] && echo "usable" || echo "not usable: $SHIM_REASON")"
+echo "bench: topology $FASTNET_TAG; shim: $([ $SHIM_OK = 1 ] && echo usable || echo "$SHIM_REASON"); ${BENCH_SECONDS}s per run"
+
+wants() { case " $BENCH_ONLY " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+# --- workloads ------------------------------------------------------------------------
+
+REDIS_PORT=6379
+# Kernel rate per redis test, measured first; sizes the fastnet runs' request counts.
+declare -A REDIS_KERNEL_RATE
+bench_redis() { # mode
+    local mode=$1 p t n name
+    start_server "$mode" redis redis-server --port $REDIS_PORT --bind "$SERVER_IP" \
+        --save "" --appendonly no --protected-mode no
+    if ! wait_port $REDIS_PORT; then
+        stop_server
+        for p in 1 16; do for t in SET GET; do
+            record_na "redis $t -P $p" "$mode" "req/s" higher "redis-server did not start (see $LOGS/redis.$mode.server.log)"
+        done; done
+        return
+    fi
+    for p in 1 16; do
+        for t in SET GET; do for rep in $(seq "$BENCH_REPEAT"); do
+            # redis-benchmark counts requests, not seconds: size the run for about
+            # BENCH_SECONDS at the kernel's rate (measured first; a guess until then).
+            local rate=${REDIS_KERNEL_RATE[$t$p]:-}
+            if [ -z "$rate" ]; then if [ "$p" = 1 ]; then rate=80000; else rate=1000000; fi; fi
+            n=$(awk -v r="$rate" -v s="$BENCH_SECONDS" 'BEGIN{printf "%d", r*s}')
+            name="redis-$t-P$p.r$rep"
+            if run_client "$mode" "$name" redis-benchmark -h "$SERVER_IP" -p $REDIS_PORT \
+                -c 32 -P "$p" -t "${t,,}" -n "$n" --csv; then
+                local rps
+                rps=$(awk -F'","' -v t="\"$t" '$1==t{print $2}' "$LOGS/$name.$mode.out" | tr -d '"')
+                if [ -n "$rps" ]; then
+                    record "redis $t -P $p" "$mode" "$rps" "req/s" higher "µs/req" "$n" "$BUSY0" "$BUSY1"
+                    [ "$mode" = kernel ] && REDIS_KERNEL_RATE[$t$p]=$rps
+                    continue
+                fi
+            fi
+            record_na "redis $t -P $p" "$mode" "req/s" higher "redis-benchmark failed (see $LOGS/$name.$mode.out)"
+        done; done
+    done
+    stop_server
+}
+
+NGINX_PORT=8080
+write_nginx_conf() {
+    mkdir -p "$WORK/www"
+    # A small static file (128 bytes).
+    head -c 128 /dev/zero | tr '\0' 'x' >"$WORK/www/small.html"
+    cat >"$LOGS/nginx.conf" <<CONF
+daemon off;
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    server {
+        listen $SERVER_IP:$NGINX_PORT backlog=4096;
+        root $WORK/www;
+    }
+}
+CONF
+}
+
+wrk_rps() { awk '/^Requests\/sec:/{print $2}' "$1"; }
+wrk_total() { awk '/requests in/{print $1}' "$1"; }
+
+bench_nginx() { # mode
+    local mode=$1 name
+    write_nginx_conf
+    start_server "$mode" nginx nginx -c "$PWD/$LOGS/nginx.conf"
+    if ! wait_port $NGINX_PORT; then
+        stop_server
+        record_na "nginx wrk -c32" "$mode" "req/s" higher "nginx did not start (see $LOGS/nginx.$mode.server.log)"
+        record_na "nginx conn/s (Connection: close)" "$mode" "conn/s" higher "nginx did not start"
+        return
+    fi
+    for rep in $(seq "$BENCH_REPEAT"); do
+    name=nginx-keepalive.r$rep
+    if run_client "$mode" $name wrk -t1 -c32 -d"${BENCH_SECONDS}s" "http://$SERVER_IP:$NGINX_PORT/small.html" &&
+        [ -n "$(wrk_rps "$LOGS/$name.$mode.out")" ]; then
+        record "nginx wrk -c32" "$mode" "$(wrk_rps "$LOGS/$name.$mode.out")" "req/s" higher "µs/req" \
+            "$(wrk_total "$LOGS/$name.$mode.out")" "$BUSY0" "$BUSY1"
+    else
+        record_na "nginx wrk -c32" "$mode" "req/s" higher "wrk failed (see $LOGS/$name.$mode.out)"
+    fi
+    name=nginx-close.r$rep
+    if run_client "$mode" $name wrk -t1 -c32 -d"${BENCH_SECONDS}s" -H "Connection: close" \
+        "http://$SERVER_IP:$NGINX_PORT/small.html" && [ -n "$(wrk_rps "$LOGS/$name.$mode.out")" ]; then
+        record "nginx conn/s (Connection: close)" "$mode" "$(wrk_rps "$LOGS/$name.$mode.out")" "conn/s" higher "µs/conn" \
+            "$(wrk_total "$LOGS/$name.$mode.out")" "$BUSY0" "$BUSY1"
+    else
+        record_na "nginx conn/s (Connection: close)" "$mode" "conn/s" higher "wrk failed (see $LOGS/$name.$mode.out)"
+    fi
+    done
+    stop_server
+}
+
+SOCKPERF_PORT=11111
+bench_sockperf() { # mode
+    local mode=$1 name out p50 p99 msgs rep
+    start_server "$mode" sockperf sockperf server --tcp -i "$SERVER_IP" -p $SOCKPERF_PORT
+    if ! wait_port $SOCKPERF_PORT; then
+        stop_server
+        record_na "sockperf ping-pong p50" "$mode" "µs RTT" lower "sockperf server did not start"
+        record_na "sockperf ping-pong p99" "$mode" "µs RTT" lower "sockperf server did not start"
+        return
+    fi
+    for rep in $(seq "$BENCH_REPEAT"); do
+    name=sockperf.r$rep
+    out="$LOGS/$name.$mode.out"
+    p50="" p99="" msgs=""
+    if run_client "$mode" $name sockperf ping-pong --tcp -i "$SERVER_IP" -p $SOCKPERF_PORT \
+        -t "$BENCH_SECONDS" --full-rtt; then
+        p50=$(awk '/percentile 50.000 =/{print $NF}' "$out")
+        p99=$(awk '/percentile 99.000 =/{print $NF}' "$out")
+        msgs=$(sed -n 's/.*ReceivedMessages=\([0-9]*\).*/\1/p' "$out" | head -1)
+    fi
+    if [ -n "${p50:-}" ] && [ -n "${p99:-}" ]; then
+        record "sockperf ping-pong p50" "$mode" "$p50" "µs RTT" lower "µs/msg" "$msgs" "$BUSY0" "$BUSY1"
+        record "sockperf ping-pong p99" "$mode" "$p99" "µs RTT" lower "µs/msg" "$msgs" "$BUSY0" "$BUSY1"
+    else
+        record_na "sockperf ping-pong p50" "$mode" "µs RTT" lower "sockperf failed (see $out)"
+        record_na "sockperf ping-pong p99" "$mode" "µs RTT" lower "sockperf failed (see $out)"
+    fi
+    done
+    stop_server
+}
+
+IPERF_PORT=5201
+bench_iperf3() { # mode
+    local mode=$1 name out gbit mib rep
+    start_server "$mode" iperf3 iperf3 -s -B "$SERVER_IP" -p $IPERF_PORT
+    if ! wait_port $IPERF_PORT; then
+        stop_server
+        record_na "iperf3 single stream" "$mode" "Gbit/s" higher "iperf3 server did not start"
+        return
+    fi
+    sleep 0.3 # let the server recover from the readiness probe's bare connection
+    for rep in $(seq "$BENCH_REPEAT"); do
+    name=iperf3.r$rep
+    out="$LOGS/$name.$mode.out"
+    gbit="" mib=""
+    if run_client "$mode" $name iperf3 -c "$SERVER_IP" -p $IPERF_PORT -t "$BENCH_SECONDS" -J; then
+        local res
+        res=$(python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))["end"]["sum_received"]
+print("%.2f %d" % (r["bits_per_second"] / 1e9, r["bytes"] / 2**20))' "$out" 2>/dev/null || true)
+        read -r gbit mib <<<"$res" || true
+    fi
+    if [ -n "${gbit:-}" ]; then
+        record "iperf3 single stream" "$mode" "$gbit" "Gbit/s" higher "µs/MiB" "$mib" "$BUSY0" "$BUSY1"
+    else
+        record_na "iperf3 single stream" "$mode" "Gbit/s" higher "iperf3 failed (see $out)"
+    fi
+    done
+    stop_server
+}
+
+RUN_BUSY0=$(cpu_busy)
+RUN_T0=$(date +%s%N)
+for mode in $MODES; do
+    for wl in redis nginx sockperf iperf3; do
+        wants $wl || continue
+        if [ "$mode" != kernel ] && [ $SHIM_OK = 0 ]; then
+            case $wl in
+                redis) for p in 1 16; do for t in SET GET; do
+                    record_na "redis $t -P $p" "$mode" "req/s" higher "$SHIM_REASON"
+                done; done ;;
+                nginx)
+                    record_na "nginx wrk -c32" "$mode" "req/s" higher "$SHIM_REASON"
+                    record_na "nginx conn/s (Connection: close)" "$mode" "conn/s" higher "$SHIM_REASON" ;;
+                sockperf)
+                    record_na "sockperf ping-pong p50" "$mode" "µs RTT" lower "$SHIM_REASON"
+                    record_na "sockperf ping-pong p99" "$mode" "µs RTT" lower "$SHIM_REASON" ;;
+                iperf3) record_na "iperf3 single stream" "$mode" "Gbit/s" higher "$SHIM_REASON" ;;
+            esac
+            continue
+        fi
+        echo "bench: $wl ($mode)"
+        "bench_$wl" "$mode"
+    done
+done
+
+# How much of the two cores went to other processes while the workloads ran: the
+# quality of this run's numbers (only measurable with our cgroups).
+if [ -n "$CG" ]; then
+    read -r sb0 cb0 sg0 cg0 <<<"$RUN_BUSY0"
+    read -r sb1 cb1 sg1 cg1 <<<"$(cpu_busy)"
+    meta interference "$(awk -v cores=$((sb1 - sb0 + cb1 - cb0)) -v ours=$((sg1 - sg0 + cg1 - cg0)) \
+        -v wall=$(($(date +%s%N) - RUN_T0)) -v hz="$HZ" \
+        'BEGIN{o=(cores*1e9/hz-ours)/(2*wall)*100; if(o<0)o=0; printf "%.0f%%", o}')"
+fi
+
+# --- plug-in benchmarks from other parts ---------------------------------------------
+# Contract: scripts/bench-<name>.sh, run with bash, topology variables and BENCH_SECONDS
+# in the environment, stdout lines "bench<TAB>name<TAB>value<TAB>unit<TAB>note" become
+# rows of the microbenchmark table; everything else goes to its log. Exit != 0: noted.
+if wants hooks; then
+    for expected in hook xdp stack; do
+        [ -e "scripts/bench-$expected.sh" ] ||
+            printf 'bench-%s.sh\t\t\t\tskipped: scripts/bench-%s.sh not present yet\n' "$expected" "$expected" >>"$MICRO"
+    done
+    for script in scripts/bench-*.sh; do
+        [ -e "$script" ] || continue
+        base=$(basename "$script")
+        echo "bench: $base"
+        rc=0
+        timeout $((BENCH_SECONDS * 20 + 120)) bash "$script" >"$LOGS/$base.out" 2>&1 || rc=$?
+        n=$(awk -F'\t' '$1=="bench" && NF>=4' "$LOGS/$base.out" | wc -l)
+        awk -F'\t' -v s="$base" 'BEGIN{OFS="\t"} $1=="bench" && NF>=4 {print s, $2, $3, $4, $5}' \
+            "$LOGS/$base.out" >>"$MICRO"
+        if [ $rc != 0 ]; then
+            printf '%s\t\t\t\tfailed: exit %s (see %s)\n' "$base" "$rc" "$LOGS/$base.out" >>"$MICRO"
+        elif [ "$n" = 0 ]; then
+            printf '%s\t\t\t\tno \"bench\" result lines (see %s)\n' "$base" "$LOGS/$base.out" >>"$MICRO"
+        fi
+    done
+fi
+
+meta load_after "$(cut -d' ' -f1-3 /proc/loadavg)"
+python3 scripts/bench/report.py --results "$RESULTS" --micro "$MICRO" --commands "$COMMANDS" \
+    --meta "$META" --configs "$LOGS/nginx.conf" --out "$BENCH_OUT" --svg "$BENCH_SVG"
+echo "bench: wrote $BENCH_OUT and $BENCH_SVG (raw output in $LOGS/)"
