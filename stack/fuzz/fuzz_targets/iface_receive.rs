@@ -1,0 +1,132 @@
+#![no_main]
+//! The stack's frame input: any sequence of frames never panics, and whatever the
+//! interface sends in answer is well-formed Ethernet.
+//!
+//! Input: records of `kind, len (2 bytes), bytes`. Kind 0 hands `bytes` over as a raw
+//! frame; the other kinds wrap `bytes` in valid Ethernet/IPv4 headers with correct
+//! checksums (as a TCP segment to the listener, a UDP datagram, an ICMP message, an
+//! ARP packet), so the fuzzer reaches the layers behind the checksums.
+use core::net::{Ipv4Addr, SocketAddrV4};
+use libfuzzer_sys::fuzz_target;
+use stack::device::QueueDevice;
+use stack::iface::{Interface, InterfaceConfig};
+use stack::tcp::TcpConfig;
+use stack::time::Instant;
+use stack::wire::checksum;
+use stack::wire::{EtherType, EthernetFrame, EthernetRepr, Ipv4Cidr, Ipv4Repr, MacAddr};
+
+const MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+const PEER_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+const IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const PEER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+
+fn frame(ethertype: EtherType, payload: &[u8]) -> Vec<u8> {
+    let e = EthernetRepr {
+        src: PEER_MAC,
+        dst: MAC,
+        vlan: None,
+        ethertype,
+    };
+    let mut f = vec![0u8; 14 + payload.len()];
+    e.emit(&mut f);
+    f[14..].copy_from_slice(payload);
+    f
+}
+
+/// An IPv4 frame carrying `l4`, whose checksum field at `csum_at` is fixed up
+/// (`pseudo`: with the pseudo-header).
+fn ip_frame(protocol: u8, mut l4: Vec<u8>, csum_at: usize, pseudo: bool) -> Vec<u8> {
+    if l4.len() >= csum_at + 2 {
+        l4[csum_at] = 0;
+        l4[csum_at + 1] = 0;
+        let c = if pseudo {
+            checksum::transport_checksum(PEER, IP, protocol, &l4)
+        } else {
+            checksum::checksum(&l4)
+        };
+        l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    let ip = Ipv4Repr {
+        src: PEER,
+        dst: IP,
+        protocol,
+        payload_len: l4.len(),
+        ttl: 64,
+        ident: 0,
+        dont_frag: true,
+        dscp_ecn: 0,
+    };
+    let mut p = vec![0u8; 20 + l4.len()];
+    ip.emit(&mut p, true);
+    p[20..].copy_from_slice(&l4);
+    frame(EtherType::Ipv4, &p)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut cfg = InterfaceConfig::new(MAC, Ipv4Cidr::new(IP, 24));
+    cfg.udp.max_sockets = 4;
+    cfg.udp.rx_buffer = 4096;
+    cfg.udp.tx_buffer = 4096;
+    // Small pools: the interface is rebuilt for every input.
+    let tcp = TcpConfig {
+        max_sockets: 8,
+        rcvbuf: 8192,
+        sndbuf: 8192,
+        ..TcpConfig::default()
+    };
+    let mut iface = Interface::new(cfg, tcp);
+    let u = iface.udp.open().unwrap();
+    iface
+        .udp
+        .bind(u, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 53))
+        .unwrap();
+    let listener = iface.tcp.listen(SocketAddrV4::new(IP, 80), 4).ok();
+    let mut dev = QueueDevice::new(1500);
+    let mut now = Instant::from_millis(1);
+    let mut rest = data;
+    let mut buf = [0u8; 2048];
+    while rest.len() >= 3 {
+        let kind = rest[0] % 5;
+        let len = (u16::from_be_bytes([rest[1], rest[2]]) as usize).min(rest.len() - 3);
+        let bytes = &rest[3..3 + len];
+        rest = &rest[3 + len..];
+        let f = match kind {
+            0 => bytes.to_vec(),
+            1 => {
+                // TCP to the listener's port: keep the fuzzer's header but fix ports.
+                let mut l4 = bytes.to_vec();
+                if l4.len() >= 4 {
+                    l4[2] = 0;
+                    l4[3] = 80;
+                }
+                ip_frame(6, l4, 16, true)
+            }
+            2 => {
+                let mut l4 = vec![0, 9, 0, 53, 0, 0, 0, 0];
+                l4.extend_from_slice(bytes);
+                let n = l4.len() as u16;
+                l4[4..6].copy_from_slice(&n.to_be_bytes());
+                ip_frame(17, l4, 6, true)
+            }
+            3 => ip_frame(1, bytes.to_vec(), 2, false),
+            _ => frame(EtherType::Arp, bytes),
+        };
+        iface.receive(now, &f);
+        iface.dispatch(now, &mut dev);
+        while iface.udp.recv_from(u, &mut buf).is_ok() {}
+        if let Some(l) = listener {
+            while let Ok(c) = iface.tcp.accept(l) {
+                let _ = iface.tcp.recv(c, &mut buf);
+                let _ = iface.tcp.send(c, b"reply");
+            }
+        }
+        now = Instant::from_micros(now.micros() + 50_000);
+    }
+    if let Some(t) = iface.poll_at() {
+        iface.dispatch(t.max(now), &mut dev);
+    }
+    for out in &dev.frames {
+        let f = EthernetFrame::new_checked(&out[..]).expect("sent frame has a header");
+        EthernetRepr::parse(&f).expect("sent frame parses");
+    }
+});
