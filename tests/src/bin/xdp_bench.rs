@@ -407,7 +407,12 @@ fn main() {
         ),
     );
     println!(
-        "bench\txdp_tx_ratio\t{:.2}\tx\tXSK / kernel, frames the peer received per second",
+        "bench\txdp_tx_ratio\t{:.2}\tx\tXSK / kernel, frames sent per second",
+        rate(tx.sent, &tx) / rate(tk.sent, &tk).max(1.0)
+    );
+    println!(
+        "bench\txdp_tx_delivered_ratio\t{:.2}\tx\tXSK / kernel, frames the peer's kernel socket \
+         received per second (bounded by that receiver)",
         rate(tx.received, &tx) / rate(tk.received, &tk).max(1.0)
     );
 }
