@@ -464,7 +464,7 @@ fn malformed_frames_are_counted_and_dropped() {
 }
 
 #[test]
-fn forked_child_serves_through_inherited_umem_then_busy_poll_mode() {
+fn forked_child_serves_through_inherited_umem_then_busy_poll_and_generic_modes() {
     assert!(is_root(), "end-to-end tests need root");
     let topo = Topology::up(&TopologyOptions::default()).unwrap();
     let mut server = EchoServer::start(&topo, &["--fork"]);
@@ -497,15 +497,28 @@ fn forked_child_serves_through_inherited_umem_then_busy_poll_mode() {
     assert!(status.success());
     assert!(!xdp_attached(&topo), "link closed with both processes gone");
 
-    let mut server = EchoServer::start(&topo, &["--busy-poll"]);
-    for i in 0..3 {
-        let msg = format!("busy {i}");
-        let got = socat_roundtrip(
-            &topo,
-            &format!("UDP:{}:{UDP_PORT}", topo.server_ip),
-            msg.as_bytes(),
+    for (flags, mode) in [
+        (&["--busy-poll"][..], "native"),
+        (&["--generic"][..], "generic"),
+    ] {
+        let mut server = EchoServer::start(&topo, flags);
+        assert!(
+            server.ready.contains(&format!("mode={mode}")),
+            "{}",
+            server.ready
         );
-        assert_eq!(got, msg.as_bytes());
+        for i in 0..3 {
+            let msg = format!("{flags:?} {i}");
+            let got = socat_roundtrip(
+                &topo,
+                &format!("UDP:{}:{UDP_PORT}", topo.server_ip),
+                msg.as_bytes(),
+            );
+            assert_eq!(got, msg.as_bytes());
+        }
+        assert_eq!(server.stats()["echoed"], 3);
+        writeln!(server.stdin, "quit").unwrap();
+        assert!(server.child.wait().unwrap().success());
+        assert!(!xdp_attached(&topo));
     }
-    assert_eq!(server.stats()["echoed"], 3);
 }

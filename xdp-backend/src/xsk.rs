@@ -136,6 +136,16 @@ impl XskSocket {
                 ));
             }
         }
+        // Ethernet header + one VLAN tag on top of the IP MTU must fit a frame.
+        if config.mtu + 18 > config.frame_size as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "MTU {} does not fit frames of {} bytes",
+                    config.mtu, config.frame_size
+                ),
+            ));
+        }
         let total = config.frame_size as usize * (config.rx_frames + config.tx_frames) as usize;
         let area = SharedMapping::new(total)?;
         let modes: &[bool] = if config.force_copy {
@@ -507,5 +517,33 @@ impl Device for XskSocket {
 
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
         self.send_with(len, fill)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bind_err(config: XskConfig) -> io::Error {
+        match XskSocket::bind(1, 0, &config) {
+            Ok(_) => panic!("bind accepted {config:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn rejects_bad_geometry_before_any_syscall() {
+        let e = bind_err(XskConfig {
+            rx_frames: 1000,
+            ..Default::default()
+        });
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("rx_frames"), "{e}");
+        let e = bind_err(XskConfig {
+            mtu: 9000,
+            ..Default::default()
+        });
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("MTU 9000"), "{e}");
     }
 }
