@@ -129,16 +129,7 @@ fn request(msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkM
 
 /// Index of the interface called `name` in this network namespace.
 pub fn ifindex(name: &str) -> io::Result<u32> {
-    let c = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
-    // SAFETY: `c` is a valid NUL-terminated string.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no interface {name}: {}", io::Error::last_os_error()),
-        ));
-    }
-    Ok(idx)
+    crate::sys::if_nametoindex(name)
 }
 
 /// The interface with this index.
