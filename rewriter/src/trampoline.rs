@@ -1,23 +1,38 @@
 //! The page at address 0 that every rewritten `call *%rax` lands in.
 //!
-//! `%rax` holds the syscall number, so the call lands at byte `nr` of the page. The page
-//! is a sled of `0x3d` bytes: from any offset the CPU decodes `3d 3d 3d 3d 3d`
-//! (`cmp eax, imm32`), five bytes at a time, which changes only the flags — a fifth of
-//! the instructions a nop sled executes. Four `nop`s absorb the last, partial `cmp`, then
-//! `movabs r11, entry; jmp r11` (r11 is clobbered by `syscall` anyway).
+//! `%rax` holds the syscall number, so the call lands at byte `nr` of the page, and the
+//! code from every such offset must reach the hook entry touching nothing but flags.
+//! zpoline uses a nop sled: a call walks up to ~500 nops. Ours executes a handful of
+//! jumps instead. Bytes `0..SLED_LEN` alternate `eb 4f`:
+//! - landing on an even offset decodes `eb 4f`, `jmp +0x4f`, which lands on an odd one;
+//! - landing on an odd offset decodes `4f eb 4f`, a REX prefix on the same `jmp`,
+//!   which jumps 82 bytes on, to another odd offset.
+//!
+//! So every call hops forward ~81 bytes at a time (getppid, 110: five jumps) into a pad of
+//! `0x3d` bytes, which decode from any offset as `cmp eax, 0x3d3d3d3d` (five bytes, flags
+//! only; a preceding `4f` makes it `cmp rax, imm32`). Four `nop`s absorb the last,
+//! partial `cmp`, then `movabs r11, entry; jmp r11` (r11 is clobbered by `syscall` anyway).
 
 use crate::sys;
 
 const PAGE: usize = 4096;
-/// The tail after the sled: 4 nops, movabs r11 (10 bytes), jmp r11 (3 bytes).
-const TAIL: usize = 4 + 10 + 3;
-/// Numbers below this land in the sled.
-pub(crate) const SLED_LEN: usize = PAGE - TAIL;
+/// Numbers below this land in the jump sled (every number the hook classifies).
+pub(crate) const SLED_LEN: usize = crate::filter::MAX_SYSCALL;
+/// The jump's displacement byte, also a REX prefix: the longest hop of the 0x4X range.
+const HOP: u8 = 0x4f;
+/// The `cmp` pad after the sled: longer than the longest hop (3 + 0x4f) plus a `cmp`.
+const PAD_LEN: usize = 3 + HOP as usize + 5 + 1;
+/// Offset of the 4 nops before the tail (movabs r11, imm64; jmp r11).
+const TAIL_AT: usize = SLED_LEN + PAD_LEN;
 
 /// Builds the page contents for a hook entry at `entry`.
 pub(crate) fn page_bytes(entry: u64) -> [u8; PAGE] {
-    let mut page = [0x3du8; PAGE];
-    let tail = &mut page[SLED_LEN..];
+    let mut page = [0xccu8; PAGE]; // int3 beyond the tail
+    for (i, b) in page[..SLED_LEN].iter_mut().enumerate() {
+        *b = if i % 2 == 0 { 0xeb } else { HOP };
+    }
+    page[SLED_LEN..TAIL_AT].fill(0x3d);
+    let tail = &mut page[TAIL_AT..TAIL_AT + 17];
     tail[..4].copy_from_slice(&[0x90; 4]);
     tail[4..6].copy_from_slice(&[0x49, 0xbb]);
     tail[6..14].copy_from_slice(&entry.to_le_bytes());
@@ -112,31 +127,40 @@ mod tests {
     use super::*;
     use iced_x86::{Code, Decoder, DecoderOptions};
 
-    /// From every landing offset the sled decodes to flag-only `cmp`s and `nop`s that
-    /// end exactly at the `movabs r11, entry; jmp r11` tail.
+    /// From every landing offset the page executes only forward jumps, flag-only `cmp`s
+    /// and `nop`s, and ends exactly at the `movabs r11, entry; jmp r11` tail, in few steps.
     #[test]
     fn every_offset_reaches_the_jump() {
         let entry = 0x7fff_1234_5678u64;
         let page = page_bytes(entry);
-        for start in 0..SLED_LEN {
-            let mut d = Decoder::with_ip(64, &page[start..], start as u64, DecoderOptions::NONE);
+        let mut worst = 0;
+        for start in 0..TAIL_AT {
+            let mut ip = start;
             let mut steps = 0;
             loop {
+                let mut d = Decoder::with_ip(64, &page[ip..], ip as u64, DecoderOptions::NONE);
                 let i = d.decode();
                 steps += 1;
                 match i.code() {
-                    Code::Cmp_EAX_imm32 | Code::Nopd => continue,
+                    Code::Jmp_rel8_64 => {
+                        assert!(i.near_branch64() as usize > ip, "forward only");
+                        ip = i.near_branch64() as usize;
+                    }
+                    Code::Cmp_EAX_imm32 | Code::Cmp_RAX_imm32 | Code::Nopd => {
+                        ip = i.next_ip() as usize
+                    }
                     Code::Mov_r64_imm64 => {
-                        assert_eq!(i.ip() as usize, SLED_LEN + 4, "from offset {start}");
+                        assert_eq!(ip, TAIL_AT + 4, "from offset {start}");
                         assert_eq!(i.immediate64(), entry);
-                        let j = d.decode();
-                        assert_eq!(j.code(), Code::Jmp_rm64);
+                        assert_eq!(d.decode().code(), Code::Jmp_rm64);
                         break;
                     }
-                    other => panic!("offset {start}: unexpected {other:?} at {:#x}", i.ip()),
+                    other => panic!("offset {start}: unexpected {other:?} at {ip:#x}"),
                 }
             }
-            assert!(steps <= (SLED_LEN - start) / 5 + 6);
+            worst = worst.max(steps);
         }
+        // At most 7 hops over the sled, 18 cmps in the pad, 4 nops, the movabs.
+        assert!(worst <= 30, "worst path {worst} instructions");
     }
 }
