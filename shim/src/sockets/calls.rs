@@ -39,6 +39,8 @@ const ALWAYS: &[i64] = &[
     libc::SYS_pselect6,
     libc::SYS_epoll_create,
     libc::SYS_epoll_create1,
+    // The fd that matters is the third argument (and the epoll may predate us).
+    libc::SYS_epoll_ctl,
 ];
 
 /// Calls handled only when their first argument is a marked fd (ours or an app epoll).
@@ -68,7 +70,6 @@ const ON_OUR_FDS: &[i64] = &[
     libc::SYS_close,
     libc::SYS_dup,
     libc::SYS_sendfile,
-    libc::SYS_epoll_ctl,
     libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,
     libc::SYS_epoll_pwait2,
@@ -164,6 +165,7 @@ pub fn release_to_kernel(e: &mut Engine, fd: i32, why: Counter) {
     }
     rewriter::filter::mark_fd(fd, false);
     e.count(why);
+    debug(format_args!("fd {fd}: left to the kernel ({})", why.name()));
 }
 
 fn socket(domain: i32, ty: i32, proto: i32) -> i64 {
@@ -342,6 +344,7 @@ fn listen(fd: i32, backlog: i32) -> i64 {
             s.kind = Kind::TcpListener(h);
             s.claimed = Some((Transport::Tcp, port));
             super::readiness::sync_epolls(&mut e, fd, Kind::TcpFresh, false);
+            debug(format_args!("fd {fd}: listening on {local} (fast path)"));
             0
         }
         Err(_) => {
@@ -568,6 +571,9 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
         }
     };
     e.bind_handle(h, fd);
+    debug(format_args!(
+        "fd {fd}: connecting {local} -> {dst} (fast path)"
+    ));
     {
         let sm = e.fds.get_mut(fd).expect("ours");
         sm.kind = Kind::TcpStream(h);

@@ -26,22 +26,33 @@ pub fn epoll_create(flags: i32, size: i32) -> i64 {
     if epfd < 0 {
         return epfd;
     }
-    let epfd = epfd as i32;
+    let mut e = engine();
+    adopt_epoll(&mut e, epfd as i32);
+    epfd
+}
+
+/// Gives an app epoll its fast-path half: our waker and the XSK fds join it. Also used
+/// for epolls the app created before the fast path started.
+fn adopt_epoll(e: &mut Engine, epfd: i32) -> bool {
     let waker = match kernel::eventfd(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
         .and_then(|fd| kernel::move_high(fd, HIGH_FD_FLOOR))
     {
         Ok(fd) => fd,
         // Without a waker the epoll still works for kernel fds: leave it plain.
-        Err(_) => return epfd as i64,
+        Err(_) => return false,
     };
-    let mut e = engine();
-    let _ = kernel::epoll_ctl(
+    if kernel::epoll_ctl(
         epfd,
         libc::EPOLL_CTL_ADD,
         waker,
         libc::EPOLLIN as u32,
         epoll::MARKER_WAKER,
-    );
+    )
+    .is_err()
+    {
+        let _ = kernel::close(waker);
+        return false;
+    }
     let xsks: Vec<i32> = e.dev.poll_fds().collect();
     for x in xsks {
         let _ = kernel::epoll_ctl(
@@ -55,17 +66,18 @@ pub fn epoll_create(flags: i32, size: i32) -> i64 {
     rewriter::filter::mark_fd(waker, true);
     rewriter::filter::mark_fd(epfd, true);
     e.epolls.insert(epfd, EpollSet::new(waker));
-    epfd as i64
+    true
 }
 
 pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, evp: i64) -> i64 {
     let mut e = engine();
-    if !e.epolls.contains_key(&epfd) {
-        return PASSTHROUGH;
-    }
     let Some(s) = ours(&e, fd) else {
         return PASSTHROUGH;
     };
+    if !e.epolls.contains_key(&epfd) && !adopt_epoll(&mut e, epfd) {
+        // Not an epoll fd (EINVAL/EBADF come from the kernel) or out of fds.
+        return PASSTHROUGH;
+    }
     let (events, data) = if op == libc::EPOLL_CTL_DEL {
         (0, 0)
     } else {
