@@ -26,7 +26,7 @@ use hash::{siphash, Prng};
 
 use crate::error::{Error, Result};
 use crate::ip_tx::{IpProtocol, IpTx};
-use crate::socket::{Readiness, ReadinessQueue, ReadinessTracker, SocketHandle, SocketKind};
+use crate::socket::{Readiness, ReadinessQueue, SocketHandle, SocketKind};
 use crate::time::{Duration, Instant};
 use crate::wire::tcp::{flags, SeqNumber, TcpPacket, TcpRepr};
 
@@ -237,7 +237,8 @@ struct Slot {
     in_table: bool,
     in_tx_queue: bool,
     active_pos: usize,
-    tracker: ReadinessTracker,
+    /// Readiness when last recorded (see `update_readiness`).
+    last_ready: Readiness,
 }
 
 /// FxHash: the connection table's keys are not attacker-chosen in a way that matters
@@ -329,7 +330,7 @@ impl TcpLayer {
                 in_table: false,
                 in_tx_queue: false,
                 active_pos: 0,
-                tracker: ReadinessTracker::default(),
+                last_ready: Readiness::EMPTY,
             });
             let _ = i;
         }
@@ -397,7 +398,7 @@ impl TcpLayer {
         s.in_accept_queue = false;
         s.in_table = false;
         s.active_pos = pos;
-        s.tracker = ReadinessTracker::default();
+        s.last_ready = Readiness::EMPTY;
         Some(idx)
     }
 
@@ -472,7 +473,13 @@ impl TcpLayer {
             }
             SlotKind::Free => return,
         };
-        s.tracker.update(Self::handle(idx), r, &mut self.readiness);
+        // Queue only readiness gained: epoll wakes on a socket becoming ready, and the
+        // host re-reads the current readiness anyway. Losses just update the record.
+        let gained = r.epoll_bits() & !s.last_ready.epoll_bits();
+        s.last_ready = r;
+        if gained != 0 {
+            self.readiness.push(Self::handle(idx), r);
+        }
     }
 
     /// A connection moved to CLOSED: leave the table; free the slot if nobody holds it.
@@ -1457,7 +1464,9 @@ impl TcpLayer {
         }
     }
 
-    /// Calls `f` for every handle whose readiness changed since the last drain.
+    /// Calls `f` for every handle that gained readiness (became readable, writable,
+    /// errored or hung up) since the last drain. Losing readiness is not reported: a
+    /// host re-reads [`TcpLayer::readiness`] when it acts, as epoll does.
     pub fn drain_changed(&mut self, mut f: impl FnMut(SocketHandle)) {
         while let Some(c) = self.readiness.pop() {
             f(c.handle);

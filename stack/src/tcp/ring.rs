@@ -1,6 +1,16 @@
 //! A fixed-capacity byte ring: the send and receive buffers of a connection. Allocated
 //! once when the connection's slot first needs it, then reused; never grows on its own.
 
+/// `i mod cap` for `i < 2 * cap`, without a division (hot path).
+#[inline]
+fn wrap(i: usize, cap: usize) -> usize {
+    if i >= cap {
+        i - cap
+    } else {
+        i
+    }
+}
+
 /// Bytes `[head, head + len)` (modulo capacity) are the ring's contents. Bytes past
 /// `len` can also be written at an offset (out-of-order data waiting for a hole to fill)
 /// and later made part of the contents with [`Ring::commit`].
@@ -61,7 +71,7 @@ impl Ring {
             return 0;
         }
         let n = data.len().min(self.free() - offset);
-        let start = (self.head + self.len + offset) % cap;
+        let start = wrap(self.head + self.len + offset, cap);
         let first = n.min(cap - start);
         self.buf[start..start + first].copy_from_slice(&data[..first]);
         self.buf[..n - first].copy_from_slice(&data[first..n]);
@@ -81,7 +91,7 @@ impl Ring {
         }
         let cap = self.buf.len();
         let n = dst.len().min(self.len - offset);
-        let start = (self.head + offset) % cap;
+        let start = wrap(self.head + offset, cap);
         let first = n.min(cap - start);
         dst[..first].copy_from_slice(&self.buf[start..start + first]);
         dst[first..n].copy_from_slice(&self.buf[..n - first]);
@@ -94,7 +104,7 @@ impl Ring {
         self.len -= n;
         // Never re-base the head when empty: out-of-order bytes may sit past the end.
         if n > 0 {
-            self.head = (self.head + n) % self.buf.len();
+            self.head = wrap(self.head + n, self.buf.len());
         }
     }
 
