@@ -2,7 +2,7 @@
 CARGO ?= cargo
 FASTNET := target/release/fastnet
 
-.PHONY: all build deps lint unit e2e test demo bench clean
+.PHONY: all build deps lint unit fuzz e2e test demo bench clean
 
 all: build
 
@@ -23,7 +23,11 @@ unit:
 e2e: build
 	$(CARGO) test --release -p fastnet-e2e -- --test-threads=1
 
-test: deps build lint unit e2e
+# Every stack fuzz target for ~20 s (cargo-fuzz on stable via RUSTC_BOOTSTRAP=1).
+fuzz:
+	./scripts/fuzz-short.sh 20
+
+test: deps build lint unit fuzz e2e
 	@echo "make test: all passed"
 
 demo: deps build
