@@ -91,6 +91,7 @@ meta cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') 
 meta commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 meta seconds "$BENCH_SECONDS"
 meta repeat "$BENCH_REPEAT"
+meta congestion "$(ip netns exec "$SERVER_NS" sysctl -n net.ipv4.tcp_congestion_control)"
 meta load_before "$(cut -d' ' -f1-3 /proc/loadavg)"
 meta topology "$SERVER_NS ($SERVER_IF $SERVER_IP, core $SERVER_CPU) <-> $CLIENT_NS ($CLIENT_IF $CLIENT_IP, core $CLIENT_CPU), veth, tx checksum offload off on both ends"
 
@@ -187,7 +188,7 @@ run_client() {
     BUSY0=$(cpu_busy)
     local rc=0
     # shellcheck disable=SC2046
-    timeout $((BENCH_SECONDS * 4 + 60)) $(cg_wrap client) ip netns exec "$CLIENT_NS" \
+    timeout $((BENCH_SECONDS * 4 + 30)) $(cg_wrap client) ip netns exec "$CLIENT_NS" \
         nice -n "$NICE" taskset -c "$CLIENT_CPU" $(shim_prefix "$mode" client) "$@" \
         >"$LOGS/$name.$mode.out" 2>&1 || rc=$?
     BUSY1=$(cpu_busy)
@@ -267,6 +268,7 @@ bench_redis() { # mode
                 fi
             fi
             record_na "redis $t -P $p" "$mode" "req/s" higher "redis-benchmark failed (see $LOGS/$name.$mode.out)"
+            break # a failure repeats; do not spend the timeout again
         done; done
     done
     stop_server
@@ -306,23 +308,27 @@ bench_nginx() { # mode
         record_na "nginx conn/s (Connection: close)" "$mode" "conn/s" higher "nginx did not start"
         return
     fi
+    local failed=0 rep
     for rep in $(seq "$BENCH_REPEAT"); do
-    name=nginx-keepalive.r$rep
-    if run_client "$mode" $name wrk -t1 -c32 -d"${BENCH_SECONDS}s" "http://$SERVER_IP:$NGINX_PORT/small.html" &&
-        [ -n "$(wrk_rps "$LOGS/$name.$mode.out")" ]; then
-        record "nginx wrk -c32" "$mode" "$(wrk_rps "$LOGS/$name.$mode.out")" "req/s" higher "µs/req" \
-            "$(wrk_total "$LOGS/$name.$mode.out")" "$BUSY0" "$BUSY1"
-    else
-        record_na "nginx wrk -c32" "$mode" "req/s" higher "wrk failed (see $LOGS/$name.$mode.out)"
-    fi
-    name=nginx-close.r$rep
-    if run_client "$mode" $name wrk -t1 -c32 -d"${BENCH_SECONDS}s" -H "Connection: close" \
-        "http://$SERVER_IP:$NGINX_PORT/small.html" && [ -n "$(wrk_rps "$LOGS/$name.$mode.out")" ]; then
-        record "nginx conn/s (Connection: close)" "$mode" "$(wrk_rps "$LOGS/$name.$mode.out")" "conn/s" higher "µs/conn" \
-            "$(wrk_total "$LOGS/$name.$mode.out")" "$BUSY0" "$BUSY1"
-    else
-        record_na "nginx conn/s (Connection: close)" "$mode" "conn/s" higher "wrk failed (see $LOGS/$name.$mode.out)"
-    fi
+        name=nginx-keepalive.r$rep
+        if run_client "$mode" $name wrk -t1 -c32 -d"${BENCH_SECONDS}s" "http://$SERVER_IP:$NGINX_PORT/small.html" &&
+            [ -n "$(wrk_rps "$LOGS/$name.$mode.out")" ]; then
+            record "nginx wrk -c32" "$mode" "$(wrk_rps "$LOGS/$name.$mode.out")" "req/s" higher "µs/req" \
+                "$(wrk_total "$LOGS/$name.$mode.out")" "$BUSY0" "$BUSY1"
+        else
+            record_na "nginx wrk -c32" "$mode" "req/s" higher "wrk failed (see $LOGS/$name.$mode.out)"
+            failed=1
+        fi
+        name=nginx-close.r$rep
+        if run_client "$mode" $name wrk -t1 -c32 -d"${BENCH_SECONDS}s" -H "Connection: close" \
+            "http://$SERVER_IP:$NGINX_PORT/small.html" && [ -n "$(wrk_rps "$LOGS/$name.$mode.out")" ]; then
+            record "nginx conn/s (Connection: close)" "$mode" "$(wrk_rps "$LOGS/$name.$mode.out")" "conn/s" higher "µs/conn" \
+                "$(wrk_total "$LOGS/$name.$mode.out")" "$BUSY0" "$BUSY1"
+        else
+            record_na "nginx conn/s (Connection: close)" "$mode" "conn/s" higher "wrk failed (see $LOGS/$name.$mode.out)"
+            failed=1
+        fi
+        [ $failed = 0 ] || break
     done
     stop_server
 }
@@ -338,22 +344,23 @@ bench_sockperf() { # mode
         return
     fi
     for rep in $(seq "$BENCH_REPEAT"); do
-    name=sockperf.r$rep
-    out="$LOGS/$name.$mode.out"
-    p50="" p99="" msgs=""
-    if run_client "$mode" $name sockperf ping-pong --tcp -i "$SERVER_IP" -p $SOCKPERF_PORT \
-        -t "$BENCH_SECONDS" --full-rtt; then
-        p50=$(awk '/percentile 50.000 =/{print $NF}' "$out")
-        p99=$(awk '/percentile 99.000 =/{print $NF}' "$out")
-        msgs=$(sed -n 's/.*ReceivedMessages=\([0-9]*\).*/\1/p' "$out" | head -1)
-    fi
-    if [ -n "${p50:-}" ] && [ -n "${p99:-}" ]; then
-        record "sockperf ping-pong p50" "$mode" "$p50" "µs RTT" lower "µs/msg" "$msgs" "$BUSY0" "$BUSY1"
-        record "sockperf ping-pong p99" "$mode" "$p99" "µs RTT" lower "µs/msg" "$msgs" "$BUSY0" "$BUSY1"
-    else
-        record_na "sockperf ping-pong p50" "$mode" "µs RTT" lower "sockperf failed (see $out)"
-        record_na "sockperf ping-pong p99" "$mode" "µs RTT" lower "sockperf failed (see $out)"
-    fi
+        name=sockperf.r$rep
+        out="$LOGS/$name.$mode.out"
+        p50="" p99="" msgs=""
+        if run_client "$mode" $name sockperf ping-pong --tcp -i "$SERVER_IP" -p $SOCKPERF_PORT \
+            -t "$BENCH_SECONDS" --full-rtt; then
+            p50=$(awk '/percentile 50.000 =/{print $NF}' "$out")
+            p99=$(awk '/percentile 99.000 =/{print $NF}' "$out")
+            msgs=$(sed -n 's/.*ReceivedMessages=\([0-9]*\).*/\1/p' "$out" | head -1)
+        fi
+        if [ -n "${p50:-}" ] && [ -n "${p99:-}" ]; then
+            record "sockperf ping-pong p50" "$mode" "$p50" "µs RTT" lower "µs/msg" "$msgs" "$BUSY0" "$BUSY1"
+            record "sockperf ping-pong p99" "$mode" "$p99" "µs RTT" lower "µs/msg" "$msgs" "$BUSY0" "$BUSY1"
+        else
+            record_na "sockperf ping-pong p50" "$mode" "µs RTT" lower "sockperf failed (see $out)"
+            record_na "sockperf ping-pong p99" "$mode" "µs RTT" lower "sockperf failed (see $out)"
+            break
+        fi
     done
     stop_server
 }
@@ -369,22 +376,20 @@ bench_iperf3() { # mode
     fi
     sleep 0.3 # let the server recover from the readiness probe's bare connection
     for rep in $(seq "$BENCH_REPEAT"); do
-    name=iperf3.r$rep
-    out="$LOGS/$name.$mode.out"
-    gbit="" mib=""
-    if run_client "$mode" $name iperf3 -c "$SERVER_IP" -p $IPERF_PORT -t "$BENCH_SECONDS" -J; then
-        local res
-        res=$(python3 -c '
-import json, sys
-r = json.load(open(sys.argv[1]))["end"]["sum_received"]
-print("%.2f %d" % (r["bits_per_second"] / 1e9, r["bytes"] / 2**20))' "$out" 2>/dev/null || true)
-        read -r gbit mib <<<"$res" || true
-    fi
-    if [ -n "${gbit:-}" ]; then
-        record "iperf3 single stream" "$mode" "$gbit" "Gbit/s" higher "µs/MiB" "$mib" "$BUSY0" "$BUSY1"
-    else
-        record_na "iperf3 single stream" "$mode" "Gbit/s" higher "iperf3 failed (see $out)"
-    fi
+        name=iperf3.r$rep
+        out="$LOGS/$name.$mode.out"
+        gbit="" mib=""
+        if run_client "$mode" $name iperf3 -c "$SERVER_IP" -p $IPERF_PORT -t "$BENCH_SECONDS" -J; then
+            local res
+            res=$(python3 scripts/bench/iperf3_result.py "$out" 2>/dev/null || true)
+            read -r gbit mib <<<"$res" || true
+        fi
+        if [ -n "${gbit:-}" ]; then
+            record "iperf3 single stream" "$mode" "$gbit" "Gbit/s" higher "µs/MiB" "$mib" "$BUSY0" "$BUSY1"
+        else
+            record_na "iperf3 single stream" "$mode" "Gbit/s" higher "iperf3 failed (see $out)"
+            break
+        fi
     done
     stop_server
 }
@@ -442,10 +447,12 @@ if wants hooks; then
         n=$(awk -F'\t' '$1=="bench" && NF>=4' "$LOGS/$base.out" | wc -l)
         awk -F'\t' -v s="$base" 'BEGIN{OFS="\t"} $1=="bench" && NF>=4 {print s, $2, $3, $4, $5}' \
             "$LOGS/$base.out" >>"$MICRO"
+        # Scripts without result lines still get their last line of output shown.
+        last=$(grep -v '^bench'$'\t' "$LOGS/$base.out" | grep . | tail -1 | tr -d '|\t' | cut -c1-200 || true)
         if [ $rc != 0 ]; then
-            printf '%s\t\t\t\tfailed: exit %s (see %s)\n' "$base" "$rc" "$LOGS/$base.out" >>"$MICRO"
+            printf '%s\t\t\t\tfailed (exit %s): %s\n' "$base" "$rc" "$last" >>"$MICRO"
         elif [ "$n" = 0 ]; then
-            printf '%s\t\t\t\tno \"bench\" result lines (see %s)\n' "$base" "$LOGS/$base.out" >>"$MICRO"
+            printf '%s\t\t\t\t%s\n' "$base" "${last:-no output}" >>"$MICRO"
         fi
     done
 fi

@@ -246,7 +246,10 @@ def main():
     w("")
     w(f"- date: {meta.get('date', '?')}; commit {meta.get('commit', '?')}")
     w(f"- machine: {meta.get('cpu', '?')}, kernel {meta.get('kernel', '?')}")
-    w(f"- topology: {meta.get('topology', '?')}")
+    w(
+        f"- topology: {meta.get('topology', '?')}; kernel TCP congestion control "
+        f"{meta.get('congestion', '?')}"
+    )
     w(
         f"- each timed run: {meta.get('seconds', '?')} s, {meta.get('repeat', '?')} runs per "
         "cell (the median is shown, ± half the min-max range); load average before/after: "
