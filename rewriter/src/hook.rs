@@ -114,8 +114,12 @@ global_asm!(
     "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
     "cmp qword ptr fs:[r11 + {t_in_shim}], 0",
     "jne 2b",
-    // From here on a signal handler's syscalls on this thread pass through.
-    "mov qword ptr fs:[r11 + {t_in_shim}], 1",
+    // Set the flag atomically: threads made by a raw clone without CLONE_SETTLS share
+    // this block, and only one of them may own the alternate stack at a time (the
+    // loser passes its call through). From here on a signal handler's syscalls on this
+    // thread pass through too.
+    "lock bts qword ptr fs:[r11 + {t_in_shim}], 0",
+    "jc 2b",
     "mov rcx, rsp",
     "sub rcx, qword ptr fs:[r11 + {t_alt_base}]",
     "cmp rcx, {alt_size}",
