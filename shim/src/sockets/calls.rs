@@ -87,7 +87,7 @@ pub fn register_filters() {
 
 /// Entry from the dispatcher: the result, or `PASSTHROUGH` for the kernel.
 pub fn handle(a: &mut SyscallArgs) -> i64 {
-    if !active() && !(a.nr == libc::SYS_socket && global::start()) {
+    if !(active() || a.nr == libc::SYS_socket && global::start()) {
         return PASSTHROUGH;
     }
     let [a0, a1, a2, a3, a4, a5] = a.args;
