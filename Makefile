@@ -18,6 +18,7 @@ lint:
 
 unit:
 	$(CARGO) test --release --workspace --exclude fastnet-e2e
+	python3 scripts/bench/test_report.py
 
 # End-to-end tests need root (namespaces, XDP); each test makes its own topology.
 e2e: build

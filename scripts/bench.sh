@@ -16,6 +16,8 @@
 #   FASTNET=target/release/fastnet
 #   BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1
 #   BENCH_NICE=-10         priority of server and client over other work on the machine
+#   BENCH_WAIT_QUIET=0     before each client run, wait up to this many seconds for a
+#                          second in which other processes use < 20% of the two cores
 # Plug-in benchmarks: every scripts/bench-*.sh (hook overhead, XDP, stack
 # microbenchmarks, ...) runs under bash with the topology in its environment and prints
 # result lines "bench<TAB>name<TAB>value<TAB>unit<TAB>note"; see BENCHMARKS.md.
@@ -179,11 +181,28 @@ wait_port() { # port
     return 1
 }
 
+# Waits (at most BENCH_WAIT_QUIET seconds) for a second in which processes outside our
+# cgroups use less than a fifth of the two cores: other work skews rates and latencies.
+wait_quiet() {
+    local deadline=$((SECONDS + ${BENCH_WAIT_QUIET:-0})) a b other
+    [ -n "$CG" ] || return 0
+    while [ $SECONDS -lt $deadline ]; do
+        a=$(cpu_busy)
+        sleep 1
+        b=$(cpu_busy)
+        other=$(echo "$a $b" | awk -v hz="$HZ" \
+            '{o=(($5-$1)+($6-$2))*1e9/hz-(($7-$3)+($8-$4)); print (o < 0.2*2*1e9) ? 0 : 1}')
+        [ "$other" = 0 ] && return 0
+    done
+    return 0
+}
+
 # run_client mode name command... ; output in $LOGS/name.mode.out, CPU snapshots in
 # BUSY0/BUSY1. Returns the client's exit status.
 run_client() {
     local mode=$1 name=$2
     shift 2
+    wait_quiet
     note_command "${name%.r[0-9]*}" client "ip netns exec \$CLIENT_NS taskset -c $CLIENT_CPU $(printf '%q ' "$@")"
     BUSY0=$(cpu_busy)
     local rc=0
