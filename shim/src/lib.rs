@@ -33,11 +33,22 @@ fn init() {
         handler: Some(dispatch::dispatch),
         log,
     }) {
-        Ok(_) => sockets::init(),
+        Ok(_) => {
+            sockets::init();
+            // SAFETY: registering a plain function with no captured state.
+            unsafe { libc::atexit(fini) };
+        }
         Err(e) => {
             // The one line that says why the program runs unhooked (stderr, never stdout).
             eprintln!("fastnet: syscall hook inactive, running unaccelerated: {e}");
             trace::disable();
         }
     }
+}
+
+/// Runs at normal exit (after `main` returns or `exit()`; registered with atexit by
+/// the constructor): delivers what the app wrote and reports the counters.
+extern "C" fn fini() {
+    let _inside = rewriter::in_shim();
+    sockets::at_exit();
 }

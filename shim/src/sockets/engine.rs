@@ -336,6 +336,42 @@ impl Engine {
         }
     }
 
+    /// True while some connection still has data or a FIN the peer has not acked.
+    pub fn has_unsent(&self) -> bool {
+        use stack::tcp::State;
+        let busy = |h: SocketHandle| match self.iface.tcp.state(h) {
+            Ok(State::Established | State::CloseWait) => {
+                self.iface.tcp.send_queued(h).is_ok_and(|n| n > 0)
+            }
+            Ok(
+                State::FinWait1
+                | State::Closing
+                | State::LastAck
+                | State::SynSent
+                | State::SynReceived,
+            ) => true,
+            _ => false,
+        };
+        self.closing.iter().any(|&(h, _, _)| busy(h))
+            || self
+                .handle_fd
+                .keys()
+                .any(|&h| h.kind == SocketKind::Tcp && busy(h))
+    }
+
+    /// Writes the counters to the log (FASTNET_STATS=1 at exit).
+    pub fn stats_report(&self) -> String {
+        let mut out = String::from("counters:");
+        if let Some(seg) = &self.stats {
+            for (c, v) in seg.snapshot() {
+                if v != 0 {
+                    out.push_str(&format!(" {}={}", c.name(), v));
+                }
+            }
+        }
+        out
+    }
+
     /// Current EPOLL* bits of a fast-path fd.
     pub fn readiness_of(&self, fd: i32) -> u32 {
         let Some(s) = self.fds.get(fd) else {

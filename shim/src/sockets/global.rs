@@ -32,7 +32,8 @@ pub fn engine() -> MutexGuard<'static, Engine> {
 /// Writes one log line (stderr or FASTNET_LOG_FILE; never stdout).
 pub fn log(level: LogLevel, msg: std::fmt::Arguments<'_>) {
     let (max, fd) = LOG.get().copied().unwrap_or((LogLevel::Warn, 2));
-    if level > max || max == LogLevel::Off {
+    // `Off` as a message level means "always" (what the user asked for explicitly).
+    if level != LogLevel::Off && (level > max || max == LogLevel::Off) {
         return;
     }
     let line = format!("fastnet[{}]: {}\n", kernel::getpid(), msg);
@@ -111,6 +112,54 @@ pub fn start() -> bool {
         }
     });
     active()
+}
+
+/// At exit: deliver what the app wrote (bounded by FASTNET_LINGER, as the kernel
+/// would after close()), print the counters if asked, remove the counters segment.
+pub fn at_exit() {
+    if !active() {
+        return;
+    }
+    let mut e = engine();
+    if e.owner_pid != kernel::getpid() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_millis(e.config.linger_ms as u64);
+    e.drive();
+    while e.has_unsent() && Instant::now() < deadline {
+        let mut fds = [libc::pollfd {
+            fd: -1,
+            events: libc::POLLIN,
+            revents: 0,
+        }; 8];
+        let mut n = 0;
+        for fd in e.dev.poll_fds().take(8) {
+            fds[n].fd = fd;
+            n += 1;
+        }
+        let wait = e
+            .timer_timeout()
+            .unwrap_or(Duration::from_millis(10))
+            .min(Duration::from_millis(10));
+        drop(e);
+        let _ = kernel::poll(&mut fds[..n], wait.as_millis().max(1) as i32);
+        e = engine();
+        e.drive();
+    }
+    if e.has_unsent() {
+        log(
+            LogLevel::Warn,
+            format_args!(
+                "exit: unsent data dropped after FASTNET_LINGER={} ms",
+                e.config.linger_ms
+            ),
+        );
+    }
+    if e.config.stats_at_exit {
+        let report = e.stats_report();
+        log(LogLevel::Off, format_args!("{report}"));
+    }
+    e.stats.take();
 }
 
 /// Fds the shim made for itself outside the engine (threads' eventfds, the log).

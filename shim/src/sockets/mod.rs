@@ -22,4 +22,4 @@ pub mod readiness;
 pub mod sockaddr;
 
 pub use calls::handle;
-pub use global::init;
+pub use global::{at_exit, init};
