@@ -291,6 +291,9 @@ pub struct TcpLayer {
     free: Vec<u32>,
     /// Slots in use (listeners and connections), for timers and `poll_at`.
     active: Vec<u32>,
+    /// Next timer of `active[i]` in microseconds (`u64::MAX`: none), kept dense so the
+    /// timer scan in `dispatch` and `poll_at` touches one array, not every TCB.
+    deadlines: Vec<u64>,
     conns: HashMap<ConnKey, u32, FxBuild>,
     listeners: HashMap<(u32, u16), u32, FxBuild>,
     control: VecDeque<Control>,
@@ -338,6 +341,7 @@ impl TcpLayer {
             slots,
             free: (0..n as u32).rev().collect(),
             active: Vec::with_capacity(n),
+            deadlines: Vec::with_capacity(n),
             conns: HashMap::with_capacity_and_hasher(2 * n, FxBuild::default()),
             listeners: HashMap::with_capacity_and_hasher(64, FxBuild::default()),
             control: VecDeque::with_capacity(cfg.control_queue),
@@ -385,6 +389,7 @@ impl TcpLayer {
         };
         let pos = self.active.len();
         self.active.push(idx);
+        self.deadlines.push(u64::MAX);
         let s = &mut self.slots[idx as usize];
         s.kind = kind;
         if kind == SlotKind::Conn {
@@ -419,6 +424,7 @@ impl TcpLayer {
         s.tcb.state = State::Closed;
         let pos = s.active_pos;
         self.active.swap_remove(pos);
+        self.deadlines.swap_remove(pos);
         if let Some(&moved) = self.active.get(pos) {
             self.slots[moved as usize].active_pos = pos;
         }
@@ -456,8 +462,13 @@ impl TcpLayer {
         }
     }
 
+    /// Records what changed after the layer touched a socket: its next timer, and its
+    /// readiness (queued for the host when it gained something).
     fn update_readiness(&mut self, idx: u32) {
         let s = &mut self.slots[idx as usize];
+        if s.kind == SlotKind::Conn {
+            self.deadlines[s.active_pos] = s.tcb.next_deadline().map_or(u64::MAX, |d| d.micros());
+        }
         if !s.user_open && s.kind != SlotKind::Listener {
             return;
         }
@@ -958,6 +969,10 @@ impl TcpLayer {
         // Timers.
         let mut i = 0;
         while i < self.active.len() {
+            if self.deadlines[i] > now.micros() {
+                i += 1;
+                continue;
+            }
             let idx = self.active[i];
             let s = &mut self.slots[idx as usize];
             if s.kind == SlotKind::Conn && s.tcb.next_deadline().is_some_and(|d| d <= now) {
@@ -985,6 +1000,9 @@ impl TcpLayer {
                 } else {
                     self.mark_tx(idx);
                 }
+                self.update_readiness(idx);
+            } else {
+                // Stale entry (the timer moved): refresh it.
                 self.update_readiness(idx);
             }
             i += 1;
@@ -1089,16 +1107,8 @@ impl TcpLayer {
         if !self.control.is_empty() || !self.tx_queue.is_empty() {
             return Some(self.now);
         }
-        let mut best: Option<Instant> = None;
-        for &i in &self.active {
-            let s = &self.slots[i as usize];
-            if s.kind == SlotKind::Conn {
-                if let Some(d) = s.tcb.next_deadline() {
-                    best = Some(best.map_or(d, |b| b.min(d)));
-                }
-            }
-        }
-        best
+        let best = self.deadlines.iter().copied().min().unwrap_or(u64::MAX);
+        (best != u64::MAX).then_some(Instant(best))
     }
 
     // ----- socket API -----
@@ -1378,6 +1388,7 @@ impl TcpLayer {
                 let now = self.now;
                 let t = &mut self.slots[idx as usize].tcb;
                 t.close_at = Some(now + self.cfg.fin_wait2_timeout);
+                self.update_readiness(idx);
             }
             _ => {
                 self.shutdown_write(idx);
