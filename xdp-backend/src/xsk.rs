@@ -390,11 +390,18 @@ impl XskSocket {
         }
         if self.tx_free.is_empty() {
             self.reclaim();
+            if self.tx_free.is_empty() && self.tx_unkicked > 0 {
+                // Frames wait for a kick: send them now to get buffers back.
+                self.flush();
+            }
         }
         let Some(&addr) = self.tx_free.last() else {
             self.stats.tx_ring_full += 1;
             return false;
         };
+        if self.rings.tx.transmit(1).capacity() == 0 && self.tx_unkicked > 0 {
+            self.flush();
+        }
         let base = self.area.as_ptr();
         let mut w = self.rings.tx.transmit(1);
         if w.capacity() == 0 {
