@@ -130,6 +130,7 @@ fn half_close_both_directions_and_every_closing_state() {
     assert_eq!(back, reply);
     p.b.close(s).unwrap();
     assert_eq!(p.b.stats().resets_sent, 0);
+    assert_eq!(p.b.connections_by_state()[State::LastAck.index()], 1);
     let limit = later(&p, secs(1));
     assert!(p.run_until(limit, |p| p.a.state(c).unwrap() == State::TimeWait));
     assert_eq!(read_all(&mut p.a, c, &mut back), Ok(true));

@@ -719,7 +719,7 @@ impl Tcb {
                 if self.orphan {
                     // Nobody will read it: RFC 9293 3.10.7.4 / Linux answer with RST.
                     self.fail(Error::ConnectionReset);
-                    return Verdict::Reset(self.snd_nxt, None);
+                    return Verdict::Reset(self.snd_max, None);
                 }
                 self.receive_data(now, seg.seq, payload, cfg);
             } else {

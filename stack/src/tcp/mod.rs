@@ -982,7 +982,7 @@ impl TcpLayer {
                 );
                 let ended = s.tcb.on_timers(now, &self.cfg, &mut self.stats);
                 if ended {
-                    let (local, remote, seq) = (s.tcb.local, s.tcb.remote, s.tcb.snd_nxt);
+                    let (local, remote, seq) = (s.tcb.local, s.tcb.remote, s.tcb.snd_max);
                     let timed_out = s.tcb.error == Some(Error::TimedOut);
                     if timed_out && was_synced && s.tcb.keepalive.is_some() {
                         // Keepalive failure tells the peer, as Linux does.
@@ -1419,7 +1419,7 @@ impl TcpLayer {
             let c = Control::Rst {
                 local: t.local,
                 remote: t.remote,
-                seq: t.snd_nxt,
+                seq: t.snd_max,
                 ack: None,
             };
             self.queue_control(c);
