@@ -245,3 +245,74 @@ impl Drop for Cleanup {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+#[test]
+fn kill9_mid_transfer_then_kernel_tcp_server_on_same_port_answers() {
+    assert!(is_root(), "end-to-end tests need root");
+    let topo = Topology::up(&TopologyOptions::default()).unwrap();
+    let mut child = topo
+        .command(Side::Server, env!("CARGO_BIN_EXE_xdp_tcp_server"))
+        .args(["--iface", topo.iface(Side::Server)])
+        .args(["--echo-port", &ECHO.to_string()])
+        .args(["--sink-port", &SINK.to_string()])
+        .args(["--source-port", &SOURCE.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = Server {
+        stdin: child.stdin.take().unwrap(),
+        stdout: BufReader::new(child.stdout.take().unwrap()),
+        child,
+    };
+    assert!(server.line().starts_with("READY"));
+    let out = client_sh(
+        &topo,
+        &format!(
+            "printf 'fast path' | socat -t2 - TCP:{}:{ECHO}",
+            topo.server_ip
+        ),
+    );
+    assert_eq!(out.stdout, b"fast path");
+    // A download in flight when the server dies.
+    let download = Killed(
+        topo.command(Side::Client, "curl")
+            .args(["-s", "-o", "/dev/null"])
+            .arg(format!("http://{}:{SOURCE}/{BULK}", topo.server_ip))
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: kill(2) on the PID of the child we started.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGKILL) };
+    let _ = server.child.wait();
+    drop(download);
+    let link =
+        run_ok(
+            topo.command(Side::Server, "ip")
+                .args(["link", "show", topo.iface(Side::Server)]),
+        );
+    let text = String::from_utf8_lossy(&link.stdout);
+    assert!(!text.contains("xdp"), "XDP program left: {text}");
+
+    let _kernel = Killed(
+        topo.command(Side::Server, "socat")
+            .args([&format!("TCP-LISTEN:{ECHO},fork,reuseaddr"), "EXEC:cat"])
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    let out = client_sh(
+        &topo,
+        &format!(
+            "for i in $(seq 50); do r=$(printf kernel | socat -t2 - TCP:{}:{ECHO} 2>/dev/null) \
+             && [ \"$r\" = kernel ] && echo ok && exit 0; sleep 0.02; done; exit 1",
+            topo.server_ip
+        ),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "kernel took over slowly"
+    );
+}
