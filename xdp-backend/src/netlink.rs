@@ -247,11 +247,24 @@ pub fn route_get(dst: Ipv4Addr) -> io::Result<Route> {
     ))
 }
 
-/// The neighbour table entry for `ip` on `ifindex`, if any.
+/// The neighbour table entry for `ip` on `ifindex`, if any: one RTM_GETNEIGH for that
+/// address (a table dump on kernels older than 5.0, which lack the single get).
 pub fn neighbour(ifindex: u32, ip: Ipv4Addr) -> io::Result<Option<Neighbour>> {
     let mut msg = NeighbourMessage::default();
     msg.header.family = AddressFamily::Inet;
-    let replies = request(RouteNetlinkMessage::GetNeighbour(msg), NLM_F_DUMP)?;
+    msg.header.ifindex = ifindex;
+    msg.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    let replies = match request(RouteNetlinkMessage::GetNeighbour(msg), 0) {
+        Ok(r) => r,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let mut msg = NeighbourMessage::default();
+            msg.header.family = AddressFamily::Inet;
+            request(RouteNetlinkMessage::GetNeighbour(msg), NLM_F_DUMP)?
+        }
+        Err(e) => return Err(e),
+    };
     for r in replies {
         let RouteNetlinkMessage::NewNeighbour(n) = r else {
             continue;
