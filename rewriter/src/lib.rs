@@ -44,6 +44,9 @@ pub struct Config {
     pub handler: Option<Handler>,
     /// Print a one-line summary of the rewrite on stderr.
     pub log: bool,
+    /// Save vector state with xsave/xrstor even where explicit register moves suffice
+    /// (slower; for testing the fallback).
+    pub force_xsave: bool,
 }
 
 /// What [`install`] did.
@@ -158,16 +161,43 @@ fn cpuid(leaf: u32, sub: u32) -> core::arch::x86_64::CpuidResult {
     core::arch::x86_64::__cpuid_count(leaf, sub)
 }
 
-fn setup_xsave() -> Result<(), InstallError> {
+fn xcr0() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: xgetbv with ecx=0 is valid once OSXSAVE is set (checked by the caller).
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack));
+    }
+    (hi as u64) << 32 | lo as u64
+}
+
+fn setup_xsave(force_xsave: bool) -> Result<(), InstallError> {
     if cpuid(1, 0).ecx & (1 << 27) == 0 {
         return Err(InstallError::NoXsave); // OSXSAVE: xsave usable
     }
     // ebx: bytes needed for the components enabled in XCR0 (standard form, an upper
     // bound for the compacted form too).
     let size = cpuid(0xd, 0).ebx as u64;
-    hook::XSAVE_SIZE.store(size.max(576), Relaxed);
     let xsavec = cpuid(0xd, 1).eax & (1 << 1) != 0;
     hook::USE_XSAVEC.store(xsavec as u8, Relaxed);
+    // Which registers the handler (Rust, and the libc it calls: glibc's memcpy uses
+    // ymm16-31 and mask registers on AVX-512 machines) may clobber. Explicit moves of
+    // those are ~10x cheaper than xsave+xrstor. State beyond them (AMX tiles) means
+    // xsave. The mode needs no more room than the xsave area.
+    let xcr0 = xcr0();
+    const AMX: u64 = 3 << 17;
+    let mode = if force_xsave || xcr0 & AMX != 0 {
+        hook::VEC_XSAVE
+    } else if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+    {
+        hook::VEC_AVX512
+    } else if std::arch::is_x86_feature_detected!("avx") {
+        hook::VEC_AVX
+    } else {
+        hook::VEC_SSE
+    };
+    hook::VEC_MODE.store(mode, Relaxed);
+    hook::XSAVE_SIZE.store(size.max(576).max(2048 + 64), Relaxed);
     Ok(())
 }
 
@@ -198,7 +228,7 @@ pub fn install(config: &Config) -> Result<InstallReport, InstallError> {
 
 fn install_inner(config: &Config) -> Result<InstallReport, InstallError> {
     let _guard = in_shim();
-    setup_xsave()?;
+    setup_xsave(config.force_xsave)?;
     if let Some(h) = config.handler {
         HANDLER.store(h as *mut (), Relaxed);
     }

@@ -32,6 +32,7 @@ fn init() {
     match rewriter::install(&rewriter::Config {
         handler: Some(dispatch::dispatch),
         log,
+        force_xsave: false,
     }) {
         Ok(_) => {
             sockets::init();
