@@ -316,3 +316,148 @@ fn kill9_mid_transfer_then_kernel_tcp_server_on_same_port_answers() {
         "kernel took over slowly"
     );
 }
+
+/// Runs `f` on a thread that has entered network namespace `ns`.
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("netns file");
+        // SAFETY: setns on a namespace fd; it changes only this thread's namespace.
+        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+fn inet_checksum(data: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for c in data.chunks(2) {
+        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A well-formed SYN to the echo port, checksums right.
+fn syn_frame(dst_mac: [u8; 6], src_mac: [u8; 6], topo: &Topology) -> Vec<u8> {
+    let (src, dst) = (topo.client_ip.octets(), topo.server_ip.octets());
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let c = inet_checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    let mut tcp = Vec::new();
+    tcp.extend_from_slice(&41000u16.to_be_bytes());
+    tcp.extend_from_slice(&ECHO.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, 6, 0, 20]);
+    pseudo.extend_from_slice(&tcp);
+    let c = inet_checksum(&pseudo);
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&tcp);
+    f
+}
+
+fn send_raw(ifindex: u32, frames: &[Vec<u8>]) {
+    // SAFETY: plain socket(2) call.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    assert!(
+        fd >= 0,
+        "packet socket: {}",
+        std::io::Error::last_os_error()
+    );
+    for f in frames {
+        // SAFETY: zeroed sockaddr_ll is a valid starting value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&f[..6]);
+        // SAFETY: `f` and `sll` are valid for the lengths passed.
+        let r = unsafe {
+            libc::sendto(
+                fd,
+                f.as_ptr().cast(),
+                f.len(),
+                0,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(r, f.len() as isize);
+    }
+    // SAFETY: closing the socket we opened.
+    unsafe { libc::close(fd) };
+}
+
+#[test]
+fn bad_tcp_frames_to_a_claimed_port_are_dropped_by_xdp_or_the_stack() {
+    assert!(is_root(), "end-to-end tests need root");
+    let topo = Topology::up(&TopologyOptions::default()).unwrap();
+    let mut child = topo
+        .command(Side::Server, env!("CARGO_BIN_EXE_xdp_tcp_server"))
+        .args(["--iface", topo.iface(Side::Server)])
+        .args(["--echo-port", &ECHO.to_string()])
+        .args(["--sink-port", &SINK.to_string()])
+        .args(["--source-port", &SOURCE.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = Server {
+        stdin: child.stdin.take().unwrap(),
+        stdout: BufReader::new(child.stdout.take().unwrap()),
+        child,
+    };
+    assert!(server.line().starts_with("READY"));
+    let srv_if = topo.server_if.clone();
+    let srv_mac = in_netns(&topo.server_ns, move || {
+        xdp_backend::netlink::link_by_name(&srv_if).unwrap().mac
+    });
+    let cli_if = topo.client_if.clone();
+    let (cli_idx, cli_mac) = in_netns(&topo.client_ns, move || {
+        let l = xdp_backend::netlink::link_by_name(&cli_if).unwrap();
+        (l.index, l.mac)
+    });
+    let good = syn_frame(srv_mac, cli_mac, &topo);
+    let mut bad_tcp = good.clone();
+    bad_tcp[14 + 20 + 16] ^= 0x5a;
+    let mut bad_ip = good.clone();
+    bad_ip[14 + 10] ^= 0x5a;
+    let truncated = good[..14 + 20 + 10].to_vec();
+    let before = server.stats();
+    in_netns(&topo.client_ns, move || {
+        send_raw(cli_idx, &[bad_tcp, bad_ip, truncated])
+    });
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut s = server.stats();
+    while Instant::now() < deadline && s["ipv4_bad_checksum"] + s["tcp_bad_checksum"] < 2 {
+        std::thread::sleep(Duration::from_millis(50));
+        s = server.stats();
+    }
+    assert_eq!(s["tcp_bad_checksum"], 1, "{s:?}");
+    assert_eq!(s["ipv4_bad_checksum"], 1, "{s:?}");
+    assert_eq!(s["malformed"] - before["malformed"], 1, "{s:?}");
+    assert_eq!(s["accepted"], 0, "{s:?}");
+    let out = client_sh(
+        &topo,
+        &format!(
+            "printf 'still fine' | socat -t2 - TCP:{}:{ECHO}",
+            topo.server_ip
+        ),
+    );
+    assert_eq!(out.stdout, b"still fine");
+}

@@ -14,7 +14,7 @@
 
 use sha2::{Digest, Sha256};
 use stack::error::Error;
-use stack::iface::{Interface, InterfaceConfig, NeighborMode};
+use stack::iface::{DropReason, Interface, InterfaceConfig, NeighborMode};
 use stack::socket::SocketHandle;
 use stack::tcp::TcpConfig;
 use stack::time::Instant;
@@ -306,7 +306,8 @@ fn main() {
                     println!(
                         "STATS redirected={} passed={} malformed={} dropped_no_xsk={} \
                          accepted={accepted} open={} errors={errors} tx_frames={} \
-                         tx_ring_full={} rx_frames={}",
+                         tx_ring_full={} rx_frames={} stack_dropped={} tcp_bad_checksum={} \
+                         ipv4_bad_checksum={}",
                         c.redirected,
                         c.passed,
                         c.malformed,
@@ -314,7 +315,10 @@ fn main() {
                         conns.len(),
                         s.tx_frames,
                         s.tx_ring_full,
-                        s.rx_frames
+                        s.rx_frames,
+                        iface.stats().dropped_total(),
+                        iface.stats().dropped(DropReason::TcpBadChecksum),
+                        iface.stats().dropped(DropReason::Ipv4BadChecksum)
                     );
                     std::io::stdout().flush().unwrap();
                 }
