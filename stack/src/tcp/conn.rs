@@ -500,8 +500,88 @@ impl Tcb {
         match self.state {
             State::Closed | State::Listen => Verdict::Ok,
             State::SynSent => self.on_syn_sent(now, seg, cfg, stats),
+            State::Established => {
+                if self.fast_path(now, seg, payload, cfg) {
+                    Verdict::Ok
+                } else {
+                    self.on_synchronized(now, seg, payload, cfg, stats)
+                }
+            }
             _ => self.on_synchronized(now, seg, payload, cfg, stats),
         }
+    }
+
+    /// Header prediction (after Van Jacobson / RFC 9293's "common case"): the next
+    /// in-order segment of an established connection, with only ACK/PSH, no SACK, no recovery under way, and either new data or a new ACK. It
+    /// gets the same treatment as the full path, minus the checks that cannot fire.
+    /// Returns false (having changed nothing) when the segment is not such a segment.
+    fn fast_path(&mut self, now: Instant, seg: &TcpRepr, payload: &[u8], cfg: &TcpConfig) -> bool {
+        if seg.flags & !(flags::ACK | flags::PSH) != 0
+            || seg.flags & flags::ACK == 0
+            || seg.seq != self.rcv_nxt
+            || !seg.sack.is_empty()
+            || !self.ooo.is_empty()
+            || self.recovery.is_some()
+            || self.fin_ooo.is_some()
+            || self.orphan
+            || seg.ack < self.snd_una
+            || seg.ack > self.snd_max
+            || self.snd_nxt != self.snd_max
+            || payload.len() > self.recv_buf.free()
+            || self.snd_wl1 > seg.seq
+        {
+            return false;
+        }
+        let new_ack = seg.ack > self.snd_una;
+        if !new_ack && payload.is_empty() {
+            return false; // a duplicate ACK: the full path counts it
+        }
+        match (self.ts_ok, seg.timestamps) {
+            (true, Some((val, _))) if (val.wrapping_sub(self.ts_recent) as i32) >= 0 => {
+                self.ts_recent = val;
+            }
+            (true, _) => return false,
+            (false, _) => {}
+        }
+        self.last_rcv = now;
+        self.ka_probes = 0;
+        self.snd_wl1 = seg.seq;
+        self.snd_wl2 = seg.ack;
+        let wnd = (seg.window as u32) << self.snd_wscale;
+        if wnd != self.snd_wnd {
+            if self.snd_wnd == 0 {
+                self.persist_at = None;
+                self.persist_backoff = 0;
+            }
+            self.snd_wnd = wnd;
+            self.max_snd_wnd = self.max_snd_wnd.max(wnd);
+        }
+        if new_ack {
+            let acked = seg.ack - self.snd_una;
+            if self.fin_queued && seg.ack == self.fin_seq() + 1u32 {
+                self.fin_acked = true;
+            }
+            let data_acked = acked.min(self.send_buf.len() as u32);
+            self.send_buf.consume(data_acked as usize);
+            self.snd_una = seg.ack;
+            self.snd_nxt = self.snd_nxt.max(self.snd_una);
+            self.sample_rtt(now, seg.ack);
+            self.backoff = 0;
+            self.retries = 0;
+            self.dupacks = 0;
+            self.scoreboard.on_ack(seg.ack);
+            let srtt = self.rtt.srtt;
+            self.cc.on_ack(now, data_acked, srtt);
+            self.rto_at = if self.snd_una == self.snd_max {
+                None
+            } else {
+                Some(now + self.rtt.timeout(0))
+            };
+        }
+        if !payload.is_empty() {
+            self.receive_data(now, seg.seq, payload, cfg);
+        }
+        true
     }
 
     fn on_syn_sent(
@@ -1122,6 +1202,33 @@ impl Tcb {
         None
     }
 
+    /// A cheap "certainly idle" test, so `output` skips planning in the common case of
+    /// a connection whose data is all sent and that owes no ACK.
+    fn nothing_to_send(&self) -> bool {
+        if self.ack_now
+            || self.rtx_pending
+            || self.probe_due
+            || self.keepalive_due
+            || self.recovery.is_some()
+        {
+            return false;
+        }
+        if !matches!(
+            self.state,
+            State::Established
+                | State::CloseWait
+                | State::FinWait1
+                | State::FinWait2
+                | State::Closing
+                | State::LastAck
+                | State::TimeWait
+        ) {
+            return false;
+        }
+        let end = self.snd_una + self.send_buf.len();
+        self.snd_nxt >= end && !(self.fin_queued && self.snd_nxt == end)
+    }
+
     /// Emits everything due. Returns false when the IP layer refused a packet.
     pub fn output(
         &mut self,
@@ -1130,7 +1237,10 @@ impl Tcb {
         cfg: &TcpConfig,
         stats: &mut TcpStats,
     ) -> bool {
-        while let Some(plan) = self.next_segment(now) {
+        while !self.nothing_to_send() {
+            let Some(plan) = self.next_segment(now) else {
+                break;
+            };
             if !self.transmit(now, plan, out, cfg, stats) {
                 // Put back what the plan consumed so the next dispatch retries it.
                 match plan.source {

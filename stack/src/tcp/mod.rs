@@ -1274,8 +1274,14 @@ impl TcpLayer {
         if n == 0 {
             return Err(Error::WouldBlock);
         }
+        // Queuing data can only lose writability (timers move at dispatch): record the
+        // loss cheaply instead of recomputing everything.
+        let full = t.send_buf.free() == 0;
+        let s = &mut self.slots[idx as usize];
+        if full {
+            s.last_ready.set(Readiness::WRITABLE, false);
+        }
         self.mark_tx(idx);
-        self.update_readiness(idx);
         Ok(n)
     }
 
@@ -1303,10 +1309,17 @@ impl TcpLayer {
             };
             if !peek {
                 t.on_app_read();
-                if t.ack_now {
+                let ack = t.ack_now;
+                // Reading can only lose readability (unless EOF or an error keeps it).
+                let lost = t.recv_buf.is_empty() && !t.readiness().readable();
+                if lost {
+                    self.slots[idx as usize]
+                        .last_ready
+                        .set(Readiness::READABLE, false);
+                }
+                if ack {
                     self.mark_tx(idx);
                 }
-                self.update_readiness(idx);
             }
             return Ok(n);
         }
