@@ -19,6 +19,7 @@ pub(crate) mod class {
     pub const CLONE: u8 = 4;
     pub const VFORK: u8 = 5;
     pub const CLONE3: u8 = 6;
+    pub const EXIT: u8 = 7;
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -55,6 +56,7 @@ fn special_class(nr: usize) -> Option<u8> {
         libc::SYS_clone => Some(class::CLONE),
         libc::SYS_vfork => Some(class::VFORK),
         libc::SYS_clone3 => Some(class::CLONE3),
+        libc::SYS_exit => Some(class::EXIT),
         _ => None,
     }
 }
@@ -73,7 +75,7 @@ fn recompute(nr: usize) {
 }
 
 /// Every call of `nr` goes to the handler (`on`), or no longer does. `rt_sigreturn`,
-/// `clone`, `clone3` and `vfork` are always handled in assembly and never reach it.
+/// `clone`, `clone3`, `vfork` and `exit` are always handled in assembly and never reach it.
 pub fn handle_syscall(nr: u32, on: bool) {
     let nr = nr as usize;
     if nr < MAX_SYSCALL {
@@ -123,6 +125,7 @@ pub(crate) fn init_specials() {
         libc::SYS_clone,
         libc::SYS_vfork,
         libc::SYS_clone3,
+        libc::SYS_exit,
     ] {
         recompute(nr as usize);
     }

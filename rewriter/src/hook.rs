@@ -13,10 +13,11 @@
 //!    resumes;
 //! 4. handled: unless this thread is already inside the shim, switch to the thread's
 //!    alternate stack (or below the current frame when already on it: nesting), save the
-//!    argument registers and the whole vector state (`xsave`), and call
+//!    argument registers and the vector registers (see 80/85 below), and call
 //!    [`crate::dispatch`]. Its result goes to `%rax`, or, when it is
 //!    [`crate::PASSTHROUGH`], the (possibly changed) arguments are passed to the kernel
-//!    from the alternate stack with the flag cleared.
+//!    from the alternate stack with the flag cleared;
+//! 5. `exit` (a thread ends): unmap the thread's alternate stack, then exit.
 
 use crate::filter::{class, CLASS, FD_BITS, MAX_FD, MAX_SYSCALL};
 use core::arch::{asm, global_asm};
@@ -42,6 +43,8 @@ const TLS_SIZE: usize = T_SCRATCH + 8 * 8;
 pub(crate) static XSAVE_SIZE: AtomicU64 = AtomicU64::new(4096);
 /// 1 when the CPU has `xsavec` (compacted, skips components in their initial state).
 pub(crate) static USE_XSAVEC: AtomicU8 = AtomicU8::new(0);
+/// Alternate stacks mapped and not yet given back (a thread's goes at its `exit`).
+pub(crate) static ALT_STACKS: AtomicU64 = AtomicU64::new(0);
 /// How the handled path saves vector state: one of the `VEC_*` values (set by `install`).
 pub(crate) static VEC_MODE: AtomicU8 = AtomicU8::new(VEC_XSAVE);
 /// `xsave`/`xrstor` of every enabled component (the general fallback).
@@ -52,8 +55,9 @@ pub(crate) const VEC_SSE: u8 = 1;
 pub(crate) const VEC_AVX: u8 = 2;
 /// zmm0-31 and k0-7 (AVX-512F and BW).
 pub(crate) const VEC_AVX512: u8 = 3;
-/// Calls handled in assembly: rt_sigreturn, clone, vfork, clone3 (for `trace -c`).
-pub(crate) static SPECIAL_COUNTS: [AtomicU64; 4] = [
+/// Calls handled in assembly: rt_sigreturn, clone, vfork, clone3, exit (for `trace -c`).
+pub(crate) static SPECIAL_COUNTS: [AtomicU64; 5] = [
+    AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
@@ -107,6 +111,8 @@ global_asm!(
     "je 50f",
     "cmp ecx, {c_clone3}",
     "je 60f",
+    "cmp ecx, {c_exit}",
+    "je 70f",
     "jmp 2b",
     // ---- fd-based: handled only when the fd in rdi is marked
     "10:",
@@ -254,6 +260,7 @@ global_asm!(
     "cmp rax, -4095",
     "jae 29f",
     "mov qword ptr fs:[r11 + {t_alt_base}], rax",
+    "lock inc qword ptr [rip + {alt_stacks}]",
     "lea rcx, [rax + {alt_size}]",
     "mov qword ptr fs:[r11 + {t_alt_top}], rcx",
     "mov rax, qword ptr fs:[r11 + {t_scratch}]",
@@ -355,6 +362,31 @@ global_asm!(
     "test qword ptr [rdi], {clone_vm}",
     "jz 56b",
     "jmp qword ptr fs:[r11 + rcx*8 + {t_vslots} - 8]",
+    // ---- exit (a thread ends): give back its alternate stack first. Nothing here
+    // returns, so registers other than rdi (the exit code) may be clobbered. Skipped when
+    // the flag is taken (this thread runs shim code, or a thread sharing this block via
+    // a raw clone owns the stack right now).
+    "70:",
+    "lock inc qword ptr [rip + {special} + 32]",
+    "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
+    "cmp qword ptr fs:[r11 + {t_alt_base}], 0",
+    "je 2b",
+    "lock bts qword ptr fs:[r11 + {t_in_shim}], 0",
+    "jc 2b",
+    "mov rdx, rdi",
+    "mov rdi, qword ptr fs:[r11 + {t_alt_base}]",
+    "mov esi, {alt_size}",
+    "mov eax, {sys_munmap}",
+    "syscall",
+    "lock dec qword ptr [rip + {alt_stacks}]",
+    "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
+    "mov qword ptr fs:[r11 + {t_alt_base}], 0",
+    "mov qword ptr fs:[r11 + {t_alt_top}], 0",
+    "mov qword ptr fs:[r11 + {t_in_shim}], 0",
+    "mov rdi, rdx",
+    "mov eax, {sys_exit}",
+    "syscall",
+    "ud2",
     // ---- vector state save (80) / restore (85) at [rbx], by VEC_MODE. Clobber rax,
     // rcx, rdx. The explicit register moves cost ~18 ns on AVX-512 where xsave+xrstor
     // costs ~200 (measured on these machines); xsave stays for unknown CPUs.
@@ -555,6 +587,10 @@ global_asm!(
     c_clone = const class::CLONE,
     c_vfork = const class::VFORK,
     c_clone3 = const class::CLONE3,
+    c_exit = const class::EXIT,
+    alt_stacks = sym ALT_STACKS,
+    sys_munmap = const libc::SYS_munmap,
+    sys_exit = const libc::SYS_exit,
     t_in_shim = const T_IN_SHIM,
     t_alt_base = const T_ALT_BASE,
     t_alt_top = const T_ALT_TOP,

@@ -132,24 +132,31 @@ pub fn is_installed() -> bool {
 }
 
 /// Calls handled in assembly, which never reach the handler:
-/// `[(rt_sigreturn, n), (clone, n), (vfork, n), (clone3, n)]`.
-pub fn special_counts() -> [(i64, u64); 4] {
+/// `[(rt_sigreturn, n), (clone, n), (vfork, n), (clone3, n), (exit, n)]`.
+pub fn special_counts() -> [(i64, u64); 5] {
     let c = |i: usize| hook::SPECIAL_COUNTS[i].load(Relaxed);
     [
         (libc::SYS_rt_sigreturn, c(0)),
         (libc::SYS_clone, c(1)),
         (libc::SYS_vfork, c(2)),
         (libc::SYS_clone3, c(3)),
+        (libc::SYS_exit, c(4)),
     ]
 }
 
 /// Reads and zeroes [`special_counts`] (for a counter that flushes per process).
-pub fn take_special_counts() -> [(i64, u64); 4] {
+pub fn take_special_counts() -> [(i64, u64); 5] {
     let mut out = special_counts();
     for (i, o) in out.iter_mut().enumerate() {
         o.1 = hook::SPECIAL_COUNTS[i].swap(0, Relaxed);
     }
     out
+}
+
+/// Per-thread alternate stacks currently mapped (threads that made a handled call and
+/// have not exited).
+pub fn alt_stacks() -> u64 {
+    hook::ALT_STACKS.load(Relaxed)
 }
 
 /// Sites rewritten in code mapped after install.

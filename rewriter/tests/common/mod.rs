@@ -259,7 +259,9 @@ pub fn hook_end_to_end(force_xsave: bool) {
     assert_eq!(pid, tid);
     filter::handle_syscall(libc::SYS_getpid as u32, false);
 
-    // Many threads, each with its own alternate stack, making handled calls at once.
+    // Many threads, each with its own alternate stack, making handled calls at once;
+    // each gives its stack back when it exits.
+    let stacks_before = rewriter::alt_stacks();
     let threads: Vec<_> = (0..8)
         .map(|_| {
             std::thread::spawn(move || {
@@ -273,6 +275,12 @@ pub fn hook_end_to_end(force_xsave: bool) {
     for t in threads {
         t.join().unwrap();
     }
+    // join returns when the thread's tid is cleared, after its exit syscall.
+    assert_eq!(
+        rewriter::alt_stacks(),
+        stacks_before,
+        "alternate stacks leaked"
+    );
     assert_eq!(SEEN_GETPPID.load(SeqCst), 3 + 8000);
 
     // fork: the child returns through the hook's per-thread slot, the parent too.
