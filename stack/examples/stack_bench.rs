@@ -129,6 +129,8 @@ mod fast {
             let mk = |s: usize| {
                 let mut cfg = InterfaceConfig::new(MacAddr(MAC[s]), Ipv4Cidr::new(IP[s], 24));
                 cfg.seed = s as u64 + 1;
+                // A TCP benchmark: no UDP socket pool (smoltcp preallocates none either).
+                cfg.udp.max_sockets = 0;
                 let tcp = TcpConfig {
                     max_sockets,
                     rcvbuf: buf,
@@ -489,6 +491,18 @@ fn main() {
     let secs: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let mem_conns: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(500);
 
+    // For profiling one part: STACK_BENCH_ONLY=fast-bulk|smol-bulk|fast-pp|smol-pp.
+    if let Ok(only) = std::env::var("STACK_BENCH_ONLY") {
+        let r = match only.as_str() {
+            "fast-bulk" => fast::bulk(secs),
+            "smol-bulk" => smol::bulk(secs),
+            "fast-pp" => fast::ping_pong(secs),
+            "smol-pp" => smol::ping_pong(secs),
+            other => panic!("unknown STACK_BENCH_ONLY={other}"),
+        };
+        println!("{only}: {r:.1}");
+        return;
+    }
     let f_bulk = fast::bulk(secs);
     let s_bulk = smol::bulk(secs);
     let f_pp = fast::ping_pong(secs);
