@@ -6,6 +6,7 @@
 //! what they queued leaves at once) and wait for results with
 //! [`TapStack::wait_until`].
 
+use stack::device::{Device, DeviceCaps};
 use stack::iface::{Interface, Stats};
 use stack::time::Instant as StackInstant;
 use std::io;
@@ -16,9 +17,57 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use xdp_backend::tap::{poll_fds, TapDevice};
 
+/// Frames the driver drops on purpose, to make both sides retransmit: every n-th
+/// frame from the kernel (`rx_every`) and to the kernel (`tx_every`); 0 drops none.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Loss {
+    pub rx_every: u64,
+    pub tx_every: u64,
+}
+
+/// Counts of frames dropped on purpose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LossCounts {
+    pub rx_dropped: u64,
+    pub tx_dropped: u64,
+}
+
 struct Driven {
     iface: Interface,
     tap: TapDevice,
+    loss: Loss,
+    rx_seen: u64,
+    tx_seen: u64,
+    dropped: LossCounts,
+}
+
+/// The TAP as the stack's device, losing every `every`-th frame like a bad wire.
+struct LossyTap<'a> {
+    tap: &'a mut TapDevice,
+    every: u64,
+    seen: &'a mut u64,
+    dropped: &'a mut u64,
+    scratch: &'a mut Vec<u8>,
+}
+
+impl Device for LossyTap<'_> {
+    fn caps(&self) -> DeviceCaps {
+        self.tap.caps()
+    }
+    fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
+        if self.every != 0 && (*self.seen + 1).is_multiple_of(self.every) {
+            *self.seen += 1;
+            *self.dropped += 1;
+            self.scratch.resize(len, 0);
+            fill(&mut self.scratch[..len]);
+            return true;
+        }
+        let sent = self.tap.transmit(len, fill);
+        if sent {
+            *self.seen += 1;
+        }
+        sent
+    }
 }
 
 struct Shared {
@@ -50,6 +99,11 @@ pub struct TapStack {
 
 impl TapStack {
     pub fn start(iface: Interface, tap: TapDevice) -> io::Result<TapStack> {
+        Self::start_lossy(iface, tap, Loss::default())
+    }
+
+    /// Like `start`, dropping frames as `loss` says.
+    pub fn start_lossy(iface: Interface, tap: TapDevice, loss: Loss) -> io::Result<TapStack> {
         // SAFETY: eventfd has no memory preconditions; the result is checked.
         let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if raw < 0 {
@@ -58,7 +112,14 @@ impl TapStack {
         // SAFETY: raw is a fresh fd nothing else owns.
         let wake = unsafe { OwnedFd::from_raw_fd(raw) };
         let shared = Arc::new(Shared {
-            state: Mutex::new(Driven { iface, tap }),
+            state: Mutex::new(Driven {
+                iface,
+                tap,
+                loss,
+                rx_seen: 0,
+                tx_seen: 0,
+                dropped: LossCounts::default(),
+            }),
             progress: Condvar::new(),
             wake,
             stop: AtomicBool::new(false),
@@ -116,6 +177,10 @@ impl TapStack {
         self.shared.state.lock().unwrap().iface.stats().clone()
     }
 
+    pub fn loss_counts(&self) -> LossCounts {
+        self.shared.state.lock().unwrap().dropped
+    }
+
     pub fn tap_stats(&self) -> xdp_backend::tap::TapStats {
         self.shared.state.lock().unwrap().tap.stats
     }
@@ -135,6 +200,7 @@ fn drive(s: &Shared) {
     let tap_fd = s.state.lock().unwrap().tap.as_raw_fd();
     let wake_fd = s.wake.as_raw_fd();
     let mut frame = vec![0u8; 65536];
+    let mut scratch = Vec::with_capacity(2048);
     while !s.stop.load(Ordering::Relaxed) {
         let timeout = {
             let st = s.state.lock().unwrap();
@@ -154,16 +220,37 @@ fn drive(s: &Shared) {
         unsafe { libc::read(wake_fd, drain.as_mut_ptr().cast(), 8) };
         {
             let mut st = s.state.lock().unwrap();
-            let Driven { iface, tap } = &mut *st;
+            let Driven {
+                iface,
+                tap,
+                loss,
+                rx_seen,
+                tx_seen,
+                dropped,
+            } = &mut *st;
             let now = s.now();
             // A bounded batch, so socket calls from tests get the lock in between.
             for _ in 0..256 {
                 match tap.recv(&mut frame) {
-                    Ok(Some(n)) => iface.receive(now, &frame[..n]),
+                    Ok(Some(n)) => {
+                        *rx_seen += 1;
+                        if loss.rx_every != 0 && rx_seen.is_multiple_of(loss.rx_every) {
+                            dropped.rx_dropped += 1;
+                            continue;
+                        }
+                        iface.receive(now, &frame[..n])
+                    }
                     _ => break,
                 }
             }
-            iface.dispatch(now, tap);
+            let mut dev = LossyTap {
+                tap,
+                every: loss.tx_every,
+                seen: tx_seen,
+                dropped: &mut dropped.tx_dropped,
+                scratch: &mut scratch,
+            };
+            iface.dispatch(now, &mut dev);
         }
         s.progress.notify_all();
     }

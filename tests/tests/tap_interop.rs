@@ -7,7 +7,7 @@
 //! Needs root; skipped (with a message) otherwise. `TAP_INTEROP_MB` sets the bulk
 //! size per direction (default 100).
 
-use fastnet_e2e::tap_driver::TapStack;
+use fastnet_e2e::tap_driver::{Loss, TapStack};
 use fastnet_e2e::{is_root, run_ok, Side, Topology, TopologyOptions};
 use sha2::{Digest, Sha256};
 use stack::error::Error;
@@ -38,6 +38,10 @@ struct Rig {
 }
 
 fn rig() -> Option<Rig> {
+    rig_lossy(Loss::default())
+}
+
+fn rig_lossy(loss: Loss) -> Option<Rig> {
     if !is_root() {
         eprintln!("skipped: needs root (namespaces, TAP)");
         return None;
@@ -68,7 +72,7 @@ fn rig() -> Option<Rig> {
         ..TcpConfig::default()
     };
     let iface = Interface::new(cfg, tcp);
-    let stack = TapStack::start(iface, tap).expect("start driver");
+    let stack = TapStack::start_lossy(iface, tap, loss).expect("start driver");
     Some(Rig {
         stack,
         ns,
@@ -360,6 +364,8 @@ fn ss_info(ns: &str) -> String {
 /// TCP_INFO (the same data `ss -ti` prints; iproute2 6.1 on kernel 6.18 omits the
 /// "ts"/"sack" words, so they are read here directly).
 struct Negotiated {
+    /// tcpi_total_retrans: segments the kernel retransmitted on this connection.
+    total_retrans: u32,
     options: u8,
     snd_wscale: u8,
     rcv_wscale: u8,
@@ -382,6 +388,7 @@ fn negotiated(s: &TcpStream, ns: &str) -> Negotiated {
     };
     assert_eq!(r, 0, "TCP_INFO");
     Negotiated {
+        total_retrans: u32::from_ne_bytes([info[100], info[101], info[102], info[103]]),
         options: info[5],
         snd_wscale: info[6] & 0x0f,
         rcv_wscale: info[6] >> 4,
@@ -553,4 +560,49 @@ fn tcp_rst_on_closed_ports_both_ways() {
         .unwrap();
     let e = stack.wait_until(T, |i| i.tcp.take_error(h).ok().flatten());
     assert_eq!(e, Some(Error::ConnectionRefused));
+}
+
+#[test]
+fn tcp_loss_both_ways_kernel_and_stack_retransmit() {
+    // Every 50th frame lost each way: both TCPs must retransmit, bytes still exact.
+    let Some(rig) = rig_lossy(Loss {
+        rx_every: 50,
+        tx_every: 50,
+    }) else {
+        return;
+    };
+    let stack = &rig.stack;
+    let len = bulk_len() / 5;
+    let listener = stack
+        .with(|i| i.tcp.listen(SocketAddrV4::new(STACK_IP, 8300), 8))
+        .unwrap();
+    let ns = rig.ns.clone();
+    let client = in_ns(&rig.ns, move || {
+        let s = TcpStream::connect((STACK_IP, 8300)).expect("kernel connect");
+        let probe = s.try_clone().unwrap();
+        let r = kernel_exchange(s, &Pattern::new(5), len);
+        (r, negotiated(&probe, &ns).total_retrans)
+    });
+    let h = stack
+        .wait_until(T, |i| i.tcp.accept(listener).ok())
+        .expect("accept");
+    let ours = Pattern::new(6);
+    let (got, hash) = stack_exchange(stack, h, &ours, len);
+    assert_eq!(got, len);
+    assert_eq!(
+        hash,
+        Pattern::new(5).sha256(len),
+        "kernel → stack bytes differ"
+    );
+    let ((kgot, khash), kernel_retrans) = client.join().expect("kernel client");
+    assert_eq!(kgot, len);
+    assert_eq!(khash, ours.sha256(len), "stack → kernel bytes differ");
+    let lost = stack.loss_counts();
+    assert!(lost.rx_dropped > 0 && lost.tx_dropped > 0, "{lost:?}");
+    assert!(kernel_retrans > 0, "the kernel never retransmitted");
+    let tcp = stack.with(|i| i.tcp.stats().clone());
+    assert!(
+        tcp.retransmits > 0,
+        "the stack never retransmitted: {tcp:?}"
+    );
 }
