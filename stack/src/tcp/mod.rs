@@ -4,7 +4,24 @@
 //! checksum was verified, [`TcpLayer::dispatch`] to emit what is due (data, ACKs,
 //! retransmissions, RSTs), [`TcpLayer::poll_at`] for the next timer. The application
 //! side (the shim) uses handles ([`SocketHandle`]) into a pool of socket slots sized at
-//! start. Socket calls take their notion of "now" from the last `receive`/`dispatch`.
+//! start. Socket calls take their notion of "now" from the last `receive`/`dispatch`
+//! (export/import take it explicitly).
+//!
+//! What is implemented, and where:
+//! - `conn.rs`: the state machine (simultaneous open/close, half-close, TIME-WAIT),
+//!   RFC 5961 challenge ACKs, PAWS and timestamps (RFC 7323), window scaling, SACK
+//!   generation, delayed ACK, Nagle, sender/receiver SWS avoidance, zero-window probes,
+//!   keepalive, RTO (RFC 6298, Karn), fast retransmit/recovery (RFC 6675 with SACK,
+//!   RFC 6582 NewReno without), a header-prediction fast path.
+//! - `cc.rs`: CUBIC (RFC 9438, default) and NewReno. `sack.rs`: the sender scoreboard.
+//! - this file: demultiplexing, listeners with a SYN queue and SYN cookies, TIME-WAIT
+//!   reuse, RFC 6528 ISNs, RSTs for closed ports, the socket API, readiness, stats.
+//! - `export.rs`: a connection's whole state as plain data, and back.
+//!
+//! Not implemented: ECN, urgent data (URG is ignored; the bytes are ordinary data),
+//! RFC 7323 RTT measurement from timestamps (Karn's timed segment is used), ICMP
+//! errors (PMTU, unreachable), TCP Fast Open, lingering close that blocks (the shim's
+//! job; only `SO_LINGER` 0 changes the stack's behaviour).
 
 pub mod cc;
 mod conn;
