@@ -37,7 +37,8 @@ const T_ALT_TOP: usize = 16;
 const T_VDEPTH: usize = 24;
 const T_VSLOTS: usize = 32;
 const T_SCRATCH: usize = T_VSLOTS + 8 * VFORK_SLOTS;
-const TLS_SIZE: usize = T_SCRATCH + 8 * 8;
+const T_BUSY: usize = T_SCRATCH + 8 * 8;
+const TLS_SIZE: usize = T_BUSY + 8;
 
 /// Bytes `xsave` needs for the enabled state components (set by `install`).
 pub(crate) static XSAVE_SIZE: AtomicU64 = AtomicU64::new(4096);
@@ -140,6 +141,11 @@ global_asm!(
     "sub rcx, qword ptr fs:[r11 + {t_alt_base}]",
     "cmp rcx, {alt_size}",
     "jb 22f",
+    // The top of the alternate stack: owned through the busy bit, which stays set while
+    // any frame sits there, also during a pass-through with the flag cleared (a thread
+    // sharing this block must neither build its frame there nor unmap it at exit).
+    "lock bts qword ptr fs:[r11 + {t_busy}], 0",
+    "jc 29f",
     "mov rcx, qword ptr fs:[r11 + {t_alt_top}]",
     "test rcx, rcx",
     "jz 25f",
@@ -212,9 +218,16 @@ global_asm!(
     "mov rdx, qword ptr [rbp - 24]",
     "mov rsi, qword ptr [rbp - 16]",
     "mov rdi, qword ptr [rbp - 8]",
+    // A frame built at the top (not nested) releases the busy bit, after the last read
+    // of the frame; from then on only registers and the caller's stack are used.
+    "lea rcx, [rbp + 16]",
+    "cmp rcx, qword ptr fs:[r11 + {t_alt_top}]",
     "mov rax, qword ptr [rbp - 56]",
     "mov rcx, qword ptr [rbp + 8]",
     "mov rbp, qword ptr [rbp]",
+    "jne 31f",
+    "mov qword ptr fs:[r11 + {t_busy}], 0",
+    "31:",
     "mov rsp, rcx",
     "ret",
     "27:",
@@ -230,7 +243,21 @@ global_asm!(
     "mov rax, qword ptr [rsp]",
     "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
     "mov qword ptr fs:[r11 + {t_in_shim}], 0",
+    // A successful exec never comes back to release the busy bit, and a vfork parent
+    // shares it: release it first (and take it back if the exec fails).
+    "cmp rax, {sys_execve}",
+    "je 32f",
+    "cmp rax, {sys_execveat}",
+    "jne 33f",
+    "32:",
+    "mov qword ptr fs:[r11 + {t_busy}], 0",
     "syscall",
+    "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
+    "mov qword ptr fs:[r11 + {t_busy}], 1",
+    "jmp 34f",
+    "33:",
+    "syscall",
+    "34:",
     "mov qword ptr [rbp - 56], rax",
     "jmp 28b",
     // ---- first handled call on this thread: map its alternate stack
@@ -258,16 +285,19 @@ global_asm!(
     "mov r8, qword ptr fs:[r11 + {t_scratch} + 40]",
     "mov r9, qword ptr fs:[r11 + {t_scratch} + 48]",
     "cmp rax, -4095",
-    "jae 29f",
+    "jae 35f",
     "mov qword ptr fs:[r11 + {t_alt_base}], rax",
     "lock inc qword ptr [rip + {alt_stacks}]",
     "lea rcx, [rax + {alt_size}]",
     "mov qword ptr fs:[r11 + {t_alt_top}], rcx",
     "mov rax, qword ptr fs:[r11 + {t_scratch}]",
     "jmp 21b",
-    "29:",
+    "35:",
     // No memory for a stack: degrade to pass-through rather than fail the program.
     "mov rax, qword ptr fs:[r11 + {t_scratch}]",
+    "mov qword ptr fs:[r11 + {t_busy}], 0",
+    "29:",
+    // The stack's top is another thread's (one sharing this block): pass through.
     "mov qword ptr fs:[r11 + {t_in_shim}], 0",
     "jmp 2b",
     // ---- rt_sigreturn: the kernel reads its frame at the caller's rsp
@@ -364,14 +394,14 @@ global_asm!(
     "jmp qword ptr fs:[r11 + rcx*8 + {t_vslots} - 8]",
     // ---- exit (a thread ends): give back its alternate stack first. Nothing here
     // returns, so registers other than rdi (the exit code) may be clobbered. Skipped when
-    // the flag is taken (this thread runs shim code, or a thread sharing this block via
-    // a raw clone owns the stack right now).
+    // the stack is busy (this thread exits from a frame on it, or a thread sharing this
+    // block through a raw clone without CLONE_SETTLS uses it right now).
     "70:",
     "lock inc qword ptr [rip + {special} + 32]",
     "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
     "cmp qword ptr fs:[r11 + {t_alt_base}], 0",
     "je 2b",
-    "lock bts qword ptr fs:[r11 + {t_in_shim}], 0",
+    "lock bts qword ptr fs:[r11 + {t_busy}], 0",
     "jc 2b",
     "mov rdx, rdi",
     "mov rdi, qword ptr fs:[r11 + {t_alt_base}]",
@@ -382,7 +412,7 @@ global_asm!(
     "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
     "mov qword ptr fs:[r11 + {t_alt_base}], 0",
     "mov qword ptr fs:[r11 + {t_alt_top}], 0",
-    "mov qword ptr fs:[r11 + {t_in_shim}], 0",
+    "mov qword ptr fs:[r11 + {t_busy}], 0",
     "mov rdi, rdx",
     "mov eax, {sys_exit}",
     "syscall",
@@ -597,6 +627,9 @@ global_asm!(
     t_vdepth = const T_VDEPTH,
     t_vslots = const T_VSLOTS,
     t_scratch = const T_SCRATCH,
+    t_busy = const T_BUSY,
+    sys_execve = const libc::SYS_execve,
+    sys_execveat = const libc::SYS_execveat,
     alt_size = const ALT_STACK_SIZE,
     nest_gap = const NEST_GAP,
     xsave_size = sym XSAVE_SIZE,

@@ -1,5 +1,5 @@
 // Threads made by pthread_create (glibc: clone3 with a new stack), by a raw clone3 and a
-// raw clone with new stacks, each making system calls; then exit_group from a thread.
+// raw clone with new 1 KiB stacks, each making system calls; then exit_group from a thread.
 // Usage: threads [--no-raw]  (the raw threads share the main thread's TLS, so the hook's
 // per-thread state too: under `trace -c` some of their calls pass uncounted)
 #define _GNU_SOURCE
@@ -100,9 +100,14 @@ int main(int argc, char **argv) {
     if (!raw) goto exit_group_test;
     const unsigned long flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND |
                                 CLONE_THREAD | CLONE_SYSVSEM;
-    size_t sz = 64 * 1024;
-    char *s1 = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    char *s2 = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    // Small stacks, like a Go goroutine's 2 KiB: 1 KiB each above a PROT_NONE guard
+    // page, so a hook that used more of the caller's stack than its `call` would fault.
+    size_t sz = 1024;
+    char *g1 = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *g2 = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    mprotect(g1, 4096, PROT_NONE);
+    mprotect(g2, 4096, PROT_NONE);
+    char *s1 = g1 + 4096, *s2 = g2 + 4096;
     struct clone_args ca;
     memset(&ca, 0, sizeof ca);
     ca.flags = flags;

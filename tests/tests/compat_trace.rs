@@ -190,3 +190,49 @@ fn fastnet_run_preloads_the_shim_and_passes_the_exit_code() {
     assert!(err.contains("libfastnet.so not found"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+/// Under `trace -c` every system call goes through the Rust dispatch (alternate stack,
+/// vector state saved): the hazard programs and python still behave exactly as without.
+#[test]
+fn programs_behave_the_same_when_every_call_is_handled() {
+    let dir = TempDir::new("trace-all");
+    let progs = [
+        (compile_c("signals", "signals", dir.path(), &[]), vec![]),
+        (compile_c("spawn", "spawn", dir.path(), &[]), vec!["50"]),
+        (
+            compile_c("threads", "threads", dir.path(), &["-lpthread"]),
+            vec![],
+        ),
+        (compile_c("redzone", "redzone", dir.path(), &[]), vec![]),
+    ];
+    for (bin, args) in &progs {
+        let plain = Command::new(bin).args(args).output().unwrap();
+        let traced = Command::new(fastnet_bin())
+            .args(["trace", "-c", "--"])
+            .arg(bin)
+            .args(args)
+            .output()
+            .unwrap();
+        let table = String::from_utf8_lossy(&traced.stderr);
+        assert_eq!(
+            String::from_utf8_lossy(&plain.stdout),
+            String::from_utf8_lossy(&traced.stdout),
+            "{}: {table}",
+            bin.display()
+        );
+        assert_eq!(plain.status.code(), Some(0), "{}", bin.display());
+        assert_eq!(traced.status.code(), Some(0), "{}: {table}", bin.display());
+        assert!(table.contains(" total"), "{table}");
+    }
+    let py = "import threading, subprocess, os\n\
+              t = [threading.Thread(target=os.getppid) for _ in range(4)]\n\
+              [x.start() for x in t]; [x.join() for x in t]\n\
+              print(subprocess.check_output(['echo', 'hi']))";
+    let plain = Command::new("python3").args(["-c", py]).output().unwrap();
+    let traced = Command::new(fastnet_bin())
+        .args(["trace", "-c", "--", "python3", "-c", py])
+        .output()
+        .unwrap();
+    assert_eq!(plain.stdout, traced.stdout);
+    assert_eq!(traced.status.code(), Some(0));
+}
