@@ -2,6 +2,7 @@
 
 pub use fastnet_tools::netns::{Side, Topology, TopologyOptions};
 
+pub mod apps;
 pub mod shim;
 pub mod tap_driver;
 use std::process::{Command, Output};

@@ -90,6 +90,26 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
     if !(active() || a.nr == libc::SYS_socket && global::start()) {
         return PASSTHROUGH;
     }
+    let r = handle_call(a);
+    if global::tracing() {
+        debug(format_args!(
+            "call {} ({:#x}, {:#x}, {:#x}, {:#x}) = {}",
+            a.nr,
+            a.args[0],
+            a.args[1],
+            a.args[2],
+            a.args[3],
+            if r == PASSTHROUGH {
+                "kernel".to_string()
+            } else {
+                r.to_string()
+            }
+        ));
+    }
+    r
+}
+
+fn handle_call(a: &mut SyscallArgs) -> i64 {
     let [a0, a1, a2, a3, a4, a5] = a.args;
     let fd = a0 as i32;
     match a.nr {
@@ -278,19 +298,18 @@ fn bind(fd: i32, addr: i64, len: usize) -> i64 {
 
 /// Turns a fresh UDP socket into a fast-path one bound to `local`.
 fn make_udp(e: &mut Engine, fd: i32, local: SocketAddrV4) -> Result<(), Counter> {
-    e.dev
-        .claim(Transport::Udp, local.port())
+    e.claim(Transport::Udp, local.port())
         .map_err(|_| Counter::KernelResources)?;
     let h = match e.iface.udp.open() {
         Ok(h) => h,
         Err(_) => {
-            e.dev.release(Transport::Udp, local.port());
+            e.unclaim(Transport::Udp, local.port());
             return Err(Counter::KernelResources);
         }
     };
     if e.iface.udp.bind(h, local).is_err() {
         let _ = e.iface.udp.close(h);
-        e.dev.release(Transport::Udp, local.port());
+        e.unclaim(Transport::Udp, local.port());
         return Err(Counter::KernelResources);
     }
     e.bind_handle(h, fd);
@@ -327,12 +346,12 @@ fn listen(fd: i32, backlog: i32) -> i64 {
         Err(x) => return err(x),
     };
     // Claim before the shadow listens: no SYN may reach the kernel socket first.
-    if e.dev.claim(Transport::Tcp, port).is_err() {
+    if e.claim(Transport::Tcp, port).is_err() {
         release_to_kernel(&mut e, fd, Counter::KernelResources);
         return res(kernel::listen(fd, backlog).map(|_| 0));
     }
     if let Err(x) = kernel::listen(fd, backlog) {
-        e.dev.release(Transport::Tcp, port);
+        e.unclaim(Transport::Tcp, port);
         return err(x);
     }
     let backlog = backlog.clamp(1, 65535) as usize;
@@ -348,7 +367,7 @@ fn listen(fd: i32, backlog: i32) -> i64 {
             0
         }
         Err(_) => {
-            e.dev.release(Transport::Tcp, port);
+            e.unclaim(Transport::Tcp, port);
             release_to_kernel(&mut e, fd, Counter::KernelResources);
             0
         }
@@ -441,6 +460,12 @@ fn adopt_accepted(
         }
     };
     let peer = e.iface.tcp.peer_addr(h).ok();
+    // The connection keeps its port steered to us even after the listener closes.
+    let port = e.iface.tcp.local_addr(h).map(|a| a.port()).unwrap_or(0);
+    let claimed = e
+        .claim(Transport::Tcp, port)
+        .is_ok()
+        .then_some((Transport::Tcp, port));
     if let Some(stale) = e.fds.remove(cfd) {
         e.close_socket(stale);
     }
@@ -452,13 +477,15 @@ fn adopt_accepted(
         sndtimeo: None,
         opts,
         keepalive_params: Default::default(),
-        // The listener holds the port claim for its connections.
-        claimed: None,
+        claimed,
         epolls: Vec::new(),
         primary_fd: cfd,
     };
     if e.fds.insert(cfd, s).is_err() {
         let _ = e.iface.tcp.abort(h);
+        if let Some((t, p)) = claimed {
+            e.unclaim(t, p);
+        }
         let _ = kernel::close(cfd);
         e.count(Counter::KernelResources);
         return err(libc::EMFILE);
@@ -555,7 +582,7 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
         return connect(fd, addr, len);
     }
     let proto = Transport::Tcp;
-    if e.dev.claim(proto, port).is_err() {
+    if e.claim(proto, port).is_err() {
         release_to_kernel(&mut e, fd, Counter::KernelResources);
         return PASSTHROUGH;
     }
@@ -566,7 +593,7 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
     let h = match e.iface.tcp.connect_with(local, dst, s.opts) {
         Ok(h) => h,
         Err(x) => {
-            e.dev.release(proto, port);
+            e.unclaim(proto, port);
             return stack_err(x);
         }
     };

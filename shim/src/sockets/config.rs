@@ -28,6 +28,8 @@ pub enum LogLevel {
     Warn,
     Info,
     Debug,
+    /// Debug plus one line per socket call.
+    Trace,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,7 +97,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("FASTNET_LOOPBACK", "off | process", "off"),
     ("FASTNET_STATS", "0 | 1: print counters at exit", "0"),
-    ("FASTNET_LOG", "off | warn | info | debug", "warn"),
+    ("FASTNET_LOG", "off | warn | info | debug | trace", "warn"),
     ("FASTNET_LOG_FILE", "path of the log", "stderr"),
 ];
 
@@ -157,8 +159,9 @@ impl Config {
                 "warn" => LogLevel::Warn,
                 "info" | "1" => LogLevel::Info,
                 "debug" => LogLevel::Debug,
+                "trace" => LogLevel::Trace,
                 _ => {
-                    bad("FASTNET_LOG", &v, "off, warn, info or debug");
+                    bad("FASTNET_LOG", &v, "off, warn, info, debug or trace");
                     c.log
                 }
             };

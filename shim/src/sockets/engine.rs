@@ -88,6 +88,9 @@ pub struct Engine {
     /// their ports stay claimed until the stack lets them go.
     closing: Vec<(SocketHandle, Transport, u16)>,
     resolving: Vec<(Ipv4Addr, Instant)>,
+    /// Sockets using each claimed port: a listener and its accepted connections share
+    /// one port, which stays steered to us until the last of them is gone.
+    claims: HashMap<(Transport, u16), u32>,
     start: std::time::Instant,
     pub stats: Option<StatsSegment>,
     pub owner_pid: i32,
@@ -124,6 +127,7 @@ impl Engine {
             handle_fd: HashMap::with_capacity(8192),
             closing: Vec::with_capacity(1024),
             resolving: Vec::with_capacity(16),
+            claims: HashMap::with_capacity(1024),
             start: std::time::Instant::now(),
             stats,
             owner_pid: kernel::getpid(),
@@ -238,13 +242,21 @@ impl Engine {
             dev,
             ..
         } = self;
+        let mut done_ports = [(Transport::Tcp, 0u16); 16];
+        let mut n = 0;
         closing.retain(|&(h, t, port)| {
             let done = iface.tcp.state(h).is_err();
-            if done {
-                dev.release(t, port);
+            if done && n < done_ports.len() {
+                done_ports[n] = (t, port);
+                n += 1;
+                return false;
             }
-            !done
+            true
         });
+        let _ = (dev, iface);
+        for &(t, p) in &done_ports[..n] {
+            self.unclaim(t, p);
+        }
     }
 
     fn publish_stats(&self) {
@@ -288,6 +300,30 @@ impl Engine {
         }
     }
 
+    /// Steers `port` to the fast path (counted: several sockets may share a port).
+    pub fn claim(&mut self, t: Transport, port: u16) -> std::io::Result<()> {
+        let n = self.claims.entry((t, port)).or_insert(0);
+        if *n == 0 {
+            if let Err(e) = self.dev.claim(t, port) {
+                self.claims.remove(&(t, port));
+                return Err(e);
+            }
+        }
+        *self.claims.get_mut(&(t, port)).expect("inserted") += 1;
+        Ok(())
+    }
+
+    /// Drops one user of `port`; the last one gives it back to the kernel.
+    pub fn unclaim(&mut self, t: Transport, port: u16) {
+        if let Some(n) = self.claims.get_mut(&(t, port)) {
+            *n -= 1;
+            if *n == 0 {
+                self.claims.remove(&(t, port));
+                self.dev.release(t, port);
+            }
+        }
+    }
+
     /// Records that `fd` is the fd readiness of `h` is reported under.
     pub fn bind_handle(&mut self, h: SocketHandle, fd: i32) {
         self.handle_fd.insert(h, fd);
@@ -303,14 +339,14 @@ impl Engine {
         match s.kind {
             Kind::TcpFresh | Kind::UdpFresh => {
                 if let Some((t, p)) = s.claimed {
-                    self.dev.release(t, p);
+                    self.unclaim(t, p);
                 }
             }
             Kind::TcpListener(h) => {
                 self.handle_fd.remove(&h);
                 let _ = self.iface.tcp.close(h);
                 if let Some((t, p)) = s.claimed {
-                    self.dev.release(t, p);
+                    self.unclaim(t, p);
                 }
             }
             Kind::TcpStream(h) => {
@@ -322,7 +358,7 @@ impl Engine {
                 };
                 match (r, s.claimed) {
                     (Ok(()), Some((t, p))) => self.closing.push((h, t, p)),
-                    (Err(_), Some((t, p))) => self.dev.release(t, p),
+                    (Err(_), Some((t, p))) => self.unclaim(t, p),
                     _ => {}
                 }
             }
@@ -330,7 +366,7 @@ impl Engine {
                 self.handle_fd.remove(&h);
                 let _ = self.iface.udp.close(h);
                 if let Some((t, p)) = s.claimed {
-                    self.dev.release(t, p);
+                    self.unclaim(t, p);
                 }
             }
         }

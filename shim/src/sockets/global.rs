@@ -29,6 +29,11 @@ pub fn engine() -> MutexGuard<'static, Engine> {
     ENGINE.get().expect("engine initialised").lock()
 }
 
+/// True with FASTNET_LOG=trace: every call the socket layer sees is logged.
+pub fn tracing() -> bool {
+    LOG.get().is_some_and(|l| l.0 == LogLevel::Trace)
+}
+
 /// Writes one log line (stderr or FASTNET_LOG_FILE; never stdout).
 pub fn log(level: LogLevel, msg: std::fmt::Arguments<'_>) {
     let (max, fd) = LOG.get().copied().unwrap_or((LogLevel::Warn, 2));
