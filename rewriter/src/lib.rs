@@ -9,6 +9,7 @@
 //! syscall's result, or [`PASSTHROUGH`] to have the hook make the real call with the
 //! (possibly changed) arguments in [`SyscallArgs`].
 
+mod elf;
 pub mod filter;
 mod hook;
 mod scan;
@@ -282,9 +283,11 @@ fn install_inner(config: &Config) -> Result<InstallReport, InstallError> {
         {
             continue;
         }
+        let mut code = [(0, 0); elf::MAX_RANGES];
+        let n = code_of_file_mapping(m, &mut code);
         // SAFETY: an executable private mapping of this process; only this thread runs
         // (install happens in the constructor), and the patch keeps instruction lengths.
-        unsafe { scan::rewrite_range(m.start, m.end, m.prot, &mut stats) }
+        unsafe { scan::rewrite_range(m.start, m.end, m.prot, n.map(|n| &code[..n]), &mut stats) }
             .map_err(|e| InstallError::Sys("mprotect", -e as i32))?;
     }
     if config.log {
@@ -301,6 +304,34 @@ fn install_inner(config: &Config) -> Result<InstallReport, InstallError> {
         stats,
         own_object: own_path,
     })
+}
+
+/// The code sections of a file-backed mapping (`None`: not known, sweep it all). Checks
+/// that the file on disk is still the one mapped (same inode).
+fn code_of_file_mapping(
+    m: &scan::MapsEntry,
+    out: &mut [(usize, usize); elf::MAX_RANGES],
+) -> Option<usize> {
+    if !m.path.starts_with('/') {
+        return None;
+    }
+    let path = std::ffi::CString::new(m.path.as_bytes()).ok()?;
+    let fd = sys::open(&path, libc::O_RDONLY | libc::O_CLOEXEC, 0);
+    if sys::is_err(fd) {
+        return None;
+    }
+    let fd = fd as i32;
+    // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: fstat writes one struct stat into `st`.
+    let r = unsafe { sys::syscall3(libc::SYS_fstat, fd as i64, &mut st as *mut _ as i64, 0) };
+    let n = if r == 0 && st.st_ino == m.inode {
+        elf::exec_ranges(fd, m.offset, m.start, m.end - m.start, out)
+    } else {
+        None
+    };
+    sys::close(fd);
+    n
 }
 
 /// Called by the assembly entry for handled calls (on the alternate stack, flag set).
@@ -359,10 +390,17 @@ fn map_executable(a: &SyscallArgs) -> Option<i64> {
     };
     let end = (start + len + 4095) & !4095;
     let mut stats = ScanStats::default();
+    // A file mapped by mmap (dlopen): its section headers say where the code is.
+    let mut code = [(0, 0); elf::MAX_RANGES];
+    let n = if a.nr == libc::SYS_mmap && a3 as i32 & libc::MAP_ANONYMOUS == 0 && a4 >= 0 {
+        elf::exec_ranges(a4 as i32, a5 as u64, start, end - start, &mut code)
+    } else {
+        None
+    };
     if start != 0 && end > start {
         // SAFETY: the range was just mapped or made executable by this call, which has not
         // returned to its caller yet, so nothing runs the new code.
-        let _ = unsafe { scan::rewrite_range(start, end, prot, &mut stats) };
+        let _ = unsafe { scan::rewrite_range(start, end, prot, n.map(|n| &code[..n]), &mut stats) };
         LATE_REWRITTEN.fetch_add(stats.rewritten, Relaxed);
     }
     Some(if a.nr == libc::SYS_mmap {

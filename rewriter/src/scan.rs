@@ -124,7 +124,9 @@ fn collect(
 }
 
 /// Rewrites every `syscall` in `[start, end)` (page-aligned), whose protection is `prot`
-/// and stays so afterwards. Returns the raw errno of a failed `mprotect`.
+/// and stays so afterwards. `code`: the ranges inside it that hold instructions (ELF
+/// sections), decoded from their start; `None`: the whole range. Returns the raw errno
+/// of a failed `mprotect`.
 ///
 /// # Safety
 /// `[start, end)` must be mapped code that no thread executes while it is patched (at
@@ -133,8 +135,14 @@ pub(crate) unsafe fn rewrite_range(
     start: usize,
     end: usize,
     prot: i32,
+    code: Option<&[(usize, usize)]>,
     stats: &mut ScanStats,
 ) -> Result<(), i64> {
+    let whole = [(start, end)];
+    let code = code.unwrap_or(&whole);
+    if code.is_empty() {
+        return Ok(());
+    }
     let len = end - start;
     let mut writable = false;
     if prot & libc::PROT_READ == 0 {
@@ -145,17 +153,41 @@ pub(crate) unsafe fn rewrite_range(
         }
     }
     stats.ranges += 1;
-    stats.bytes += len;
     let mut sites = [0usize; BATCH];
+    let mut result = Ok(());
+    for &(cs, ce) in code {
+        stats.bytes += ce - cs;
+        if let Err(e) = rewrite_code(cs, ce, start, len, &mut writable, &mut sites, stats) {
+            result = Err(e);
+            break;
+        }
+    }
+    if writable || prot & libc::PROT_READ == 0 {
+        // SAFETY: restores the protection the range had.
+        unsafe { sys::mprotect(start, len, prot) };
+    }
+    result
+}
+
+/// Decodes `[cs, ce)` and patches its sites, making `[start, start+len)` writable first.
+fn rewrite_code(
+    cs: usize,
+    ce: usize,
+    start: usize,
+    len: usize,
+    writable: &mut bool,
+    sites: &mut [usize; BATCH],
+    stats: &mut ScanStats,
+) -> Result<(), i64> {
     let mut from = 0;
-    let result = loop {
+    loop {
         let (n, resume) = {
             // SAFETY: the range is mapped and readable; the slice lives only while
             // decoding, before any byte of it is written below.
-            let bytes = unsafe { core::slice::from_raw_parts(start as *const u8, len) };
-            collect(bytes, start, from, &mut sites, stats)
+            let bytes = unsafe { core::slice::from_raw_parts(cs as *const u8, ce - cs) };
+            collect(bytes, cs, from, sites, stats)
         };
-        if n > 0 && !writable {
+        if n > 0 && !*writable {
             // SAFETY: code stays executable (other threads may run it); write is added.
             let r = unsafe {
                 sys::mprotect(
@@ -165,9 +197,9 @@ pub(crate) unsafe fn rewrite_range(
                 )
             };
             if sys::is_err(r) {
-                break Err(r);
+                return Err(r);
             }
-            writable = true;
+            *writable = true;
         }
         for &site in &sites[..n] {
             // SAFETY: `site` is a decoded two-byte `syscall` inside the now writable range;
@@ -177,14 +209,9 @@ pub(crate) unsafe fn rewrite_range(
         stats.rewritten += n;
         match resume {
             Some(r) => from = r,
-            None => break Ok(()),
+            None => return Ok(()),
         }
-    };
-    if writable || prot & libc::PROT_READ == 0 {
-        // SAFETY: restores the protection the range had.
-        unsafe { sys::mprotect(start, len, prot) };
     }
-    result
 }
 
 /// One line of `/proc/self/maps`.
@@ -194,6 +221,9 @@ pub(crate) struct MapsEntry {
     pub end: usize,
     pub prot: i32,
     pub shared: bool,
+    /// File offset the mapping starts at.
+    pub offset: u64,
+    pub inode: u64,
     pub path: String,
 }
 
@@ -202,7 +232,7 @@ pub(crate) fn parse_maps(text: &str) -> Vec<MapsEntry> {
         .filter_map(|line| {
             let mut f = line.split_ascii_whitespace();
             let (range, perms) = (f.next()?, f.next()?);
-            let (_off, _dev, _inode) = (f.next()?, f.next()?, f.next()?);
+            let (off, _dev, inode) = (f.next()?, f.next()?, f.next()?);
             let path = f.collect::<Vec<_>>().join(" ");
             let (s, e) = range.split_once('-')?;
             let p = perms.as_bytes();
@@ -221,6 +251,8 @@ pub(crate) fn parse_maps(text: &str) -> Vec<MapsEntry> {
                 end: usize::from_str_radix(e, 16).ok()?,
                 prot,
                 shared: p.get(3) == Some(&b's'),
+                offset: u64::from_str_radix(off, 16).ok()?,
+                inode: inode.parse().ok()?,
                 path,
             })
         })

@@ -1,0 +1,128 @@
+//! Where the code is: the executable sections of an ELF file, so that the decoder starts
+//! at real instruction boundaries and never sweeps over data that shares an executable
+//! segment (`.rodata`, `.eh_frame` in objects linked without `-z separate-code`).
+//!
+//! Reads the headers with `pread` into fixed buffers: usable on the hook path (a library
+//! being mapped by `dlopen`), no allocation.
+
+use crate::sys;
+
+/// Most executable sections one mapping may hold before we fall back to sweeping it all.
+pub(crate) const MAX_RANGES: usize = 16;
+
+const SHF_EXECINSTR: u64 = 0x4;
+const SHT_NOBITS: u32 = 8;
+const SHDR_SIZE: usize = 64;
+
+fn pread(fd: i32, buf: &mut [u8], off: u64) -> bool {
+    // SAFETY: the buffer is valid for writes of its length.
+    let n = unsafe {
+        sys::syscall6(
+            libc::SYS_pread64,
+            fd as i64,
+            buf.as_mut_ptr() as i64,
+            buf.len() as i64,
+            off as i64,
+            0,
+            0,
+        )
+    };
+    n == buf.len() as i64
+}
+
+fn u16_at(b: &[u8], at: usize) -> u64 {
+    u16::from_le_bytes([b[at], b[at + 1]]) as u64
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// The executable sections of the ELF file open as `fd`, as absolute address ranges
+/// inside the mapping `[map_start, map_start + map_len)` that maps the file from offset
+/// `map_off`. `None` when the file is not a 64-bit little-endian ELF with section
+/// headers, or has too many: then the whole mapping is code as far as we know.
+pub(crate) fn exec_ranges(
+    fd: i32,
+    map_off: u64,
+    map_start: usize,
+    map_len: usize,
+    out: &mut [(usize, usize); MAX_RANGES],
+) -> Option<usize> {
+    let mut ehdr = [0u8; 64];
+    if !pread(fd, &mut ehdr, 0) || ehdr[..4] != *b"\x7fELF" || ehdr[4] != 2 || ehdr[5] != 1 {
+        return None;
+    }
+    let shoff = u64_at(&ehdr, 0x28);
+    let shentsize = u16_at(&ehdr, 0x3a) as usize;
+    let shnum = u16_at(&ehdr, 0x3c) as usize;
+    if shoff == 0 || shnum == 0 || shentsize != SHDR_SIZE {
+        return None;
+    }
+    let map_end = map_off + map_len as u64;
+    let mut n = 0;
+    let mut buf = [0u8; SHDR_SIZE * 32];
+    let mut i = 0;
+    while i < shnum {
+        let count = (shnum - i).min(32);
+        let chunk = &mut buf[..count * SHDR_SIZE];
+        if !pread(fd, chunk, shoff + (i * SHDR_SIZE) as u64) {
+            return None;
+        }
+        for sh in chunk.chunks_exact(SHDR_SIZE) {
+            let (ty, flags) = (u32_at(sh, 4), u64_at(sh, 8));
+            let (off, size) = (u64_at(sh, 24), u64_at(sh, 32));
+            if flags & SHF_EXECINSTR == 0 || ty == SHT_NOBITS || size == 0 {
+                continue;
+            }
+            let (s, e) = (off.max(map_off), (off + size).min(map_end));
+            if s >= e {
+                continue;
+            }
+            if n == MAX_RANGES {
+                return None;
+            }
+            out[n] = (
+                map_start + (s - map_off) as usize,
+                map_start + (e - map_off) as usize,
+            );
+            n += 1;
+        }
+        i += count;
+    }
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// libc's own sections: .text etc. lie inside its r-x mapping, and the headers at
+    /// the start of the file are not code.
+    #[test]
+    fn finds_code_sections_of_libc() {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let m = crate::scan::parse_maps(&maps)
+            .into_iter()
+            .find(|m| m.prot & libc::PROT_EXEC != 0 && m.path.contains("libc.so"))
+            .expect("libc mapped executable");
+        let path = std::ffi::CString::new(m.path.clone()).unwrap();
+        let fd = sys::open(&path, libc::O_RDONLY | libc::O_CLOEXEC, 0) as i32;
+        assert!(fd >= 0);
+        let mut out = [(0, 0); MAX_RANGES];
+        let n = exec_ranges(fd, m.offset, m.start, m.end - m.start, &mut out).unwrap();
+        sys::close(fd);
+        assert!(n >= 1, "no code sections");
+        let code: usize = out[..n].iter().map(|(s, e)| e - s).sum();
+        assert!(code > 1 << 20, "libc has over 1 MiB of code: {code}");
+        for &(s, e) in &out[..n] {
+            assert!(m.start <= s && s < e && e <= m.end);
+        }
+        // A file that is not ELF: no answer, the caller sweeps the whole mapping.
+        let fd = sys::open(c"/proc/self/maps", libc::O_RDONLY, 0) as i32;
+        assert!(exec_ranges(fd, 0, 0x1000, 0x1000, &mut out).is_none());
+        sys::close(fd);
+    }
+}
