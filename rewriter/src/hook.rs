@@ -38,7 +38,8 @@ const T_VDEPTH: usize = 24;
 const T_VSLOTS: usize = 32;
 const T_SCRATCH: usize = T_VSLOTS + 8 * VFORK_SLOTS;
 const T_BUSY: usize = T_SCRATCH + 8 * 8;
-const TLS_SIZE: usize = T_BUSY + 8;
+const T_MISSED: usize = T_BUSY + 8;
+const TLS_SIZE: usize = T_MISSED + 8;
 
 /// Bytes `xsave` needs for the enabled state components (set by `install`).
 pub(crate) static XSAVE_SIZE: AtomicU64 = AtomicU64::new(4096);
@@ -130,7 +131,7 @@ global_asm!(
     "20:",
     "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
     "cmp qword ptr fs:[r11 + {t_in_shim}], 0",
-    "jne 2b",
+    "jne 19f",
     // Set the flag atomically: threads made by a raw clone without CLONE_SETTLS share
     // this block, and only one of them may own the alternate stack at a time (the
     // loser passes its call through). From here on a signal handler's syscalls on this
@@ -260,6 +261,20 @@ global_asm!(
     "34:",
     "mov qword ptr [rbp - 56], rax",
     "jmp 28b",
+    // ---- inside the shim: pass through, but remember a call that may have made memory
+    // executable, for `crate::rescan_if_missed` when the shim code returns
+    "19:",
+    "cmp eax, {sys_mmap}",
+    "je 18f",
+    "cmp eax, {sys_mprotect}",
+    "je 18f",
+    "cmp eax, {sys_pkey_mprotect}",
+    "jne 2b",
+    "18:",
+    "test edx, {prot_exec}",
+    "jz 2b",
+    "mov qword ptr fs:[r11 + {t_missed}], 1",
+    "jmp 2b",
     // ---- first handled call on this thread: map its alternate stack
     "25:",
     "mov qword ptr fs:[r11 + {t_scratch}], rax",
@@ -628,6 +643,10 @@ global_asm!(
     t_vslots = const T_VSLOTS,
     t_scratch = const T_SCRATCH,
     t_busy = const T_BUSY,
+    t_missed = const T_MISSED,
+    prot_exec = const libc::PROT_EXEC,
+    sys_mprotect = const libc::SYS_mprotect,
+    sys_pkey_mprotect = const libc::SYS_pkey_mprotect,
     sys_execve = const libc::SYS_execve,
     sys_execveat = const libc::SYS_execveat,
     alt_size = const ALT_STACK_SIZE,
@@ -677,4 +696,15 @@ pub(crate) fn set_in_shim_flag(v: u64) {
     // SAFETY: as in `in_shim_flag`; only this thread (or a signal handler on it, which
     // restores what it changed) writes the flag.
     unsafe { core::ptr::write_volatile(tls_block().add(T_IN_SHIM / 8), v) }
+}
+
+/// Reads and clears this thread's "a mapping call passed by while inside the shim" mark.
+pub(crate) fn take_missed_mapping() -> bool {
+    // SAFETY: as in `in_shim_flag`: this thread's own block.
+    unsafe {
+        let p = tls_block().add(T_MISSED / 8);
+        let v = core::ptr::read_volatile(p);
+        core::ptr::write_volatile(p, 0);
+        v != 0
+    }
 }

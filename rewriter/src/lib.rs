@@ -118,6 +118,10 @@ pub fn in_shim() -> InShim {
 
 impl Drop for InShim {
     fn drop(&mut self) {
+        if self.prev == 0 {
+            // Shim code may have mapped code (a dlopen of its own) that went unrewritten.
+            rescan_if_missed();
+        }
         hook::set_in_shim_flag(self.prev);
     }
 }
@@ -272,15 +276,7 @@ fn install_inner(config: &Config) -> Result<InstallReport, InstallError> {
 
     let mut stats = ScanStats::default();
     for m in &maps {
-        if m.prot & libc::PROT_EXEC == 0
-            || m.start == 0
-            || m.shared
-            || (!own_path.is_empty() && m.path == own_path)
-            || matches!(
-                m.path.as_str(),
-                "[vdso]" | "[vsyscall]" | "[vvar]" | "[uprobes]"
-            )
-        {
+        if !rewritable(m, &own_path) {
             continue;
         }
         let mut code = [(0, 0); elf::MAX_RANGES];
@@ -334,6 +330,43 @@ fn code_of_file_mapping(
     n
 }
 
+/// When a `mmap`/`mprotect` passed through while this thread was inside the shim, scans
+/// the executable mappings again and rewrites what is new (code already rewritten has
+/// no `syscall` left to patch). Call with the thread's flag set.
+fn rescan_if_missed() {
+    if !INSTALLED.load(Relaxed) || !hook::take_missed_mapping() {
+        return;
+    }
+    let Ok(text) = scan::read_maps() else { return };
+    let (own_start, own_end) = (OWN_START.load(Relaxed), OWN_END.load(Relaxed));
+    let mut stats = ScanStats::default();
+    for m in scan::parse_maps(&text) {
+        if !rewritable(&m, "") || (m.start < own_end && m.end > own_start) {
+            continue;
+        }
+        let mut code = [(0, 0); elf::MAX_RANGES];
+        let n = code_of_file_mapping(&m, &mut code);
+        // SAFETY: as for mappings made executable after install; code already rewritten
+        // holds no `syscall` to patch, and patches keep instruction lengths.
+        let _ = unsafe {
+            scan::rewrite_range(m.start, m.end, m.prot, n.map(|n| &code[..n]), &mut stats)
+        };
+    }
+    LATE_REWRITTEN.fetch_add(stats.rewritten, Relaxed);
+}
+
+/// True for an executable private mapping the rewriter may patch.
+fn rewritable(m: &scan::MapsEntry, own_path: &str) -> bool {
+    !(m.prot & libc::PROT_EXEC == 0
+        || m.start == 0
+        || m.shared
+        || (!own_path.is_empty() && m.path == own_path)
+        || matches!(
+            m.path.as_str(),
+            "[vdso]" | "[vsyscall]" | "[vvar]" | "[uprobes]"
+        ))
+}
+
 /// Called by the assembly entry for handled calls (on the alternate stack, flag set).
 extern "C" fn dispatch(args: &mut SyscallArgs) -> i64 {
     let mut ret = PASSTHROUGH;
@@ -347,9 +380,10 @@ extern "C" fn dispatch(args: &mut SyscallArgs) -> i64 {
     }
     if ret == PASSTHROUGH {
         if let Some(r) = map_executable(args) {
-            return r;
+            ret = r;
         }
     }
+    rescan_if_missed();
     ret
 }
 

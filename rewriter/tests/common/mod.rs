@@ -113,6 +113,22 @@ extern "C" {
 /// Copies the code between `start` and `end` into fresh memory made executable (and so
 /// rewritten), returns its address.
 fn load_code(start: usize, end: usize) -> *mut libc::c_void {
+    let page = load_code_unchecked(start, end);
+    assert!(
+        is_rewritten(page, end - start),
+        "the probe's syscall was rewritten when it became executable"
+    );
+    page
+}
+
+/// True when the code at `page` holds `call *%rax` and no `syscall`.
+fn is_rewritten(page: *mut libc::c_void, len: usize) -> bool {
+    // SAFETY: the page is mapped readable.
+    let code = unsafe { core::slice::from_raw_parts(page as *const u8, len) };
+    code.windows(2).any(|w| w == [0xff, 0xd0]) && !code.windows(2).any(|w| w == [0x0f, 0x05])
+}
+
+fn load_code_unchecked(start: usize, end: usize) -> *mut libc::c_void {
     let len = end - start;
     // SAFETY: a fresh private anonymous mapping we own.
     let page = unsafe {
@@ -135,12 +151,6 @@ fn load_code(start: usize, end: usize) -> *mut libc::c_void {
             0
         );
     }
-    // SAFETY: the page is mapped readable.
-    let code = unsafe { core::slice::from_raw_parts(page as *const u8, len) };
-    assert!(
-        code.windows(2).any(|w| w == [0xff, 0xd0]) && !code.windows(2).any(|w| w == [0x0f, 0x05]),
-        "the probe's syscall was rewritten when it became executable"
-    );
     page
 }
 
@@ -211,6 +221,25 @@ pub fn hook_end_to_end(force_xsave: bool) {
         assert_eq!(unsafe { libc::getppid() } as i64, real_ppid);
     }
     assert!(!rewriter::is_in_shim());
+
+    // Code mapped by shim code (inside the shim, its calls pass straight through) is
+    // rewritten when the shim code returns.
+    let (start, end) = (
+        &raw const probe_start as usize,
+        &raw const probe_end as usize,
+    );
+    let page = {
+        let _g = rewriter::in_shim();
+        let page = load_code_unchecked(start, end);
+        assert!(!is_rewritten(page, end - start), "inside the shim: not yet");
+        page
+    };
+    assert!(
+        is_rewritten(page, end - start),
+        "rewritten when the guard dropped"
+    );
+    // SAFETY: unmapping our own page.
+    unsafe { libc::munmap(page, 4096) };
     assert_eq!(SEEN_GETPPID.load(SeqCst), 2);
 
     // AVX-512 registers and mask registers survive a handled call too.
