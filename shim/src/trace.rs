@@ -161,6 +161,7 @@ mod tests {
         w.num(4321);
         w.entry(0, 17);
         w.entry(435, 1);
-        assert_eq!(&buf[..w.len], b"4321 0:17 435:1");
+        let len = w.len;
+        assert_eq!(&buf[..len], b"4321 0:17 435:1");
     }
 }

@@ -126,7 +126,9 @@ pub struct StatsSegment {
     base: NonNull<u8>,
     len: usize,
     path: PathBuf,
-    owner: bool,
+    /// PID of the creating process: only it removes the file (a forked child that
+    /// inherited the mapping must not).
+    owner: Option<u32>,
 }
 
 // SAFETY: the mapping is only accessed through atomics and the immutable header.
@@ -186,7 +188,7 @@ impl StatsSegment {
             base,
             len,
             path,
-            owner: true,
+            owner: Some(std::process::id()),
         })
     }
 
@@ -205,7 +207,7 @@ impl StatsSegment {
             base,
             len,
             path: path.to_path_buf(),
-            owner: false,
+            owner: None,
         };
         let h = seg.header();
         if h.magic != MAGIC || h.layout != layout_hash() || len != segment_len() {
@@ -273,7 +275,7 @@ impl Drop for StatsSegment {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what `map` mapped; no reference outlives self.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
-        if self.owner {
+        if self.owner == Some(std::process::id()) {
             let _ = std::fs::remove_file(&self.path);
         }
     }

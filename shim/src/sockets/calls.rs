@@ -90,6 +90,9 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
     if !(active() || a.nr == libc::SYS_socket && global::start()) {
         return PASSTHROUGH;
     }
+    if !super::owner::is_owner() {
+        return not_owner(a);
+    }
     let r = handle_call(a);
     if global::tracing() {
         debug(format_args!(
@@ -107,6 +110,93 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
         ));
     }
     r
+}
+
+/// Calls that use an existing socket: a child making one takes ownership from its
+/// parent (nginx's worker). The fd they name is `fd_arg`.
+fn uses_socket(nr: i64) -> Option<usize> {
+    match nr {
+        libc::SYS_epoll_ctl => Some(2),
+        libc::SYS_read
+        | libc::SYS_write
+        | libc::SYS_readv
+        | libc::SYS_writev
+        | libc::SYS_recvfrom
+        | libc::SYS_sendto
+        | libc::SYS_recvmsg
+        | libc::SYS_sendmsg
+        | libc::SYS_recvmmsg
+        | libc::SYS_sendmmsg
+        | libc::SYS_listen
+        | libc::SYS_accept
+        | libc::SYS_accept4
+        | libc::SYS_connect
+        | libc::SYS_shutdown
+        | libc::SYS_epoll_wait
+        | libc::SYS_epoll_pwait
+        | libc::SYS_epoll_pwait2 => Some(0),
+        _ => None,
+    }
+}
+
+/// A call in a process that does not drive the fast path (see `owner`).
+fn not_owner(a: &mut SyscallArgs) -> i64 {
+    use super::owner;
+    if owner::abandoned() {
+        return strip_if_epoll_wait(a);
+    }
+    let fd = a.args.get(uses_socket(a.nr).unwrap_or(usize::MAX)).copied();
+    let fast = |fd: i64| {
+        let e = engine();
+        e.fds.contains(fd as i32) || e.epolls.contains_key(&(fd as i32))
+    };
+    if fd.is_some_and(fast) {
+        if owner::take_from_parent() {
+            global::log(
+                super::config::LogLevel::Info,
+                format_args!("took over the fast path from the parent process"),
+            );
+            {
+                let mut e = engine();
+                let iface = e.dev.name.clone();
+                if let Ok(seg) = fastnet_stats::StatsSegment::create(owner::pid() as u32, &iface) {
+                    // The parent's segment stays the parent's (it removes it at exit).
+                    if let Some(old) = e.stats.replace(seg) {
+                        std::mem::forget(old);
+                    }
+                }
+            }
+            global::spawn_driver();
+            return handle(a);
+        }
+        // Ownership is elsewhere for good: let go of the interface.
+        abandon();
+        return strip_if_epoll_wait(a);
+    }
+    if a.nr == libc::SYS_close && fast(a.args[0]) {
+        // A child dropping inherited sockets (redis's BGSAVE child) will not drive.
+        abandon();
+    }
+    strip_if_epoll_wait(a)
+}
+
+fn abandon() {
+    let fds = engine().dev.owned_fds();
+    super::owner::abandon(&fds);
+    debug(format_args!(
+        "not the fast-path owner: closed the interface's fds"
+    ));
+}
+
+/// Epoll waits in a process that does not drive: the kernel's answer without our
+/// marker events (the XSK fds and wakers still sit in epolls inherited from the owner).
+fn strip_if_epoll_wait(a: &mut SyscallArgs) -> i64 {
+    match a.nr {
+        libc::SYS_epoll_wait | libc::SYS_epoll_pwait | libc::SYS_epoll_pwait2 => {
+            super::readiness::kernel_wait_stripped(a)
+        }
+        _ => PASSTHROUGH,
+    }
 }
 
 fn handle_call(a: &mut SyscallArgs) -> i64 {
@@ -162,7 +252,7 @@ fn handle_call(a: &mut SyscallArgs) -> i64 {
 
 /// The socket behind `fd` when it is ours and this process drives the fast path.
 pub fn ours(e: &Engine, fd: i32) -> Option<FastSocket> {
-    if e.owner_pid != kernel::getpid() {
+    if !super::owner::is_owner() {
         return None;
     }
     e.fds.get(fd).cloned()
@@ -642,10 +732,6 @@ fn close(fd: i32) -> i64 {
         rewriter::filter::mark_fd(fd, false);
         drop(e);
         return res(kernel::close(fd).map(|_| 0));
-    }
-    if e.owner_pid != kernel::getpid() {
-        // A forked child closes only its copy of the shadow; the owner's socket lives.
-        return PASSTHROUGH;
     }
     if let Some(s) = e.fds.remove(fd) {
         e.close_socket(s);

@@ -93,8 +93,11 @@ pub struct Engine {
     claims: HashMap<(Transport, u16), u32>,
     start: std::time::Instant,
     pub stats: Option<StatsSegment>,
-    pub owner_pid: i32,
 }
+
+/// When the stack last ran (µs on the engine's clock): the background driver only
+/// steps in when the app's threads have not driven it for a while.
+pub static LAST_DRIVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How many frames one drive takes from each RX ring.
 const RX_BUDGET: u32 = 256;
@@ -130,7 +133,6 @@ impl Engine {
             claims: HashMap::with_capacity(1024),
             start: std::time::Instant::now(),
             stats,
-            owner_pid: kernel::getpid(),
         }
     }
 
@@ -150,6 +152,7 @@ impl Engine {
     /// Runs the stack: receive, timers, transmit, and tell waiters what changed.
     pub fn drive(&mut self) {
         let now = self.now();
+        LAST_DRIVE.store(now.micros(), std::sync::atomic::Ordering::Relaxed);
         let Engine { dev, iface, .. } = self;
         dev.receive(RX_BUDGET, |frame| iface.receive(now, frame));
         self.resolve_neighbors(now);
@@ -207,7 +210,7 @@ impl Engine {
             epolls,
             ..
         } = self;
-        let wake = |h: SocketHandle, r: Readiness| {
+        let mut wake = |h: SocketHandle, r: Readiness| {
             for w in waiters.iter().filter(|w| w.handle == h) {
                 kernel::eventfd_signal(w.eventfd);
             }
@@ -216,7 +219,8 @@ impl Engine {
             };
             if let Some(s) = fds.get(fd) {
                 for ep in &s.epolls {
-                    if let Some(set) = epolls.get(ep) {
+                    if let Some(set) = epolls.get_mut(ep) {
+                        set.mark_edge(fd);
                         if !set.contains(fd) || set.would_report(fd, r.epoll_bits()) {
                             kernel::eventfd_signal(set.waker);
                         }

@@ -31,8 +31,9 @@ const MODE_BITS: u32 =
 struct Interest {
     events: u32,
     data: u64,
-    /// Edge-triggered: bits reported last time (reported again only after they drop).
-    reported: u32,
+    /// Edge-triggered: the socket's readiness changed since it was last reported (set
+    /// by whoever drives the stack, from the stack's readiness-change queue).
+    edge: bool,
     /// One-shot that fired: silent until EPOLL_CTL_MOD re-arms it.
     disarmed: bool,
     /// Reported from the stack's readiness (false: only the kernel epoll reports it).
@@ -72,7 +73,7 @@ impl EpollSet {
             Interest {
                 events,
                 data,
-                reported: 0,
+                edge: true,
                 disarmed: false,
                 fast: true,
             },
@@ -89,7 +90,7 @@ impl EpollSet {
         *i = Interest {
             events,
             data,
-            reported: 0,
+            edge: true,
             disarmed: false,
             fast: i.fast,
         };
@@ -126,6 +127,13 @@ impl EpollSet {
         self.interests.is_empty()
     }
 
+    /// Records that `fd`'s readiness changed (a new edge for edge-triggered interest).
+    pub fn mark_edge(&mut self, fd: i32) {
+        if let Some(i) = self.interests.get_mut(&fd) {
+            i.edge = true;
+        }
+    }
+
     /// Fills `out` with the events due now; `readiness(fd)` gives a socket's current
     /// EPOLL* bits. Returns how many were written.
     pub fn collect(&mut self, mut readiness: impl FnMut(i32) -> u32, out: &mut [Event]) -> usize {
@@ -139,16 +147,13 @@ impl EpollSet {
             }
             let wanted = (i.events & !MODE_BITS) | ALWAYS;
             let ready = readiness(fd) & wanted;
-            let due = if i.events & EPOLLET != 0 {
-                let fresh = ready & !i.reported;
-                i.reported = ready;
-                if fresh != 0 {
-                    ready
-                } else {
-                    0
-                }
-            } else {
+            let due = if i.events & EPOLLET == 0 {
                 ready
+            } else if i.edge && ready != 0 {
+                i.edge = false;
+                ready
+            } else {
+                0
             };
             if due == 0 {
                 continue;
@@ -171,11 +176,9 @@ impl EpollSet {
         let Some(i) = self.interests.get(&fd) else {
             return false;
         };
-        let mut due = bits & ((i.events & !MODE_BITS) | ALWAYS);
-        if i.events & EPOLLET != 0 {
-            due &= !i.reported;
-        }
-        i.fast && !i.disarmed && due != 0
+        let due = bits & ((i.events & !MODE_BITS) | ALWAYS);
+        let edge_ok = i.events & EPOLLET == 0 || i.edge;
+        i.fast && !i.disarmed && edge_ok && due != 0
     }
 }
 
@@ -239,9 +242,17 @@ mod tests {
         assert_eq!(collect(&mut s, |_| IN).len(), 1);
         assert!(collect(&mut s, |_| IN).is_empty(), "no new edge");
         assert!(!s.would_report(5, IN));
-        assert!(collect(&mut s, |_| 0).is_empty(), "drained to EAGAIN");
+        // The app drains to EAGAIN and new data arrives before its next epoll_wait:
+        // the stack reports both changes; the edge must not be lost.
+        s.mark_edge(5);
+        s.mark_edge(5);
         assert!(s.would_report(5, IN));
         assert_eq!(collect(&mut s, |_| IN).len(), 1, "new data: new edge");
+        assert!(collect(&mut s, |_| IN).is_empty());
+        // A change that leaves nothing ready reports nothing, and keeps the edge for later.
+        s.mark_edge(5);
+        assert!(collect(&mut s, |_| 0).is_empty());
+        assert_eq!(collect(&mut s, |_| IN).len(), 1);
     }
 
     #[test]

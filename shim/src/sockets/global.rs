@@ -107,6 +107,13 @@ pub fn start() -> bool {
                 dev.addr, dev.prefix_len, dev.mtu
             ),
         );
+        if !super::owner::init() {
+            log(
+                LogLevel::Warn,
+                format_args!("fast path off: cannot map the shared owner page"),
+            );
+            return;
+        }
         let engine = Engine::new(config, dev, stats);
         for fd in engine.dev.owned_fds() {
             rewriter::filter::mark_fd(fd, true);
@@ -114,6 +121,11 @@ pub fn start() -> bool {
         if ENGINE.set(Mutex::new(engine)).is_ok() {
             ACTIVE.store(true, Ordering::Release);
             super::calls::register_filters();
+            // SAFETY: registering plain functions; they only touch our own statics.
+            unsafe {
+                libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child))
+            };
+            spawn_driver();
         }
     });
     active()
@@ -125,10 +137,12 @@ pub fn at_exit() {
     if !active() {
         return;
     }
-    let mut e = engine();
-    if e.owner_pid != kernel::getpid() {
+    if !super::owner::is_owner() {
+        // Removes this process's own counters segment, if it made one.
+        engine().stats.take();
         return;
     }
+    let mut e = engine();
     let deadline = Instant::now() + Duration::from_millis(e.config.linger_ms as u64);
     e.drive();
     while e.has_unsent() && Instant::now() < deadline {
@@ -165,6 +179,82 @@ pub fn at_exit() {
         log(LogLevel::Off, format_args!("{report}"));
     }
     e.stats.take();
+}
+
+// Fork with the engine lock held by another thread would leave the child's copy
+// locked forever: hold it across fork in the forking thread instead.
+extern "C" fn fork_prepare() {
+    if let Some(m) = ENGINE.get() {
+        std::mem::forget(m.lock());
+    }
+}
+
+extern "C" fn fork_parent() {
+    if let Some(m) = ENGINE.get() {
+        // SAFETY: locked by fork_prepare in this thread, guard forgotten.
+        unsafe { m.force_unlock() };
+    }
+}
+
+extern "C" fn fork_child() {
+    super::owner::after_fork_child();
+    if let Some(m) = ENGINE.get() {
+        // SAFETY: as in fork_parent; the child's only thread holds it.
+        unsafe { m.force_unlock() };
+    }
+}
+
+/// Starts the background driver: when no app thread has driven the stack for a
+/// millisecond (the app is busy computing), it runs timers, ACKs and receives. It
+/// blocks every signal, so the app's handlers never run on it.
+pub fn spawn_driver() {
+    let mut all: libc::sigset_t = unsafe_sigset();
+    let mut old: libc::sigset_t = unsafe_sigset();
+    // SAFETY: sigset manipulation on local sets; the mask is restored right after.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    let r = std::thread::Builder::new()
+        .name("fastnet-driver".into())
+        .stack_size(256 * 1024)
+        .spawn(driver_loop);
+    // SAFETY: restoring the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    if let Err(e) = r {
+        log(
+            LogLevel::Warn,
+            format_args!("no background driver ({e}): timers run only inside the app's calls"),
+        );
+    }
+}
+
+fn unsafe_sigset() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigfillset initialise it before use.
+    unsafe { std::mem::zeroed() }
+}
+
+fn driver_loop() {
+    // Everything this thread calls goes straight to the kernel.
+    let _inside = rewriter::in_shim();
+    let period = Duration::from_millis(1);
+    loop {
+        std::thread::sleep(period);
+        if !super::owner::is_owner() {
+            return;
+        }
+        let Some(m) = ENGINE.get() else { return };
+        let Some(mut e) = m.try_lock() else { continue };
+        let now = e.now().micros();
+        let last = super::engine::LAST_DRIVE.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 1000 {
+            continue;
+        }
+        let due = e.dev.rx_pending() > 0 || e.iface.poll_at().is_some_and(|t| t.micros() <= now);
+        if due {
+            e.drive();
+        }
+    }
 }
 
 /// Fds the shim made for itself outside the engine (threads' eventfds, the log).

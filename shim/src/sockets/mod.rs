@@ -18,6 +18,7 @@ pub mod global;
 pub mod kernel;
 pub mod netdev;
 pub mod options;
+pub mod owner;
 pub mod readiness;
 pub mod sockaddr;
 

@@ -691,3 +691,26 @@ pub fn pselect6(nfds: i32, r: i64, w: i64, x: i64, tsp: i64, sig: i64) -> i64 {
     };
     select_core(nfds, r, w, x, timeout, sigmask)
 }
+
+/// The app's epoll wait made as is, with our marker events removed (for processes that
+/// do not drive the fast path); waits again when only markers fired.
+pub fn kernel_wait_stripped(a: &mut rewriter::SyscallArgs) -> i64 {
+    loop {
+        // SAFETY: the app's own epoll_wait/pwait/pwait2 with its own arguments.
+        let r = unsafe { kernel::raw(a.nr, a.args) };
+        if r <= 0 {
+            return r;
+        }
+        match strip_markers(a.args[1], r as usize) {
+            Ok(0) => {
+                if a.args[3] == 0 {
+                    return 0;
+                }
+                // Only our fds fired; they stay ready, so avoid a busy loop.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(k) => return k as i64,
+            Err(x) => return err(x),
+        }
+    }
+}
