@@ -2,5 +2,6 @@
 
 pub mod doctor;
 pub mod netns;
+pub mod pcap;
 pub mod stat;
 pub mod sys;

@@ -58,6 +58,26 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
+    /// Capture the fast-path frames of a running fastnet process to a pcap file.
+    Pcap {
+        /// The process (default: the only fastnet process running).
+        pid: Option<u32>,
+        /// The pcap file to write.
+        #[arg(short = 'w', value_name = "FILE")]
+        write: std::path::PathBuf,
+        /// Stop after this many frames.
+        #[arg(short = 'c', long)]
+        count: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
+        /// Bytes kept of each frame.
+        #[arg(short = 's', long, default_value_t = fastnet_capture::MAX_SNAPLEN)]
+        snaplen: u32,
+        /// Size of the shared ring in MiB (frames beyond it are counted as dropped).
+        #[arg(long, default_value_t = 16)]
+        buffer_mb: u64,
+    },
     /// Create or remove the two-namespace test topology.
     Netns {
         #[command(subcommand)]
@@ -112,6 +132,24 @@ fn real_main() -> Result<()> {
             interval_ms,
             all,
         } => fastnet_tools::stat::main(pid, watch, interval_ms, all)?,
+        Cmd::Pcap {
+            pid,
+            write,
+            count,
+            duration,
+            snaplen,
+            buffer_mb,
+        } => fastnet_tools::pcap::main(&fastnet_tools::pcap::Options {
+            pid,
+            file: write,
+            count,
+            duration: duration
+                .map(std::time::Duration::try_from_secs_f64)
+                .transpose()
+                .map_err(|_| anyhow::anyhow!("--duration takes a number of seconds >= 0"))?,
+            snaplen,
+            ring_bytes: buffer_mb << 20,
+        })?,
         Cmd::Netns { action } => match action {
             NetnsCmd::Up { owner, queues, mtu } => {
                 // SAFETY: getppid has no preconditions.
