@@ -61,3 +61,39 @@ proptest! {
         run(seed, c, LinkConfig::lossy(0.05), a_len, b_len);
     }
 }
+
+#[test]
+fn a_device_that_refuses_packets_only_slows_things_down() {
+    // Every dispatch may send at most 2 packets on each side (a full TX ring): the
+    // rest must wait in the stack and go out on later dispatches, byte-exact.
+    let mut p = TcpPair::new(cfg(), LinkConfig::lossy(0.02), 31);
+    p.budget = [Some(2), Some(2)];
+    let (_l, c, s) = establish(&mut p);
+    let a_data = pattern(200_000, 1);
+    let b_data = pattern(150_000, 2);
+    let (x, y) = exchange(&mut p, c, s, &a_data, &b_data, secs(600));
+    assert!(y == a_data && x == b_data);
+    assert!(p.a.stats().tx_blocked > 0 && p.b.stats().tx_blocked > 0);
+    // Connection-less answers (RSTs) queue up the same way.
+    p.a_to_b.cfg.loss = 0.0;
+    p.b_to_a.cfg.loss = 0.0;
+    p.budget = [None, Some(0)];
+    let refused: Vec<_> = (1..=5)
+        .map(|port| {
+            p.a.connect(TcpPair::addr_a(0), TcpPair::addr_b(port))
+                .unwrap()
+        })
+        .collect();
+    p.run_for(stack::time::Duration::from_millis(50));
+    assert_eq!(p.b.stats().resets_sent, 0);
+    assert!(p.b.stats().tx_blocked > 0);
+    p.budget = [None, None];
+    p.run_for(stack::time::Duration::from_millis(50));
+    assert_eq!(p.b.stats().resets_sent, 5);
+    for h in refused {
+        assert_eq!(
+            p.a.take_error(h).unwrap(),
+            Some(stack::error::Error::ConnectionRefused)
+        );
+    }
+}
