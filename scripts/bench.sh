@@ -8,7 +8,7 @@
 # cpuacct cgroups. Writes BENCHMARKS.md and BENCHMARKS.svg; raw output in target/bench-last.
 #
 # Knobs (environment):
-#   BENCH_SECONDS=5        length of each timed client run (redis: request count scaled)
+#   BENCH_SECONDS=4        length of each timed client run (redis: request count scaled)
 #   BENCH_REPEAT=3         client runs per workload and mode; the report shows the median
 #   BENCH_ONLY="redis nginx sockperf iperf3 hooks"   subset of workload groups
 #   BENCH_OUT=BENCHMARKS.md   BENCH_SVG=BENCHMARKS.svg   where the report goes
@@ -25,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FASTNET=${FASTNET:-target/release/fastnet}
-BENCH_SECONDS=${BENCH_SECONDS:-5}
+BENCH_SECONDS=${BENCH_SECONDS:-4}
 BENCH_REPEAT=${BENCH_REPEAT:-3}
 BENCH_ONLY=${BENCH_ONLY:-redis nginx sockperf iperf3 hooks}
 BENCH_OUT=${BENCH_OUT:-BENCHMARKS.md}
@@ -255,10 +255,22 @@ wants() { case " $BENCH_ONLY " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 # --- workloads ------------------------------------------------------------------------
 
 REDIS_PORT=6379
-# Kernel rate per redis test, measured first; sizes the fastnet runs' request counts.
-declare -A REDIS_KERNEL_RATE
+# redis-benchmark counts requests, not seconds: a short unmeasured run in the same mode
+# sizes the measured ones to about BENCH_SECONDS (a busy machine or a slow fast path
+# can be 5x slower; a fixed count would then run far past the timeout).
+redis_calibrate() { # mode pipeline test
+    local n=20000 rps
+    [ "$2" = 1 ] || n=200000
+    # shellcheck disable=SC2046
+    rps=$(timeout 30 ip netns exec "$CLIENT_NS" taskset -c "$CLIENT_CPU" \
+        $(shim_prefix "$1" client) redis-benchmark -h "$SERVER_IP" -p $REDIS_PORT -c 32 \
+        -P "$2" -t "${3,,}" -n $n --csv 2>/dev/null |
+        awk -F'","' -v t="\"$3" '$1==t{print $2}' | tr -d '"' || true)
+    echo "${rps:-$n}"
+}
+
 bench_redis() { # mode
-    local mode=$1 p t n name
+    local mode=$1 p t n name rate rep
     start_server "$mode" redis redis-server --port $REDIS_PORT --bind "$SERVER_IP" \
         --save "" --appendonly no --protected-mode no
     if ! wait_port $REDIS_PORT; then
@@ -270,10 +282,7 @@ bench_redis() { # mode
     fi
     for p in 1 16; do
         for t in SET GET; do for rep in $(seq "$BENCH_REPEAT"); do
-            # redis-benchmark counts requests, not seconds: size the run for about
-            # BENCH_SECONDS at the kernel's rate (measured first; a guess until then).
-            local rate=${REDIS_KERNEL_RATE[$t$p]:-}
-            if [ -z "$rate" ]; then if [ "$p" = 1 ]; then rate=80000; else rate=1000000; fi; fi
+            [ "$rep" = 1 ] && rate=$(redis_calibrate "$mode" "$p" "$t")
             n=$(awk -v r="$rate" -v s="$BENCH_SECONDS" 'BEGIN{printf "%d", r*s}')
             name="redis-$t-P$p.r$rep"
             if run_client "$mode" "$name" redis-benchmark -h "$SERVER_IP" -p $REDIS_PORT \
@@ -282,7 +291,6 @@ bench_redis() { # mode
                 rps=$(awk -F'","' -v t="\"$t" '$1==t{print $2}' "$LOGS/$name.$mode.out" | tr -d '"')
                 if [ -n "$rps" ]; then
                     record "redis $t -P $p" "$mode" "$rps" "req/s" higher "µs/req" "$n" "$BUSY0" "$BUSY1"
-                    [ "$mode" = kernel ] && REDIS_KERNEL_RATE[$t$p]=$rps
                     continue
                 fi
             fi
@@ -314,8 +322,13 @@ http {
 CONF
 }
 
-wrk_rps() { awk '/^Requests\/sec:/{print $2}' "$1"; }
+# Requests/s, or nothing when wrk completed no request at all (a failure, not a rate).
+wrk_rps() { awk '/^Requests\/sec:/ && $2 > 0 {print $2}' "$1"; }
 wrk_total() { awk '/requests in/{print $1}' "$1"; }
+# Why a wrk run gave no rate.
+wrk_failure() {
+    if grep -q '^ *0 requests in' "$1"; then echo "0 requests completed (see $1)"; else echo "wrk failed (see $1)"; fi
+}
 
 bench_nginx() { # mode
     local mode=$1 name
@@ -335,7 +348,7 @@ bench_nginx() { # mode
             record "nginx wrk -c32" "$mode" "$(wrk_rps "$LOGS/$name.$mode.out")" "req/s" higher "µs/req" \
                 "$(wrk_total "$LOGS/$name.$mode.out")" "$BUSY0" "$BUSY1"
         else
-            record_na "nginx wrk -c32" "$mode" "req/s" higher "wrk failed (see $LOGS/$name.$mode.out)"
+            record_na "nginx wrk -c32" "$mode" "req/s" higher "$(wrk_failure "$LOGS/$name.$mode.out")"
             failed=1
         fi
         name=nginx-close.r$rep
@@ -344,7 +357,7 @@ bench_nginx() { # mode
             record "nginx conn/s (Connection: close)" "$mode" "$(wrk_rps "$LOGS/$name.$mode.out")" "conn/s" higher "µs/conn" \
                 "$(wrk_total "$LOGS/$name.$mode.out")" "$BUSY0" "$BUSY1"
         else
-            record_na "nginx conn/s (Connection: close)" "$mode" "conn/s" higher "wrk failed (see $LOGS/$name.$mode.out)"
+            record_na "nginx conn/s (Connection: close)" "$mode" "conn/s" higher "$(wrk_failure "$LOGS/$name.$mode.out")"
             failed=1
         fi
         [ $failed = 0 ] || break
@@ -453,6 +466,13 @@ fi
 # in the environment, stdout lines "bench<TAB>name<TAB>value<TAB>unit<TAB>note" become
 # rows of the microbenchmark table; everything else goes to its log. Exit != 0: noted.
 if wants hooks; then
+    # Each plug-in's time budget; they size themselves by it (or by BENCH_SECONDS).
+    BENCH_PLUGIN_SECONDS=$((BENCH_SECONDS * 20 + 120))
+    export BENCH_PLUGIN_SECONDS
+    # The hook benchmark measures the same libfastnet.so the workloads used.
+    if [ -z "${FASTNET_SHIM:-}" ] && [ -f "$(dirname "$FASTNET")/libfastnet.so" ]; then
+        export FASTNET_SHIM="$(dirname "$FASTNET")/libfastnet.so"
+    fi
     for expected in hook xdp stack; do
         [ -e "scripts/bench-$expected.sh" ] ||
             printf 'bench-%s.sh\t\t\t\tskipped: scripts/bench-%s.sh not present yet\n' "$expected" "$expected" >>"$MICRO"
@@ -462,7 +482,7 @@ if wants hooks; then
         base=$(basename "$script")
         echo "bench: $base"
         rc=0
-        timeout $((BENCH_SECONDS * 20 + 120)) bash "$script" >"$LOGS/$base.out" 2>&1 || rc=$?
+        timeout "$BENCH_PLUGIN_SECONDS" bash "$script" >"$LOGS/$base.out" 2>&1 || rc=$?
         n=$(awk -F'\t' '$1=="bench" && NF>=4' "$LOGS/$base.out" | wc -l)
         awk -F'\t' -v s="$base" 'BEGIN{OFS="\t"} $1=="bench" && NF>=4 {print s, $2, $3, $4, $5}' \
             "$LOGS/$base.out" >>"$MICRO"

@@ -333,7 +333,10 @@ def main():
         "As run for the kernel rows. The fastnet rows run the same commands with "
         "`$FASTNET run --iface $SERVER_IF --` (server side) and "
         "`$FASTNET run --iface $CLIENT_IF --` (client side, fastnet-both) inserted after "
-        "`taskset -c N`. Topology: `eval \"$(fastnet netns up --owner $$)\"`."
+        "`taskset -c N`. Topology: `eval \"$(fastnet netns up --owner $$)\"`. Server and "
+        "client run at `nice -n -10`, each in a cpuacct cgroup of the harness. "
+        "redis-benchmark counts requests, so `-n` is sized in each mode by a short unmeasured "
+        "run to last about BENCH_SECONDS."
     )
     w("")
     w("```sh")
@@ -356,7 +359,7 @@ def main():
     w("## How to run")
     w("")
     w("```sh")
-    w("make bench                          # everything, about 6-8 minutes")
+    w("make bench                          # everything, about 10 minutes on a quiet machine")
     w("BENCH_SECONDS=3 make bench          # shorter runs")
     w("BENCH_ONLY='redis nginx' make bench # a subset: redis nginx sockperf iperf3 hooks")
     w("FASTNET_BENCH_SHIM=0 make bench     # kernel rows only")
