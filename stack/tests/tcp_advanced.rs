@@ -248,3 +248,47 @@ fn isn_follows_rfc6528_secret_and_clock() {
     assert_eq!(iss(cfg(), 9, 1000), iss(cfg(), 9, 1000));
     assert_ne!(iss(cfg(), 9, 1000), iss(cfg(), 10, 1000));
 }
+
+#[test]
+fn a_full_pool_recycles_time_wait_instead_of_refusing() {
+    // 6 slots on the server: 1 listener + 5 connections. The server closes first, so
+    // every finished connection leaves a TIME-WAIT behind; 20 connections in a row must
+    // still all be served.
+    let small = TcpConfig {
+        max_sockets: 6,
+        ..cfg()
+    };
+    let mut p = TcpPair::with_configs(
+        cfg(),
+        small,
+        LinkConfig::default(),
+        LinkConfig::default(),
+        26,
+    );
+    let l = p.b.listen(TcpPair::addr_b(SERVER_PORT), 4).unwrap();
+    for i in 0..20u8 {
+        let c =
+            p.a.connect(TcpPair::addr_a(0), TcpPair::addr_b(SERVER_PORT))
+                .unwrap();
+        let limit = later(&p, secs(5));
+        let mut s = None;
+        assert!(
+            p.run_until(limit, |p| {
+                s = s.or_else(|| p.b.accept(l).ok());
+                s.is_some()
+            }),
+            "connection {i} was not accepted"
+        );
+        let s = s.unwrap();
+        p.b.send(s, &[i]).unwrap();
+        p.b.close(s).unwrap();
+        let mut got = Vec::new();
+        let limit = later(&p, secs(5));
+        assert!(p.run_until(limit, |p| read_all(&mut p.a, c, &mut got).unwrap()));
+        assert_eq!(got, [i]);
+        p.a.close(c).unwrap();
+        p.run_for(Duration::from_millis(20));
+    }
+    assert!(p.b.stats().time_wait_recycled >= 15, "{:?}", p.b.stats());
+    assert_eq!(p.b.connections_by_state()[State::TimeWait.index()], 5);
+}

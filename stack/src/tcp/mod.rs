@@ -192,6 +192,8 @@ pub struct TcpStats {
     pub syn_cookies_accepted: u64,
     pub syn_cookies_rejected: u64,
     pub time_wait_reused: u64,
+    /// TIME-WAITs ended early because the socket pool was full.
+    pub time_wait_recycled: u64,
     /// The IP layer refused a packet (retried later).
     pub tx_blocked: u64,
     /// Drops, by reason.
@@ -398,6 +400,9 @@ impl TcpLayer {
     // ----- slots -----
 
     fn alloc_slot(&mut self, kind: SlotKind, opts: SocketOptions) -> Option<u32> {
+        if self.free.is_empty() {
+            self.recycle_time_wait();
+        }
         let idx = self.free.pop()?;
         let cfg = TcpConfig {
             rcvbuf: opts.rcvbuf,
@@ -422,6 +427,27 @@ impl TcpLayer {
         s.active_pos = pos;
         s.last_ready = Readiness::EMPTY;
         Some(idx)
+    }
+
+    /// The pool is full: end the TIME-WAIT that would expire first, if the app no longer
+    /// holds it (as Linux does past `tcp_max_tw_buckets`). A server that closes first
+    /// at a high rate would otherwise fill the pool with TIME-WAITs and stop accepting.
+    fn recycle_time_wait(&mut self) {
+        let mut best: Option<(Instant, u32)> = None;
+        for &i in &self.active {
+            let s = &self.slots[i as usize];
+            if s.kind == SlotKind::Conn && s.tcb.state == State::TimeWait && !s.user_open {
+                let t = s.tcb.close_at.unwrap_or(Instant::ZERO);
+                if best.is_none_or(|(b, _)| t < b) {
+                    best = Some((t, i));
+                }
+            }
+        }
+        if let Some((_, i)) = best {
+            self.stats.time_wait_recycled += 1;
+            self.slots[i as usize].tcb.set_closed_quietly();
+            self.on_conn_closed(i);
+        }
     }
 
     fn free_slot(&mut self, idx: u32) {
