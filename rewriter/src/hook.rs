@@ -1,5 +1,7 @@
 //! The hook entry: where the trampoline page at address 0 jumps.
 //!
+//! The entry first checks that it was reached from a rewritten site (the return address
+//! follows `ff d0`), else it faults like the NULL call that brought it here.
 //! On entry `%rax` holds the syscall number, the six arguments sit in their registers and
 //! `[%rsp]` holds the return address the rewritten `call *%rax` pushed (the only byte the
 //! hook ever writes below the caller's `%rsp`). The entry:
@@ -90,6 +92,12 @@ global_asm!(
     ".type fastnet_hook_entry,@function",
     ".p2align 4",
     "fastnet_hook_entry:",
+    // Only a rewritten site may enter: the return address must follow `ff d0`. Anything
+    // else (a call through a NULL function pointer lands at 0 too) crashes with SIGSEGV
+    // as it would have without us, instead of making a system call.
+    "mov rcx, qword ptr [rsp]",
+    "cmp word ptr [rcx - 2], 0xd0ff",
+    "jne 90f",
     "cmp rax, {max_syscall}",
     "jae 2f",
     "lea rcx, [rip + {class_table}]",
@@ -620,6 +628,10 @@ global_asm!(
     "movdqu xmm14, [rbx + 224]",
     "movdqu xmm15, [rbx + 240]",
     "ret",
+    "90:",
+    "movabs rcx, 0x8000000000000000",
+    "mov rcx, qword ptr [rcx]", // non-canonical: #GP, delivered as SIGSEGV
+    "ud2",
     ".size fastnet_hook_entry, . - fastnet_hook_entry",
     tls_size = const TLS_SIZE,
     max_syscall = const MAX_SYSCALL,

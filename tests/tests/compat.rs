@@ -338,3 +338,20 @@ fn without_address_zero_runs_unhooked() {
         );
     }
 }
+
+/// A call through a NULL function pointer lands on the trampoline page at 0; the hook
+/// must refuse it (SIGSEGV, as without the shim) rather than make a system call.
+#[test]
+fn c_null_function_pointer_still_crashes() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = TempDir::new("nullcall");
+    let bin = compile_c("nullcall", "nullcall", dir.path(), &[]);
+    let out = same_under_shim("nullcall", || Command::new(&bin));
+    assert_eq!(out.stdout, b"calling NULL\n");
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV));
+    let hooked = Command::new(&bin)
+        .env("LD_PRELOAD", shim_path())
+        .output()
+        .unwrap();
+    assert_eq!(hooked.status.signal(), Some(libc::SIGSEGV));
+}
