@@ -140,21 +140,19 @@ global_asm!(
     "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
     "cmp qword ptr fs:[r11 + {t_in_shim}], 0",
     "jne 19f",
-    // Set the flag atomically: threads made by a raw clone without CLONE_SETTLS share
-    // this block, and only one of them may own the alternate stack at a time (the
-    // loser passes its call through). From here on a signal handler's syscalls on this
-    // thread pass through too.
-    "lock bts qword ptr fs:[r11 + {t_in_shim}], 0",
-    "jc 2b",
     "mov rcx, rsp",
     "sub rcx, qword ptr fs:[r11 + {t_alt_base}]",
     "cmp rcx, {alt_size}",
     "jb 22f",
-    // The top of the alternate stack: owned through the busy bit, which stays set while
-    // any frame sits there, also during a pass-through with the flag cleared (a thread
-    // sharing this block must neither build its frame there nor unmap it at exit).
+    // The top of the alternate stack is owned through the busy bit, which stays set
+    // while any frame sits there, also during a pass-through with the flag cleared.
+    // Atomic: threads made by a raw clone without CLONE_SETTLS share this block; the
+    // loser passes its call through and leaves the flag alone. Only the owner (and
+    // this thread's own nested frames) writes the flag, so a plain store suffices.
+    // From here on a signal handler's syscalls on this thread pass through.
     "lock bts qword ptr fs:[r11 + {t_busy}], 0",
-    "jc 29f",
+    "jc 2b",
+    "mov qword ptr fs:[r11 + {t_in_shim}], 1",
     "mov rcx, qword ptr fs:[r11 + {t_alt_top}]",
     "test rcx, rcx",
     "jz 25f",
@@ -165,6 +163,7 @@ global_asm!(
     "22:",
     // Already on the alternate stack (a signal handler interrupted a pass-through made
     // from it): continue below the interrupted frame.
+    "mov qword ptr fs:[r11 + {t_in_shim}], 1",
     "lea rcx, [rsp - {nest_gap}]",
     "and rcx, -64",
     "jmp 21b",
@@ -319,8 +318,6 @@ global_asm!(
     // No memory for a stack: degrade to pass-through rather than fail the program.
     "mov rax, qword ptr fs:[r11 + {t_scratch}]",
     "mov qword ptr fs:[r11 + {t_busy}], 0",
-    "29:",
-    // The stack's top is another thread's (one sharing this block): pass through.
     "mov qword ptr fs:[r11 + {t_in_shim}], 0",
     "jmp 2b",
     // ---- rt_sigreturn: the kernel reads its frame at the caller's rsp
