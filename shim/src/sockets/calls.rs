@@ -87,6 +87,14 @@ pub fn register_filters() {
 
 /// Entry from the dispatcher: the result, or `PASSTHROUGH` for the kernel.
 pub fn handle(a: &mut SyscallArgs) -> i64 {
+    if a.nr == libc::SYS_rt_sigaction {
+        return super::signals::rt_sigaction(
+            a.args[0] as i32,
+            a.args[1],
+            a.args[2],
+            a.args[3] as usize,
+        );
+    }
     if !(active() || a.nr == libc::SYS_socket && global::start()) {
         return PASSTHROUGH;
     }

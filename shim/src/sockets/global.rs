@@ -24,9 +24,37 @@ pub fn active() -> bool {
     ACTIVE.load(Ordering::Acquire)
 }
 
-/// The engine; only call when [`active`].
-pub fn engine() -> MutexGuard<'static, Engine> {
-    ENGINE.get().expect("engine initialised").lock()
+/// The engine, locked; only call when [`active`]. While the guard lives, signals
+/// for this thread are deferred (see `signals`).
+pub fn engine() -> EngineGuard {
+    super::signals::enter();
+    EngineGuard(std::mem::ManuallyDrop::new(
+        ENGINE.get().expect("engine initialised").lock(),
+    ))
+}
+
+/// The locked engine; leaving it raises the signals that arrived meanwhile.
+pub struct EngineGuard(std::mem::ManuallyDrop<MutexGuard<'static, Engine>>);
+
+impl std::ops::Deref for EngineGuard {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for EngineGuard {
+    fn deref_mut(&mut self) -> &mut Engine {
+        &mut self.0
+    }
+}
+
+impl Drop for EngineGuard {
+    fn drop(&mut self) {
+        // SAFETY: dropped exactly once, here; the guard is not used afterwards.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.0) };
+        super::signals::leave();
+    }
 }
 
 /// True with FASTNET_LOG=trace: every call the socket layer sees is logged.
@@ -82,6 +110,7 @@ pub fn init() {
     }
     let _ = CONFIG.set(config);
     rewriter::filter::handle_syscall(libc::SYS_socket as u32, true);
+    rewriter::filter::handle_syscall(libc::SYS_rt_sigaction as u32, true);
 }
 
 /// Brings the fast path up (once per process); true when it runs.

@@ -20,6 +20,7 @@ pub mod netdev;
 pub mod options;
 pub mod owner;
 pub mod readiness;
+pub mod signals;
 pub mod sockaddr;
 
 pub use calls::handle;
