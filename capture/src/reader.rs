@@ -34,14 +34,28 @@ unsafe impl Send for CaptureReader {}
 
 impl CaptureReader {
     /// Starts capturing process `pid`: creates its segment with a ring of `ring_bytes`
-    /// (rounded up to a power of two) and snap length `snaplen`.
+    /// (rounded up to a power of two) and snap length `snaplen`. The segment is readable
+    /// and writable only by the process's user (the frames are its traffic).
     pub fn create(pid: u32, snaplen: u32, ring_bytes: u64) -> io::Result<CaptureReader> {
-        Self::create_at(capture_path(pid), snaplen, ring_bytes)
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(format!("/proc/{pid}"))
+            .ok()
+            .map(|m| (m.uid(), m.gid()));
+        Self::create_owned(capture_path(pid), snaplen, ring_bytes, owner)
     }
 
     /// Creates a segment at an explicit path (tests). Fails with `AlreadyExists` when a
     /// live reader already captures there; a dead reader's segment is replaced.
     pub fn create_at(path: PathBuf, snaplen: u32, ring_bytes: u64) -> io::Result<CaptureReader> {
+        Self::create_owned(path, snaplen, ring_bytes, None)
+    }
+
+    pub(crate) fn create_owned(
+        path: PathBuf,
+        snaplen: u32,
+        ring_bytes: u64,
+        owner: Option<(u32, u32)>,
+    ) -> io::Result<CaptureReader> {
         if snaplen == 0 || snaplen > MAX_SNAPLEN {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -71,6 +85,11 @@ impl CaptureReader {
                 .truncate(true)
                 .open(&tmp)?;
             file.set_len(len as u64)?;
+            std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            if let Some((uid, gid)) = owner {
+                // Only root can give it away; another user's reader is that user anyway.
+                let _ = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
+            }
             let map = Mapping::new(&file, len)?;
             // SAFETY: the mapping is page-aligned, at least HEADER_LEN long, and nobody
             // else knows the temporary file yet.

@@ -219,3 +219,20 @@ fn the_tapped_device_records_transmitted_frames_only_while_active() {
         "nothing from before the capture"
     );
 }
+
+#[test]
+fn the_segment_belongs_to_the_captured_processs_user_only() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let path = tmp("owner");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let owner = if root { (65534, 65534) } else { (0, 0) };
+    let r = CaptureReader::create_owned(path.clone(), 1500, MIN_RING_BYTES, Some(owner)).unwrap();
+    let m = std::fs::metadata(&path).unwrap();
+    assert_eq!(m.permissions().mode() & 0o777, 0o600);
+    if root {
+        assert_eq!((m.uid(), m.gid()), owner, "given to the process's user");
+    }
+    drop(r);
+    assert!(!path.exists());
+}
