@@ -25,7 +25,8 @@ use crate::filter::{class, CLASS, FD_BITS, MAX_FD, MAX_SYSCALL};
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicU64, AtomicU8};
 
-/// Size of each thread's alternate stack (reserved lazily, `MAP_NORESERVE`).
+/// Size of each thread's alternate stack (reserved lazily, `MAP_NORESERVE`; the lowest
+/// page is a guard page).
 pub(crate) const ALT_STACK_SIZE: usize = 1 << 20;
 /// Bytes left untouched below `%rsp` when nesting on the alternate stack (red zone + slack).
 const NEST_GAP: usize = 256;
@@ -299,6 +300,17 @@ global_asm!(
     "xor r9d, r9d",
     "mov eax, {sys_mmap}",
     "syscall",
+    "cmp rax, -4095",
+    "jae 36f",
+    // A guard page at the bottom: an overflowing handler faults instead of writing over
+    // whatever is mapped below.
+    "mov rdi, rax",
+    "mov esi, 4096",
+    "xor edx, edx",
+    "mov eax, {sys_mprotect}",
+    "syscall",
+    "mov rax, rdi",
+    "36:",
     "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
     "mov rdi, qword ptr fs:[r11 + {t_scratch} + 8]",
     "mov rsi, qword ptr fs:[r11 + {t_scratch} + 16]",
