@@ -82,6 +82,7 @@ impl Default for NeighborConfig {
 pub struct NeighborCache {
     cfg: NeighborConfig,
     entries: Vec<Entry>,
+    last_hit: core::cell::Cell<usize>,
 }
 
 impl NeighborCache {
@@ -90,11 +91,20 @@ impl NeighborCache {
         NeighborCache {
             cfg: NeighborConfig { capacity, ..cfg },
             entries: Vec::with_capacity(capacity),
+            last_hit: core::cell::Cell::new(0),
         }
     }
 
     fn position(&self, ip: Ipv4Addr) -> Option<usize> {
-        self.entries.iter().position(|e| e.ip == ip)
+        // Most traffic goes to one next hop (the gateway, or the one peer): try the
+        // entry that answered last before scanning.
+        let hint = self.last_hit.get();
+        if self.entries.get(hint).is_some_and(|e| e.ip == ip) {
+            return Some(hint);
+        }
+        let i = self.entries.iter().position(|e| e.ip == ip)?;
+        self.last_hit.set(i);
+        Some(i)
     }
 
     fn slot_for(&mut self, ip: Ipv4Addr, now: Instant) -> usize {

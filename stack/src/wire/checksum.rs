@@ -68,7 +68,18 @@ pub const fn add(a: u16, b: u16) -> u16 {
 /// The folded (not complemented) one's-complement sum of `data`.
 #[inline]
 pub fn sum(data: &[u8]) -> u16 {
+    if let Ok(h) = <&[u8; 20]>::try_from(data) {
+        return sum20(h);
+    }
     fold_native(sum_native(data, 0))
+}
+
+/// The sum of an option-less IPv4 header (and of a bare TCP header): five 32-bit
+/// words, no loops.
+#[inline]
+fn sum20(h: &[u8; 20]) -> u16 {
+    let w = |i: usize| u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]) as u64;
+    fold_native(w(0) + w(4) + w(8) + w(12) + w(16))
 }
 
 /// The checksum field value for `data` (complement of the sum).
