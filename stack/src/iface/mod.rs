@@ -216,6 +216,28 @@ impl Interface {
         self.udp.source_for(dst)
     }
 
+    /// connect(2) for TCP: like [`TcpLayer::connect`], but an unspecified local address
+    /// (or none) becomes the source address toward `remote`, as the kernel's route
+    /// lookup would pick it. ENETUNREACH without a route, EADDRNOTAVAIL for a local
+    /// address that is not the interface's.
+    pub fn tcp_connect(
+        &mut self,
+        local: Option<SocketAddrV4>,
+        remote: SocketAddrV4,
+    ) -> crate::error::Result<crate::socket::SocketHandle> {
+        let local = local.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        let ip = if local.ip().is_unspecified() {
+            self.source_addr(*remote.ip())
+                .ok_or(crate::error::Error::NetworkUnreachable)?
+        } else if self.has_addr(*local.ip()) {
+            *local.ip()
+        } else {
+            return Err(crate::error::Error::AddrNotAvailable);
+        };
+        self.tcp
+            .connect(SocketAddrV4::new(ip, local.port()), remote)
+    }
+
     pub fn set_addrs(&mut self, addrs: Vec<Ipv4Cidr>) {
         self.udp.local_addrs = addrs.clone();
         self.core.addrs = addrs;

@@ -593,6 +593,34 @@ fn external_neighbors_list_missing_next_hop_via_gateway() {
 }
 
 #[test]
+fn tcp_connect_picks_the_source_and_resolves_the_peer() {
+    let mut i = iface(MAC_A, IP_A);
+    let far = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 80);
+    assert_eq!(i.tcp_connect(None, far), Err(Error::NetworkUnreachable));
+    assert_eq!(
+        i.tcp_connect(
+            Some(SocketAddrV4::new(IP_B, 0)),
+            SocketAddrV4::new(IP_B, 80)
+        ),
+        Err(Error::AddrNotAvailable)
+    );
+    let h = i.tcp_connect(None, SocketAddrV4::new(IP_B, 80)).unwrap();
+    assert_eq!(*i.tcp.local_addr(h).unwrap().ip(), IP_A);
+    // The SYN waits for ARP: the first dispatch sends the request only.
+    let mut dev = QueueDevice::new(1500);
+    i.dispatch(T0, &mut dev);
+    assert_eq!(dev.frames.len(), 1);
+    let (_, a) = sent_arp(&dev.frames.pop_front().unwrap());
+    assert_eq!((a.operation, a.target_ip), (ArpOperation::Request, IP_B));
+    i.receive(T0, &arp_frame(ArpOperation::Reply, IP_B, IP_A, MAC_A));
+    i.dispatch(T0, &mut dev);
+    let (e, ip, seg) = sent_ipv4(&dev.frames[0]);
+    assert_eq!((e.dst, ip.protocol, ip.dst), (MAC_B, 6, IP_B));
+    assert_eq!(seg[13] & 0x02, 0x02, "a SYN");
+    assert_eq!(checksum::transport_checksum(IP_A, IP_B, 6, &seg), 0);
+}
+
+#[test]
 fn vlan_tag_must_match_and_replies_are_tagged() {
     let mut cfg = InterfaceConfig::new(MAC_A, Ipv4Cidr::new(IP_A, 24));
     cfg.vlan = Some(100);
