@@ -316,14 +316,16 @@ fn udp_both_ways_and_icmp_errors() {
         other => panic!("unexpected {other:?}"),
     });
     assert_eq!(refused, Some(true));
-    let server = in_ns(&rig.ns, || {
+    let (bound, is_bound) = std::sync::mpsc::channel();
+    let server = in_ns(&rig.ns, move || {
         let u = UdpSocket::bind((KERNEL_IP, 7100)).unwrap();
         u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        bound.send(()).unwrap();
         let mut b = [0u8; 100];
         let (n, from) = u.recv_from(&mut b).expect("datagram from the stack");
         (b[..n].to_vec(), from)
     });
-    std::thread::sleep(Duration::from_millis(200));
+    is_bound.recv().unwrap();
     stack
         .with(|i| {
             i.udp.send_to(
@@ -491,8 +493,10 @@ fn tcp_kernel_server_bulk_each_way() {
 fn tcp_half_close_from_the_stack() {
     let Some(rig) = rig() else { return };
     let stack = &rig.stack;
-    let server = in_ns(&rig.ns, || {
+    let (listening, is_listening) = std::sync::mpsc::channel();
+    let server = in_ns(&rig.ns, move || {
         let l = TcpListener::bind((KERNEL_IP, 8200)).unwrap();
+        listening.send(()).unwrap();
         let (mut s, _) = l.accept().unwrap();
         s.set_read_timeout(Some(T)).unwrap();
         let mut req = Vec::new();
@@ -501,7 +505,7 @@ fn tcp_half_close_from_the_stack() {
             .unwrap();
         req
     });
-    std::thread::sleep(Duration::from_millis(200));
+    is_listening.recv().unwrap();
     let h = stack
         .with(|i| {
             i.tcp.connect(
