@@ -10,7 +10,7 @@
 # Usage: scripts/bench-hook.sh [calls-per-round]   (FASTNET_SHIM=path overrides the .so)
 set -eu
 cd "$(dirname "$0")/.."
-calls=${1:-100000}
+calls=${1:-20000}
 shim=${FASTNET_SHIM:-}
 if [ -z "$shim" ]; then
     for d in ${FASTNET:+"$(dirname "$FASTNET")"} "${CARGO_TARGET_DIR:-target}/release" target/release; do
@@ -23,11 +23,11 @@ trap 'rm -rf "$tmp"' EXIT INT TERM
 gcc -O2 -o "$tmp/loop" tests/c/getppid_loop.c
 pin=""
 command -v taskset >/dev/null 2>&1 && pin="taskset -c $(($(nproc) - 1))"
-# Each run prints "<native ns> <hooked ns>", best of 60 alternating rounds.
-pass=$(env LD_PRELOAD="$shim" $pin "$tmp/loop" "$calls" 60)
-handled=$(env LD_PRELOAD="$shim" FASTNET_TRACE=/dev/null $pin "$tmp/loop" "$calls" 30)
+# Each run prints "<native ns> <hooked ns>", best of 300 alternating rounds.
+pass=$(env LD_PRELOAD="$shim" $pin "$tmp/loop" "$calls" 300)
+handled=$(env LD_PRELOAD="$shim" FASTNET_TRACE=/dev/null $pin "$tmp/loop" "$calls" 150)
 # Without the shim both loops are native: their ratio is the measurement's own bias.
-control=$($pin "$tmp/loop" "$calls" 30)
+control=$($pin "$tmp/loop" "$calls" 150)
 echo "$pass $handled $control" | awk '{
     printf "hook pass-through (getppid): native %.1f ns/call, hooked %.1f ns/call, overhead %.1f ns (%.1f%%), ratio %.3f\n",
            $1, $2, $2 - $1, ($2 - $1) * 100 / $1, $2 / $1
