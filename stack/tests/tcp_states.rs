@@ -477,3 +477,64 @@ fn readiness_changes_are_reported_once() {
         Err(Error::AddrInUse)
     );
 }
+
+#[test]
+fn closing_a_listener_resets_connections_not_yet_accepted() {
+    let mut p = pair(18);
+    let l = p.b.listen(TcpPair::addr_b(SERVER_PORT), 4).unwrap();
+    let c =
+        p.a.connect(TcpPair::addr_a(0), TcpPair::addr_b(SERVER_PORT))
+            .unwrap();
+    let limit = later(&p, secs(1));
+    assert!(p.run_until(limit, |p| p.a.state(c).unwrap() == State::Established));
+    p.run_for(Duration::from_millis(10));
+    assert!(
+        p.b.readiness(l).readable(),
+        "a connection waits in the accept queue"
+    );
+    p.b.close(l).unwrap();
+    p.run_for(Duration::from_millis(20));
+    assert_eq!(p.a.take_error(c).unwrap(), Some(Error::ConnectionReset));
+    assert_eq!(
+        p.b.connections_by_state().iter().sum::<usize>(),
+        0,
+        "everything freed"
+    );
+    // The port is free again.
+    assert!(p.b.listen(TcpPair::addr_b(SERVER_PORT), 4).is_ok());
+}
+
+#[test]
+fn shutdown_read_gives_eof_and_shutdown_both_sends_fin() {
+    let mut p = pair(19);
+    let (_l, c, s) = establish(&mut p);
+    p.a.send(c, b"early").unwrap();
+    p.run_for(Duration::from_millis(10));
+    p.b.shutdown(s, Shutdown::Read).unwrap();
+    let mut got = Vec::new();
+    assert_eq!(
+        read_all(&mut p.b, s, &mut got),
+        Ok(true),
+        "queued data, then EOF"
+    );
+    assert_eq!(got, b"early");
+    assert!(p.b.readiness(s).read_hangup());
+    p.b.shutdown(s, Shutdown::Both).unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.a.state(c).unwrap(), State::CloseWait);
+    assert_eq!(read_all(&mut p.a, c, &mut got), Ok(true));
+    assert_eq!(
+        p.b.shutdown(TcpPair::addr_b(0).port().into_handle(), Shutdown::Both)
+            .ok(),
+        None
+    );
+}
+
+trait IntoHandle {
+    fn into_handle(self) -> stack::socket::SocketHandle;
+}
+impl IntoHandle for u16 {
+    fn into_handle(self) -> stack::socket::SocketHandle {
+        stack::socket::SocketHandle::tcp(1000 + self as u32)
+    }
+}
