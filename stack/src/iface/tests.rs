@@ -620,6 +620,54 @@ fn tcp_connect_picks_the_source_and_resolves_the_peer() {
     assert_eq!(checksum::transport_checksum(IP_A, IP_B, 6, &seg), 0);
 }
 
+/// Runs both interfaces until neither has anything to send.
+fn exchange(a: &mut Interface, b: &mut Interface, now: Instant) {
+    let mut ab = QueueDevice::new(1500);
+    let mut ba = QueueDevice::new(1500);
+    for _ in 0..20 {
+        a.dispatch(now, &mut ab);
+        while let Some(f) = ab.frames.pop_front() {
+            b.receive(now, &f);
+        }
+        b.dispatch(now, &mut ba);
+        while let Some(f) = ba.frames.pop_front() {
+            a.receive(now, &f);
+        }
+    }
+}
+
+#[test]
+fn readiness_changes_of_udp_and_tcp_come_through_one_queue() {
+    let mut a = iface(MAC_A, IP_A);
+    let mut b = iface(MAC_B, IP_B);
+    let l = b.tcp.listen(SocketAddrV4::new(IP_B, 80), 4).unwrap();
+    let u = b.udp.open().unwrap();
+    b.udp.bind(u, SocketAddrV4::new(IP_B, 53)).unwrap();
+    while b.pop_readiness_change().is_some() {}
+    let c = a.tcp_connect(None, SocketAddrV4::new(IP_B, 80)).unwrap();
+    let s = a.udp.open().unwrap();
+    a.udp
+        .send_to(s, b"q", Some(SocketAddrV4::new(IP_B, 53)))
+        .unwrap();
+    exchange(&mut a, &mut b, T0);
+    let mut changed = Vec::new();
+    while let Some(ch) = b.pop_readiness_change() {
+        changed.push(ch);
+    }
+    // The listener became readable (a connection to accept), the UDP socket too.
+    assert!(changed
+        .iter()
+        .any(|ch| ch.handle == l && ch.readiness.readable()));
+    assert!(changed
+        .iter()
+        .any(|ch| ch.handle == u && ch.readiness.readable()));
+    let mut seen_writable = false;
+    while let Some(ch) = a.pop_readiness_change() {
+        seen_writable |= ch.handle == c && ch.readiness.writable();
+    }
+    assert!(seen_writable, "the connecting socket became writable");
+}
+
 #[test]
 fn vlan_tag_must_match_and_replies_are_tagged() {
     let mut cfg = InterfaceConfig::new(MAC_A, Ipv4Cidr::new(IP_A, 24));
