@@ -510,7 +510,7 @@ impl Interface {
         let src = SocketAddrV4::new(ip.src, udp.src_port);
         let dst = SocketAddrV4::new(ip.dst, udp.dst_port);
         let full_before = self.udp.rx_buffer_full;
-        if self.udp.deliver(src, dst, packet.payload()) {
+        if self.udp.deliver(src, dst, packet.payload(), !unicast) {
             if self.udp.rx_buffer_full != full_before {
                 core.stats.drop(DropReason::UdpBufferFull);
             } else {

@@ -293,6 +293,38 @@ fn udp_receive_bind_connect_and_errors() {
 }
 
 #[test]
+fn broadcast_reaches_every_wildcard_socket_on_the_port() {
+    let mut i = iface(MAC_A, IP_A);
+    let mut socks = Vec::new();
+    for bind_ip in [Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, IP_A] {
+        let s = i.udp.open().unwrap();
+        i.udp.set_reuse_addr(s, true).unwrap();
+        i.udp.bind(s, SocketAddrV4::new(bind_ip, 67)).unwrap();
+        socks.push(s);
+    }
+    let from = SocketAddrV4::new(IP_B, 68);
+    let bcast = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 255), 67);
+    let mut f = udp_frame(from, bcast, b"discover");
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    i.receive(T0, &f);
+    let lens: Vec<usize> = socks
+        .iter()
+        .map(|&s| i.udp.next_datagram_len(s).unwrap())
+        .collect();
+    // The two wildcard sockets get it; the one bound to the unicast address does not.
+    assert_eq!(lens, vec![8, 8, 0]);
+    // Unicast goes to one socket only (the most specific: bound to the address).
+    i.receive(
+        T0,
+        &udp_frame(from, SocketAddrV4::new(IP_A, 67), b"unicast"),
+    );
+    assert_eq!(i.udp.next_datagram_len(socks[2]), Ok(7));
+    let mut buf = [0u8; 16];
+    i.udp.recv_from(socks[0], &mut buf).unwrap();
+    assert_eq!(i.udp.next_datagram_len(socks[0]), Ok(0));
+}
+
+#[test]
 fn udp_send_buffer_full_is_eagain_and_not_writable() {
     let mut i = iface(MAC_A, IP_A);
     let s = i.udp.open().unwrap();

@@ -526,10 +526,40 @@ impl UdpLayer {
 
     /// Delivers a received datagram. Returns false when no socket is bound to it.
     /// A full receive buffer drops the datagram (counted) but still returns true.
-    pub(crate) fn deliver(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> bool {
-        let Some(i) = self.demux(src, dst) else {
-            return false;
-        };
+    /// A broadcast goes, as on Linux, to every socket bound to the port on the wildcard
+    /// (or that broadcast) address whose peer, if connected, is the sender.
+    pub(crate) fn deliver(
+        &mut self,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        payload: &[u8],
+        broadcast: bool,
+    ) -> bool {
+        if !broadcast {
+            let Some(i) = self.demux(src, dst) else {
+                return false;
+            };
+            self.push_rx(i, src, payload);
+            return true;
+        }
+        let n = self.ports.get(&dst.port()).map_or(0, |v| v.len());
+        let mut any = false;
+        for k in 0..n {
+            let i = self.ports[&dst.port()][k];
+            let Some(s) = self.sockets[i as usize].as_ref() else {
+                continue;
+            };
+            let Some(local) = s.local else { continue };
+            let addr_ok = local.ip().is_unspecified() || *local.ip() == *dst.ip();
+            if addr_ok && s.remote.is_none_or(|r| r == src) {
+                self.push_rx(i, src, payload);
+                any = true;
+            }
+        }
+        any
+    }
+
+    fn push_rx(&mut self, i: u32, src: SocketAddrV4, payload: &[u8]) {
         let s = self.sockets[i as usize]
             .as_mut()
             .expect("indexed sockets exist");
@@ -540,7 +570,6 @@ impl UdpLayer {
             }
             None => self.rx_buffer_full += 1,
         }
-        true
     }
 
     /// An ICMP destination unreachable quoted a datagram we sent from `local` to
