@@ -292,3 +292,33 @@ fn a_full_pool_recycles_time_wait_instead_of_refusing() {
     assert!(p.b.stats().time_wait_recycled >= 15, "{:?}", p.b.stats());
     assert_eq!(p.b.connections_by_state()[State::TimeWait.index()], 5);
 }
+
+#[test]
+fn window_scale_follows_each_sockets_buffer() {
+    let mut p = TcpPair::new(cfg(), LinkConfig::lossy(0.01), 27);
+    let l = p.b.listen(TcpPair::addr_b(SERVER_PORT), 4).unwrap();
+    p.b.set_rcvbuf(l, 16 * 1024).unwrap();
+    let opts = stack::tcp::SocketOptions {
+        rcvbuf: 1 << 20,
+        ..p.a.config().clone().default_socket_options()
+    };
+    let c =
+        p.a.connect_with(TcpPair::addr_a(0), TcpPair::addr_b(SERVER_PORT), opts)
+            .unwrap();
+    let limit = later(&p, secs(5));
+    let mut s = None;
+    assert!(p.run_until(limit, |p| {
+        s = s.or_else(|| p.b.accept(l).ok());
+        s.is_some() && p.a.state(c).unwrap() == State::Established
+    }));
+    let s = s.unwrap();
+    let ia = p.a.info(c).unwrap();
+    let ib = p.b.info(s).unwrap();
+    assert_eq!(ia.rcv_wscale, Some(5), "1 MiB needs a shift of 5");
+    assert_eq!(ib.rcv_wscale, Some(0), "16 KiB needs none");
+    assert_eq!(ia.snd_wscale, ib.rcv_wscale);
+    assert_eq!(ib.snd_wscale, ia.rcv_wscale);
+    let big = pattern(3_000_000, 4);
+    let (x, y) = exchange(&mut p, c, s, b"", &big, secs(120));
+    assert!(x == big && y.is_empty());
+}

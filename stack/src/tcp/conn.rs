@@ -301,6 +301,10 @@ impl Tcb {
         t
     }
 
+    fn recv_capacity(&self) -> usize {
+        self.recv_buf.free() + self.recv_buf.len()
+    }
+
     pub fn ts_now(&self, now: Instant) -> u32 {
         (now.millis() as u32).wrapping_add(self.ts_offset)
     }
@@ -469,7 +473,11 @@ impl Tcb {
             Some(ws) if cfg.window_scaling => {
                 self.ws_ok = true;
                 self.snd_wscale = ws;
-                self.rcv_wscale = window_shift_for(cfg.rcvbuf);
+                // Active open: keep the shift our SYN announced. Passive: pick it from
+                // this socket's buffer (the SYN-ACK announces it).
+                if self.state != State::SynSent {
+                    self.rcv_wscale = window_shift_for(self.recv_capacity());
+                }
             }
             _ => {
                 self.ws_ok = false;
@@ -1304,7 +1312,7 @@ impl Tcb {
             let active = self.state == State::SynSent;
             if (active && cfg.window_scaling) || (!active && self.ws_ok) {
                 if active {
-                    self.rcv_wscale = window_shift_for(cfg.rcvbuf);
+                    self.rcv_wscale = window_shift_for(self.recv_capacity());
                 }
                 repr.window_scale = Some(self.rcv_wscale);
             }

@@ -147,6 +147,11 @@ impl Default for TcpConfig {
 }
 
 impl TcpConfig {
+    /// Options a new socket starts with (buffer sizes from this config).
+    pub fn default_socket_options(&self) -> SocketOptions {
+        self.default_options()
+    }
+
     fn default_options(&self) -> SocketOptions {
         SocketOptions {
             rcvbuf: self.rcvbuf,
