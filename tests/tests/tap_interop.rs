@@ -321,9 +321,14 @@ fn udp_both_ways_and_icmp_errors() {
         let u = UdpSocket::bind((KERNEL_IP, 7100)).unwrap();
         u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         bound.send(()).unwrap();
-        let mut b = [0u8; 100];
+        let mut b = [0u8; 8000];
         let (n, from) = u.recv_from(&mut b).expect("datagram from the stack");
-        (b[..n].to_vec(), from)
+        let first = b[..n].to_vec();
+        // Then one larger than the MTU: the stack fragments it, the kernel reassembles.
+        let (big, _) = u
+            .recv_from(&mut b)
+            .expect("fragmented datagram from the stack");
+        (first, from, b[..big].to_vec())
     });
     is_bound.recv().unwrap();
     stack
@@ -335,7 +340,15 @@ fn udp_both_ways_and_icmp_errors() {
             )
         })
         .unwrap();
-    let (data, from) = server.join().unwrap();
+    let big: Vec<u8> = (0..5000u32).map(|k| (k % 251) as u8).collect();
+    stack
+        .with(|i| {
+            i.udp
+                .send_to(s, &big, Some(SocketAddrV4::new(KERNEL_IP, 7100)))
+        })
+        .unwrap();
+    let (data, from, got_big) = server.join().unwrap();
+    assert_eq!(got_big, big, "fragmented datagram differs after reassembly");
     assert_eq!(data, b"from the stack");
     assert_eq!(
         from,

@@ -186,7 +186,8 @@ impl<'a> IpOut<'a> {
         Outcome::Sent
     }
 
-    /// Sends one UDP datagram, checksumming the payload while copying it.
+    /// Sends one UDP datagram, checksumming the payload while copying it; larger than
+    /// the MTU, as IPv4 fragments (as Linux does for UDP without IP_PMTUDISC_DO).
     pub(crate) fn send_udp(
         &mut self,
         src: SocketAddrV4,
@@ -199,6 +200,9 @@ impl<'a> IpOut<'a> {
         };
         let fill_checksum = !self.caps.checksum.tx_fill;
         let (s, d) = (*src.ip(), *dst.ip());
+        if ipv4::HEADER_LEN + udp::HEADER_LEN + payload.len() > self.mtu() {
+            return self.send_udp_fragments(repr, s, d, payload);
+        }
         self.send_ip(
             s,
             d,
@@ -207,6 +211,97 @@ impl<'a> IpOut<'a> {
             false,
             &mut |seg| repr.emit(seg, s, d, payload, fill_checksum),
         )
+    }
+}
+
+impl IpOut<'_> {
+    /// A UDP datagram in IPv4 fragments: the UDP header and checksum (over the whole
+    /// datagram, computed in software: NICs do not checksum fragments) in the first;
+    /// every fragment but the last carries a multiple of 8 bytes.
+    fn send_udp_fragments(
+        &mut self,
+        repr: UdpRepr,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        payload: &[u8],
+    ) -> Outcome {
+        if self.core.device_full {
+            return Outcome::DeviceFull;
+        }
+        let mac = match self.resolve(dst) {
+            Ok(m) => m,
+            Err(o) => return o,
+        };
+        if self.core.device_full {
+            return Outcome::DeviceFull;
+        }
+        let total = udp::HEADER_LEN + payload.len();
+        let mut header = [0u8; udp::HEADER_LEN];
+        repr.emit_header(&mut header, payload.len());
+        let mut acc = checksum::Accumulator::with_sum(checksum::pseudo_header_sum(
+            src,
+            dst,
+            17,
+            total as u16,
+        ));
+        acc.add_bytes(&header);
+        acc.add_bytes(payload);
+        header[udp::CHECKSUM_OFFSET..]
+            .copy_from_slice(&udp::nonzero_checksum(acc.finish()).to_be_bytes());
+        let eth = self.core.eth_header(mac, EtherType::Ipv4);
+        let hl = eth.header_len();
+        let per_frag = (self.mtu() - ipv4::HEADER_LEN) & !7;
+        let ident = self.core.next_ident;
+        self.core.next_ident = ident.wrapping_add(1);
+        let mut off = 0usize;
+        while off < total {
+            let len = per_frag.min(total - off);
+            let more = off + len < total;
+            let ip = ipv4::Ipv4Repr {
+                src,
+                dst,
+                protocol: 17,
+                payload_len: len,
+                ttl: self.core.ttl,
+                ident,
+                dont_frag: false,
+                dscp_ecn: 0,
+            };
+            let frame_len = hl + ipv4::HEADER_LEN + len;
+            let sent = self.dev.transmit(frame_len, &mut |b| {
+                eth.emit(b);
+                ip.emit(&mut b[hl..], false);
+                let flags_offset = ((off / 8) as u16) | if more { 0x2000 } else { 0 };
+                b[hl + 6..hl + 8].copy_from_slice(&flags_offset.to_be_bytes());
+                let c = checksum::checksum(&b[hl..hl + ipv4::HEADER_LEN]);
+                b[hl + 10..hl + 12].copy_from_slice(&c.to_be_bytes());
+                // This fragment's bytes of the datagram (header, then payload).
+                let out = &mut b[hl + ipv4::HEADER_LEN..];
+                for (k, byte) in out.iter_mut().enumerate().take(len) {
+                    let at = off + k;
+                    if at < udp::HEADER_LEN {
+                        *byte = header[at];
+                    } else {
+                        break;
+                    }
+                }
+                let from = off.max(udp::HEADER_LEN);
+                let skip = from - off;
+                out[skip..len]
+                    .copy_from_slice(&payload[from - udp::HEADER_LEN..off + len - udp::HEADER_LEN]);
+            });
+            if !sent {
+                // Fragments already sent are wasted; the datagram is retried whole.
+                self.core.stats.tx_device_full += 1;
+                self.core.device_full = true;
+                return Outcome::DeviceFull;
+            }
+            self.core.stats.tx_frames += 1;
+            self.core.stats.tx_bytes += frame_len as u64;
+            self.core.stats.ipv4_fragments_sent += 1;
+            off += len;
+        }
+        Outcome::Sent
     }
 }
 

@@ -136,6 +136,8 @@ pub struct Stats {
     pub icmp_unreachables_sent: u64,
     pub udp_datagrams_received: u64,
     pub udp_datagrams_sent: u64,
+    /// IPv4 fragments sent (UDP datagrams larger than the MTU).
+    pub ipv4_fragments_sent: u64,
     pub tcp_segments_received: u64,
     drops: [u64; DropReason::COUNT],
 }

@@ -266,7 +266,7 @@ fn udp_receive_bind_connect_and_errors() {
     assert_eq!(i.udp.next_datagram_len(s), Ok(2));
 
     // Sizes and broadcast.
-    let big = vec![0u8; 1473];
+    let big = vec![0u8; udp::MAX_PAYLOAD + 1];
     assert_eq!(i.udp.send_to(s, &big, None), Err(Error::MessageTooLong));
     assert_eq!(i.udp.send_to(s, &big[..1472], None), Ok(1472));
     let bc = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 255), 9);
@@ -322,6 +322,38 @@ fn broadcast_reaches_every_wildcard_socket_on_the_port() {
     let mut buf = [0u8; 16];
     i.udp.recv_from(socks[0], &mut buf).unwrap();
     assert_eq!(i.udp.next_datagram_len(socks[0]), Ok(0));
+}
+
+#[test]
+fn large_datagram_leaves_as_fragments_that_reassemble() {
+    let mut i = iface(MAC_A, IP_A);
+    i.set_neighbor(IP_B, MAC_B);
+    let s = i.udp.open().unwrap();
+    let data: Vec<u8> = (0..4000u32).map(|k| (k * 31 + 7) as u8).collect();
+    i.udp
+        .send_to(s, &data, Some(SocketAddrV4::new(IP_B, 9)))
+        .unwrap();
+    let mut dev = QueueDevice::new(1500);
+    i.dispatch(T0, &mut dev);
+    assert_eq!(dev.frames.len(), 3);
+    assert_eq!(i.stats().ipv4_fragments_sent, 3);
+    let mut datagram = vec![0u8; 8 + data.len()];
+    let mut ident = None;
+    for (n, f) in dev.frames.iter().enumerate() {
+        assert!(f.len() <= 1514);
+        let p = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        assert!(p.verify_checksum());
+        assert_eq!(p.more_frags(), n < 2);
+        assert!(!p.dont_frag());
+        assert_eq!(*ident.get_or_insert(p.ident()), p.ident());
+        let off = p.frag_offset() as usize;
+        assert_eq!(off, n * 1480);
+        datagram[off..off + p.payload().len()].copy_from_slice(p.payload());
+    }
+    let u = UdpPacket::new_checked(&datagram[..]).unwrap();
+    assert_eq!(u.len() as usize, datagram.len());
+    assert!(u.verify_checksum(IP_A, IP_B));
+    assert_eq!(u.payload(), &data[..]);
 }
 
 #[test]

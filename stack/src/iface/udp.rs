@@ -291,8 +291,9 @@ impl UdpLayer {
     }
 
     /// sendto(2)/send(2): queues one datagram. `dst` None uses the connected peer.
-    /// Errors: EDESTADDRREQ (no destination), EMSGSIZE (larger than the MTU allows:
-    /// the stack does not fragment), ENETUNREACH, EACCES (broadcast without
+    /// Datagrams larger than the MTU leave as IPv4 fragments.
+    /// Errors: EDESTADDRREQ (no destination), EMSGSIZE (over 65507 bytes, or larger
+    /// than the send buffer), ENETUNREACH, EACCES (broadcast without
     /// SO_BROADCAST), EAGAIN (send buffer full), or a pending error (ECONNREFUSED).
     pub fn send_to(
         &mut self,
@@ -310,8 +311,7 @@ impl UdpLayer {
         if dst.port() == 0 {
             return Err(Error::InvalidInput);
         }
-        let max = (self.mtu.saturating_sub(ipv4::HEADER_LEN + udp::HEADER_LEN)).min(MAX_PAYLOAD);
-        if data.len() > max {
+        if data.len() > MAX_PAYLOAD || data.len() > s.tx.capacity() {
             return Err(Error::MessageTooLong);
         }
         let bcast = self.is_broadcast_dst(*dst.ip());
