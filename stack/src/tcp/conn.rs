@@ -1176,7 +1176,14 @@ impl Tcb {
                 } else {
                     0
                 };
-                let cwnd_room = cwnd.saturating_sub(pipe);
+                // Limited transmit (RFC 3042): the first two duplicate ACKs each let one
+                // new segment out, so a small window still gets its third duplicate ACK.
+                let limited = if self.recovery.is_none() && self.scoreboard.is_empty() {
+                    self.dupacks.min(2) * mss
+                } else {
+                    0
+                };
+                let cwnd_room = (cwnd + limited).saturating_sub(pipe);
                 let len = avail.min(mss).min(wnd_room).min(cwnd_room);
                 if len > 0 {
                     let nothing_in_flight = self.snd_nxt == self.snd_una;
