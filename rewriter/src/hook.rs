@@ -394,6 +394,11 @@ global_asm!(
     // ---- clone3: stack and stack_size live in struct clone_args at rdi
     "60:",
     "lock inc qword ptr [rip + {special} + 24]",
+    // Programs probe clone3 with a NULL or short struct: let the kernel refuse those.
+    "test rdi, rdi",
+    "jz 2b",
+    "cmp rsi, 64",
+    "jb 2b",
     "mov rcx, qword ptr [rdi + 40]",
     "test rcx, rcx",
     "jz 65f",
