@@ -837,10 +837,16 @@ impl Tcb {
     fn process_ack(&mut self, now: Instant, seg: &TcpRepr, no_payload: bool, stats: &mut TcpStats) {
         let ack = seg.ack;
         let wnd = (seg.window as u32) << self.snd_wscale;
-        if self.sack_ok {
+        // RFC 6675 2: with SACK, a duplicate ACK counts only if it brings new SACK
+        // information (an ACK for a duplicate segment, e.g. after a spurious timeout,
+        // says nothing about loss).
+        let mut new_sack_info = !self.sack_ok || seg.sack.is_empty();
+        if self.sack_ok && !seg.sack.is_empty() {
+            let before = self.scoreboard.sacked_bytes();
             for &(l, r) in seg.sack.as_slice() {
                 self.scoreboard.add(self.snd_una, self.snd_max, l, r);
             }
+            new_sack_info = self.scoreboard.sacked_bytes() != before;
         }
         let window_changed = wnd != self.snd_wnd;
         if ack > self.snd_una {
@@ -887,6 +893,7 @@ impl Tcb {
             && !seg.fin()
             && !window_changed
             && self.snd_una < self.snd_max
+            && new_sack_info
         {
             self.dupacks += 1;
         }
