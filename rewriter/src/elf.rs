@@ -95,9 +95,78 @@ pub(crate) fn exec_ranges(
     Some(n)
 }
 
+/// Function entry points (from `.symtab` and `.dynsym`) inside `code` ranges of the
+/// mapping, sorted: known instruction boundaries from which decoding may start. Install
+/// time only (allocates).
+pub(crate) fn function_starts(
+    fd: i32,
+    map_off: u64,
+    map_start: usize,
+    code: &[(usize, usize)],
+) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut ehdr = [0u8; 64];
+    if !pread(fd, &mut ehdr, 0) || ehdr[..4] != *b"\x7fELF" || ehdr[4] != 2 || ehdr[5] != 1 {
+        return starts;
+    }
+    let shoff = u64_at(&ehdr, 0x28);
+    let shnum = u16_at(&ehdr, 0x3c) as usize;
+    if u16_at(&ehdr, 0x3a) as usize != SHDR_SIZE || shnum == 0 || shnum > 4096 {
+        return starts;
+    }
+    let mut shdrs = vec![0u8; shnum * SHDR_SIZE];
+    if !pread(fd, &mut shdrs, shoff) {
+        return starts;
+    }
+    let sh = |i: usize| &shdrs[i * SHDR_SIZE..(i + 1) * SHDR_SIZE];
+    const SHT_SYMTAB: u32 = 2;
+    const SHT_DYNSYM: u32 = 11;
+    for i in 0..shnum {
+        let ty = u32_at(sh(i), 4);
+        if ty != SHT_SYMTAB && ty != SHT_DYNSYM {
+            continue;
+        }
+        let (off, size) = (u64_at(sh(i), 24), u64_at(sh(i), 32));
+        if size > 64 << 20 {
+            continue;
+        }
+        let mut syms = vec![0u8; size as usize];
+        if !pread(fd, &mut syms, off) {
+            continue;
+        }
+        for sym in syms.chunks_exact(24) {
+            let kind = sym[4] & 0xf; // STT_FUNC or STT_GNU_IFUNC
+            let shndx = u16_at(sym, 6) as usize;
+            let value = u64_at(sym, 8);
+            if !(kind == 2 || kind == 10) || shndx == 0 || shndx >= shnum {
+                continue;
+            }
+            // Virtual address -> file offset through the symbol's section -> memory.
+            let (sec_addr, sec_off) = (u64_at(sh(shndx), 16), u64_at(sh(shndx), 24));
+            let Some(file_off) = value.checked_sub(sec_addr).map(|d| d + sec_off) else {
+                continue;
+            };
+            let Some(rel) = file_off.checked_sub(map_off) else {
+                continue;
+            };
+            let addr = map_start + rel as usize;
+            if code.iter().any(|&(s, e)| (s..e).contains(&addr)) {
+                starts.push(addr);
+            }
+        }
+    }
+    starts.sort_unstable();
+    starts.dedup();
+    starts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fd_again(path: &std::ffi::CStr) -> i32 {
+        sys::open(path, libc::O_RDONLY | libc::O_CLOEXEC, 0) as i32
+    }
 
     /// libc's own sections: .text etc. lie inside its r-x mapping, and the headers at
     /// the start of the file are not code.
@@ -120,6 +189,18 @@ mod tests {
         for &(s, e) in &out[..n] {
             assert!(m.start <= s && s < e && e <= m.end);
         }
+        // Function starts: inside the code, sorted, and `syscall` wrappers among them.
+        let starts = function_starts(fd_again(&path), m.offset, m.start, &out[..n]);
+        assert!(starts.len() > 1000, "libc exports thousands of functions");
+        assert!(starts.windows(2).all(|w| w[0] < w[1]));
+        assert!(starts
+            .iter()
+            .all(|&a| out[..n].iter().any(|&(s, e)| (s..e).contains(&a))));
+        let getppid = libc::getppid as *const () as usize;
+        assert!(
+            starts.binary_search(&getppid).is_ok(),
+            "getppid is a function start"
+        );
         // A file that is not ELF: no answer, the caller sweeps the whole mapping.
         let fd = sys::open(c"/proc/self/maps", libc::O_RDONLY, 0) as i32;
         assert!(exec_ranges(fd, 0, 0x1000, 0x1000, &mut out).is_none());

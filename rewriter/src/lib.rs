@@ -280,11 +280,20 @@ fn install_inner(config: &Config) -> Result<InstallReport, InstallError> {
             continue;
         }
         let mut code = [(0, 0); elf::MAX_RANGES];
-        let n = code_of_file_mapping(m, &mut code);
+        let (n, starts) = code_of_file_mapping(m, &mut code);
         // SAFETY: an executable private mapping of this process; only this thread runs
         // (install happens in the constructor), and the patch keeps instruction lengths.
-        unsafe { scan::rewrite_range(m.start, m.end, m.prot, n.map(|n| &code[..n]), &mut stats) }
-            .map_err(|e| InstallError::Sys("mprotect", -e as i32))?;
+        unsafe {
+            scan::rewrite_range(
+                m.start,
+                m.end,
+                m.prot,
+                n.map(|n| &code[..n]),
+                &starts,
+                &mut stats,
+            )
+        }
+        .map_err(|e| InstallError::Sys("mprotect", -e as i32))?;
     }
     if config.log {
         eprintln!(
@@ -302,19 +311,23 @@ fn install_inner(config: &Config) -> Result<InstallReport, InstallError> {
     })
 }
 
-/// The code sections of a file-backed mapping (`None`: not known, sweep it all). Checks
-/// that the file on disk is still the one mapped (same inode).
+/// The code sections of a file-backed mapping (`None`: not known, sweep it all), and
+/// the function starts inside them. Checks that the file on disk is still the one mapped
+/// (same inode).
 fn code_of_file_mapping(
     m: &scan::MapsEntry,
     out: &mut [(usize, usize); elf::MAX_RANGES],
-) -> Option<usize> {
+) -> (Option<usize>, Vec<usize>) {
+    let none = (None, Vec::new());
     if !m.path.starts_with('/') {
-        return None;
+        return none;
     }
-    let path = std::ffi::CString::new(m.path.as_bytes()).ok()?;
+    let Ok(path) = std::ffi::CString::new(m.path.as_bytes()) else {
+        return none;
+    };
     let fd = sys::open(&path, libc::O_RDONLY | libc::O_CLOEXEC, 0);
     if sys::is_err(fd) {
-        return None;
+        return none;
     }
     let fd = fd as i32;
     // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
@@ -326,8 +339,12 @@ fn code_of_file_mapping(
     } else {
         None
     };
+    let starts = match n {
+        Some(n) => elf::function_starts(fd, m.offset, m.start, &out[..n]),
+        None => Vec::new(),
+    };
     sys::close(fd);
-    n
+    (n, starts)
 }
 
 /// When a `mmap`/`mprotect` passed through while this thread was inside the shim, scans
@@ -345,11 +362,18 @@ fn rescan_if_missed() {
             continue;
         }
         let mut code = [(0, 0); elf::MAX_RANGES];
-        let n = code_of_file_mapping(&m, &mut code);
+        let (n, starts) = code_of_file_mapping(&m, &mut code);
         // SAFETY: as for mappings made executable after install; code already rewritten
         // holds no `syscall` to patch, and patches keep instruction lengths.
         let _ = unsafe {
-            scan::rewrite_range(m.start, m.end, m.prot, n.map(|n| &code[..n]), &mut stats)
+            scan::rewrite_range(
+                m.start,
+                m.end,
+                m.prot,
+                n.map(|n| &code[..n]),
+                &starts,
+                &mut stats,
+            )
         };
     }
     LATE_REWRITTEN.fetch_add(stats.rewritten, Relaxed);
@@ -434,7 +458,9 @@ fn map_executable(a: &SyscallArgs) -> Option<i64> {
     if start != 0 && end > start {
         // SAFETY: the range was just mapped or made executable by this call, which has not
         // returned to its caller yet, so nothing runs the new code.
-        let _ = unsafe { scan::rewrite_range(start, end, prot, n.map(|n| &code[..n]), &mut stats) };
+        let _ = unsafe {
+            scan::rewrite_range(start, end, prot, n.map(|n| &code[..n]), &[], &mut stats)
+        };
         LATE_REWRITTEN.fetch_add(stats.rewritten, Relaxed);
     }
     Some(if a.nr == libc::SYS_mmap {

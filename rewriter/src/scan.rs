@@ -21,7 +21,7 @@ const BATCH: usize = 1024;
 pub struct ScanStats {
     /// Executable ranges examined.
     pub ranges: usize,
-    /// Bytes decoded.
+    /// Bytes decoded (code without the bytes `0f 05` anywhere is not decoded).
     pub bytes: usize,
     /// `syscall` instructions turned into `call *%rax`.
     pub rewritten: usize,
@@ -123,10 +123,70 @@ fn collect(
     (n, None)
 }
 
+/// Like [`collect`], but decodes only from the nearest known instruction boundary (a
+/// function start in `starts`, sorted, or where the previous decoding stopped) up to each
+/// place where the bytes `0f 05` occur, instead of the whole range. Same assumption as
+/// a sweep from the section start: no data between a function's start and its code.
+/// `None` when there are more sites than one batch holds (the caller sweeps instead).
+fn collect_near(
+    bytes: &[u8],
+    base: usize,
+    starts: &[usize],
+    sites: &mut [usize; BATCH],
+    stats: &mut ScanStats,
+) -> Option<usize> {
+    let (mut n, mut decoded) = (0, 0);
+    // Offset up to which the code is decoded; always an instruction boundary.
+    let mut chain_end = 0;
+    let mut k = 0;
+    let mut i = Instruction::default();
+    while k + 1 < bytes.len() {
+        if bytes[k] != 0x0f || bytes[k + 1] != 0x05 {
+            k += 1;
+            continue;
+        }
+        let idx = starts.partition_point(|&a| a <= base + k);
+        let from = if idx > 0 { starts[idx - 1] - base } else { 0 }.max(chain_end);
+        let mut d = Decoder::with_ip(
+            64,
+            &bytes[from..],
+            (base + from) as u64,
+            DecoderOptions::NONE,
+        );
+        loop {
+            if !d.can_decode() {
+                chain_end = bytes.len();
+                break;
+            }
+            d.decode_out(&mut i);
+            let (ip, next) = (i.ip() as usize - base, i.next_ip() as usize - base);
+            decoded += next - ip;
+            if ip == k && i.code() == Code::Syscall {
+                if red_zone_live_after(bytes, base, base + next) {
+                    stats.red_zone_skipped += 1;
+                } else if n == BATCH {
+                    return None;
+                } else {
+                    sites[n] = base + ip;
+                    n += 1;
+                }
+            }
+            if next > k {
+                chain_end = next;
+                break;
+            }
+        }
+        k = chain_end;
+    }
+    stats.bytes += decoded;
+    Some(n)
+}
+
 /// Rewrites every `syscall` in `[start, end)` (page-aligned), whose protection is `prot`
 /// and stays so afterwards. `code`: the ranges inside it that hold instructions (ELF
-/// sections), decoded from their start; `None`: the whole range. Returns the raw errno
-/// of a failed `mprotect`.
+/// sections), decoded from their start; `None`: the whole range. `starts`: known
+/// function starts inside `code` (sorted; may be empty), which let the decoder skip code
+/// far from any `0f 05`. Returns the raw errno of a failed `mprotect`.
 ///
 /// # Safety
 /// `[start, end)` must be mapped code that no thread executes while it is patched (at
@@ -136,6 +196,7 @@ pub(crate) unsafe fn rewrite_range(
     end: usize,
     prot: i32,
     code: Option<&[(usize, usize)]>,
+    starts: &[usize],
     stats: &mut ScanStats,
 ) -> Result<(), i64> {
     let whole = [(start, end)];
@@ -156,8 +217,9 @@ pub(crate) unsafe fn rewrite_range(
     let mut sites = [0usize; BATCH];
     let mut result = Ok(());
     for &(cs, ce) in code {
-        stats.bytes += ce - cs;
-        if let Err(e) = rewrite_code(cs, ce, start, len, &mut writable, &mut sites, stats) {
+        let near =
+            &starts[starts.partition_point(|&a| a < cs)..starts.partition_point(|&a| a < ce)];
+        if let Err(e) = rewrite_code(cs, ce, start, len, near, &mut writable, &mut sites, stats) {
             result = Err(e);
             break;
         }
@@ -169,23 +231,60 @@ pub(crate) unsafe fn rewrite_range(
     result
 }
 
+/// True when the bytes `0f 05` occur anywhere (a cheap test before decoding).
+fn has_syscall_bytes(bytes: &[u8]) -> bool {
+    let mut prev_0f = false;
+    for &b in bytes {
+        if prev_0f && b == 0x05 {
+            return true;
+        }
+        prev_0f = b == 0x0f;
+    }
+    false
+}
+
 /// Decodes `[cs, ce)` and patches its sites, making `[start, start+len)` writable first.
+#[allow(clippy::too_many_arguments)]
 fn rewrite_code(
     cs: usize,
     ce: usize,
     start: usize,
     len: usize,
+    starts: &[usize],
     writable: &mut bool,
     sites: &mut [usize; BATCH],
     stats: &mut ScanStats,
 ) -> Result<(), i64> {
+    {
+        // SAFETY: as below; the slice is dropped before anything is written.
+        let bytes = unsafe { core::slice::from_raw_parts(cs as *const u8, ce - cs) };
+        if !has_syscall_bytes(bytes) {
+            return Ok(()); // no `0f 05` anywhere: nothing to find, skip decoding
+        }
+    }
     let mut from = 0;
+    let mut near_done = starts.is_empty();
     loop {
         let (n, resume) = {
             // SAFETY: the range is mapped and readable; the slice lives only while
             // decoding, before any byte of it is written below.
             let bytes = unsafe { core::slice::from_raw_parts(cs as *const u8, ce - cs) };
-            collect(bytes, cs, from, sites, stats)
+            let mut near = None;
+            if !near_done {
+                near_done = true;
+                let mut probe = *stats;
+                near = collect_near(bytes, cs, starts, sites, &mut probe);
+                if near.is_some() {
+                    *stats = probe;
+                }
+            }
+            match near {
+                Some(n) => (n, None),
+                None => {
+                    stats.bytes += ce - cs - from;
+                    collect(bytes, cs, from, sites, stats)
+                }
+            }
         };
         if n > 0 && !*writable {
             // SAFETY: code stays executable (other threads may run it); write is added.
@@ -333,6 +432,45 @@ mod tests {
         // syscall; push rax; mov rbx, [rsp-8]  (rsp moved: a different slot)
         let code = [0x0f, 0x05, 0x50, 0x48, 0x8b, 0x5c, 0x24, 0xf8, 0xc3];
         assert_eq!(sites_in(&code).0, 1);
+    }
+
+    /// Decoding near the candidates finds exactly what the full sweep finds, including
+    /// when a candidate is inside another instruction, and with or without starts.
+    #[test]
+    fn near_decoding_matches_the_sweep() {
+        // f0: mov eax, 0x050f (candidate inside an immediate); syscall; ret
+        // f1 (at 8): nop; syscall; mov rbx, [rsp-8] (red zone); ret
+        // f2 (at 20): xor eax, eax; syscall; ret
+        let code = [
+            0xb8, 0x0f, 0x05, 0, 0, 0x0f, 0x05, 0xc3, // f0
+            0x90, 0x0f, 0x05, 0x48, 0x8b, 0x5c, 0x24, 0xf8, 0xc3, 0x90, 0x90, 0x90, // f1
+            0x31, 0xc0, 0x0f, 0x05, 0xc3, // f2
+        ];
+        let base = 0x1000;
+        let mut full = ScanStats::default();
+        let mut sweep = [0usize; BATCH];
+        let (n, _) = collect(&code, base, 0, &mut sweep, &mut full);
+        for starts in [
+            vec![],
+            vec![base],
+            vec![base, base + 8, base + 20],
+            vec![base + 20],
+        ] {
+            let mut st = ScanStats::default();
+            let mut near = [0usize; BATCH];
+            let m = collect_near(&code, base, &starts, &mut near, &mut st).unwrap();
+            assert_eq!(&near[..m], &sweep[..n], "starts {starts:x?}");
+            assert_eq!(st.red_zone_skipped, full.red_zone_skipped);
+        }
+        assert_eq!(&sweep[..n], &[base + 5, base + 22]);
+        assert_eq!(full.red_zone_skipped, 1);
+    }
+
+    #[test]
+    fn byte_prefilter() {
+        assert!(has_syscall_bytes(&[0x90, 0x0f, 0x05]));
+        assert!(!has_syscall_bytes(&[0x0f, 0x90, 0x05, 0x0f]));
+        assert!(!has_syscall_bytes(&[]));
     }
 
     #[test]
