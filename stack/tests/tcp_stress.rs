@@ -88,3 +88,38 @@ proptest! {
         run(seed, k, small, reno, a_len, b_len);
     }
 }
+
+#[test]
+fn slow_start_overshoot_into_a_deep_queue_does_not_collapse_the_window() {
+    // 200 Mbit/s, 80 ms RTT, a 2 MB bottleneck queue, no random loss: slow start
+    // overflows the queue once. Recovery (and the timeout that may follow) must not
+    // turn into a chain of spurious fast retransmits that halve the window again and
+    // again (that bug once made this take 7 s instead of ~2.4 s).
+    for algo in [CongestionAlgorithm::Cubic, CongestionAlgorithm::NewReno] {
+        let c = TcpConfig {
+            congestion: algo,
+            rcvbuf: 4 << 20,
+            sndbuf: 4 << 20,
+            ..cfg()
+        };
+        let l = LinkConfig {
+            delay: Duration::from_millis(40),
+            bandwidth: Some(25_000_000),
+            queue_bytes: 2_000_000,
+            ..LinkConfig::default()
+        };
+        let mut p = TcpPair::new(c, l, 1);
+        let (_l, ca, cb) = establish(&mut p);
+        let start = p.now;
+        let data = pattern(20_000_000, 1);
+        let (_x, y) = exchange(&mut p, ca, cb, &data, b"", secs(60));
+        assert!(y == data);
+        let took = p.now.saturating_since(start);
+        assert!(took < secs(4), "{algo:?}: {took:?}, {:?}", p.a.stats());
+        assert!(
+            p.a.stats().fast_retransmits <= 3,
+            "{algo:?}: {:?}",
+            p.a.stats()
+        );
+    }
+}

@@ -840,7 +840,7 @@ impl Tcb {
         // RFC 6675 2: with SACK, a duplicate ACK counts only if it brings new SACK
         // information (an ACK for a duplicate segment, e.g. after a spurious timeout,
         // says nothing about loss).
-        let mut new_sack_info = !self.sack_ok || seg.sack.is_empty();
+        let mut new_sack_info = !self.sack_ok;
         if self.sack_ok && !seg.sack.is_empty() {
             let before = self.scoreboard.sacked_bytes();
             for &(l, r) in seg.sack.as_slice() {
@@ -872,7 +872,9 @@ impl Tcb {
                 }
                 Some(_) => {
                     // Partial ACK: retransmit the next hole at once (RFC 6582 3.2 step 5).
-                    if !self.sack_ok || self.scoreboard.is_empty() {
+                    // With SACK the scoreboard names the holes; without it, NewReno
+                    // retransmits the segment at the new SND.UNA.
+                    if !self.sack_ok {
                         self.rtx_pending = true;
                     }
                     self.dupacks = 0;
