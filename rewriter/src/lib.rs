@@ -12,7 +12,8 @@
 //! Known limits: a `syscall` whose code reads the 8 bytes below `%rsp` afterwards is left
 //! alone (unhooked; glibc has one, `sigaltstack` in `__longjmp_chk`). Address 0 is mapped,
 //! so the kernel reads the trampoline where a syscall argument is a NULL pointer it only
-//! reads from (EFAULT becomes success or EINVAL). Numbers of 4096 and above (x32) fault.
+//! reads from (EFAULT becomes success or EINVAL). Numbers past the sled (about 600 and
+//! above, such as x32 ones) fault instead of failing with ENOSYS.
 //! Threads whose `%fs` does not point at a glibc TLS block (raw `arch_prctl` users) break
 //! the per-thread state used by handled calls, `vfork`, `clone` without a new stack and
 //! `exit`. The vDSO is never rewritten.
