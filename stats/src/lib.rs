@@ -57,6 +57,8 @@ counters! {
     DropNoSocket = "drop.no_socket", Count;
     /// TX ring or frame pool full when a frame was ready.
     DropTxFull = "drop.tx_full", Count;
+    /// Frames the kernel dropped because the XSK RX ring or fill ring ran out.
+    DropRxRing = "drop.rx_ring", Count;
     TcpSegmentsIn = "tcp.segments_in", Count;
     TcpSegmentsOut = "tcp.segments_out", Count;
     TcpRetransmits = "tcp.retransmits", Count;

@@ -91,8 +91,11 @@ pub struct Engine {
     /// Sockets using each claimed port: a listener and its accepted connections share
     /// one port, which stays steered to us until the last of them is gone.
     claims: HashMap<(Transport, u16), u32>,
+    stats_published: Instant,
     start: std::time::Instant,
     pub stats: Option<StatsSegment>,
+    /// Copies frames to `fastnet pcap` while one captures this process.
+    pub tap: fastnet_capture::CaptureTap,
 }
 
 /// When the stack last ran (µs on the engine's clock): the background driver only
@@ -131,8 +134,10 @@ impl Engine {
             closing: Vec::with_capacity(1024),
             resolving: Vec::with_capacity(16),
             claims: HashMap::with_capacity(1024),
+            stats_published: Instant::ZERO,
             start: std::time::Instant::now(),
             stats,
+            tap: fastnet_capture::CaptureTap::new(kernel::getpid() as u32),
         }
     }
 
@@ -153,11 +158,19 @@ impl Engine {
     pub fn drive(&mut self) {
         let now = self.now();
         LAST_DRIVE.store(now.micros(), std::sync::atomic::Ordering::Relaxed);
-        let Engine { dev, iface, .. } = self;
-        dev.receive(RX_BUDGET, |frame| iface.receive(now, frame));
+        self.tap.maybe_attach(now);
+        let Engine {
+            dev, iface, tap, ..
+        } = self;
+        dev.receive(RX_BUDGET, |frame| {
+            tap.frame(fastnet_capture::Direction::Rx, frame);
+            iface.receive(now, frame)
+        });
         self.resolve_neighbors(now);
-        let Engine { dev, iface, .. } = self;
-        iface.dispatch(now, dev.tx());
+        let Engine {
+            dev, iface, tap, ..
+        } = self;
+        iface.dispatch(now, &mut fastnet_capture::TappedDevice::new(dev.tx(), tap));
         dev.flush();
         self.notify();
         self.reap_closing();
@@ -263,7 +276,19 @@ impl Engine {
         }
     }
 
-    fn publish_stats(&self) {
+    fn publish_stats(&mut self) {
+        // Every 50 ms is live enough for `fastnet stat`, and reading the XSK's kernel
+        // statistics is a syscall.
+        let now = self.now();
+        if now.micros() < self.stats_published.micros() + 50_000 {
+            return;
+        }
+        self.stats_published = now;
+        self.publish_stats_now();
+    }
+
+    /// Writes every counter now (at exit, and from `publish_stats`).
+    pub fn publish_stats_now(&self) {
         let Some(seg) = &self.stats else { return };
         let s = self.iface.stats();
         seg.set(Counter::RxFrames, s.rx_frames);
@@ -296,6 +321,13 @@ impl Engine {
             seg.set(c, st[state.index()] as u64);
         }
         seg.set(Counter::SocketsFast, self.fds.sockets_in_use() as u64);
+        let (mut rx_drop, mut wake) = (0, 0);
+        for x in self.dev.xsk_stats() {
+            rx_drop += x.kernel_rx_dropped;
+            wake += x.tx_wakeups;
+        }
+        seg.set(Counter::DropRxRing, rx_drop);
+        seg.set(Counter::TxWakeups, wake);
     }
 
     pub fn count(&self, c: Counter) {
@@ -401,6 +433,7 @@ impl Engine {
 
     /// Writes the counters to the log (FASTNET_STATS=1 at exit).
     pub fn stats_report(&self) -> String {
+        self.publish_stats_now();
         let mut out = String::from("counters:");
         if let Some(seg) = &self.stats {
             for (c, v) in seg.snapshot() {

@@ -1,0 +1,467 @@
+//! Real servers fork, drop privileges, run threads, take signals and get killed
+//! (issue: shim process model).
+
+use fastnet_e2e::apps::{
+    exit_counters, fastnet_cmd, random_file, scratch, sha256_file, spawn, wait_listening, Bg,
+};
+use fastnet_e2e::{is_root, run_ok, Side, Topology, TopologyOptions};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const PY: &str = "/usr/bin/python3";
+
+fn topo() -> Topology {
+    assert!(is_root(), "end-to-end tests need root");
+    Topology::up(&TopologyOptions::default()).expect("topology")
+}
+
+fn nginx_conf(dir: &Path, port: u16) -> std::path::PathBuf {
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user nobody nogroup;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log info;\nevents {{ worker_connections 4096; }}\n\
+             http {{ access_log off; sendfile on; keepalive_requests 100000;\n\
+             client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
+             uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+             server {{ listen {port}; root {d}/www; }} }}\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    conf
+}
+
+fn worker_pids(master: u32) -> Vec<(u32, String)> {
+    let out = std::process::Command::new("ps")
+        .args(["-o", "pid=,user=", "--ppid", &master.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.parse().ok()?, it.next()?.to_string()))
+        })
+        .collect()
+}
+
+fn wrk(t: &Topology, args: &[&str], url: &str) -> String {
+    let out = run_ok(t.command(Side::Client, "wrk").args(args).arg(url));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn assert_no_socket_errors(out: &str) {
+    assert!(
+        !out.contains("Socket errors"),
+        "wrk saw socket errors:\n{out}"
+    );
+    assert!(!out.contains("Non-2xx"), "wrk saw bad responses:\n{out}");
+    let reqs: u64 = out
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(reqs > 1000, "too few requests:\n{out}");
+}
+
+#[test]
+fn nginx_master_and_unprivileged_worker() {
+    let t = topo();
+    let dir = scratch("nginx");
+    let conf = nginx_conf(&dir, 8080);
+    std::fs::write(dir.join("www/index.html"), "hello from nginx\n").unwrap();
+    let big = dir.join("www/big.bin");
+    random_file(&big, 1 << 30, 11);
+    let want = sha256_file(&big);
+    let mut c = fastnet_cmd(&t, Side::Server, "nginx");
+    c.args(["-c", conf.to_str().unwrap()]);
+    let mut srv = spawn(c, &dir.join("nginx.out"));
+    wait_listening(&t, Side::Server, 8080, &mut srv);
+    let url = format!("http://{}:8080/index.html", t.server_ip);
+
+    let workers = worker_pids(srv.pid());
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert_eq!(workers[0].1, "nobody", "worker runs unprivileged");
+
+    // 30 s of load, no socket errors.
+    let out = wrk(&t, &["-t1", "-c32", "-d30s"], &url);
+    assert_no_socket_errors(&out);
+    // The worker drives the fast path: its own counters segment.
+    let seg = format!("/dev/shm/fastnet-{}.stats", workers[0].0);
+    assert!(
+        Path::new(&seg).exists(),
+        "worker has no counters: {}",
+        srv.output()
+    );
+
+    // 1000 concurrent keep-alive connections (a generous timeout: one wrk thread on a
+    // shared 2-core machine is itself slow to serve 1000 sockets).
+    let out = wrk(&t, &["-t1", "-c1000", "-d5s", "--timeout", "10s"], &url);
+    assert_no_socket_errors(&out);
+
+    // 1 GB byte-exact.
+    let got = dir.join("got.bin");
+    run_ok(t.command(Side::Client, "curl").args([
+        "-sS",
+        "-o",
+        got.to_str().unwrap(),
+        &format!("http://{}:8080/big.bin", t.server_ip),
+    ]));
+    assert_eq!(sha256_file(&got), want);
+    std::fs::remove_file(&got).unwrap();
+
+    // `nginx -s quit` during a download lets it finish.
+    let log = dir.join("curl.log");
+    let mut dl = t.command(Side::Client, "curl");
+    dl.args([
+        "-sS",
+        "--limit-rate",
+        "200M",
+        "-o",
+        got.to_str().unwrap(),
+        &format!("http://{}:8080/big.bin", t.server_ip),
+    ]);
+    let mut dl = spawn(dl, &log);
+    std::thread::sleep(Duration::from_millis(1500));
+    run_ok(
+        t.command(Side::Server, "nginx")
+            .args(["-c", conf.to_str().unwrap(), "-s", "quit"]),
+    );
+    let st = dl.child.wait().unwrap();
+    assert!(st.success(), "download cut by quit: {}", dl.output());
+    assert_eq!(sha256_file(&got), want, "download after quit differs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while srv.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not quit: {}",
+            srv.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn redis_bgsave_every_second_during_benchmark() {
+    let t = topo();
+    let dir = scratch("redis-bgsave");
+    let mut c = fastnet_cmd(&t, Side::Server, "redis-server");
+    c.args([
+        "--port",
+        "6391",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+    ])
+    .args(["--dir", dir.to_str().unwrap(), "--dbfilename", "dump.rdb"]);
+    let mut srv = spawn(c, &dir.join("server.log"));
+    wait_listening(&t, Side::Server, 6391, &mut srv);
+    let host = t.server_ip.to_string();
+    let mut bench = t.command(Side::Client, "redis-benchmark");
+    bench.args([
+        "-h",
+        &host,
+        "-p",
+        "6391",
+        "-c",
+        "32",
+        "-n",
+        "200000",
+        "-q",
+        "-t",
+        "set,get,lpush",
+    ]);
+    let mut bench = spawn(bench, &dir.join("bench.log"));
+    let mut saves = 0;
+    while bench.child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_secs(1));
+        let out = run_ok(
+            t.command(Side::Client, "redis-cli")
+                .args(["-h", &host, "-p", "6391", "bgsave"]),
+        );
+        let s = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            s.contains("Background saving started") || s.contains("already in progress"),
+            "{s}"
+        );
+        saves += 1;
+    }
+    let out = bench.output();
+    assert!(bench.child.wait().unwrap().success(), "{out}");
+    assert!(
+        out.contains("GET:") && !out.to_lowercase().contains("error"),
+        "{out}"
+    );
+    assert!(saves >= 2, "only {saves} BGSAVEs");
+    // Wait for the last save, then load the file into a fresh (kernel) redis.
+    std::thread::sleep(Duration::from_secs(2));
+    let keys = run_ok(
+        t.command(Side::Client, "redis-cli")
+            .args(["-h", &host, "-p", "6391", "dbsize"]),
+    );
+    let keys: u64 = String::from_utf8_lossy(&keys.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    run_ok(
+        t.command(Side::Client, "redis-cli")
+            .args(["-h", &host, "-p", "6391", "save"]),
+    );
+    let log = srv.stop();
+    assert!(!log.contains("# Background saving error"), "{log}");
+    let check = dir.join("check");
+    std::fs::create_dir_all(&check).unwrap();
+    std::fs::copy(dir.join("dump.rdb"), check.join("dump.rdb")).unwrap();
+    let mut c = t.command(Side::Server, "redis-server");
+    c.args(["--port", "6392", "--save", "", "--appendonly", "no"])
+        .args(["--dir", check.to_str().unwrap(), "--dbfilename", "dump.rdb"]);
+    let mut plain = spawn(c, &dir.join("plain.log"));
+    wait_listening(&t, Side::Server, 6392, &mut plain);
+    let n = run_ok(
+        t.command(Side::Server, "redis-cli")
+            .args(["-p", "6392", "dbsize"]),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&n.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap(),
+        keys,
+        "saved file loads"
+    );
+    drop(plain);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn threaded_http_server_with_a_sigalrm_storm() {
+    let t = topo();
+    let dir = scratch("threads-sigalrm");
+    // A sink in the client namespace counts what the handler wrote.
+    let sink = r#"
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7100)); s.listen(1)
+c, _ = s.accept()
+data = bytearray()
+while True:
+    d = c.recv(65536)
+    if not d: break
+    data.extend(d)
+# Handlers may nest (Python runs a pending handler between any two bytecodes), so
+# records may be reordered, but every one must arrive exactly once and intact.
+recs = data.decode().split()
+ok = sorted(int(r) for r in recs) == list(range(len(recs)))
+print("sink", len(recs), "ok" if ok else "CORRUPT", flush=True)
+"#;
+    let mut c = t.command(Side::Client, PY);
+    c.args(["-c", sink]);
+    let mut sink = spawn(c, &dir.join("sink.log"));
+    wait_listening(&t, Side::Client, 7100, &mut sink);
+    let server = format!(
+        r#"
+import http.server, socketserver, signal, socket, threading, time, os
+out = socket.create_connection(("{client}", 7100))
+out.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+n = [0]
+def tick(sig, frame):
+    i = n[0]; n[0] = i + 1
+    out.sendall(b"%d\n" % i)
+signal.signal(signal.SIGALRM, tick)
+signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = b"x" * 1000
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+srv = http.server.ThreadingHTTPServer(("0.0.0.0", 7101), H)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+time.sleep(float(os.environ["RUN_SECONDS"]))
+signal.setitimer(signal.ITIMER_REAL, 0, 0)
+out.close()
+print("ticks", n[0], flush=True)
+srv.shutdown()
+"#,
+        client = t.client_ip
+    );
+    let mut c = fastnet_cmd(&t, Side::Server, PY);
+    c.args(["-c", &server]).env("RUN_SECONDS", "12");
+    let mut srv = spawn(c, &dir.join("server.log"));
+    wait_listening(&t, Side::Server, 7101, &mut srv);
+    let out = wrk(
+        &t,
+        &["-t1", "-c16", "-d5s"],
+        &format!("http://{}:7101/", t.server_ip),
+    );
+    assert_no_socket_errors(&out);
+    let st = srv.child.wait().unwrap();
+    let log = srv.output();
+    assert!(st.success(), "{log}");
+    let ticks: u64 = log
+        .lines()
+        .find_map(|l| l.strip_prefix("ticks "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no tick count: {log}"));
+    assert!(ticks > 1000, "the timer barely fired: {ticks}");
+    let _ = sink.child.wait();
+    let s = sink.output();
+    assert!(
+        s.contains(&format!("sink {ticks} ok")),
+        "sink got {s}, handler sent {ticks}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn client_exits_right_after_close_and_the_peer_gets_everything() {
+    let t = topo();
+    let dir = scratch("linger");
+    let sink = r#"
+import socket, hashlib
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7200)); s.listen(1)
+c, _ = s.accept()
+h = hashlib.sha256(); n = 0
+while True:
+    d = c.recv(1 << 20)
+    if not d: break
+    h.update(d); n += len(d)
+print(n, h.hexdigest(), flush=True)
+"#;
+    let mut c = t.command(Side::Client, PY);
+    c.args(["-c", sink]);
+    let mut sink = spawn(c, &dir.join("sink.log"));
+    wait_listening(&t, Side::Client, 7200, &mut sink);
+    let file = dir.join("payload.bin");
+    random_file(&file, 100 << 20, 3);
+    let want = sha256_file(&file);
+    let writer = format!(
+        r#"
+import socket, os
+s = socket.create_connection(("{client}", 7200))
+with open("{file}", "rb") as f:
+    while True:
+        b = f.read(1 << 20)
+        if not b: break
+        s.sendall(b)
+s.close()
+"#,
+        client = t.client_ip,
+        file = file.display()
+    );
+    let mut c = fastnet_cmd(&t, Side::Server, PY);
+    c.args(["-c", &writer]);
+    let mut w = spawn(c, &dir.join("writer.log"));
+    let st = w.child.wait().unwrap();
+    assert!(st.success(), "{}", w.output());
+    let _ = sink.child.wait();
+    let got = sink.output();
+    assert_eq!(
+        got.trim(),
+        format!("{} {}", 100 << 20, want),
+        "writer log: {}",
+        w.output()
+    );
+    assert!(
+        exit_counters(&w.output())
+            .get("tx.bytes")
+            .copied()
+            .unwrap_or(0)
+            >= 100 << 20
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn kill_9_with_a_forked_child_alive_gives_the_port_back() {
+    let t = topo();
+    let dir = scratch("kill9");
+    // A server that forks a child which closes the inherited listener (as redis's
+    // BGSAVE child does) and lives on; then the parent is killed with SIGKILL.
+    let server = r#"
+import socket, os, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7300)); s.listen(8)
+c, _ = s.accept(); c.sendall(b"fast\n"); c.close()
+pid = os.fork()
+if pid == 0:
+    s.close()
+    time.sleep(30)
+    os._exit(0)
+print("child", pid, flush=True)
+time.sleep(30)
+"#;
+    let mut c = fastnet_cmd(&t, Side::Server, PY);
+    c.args(["-c", server]);
+    let mut srv = spawn(c, &dir.join("server.log"));
+    wait_listening(&t, Side::Server, 7300, &mut srv);
+    let out = run_ok(t.command(Side::Client, "curl").args([
+        "-sS",
+        "-m",
+        "5",
+        &format!("telnet://{}:7300", t.server_ip),
+    ]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "fast\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let child: u32 = loop {
+        if let Some(p) = srv
+            .output()
+            .lines()
+            .find_map(|l| l.strip_prefix("child "))
+            .and_then(|p| p.trim().parse().ok())
+        {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no child: {}", srv.output());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: SIGKILL to the server we started.
+    unsafe { libc::kill(srv.pid() as i32, libc::SIGKILL) };
+    let _ = srv.child.wait();
+    // The child still lives; a kernel server on the port must be reachable within 1 s.
+    assert!(
+        Path::new(&format!("/proc/{child}")).exists(),
+        "child died too"
+    );
+    let mut k = t.command(Side::Server, "socat");
+    k.args(["-u", "SYSTEM:echo kernel", "TCP-LISTEN:7300,reuseaddr,fork"]);
+    let started = Instant::now();
+    let mut kernel_srv: Bg = spawn(k, &dir.join("kernel.log"));
+    wait_listening(&t, Side::Server, 7300, &mut kernel_srv);
+    let mut ok = false;
+    while started.elapsed() < Duration::from_secs(1) {
+        let out = t
+            .command(Side::Client, "curl")
+            .args(["-sS", "-m", "1", &format!("telnet://{}:7300", t.server_ip)])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout) == "kernel\n" {
+            ok = true;
+            break;
+        }
+    }
+    // SAFETY: SIGKILL to the forked child of the server we started.
+    unsafe { libc::kill(child as i32, libc::SIGKILL) };
+    assert!(ok, "port still black-holed a second after kill -9");
+    let out = run_ok(
+        t.command(Side::Server, "ip")
+            .args(["link", "show", t.iface(Side::Server)]),
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("xdp"),
+        "XDP program left behind"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
