@@ -16,6 +16,8 @@ pub(crate) enum Outcome {
     DeviceFull,
     /// The next hop's MAC is being resolved: keep the packet.
     Pending,
+    /// Built and held until the next hop resolves (sent by a later dispatch).
+    Held,
     /// Cannot be sent (no route, neighbour failed, too big): drop it.
     Dropped(DropReason),
 }
@@ -26,6 +28,8 @@ pub struct IpOut<'a> {
     dev: &'a mut dyn Device,
     caps: DeviceCaps,
     now: Instant,
+    /// The next hop of the last `resolve` that returned `Pending`.
+    unresolved: Ipv4Addr,
 }
 
 impl<'a> IpOut<'a> {
@@ -36,6 +40,7 @@ impl<'a> IpOut<'a> {
             dev,
             caps,
             now,
+            unresolved: Ipv4Addr::UNSPECIFIED,
         }
     }
 
@@ -51,7 +56,8 @@ impl<'a> IpOut<'a> {
         self.core.mtu.min(self.caps.mtu)
     }
 
-    /// The destination MAC for `dst`, resolving it if needed.
+    /// The destination MAC for `dst`, resolving it if needed. `Err(Pending)` comes
+    /// with the next hop being resolved in `self.unresolved`.
     fn resolve(&mut self, dst: Ipv4Addr) -> Result<MacAddr, Outcome> {
         if self.core.is_broadcast(dst) {
             return Ok(MacAddr::BROADCAST);
@@ -71,9 +77,49 @@ impl<'a> IpOut<'a> {
                 if send_request {
                     self.send_arp_request(next_hop);
                 }
+                self.unresolved = next_hop;
                 Err(Outcome::Pending)
             }
             super::Lookup::Failed => Err(Outcome::Dropped(DropReason::NeighborFailed)),
+        }
+    }
+
+    /// Sends the frames held for next hops that resolved since; drops those whose
+    /// resolution failed; keeps (and keeps resolving) the rest.
+    pub(crate) fn flush_held(&mut self) {
+        let own_arp = self.core.neighbor_mode == NeighborMode::OwnArp;
+        for _ in 0..self.core.held.frames.len() {
+            if self.core.device_full {
+                return;
+            }
+            let Some((hop, mut frame)) = self.core.held.frames.pop_front() else {
+                return;
+            };
+            match self.core.neighbors.lookup(hop, self.now, own_arp) {
+                super::Lookup::Found(mac) => {
+                    frame[0..6].copy_from_slice(&mac.0);
+                    let len = frame.len();
+                    if self.dev.transmit(len, &mut |b| b.copy_from_slice(&frame)) {
+                        self.core.stats.tx_frames += 1;
+                        self.core.stats.tx_bytes += len as u64;
+                        self.core.held.spare.push(frame);
+                    } else {
+                        self.core.stats.tx_device_full += 1;
+                        self.core.device_full = true;
+                        self.core.held.frames.push_front((hop, frame));
+                    }
+                }
+                super::Lookup::Pending { send_request } => {
+                    if send_request {
+                        self.send_arp_request(hop);
+                    }
+                    self.core.held.frames.push_back((hop, frame));
+                }
+                super::Lookup::Failed => {
+                    self.core.stats.drop(DropReason::NeighborFailed);
+                    self.core.held.spare.push(frame);
+                }
+            }
         }
     }
 
@@ -106,7 +152,10 @@ impl<'a> IpOut<'a> {
 
     /// Sends one IPv4 packet whose transport part (`len` bytes) `fill` writes. When
     /// `fill_transport_checksum`, the checksum at the protocol's offset is computed here
-    /// (unless the device fills it).
+    /// (unless the device fills it). With `hold`, a packet whose next hop is still being
+    /// resolved is built now and held until it resolves (`Outcome::Held`), as Linux
+    /// queues packets on an unresolved neighbour.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn send_ip(
         &mut self,
         src: Ipv4Addr,
@@ -114,6 +163,7 @@ impl<'a> IpOut<'a> {
         protocol: u8,
         len: usize,
         fill_transport_checksum: bool,
+        hold: bool,
         fill: &mut dyn FnMut(&mut [u8]),
     ) -> Outcome {
         if self.core.device_full {
@@ -122,11 +172,12 @@ impl<'a> IpOut<'a> {
         if ipv4::HEADER_LEN + len > self.mtu() {
             return Outcome::Dropped(DropReason::TxTooBig);
         }
-        let mac = match self.resolve(dst) {
-            Ok(m) => m,
+        let (mac, held_for) = match self.resolve(dst) {
+            Ok(m) => (m, None),
+            Err(Outcome::Pending) if hold => (MacAddr::ZERO, Some(self.unresolved)),
             Err(o) => return o,
         };
-        if self.core.device_full {
+        if self.core.device_full && held_for.is_none() {
             return Outcome::DeviceFull;
         }
         let eth = self.core.eth_header(mac, EtherType::Ipv4);
@@ -143,7 +194,7 @@ impl<'a> IpOut<'a> {
         let hl = eth.header_len();
         let total = hl + ipv4::HEADER_LEN + len;
         let offload = self.caps.checksum.tx_fill;
-        let sent = self.dev.transmit(total, &mut |b| {
+        let mut build = |b: &mut [u8]| {
             eth.emit(b);
             ip.emit(&mut b[hl..], !offload);
             let seg = &mut b[hl + ipv4::HEADER_LEN..];
@@ -174,7 +225,18 @@ impl<'a> IpOut<'a> {
                 }
                 _ => {}
             }
-        });
+        };
+        if let Some(hop) = held_for {
+            let Some(mut b) = self.core.held.take() else {
+                return Outcome::Dropped(DropReason::NeighborQueueFull);
+            };
+            b.resize(total, 0);
+            build(&mut b);
+            self.core.held.frames.push_back((hop, b));
+            self.core.next_ident = self.core.next_ident.wrapping_add(1);
+            return Outcome::Held;
+        }
+        let sent = self.dev.transmit(total, &mut build);
         if !sent {
             self.core.stats.tx_device_full += 1;
             self.core.device_full = true;
@@ -208,6 +270,7 @@ impl<'a> IpOut<'a> {
             d,
             17,
             udp::HEADER_LEN + payload.len(),
+            false,
             false,
             &mut |seg| repr.emit(seg, s, d, payload, fill_checksum),
         )
@@ -318,13 +381,17 @@ impl IpTx for IpOut<'_> {
         len: usize,
         fill: &mut dyn FnMut(&mut [u8]),
     ) -> bool {
-        match self.send_ip(src, dst, proto.number(), len, true, fill) {
-            Outcome::Sent => true,
+        // Only a full device makes the transport wait: a packet held for ARP, or lost
+        // (no route, neighbour failed) is "sent" as on Linux, where TCP's retransmission
+        // and timeouts take over, and other connections are not held up behind it.
+        match self.send_ip(src, dst, proto.number(), len, true, true, fill) {
+            Outcome::Sent | Outcome::Held => true,
             Outcome::Dropped(reason) => {
                 self.core.stats.drop(reason);
-                false
+                true
             }
-            Outcome::DeviceFull | Outcome::Pending => false,
+            Outcome::DeviceFull => false,
+            Outcome::Pending => unreachable!("held packets are never Pending"),
         }
     }
 }

@@ -59,6 +59,8 @@ pub struct InterfaceConfig {
     pub udp: UdpConfig,
     /// Control replies (ARP replies, ICMP) waiting for the next dispatch.
     pub reply_slots: usize,
+    /// Frames held while their next hop is resolved (Linux's unresolved queue).
+    pub held_frames: usize,
     /// Seeds everything random (ephemeral ports, TCP ISNs): same seed, same run.
     pub seed: u64,
 }
@@ -78,6 +80,7 @@ impl InterfaceConfig {
             checksum: ChecksumOffload::default(),
             udp: UdpConfig::default(),
             reply_slots: 32,
+            held_frames: 64,
             seed: 0,
         }
     }
@@ -109,6 +112,29 @@ impl ReplyQueue {
     }
 }
 
+/// Frames built for a next hop whose MAC is not known yet, oldest first; sent (with
+/// the MAC filled in) once it resolves. Buffers allocated once and recycled.
+#[derive(Debug)]
+pub(crate) struct HeldFrames {
+    pub frames: VecDeque<(Ipv4Addr, Vec<u8>)>,
+    pub spare: Vec<Vec<u8>>,
+}
+
+impl HeldFrames {
+    fn new(slots: usize, frame_len: usize) -> Self {
+        HeldFrames {
+            frames: VecDeque::with_capacity(slots),
+            spare: (0..slots).map(|_| Vec::with_capacity(frame_len)).collect(),
+        }
+    }
+    /// A cleared buffer, or None when all are holding frames.
+    pub fn take(&mut self) -> Option<Vec<u8>> {
+        let mut b = self.spare.pop()?;
+        b.clear();
+        Some(b)
+    }
+}
+
 /// State `IpOut` needs: everything of the interface but the sockets.
 #[derive(Debug)]
 pub(crate) struct Core {
@@ -124,6 +150,7 @@ pub(crate) struct Core {
     pub stats: Stats,
     pub next_ident: u16,
     pub replies: ReplyQueue,
+    pub held: HeldFrames,
     /// Something became sendable (a neighbour resolved): dispatch soon.
     pub wake: bool,
     /// The device refused a frame at the last dispatch.
@@ -183,6 +210,7 @@ impl Interface {
                 stats: Stats::default(),
                 next_ident: (config.seed >> 16) as u16,
                 replies: ReplyQueue::new(config.reply_slots.max(1), frame_len),
+                held: HeldFrames::new(config.held_frames, frame_len),
                 wake: false,
                 device_full: false,
             },
@@ -309,6 +337,7 @@ impl Interface {
             self.core.replies.spare.push(b);
         }
         let mut out = IpOut::new(&mut self.core, dev, now);
+        out.flush_held();
         self.tcp.dispatch(now, &mut out);
         if !out.device_full() {
             dispatch_udp(&mut self.udp, &mut out);
@@ -603,6 +632,7 @@ fn dispatch_udp(udp: &mut UdpLayer, out: &mut IpOut<'_>) {
                 out.stats().drop(reason);
                 udp.pop_tx(i);
             }
+            ip_out::Outcome::Held => unreachable!("UDP keeps its datagrams in the socket"),
         }
     }
 }

@@ -51,10 +51,12 @@ pub enum DropReason {
     NeighborFailed,
     /// A transport asked to send a packet larger than the MTU.
     TxTooBig,
+    /// A packet for a next hop being resolved found the held-frames queue full.
+    NeighborQueueFull,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 26;
+    pub const COUNT: usize = 27;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::EthernetTruncated,
         DropReason::EthernetNotForUs,
@@ -82,6 +84,7 @@ impl DropReason {
         DropReason::NoRoute,
         DropReason::NeighborFailed,
         DropReason::TxTooBig,
+        DropReason::NeighborQueueFull,
     ];
 
     pub const fn index(self) -> usize {
@@ -117,6 +120,7 @@ impl DropReason {
             DropReason::NoRoute => "no_route",
             DropReason::NeighborFailed => "neighbor_failed",
             DropReason::TxTooBig => "tx_too_big",
+            DropReason::NeighborQueueFull => "neighbor_queue_full",
         }
     }
 }

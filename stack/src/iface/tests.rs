@@ -676,6 +676,10 @@ fn tcp_connect_picks_the_source_and_resolves_the_peer() {
     assert_eq!(dev.frames.len(), 1);
     let (_, a) = sent_arp(&dev.frames.pop_front().unwrap());
     assert_eq!((a.operation, a.target_ip), (ArpOperation::Request, IP_B));
+    // The SYN is held by the interface, so nothing is due before the ARP retry: the
+    // host does not spin while the neighbour resolves.
+    let next = i.poll_at().unwrap();
+    assert!(next > T0, "{next:?}");
     i.receive(T0, &arp_frame(ArpOperation::Reply, IP_B, IP_A, MAC_A));
     i.dispatch(T0, &mut dev);
     let (e, ip, seg) = sent_ipv4(&dev.frames[0]);
@@ -730,6 +734,35 @@ fn readiness_changes_of_udp_and_tcp_come_through_one_queue() {
         seen_writable |= ch.handle == c && ch.readiness.writable();
     }
     assert!(seen_writable, "the connecting socket became writable");
+}
+
+#[test]
+fn unresolved_peer_does_not_hold_up_other_connections() {
+    let mut i = iface(MAC_A, IP_A);
+    let ip_c = Ipv4Addr::new(10, 77, 0, 3);
+    i.set_neighbor(ip_c, MacAddr([2, 0, 0, 0, 0, 0xc]));
+    let slow = i.tcp_connect(None, SocketAddrV4::new(IP_B, 80)).unwrap();
+    let fast = i.tcp_connect(None, SocketAddrV4::new(ip_c, 80)).unwrap();
+    let mut dev = QueueDevice::new(1500);
+    i.dispatch(T0, &mut dev);
+    // The SYN to the known neighbour left; the other waits for ARP, held.
+    let syns: Vec<Ipv4Addr> = dev
+        .frames
+        .iter()
+        .filter(|f| f[12..14] == [0x08, 0x00])
+        .map(|f| sent_ipv4(f).1.dst)
+        .collect();
+    assert_eq!(syns, vec![ip_c]);
+    assert_eq!(i.stats().arp_requests_sent, 1);
+    let _ = (slow, fast);
+    // B never answers: after the probes the held SYN is dropped, counted.
+    let mut now = T0;
+    for _ in 0..4 {
+        now += Duration::from_secs(1);
+        i.dispatch(now, &mut dev);
+    }
+    assert_eq!(i.stats().arp_requests_sent, 3);
+    assert!(i.stats().dropped(DropReason::NeighborFailed) >= 1);
 }
 
 #[test]
