@@ -30,9 +30,12 @@ pub trait IpTx {
     /// Largest transport segment (header + payload) one packet to `dst` may carry.
     fn max_segment(&self, dst: Ipv4Addr) -> usize;
 
-    /// Sends one packet. Returns false, without calling `fill`, when it cannot be sent
-    /// now (device full, or the next hop's MAC is not known yet and is being resolved):
-    /// the transport keeps the data and tries again on a later dispatch.
+    /// Sends one packet. Returns false, without calling `fill`, only when the device has
+    /// no room now: the transport keeps the data and tries again on a later dispatch.
+    /// A packet whose next hop is still being resolved is built and held by the IP layer
+    /// until it resolves, and one that cannot be delivered (no route, neighbour failed)
+    /// is dropped and counted: both return true, as on Linux, where the transport's own
+    /// retransmission and timeouts deal with the loss.
     fn send(
         &mut self,
         src: Ipv4Addr,
