@@ -1,0 +1,169 @@
+//! Signal handlers that arrive while their thread is inside the stack.
+//!
+//! The stack sits behind one lock. A handler that runs on a thread holding it and
+//! makes a socket call would wait for itself forever. So, as Onload does, the app's
+//! handlers are wrapped (rt_sigaction is intercepted): a signal that lands while the
+//! thread is inside is recorded and raised again the moment the thread leaves, where
+//! the app's handler runs as usual. The wrapper also notes whether the handler asked
+//! for SA_RESTART, so a blocking socket call it interrupted restarts as on Linux.
+
+use super::kernel;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+const NSIG: usize = 65;
+
+/// The app's handler and flags per signal (0: not wrapped).
+static HANDLERS: [AtomicUsize; NSIG] = [const { AtomicUsize::new(0) }; NSIG];
+static FLAGS: [AtomicU64; NSIG] = [const { AtomicU64::new(0) }; NSIG];
+
+thread_local! {
+    /// Depth of engine locks held by this thread.
+    static INSIDE: Cell<u32> = const { Cell::new(0) };
+    /// Signals that arrived while inside (bit n-1 for signal n).
+    static PENDING: Cell<u64> = const { Cell::new(0) };
+    /// The last wrapped handler that ran asked for SA_RESTART.
+    static RESTART: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The kernel's `struct sigaction` for rt_sigaction(2) on x86-64.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct KSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
+const SA_SIGINFO: u64 = libc::SA_SIGINFO as u64;
+const SA_RESTART: u64 = libc::SA_RESTART as u64;
+
+extern "C" fn wrapper(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let s = sig as usize;
+    if s == 0 || s >= NSIG {
+        return;
+    }
+    if INSIDE.with(|c| c.get()) > 0 {
+        PENDING.with(|p| p.set(p.get() | 1 << (s - 1)));
+        return;
+    }
+    let h = HANDLERS[s].load(Ordering::Acquire);
+    let flags = FLAGS[s].load(Ordering::Acquire);
+    RESTART.with(|r| r.set(flags & SA_RESTART != 0));
+    if h <= 1 {
+        return;
+    }
+    if flags & SA_SIGINFO != 0 {
+        // SAFETY: the app registered this function as an SA_SIGINFO handler.
+        let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(h) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: the app registered this function as a plain handler.
+        let f: extern "C" fn(i32) = unsafe { std::mem::transmute(h) };
+        f(sig);
+    }
+}
+
+/// rt_sigaction(sig, act, oldact, size) from the app. Returns the result.
+pub fn rt_sigaction(sig: i32, act: i64, oldact: i64, size: usize) -> i64 {
+    let s = sig as usize;
+    if s == 0 || s >= NSIG || size != 8 || sig == libc::SIGKILL || sig == libc::SIGSTOP {
+        return rewriter::PASSTHROUGH;
+    }
+    let prev_app = HANDLERS[s].load(Ordering::Acquire);
+    let prev_flags = FLAGS[s].load(Ordering::Acquire);
+    let mut new: Option<KSigaction> = None;
+    if act != 0 {
+        // SAFETY: the app passed a struct sigaction for this call.
+        let a: KSigaction = match unsafe { super::appmem::read(act) } {
+            Ok(a) => a,
+            Err(e) => return -(e as i64),
+        };
+        new = Some(a);
+    }
+    let mut kact = new;
+    if let Some(a) = kact.as_mut() {
+        if a.handler > 1 {
+            a.handler = wrapper as *const () as usize;
+            a.flags |= SA_SIGINFO;
+        }
+    }
+    let mut kold = KSigaction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: rt_sigaction with our own structs.
+    let r = unsafe {
+        kernel::raw(
+            libc::SYS_rt_sigaction,
+            [
+                sig as i64,
+                kact.as_ref().map_or(0, |a| a as *const KSigaction as i64),
+                &mut kold as *mut KSigaction as i64,
+                8,
+                0,
+                0,
+            ],
+        )
+    };
+    if r < 0 {
+        return r;
+    }
+    if let Some(a) = new {
+        if a.handler > 1 {
+            HANDLERS[s].store(a.handler, Ordering::Release);
+            FLAGS[s].store(a.flags, Ordering::Release);
+        } else {
+            HANDLERS[s].store(0, Ordering::Release);
+            FLAGS[s].store(0, Ordering::Release);
+        }
+    }
+    if oldact != 0 {
+        // Report the app's own handler, not our wrapper.
+        if kold.handler == wrapper as *const () as usize {
+            kold.handler = prev_app;
+            kold.flags = prev_flags;
+        }
+        // SAFETY: the app passed oldact to be written.
+        if let Err(e) = unsafe { super::appmem::write(oldact, kold) } {
+            return -(e as i64);
+        }
+    }
+    0
+}
+
+/// Entering the engine lock on this thread.
+pub fn enter() {
+    INSIDE.with(|c| c.set(c.get() + 1));
+}
+
+/// Leaving it: signals that arrived meanwhile are raised again now.
+pub fn leave() {
+    let depth = INSIDE.with(|c| {
+        let d = c.get().saturating_sub(1);
+        c.set(d);
+        d
+    });
+    if depth > 0 {
+        return;
+    }
+    let pending = PENDING.with(|p| p.replace(0));
+    if pending == 0 {
+        return;
+    }
+    for s in 1..NSIG {
+        if pending & (1 << (s - 1)) != 0 {
+            kernel::raise(s as i32);
+        }
+    }
+}
+
+/// Whether the handler that interrupted the last blocking wait asked for SA_RESTART
+/// (cleared by reading).
+pub fn take_restart() -> bool {
+    RESTART.with(|r| r.replace(false))
+}
