@@ -1715,3 +1715,13 @@ impl TcpLayer {
         }
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn slot_size_is_modest() {
+        let n = core::mem::size_of::<super::Slot>();
+        eprintln!("slot {n} bytes, tcb {}", core::mem::size_of::<super::Tcb>());
+        assert!(n < 1536, "{n}");
+    }
+}
