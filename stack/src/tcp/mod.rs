@@ -1282,6 +1282,9 @@ impl TcpLayer {
 
     fn ephemeral_port(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> Result<u16> {
         let (lo, hi) = self.cfg.ephemeral_ports;
+        if lo == 0 || lo > hi {
+            return Err(Error::AddrNotAvailable);
+        }
         let n = (hi - lo) as u64 + 1;
         let start = self.prng.below(n);
         for k in 0..n {
