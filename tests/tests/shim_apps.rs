@@ -144,6 +144,34 @@ fn redis_benchmark_big_values_and_a_million_keys() {
     );
     assert!(!text.to_lowercase().contains("error"), "{text}");
 
+    // The client under fastnet too (fastnet <-> fastnet).
+    let mut c = fastnet_cmd(&t, Side::Client, "redis-benchmark");
+    c.args([
+        "-h",
+        &host,
+        "-p",
+        "6390",
+        "-c",
+        "32",
+        "-n",
+        "20000",
+        "-q",
+        "-t",
+        "set,get,incr,lpush,mset",
+    ]);
+    let out = run_ok(&mut c);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("MSET") && !text.to_lowercase().contains("error"),
+        "{text}"
+    );
+    let cc = exit_counters(&text);
+    assert!(
+        cc.get("tx.frames").copied().unwrap_or(0) > 20_000,
+        "client not on the fast path: {text}"
+    );
+
     // 1 MB value byte-exact.
     let big = dir.join("big.bin");
     let hex: String = (0..(1 << 20) / 2)

@@ -322,6 +322,7 @@ fn socket(domain: i32, ty: i32, proto: i32) -> i64 {
         claimed: None,
         epolls: Vec::new(),
         primary_fd: fd,
+        holds_port: false,
     };
     if let Some(stale) = e.fds.remove(fd) {
         // The kernel reused a number we still tracked (closed behind our back).
@@ -344,6 +345,40 @@ fn shadow_addr(v6: bool, a: SocketAddrV4) -> ([u8; 28], usize) {
     let mut buf = [0u8; 28];
     let n = sockaddr::write(a, v6, &mut buf);
     (buf, n)
+}
+
+/// The shadow's port, binding it to `local` (port 0: the kernel picks) if the app
+/// did not bind it.
+fn bound_port(fd: i32, v6: bool, local: SocketAddrV4) -> Result<u16, i32> {
+    match shadow_port(fd)? {
+        0 => {
+            let (a, n) = shadow_addr(v6, local);
+            kernel::bind(fd, &a[..n])?;
+            shadow_port(fd)
+        }
+        p => Ok(p),
+    }
+}
+
+/// Replaces the shadow behind `fd` with a fresh, unbound kernel socket (same number,
+/// same close-on-exec flag).
+fn fresh_shadow(fd: i32, v6: bool) -> Result<(), i32> {
+    let domain = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+    let cloexec = kernel::fcntl(fd, libc::F_GETFD, 0)? as i32 & libc::FD_CLOEXEC != 0;
+    let ns = kernel::socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0)?;
+    let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
+    // SAFETY: dup3 of our new socket onto the app's fd number (closing the old shadow).
+    let r = unsafe {
+        kernel::raw(
+            libc::SYS_dup3,
+            [ns as i64, fd as i64, flags as i64, 0, 0, 0],
+        )
+    };
+    let _ = kernel::close(ns);
+    if r < 0 {
+        return Err(-r as i32);
+    }
+    Ok(())
 }
 
 /// The port the kernel gave the shadow.
@@ -578,6 +613,7 @@ fn adopt_accepted(
         claimed,
         epolls: Vec::new(),
         primary_fd: cfd,
+        holds_port: false,
     };
     if e.fds.insert(cfd, s).is_err() {
         let _ = e.iface.tcp.abort(h);
@@ -656,17 +692,8 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
         return PASSTHROUGH;
     };
     // Reserve the local port in the kernel: bind the shadow to our address.
-    let port = match shadow_port(fd) {
-        Ok(0) => {
-            let (a, n) = shadow_addr(s.v6, e.local(0));
-            if let Err(x) = kernel::bind(fd, &a[..n]) {
-                return err(x);
-            }
-            match shadow_port(fd) {
-                Ok(p) => p,
-                Err(x) => return err(x),
-            }
-        }
+    let app_bound = matches!(shadow_port(fd), Ok(p) if p != 0);
+    let mut port = match bound_port(fd, s.v6, e.local(0)) {
         Ok(p) => p,
         Err(x) => return err(x),
     };
@@ -680,21 +707,35 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
         return connect(fd, addr, len);
     }
     let proto = Transport::Tcp;
-    if e.claim(proto, port).is_err() {
-        release_to_kernel(&mut e, fd, Counter::KernelResources);
-        return PASSTHROUGH;
-    }
     if let Some(gw) = route.gateway {
         e.iface.set_gateway(Some(gw));
     }
-    let local = e.local(port);
-    let h = match e.iface.tcp.connect_with(local, dst, s.opts) {
-        Ok(h) => h,
-        Err(x) => {
-            e.unclaim(proto, port);
-            return stack_err(x);
+    let mut tries = 0;
+    let h = loop {
+        if e.claim(proto, port).is_err() {
+            release_to_kernel(&mut e, fd, Counter::KernelResources);
+            return PASSTHROUGH;
+        }
+        let local = e.local(port);
+        match e.iface.tcp.connect_with(local, dst, s.opts) {
+            Ok(h) => break h,
+            // The kernel handed out a port whose last connection to this peer the stack
+            // is still finishing (TIME-WAIT): take a fresh shadow and another port.
+            Err(Error::AddrInUse) if tries < 8 && !app_bound => {
+                e.unclaim(proto, port);
+                tries += 1;
+                port = match fresh_shadow(fd, s.v6).and_then(|_| bound_port(fd, s.v6, e.local(0))) {
+                    Ok(p) => p,
+                    Err(x) => return err(x),
+                };
+            }
+            Err(x) => {
+                e.unclaim(proto, port);
+                return stack_err(x);
+            }
         }
     };
+    let local = e.local(port);
     e.bind_handle(h, fd);
     debug(format_args!(
         "fd {fd}: connecting {local} -> {dst} (fast path)"
@@ -703,6 +744,7 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
         let sm = e.fds.get_mut(fd).expect("ours");
         sm.kind = Kind::TcpStream(h);
         sm.claimed = Some((proto, port));
+        sm.holds_port = true;
     }
     super::readiness::sync_epolls(&mut e, fd, Kind::TcpFresh, false);
     e.drive();
@@ -742,7 +784,13 @@ fn close(fd: i32) -> i64 {
         return res(kernel::close(fd).map(|_| 0));
     }
     if let Some(s) = e.fds.remove(fd) {
-        e.close_socket(s);
+        let held = if s.holds_port && matches!(s.kind, Kind::TcpStream(_)) {
+            kernel::fcntl(fd, libc::F_DUPFD_CLOEXEC, global::HIGH_FD_FLOOR as i64)
+                .map_or(-1, |f| f as i32)
+        } else {
+            -1
+        };
+        e.close_socket_holding(s, held);
         e.drive();
     }
     rewriter::filter::mark_fd(fd, false);

@@ -66,6 +66,18 @@ pub struct FastSocket {
     pub epolls: Vec<i32>,
     /// The fd the stack's readiness changes are reported under.
     pub primary_fd: i32,
+    /// The shadow is bound to the connection's local port (connect side).
+    pub holds_port: bool,
+}
+
+/// A connection the app closed that the stack is still finishing (FIN, TIME-WAIT).
+#[derive(Clone, Copy, Debug)]
+struct Closing {
+    handle: SocketHandle,
+    port: (Transport, u16),
+    /// A copy of the shadow kept open (high fd) so the kernel does not hand the
+    /// connection's local port to another socket while the stack still uses it.
+    held_fd: i32,
 }
 
 /// A thread sleeping until a socket changes.
@@ -86,7 +98,7 @@ pub struct Engine {
     handle_fd: HashMap<SocketHandle, i32>,
     /// Connections the app closed that the stack still finishes (FIN, TIME-WAIT):
     /// their ports stay claimed until the stack lets them go.
-    closing: Vec<(SocketHandle, Transport, u16)>,
+    closing: Vec<Closing>,
     resolving: Vec<(Ipv4Addr, Instant)>,
     /// Sockets using each claimed port: a listener and its accepted connections share
     /// one port, which stays steered to us until the last of them is gone.
@@ -261,11 +273,14 @@ impl Engine {
         } = self;
         let mut done_ports = [(Transport::Tcp, 0u16); 16];
         let mut n = 0;
-        closing.retain(|&(h, t, port)| {
-            let done = iface.tcp.state(h).is_err();
+        closing.retain(|c| {
+            let done = iface.tcp.state(c.handle).is_err();
             if done && n < done_ports.len() {
-                done_ports[n] = (t, port);
+                done_ports[n] = c.port;
                 n += 1;
+                if c.held_fd >= 0 {
+                    let _ = kernel::close(c.held_fd);
+                }
                 return false;
             }
             true
@@ -367,6 +382,13 @@ impl Engine {
 
     /// Closes the stack side of a socket whose last fd went away.
     pub fn close_socket(&mut self, s: FastSocket) {
+        self.close_socket_holding(s, -1);
+    }
+
+    /// As `close_socket`; `held_fd` (or -1) is a copy of the shadow to keep until the
+    /// stack is done with the connection.
+    pub fn close_socket_holding(&mut self, s: FastSocket, held_fd: i32) {
+        let mut held_fd = held_fd;
         for ep in &s.epolls {
             if let Some(set) = self.epolls.get_mut(ep) {
                 set.forget(s.primary_fd);
@@ -393,7 +415,14 @@ impl Engine {
                     self.iface.tcp.close(h)
                 };
                 match (r, s.claimed) {
-                    (Ok(()), Some((t, p))) => self.closing.push((h, t, p)),
+                    (Ok(()), Some((t, p))) => {
+                        self.closing.push(Closing {
+                            handle: h,
+                            port: (t, p),
+                            held_fd,
+                        });
+                        held_fd = -1;
+                    }
                     (Err(_), Some((t, p))) => self.unclaim(t, p),
                     _ => {}
                 }
@@ -405,6 +434,9 @@ impl Engine {
                     self.unclaim(t, p);
                 }
             }
+        }
+        if held_fd >= 0 {
+            let _ = kernel::close(held_fd);
         }
     }
 
@@ -424,7 +456,7 @@ impl Engine {
             ) => true,
             _ => false,
         };
-        self.closing.iter().any(|&(h, _, _)| busy(h))
+        self.closing.iter().any(|c| busy(c.handle))
             || self
                 .handle_fd
                 .keys()
