@@ -49,10 +49,12 @@ RESULTS=$LOGS/results.tsv
 MICRO=$LOGS/micro.tsv
 COMMANDS=$LOGS/commands.txt
 META=$LOGS/meta.tsv
+FASTPATH=$LOGS/fastpath.tsv
 : >"$RESULTS"
 : >"$MICRO"
 : >"$COMMANDS"
 : >"$META"
+: >"$FASTPATH"
 SERVER_PID=""
 CG=""
 
@@ -250,6 +252,20 @@ if probe_shim; then SHIM_OK=1; else SHIM_OK=0; fi
 meta shim "$([ $SHIM_OK = 1 ] && echo "usable" || echo "not usable: $SHIM_REASON")"
 echo "bench: topology $FASTNET_TAG; shim: $([ $SHIM_OK = 1 ] && echo usable || echo "$SHIM_REASON"); ${BENCH_SECONDS}s per run"
 
+# Did the server really use the fast path? `fastnet stat` on the server process and its
+# children (nginx's worker) after a workload: frames that went through AF_XDP.
+fast_path_check() { # workload-group mode
+    [ "$2" = kernel ] && return 0
+    local out="$LOGS/$1.$2.stat" pid
+    : >"$out"
+    for pid in "$SERVER_PID" $(ps -o pid= --ppid "$SERVER_PID" 2>/dev/null); do
+        "$FASTNET" stat "$pid" >>"$out" 2>&1 || true
+    done
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" \
+        "$(awk '$1=="rx.frames"{s+=$2} END{print s+0}' "$out")" \
+        "$(awk '$1=="tx.frames"{s+=$2} END{print s+0}' "$out")" >>"$FASTPATH"
+}
+
 wants() { case " $BENCH_ONLY " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 # --- workloads ------------------------------------------------------------------------
@@ -298,6 +314,7 @@ bench_redis() { # mode
             break # a failure repeats; do not spend the timeout again
         done; done
     done
+    fast_path_check redis "$mode"
     stop_server
 }
 
@@ -362,6 +379,7 @@ bench_nginx() { # mode
         fi
         [ $failed = 0 ] || break
     done
+    fast_path_check nginx "$mode"
     stop_server
 }
 
@@ -394,6 +412,7 @@ bench_sockperf() { # mode
             break
         fi
     done
+    fast_path_check sockperf "$mode"
     stop_server
 }
 
@@ -423,6 +442,7 @@ bench_iperf3() { # mode
             break
         fi
     done
+    fast_path_check iperf3 "$mode"
     stop_server
 }
 
@@ -498,5 +518,5 @@ fi
 
 meta load_after "$(cut -d' ' -f1-3 /proc/loadavg)"
 python3 scripts/bench/report.py --results "$RESULTS" --micro "$MICRO" --commands "$COMMANDS" \
-    --meta "$META" --configs "$LOGS/nginx.conf" --out "$BENCH_OUT" --svg "$BENCH_SVG"
+    --meta "$META" --fastpath "$FASTPATH" --configs "$LOGS/nginx.conf" --out "$BENCH_OUT" --svg "$BENCH_SVG"
 echo "bench: wrote $BENCH_OUT and $BENCH_SVG (raw output in $LOGS/)"

@@ -227,6 +227,7 @@ def main():
     ap.add_argument("--micro", required=True)
     ap.add_argument("--commands", required=True)
     ap.add_argument("--meta", required=True)
+    ap.add_argument("--fastpath", default=None, help="fast-path check results (tsv)")
     ap.add_argument("--configs", nargs="*", default=[], help="config files to quote")
     ap.add_argument("--out", required=True)
     ap.add_argument("--svg", required=True)
@@ -274,9 +275,8 @@ def main():
     w("")
     w(
         "The fastnet columns run only when a probe passes: `fastnet run --help` works and "
-        "a TCP echo crosses the veth with both ends under `fastnet run`. The probe cannot "
-        "yet tell a silent fallback to the kernel from the fast path (that needs "
-        "`fastnet stat`), so check the counters before trusting a fastnet number."
+        "a TCP echo crosses the veth with both ends under `fastnet run`. The fast-path "
+        "check below the table tells a real fast path from a silent fallback to the kernel."
     )
     w("")
     w(
@@ -291,6 +291,21 @@ def main():
             f"| {fmt_ratio(r.ratio('fastnet-both'))} | {TARGETS.get(r.workload, '')} "
             f"| {DESIGN_KERNEL.get(r.workload, '')} |"
         )
+    w("")
+    fastpath = read_tsv(a.fastpath, 4) if a.fastpath and os.path.exists(a.fastpath) else []
+    if fastpath:
+        w("")
+        w(
+            "Fast-path check: `fastnet stat` on the server process (and its children) after "
+            "each workload, summed over its runs. No frames through AF_XDP means the numbers "
+            "above are the kernel's, reached through the shim."
+        )
+        w("")
+        w("| workload | mode | server rx.frames | server tx.frames | path |")
+        w("|---|---|---:|---:|---|")
+        for group, mode, rx, tx in fastpath:
+            path = "fast path" if (num(rx) or 0) > 0 else "**kernel (no AF_XDP frames)**"
+            w(f"| {group} | {mode} | {rx} | {tx} | {path} |")
     w("")
     svg_link = os.path.relpath(a.svg, os.path.dirname(os.path.abspath(a.out)))
     w(f"![fastnet / kernel ratios]({svg_link})")
