@@ -291,7 +291,7 @@ impl Engine {
         }
     }
 
-    fn publish_stats(&mut self) {
+    pub fn publish_stats(&mut self) {
         // Every 50 ms is live enough for `fastnet stat`, and reading the XSK's kernel
         // statistics is a syscall.
         let now = self.now();

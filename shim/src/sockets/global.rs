@@ -282,6 +282,9 @@ fn driver_loop() {
         let due = e.dev.rx_pending() > 0 || e.iface.poll_at().is_some_and(|t| t.micros() <= now);
         if due {
             e.drive();
+        } else {
+            // Keep `fastnet stat` current while the app sleeps.
+            e.publish_stats();
         }
     }
 }
