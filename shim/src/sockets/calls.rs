@@ -263,7 +263,7 @@ pub fn ours(e: &Engine, fd: i32) -> Option<FastSocket> {
     if !super::owner::is_owner() {
         return None;
     }
-    e.fds.get(fd).cloned()
+    e.fds.get(fd).copied()
 }
 
 /// Hands `fd` back to the kernel: it is an ordinary socket from now on.
@@ -320,7 +320,7 @@ fn socket(domain: i32, ty: i32, proto: i32) -> i64 {
         },
         keepalive_params: Default::default(),
         claimed: None,
-        epolls: Vec::new(),
+        epolls: Default::default(),
         primary_fd: fd,
         holds_port: false,
     };
@@ -611,7 +611,7 @@ fn adopt_accepted(
         opts,
         keepalive_params: Default::default(),
         claimed,
-        epolls: Vec::new(),
+        epolls: Default::default(),
         primary_fd: cfd,
         holds_port: false,
     };

@@ -46,8 +46,45 @@ impl Kind {
     }
 }
 
+/// The app epolls a socket is registered in: a small inline set, so that a socket's
+/// description is `Copy` and reading it on every call allocates nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EpollList {
+    fds: [i32; 8],
+    n: u8,
+}
+
+impl EpollList {
+    /// Adds `epfd`; false when the list is full (the caller answers ENOSPC, as Linux
+    /// does past its watch limit).
+    pub fn insert(&mut self, epfd: i32) -> bool {
+        if self.contains(epfd) {
+            return true;
+        }
+        if self.n as usize == self.fds.len() {
+            return false;
+        }
+        self.fds[self.n as usize] = epfd;
+        self.n += 1;
+        true
+    }
+    pub fn remove(&mut self, epfd: i32) {
+        let found = self.iter().position(|x| x == epfd);
+        if let Some(i) = found {
+            self.n -= 1;
+            self.fds[i] = self.fds[self.n as usize];
+        }
+    }
+    pub fn contains(&self, epfd: i32) -> bool {
+        self.iter().any(|x| x == epfd)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = i32> + '_ {
+        self.fds[..self.n as usize].iter().copied()
+    }
+}
+
 /// One fast-path socket (shared by the fds that `dup` made of it).
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct FastSocket {
     pub kind: Kind,
     /// Created AF_INET6: addresses are shown v4-mapped.
@@ -63,7 +100,7 @@ pub struct FastSocket {
     /// Port claimed in the XDP port map (released on close).
     pub claimed: Option<(Transport, u16)>,
     /// App epoll fds this socket is registered in.
-    pub epolls: Vec<i32>,
+    pub epolls: EpollList,
     /// The fd the stack's readiness changes are reported under.
     pub primary_fd: i32,
     /// The shadow is bound to the connection's local port (connect side).
@@ -243,8 +280,8 @@ impl Engine {
                 return;
             };
             if let Some(s) = fds.get(fd) {
-                for ep in &s.epolls {
-                    if let Some(set) = epolls.get_mut(ep) {
+                for ep in s.epolls.iter() {
+                    if let Some(set) = epolls.get_mut(&ep) {
                         set.mark_edge(fd);
                         if !set.contains(fd) || set.would_report(fd, r.epoll_bits()) {
                             kernel::eventfd_signal(set.waker);
@@ -389,8 +426,8 @@ impl Engine {
     /// stack is done with the connection.
     pub fn close_socket_holding(&mut self, s: FastSocket, held_fd: i32) {
         let mut held_fd = held_fd;
-        for ep in &s.epolls {
-            if let Some(set) = self.epolls.get_mut(ep) {
+        for ep in s.epolls.iter() {
+            if let Some(set) = self.epolls.get_mut(&ep) {
                 set.forget(s.primary_fd);
             }
         }

@@ -110,9 +110,10 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, evp: i64) -> i64 {
     }
     if let Some(m) = e.fds.get_mut(fd) {
         if op == libc::EPOLL_CTL_DEL {
-            m.epolls.retain(|&x| x != epfd);
-        } else if !m.epolls.contains(&epfd) {
-            m.epolls.push(epfd);
+            m.epolls.remove(epfd);
+        } else if !m.epolls.insert(epfd) {
+            let _ = e.epolls.get_mut(&epfd).expect("checked").delete(fd);
+            return err(libc::ENOSPC);
         }
     }
     // A thread already waiting on this epoll must look at the new interest.
@@ -123,11 +124,11 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, evp: i64) -> i64 {
 /// Moves `fd`'s registrations to match its kind after it changed (fresh → listener,
 /// fresh → kernel): the shadow joins or leaves the kernel epolls.
 pub fn sync_epolls(e: &mut Engine, fd: i32, old: Kind, released: bool) {
-    let Some(s) = e.fds.get(fd).cloned() else {
+    let Some(s) = e.fds.get(fd).copied() else {
         return;
     };
     let new = s.kind;
-    for &epfd in &s.epolls {
+    for epfd in s.epolls.iter() {
         let Some(set) = e.epolls.get_mut(&epfd) else {
             continue;
         };
