@@ -44,6 +44,10 @@ pub fn run(shim: &Path, iface: Option<&str>, cmd: &[String]) -> Result<()> {
     c.args(args).env("LD_PRELOAD", preload_value(shim));
     if let Some(iface) = iface {
         c.env("FASTNET_IFACE", iface);
+    } else if std::env::var_os("FASTNET_IFACE").is_none_or(|v| v.is_empty()) {
+        eprintln!(
+            "fastnet run: no fast-path interface (--iface IF or FASTNET_IFACE): every socket stays on the kernel"
+        );
     }
     let err = c.exec();
     bail!("cannot run {prog}: {err}")

@@ -729,6 +729,13 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
                     Err(x) => return err(x),
                 };
             }
+            // The stack's socket pool is full: the connection is the kernel's, as it
+            // would be without us (counted, never an error the kernel would not give).
+            Err(Error::NoBufferSpace | Error::OutOfMemory) => {
+                e.unclaim(proto, port);
+                release_to_kernel(&mut e, fd, Counter::KernelResources);
+                return PASSTHROUGH;
+            }
             Err(x) => {
                 e.unclaim(proto, port);
                 return stack_err(x);
