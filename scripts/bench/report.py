@@ -260,8 +260,11 @@ def main():
     if "interference" in meta:
         w(
             f"- other processes used {meta['interference']} of the two cores while the "
-            "workloads ran (their busy time minus our server's and client's cgroups): "
-            "rates measured on a busy machine are low and noisy; rerun when it is quiet"
+            "workloads ran (their busy time minus our server's and client's cgroups). "
+            "Rates measured on a busy machine are low and noisy, and the contention favours "
+            "a busy-polling process (the fast path) over one that sleeps and waits to be "
+            "woken (the kernel path): above ~20% the ratios overstate fastnet; trust the "
+            "cgroup CPU table and rerun on a quiet machine"
         )
     w(f"- shim: {meta.get('shim', '?')}")
     w("")
