@@ -63,6 +63,30 @@ fn cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// With STACK_BENCH_ONLY (profiling one part), says how much work was done, so
+/// instruction counts (callgrind) can be divided per byte or per round trip.
+fn work_done(n: u64, unit: &str) {
+    if std::env::var_os("STACK_BENCH_ONLY").is_some() {
+        eprintln!("work: {n} {unit}");
+    }
+}
+
+/// Whether a timed loop runs another round: for `secs` of wall time, or for exactly
+/// STACK_BENCH_ROUNDS rounds when set (repeatable instruction counts under callgrind).
+fn keep_going(start: Instant, limit: Duration, rounds: &mut u64) -> bool {
+    static FIXED: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let fixed = FIXED.get_or_init(|| {
+        std::env::var("STACK_BENCH_ROUNDS")
+            .ok()
+            .map(|n| n.parse().expect("STACK_BENCH_ROUNDS: a number"))
+    });
+    *rounds += 1;
+    match fixed {
+        Some(n) => *rounds <= *n,
+        None => start.elapsed() < limit,
+    }
+}
+
 fn heap() -> usize {
     HEAP.load(Ordering::Relaxed)
 }
@@ -184,6 +208,11 @@ mod fast {
                 self.i[1 - s].receive(now, &f);
                 self.link.borrow_mut().spare.push(f);
             }
+            // Take the readiness changes, as a host (the shim's engine) does after
+            // driving the stack: left alone, the queue would only grow.
+            for i in &mut self.i {
+                while i.pop_readiness_change().is_some() {}
+            }
         }
 
         /// Connects A to a listener on B; returns (a, b) handles once established.
@@ -220,7 +249,8 @@ mod fast {
         let t = Instant::now();
         let cpu0 = cpu_time();
         let limit = Duration::from_secs_f64(secs);
-        while t.elapsed() < limit {
+        let mut rounds = 0;
+        while keep_going(t, limit, &mut rounds) {
             for _ in 0..16 {
                 while p.i[0].tcp.send(a, &data).is_ok_and(|n| n > 0) {}
                 p.step(0);
@@ -233,6 +263,7 @@ mod fast {
                 p.step(1);
             }
         }
+        work_done(got as u64, "bytes");
         got as f64 / (cpu_time() - cpu0).as_secs_f64() / 1e6
     }
 
@@ -247,7 +278,8 @@ mod fast {
         let t = Instant::now();
         let cpu0 = cpu_time();
         let limit = Duration::from_secs_f64(secs);
-        while t.elapsed() < limit {
+        let mut rounds = 0;
+        while keep_going(t, limit, &mut rounds) {
             for _ in 0..1000 {
                 assert_eq!(p.i[0].tcp.send(a, b"?"), Ok(1));
                 p.step(0);
@@ -258,6 +290,7 @@ mod fast {
                 trips += 1;
             }
         }
+        work_done(trips, "round trips");
         trips as f64 / (cpu_time() - cpu0).as_secs_f64()
     }
 
@@ -439,7 +472,8 @@ mod smol {
         let t = Instant::now();
         let cpu0 = cpu_time();
         let limit = Duration::from_secs_f64(secs);
-        while t.elapsed() < limit {
+        let mut rounds = 0;
+        while keep_going(t, limit, &mut rounds) {
             for _ in 0..16 {
                 {
                     let s = p.s[0].get_mut::<tcp::Socket>(a);
@@ -458,6 +492,7 @@ mod smol {
                 }
             }
         }
+        work_done(got as u64, "bytes");
         got as f64 / (cpu_time() - cpu0).as_secs_f64() / 1e6
     }
 
@@ -471,7 +506,8 @@ mod smol {
         let t = Instant::now();
         let cpu0 = cpu_time();
         let limit = Duration::from_secs_f64(secs);
-        while t.elapsed() < limit {
+        let mut rounds = 0;
+        while keep_going(t, limit, &mut rounds) {
             for _ in 0..1000 {
                 assert_eq!(p.s[0].get_mut::<tcp::Socket>(a).send_slice(b"?"), Ok(1));
                 p.step(0);
@@ -484,6 +520,7 @@ mod smol {
                 trips += 1;
             }
         }
+        work_done(trips, "round trips");
         trips as f64 / (cpu_time() - cpu0).as_secs_f64()
     }
 

@@ -44,4 +44,25 @@ pub trait IpTx {
         len: usize,
         fill: &mut dyn FnMut(&mut [u8]),
     ) -> bool;
+
+    /// `send` for a transport that sums the payload while copying it into the frame:
+    /// `fill` writes the segment and returns the folded one's-complement sum
+    /// ([`crate::wire::checksum::sum`]) of its bytes from `summed_from` (an even offset)
+    /// to the end, so the IP layer sums only the bytes before it (the header) instead
+    /// of reading the payload again. An implementation may ignore the sum, as this
+    /// default does.
+    fn send_summed(
+        &mut self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: IpProtocol,
+        len: usize,
+        summed_from: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> u16,
+    ) -> bool {
+        let _ = summed_from;
+        self.send(src, dst, proto, len, &mut |b| {
+            fill(b);
+        })
+    }
 }

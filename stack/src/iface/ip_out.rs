@@ -22,6 +22,18 @@ pub(crate) enum Outcome {
     Dropped(DropReason),
 }
 
+/// Who fills the transport checksum of a packet `send_ip` builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TransportSum {
+    /// The caller's `fill` wrote it (or the device fills it).
+    Filled,
+    /// `send_ip` computes it over the whole segment.
+    Compute,
+    /// `send_ip` computes it, taking the sum of the bytes from this (even) offset on
+    /// from `fill`'s return value.
+    SummedFrom(usize),
+}
+
 /// The interface's transmit side for one dispatch: the [`IpTx`] TCP sends through.
 pub struct IpOut<'a> {
     core: &'a mut Core,
@@ -150,9 +162,9 @@ impl<'a> IpOut<'a> {
         }
     }
 
-    /// Sends one IPv4 packet whose transport part (`len` bytes) `fill` writes. When
-    /// `fill_transport_checksum`, the checksum at the protocol's offset is computed here
-    /// (unless the device fills it). With `hold`, a packet whose next hop is still being
+    /// Sends one IPv4 packet whose transport part (`len` bytes) `fill` writes. Unless
+    /// `transport_sum` is `Filled`, the checksum at the protocol's offset is computed
+    /// here (unless the device fills it). With `hold`, a packet whose next hop is still being
     /// resolved is built now and held until it resolves (`Outcome::Held`), as Linux
     /// queues packets on an unresolved neighbour.
     #[allow(clippy::too_many_arguments)]
@@ -162,9 +174,9 @@ impl<'a> IpOut<'a> {
         dst: Ipv4Addr,
         protocol: u8,
         len: usize,
-        fill_transport_checksum: bool,
+        transport_sum: TransportSum,
         hold: bool,
-        fill: &mut dyn FnMut(&mut [u8]),
+        fill: &mut dyn FnMut(&mut [u8]) -> u16,
     ) -> Outcome {
         if self.core.device_full {
             return Outcome::DeviceFull;
@@ -198,16 +210,19 @@ impl<'a> IpOut<'a> {
             eth.emit(b);
             ip.emit(&mut b[hl..], !offload);
             let seg = &mut b[hl + ipv4::HEADER_LEN..];
-            fill(seg);
+            let tail_sum = fill(seg);
+            if transport_sum == TransportSum::Filled {
+                return;
+            }
             match protocol {
                 // ICMP: no pseudo-header, never offloaded.
-                1 if fill_transport_checksum => {
+                1 => {
                     seg[2] = 0;
                     seg[3] = 0;
                     let c = checksum::checksum(seg);
                     seg[2..4].copy_from_slice(&c.to_be_bytes());
                 }
-                6 | 17 if fill_transport_checksum && !offload => {
+                6 | 17 if !offload => {
                     let at = if protocol == 6 {
                         16
                     } else {
@@ -216,7 +231,23 @@ impl<'a> IpOut<'a> {
                     if seg.len() >= at + 2 {
                         seg[at] = 0;
                         seg[at + 1] = 0;
-                        let mut c = checksum::transport_checksum(src, dst, protocol, seg);
+                        let mut c = match transport_sum {
+                            // The caller summed the bytes from `from` on while copying
+                            // them: only the header is read again here.
+                            TransportSum::SummedFrom(from)
+                                if from >= at + 2 && from <= seg.len() =>
+                            {
+                                let pseudo = checksum::pseudo_header_sum(
+                                    src,
+                                    dst,
+                                    protocol,
+                                    seg.len() as u16,
+                                );
+                                let head = checksum::sum(&seg[..from]);
+                                !checksum::add(checksum::add(pseudo, head), tail_sum)
+                            }
+                            _ => checksum::transport_checksum(src, dst, protocol, seg),
+                        };
                         if protocol == 17 {
                             c = udp::nonzero_checksum(c);
                         }
@@ -270,9 +301,12 @@ impl<'a> IpOut<'a> {
             d,
             17,
             udp::HEADER_LEN + payload.len(),
+            TransportSum::Filled,
             false,
-            false,
-            &mut |seg| repr.emit(seg, s, d, payload, fill_checksum),
+            &mut |seg| {
+                repr.emit(seg, s, d, payload, fill_checksum);
+                0
+            },
         )
     }
 }
@@ -381,10 +415,49 @@ impl IpTx for IpOut<'_> {
         len: usize,
         fill: &mut dyn FnMut(&mut [u8]),
     ) -> bool {
+        let fill = &mut |b: &mut [u8]| {
+            fill(b);
+            0
+        };
+        let o = self.send_ip(
+            src,
+            dst,
+            proto.number(),
+            len,
+            TransportSum::Compute,
+            true,
+            fill,
+        );
+        self.transport_outcome(o)
+    }
+
+    fn send_summed(
+        &mut self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: IpProtocol,
+        len: usize,
+        summed_from: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> u16,
+    ) -> bool {
+        // An odd start would need the sum byte-swapped; no transport header is odd.
+        let sum = if summed_from.is_multiple_of(2) {
+            TransportSum::SummedFrom(summed_from)
+        } else {
+            TransportSum::Compute
+        };
+        let o = self.send_ip(src, dst, proto.number(), len, sum, true, fill);
+        self.transport_outcome(o)
+    }
+}
+
+impl IpOut<'_> {
+    /// What a transport's `send` returns for an outcome.
+    fn transport_outcome(&mut self, o: Outcome) -> bool {
         // Only a full device makes the transport wait: a packet held for ARP, or lost
         // (no route, neighbour failed) is "sent" as on Linux, where TCP's retransmission
         // and timeouts take over, and other connections are not held up behind it.
-        match self.send_ip(src, dst, proto.number(), len, true, true, fill) {
+        match o {
             Outcome::Sent | Outcome::Held => true,
             Outcome::Dropped(reason) => {
                 self.core.stats.drop(reason);

@@ -1350,18 +1350,23 @@ impl Tcb {
         let total = hl + plan.len as usize;
         let offset = (plan.seq - self.snd_una) as usize;
         let send_buf = &self.send_buf;
-        let sent = out.send(
-            *self.local.ip(),
-            *self.remote.ip(),
-            IpProtocol::Tcp,
-            total,
-            &mut |buf: &mut [u8]| {
+        let (local, remote) = (*self.local.ip(), *self.remote.ip());
+        let sent = if plan.len >= SUM_WHILE_COPYING_FROM {
+            // The payload is summed while it is copied; the IP layer sums only the
+            // header instead of reading the payload again.
+            out.send_summed(local, remote, IpProtocol::Tcp, total, hl, &mut |buf| {
+                repr.emit(buf);
+                send_buf.peek_at_summed(offset, &mut buf[hl..]).1
+            })
+        } else {
+            // A few bytes: one plain sum over the segment is cheaper than two.
+            out.send(local, remote, IpProtocol::Tcp, total, &mut |buf| {
                 repr.emit(buf);
                 if plan.len > 0 {
                     send_buf.peek_at(offset, &mut buf[hl..]);
                 }
-            },
-        );
+            })
+        };
         if !sent {
             stats.tx_blocked += 1;
             return false;
@@ -1420,6 +1425,10 @@ impl Tcb {
         b
     }
 }
+
+/// Payloads from this size on are summed while copied into the frame
+/// ([`IpTx::send_summed`]); smaller ones are cheaper summed with the header.
+const SUM_WHILE_COPYING_FROM: u32 = 128;
 
 /// The window-scale shift needed to advertise a buffer of `bytes` (RFC 7323 2.3).
 pub fn window_shift_for(bytes: usize) -> u8 {

@@ -1,6 +1,8 @@
 //! A fixed-capacity byte ring: the send and receive buffers of a connection. Allocated
 //! once when the connection's slot first needs it, then reused; never grows on its own.
 
+use crate::wire::checksum;
+
 /// `i mod cap` for `i < 2 * cap`, without a division (hot path).
 #[inline]
 fn wrap(i: usize, cap: usize) -> usize {
@@ -96,6 +98,26 @@ impl Ring {
         dst[..first].copy_from_slice(&self.buf[start..start + first]);
         dst[first..n].copy_from_slice(&self.buf[..n - first]);
         n
+    }
+
+    /// `peek_at` that also returns the folded one's-complement sum of the bytes copied
+    /// (summed while copying: one pass over them).
+    pub fn peek_at_summed(&self, offset: usize, dst: &mut [u8]) -> (usize, u16) {
+        if offset >= self.len {
+            return (0, 0);
+        }
+        let cap = self.buf.len();
+        let n = dst.len().min(self.len - offset);
+        let start = wrap(self.head + offset, cap);
+        let first = n.min(cap - start);
+        let mut acc = checksum::Accumulator::new();
+        let s = checksum::copy_and_sum(&mut dst[..first], &self.buf[start..start + first]);
+        acc.add_sum(s, first);
+        if n > first {
+            let s = checksum::copy_and_sum(&mut dst[first..n], &self.buf[..n - first]);
+            acc.add_sum(s, n - first);
+        }
+        (n, acc.sum())
     }
 
     /// Drops `n` bytes from the front.
