@@ -469,6 +469,12 @@ impl XskSocket {
         self.reclaim();
     }
 
+    /// Frames queued on the TX ring since the last kick (what [`XskSocket::flush`] would
+    /// send): a caller batching kicks flushes when this grows or before it sleeps.
+    pub fn unkicked(&self) -> u32 {
+        self.tx_unkicked
+    }
+
     pub fn stats(&self) -> XskStats {
         let mut s = self.stats;
         if let Ok(k) = self.rings.user.statistics_v2() {

@@ -154,6 +154,10 @@ pub static LAST_DRIVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU
 /// How many frames one drive takes from each RX ring.
 const RX_BUDGET: u32 = 256;
 
+/// Frames `drive_batched` lets gather before it kicks anyway (copy mode sends 32 per
+/// kick).
+const TX_BATCH: u32 = 32;
+
 impl Engine {
     pub fn new(config: Config, dev: FastIface, stats: Option<StatsSegment>) -> Engine {
         let mut ic =
@@ -194,6 +198,12 @@ impl Engine {
         Instant::from_micros(self.start.elapsed().as_micros() as u64)
     }
 
+    /// How long a waiting thread spins on the RX rings before it sleeps (busy mode).
+    pub fn spin_budget(&self) -> Option<std::time::Duration> {
+        (self.config.poll == super::config::PollMode::Busy && self.config.spin_us > 0)
+            .then(|| std::time::Duration::from_micros(self.config.spin_us as u64))
+    }
+
     /// Time until the stack next needs to run, for sleeping callers.
     pub fn timer_timeout(&self) -> Option<std::time::Duration> {
         let at = self.iface.poll_at()?;
@@ -205,6 +215,25 @@ impl Engine {
 
     /// Runs the stack: receive, timers, transmit, and tell waiters what changed.
     pub fn drive(&mut self) {
+        self.drive_kick(true);
+    }
+
+    /// As [`Engine::drive`], but frames queued for transmit wait for the next kick
+    /// unless a batch has gathered: for the app's data calls, which are followed by
+    /// a wait (epoll/poll/a blocking call) that kicks. In copy mode each kick is a
+    /// sendto(2) that also runs the peer's receive path, so one kick per app loop
+    /// instead of one per send. Frames left over are kicked by whoever drives next,
+    /// at the latest the background driver.
+    pub fn drive_batched(&mut self) {
+        self.drive_kick(false);
+    }
+
+    /// Kicks what [`Engine::drive_batched`] left queued.
+    pub fn flush_tx(&mut self) {
+        self.dev.flush();
+    }
+
+    fn drive_kick(&mut self, kick: bool) {
         let now = self.now();
         LAST_DRIVE.store(now.micros(), std::sync::atomic::Ordering::Relaxed);
         self.tap.maybe_attach(now);
@@ -220,7 +249,9 @@ impl Engine {
             dev, iface, tap, ..
         } = self;
         iface.dispatch(now, &mut fastnet_capture::TappedDevice::new(dev.tx(), tap));
-        dev.flush();
+        if kick || dev.tx_unkicked() >= TX_BATCH {
+            dev.flush();
+        }
         self.notify();
         self.reap_closing();
         self.publish_stats();
@@ -284,7 +315,7 @@ impl Engine {
                     if let Some(set) = epolls.get_mut(&ep) {
                         set.mark_edge(fd);
                         if !set.contains(fd) || set.would_report(fd, r.epoll_bits()) {
-                            kernel::eventfd_signal(set.waker);
+                            set.wake();
                         }
                     }
                 }

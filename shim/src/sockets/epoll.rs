@@ -45,8 +45,19 @@ struct Interest {
 pub struct EpollSet {
     /// Our eventfd inside the app's kernel epoll.
     pub waker: i32,
+    /// The waker holds a count the kernel epoll sees: signalling it again would only
+    /// cost a write(2) per readiness change, so it is signalled once until cleared.
+    signaled: bool,
+    /// When (µs, engine clock) a wait that returned fast-path events last also asked
+    /// the kernel epoll for the app's kernel fds.
+    kernel_merged_us: u64,
     interests: HashMap<i32, Interest>,
 }
+
+/// While fast-path events keep coming, the app's kernel fds are looked at no more
+/// often than this: the look is a syscall per app loop otherwise, and a kernel fd
+/// waits at most this long behind busy fast-path sockets.
+pub const KERNEL_MERGE_US: u64 = 100;
 
 /// One event for the app.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,8 +70,39 @@ impl EpollSet {
     pub fn new(waker: i32) -> Self {
         EpollSet {
             waker,
+            signaled: false,
+            kernel_merged_us: 0,
             interests: HashMap::with_capacity(64),
         }
+    }
+
+    /// Makes the app's kernel epoll report our waker (a sleeping thread wakes and
+    /// collects); a no-op while it is still signalled.
+    pub fn wake(&mut self) {
+        if !self.signaled {
+            super::kernel::eventfd_signal(self.waker);
+            self.signaled = true;
+        }
+    }
+
+    /// Clears the waker before a thread sleeps on the set. `force` clears it even
+    /// when this copy of the set thinks it is clear (the kernel just reported it:
+    /// another process's copy, before a fork handed the fast path over, signalled it).
+    pub fn clear_wake(&mut self, force: bool) {
+        if self.signaled || force {
+            super::kernel::eventfd_reset(self.waker);
+            self.signaled = false;
+        }
+    }
+
+    /// True when a wait that found fast-path events at `now_us` should also ask the
+    /// kernel epoll (at most every [`KERNEL_MERGE_US`]); records the look.
+    pub fn kernel_merge_due(&mut self, now_us: u64) -> bool {
+        if now_us.saturating_sub(self.kernel_merged_us) < KERNEL_MERGE_US {
+            return false;
+        }
+        self.kernel_merged_us = now_us;
+        true
     }
 
     /// EPOLL_CTL_ADD. Errors are the errno Linux gives.
@@ -195,6 +237,50 @@ mod tests {
         let mut v = out[..n].to_vec();
         v.sort_by_key(|e| e.data);
         v
+    }
+
+    /// The eventfd's counter, read (and so cleared); None when it is zero.
+    fn drain(fd: i32) -> Option<u64> {
+        let mut buf = [0u8; 8];
+        crate::sockets::kernel::read(fd, &mut buf)
+            .ok()
+            .map(|_| u64::from_ne_bytes(buf))
+    }
+
+    #[test]
+    fn the_waker_is_written_once_until_cleared() {
+        let fd = crate::sockets::kernel::eventfd(libc::EFD_NONBLOCK).unwrap();
+        let mut s = EpollSet::new(fd);
+        s.wake();
+        s.wake();
+        s.wake();
+        assert_eq!(drain(fd), Some(1), "one write for three wakes");
+        s.wake();
+        assert_eq!(drain(fd), None, "still marked signalled: no second write");
+        s.clear_wake(false);
+        s.wake();
+        s.clear_wake(false);
+        assert_eq!(drain(fd), None, "cleared");
+        // Signalled behind this copy's back (another process's copy): a forced clear
+        // empties it although the flag says clear.
+        crate::sockets::kernel::eventfd_signal(fd);
+        s.clear_wake(false);
+        assert_eq!(drain(fd), Some(1), "unforced clear trusts the flag");
+        crate::sockets::kernel::eventfd_signal(fd);
+        s.clear_wake(true);
+        assert_eq!(drain(fd), None, "forced clear");
+        crate::sockets::kernel::close(fd).unwrap();
+    }
+
+    #[test]
+    fn kernel_merge_at_most_every_interval() {
+        let mut s = EpollSet::new(-1);
+        let t0 = 1_000_000;
+        assert!(s.kernel_merge_due(t0));
+        assert!(!s.kernel_merge_due(t0 + 1));
+        assert!(!s.kernel_merge_due(t0 + KERNEL_MERGE_US - 1));
+        assert!(s.kernel_merge_due(t0 + KERNEL_MERGE_US));
+        assert!(!s.kernel_merge_due(t0 + KERNEL_MERGE_US + 1));
     }
 
     #[test]

@@ -279,7 +279,9 @@ fn driver_loop() {
         if now.saturating_sub(last) < 1000 {
             continue;
         }
-        let due = e.dev.rx_pending() > 0 || e.iface.poll_at().is_some_and(|t| t.micros() <= now);
+        let due = e.dev.rx_pending() > 0
+            || e.dev.tx_unkicked() > 0
+            || e.iface.poll_at().is_some_and(|t| t.micros() <= now);
         if due {
             e.drive();
         } else {
@@ -382,6 +384,22 @@ pub fn thread_wake_fd() -> Result<i32, i32> {
     })
 }
 
+/// Busy mode (FASTNET_POLL=busy): watches the RX rings for up to `budget` instead of
+/// sleeping in the kernel at once, so a reply that comes within the budget costs no
+/// sleep and wake-up (iip's "unified" pattern). True when frames arrived.
+pub fn spin_for_frames(budget: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        if engine().dev.rx_pending() > 0 {
+            return true;
+        }
+        if start.elapsed() >= budget {
+            return false;
+        }
+        std::hint::spin_loop();
+    }
+}
+
 /// When a blocking call gives up.
 #[derive(Clone, Copy, Debug)]
 pub enum Deadline {
@@ -418,20 +436,23 @@ pub fn block_on<T>(
     mut attempt: impl FnMut(&mut Engine) -> Attempt<Result<T, i32>>,
 ) -> Result<T, i32> {
     let wake = if nonblocking { -1 } else { thread_wake_fd()? };
+    // Busy mode spins once per sleep, and again after each arrival of frames.
+    let mut spun = false;
     loop {
-        if wake >= 0 {
-            kernel::eventfd_reset(wake);
-        }
         let mut e = engine();
-        e.drive();
+        e.drive_batched();
         if let Attempt::Done(r) = attempt(&mut e) {
-            e.drive();
+            // What the call queued goes out with the app's next wait (or batch).
+            e.drive_batched();
             return r;
         }
         if nonblocking {
+            // The app may spin on EAGAIN without ever waiting: kick now.
             e.drive();
             return Err(libc::EAGAIN);
         }
+        // About to sleep (or give up): nothing may stay unsent meanwhile.
+        e.flush_tx();
         let mut timeout = e.timer_timeout();
         if let Deadline::At(t) = deadline {
             let left = t.saturating_duration_since(Instant::now());
@@ -440,6 +461,20 @@ pub fn block_on<T>(
             }
             timeout = Some(timeout.map_or(left, |x| x.min(left)));
         }
+        if let (false, Some(spin)) = (spun, e.spin_budget()) {
+            drop(e);
+            let budget = match deadline {
+                Deadline::At(t) => spin.min(t.saturating_duration_since(Instant::now())),
+                Deadline::Never => spin,
+            };
+            // Frames came: attempt again (and spin again if they were not ours).
+            spun = !spin_for_frames(budget);
+            continue;
+        }
+        spun = false;
+        // Cleared under the lock before registering: a signal from an earlier wait
+        // is gone, and none meant for this one can be lost.
+        kernel::eventfd_reset(wake);
         e.waiters.push(Waiter {
             handle,
             eventfd: wake,

@@ -124,6 +124,11 @@ impl FastIface {
         }
     }
 
+    /// Frames queued for transmit that no kick has sent yet.
+    pub fn tx_unkicked(&self) -> u32 {
+        self.xsks.iter().map(|x| x.unkicked()).sum()
+    }
+
     /// Fds to poll for received frames.
     pub fn poll_fds(&self) -> impl Iterator<Item = RawFd> + '_ {
         self.xsks.iter().map(|x| x.fd())

@@ -98,7 +98,6 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, evp: i64) -> i64 {
         return err(x);
     }
     set.set_fast(fd, s.kind.in_fast_epoll());
-    let waker = set.waker;
     if s.kind.shadow_in_kernel_epoll() {
         let r = kernel::epoll_ctl(epfd, op, fd, events, data);
         if let Err(x) = r {
@@ -117,7 +116,9 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, evp: i64) -> i64 {
         }
     }
     // A thread already waiting on this epoll must look at the new interest.
-    kernel::eventfd_signal(waker);
+    if let Some(set) = e.epolls.get_mut(&epfd) {
+        set.wake();
+    }
     0
 }
 
@@ -146,31 +147,35 @@ pub fn sync_epolls(e: &mut Engine, fd: i32, old: Kind, released: bool) {
         } else if was && !now {
             let _ = kernel::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, 0, 0);
         }
-        kernel::eventfd_signal(set.waker);
+        set.wake();
     }
 }
 
 /// Collects the fast-path events of `epfd` (the set is taken out of the map so the
 /// engine can be read while it is filled).
-fn collect(e: &mut Engine, epfd: i32, out: &mut [Event]) -> usize {
+/// `woke` says the kernel epoll just reported our waker.
+fn collect(e: &mut Engine, epfd: i32, out: &mut [Event], woke: bool) -> usize {
     let Some(mut set) = e.epolls.remove(&epfd) else {
         return 0;
     };
     let n = set.collect(|fd| e.readiness_of(fd), out);
     if n == 0 {
-        kernel::eventfd_reset(set.waker);
+        set.clear_wake(woke);
     }
     e.epolls.insert(epfd, set);
     n
 }
 
-/// Removes our marker events from what the kernel wrote; returns the app's count.
-fn strip_markers(evs: i64, n: usize) -> Result<usize, i32> {
+/// Removes our marker events from what the kernel wrote; returns the app's count and
+/// whether our waker was among them.
+fn strip_markers(evs: i64, n: usize) -> Result<(usize, bool), i32> {
     let mut kept = 0;
+    let mut woke = false;
     for i in 0..n {
         // SAFETY: the kernel just wrote n events into the app's array.
         let ev: libc::epoll_event = unsafe { appmem::read(evs + i as i64 * EV_SIZE)? };
         if epoll::is_marker(ev.u64) {
+            woke |= ev.u64 == epoll::MARKER_WAKER;
             continue;
         }
         if kept != i {
@@ -179,7 +184,7 @@ fn strip_markers(evs: i64, n: usize) -> Result<usize, i32> {
         }
         kept += 1;
     }
-    Ok(kept)
+    Ok((kept, woke))
 }
 
 fn kernel_epoll_wait(
@@ -229,11 +234,20 @@ fn wait_core(
     }
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut buf = [Event { events: 0, data: 0 }; 64];
+    let mut woke = false;
+    let mut spun = false;
     loop {
         let mut e = engine();
         e.drive();
-        let n = collect(&mut e, epfd, &mut buf[..(max as usize).min(64)]);
+        let n = collect(&mut e, epfd, &mut buf[..(max as usize).min(64)], woke);
         let timer = e.timer_timeout();
+        let spin = e.spin_budget();
+        let now_us = e.now().micros();
+        let merge = n > 0
+            && (n as i32) < max
+            && e.epolls
+                .get_mut(&epfd)
+                .is_some_and(|s| s.kernel_merge_due(now_us));
         drop(e);
         for (i, ev) in buf[..n].iter().enumerate() {
             let out = libc::epoll_event {
@@ -244,6 +258,9 @@ fn wait_core(
             if let Err(x) = unsafe { appmem::write(evs + i as i64 * EV_SIZE, out) } {
                 return err(x);
             }
+        }
+        if n > 0 && !merge {
+            return n as i64;
         }
         if n > 0 {
             // Merge what the kernel has ready now, without waiting.
@@ -256,13 +273,20 @@ fn wait_core(
                 8,
             );
             let k = if r > 0 {
-                strip_markers(evs + n as i64 * EV_SIZE, r as usize).unwrap_or(0)
+                strip_markers(evs + n as i64 * EV_SIZE, r as usize).map_or(0, |(k, _)| k)
             } else {
                 0
             };
             return (n + k) as i64;
         }
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if let (false, Some(spin)) = (spun, spin) {
+            // Busy mode: watch the rings before sleeping; frames: drive and collect.
+            spun = !super::global::spin_for_frames(left.map_or(spin, |l| l.min(spin)));
+            woke = false;
+            continue;
+        }
+        spun = false;
         let sleep = match (left, timer) {
             (Some(l), Some(t)) => Some(l.min(t)),
             (Some(l), None) => Some(l),
@@ -273,7 +297,10 @@ fn wait_core(
             return r;
         }
         let k = match strip_markers(evs, r as usize) {
-            Ok(k) => k,
+            Ok((k, w)) => {
+                woke = w;
+                k
+            }
             Err(x) => return err(x),
         };
         if k > 0 {
@@ -283,7 +310,7 @@ fn wait_core(
             // One last look at the fast path before reporting a timeout.
             let mut e = engine();
             e.drive();
-            let n = collect(&mut e, epfd, &mut buf[..(max as usize).min(64)]);
+            let n = collect(&mut e, epfd, &mut buf[..(max as usize).min(64)], woke);
             drop(e);
             for (i, ev) in buf[..n].iter().enumerate() {
                 let out = libc::epoll_event {
@@ -408,8 +435,7 @@ fn poll_core(fds: &mut [libc::pollfd], timeout: Option<Duration>, sigmask: i64) 
                     events: libc::POLLIN,
                     revents: 0,
                 });
-                let xsks: Vec<i32> = e.dev.poll_fds().collect();
-                for x in xsks {
+                for x in e.dev.poll_fds() {
                     kfds.push(libc::pollfd {
                         fd: x,
                         events: libc::POLLIN,
@@ -702,7 +728,7 @@ pub fn kernel_wait_stripped(a: &mut rewriter::SyscallArgs) -> i64 {
         if r <= 0 {
             return r;
         }
-        match strip_markers(a.args[1], r as usize) {
+        match strip_markers(a.args[1], r as usize).map(|(k, _)| k) {
             Ok(0) => {
                 if a.args[3] == 0 {
                     return 0;
