@@ -71,15 +71,23 @@ impl<'a> IpOut<'a> {
     /// The destination MAC for `dst`, resolving it if needed. `Err(Pending)` comes
     /// with the next hop being resolved in `self.unresolved`.
     fn resolve(&mut self, dst: Ipv4Addr) -> Result<MacAddr, Outcome> {
-        if self.core.is_broadcast(dst) {
-            return Ok(MacAddr::BROADCAST);
-        }
-        let next_hop = if self.core.addrs.iter().any(|c| c.contains(dst)) {
-            dst
-        } else {
-            match self.core.gateway {
-                Some(g) => g,
-                None => return Err(Outcome::Dropped(DropReason::NoRoute)),
+        let next_hop = match self.core.last_route {
+            // Most packets go where the last one went.
+            Some((d, hop)) if d == dst => hop,
+            _ => {
+                if self.core.is_broadcast(dst) {
+                    return Ok(MacAddr::BROADCAST);
+                }
+                let hop = if self.core.addrs.iter().any(|c| c.contains(dst)) {
+                    dst
+                } else {
+                    match self.core.gateway {
+                        Some(g) => g,
+                        None => return Err(Outcome::Dropped(DropReason::NoRoute)),
+                    }
+                };
+                self.core.last_route = Some((dst, hop));
+                hop
             }
         };
         let own_arp = self.core.neighbor_mode == NeighborMode::OwnArp;

@@ -155,6 +155,9 @@ pub(crate) struct Core {
     pub wake: bool,
     /// The device refused a frame at the last dispatch.
     pub device_full: bool,
+    /// The last unicast destination routed and its next hop; forgotten when the
+    /// addresses or the gateway change.
+    pub last_route: Option<(Ipv4Addr, Ipv4Addr)>,
 }
 
 impl Core {
@@ -213,6 +216,7 @@ impl Interface {
                 held: HeldFrames::new(config.held_frames, frame_len),
                 wake: false,
                 device_full: false,
+                last_route: None,
             },
             udp,
             tcp: TcpLayer::new(tcp, config.seed),
@@ -269,10 +273,12 @@ impl Interface {
     pub fn set_addrs(&mut self, addrs: Vec<Ipv4Cidr>) {
         self.udp.local_addrs = addrs.clone();
         self.core.addrs = addrs;
+        self.core.last_route = None;
     }
     pub fn set_gateway(&mut self, gateway: Option<Ipv4Addr>) {
         self.core.gateway = gateway;
         self.udp.gateway = gateway;
+        self.core.last_route = None;
     }
 
     /// Sets a neighbour (from the kernel's table, or a static entry). It does not expire.

@@ -953,3 +953,57 @@ fn tcp_checksums_summed_while_copying_are_whole_segment_checksums() {
     assert_eq!(got.len(), sent.len());
     assert!(got == sent, "bytes differ");
 }
+
+/// The interface remembers the last destination's next hop; changing the gateway or
+/// the addresses must route the next packet afresh.
+#[test]
+fn next_hop_follows_gateway_and_address_changes() {
+    let mut cfg = InterfaceConfig::new(MAC_A, Ipv4Cidr::new(IP_A, 24));
+    cfg.neighbor_mode = NeighborMode::External;
+    let (gw1, gw2) = (Ipv4Addr::new(10, 77, 0, 254), Ipv4Addr::new(10, 77, 0, 253));
+    let (mac1, mac2, mac_far) = (
+        MacAddr([2, 0, 0, 0, 1, 1]),
+        MacAddr([2, 0, 0, 0, 1, 2]),
+        MacAddr([2, 0, 0, 0, 1, 3]),
+    );
+    cfg.gateway = Some(gw1);
+    let mut i = Interface::new(cfg, TcpConfig::default());
+    let far_ip = Ipv4Addr::new(192, 0, 2, 1);
+    i.set_neighbor(gw1, mac1);
+    i.set_neighbor(gw2, mac2);
+    i.set_neighbor(far_ip, mac_far);
+    let s = i.udp.open().unwrap();
+    let far = SocketAddrV4::new(far_ip, 53);
+    let send_and_see = |i: &mut Interface| {
+        i.udp.send_to(s, b"q", Some(far)).unwrap();
+        let mut dev = QueueDevice::new(1500);
+        i.dispatch(T0, &mut dev);
+        assert_eq!(dev.frames.len(), 1);
+        let (e, ip, _) = sent_ipv4(&dev.frames[0]);
+        assert_eq!(ip.dst, far_ip);
+        e.dst
+    };
+    assert_eq!(send_and_see(&mut i), mac1);
+    assert_eq!(send_and_see(&mut i), mac1);
+    i.set_gateway(Some(gw2));
+    assert_eq!(send_and_see(&mut i), mac2);
+    // Now on-link: straight to its own MAC.
+    i.set_addrs(vec![
+        Ipv4Cidr::new(IP_A, 24),
+        Ipv4Cidr::new(Ipv4Addr::new(192, 0, 2, 9), 24),
+    ]);
+    assert_eq!(send_and_see(&mut i), mac_far);
+    i.set_addrs(vec![Ipv4Cidr::new(IP_A, 24)]);
+    assert_eq!(send_and_see(&mut i), mac2);
+    // A TCP connection's retransmitted SYN after the route is gone: dropped, not sent
+    // to the old gateway.
+    i.tcp_connect(None, SocketAddrV4::new(far_ip, 80)).unwrap();
+    let mut dev = QueueDevice::new(1500);
+    i.dispatch(T0, &mut dev);
+    assert_eq!(sent_ipv4(&dev.frames[0]).0.dst, mac2);
+    i.set_gateway(None);
+    let mut dev = QueueDevice::new(1500);
+    i.dispatch(T0 + Duration::from_secs(5), &mut dev);
+    assert!(dev.frames.is_empty(), "no route: nothing sent");
+    assert!(i.stats().dropped(DropReason::NoRoute) >= 1);
+}

@@ -510,6 +510,16 @@ impl TcpLayer {
         }
     }
 
+    /// Records a connection's next timer after it sent: sending moves timers but never
+    /// readiness (what the app can read or write, errors, shutdowns), so this is all
+    /// `update_readiness` would find changed.
+    fn update_deadline(&mut self, idx: u32) {
+        let s = &self.slots[idx as usize];
+        if s.kind == SlotKind::Conn {
+            self.deadlines[s.active_pos] = s.tcb.next_deadline().map_or(u64::MAX, |d| d.micros());
+        }
+    }
+
     /// Records what changed after the layer touched a socket: its next timer, and its
     /// readiness (queued for the host when it gained something).
     fn update_readiness(&mut self, idx: u32) {
@@ -1075,7 +1085,7 @@ impl TcpLayer {
                 s.in_tx_queue = true;
                 rest.push(idx);
             }
-            self.update_readiness(idx);
+            self.update_deadline(idx);
         }
         // Segments queued while we were emitting (none today) go after the blocked ones.
         rest.append(&mut self.tx_queue);
