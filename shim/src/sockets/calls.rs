@@ -88,6 +88,11 @@ pub fn register_filters() {
 /// Entry from the dispatcher: the result, or `PASSTHROUGH` for the kernel.
 pub fn handle(a: &mut SyscallArgs) -> i64 {
     if a.nr == libc::SYS_rt_sigaction {
+        if kernel::getpid() != super::owner::pid() {
+            // A vfork/posix_spawn child resetting handlers before exec: its handler table
+            // is its own in the kernel, but ours is the parent's memory; leave it alone.
+            return PASSTHROUGH;
+        }
         return super::signals::rt_sigaction(
             a.args[0] as i32,
             a.args[1],
@@ -96,6 +101,11 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
         );
     }
     if !(active() || a.nr == libc::SYS_socket && global::start()) {
+        return PASSTHROUGH;
+    }
+    if in_shared_memory_child(a.nr) {
+        // A vfork/posix_spawn child runs in the parent's memory until it execs: the
+        // fds it closes or dups are its own copies, and our tables are the parent's.
         return PASSTHROUGH;
     }
     if !super::owner::is_owner() {
@@ -118,6 +128,17 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
         ));
     }
     r
+}
+
+/// True in a child that shares the parent's memory (vfork, posix_spawn's
+/// CLONE_VM|CLONE_VFORK) for the calls such a child makes before exec. fork's atfork
+/// handler refreshes the cached PID; these children run no handler, so the real PID
+/// differs from the cached one. Only the fd-table calls pay for the check.
+fn in_shared_memory_child(nr: i64) -> bool {
+    matches!(
+        nr,
+        libc::SYS_close | libc::SYS_dup2 | libc::SYS_dup3 | libc::SYS_close_range | libc::SYS_fcntl
+    ) && kernel::getpid() != super::owner::pid()
 }
 
 /// Calls that use an existing socket: a child making one takes ownership from its

@@ -109,6 +109,9 @@ pub fn init() {
         return;
     }
     let _ = CONFIG.set(config);
+    super::owner::remember_pid();
+    // SAFETY: registering plain functions; they only touch our own statics.
+    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
     rewriter::filter::handle_syscall(libc::SYS_socket as u32, true);
     rewriter::filter::handle_syscall(libc::SYS_rt_sigaction as u32, true);
 }
@@ -150,10 +153,6 @@ pub fn start() -> bool {
         if ENGINE.set(Mutex::new(engine)).is_ok() {
             ACTIVE.store(true, Ordering::Release);
             super::calls::register_filters();
-            // SAFETY: registering plain functions; they only touch our own statics.
-            unsafe {
-                libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child))
-            };
             spawn_driver();
         }
     });

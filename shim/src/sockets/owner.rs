@@ -20,6 +20,11 @@ static PID: AtomicI32 = AtomicI32::new(0);
 /// This process closed its copies of the interface's fds: it can never drive.
 static ABANDONED: AtomicBool = AtomicBool::new(false);
 
+/// Caches this process's PID (at load; refreshed after fork).
+pub fn remember_pid() {
+    PID.store(kernel::getpid(), Ordering::Relaxed);
+}
+
 /// Sets up the shared owner word with this process as the owner.
 pub fn init() -> bool {
     let pid = kernel::getpid();
