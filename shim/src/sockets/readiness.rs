@@ -187,6 +187,43 @@ fn strip_markers(evs: i64, n: usize) -> Result<(usize, bool), i32> {
     Ok((kept, woke))
 }
 
+/// Copies fast-path events into the app's epoll_event array (which has room for
+/// `max` >= events.len() entries: collect never returns more).
+fn write_events(evs: i64, events: &[Event]) -> Result<(), i32> {
+    for (i, ev) in events.iter().enumerate() {
+        let out = libc::epoll_event {
+            events: ev.events,
+            u64: ev.data,
+        };
+        // SAFETY: within the app's events array, as above.
+        unsafe { appmem::write(evs + i as i64 * EV_SIZE, out)? };
+    }
+    Ok(())
+}
+
+/// A kernel timespec for a timeout we pass on.
+fn kernel_timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    }
+}
+
+/// The app's timeout argument of epoll_pwait2/ppoll/pselect6: NULL waits forever, an
+/// out-of-range timespec is EINVAL as in the kernel.
+fn app_timeout(tsp: i64) -> Result<Option<Duration>, i32> {
+    if tsp == 0 {
+        return Ok(None);
+    }
+    // SAFETY: the app passed a timespec for this call.
+    let ts = unsafe { appmem::read::<libc::timespec>(tsp)? };
+    if ts.tv_sec >= 0 && (0..1_000_000_000).contains(&ts.tv_nsec) {
+        Ok(Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)))
+    } else {
+        Err(libc::EINVAL)
+    }
+}
+
 fn kernel_epoll_wait(
     epfd: i32,
     evs: i64,
@@ -195,17 +232,8 @@ fn kernel_epoll_wait(
     sigmask: i64,
     sigsize: usize,
 ) -> i64 {
-    let ts;
-    let tsp = match timeout {
-        None => 0,
-        Some(d) => {
-            ts = libc::timespec {
-                tv_sec: d.as_secs() as libc::time_t,
-                tv_nsec: d.subsec_nanos() as libc::c_long,
-            };
-            &ts as *const libc::timespec as i64
-        }
-    };
+    let ts = timeout.map(kernel_timespec);
+    let tsp = ts.as_ref().map_or(0, |t| t as *const libc::timespec as i64);
     // SAFETY: epoll_pwait2 into the app's array with our timeout and its sigmask.
     unsafe {
         kernel::raw(
@@ -249,15 +277,8 @@ fn wait_core(
                 .get_mut(&epfd)
                 .is_some_and(|s| s.kernel_merge_due(now_us));
         drop(e);
-        for (i, ev) in buf[..n].iter().enumerate() {
-            let out = libc::epoll_event {
-                events: ev.events,
-                u64: ev.data,
-            };
-            // SAFETY: the app's events array has room for `max` >= n entries.
-            if let Err(x) = unsafe { appmem::write(evs + i as i64 * EV_SIZE, out) } {
-                return err(x);
-            }
+        if let Err(x) = write_events(evs, &buf[..n]) {
+            return err(x);
         }
         if n > 0 && !merge {
             return n as i64;
@@ -312,15 +333,8 @@ fn wait_core(
             e.drive();
             let n = collect(&mut e, epfd, &mut buf[..(max as usize).min(64)], woke);
             drop(e);
-            for (i, ev) in buf[..n].iter().enumerate() {
-                let out = libc::epoll_event {
-                    events: ev.events,
-                    u64: ev.data,
-                };
-                // SAFETY: as above.
-                if let Err(x) = unsafe { appmem::write(evs + i as i64 * EV_SIZE, out) } {
-                    return err(x);
-                }
+            if let Err(x) = write_events(evs, &buf[..n]) {
+                return err(x);
             }
             return n as i64;
         }
@@ -348,17 +362,9 @@ pub fn epoll_pwait(
 }
 
 pub fn epoll_pwait2(epfd: i32, evs: i64, max: i32, tsp: i64, sigmask: i64, sigsize: usize) -> i64 {
-    let timeout = if tsp == 0 {
-        None
-    } else {
-        // SAFETY: the app passed a timespec to epoll_pwait2(2).
-        match unsafe { appmem::read::<libc::timespec>(tsp) } {
-            Ok(ts) if ts.tv_sec >= 0 && (0..1_000_000_000).contains(&ts.tv_nsec) => {
-                Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
-            }
-            Ok(_) => return err(libc::EINVAL),
-            Err(x) => return err(x),
-        }
+    let timeout = match app_timeout(tsp) {
+        Ok(t) => t,
+        Err(x) => return err(x),
     };
     wait_core(epfd, evs, max, timeout, sigmask, sigsize)
 }
@@ -495,17 +501,8 @@ fn remove_waiters(wake: i32) {
 }
 
 fn kernel_ppoll(fds: &mut [libc::pollfd], timeout: Option<Duration>, sigmask: i64) -> i64 {
-    let ts;
-    let tsp = match timeout {
-        None => 0,
-        Some(d) => {
-            ts = libc::timespec {
-                tv_sec: d.as_secs() as libc::time_t,
-                tv_nsec: d.subsec_nanos() as libc::c_long,
-            };
-            &ts as *const libc::timespec as i64
-        }
-    };
+    let ts = timeout.map(kernel_timespec);
+    let tsp = ts.as_ref().map_or(0, |t| t as *const libc::timespec as i64);
     // SAFETY: ppoll on our own array with the app's signal mask.
     unsafe {
         kernel::raw(
@@ -558,17 +555,9 @@ pub fn ppoll(fds: i64, n: usize, tsp: i64, sigmask: i64, _sigsize: usize) -> i64
     if !any_fast(p) {
         return PASSTHROUGH;
     }
-    let timeout = if tsp == 0 {
-        None
-    } else {
-        // SAFETY: the app passed a timespec to ppoll(2).
-        match unsafe { appmem::read::<libc::timespec>(tsp) } {
-            Ok(ts) if ts.tv_sec >= 0 && (0..1_000_000_000).contains(&ts.tv_nsec) => {
-                Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
-            }
-            Ok(_) => return err(libc::EINVAL),
-            Err(x) => return err(x),
-        }
+    let timeout = match app_timeout(tsp) {
+        Ok(t) => t,
+        Err(x) => return err(x),
     };
     poll_core(p, timeout, sigmask)
 }
@@ -694,17 +683,9 @@ pub fn select(nfds: i32, r: i64, w: i64, x: i64, tvp: i64) -> i64 {
 }
 
 pub fn pselect6(nfds: i32, r: i64, w: i64, x: i64, tsp: i64, sig: i64) -> i64 {
-    let timeout = if tsp == 0 {
-        None
-    } else {
-        // SAFETY: the app passed a timespec to pselect6(2).
-        match unsafe { appmem::read::<libc::timespec>(tsp) } {
-            Ok(ts) if ts.tv_sec >= 0 && (0..1_000_000_000).contains(&ts.tv_nsec) => {
-                Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
-            }
-            Ok(_) => return err(libc::EINVAL),
-            Err(x) => return err(x),
-        }
+    let timeout = match app_timeout(tsp) {
+        Ok(t) => t,
+        Err(x) => return err(x),
     };
     // The sixth argument points at {sigset pointer, size}.
     let sigmask = if sig == 0 {
