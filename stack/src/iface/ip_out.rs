@@ -68,6 +68,14 @@ impl<'a> IpOut<'a> {
         self.core.mtu.min(self.caps.mtu)
     }
 
+    /// The MTU toward `dst`: local delivery has its own (loopback on).
+    fn mtu_to(&self, dst: Ipv4Addr) -> usize {
+        match self.core.loopback_mtu {
+            Some(m) if self.core.is_local(dst) => m,
+            _ => self.mtu(),
+        }
+    }
+
     /// The destination MAC for `dst`, resolving it if needed. `Err(Pending)` comes
     /// with the next hop being resolved in `self.unresolved`.
     fn resolve(&mut self, dst: Ipv4Addr) -> Result<MacAddr, Outcome> {
@@ -186,6 +194,9 @@ impl<'a> IpOut<'a> {
         hold: bool,
         fill: &mut dyn FnMut(&mut [u8]) -> u16,
     ) -> Outcome {
+        if self.core.is_local(dst) {
+            return self.send_local(src, dst, protocol, len, transport_sum, fill);
+        }
         if self.core.device_full {
             return Outcome::DeviceFull;
         }
@@ -287,6 +298,58 @@ impl<'a> IpOut<'a> {
         Outcome::Sent
     }
 
+    /// `send_ip` to a local address: the frame goes to the looped queue, delivered
+    /// at the end of the dispatch. Transport checksums are left zero: the receiver
+    /// does not verify looped frames (they never left this memory).
+    fn send_local(
+        &mut self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: u8,
+        len: usize,
+        transport_sum: TransportSum,
+        fill: &mut dyn FnMut(&mut [u8]) -> u16,
+    ) -> Outcome {
+        if ipv4::HEADER_LEN + len > self.mtu_to(dst) {
+            return Outcome::Dropped(DropReason::TxTooBig);
+        }
+        let Some(mut b) = self.core.looped.take() else {
+            // As a full device ring: the transport keeps the data for the next dispatch.
+            self.core.stats.tx_device_full += 1;
+            return Outcome::DeviceFull;
+        };
+        let eth = self.core.eth_header(self.core.mac, EtherType::Ipv4);
+        let ip = ipv4::Ipv4Repr {
+            src,
+            dst,
+            protocol,
+            payload_len: len,
+            ttl: self.core.ttl,
+            ident: self.core.next_ident,
+            dont_frag: true,
+            dscp_ecn: 0,
+        };
+        self.core.next_ident = self.core.next_ident.wrapping_add(1);
+        let hl = eth.header_len();
+        let total = hl + ipv4::HEADER_LEN + len;
+        b.resize(total, 0);
+        eth.emit(&mut b);
+        ip.emit(&mut b[hl..], true);
+        let seg = &mut b[hl + ipv4::HEADER_LEN..];
+        fill(seg);
+        if transport_sum != TransportSum::Filled && protocol == 1 {
+            // ICMP has no pseudo-header and is cheap: keep it a valid message.
+            seg[2] = 0;
+            seg[3] = 0;
+            let c = checksum::checksum(seg);
+            seg[2..4].copy_from_slice(&c.to_be_bytes());
+        }
+        self.core.looped.ready.push_back(b);
+        self.core.stats.tx_frames += 1;
+        self.core.stats.tx_bytes += total as u64;
+        Outcome::Sent
+    }
+
     /// Sends one UDP datagram, checksumming the payload while copying it; larger than
     /// the MTU, as IPv4 fragments (as Linux does for UDP without IP_PMTUDISC_DO).
     pub(crate) fn send_udp(
@@ -299,9 +362,9 @@ impl<'a> IpOut<'a> {
             src_port: src.port(),
             dst_port: dst.port(),
         };
-        let fill_checksum = !self.caps.checksum.tx_fill;
         let (s, d) = (*src.ip(), *dst.ip());
-        if ipv4::HEADER_LEN + udp::HEADER_LEN + payload.len() > self.mtu() {
+        let fill_checksum = !self.caps.checksum.tx_fill && !self.core.is_local(d);
+        if ipv4::HEADER_LEN + udp::HEADER_LEN + payload.len() > self.mtu_to(d) {
             return self.send_udp_fragments(repr, s, d, payload);
         }
         self.send_ip(
@@ -330,6 +393,10 @@ impl IpOut<'_> {
         dst: Ipv4Addr,
         payload: &[u8],
     ) -> Outcome {
+        if self.core.is_local(dst) {
+            // Local delivery does not reassemble: its MTU is sized so no datagram needs it.
+            return Outcome::Dropped(DropReason::TxTooBig);
+        }
         if self.core.device_full {
             return Outcome::DeviceFull;
         }
@@ -411,8 +478,8 @@ impl IpOut<'_> {
 }
 
 impl IpTx for IpOut<'_> {
-    fn max_segment(&self, _dst: Ipv4Addr) -> usize {
-        self.mtu() - ipv4::HEADER_LEN
+    fn max_segment(&self, dst: Ipv4Addr) -> usize {
+        self.mtu_to(dst) - ipv4::HEADER_LEN
     }
 
     fn send(

@@ -5,6 +5,7 @@
 //! `dispatch(now, device)` to send what is due, and again at `poll_at()`.
 
 mod ip_out;
+mod loopback;
 mod neighbor;
 mod packet_ring;
 mod stats;
@@ -63,6 +64,10 @@ pub struct InterfaceConfig {
     pub held_frames: usize,
     /// Seeds everything random (ephemeral ports, TCP ISNs): same seed, same run.
     pub seed: u64,
+    /// `Some(mtu)`: packets to the interface's own addresses and to all of
+    /// 127.0.0.0/8 are delivered to itself with this MTU, never to the device (see
+    /// `loopback`). None: everything goes to the device.
+    pub loopback_mtu: Option<usize>,
 }
 
 impl InterfaceConfig {
@@ -82,6 +87,7 @@ impl InterfaceConfig {
             reply_slots: 32,
             held_frames: 64,
             seed: 0,
+            loopback_mtu: None,
         }
     }
 }
@@ -158,11 +164,20 @@ pub(crate) struct Core {
     /// The last unicast destination routed and its next hop; forgotten when the
     /// addresses or the gateway change.
     pub last_route: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// See [`InterfaceConfig::loopback_mtu`].
+    pub loopback_mtu: Option<usize>,
+    /// Frames to local addresses, delivered at the end of a dispatch.
+    pub looped: loopback::LoopedFrames,
 }
 
 impl Core {
     pub fn is_own_addr(&self, ip: Ipv4Addr) -> bool {
         self.addrs.iter().any(|c| c.addr == ip)
+    }
+    /// True when packets to `ip` are delivered locally (loopback on, and `ip` is one of
+    /// ours or in 127.0.0.0/8).
+    pub fn is_local(&self, ip: Ipv4Addr) -> bool {
+        self.loopback_mtu.is_some() && (ip.is_loopback() || self.is_own_addr(ip))
     }
     pub fn is_broadcast(&self, ip: Ipv4Addr) -> bool {
         ip.is_broadcast() || self.addrs.iter().any(|c| c.broadcast() == Some(ip))
@@ -199,6 +214,7 @@ impl Interface {
         udp.local_addrs = config.addrs.clone();
         udp.gateway = config.gateway;
         udp.mtu = config.mtu;
+        udp.loopback = config.loopback_mtu.is_some();
         Interface {
             core: Core {
                 mac: config.mac,
@@ -217,6 +233,8 @@ impl Interface {
                 wake: false,
                 device_full: false,
                 last_route: None,
+                loopback_mtu: config.loopback_mtu,
+                looped: Default::default(),
             },
             udp,
             tcp: TcpLayer::new(tcp, config.seed),
@@ -309,6 +327,7 @@ impl Interface {
     /// queued), None means "only after the next receive or socket call".
     pub fn poll_at(&self) -> Option<Instant> {
         if !self.core.replies.ready.is_empty()
+            || !self.core.looped.ready.is_empty()
             || self.core.wake
             || self.core.device_full
             || self.udp.kicked
@@ -325,8 +344,33 @@ impl Interface {
     }
 
     /// Sends what is due: control replies, then TCP, then UDP datagrams. Stops when the
-    /// device is full; what is left goes on the next call.
+    /// device is full; what is left goes on the next call. Packets to local addresses
+    /// (loopback on) are received here, within a few rounds of send and receive.
     pub fn dispatch(&mut self, now: Instant, dev: &mut dyn Device) {
+        for _ in 0..loopback::DISPATCH_ROUNDS {
+            self.dispatch_once(now, dev);
+            if self.core.looped.ready.is_empty() {
+                return;
+            }
+            self.deliver_looped(now);
+        }
+    }
+
+    /// Receives the frames sent to local addresses. Their checksums are not verified:
+    /// they never left this memory.
+    fn deliver_looped(&mut self, now: Instant) {
+        for _ in 0..self.core.looped.ready.len() {
+            let Some(frame) = self.core.looped.ready.pop_front() else {
+                return;
+            };
+            self.core.stats.looped_frames += 1;
+            self.core.stats.looped_bytes += frame.len() as u64;
+            self.receive_frame(now, &frame, false);
+            self.core.looped.recycle(frame);
+        }
+    }
+
+    fn dispatch_once(&mut self, now: Instant, dev: &mut dyn Device) {
         self.core.wake = false;
         self.core.device_full = false;
         self.udp.kicked = false;
@@ -355,6 +399,11 @@ impl Interface {
 
     /// Takes one received Ethernet frame (without FCS).
     pub fn receive(&mut self, now: Instant, frame: &[u8]) {
+        let verify = !self.core.rx_checksum_verified;
+        self.receive_frame(now, frame, verify);
+    }
+
+    fn receive_frame(&mut self, now: Instant, frame: &[u8], verify: bool) {
         self.core.stats.rx_frames += 1;
         self.core.stats.rx_bytes += frame.len() as u64;
         let st = &mut self.core.stats;
@@ -374,7 +423,7 @@ impl Interface {
         }
         match eth.ethertype {
             EtherType::Arp => self.receive_arp(now, eth_frame.payload()),
-            EtherType::Ipv4 => self.receive_ipv4(now, &eth, eth_frame.payload()),
+            EtherType::Ipv4 => self.receive_ipv4(now, &eth, eth_frame.payload(), verify),
             _ => self.core.stats.drop(DropReason::UnknownEthertype),
         }
     }
@@ -423,9 +472,8 @@ impl Interface {
         }
     }
 
-    fn receive_ipv4(&mut self, now: Instant, eth: &EthernetRepr, payload: &[u8]) {
+    fn receive_ipv4(&mut self, now: Instant, eth: &EthernetRepr, payload: &[u8], verify: bool) {
         let core = &mut self.core;
-        let verify = !core.rx_checksum_verified;
         let packet = match Ipv4Packet::new_checked(payload) {
             Ok(p) => p,
             Err(WireError::Truncated) => return core.stats.drop(DropReason::Ipv4Truncated),
@@ -438,7 +486,7 @@ impl Interface {
             Err(WireError::Truncated) => return core.stats.drop(DropReason::Ipv4Truncated),
             Err(_) => return core.stats.drop(DropReason::Ipv4Malformed),
         };
-        let unicast = core.is_own_addr(ip.dst);
+        let unicast = core.is_own_addr(ip.dst) || core.is_local(ip.dst);
         if !unicast && !core.is_broadcast(ip.dst) {
             return core.stats.drop(DropReason::Ipv4NotForUs);
         }
@@ -508,7 +556,7 @@ impl Interface {
                 let q_dst = Ipv4Addr::new(original[16], original[17], original[18], original[19]);
                 let sport = u16::from_be_bytes([original[hl], original[hl + 1]]);
                 let dport = u16::from_be_bytes([original[hl + 2], original[hl + 3]]);
-                if !core.is_own_addr(q_src) {
+                if !core.is_own_addr(q_src) && !core.is_local(q_src) {
                     return core.stats.drop(DropReason::IcmpIgnored);
                 }
                 self.udp.icmp_unreachable(
@@ -587,14 +635,27 @@ fn queue_ip_reply(
     emit: &dyn Fn(&mut [u8]),
     len: usize,
 ) -> bool {
-    if ipv4::HEADER_LEN + len > core.mtu {
+    // A reply to one of our own addresses (loopback on) is delivered locally.
+    let local = core.is_local(dst);
+    let mtu = if local {
+        core.loopback_mtu.unwrap_or(core.mtu)
+    } else {
+        core.mtu
+    };
+    if ipv4::HEADER_LEN + len > mtu {
         core.stats.drop(DropReason::TxTooBig);
         return false;
     }
-    let Some(mut b) = core.replies.take() else {
+    let taken = if local {
+        core.looped.take()
+    } else {
+        core.replies.take()
+    };
+    let Some(mut b) = taken else {
         core.stats.drop(DropReason::ReplyQueueFull);
         return false;
     };
+    let dst_mac = if local { core.mac } else { dst_mac };
     let eth = core.eth_header(dst_mac, EtherType::Ipv4);
     let ip = Ipv4Repr {
         src,
@@ -612,7 +673,11 @@ fn queue_ip_reply(
     eth.emit(&mut b);
     ip.emit(&mut b[hl..], true);
     emit(&mut b[hl + ipv4::HEADER_LEN..]);
-    core.replies.push(b);
+    if local {
+        core.looped.ready.push_back(b);
+    } else {
+        core.replies.push(b);
+    }
     true
 }
 
@@ -643,5 +708,7 @@ fn dispatch_udp(udp: &mut UdpLayer, out: &mut IpOut<'_>) {
     }
 }
 
+#[cfg(test)]
+mod loopback_tests;
 #[cfg(test)]
 mod tests;

@@ -143,6 +143,10 @@ pub struct Stats {
     /// IPv4 fragments sent (UDP datagrams larger than the MTU).
     pub ipv4_fragments_sent: u64,
     pub tcp_segments_received: u64,
+    /// Frames to local addresses delivered without the device (loopback on); they
+    /// count in rx/tx too.
+    pub looped_frames: u64,
+    pub looped_bytes: u64,
     drops: [u64; DropReason::COUNT],
 }
 

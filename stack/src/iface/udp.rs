@@ -87,6 +87,8 @@ pub struct UdpLayer {
     pub(crate) local_addrs: Vec<ipv4::Ipv4Cidr>,
     pub(crate) gateway: Option<Ipv4Addr>,
     pub(crate) mtu: usize,
+    /// Loopback on: every 127.0.0.0/8 address is local (bind may name any of them).
+    pub(crate) loopback: bool,
     /// Datagrams dropped because the receive buffer was full (all sockets).
     pub(crate) rx_buffer_full: u64,
     /// A datagram was queued since the last dispatch.
@@ -108,6 +110,7 @@ impl UdpLayer {
             local_addrs: Vec::new(),
             gateway: None,
             mtu: 1500,
+            loopback: false,
             rx_buffer_full: 0,
             kicked: false,
         }
@@ -176,7 +179,7 @@ impl UdpLayer {
     }
 
     fn is_local_addr(&self, ip: Ipv4Addr) -> bool {
-        self.local_addrs.iter().any(|c| c.addr == ip)
+        (self.loopback && ip.is_loopback()) || self.local_addrs.iter().any(|c| c.addr == ip)
     }
 
     fn port_conflicts(&self, ip: Ipv4Addr, port: u16, reuse: bool) -> bool {
