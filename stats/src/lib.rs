@@ -82,6 +82,11 @@ counters! {
     KernelResources = "sockets.kernel.resources", Count;
     /// Sockets left to the kernel because no fast-path interface is configured.
     KernelNoIface = "sockets.kernel.no_iface", Count;
+    /// TCP connections to this host the process's own stack carried (loopback on).
+    LoopbackConnections = "loopback.connections", Count;
+    /// Frames the stack delivered to itself (loopback on): no kernel, no XDP.
+    LoopbackFrames = "loopback.frames", Count;
+    LoopbackBytes = "loopback.bytes", Count;
     /// Socket options the stack does not implement, answered as Linux would.
     UnsupportedOptions = "sockets.unsupported_options", Count;
     RingRx = "ring.rx", Gauge;

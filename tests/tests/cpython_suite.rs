@@ -1,9 +1,12 @@
-//! CPython's own socket test suites under `fastnet run --iface`: the same counts of
-//! run/skipped/failed as a plain run on the same machine. Loopback stays on the kernel
-//! here (FASTNET_LOOPBACK=process is not built), but every socket the suites make goes
-//! through the shim's decisions (bind, listen, connect, options, epoll/poll/select).
+//! CPython's own socket test suites, twice under fastnet, each giving the same counts of
+//! run/skipped/failed as a plain run on the same machine:
+//! - `fastnet run --iface`: loopback stays on the kernel, but every socket the suites
+//!   make goes through the shim's decisions (bind, listen, connect, options, polling);
+//! - `fastnet run --loopback process`: the suites' loopback TCP and UDP between their
+//!   own sockets is carried by the process's own stack (the counters prove it).
 
-use fastnet_e2e::apps::{fastnet_cmd, scratch};
+use fastnet_e2e::apps::{exit_counters, fastnet_cmd, scratch};
+use fastnet_e2e::shim::fastnet_bin;
 use fastnet_e2e::{is_root, Side, Topology, TopologyOptions};
 use std::process::Command;
 
@@ -59,24 +62,43 @@ fn cpython_socket_suites_match_a_plain_run() {
     args(&mut plain);
     let plain = plain.output().unwrap();
     let plain_log = String::from_utf8_lossy(&plain.stdout).into_owned();
-    let mut fast = fastnet_cmd(&t, Side::Server, &py);
-    args(&mut fast);
-    let fast = fast.output().unwrap();
-    let fast_log =
-        String::from_utf8_lossy(&fast.stdout).into_owned() + &String::from_utf8_lossy(&fast.stderr);
     let (p_tot, p_res) = summary(&plain_log);
-    let (f_tot, f_res) = summary(&fast_log);
     assert_eq!(
         p_res, "== Tests result: SUCCESS ==",
         "plain run fails here:\n{plain_log}"
     );
-    assert_eq!(
-        (f_tot.as_str(), f_res.as_str()),
-        (p_tot.as_str(), p_res.as_str()),
-        "under fastnet:\n{fast_log}"
-    );
-    assert_eq!(fast.status.code(), plain.status.code());
+    let same_as_plain = |fast: std::process::Output, what: &str| {
+        let log = String::from_utf8_lossy(&fast.stdout).into_owned()
+            + &String::from_utf8_lossy(&fast.stderr);
+        let (f_tot, f_res) = summary(&log);
+        assert_eq!(
+            (f_tot.as_str(), f_res.as_str()),
+            (p_tot.as_str(), p_res.as_str()),
+            "{what}:\n{log}"
+        );
+        assert_eq!(fast.status.code(), plain.status.code(), "{what}");
+        log
+    };
+
+    let mut fast = fastnet_cmd(&t, Side::Server, &py);
+    args(&mut fast);
+    let log = same_as_plain(fast.output().unwrap(), "under fastnet --iface");
     // The shim saw the suites' sockets (and left loopback ones to the kernel).
-    assert!(fast_log.contains("sockets.kernel.loopback="), "{fast_log}");
+    assert!(log.contains("sockets.kernel.loopback="), "{log}");
+
+    let mut lo = Command::new(fastnet_bin());
+    lo.args(["run", "--loopback", "process", "--", &py])
+        .env("FASTNET_STATS", "1");
+    args(&mut lo);
+    let log = same_as_plain(lo.output().unwrap(), "under fastnet --loopback process");
+    // The suites' loopback connections were carried by the stack, not the kernel.
+    // (The last counters line is the suite's own process: it exits after its children.)
+    let c = exit_counters(&log);
+    let connections = c.get("loopback.connections").copied().unwrap_or(0);
+    let frames = c.get("loopback.frames").copied().unwrap_or(0);
+    assert!(
+        connections >= 500 && frames >= 10 * connections,
+        "loopback.connections={connections} loopback.frames={frames}:\n{log}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -25,6 +25,10 @@ enum Cmd {
         /// Interface for the fast path (FASTNET_IFACE).
         #[arg(long)]
         iface: Option<String>,
+        /// Loopback between this process's own sockets (FASTNET_LOOPBACK): `off` leaves
+        /// it to the kernel, `process` carries it on the process's own stack.
+        #[arg(long, value_parser = ["off", "process"])]
+        loopback: Option<String>,
         /// The command and its arguments (after `--`).
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
@@ -117,7 +121,16 @@ fn main() {
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Run { iface, cmd } => run::run(&run::shim_path()?, iface.as_deref(), &cmd)?,
+        Cmd::Run {
+            iface,
+            loopback,
+            cmd,
+        } => run::run(
+            &run::shim_path()?,
+            iface.as_deref(),
+            loopback.as_deref(),
+            &cmd,
+        )?,
         Cmd::Trace { count: _, cmd } => {
             std::process::exit(trace::trace(&run::shim_path()?, &cmd)?);
         }

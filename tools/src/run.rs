@@ -1,4 +1,4 @@
-//! `fastnet run [--iface IF] -- <cmd>`: runs a command with libfastnet.so preloaded.
+//! `fastnet run [--iface IF] [--loopback off|process] -- <cmd>`: runs a command with libfastnet.so preloaded.
 
 use anyhow::{bail, Result};
 use std::ffi::OsString;
@@ -36,14 +36,23 @@ pub fn preload_value(shim: &Path) -> OsString {
 }
 
 /// Replaces this process with `cmd` under the shim; returns only on failure.
-pub fn run(shim: &Path, iface: Option<&str>, cmd: &[String]) -> Result<()> {
+pub fn run(shim: &Path, iface: Option<&str>, loopback: Option<&str>, cmd: &[String]) -> Result<()> {
     let Some((prog, args)) = cmd.split_first() else {
         bail!("run: no command given");
     };
     let mut c = Command::new(prog);
     c.args(args).env("LD_PRELOAD", preload_value(shim));
+    if let Some(mode) = loopback {
+        c.env("FASTNET_LOOPBACK", mode);
+    }
+    let loopback_on = loopback
+        .map(str::to_string)
+        .or_else(|| std::env::var("FASTNET_LOOPBACK").ok())
+        == Some("process".to_string());
     if let Some(iface) = iface {
         c.env("FASTNET_IFACE", iface);
+    } else if loopback_on {
+        // No interface: the stack runs for loopback alone.
     } else if std::env::var_os("FASTNET_IFACE").is_none_or(|v| v.is_empty()) {
         eprintln!(
             "fastnet run: no fast-path interface (--iface IF or FASTNET_IFACE): every socket stays on the kernel"

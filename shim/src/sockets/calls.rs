@@ -404,10 +404,15 @@ fn fresh_shadow(fd: i32, v6: bool) -> Result<(), i32> {
 
 /// The port the kernel gave the shadow.
 fn shadow_port(fd: i32) -> Result<u16, i32> {
+    shadow_local(fd).map(|a| a.port())
+}
+
+/// The shadow's local address (v4, or v4-mapped).
+fn shadow_local(fd: i32) -> Result<SocketAddrV4, i32> {
     let mut buf = [0u8; 128];
     let n = kernel::getsockname(fd, &mut buf)?;
     match sockaddr::parse(&buf[..n]) {
-        Ok(AppAddr::V4(a)) => Ok(a.port()),
+        Ok(AppAddr::V4(a)) => Ok(a),
         _ => Err(libc::EAFNOSUPPORT),
     }
 }
@@ -428,6 +433,8 @@ fn bind(fd: i32, addr: i64, len: usize) -> i64 {
     }
     let local = match sockaddr::parse(buf) {
         Ok(AppAddr::V4(a)) if a.ip().is_unspecified() || *a.ip() == e.dev.addr => a,
+        // Loopback on: the stack carries 127/8 between this process's sockets.
+        Ok(AppAddr::V4(a)) if a.ip().is_loopback() && e.loopback_on() => a,
         Ok(AppAddr::V4(a)) if a.ip().is_loopback() => {
             release_to_kernel(&mut e, fd, Counter::KernelLoopback);
             return 0;
@@ -450,26 +457,43 @@ fn bind(fd: i32, addr: i64, len: usize) -> i64 {
     0
 }
 
+/// The XDP port map entry a socket bound to `local` needs: none on 127/8, which no
+/// frame from outside reaches.
+fn claim_for_proto(t: Transport, local: SocketAddrV4) -> Option<(Transport, u16)> {
+    (!local.ip().is_loopback()).then_some((t, local.port()))
+}
+
+fn claim_for(local: SocketAddrV4) -> Option<(Transport, u16)> {
+    claim_for_proto(Transport::Udp, local)
+}
+
 /// Turns a fresh UDP socket into a fast-path one bound to `local`.
 fn make_udp(e: &mut Engine, fd: i32, local: SocketAddrV4) -> Result<(), Counter> {
-    e.claim(Transport::Udp, local.port())
-        .map_err(|_| Counter::KernelResources)?;
+    let claim = claim_for(local);
+    if let Some((t, p)) = claim {
+        e.claim(t, p).map_err(|_| Counter::KernelResources)?;
+    }
+    let unclaim = |e: &mut Engine| {
+        if let Some((t, p)) = claim {
+            e.unclaim(t, p);
+        }
+    };
     let h = match e.iface.udp.open() {
         Ok(h) => h,
         Err(_) => {
-            e.unclaim(Transport::Udp, local.port());
+            unclaim(e);
             return Err(Counter::KernelResources);
         }
     };
     if e.iface.udp.bind(h, local).is_err() {
         let _ = e.iface.udp.close(h);
-        e.unclaim(Transport::Udp, local.port());
+        unclaim(e);
         return Err(Counter::KernelResources);
     }
     e.bind_handle(h, fd);
     let s = e.fds.get_mut(fd).expect("ours");
     s.kind = Kind::Udp(h);
-    s.claimed = Some((Transport::Udp, local.port()));
+    s.claimed = claim;
     super::readiness::sync_epolls(e, fd, Kind::UdpFresh, false);
     Ok(())
 }
@@ -485,43 +509,58 @@ fn listen(fd: i32, backlog: i32) -> i64 {
         _ => return err(libc::EINVAL),
     }
     // Unbound: let the kernel pick the port, as listen(2) would.
-    let port = match shadow_port(fd) {
-        Ok(0) => {
+    let bound = match shadow_local(fd) {
+        Ok(a) if a.port() == 0 => {
             let (a, n) = shadow_addr(s.v6, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
             if let Err(x) = kernel::bind(fd, &a[..n]) {
                 return err(x);
             }
-            match shadow_port(fd) {
-                Ok(p) => p,
+            match shadow_local(fd) {
+                Ok(a) => a,
                 Err(x) => return err(x),
             }
         }
-        Ok(p) => p,
+        Ok(a) => a,
         Err(x) => return err(x),
     };
+    let port = bound.port();
+    // The stack listens where the app bound: 127/8 (loopback on), or the interface's
+    // address, or any address when loopback is on (connections to 127.0.0.1 too).
+    let local = if bound.ip().is_loopback() || bound.ip().is_unspecified() && e.loopback_on() {
+        bound
+    } else {
+        e.local(port)
+    };
+    let claim = claim_for_proto(Transport::Tcp, local);
     // Claim before the shadow listens: no SYN may reach the kernel socket first.
-    if e.claim(Transport::Tcp, port).is_err() {
-        release_to_kernel(&mut e, fd, Counter::KernelResources);
-        return res(kernel::listen(fd, backlog).map(|_| 0));
+    if let Some((t, p)) = claim {
+        if e.claim(t, p).is_err() {
+            release_to_kernel(&mut e, fd, Counter::KernelResources);
+            return res(kernel::listen(fd, backlog).map(|_| 0));
+        }
     }
+    let unclaim = |e: &mut Engine| {
+        if let Some((t, p)) = claim {
+            e.unclaim(t, p);
+        }
+    };
     if let Err(x) = kernel::listen(fd, backlog) {
-        e.unclaim(Transport::Tcp, port);
+        unclaim(&mut e);
         return err(x);
     }
     let backlog = backlog.clamp(1, 65535) as usize;
-    let local = e.local(port);
     match e.iface.tcp.listen_with(local, backlog, s.opts) {
         Ok(h) => {
             e.bind_handle(h, fd);
             let s = e.fds.get_mut(fd).expect("ours");
             s.kind = Kind::TcpListener(h);
-            s.claimed = Some((Transport::Tcp, port));
+            s.claimed = claim;
             super::readiness::sync_epolls(&mut e, fd, Kind::TcpFresh, false);
             debug(format_args!("fd {fd}: listening on {local} (fast path)"));
             0
         }
         Err(_) => {
-            e.unclaim(Transport::Tcp, port);
+            unclaim(&mut e);
             release_to_kernel(&mut e, fd, Counter::KernelResources);
             0
         }
@@ -615,11 +654,12 @@ fn adopt_accepted(
     };
     let peer = e.iface.tcp.peer_addr(h).ok();
     // The connection keeps its port steered to us even after the listener closes.
-    let port = e.iface.tcp.local_addr(h).map(|a| a.port()).unwrap_or(0);
-    let claimed = e
-        .claim(Transport::Tcp, port)
-        .is_ok()
-        .then_some((Transport::Tcp, port));
+    let local = e
+        .iface
+        .tcp
+        .local_addr(h)
+        .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+    let claimed = claim_for_proto(Transport::Tcp, local).filter(|&(t, p)| e.claim(t, p).is_ok());
     if let Some(stale) = e.fds.remove(cfd) {
         e.close_socket(stale);
     }
@@ -704,48 +744,67 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
             return PASSTHROUGH;
         }
     };
-    if dst.ip().is_loopback() || *dst.ip() == e.dev.addr {
-        release_to_kernel(&mut e, fd, Counter::KernelLoopback);
-        return PASSTHROUGH;
-    }
-    let Some(route) = e.dev.routes_to(*dst.ip()) else {
-        release_to_kernel(&mut e, fd, Counter::KernelRoute);
-        return PASSTHROUGH;
+    // This host (127/8, our own address): the stack's only when a socket of this
+    // process takes the destination; otherwise another program may be listening.
+    let src_ip = if e.is_host_addr(*dst.ip()) {
+        let ours = e.loopback_on()
+            && if s.kind == Kind::UdpFresh {
+                e.iface.udp.has_receiver(dst)
+            } else {
+                e.iface.tcp.has_listener(dst)
+            };
+        if !ours {
+            release_to_kernel(&mut e, fd, Counter::KernelLoopback);
+            return PASSTHROUGH;
+        }
+        e.host_source(*dst.ip())
+    } else {
+        let Some(route) = e.dev.routes_to(*dst.ip()) else {
+            release_to_kernel(&mut e, fd, Counter::KernelRoute);
+            return PASSTHROUGH;
+        };
+        if let Some(gw) = route.gateway {
+            e.iface.set_gateway(Some(gw));
+        }
+        e.dev.addr
     };
+    let at = |port| SocketAddrV4::new(src_ip, port);
     // Reserve the local port in the kernel: bind the shadow to our address.
     let app_bound = matches!(shadow_port(fd), Ok(p) if p != 0);
-    let mut port = match bound_port(fd, s.v6, e.local(0)) {
+    let mut port = match bound_port(fd, s.v6, at(0)) {
         Ok(p) => p,
         Err(x) => return err(x),
     };
     if s.kind == Kind::UdpFresh {
-        let local = e.local(port);
-        if let Err(why) = make_udp(&mut e, fd, local) {
+        if let Err(why) = make_udp(&mut e, fd, at(port)) {
             release_to_kernel(&mut e, fd, why);
             return PASSTHROUGH;
         }
         drop(e);
         return connect(fd, addr, len);
     }
-    let proto = Transport::Tcp;
-    if let Some(gw) = route.gateway {
-        e.iface.set_gateway(Some(gw));
-    }
+    let claim_of = |port| claim_for_proto(Transport::Tcp, at(port));
+    let unclaim = |e: &mut Engine, port| {
+        if let Some((t, p)) = claim_of(port) {
+            e.unclaim(t, p);
+        }
+    };
     let mut tries = 0;
     let h = loop {
-        if e.claim(proto, port).is_err() {
-            release_to_kernel(&mut e, fd, Counter::KernelResources);
-            return PASSTHROUGH;
+        if let Some((t, p)) = claim_of(port) {
+            if e.claim(t, p).is_err() {
+                release_to_kernel(&mut e, fd, Counter::KernelResources);
+                return PASSTHROUGH;
+            }
         }
-        let local = e.local(port);
-        match e.iface.tcp.connect_with(local, dst, s.opts) {
+        match e.iface.tcp.connect_with(at(port), dst, s.opts) {
             Ok(h) => break h,
             // The kernel handed out a port whose last connection to this peer the stack
             // is still finishing (TIME-WAIT): take a fresh shadow and another port.
             Err(Error::AddrInUse) if tries < 8 && !app_bound => {
-                e.unclaim(proto, port);
+                unclaim(&mut e, port);
                 tries += 1;
-                port = match fresh_shadow(fd, s.v6).and_then(|_| bound_port(fd, s.v6, e.local(0))) {
+                port = match fresh_shadow(fd, s.v6).and_then(|_| bound_port(fd, s.v6, at(0))) {
                     Ok(p) => p,
                     Err(x) => return err(x),
                 };
@@ -753,17 +812,20 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
             // The stack's socket pool is full: the connection is the kernel's, as it
             // would be without us (counted, never an error the kernel would not give).
             Err(Error::NoBufferSpace | Error::OutOfMemory) => {
-                e.unclaim(proto, port);
+                unclaim(&mut e, port);
                 release_to_kernel(&mut e, fd, Counter::KernelResources);
                 return PASSTHROUGH;
             }
             Err(x) => {
-                e.unclaim(proto, port);
+                unclaim(&mut e, port);
                 return stack_err(x);
             }
         }
     };
-    let local = e.local(port);
+    let local = at(port);
+    if e.is_host_addr(*dst.ip()) {
+        e.count(Counter::LoopbackConnections);
+    }
     e.bind_handle(h, fd);
     debug(format_args!(
         "fd {fd}: connecting {local} -> {dst} (fast path)"
@@ -771,7 +833,7 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
     {
         let sm = e.fds.get_mut(fd).expect("ours");
         sm.kind = Kind::TcpStream(h);
-        sm.claimed = Some((proto, port));
+        sm.claimed = claim_of(port);
         sm.holds_port = true;
     }
     super::readiness::sync_epolls(&mut e, fd, Kind::TcpFresh, false);

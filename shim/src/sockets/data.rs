@@ -232,10 +232,12 @@ fn udp_recv(
 ) -> Result<(usize, usize, Option<SocketAddrV4>), i32> {
     let peek = flags & libc::MSG_PEEK != 0;
     let nonblocking = s_nonblocking || flags & libc::MSG_DONTWAIT != 0;
-    // Datagrams land in the first iovec (enough for every UDP user we serve).
-    let (ptr, len) = iov
-        .first()
-        .map_or((0, 0), |v| (v.iov_base as i64, v.iov_len));
+    // A datagram for several iovecs is received whole into a scratch buffer, then
+    // scattered (recvmsg_into with a list of buffers); one iovec takes it directly.
+    thread_local! {
+        static SCATTER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    let total: usize = iov.iter().map(|v| v.iov_len).sum();
     block_on(
         h,
         nonblocking,
@@ -243,15 +245,39 @@ fn udp_recv(
         libc::EAGAIN,
         Some(fd),
         |e| {
-            // SAFETY: the app passed this buffer for this call to write into.
-            let buf = match unsafe { appmem::slice_mut(ptr, len) } {
-                Ok(b) => b,
-                Err(x) => return Attempt::Done(Err(x)),
-            };
-            let r = if peek {
-                e.iface.udp.peek_from(h, buf)
+            let r = if iov.len() <= 1 {
+                let (ptr, len) = iov
+                    .first()
+                    .map_or((0, 0), |v| (v.iov_base as i64, v.iov_len));
+                // SAFETY: the app passed this buffer for this call to write into.
+                let buf = match unsafe { appmem::slice_mut(ptr, len) } {
+                    Ok(b) => b,
+                    Err(x) => return Attempt::Done(Err(x)),
+                };
+                if peek {
+                    e.iface.udp.peek_from(h, buf)
+                } else {
+                    e.iface.udp.recv_from(h, buf)
+                }
             } else {
-                e.iface.udp.recv_from(h, buf)
+                let r = SCATTER.with(|sc| {
+                    let mut sc = sc.borrow_mut();
+                    sc.resize(total.min(65536), 0);
+                    let r = if peek {
+                        e.iface.udp.peek_from(h, &mut sc)
+                    } else {
+                        e.iface.udp.recv_from(h, &mut sc)
+                    };
+                    if let Ok(d) = &r {
+                        // SAFETY: the app passed these iovecs for this call to write into.
+                        unsafe { scatter(&sc[..d.len], iov) }?;
+                    }
+                    Ok(r)
+                });
+                match r {
+                    Ok(r) => r,
+                    Err(x) => return Attempt::Done(Err(x)),
+                }
             };
             match r {
                 Ok(d) => return Attempt::Done(Ok((d.len, d.datagram_len, Some(d.from)))),
@@ -262,14 +288,10 @@ fn udp_recv(
             let mut name = [0u8; 128];
             let mut namelen: u32 = 128;
             let mut hdr: libc::msghdr = unsafe_zeroed_msghdr();
-            let mut v = libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: buf.len(),
-            };
             hdr.msg_name = name.as_mut_ptr().cast();
             hdr.msg_namelen = namelen;
-            hdr.msg_iov = &mut v;
-            hdr.msg_iovlen = 1;
+            hdr.msg_iov = iov.as_ptr() as *mut libc::iovec;
+            hdr.msg_iovlen = iov.len();
             // SAFETY: recvmsg into our own header, name buffer and the app's buffer.
             let r = unsafe {
                 kernel::raw(
@@ -296,9 +318,27 @@ fn udp_recv(
                 _ => None,
             };
             let full = r as usize;
-            Attempt::Done(Ok((full.min(buf.len()), full, from)))
+            Attempt::Done(Ok((full.min(total), full, from)))
         },
     )
+}
+
+/// Copies `data` across the app's iovecs in order.
+///
+/// # Safety
+/// Each iovec must be a buffer the app passed for this call to write into.
+unsafe fn scatter(mut data: &[u8], iov: Iov<'_>) -> Result<(), i32> {
+    for v in iov {
+        if data.is_empty() {
+            break;
+        }
+        let n = v.iov_len.min(data.len());
+        // SAFETY: per this function's contract.
+        let out = unsafe { appmem::slice_mut(v.iov_base as i64, n) }?;
+        out.copy_from_slice(&data[..n]);
+        data = &data[n..];
+    }
+    Ok(())
 }
 
 fn unsafe_zeroed_msghdr() -> libc::msghdr {
@@ -339,16 +379,43 @@ fn udp_send(e: &mut Engine, h: SocketHandle, iov: Iov<'_>, dst: Option<SocketAdd
     r
 }
 
-/// Resolves where a UDP datagram goes: `Ok(None)` for the connected peer,
-/// `Err(PASSTHROUGH)` when the destination is the kernel's (loopback, other routes).
-fn udp_dst(e: &Engine, addr: i64, alen: usize) -> Result<Option<SocketAddrV4>, i64> {
+/// Resolves where a UDP datagram from socket `h` (None: not bound yet) goes:
+/// `Ok(None)` for the connected peer, `Err(PASSTHROUGH)` when the destination is the
+/// kernel's (this host with no socket of ours there, other routes).
+fn udp_dst(
+    e: &Engine,
+    h: Option<SocketHandle>,
+    addr: i64,
+    alen: usize,
+) -> Result<Option<SocketAddrV4>, i64> {
+    let bound_to_lo =
+        h.is_some_and(|h| matches!(e.iface.udp.local_addr(h), Ok(Some(l)) if l.ip().is_loopback()));
     if addr == 0 {
-        return Ok(None);
+        // The connected peer: checked only where it is this host (no route lookup
+        // per datagram).
+        let Some(peer) = h.and_then(|h| e.iface.udp.peer_addr(h).ok()) else {
+            return Ok(None);
+        };
+        return match e.is_host_addr(*peer.ip()) {
+            true if e.loopback_on() && e.iface.udp.has_receiver(peer) => Ok(None),
+            true => Err(PASSTHROUGH),
+            false if bound_to_lo => Err(PASSTHROUGH),
+            false => Ok(None),
+        };
     }
     // SAFETY: the app passed (addr, alen) to sendto/sendmsg.
     let buf = unsafe { appmem::slice(addr, alen) }.map_err(err)?;
     match sockaddr::parse(buf) {
-        Ok(AppAddr::V4(d)) if !d.ip().is_loopback() && *d.ip() != e.dev.addr => {
+        Ok(AppAddr::V4(d)) if e.is_host_addr(*d.ip()) => {
+            if e.loopback_on() && e.iface.udp.has_receiver(d) {
+                Ok(Some(d))
+            } else {
+                Err(PASSTHROUGH)
+            }
+        }
+        // A socket bound to 127/8 cannot reach other hosts: the kernel says how.
+        Ok(AppAddr::V4(_)) if bound_to_lo => Err(PASSTHROUGH),
+        Ok(AppAddr::V4(d)) => {
             if e.dev.routes_to(*d.ip()).is_some() {
                 Ok(Some(d))
             } else {
@@ -411,13 +478,13 @@ fn send_iov(fd: i32, iov: Iov<'_>, flags: i32, addr: i64, alen: usize) -> i64 {
             drop(e);
             tcp_send(fd, iov, flags)
         }
-        Kind::Udp(h) => match udp_dst(&e, addr, alen) {
+        Kind::Udp(h) => match udp_dst(&e, Some(h), addr, alen) {
             Ok(dst) => udp_send(&mut e, h, iov, dst),
             Err(r) => r,
         },
         Kind::UdpFresh if addr != 0 => {
             // First datagram to a fast-path destination binds the socket to our address.
-            match udp_dst(&e, addr, alen) {
+            match udp_dst(&e, None, addr, alen) {
                 Ok(Some(_)) => {
                     drop(e);
                     if super::calls::udp_autobind(fd).is_err() {

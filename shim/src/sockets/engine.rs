@@ -6,11 +6,11 @@
 //! sleeps with the lock held: a blocking call registers a [`Waiter`] (its thread's
 //! eventfd), drops the lock, and sleeps in `ppoll` on that eventfd plus the XSK fds.
 
-use super::config::Config;
+use super::config::{Config, LoopbackMode};
 use super::epoll::EpollSet;
 use super::fdtable::FdTable;
 use super::kernel;
-use super::netdev::FastIface;
+use super::netdev::{FastIface, LOOPBACK_MTU};
 use fastnet_stats::{Counter, StatsSegment};
 use stack::iface::{Interface, InterfaceConfig, NeighborMode};
 use stack::socket::{Readiness, SocketHandle, SocketKind};
@@ -111,7 +111,8 @@ pub struct FastSocket {
 #[derive(Clone, Copy, Debug)]
 struct Closing {
     handle: SocketHandle,
-    port: (Transport, u16),
+    /// The port to unclaim when done (None: a loopback connection claims none).
+    port: Option<(Transport, u16)>,
     /// A copy of the shadow kept open (high fd) so the kernel does not hand the
     /// connection's local port to another socket while the stack still uses it.
     held_fd: i32,
@@ -164,6 +165,12 @@ impl Engine {
             InterfaceConfig::new(MacAddr(dev.mac), Ipv4Cidr::new(dev.addr, dev.prefix_len));
         ic.neighbor_mode = NeighborMode::External;
         ic.mtu = dev.mtu;
+        if config.loopback == LoopbackMode::Process {
+            if dev.has_xdp() {
+                ic.addrs.push(Ipv4Cidr::new(Ipv4Addr::LOCALHOST, 8));
+            }
+            ic.loopback_mtu = Some(LOOPBACK_MTU);
+        }
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -339,7 +346,7 @@ impl Engine {
             dev,
             ..
         } = self;
-        let mut done_ports = [(Transport::Tcp, 0u16); 16];
+        let mut done_ports = [None; 16];
         let mut n = 0;
         closing.retain(|c| {
             let done = iface.tcp.state(c.handle).is_err();
@@ -354,7 +361,7 @@ impl Engine {
             true
         });
         let _ = (dev, iface);
-        for &(t, p) in &done_ports[..n] {
+        for &(t, p) in done_ports[..n].iter().flatten() {
             self.unclaim(t, p);
         }
     }
@@ -378,6 +385,8 @@ impl Engine {
         seg.set(Counter::RxBytes, s.rx_bytes);
         seg.set(Counter::TxFrames, s.tx_frames);
         seg.set(Counter::TxBytes, s.tx_bytes);
+        seg.set(Counter::LoopbackFrames, s.looped_frames);
+        seg.set(Counter::LoopbackBytes, s.looped_bytes);
         seg.set(Counter::DropTxFull, s.tx_device_full);
         seg.set(
             Counter::DropMalformed,
@@ -483,10 +492,10 @@ impl Engine {
                     self.iface.tcp.close(h)
                 };
                 match (r, s.claimed) {
-                    (Ok(()), Some((t, p))) => {
+                    (Ok(()), port) => {
                         self.closing.push(Closing {
                             handle: h,
-                            port: (t, p),
+                            port,
                             held_fd,
                         });
                         held_fd = -1;
@@ -567,6 +576,26 @@ impl Engine {
     /// The fast-path interface's address as a local address with `port`.
     pub fn local(&self, port: u16) -> SocketAddrV4 {
         SocketAddrV4::new(self.dev.addr, port)
+    }
+
+    /// True when this process's stack carries loopback (FASTNET_LOOPBACK=process).
+    pub fn loopback_on(&self) -> bool {
+        self.config.loopback == LoopbackMode::Process
+    }
+
+    /// True for destinations that are this host: 127.0.0.0/8 and the interface's own
+    /// address (the kernel's, unless loopback is on and a socket of ours takes them).
+    pub fn is_host_addr(&self, ip: Ipv4Addr) -> bool {
+        ip.is_loopback() || ip == self.dev.addr
+    }
+
+    /// The source address toward a host address `dst`, as Linux's local routes pick it.
+    pub fn host_source(&self, dst: Ipv4Addr) -> Ipv4Addr {
+        if dst.is_loopback() {
+            Ipv4Addr::LOCALHOST
+        } else {
+            dst
+        }
     }
 }
 

@@ -101,7 +101,7 @@ pub fn init() {
     for e in &errors {
         log(LogLevel::Warn, format_args!("{e}"));
     }
-    if config.iface.is_none() {
+    if config.iface.is_none() && config.loopback == super::config::LoopbackMode::Off {
         log(
             LogLevel::Info,
             format_args!("no fast-path interface named (FASTNET_IFACE / --iface): every socket stays on the kernel"),
@@ -122,15 +122,19 @@ pub fn start() -> bool {
         let Some(config) = CONFIG.get().cloned() else {
             return;
         };
-        let name = config.iface.clone().expect("checked at init");
         let busy = config.poll == super::config::PollMode::Busy;
-        let dev = match with_low_fds_taken(|| FastIface::open(&name, busy)) {
-            Ok(d) => d,
-            Err(e) => {
-                log(LogLevel::Warn, format_args!("fast path off: {e}"));
-                return;
-            }
+        let dev = match &config.iface {
+            Some(name) => match with_low_fds_taken(|| FastIface::open(name, busy)) {
+                Ok(d) => d,
+                Err(e) => {
+                    log(LogLevel::Warn, format_args!("fast path off: {e}"));
+                    return;
+                }
+            },
+            // FASTNET_LOOPBACK=process with no interface: the stack runs for loopback.
+            None => FastIface::loopback_only(),
         };
+        let name = dev.name.clone();
         let stats = fastnet_stats::StatsSegment::create(kernel::getpid() as u32, &name).ok();
         log(
             LogLevel::Info,

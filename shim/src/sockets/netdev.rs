@@ -5,6 +5,7 @@
 //! Every setup failure is one line that names the fix; the caller logs it and keeps
 //! every socket on the kernel.
 
+use stack::device::{Device, DeviceCaps};
 use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
 use xdp_backend::netlink;
@@ -22,8 +23,34 @@ pub struct FastIface {
     pub mtu: usize,
     // Field order is drop order: sockets leave the XSKMAP before the program goes.
     xsks: Vec<XskSocket>,
-    program: XdpProgram,
+    /// None: no interface was named and the stack runs for loopback alone.
+    program: Option<XdpProgram>,
+    /// Where frames go without XSKs (see [`NoDevice`]).
+    none: NoDevice,
 }
+
+/// The device of a stack that runs for loopback alone: local frames never reach it,
+/// and anything else (there is no route off the host) is dropped and counted.
+#[derive(Debug, Default)]
+pub struct NoDevice {
+    pub dropped: u64,
+}
+
+impl Device for NoDevice {
+    fn caps(&self) -> DeviceCaps {
+        DeviceCaps {
+            mtu: LOOPBACK_MTU,
+            checksum: Default::default(),
+        }
+    }
+    fn transmit(&mut self, _len: usize, _fill: &mut dyn FnMut(&mut [u8])) -> bool {
+        self.dropped += 1;
+        true
+    }
+}
+
+/// The MTU of local delivery, as Linux's `lo`.
+pub const LOOPBACK_MTU: usize = 65535;
 
 /// The XDP program attaches in native mode on veth, which caps the MTU near a page.
 const MAX_XDP_MTU: u32 = 3498;
@@ -84,17 +111,43 @@ impl FastIface {
             prefix_len,
             mtu: link.mtu as usize,
             xsks,
-            program,
+            program: Some(program),
+            none: NoDevice::default(),
         })
+    }
+
+    /// No interface: the stack carries loopback alone (FASTNET_LOOPBACK=process).
+    pub fn loopback_only() -> FastIface {
+        FastIface {
+            name: "lo".to_string(),
+            ifindex: 0,
+            mac: [2, 0, 0, 0, 0, 1],
+            addr: Ipv4Addr::LOCALHOST,
+            prefix_len: 8,
+            mtu: LOOPBACK_MTU,
+            xsks: Vec::new(),
+            program: None,
+            none: NoDevice::default(),
+        }
+    }
+
+    /// True when frames can leave through AF_XDP (an interface was named).
+    pub fn has_xdp(&self) -> bool {
+        self.program.is_some()
     }
 
     /// Steers `port` to the fast path. Call before the shadow listens or connects.
     pub fn claim(&self, t: Transport, port: u16) -> std::io::Result<()> {
-        self.program.port_map().claim(t, port)
+        match &self.program {
+            Some(p) => p.port_map().claim(t, port),
+            None => Ok(()),
+        }
     }
 
     pub fn release(&self, t: Transport, port: u16) {
-        let _ = self.program.port_map().release(t, port);
+        if let Some(p) = &self.program {
+            let _ = p.port_map().release(t, port);
+        }
     }
 
     /// Hands up to `budget` received frames per queue to `f`.
@@ -113,8 +166,11 @@ impl FastIface {
 
     /// The socket frames are sent on. One TX queue is enough for a stack behind one
     /// lock; spreading TX over queues comes with one stack per core.
-    pub fn tx(&mut self) -> &mut XskSocket {
-        &mut self.xsks[0]
+    pub fn tx(&mut self) -> &mut dyn Device {
+        match self.xsks.first_mut() {
+            Some(x) => x,
+            None => &mut self.none,
+        }
     }
 
     /// Pushes queued frames to the kernel (copy mode needs a kick per batch).
@@ -136,7 +192,7 @@ impl FastIface {
 
     /// Every fd the interface holds (protected from the app's close/dup2).
     pub fn owned_fds(&self) -> Vec<RawFd> {
-        let mut v = self.program.raw_fds();
+        let mut v = self.program.as_ref().map_or_else(Vec::new, |p| p.raw_fds());
         v.extend(self.poll_fds());
         v
     }
@@ -147,6 +203,7 @@ impl FastIface {
 
     /// True when `ip` is on this interface's subnet or routed through it.
     pub fn routes_to(&self, ip: Ipv4Addr) -> Option<netlink::Route> {
+        self.program.as_ref()?;
         let r = netlink::route_get(ip).ok()?;
         (r.oif == self.ifindex).then_some(r)
     }

@@ -173,3 +173,41 @@ fn without_loopback_own_address_goes_to_the_device() {
     assert_eq!(dev.frames.len(), 1);
     assert_eq!(i.stats().looped_frames, 0);
 }
+
+/// Buffers far smaller than the loopback MSS (asyncio's sendfile tests set 1 KiB): the
+/// receiver must ACK and open its window by half its buffer, not wait for a full
+/// segment that can never fit (which left every segment to the 40 ms delayed ACK or
+/// the persist timer).
+#[test]
+fn small_buffers_do_not_wait_for_timers() {
+    let mut i = looping_iface();
+    let mut dev = QueueDevice::new(1500);
+    let mut now = Instant::from_millis(1);
+    let l = i.tcp.listen(SocketAddrV4::new(LO, 7002), 8).unwrap();
+    let c = i.tcp_connect(None, SocketAddrV4::new(LO, 7002)).unwrap();
+    settle(&mut i, &mut dev, &mut now);
+    let a = i.tcp.accept(l).unwrap();
+    i.tcp.set_rcvbuf(a, 4608).unwrap();
+    i.tcp.set_sndbuf(c, 4608).unwrap();
+    let data: Vec<u8> = (0..1_000_000u32).map(|k| (k % 253) as u8).collect();
+    let (mut sent, mut got) = (0, Vec::new());
+    let start = now;
+    let mut buf = [0u8; 4096];
+    while got.len() < data.len() {
+        assert!(
+            now.micros() - start.micros() < 1_000_000,
+            "1 MB took over a second of stack time: {} bytes",
+            got.len()
+        );
+        if sent < data.len() {
+            sent += i.tcp.send(c, &data[sent..]).unwrap_or(0);
+        }
+        settle(&mut i, &mut dev, &mut now);
+        while let Ok(n) = i.tcp.recv(a, &mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        // A thread switch's worth of time per round, as the shim's app threads see.
+        now = Instant::from_micros(now.micros() + 20);
+    }
+    assert!(got == data);
+}

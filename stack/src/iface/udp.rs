@@ -499,6 +499,18 @@ impl UdpLayer {
 
     /// Finds the socket that takes a datagram: a connected socket matching the source
     /// beats one bound to the exact address, which beats a wildcard bind.
+    /// Whether a datagram to `dst` would find a socket here (from any source).
+    pub fn has_receiver(&self, dst: SocketAddrV4) -> bool {
+        self.ports.get(&dst.port()).is_some_and(|v| {
+            v.iter().any(|&i| {
+                self.sockets[i as usize]
+                    .as_ref()
+                    .and_then(|s| s.local)
+                    .is_some_and(|l| l.ip().is_unspecified() || l.ip() == dst.ip())
+            })
+        })
+    }
+
     fn demux(&self, src: SocketAddrV4, dst: SocketAddrV4) -> Option<u32> {
         let v = self.ports.get(&dst.port())?;
         let mut best: Option<(u8, u32)> = None;

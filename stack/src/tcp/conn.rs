@@ -953,8 +953,12 @@ impl Tcb {
             self.recv_buf.commit(extra as usize);
             self.rcv_nxt += n + extra;
             self.bytes_unacked += n;
-            // RFC 5681 4.2 / RFC 9293 3.8.6.3: ACK at least every second full segment.
-            if had_ooo || n < data.len() as u32 || self.bytes_unacked > self.our_mss as u32 {
+            // RFC 5681 4.2 / RFC 9293 3.8.6.3: ACK at least every second full segment,
+            // or every half buffer when the buffer is smaller than two (a full segment
+            // then never comes, and the sender would wait for the delayed ACK).
+            let cap = (self.recv_buf.free() + self.recv_buf.len()) as u32;
+            let every = (self.our_mss as u32).min(cap / 2);
+            if had_ooo || n < data.len() as u32 || self.bytes_unacked > every {
                 self.ack_now = true;
             } else if self.delack_at.is_none() {
                 self.delack_at = Some(now + cfg.delayed_ack);
@@ -1092,8 +1096,12 @@ impl Tcb {
             0
         };
         let new = self.recv_buf.free() as u32;
-        let mss = self.our_mss as u32;
-        if new >= cur + mss && (new >= 2 * cur || cur < 2 * mss) {
+        // The same threshold as `window_field` (min(buffer/2, MSS)): with a buffer
+        // smaller than the MSS (small SO_RCVBUF, loopback's 64 KiB MSS) a full MSS of
+        // room never opens, and the sender would wait for its persist timer.
+        let cap = (self.recv_buf.free() + self.recv_buf.len()) as u32;
+        let step = (self.our_mss as u32).min(cap / 2).max(1);
+        if new >= cur + step && (new >= 2 * cur || cur < 2 * step) {
             self.ack_now = true;
         }
     }
@@ -1201,8 +1209,10 @@ impl Tcb {
                         len == avail && (self.nodelay || nothing_in_flight || self.fin_queued);
                     // Sender SWS avoidance (RFC 9293 3.8.6.2.1), relaxed: with nothing in
                     // flight, fill what the window offers rather than wait for a probe.
+                    // Half the largest window the peer offered is always worth sending
+                    // (Fs = 1/2): a window smaller than the MSS never allows a full one.
                     let sws_ok =
-                        nothing_in_flight && (len >= self.max_snd_wnd / 2 || len == wnd_room);
+                        len >= self.max_snd_wnd / 2 || nothing_in_flight && len == wnd_room;
                     if full || last_piece || sws_ok {
                         return Some(seg_at(self.snd_nxt, self.snd_nxt + len, true, self));
                     }

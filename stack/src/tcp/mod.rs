@@ -1172,6 +1172,13 @@ impl TcpLayer {
     // ----- socket API -----
 
     /// Listens on `local` (IP 0.0.0.0 = every address) with default options.
+    /// Whether a listener would take a SYN to `local` (bound to its address or to any).
+    pub fn has_listener(&self, local: SocketAddrV4) -> bool {
+        self.listeners
+            .contains_key(&(u32::from(*local.ip()), local.port()))
+            || self.listeners.contains_key(&(0, local.port()))
+    }
+
     pub fn listen(&mut self, local: SocketAddrV4, backlog: usize) -> Result<SocketHandle> {
         let opts = self.cfg.default_options();
         self.listen_with(local, backlog, opts)
