@@ -41,7 +41,10 @@ fn greeter(ns: Option<&str>, dir: &std::path::Path) -> (Bg, u16) {
         if let Some(p) = line.lines().next().and_then(|l| l.trim().parse().ok()) {
             return (bg, p);
         }
-        assert!(start.elapsed().as_secs() < 10, "greeter did not start: {line}");
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "greeter did not start: {line}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
@@ -51,8 +54,8 @@ fn run_app(mut c: Command, dir: &std::path::Path, args: &[String]) -> (Output, S
     std::fs::write(&app, APP).unwrap();
     c.arg(PY).arg(&app).args(args).env("FASTNET_STATS", "1");
     let out = c.output().unwrap();
-    let log = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{c:?}:\n{log}");
     (out, log)
 }
@@ -90,14 +93,16 @@ fn process_loopback_beside_an_interface() {
     let dir = scratch("loopback-iface");
     let (_g, port) = greeter(Some(t.ns(Side::Server)), &dir);
     let mut c = Command::new("ip");
-    c.args(["netns", "exec", t.ns(Side::Server)]).arg(fastnet_bin()).args([
-        "run",
-        "--iface",
-        t.iface(Side::Server),
-        "--loopback",
-        "process",
-        "--",
-    ]);
+    c.args(["netns", "exec", t.ns(Side::Server)])
+        .arg(fastnet_bin())
+        .args([
+            "run",
+            "--iface",
+            t.iface(Side::Server),
+            "--loopback",
+            "process",
+            "--",
+        ]);
     let own = t.addr(Side::Server).to_string();
     let (_, log) = run_app(c, &dir, &[port.to_string(), own]);
     assert!(log.contains("ok tcp to own address"), "{log}");

@@ -63,12 +63,24 @@ fn open(pid: Option<u32>) -> Result<Vec<StatsSegment>> {
         }
         None => live_segments(),
     };
-    paths
-        .into_iter()
-        .map(|(_, path)| {
-            StatsSegment::open(&path).with_context(|| format!("cannot read {}", path.display()))
-        })
-        .collect()
+    if pid.is_some() {
+        return paths
+            .into_iter()
+            .map(|(_, path)| {
+                StatsSegment::open(&path).with_context(|| format!("cannot read {}", path.display()))
+            })
+            .collect();
+    }
+    // Every process: one that cannot be read (another fastnet version, gone meanwhile)
+    // gets a line on stderr and the others are still shown.
+    let mut segs = Vec::new();
+    for (p, path) in paths {
+        match StatsSegment::open(&path) {
+            Ok(s) => segs.push(s),
+            Err(e) => eprintln!("fastnet stat: process {p} skipped: {e}"),
+        }
+    }
+    Ok(segs)
 }
 
 pub fn main(pid: Option<u32>, watch: bool, interval_ms: u64, all: bool) -> Result<()> {

@@ -118,6 +118,35 @@ struct Closing {
     held_fd: i32,
 }
 
+/// Eventfds to signal after unlocking. Only threads' own eventfds go here: they live
+/// as long as the process, so signalling one after the lock is gone is always safe.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WakeList {
+    fds: [i32; 16],
+    n: usize,
+}
+
+impl WakeList {
+    /// Remembers `fd`; false (signal it now) when the list is full.
+    fn push(&mut self, fd: i32) -> bool {
+        if self.fds[..self.n].contains(&fd) {
+            return true;
+        }
+        if self.n == self.fds.len() {
+            return false;
+        }
+        self.fds[self.n] = fd;
+        self.n += 1;
+        true
+    }
+    /// Signals every remembered eventfd.
+    pub fn signal_all(&self) {
+        for &fd in &self.fds[..self.n] {
+            kernel::eventfd_signal(fd);
+        }
+    }
+}
+
 /// A thread sleeping until a socket changes.
 #[derive(Clone, Copy, Debug)]
 pub struct Waiter {
@@ -133,6 +162,9 @@ pub struct Engine {
     /// App epoll fd → its fast-path half.
     pub epolls: HashMap<i32, EpollSet>,
     pub waiters: Vec<Waiter>,
+    /// Waiters' eventfds to signal once the lock is released (see `EngineGuard`): a
+    /// woken thread then finds the lock free instead of spinning on it.
+    wake_after_unlock: WakeList,
     handle_fd: HashMap<SocketHandle, i32>,
     /// Connections the app closed that the stack still finishes (FIN, TIME-WAIT):
     /// their ports stay claimed until the stack lets them go.
@@ -190,6 +222,7 @@ impl Engine {
             fds: FdTable::new(super::fdtable::MAX_FDS, 8192),
             epolls: HashMap::with_capacity(16),
             waiters: Vec::with_capacity(64),
+            wake_after_unlock: WakeList::default(),
             handle_fd: HashMap::with_capacity(8192),
             closing: Vec::with_capacity(1024),
             resolving: Vec::with_capacity(16),
@@ -305,6 +338,7 @@ impl Engine {
         let Engine {
             iface,
             waiters,
+            wake_after_unlock,
             handle_fd,
             fds,
             epolls,
@@ -312,7 +346,9 @@ impl Engine {
         } = self;
         let mut wake = |h: SocketHandle, r: Readiness| {
             for w in waiters.iter().filter(|w| w.handle == h) {
-                kernel::eventfd_signal(w.eventfd);
+                if !wake_after_unlock.push(w.eventfd) {
+                    kernel::eventfd_signal(w.eventfd);
+                }
             }
             let Some(&fd) = handle_fd.get(&h) else {
                 return;
@@ -336,6 +372,11 @@ impl Engine {
             let r = iface.udp.readiness(c.handle).unwrap_or_default();
             wake(c.handle, r);
         }
+    }
+
+    /// The eventfds `notify` left for after the unlock (emptied).
+    pub fn take_wakes(&mut self) -> WakeList {
+        std::mem::take(&mut self.wake_after_unlock)
     }
 
     /// Releases the ports of closed connections once the stack is done with them.

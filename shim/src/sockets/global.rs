@@ -51,8 +51,10 @@ impl std::ops::DerefMut for EngineGuard {
 
 impl Drop for EngineGuard {
     fn drop(&mut self) {
+        let wakes = self.0.take_wakes();
         // SAFETY: dropped exactly once, here; the guard is not used afterwards.
         unsafe { std::mem::ManuallyDrop::drop(&mut self.0) };
+        wakes.signal_all();
         super::signals::leave();
     }
 }
@@ -291,6 +293,9 @@ fn driver_loop() {
             // Keep `fastnet stat` current while the app sleeps.
             e.publish_stats();
         }
+        let wakes = e.take_wakes();
+        drop(e);
+        wakes.signal_all();
     }
 }
 
