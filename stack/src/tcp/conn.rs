@@ -272,22 +272,33 @@ impl Tcb {
         }
     }
 
-    /// Resets every field for a new connection, keeping the buffers' storage.
+    /// Resets every field for a new connection. The buffers come out without storage:
+    /// the layer installs them from its pool (and took the old ones back before).
     pub fn reset(&mut self, cfg: &TcpConfig) {
-        let mut send = core::mem::take(&mut self.send_buf);
-        let mut recv = core::mem::take(&mut self.recv_buf);
-        send.clear();
-        recv.clear();
-        send.resize(cfg.sndbuf);
-        recv.resize(cfg.rcvbuf);
-        let ooo_dummy = Tcb {
-            send_buf: Ring::default(),
-            recv_buf: Ring::default(),
-            ..Tcb::new_without_buffers(cfg)
-        };
-        *self = ooo_dummy;
-        self.send_buf = send;
-        self.recv_buf = recv;
+        *self = Tcb::new_without_buffers(cfg);
+    }
+
+    /// The receive window: the receive buffer's free space; in TIME-WAIT, whose buffers
+    /// the layer took back, what was last advertised (so acceptability tests and the
+    /// ACKs we still send see the same window as before).
+    fn rcv_wnd(&self) -> u32 {
+        if self.state == State::TimeWait {
+            if self.rcv_adv > self.rcv_nxt {
+                self.rcv_adv - self.rcv_nxt
+            } else {
+                0
+            }
+        } else {
+            self.recv_buf.free() as u32
+        }
+    }
+
+    /// The buffers can go back to the layer's pool: TIME-WAIT (everything we sent is
+    /// acknowledged) with nothing left for the app to read. `orphan`: nobody will read.
+    pub fn buffers_releasable(&self) -> bool {
+        self.state == State::TimeWait
+            && self.send_buf.capacity() + self.recv_buf.capacity() > 0
+            && (self.recv_buf.is_empty() || self.orphan)
     }
 
     fn new_without_buffers(cfg: &TcpConfig) -> Tcb {
@@ -692,7 +703,7 @@ impl Tcb {
             return Verdict::Ok;
         }
         // Acceptability (RFC 9293 3.10.7.4, first check).
-        let rcv_wnd = self.recv_buf.free() as u32;
+        let rcv_wnd = self.rcv_wnd();
         let in_window = |s: SeqNumber| s >= self.rcv_nxt && s < self.rcv_nxt + rcv_wnd;
         let acceptable = match (seg_len, rcv_wnd) {
             (0, 0) => seg.seq == self.rcv_nxt,
@@ -1065,7 +1076,7 @@ impl Tcb {
 
     /// Window value for the header (scaled), never advertising past the buffer.
     fn window_field(&self, syn: bool) -> u16 {
-        let mut free = self.recv_buf.free() as u32;
+        let mut free = self.rcv_wnd();
         // Receiver SWS avoidance (RFC 9293 3.8.6.2.2): move the right edge only by at
         // least min(buffer/2, MSS).
         let cur = if self.rcv_adv > self.rcv_nxt {

@@ -1,5 +1,6 @@
 //! A fixed-capacity byte ring: the send and receive buffers of a connection. Allocated
-//! once when the connection's slot first needs it, then reused; never grows on its own.
+//! once, then reused (the layer keeps the storage of connections that no longer need it
+//! for the next ones); never grows on its own.
 
 use crate::wire::checksum;
 
@@ -39,6 +40,10 @@ impl Ring {
     }
     pub fn free(&self) -> usize {
         self.buf.len() - self.len
+    }
+    /// Bytes of storage (0: none, e.g. released in TIME-WAIT).
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
     }
     pub fn clear(&mut self) {
         self.head = 0;
