@@ -378,19 +378,24 @@ impl Tcb {
 
     /// The earliest timer, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let mut d = self.rto_at;
-        for t in [
-            self.delack_at,
-            self.persist_at,
-            self.close_at,
-            self.keepalive_deadline(),
-        ] {
-            d = match (d, t) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+        let d = self.deadline_micros();
+        (d != u64::MAX).then_some(Instant(d))
+    }
+
+    /// [`Tcb::next_deadline`] in microseconds, `u64::MAX` for none: a few branch-free
+    /// minimums (this runs after every segment in and out).
+    #[inline]
+    pub fn deadline_micros(&self) -> u64 {
+        let us = |t: Option<Instant>| t.map_or(u64::MAX, |t| t.micros());
+        let d = us(self.rto_at)
+            .min(us(self.delack_at))
+            .min(us(self.persist_at))
+            .min(us(self.close_at));
+        if self.keepalive.is_some() {
+            d.min(us(self.keepalive_deadline()))
+        } else {
+            d
         }
-        d
     }
 
     fn keepalive_deadline(&self) -> Option<Instant> {
@@ -405,10 +410,17 @@ impl Tcb {
         })
     }
 
+    /// Readable even with the receive buffer empty: end of stream (FIN received, read
+    /// side shut, or the connection broken), as [`Tcb::readiness`] counts it.
+    #[inline]
+    pub fn readable_without_data(&self) -> bool {
+        self.state.fin_received() || self.rd_shut || self.broken
+    }
+
     /// Readiness as poll/epoll would report it.
     pub fn readiness(&self) -> Readiness {
         let mut r = Readiness::EMPTY;
-        let rcv_shut = self.state.fin_received() || self.rd_shut || self.broken;
+        let rcv_shut = self.readable_without_data();
         let snd_shut = self.fin_queued || self.broken;
         if !self.recv_buf.is_empty() || rcv_shut {
             r |= Readiness::READABLE;

@@ -488,12 +488,16 @@ impl TcpLayer {
     /// After the layer touched a connection that may be in TIME-WAIT: its buffers go back
     /// to the pool once nothing is left to read, and it becomes recyclable once nobody
     /// refers to it.
+    #[inline]
     fn after_time_wait_change(&mut self, idx: u32) {
-        let s = &self.slots[idx as usize];
-        if s.tcb.state != State::TimeWait {
-            return;
+        if self.slots[idx as usize].tcb.state == State::TimeWait {
+            self.in_time_wait(idx);
         }
-        if s.tcb.buffers_releasable() {
+    }
+
+    #[cold]
+    fn in_time_wait(&mut self, idx: u32) {
+        if self.slots[idx as usize].tcb.buffers_releasable() {
             self.release_rings(idx);
         }
         let s = &mut self.slots[idx as usize];
@@ -596,7 +600,7 @@ impl TcpLayer {
     fn update_deadline(&mut self, idx: u32) {
         let s = &self.slots[idx as usize];
         if s.kind == SlotKind::Conn {
-            self.deadlines[s.active_pos] = s.tcb.next_deadline().map_or(u64::MAX, |d| d.micros());
+            self.deadlines[s.active_pos] = s.tcb.deadline_micros();
         }
     }
 
@@ -605,7 +609,7 @@ impl TcpLayer {
     fn update_readiness(&mut self, idx: u32) {
         let s = &mut self.slots[idx as usize];
         if s.kind == SlotKind::Conn {
-            self.deadlines[s.active_pos] = s.tcb.next_deadline().map_or(u64::MAX, |d| d.micros());
+            self.deadlines[s.active_pos] = s.tcb.deadline_micros();
         }
         if !s.user_open && s.kind != SlotKind::Listener {
             return;
@@ -1459,7 +1463,7 @@ impl TcpLayer {
                 t.on_app_read();
                 let ack = t.ack_now;
                 // Reading can only lose readability (unless EOF or an error keeps it).
-                let lost = t.recv_buf.is_empty() && !t.readiness().readable();
+                let lost = t.recv_buf.is_empty() && !t.readable_without_data();
                 if lost {
                     self.slots[idx as usize]
                         .last_ready

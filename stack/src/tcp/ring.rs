@@ -14,6 +14,27 @@ fn wrap(i: usize, cap: usize) -> usize {
     }
 }
 
+/// Copies `src` into `dst` (same length). Up to 16 bytes (ping-pong requests, small
+/// replies) move as two overlapping fixed-size pieces, without a call to `memcpy`.
+#[inline(always)]
+fn copy(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    debug_assert_eq!(n, dst.len());
+    if n > 16 {
+        dst.copy_from_slice(src);
+    } else if n >= 8 {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[n - 8..].copy_from_slice(&src[n - 8..]);
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[n - 4..].copy_from_slice(&src[n - 4..]);
+    } else if n > 0 {
+        dst[0] = src[0];
+        dst[n / 2] = src[n / 2];
+        dst[n - 1] = src[n - 1];
+    }
+}
+
 /// Bytes `[head, head + len)` (modulo capacity) are the ring's contents. Bytes past
 /// `len` can also be written at an offset (out-of-order data waiting for a hole to fill)
 /// and later made part of the contents with [`Ring::commit`].
@@ -80,8 +101,10 @@ impl Ring {
         let n = data.len().min(self.free() - offset);
         let start = wrap(self.head + self.len + offset, cap);
         let first = n.min(cap - start);
-        self.buf[start..start + first].copy_from_slice(&data[..first]);
-        self.buf[..n - first].copy_from_slice(&data[first..n]);
+        copy(&mut self.buf[start..start + first], &data[..first]);
+        if n > first {
+            copy(&mut self.buf[..n - first], &data[first..n]);
+        }
         n
     }
 
@@ -100,8 +123,10 @@ impl Ring {
         let n = dst.len().min(self.len - offset);
         let start = wrap(self.head + offset, cap);
         let first = n.min(cap - start);
-        dst[..first].copy_from_slice(&self.buf[start..start + first]);
-        dst[first..n].copy_from_slice(&self.buf[..n - first]);
+        copy(&mut dst[..first], &self.buf[start..start + first]);
+        if n > first {
+            copy(&mut dst[first..n], &self.buf[..n - first]);
+        }
         n
     }
 
