@@ -294,6 +294,68 @@ fn a_full_pool_recycles_time_wait_instead_of_refusing() {
 }
 
 #[test]
+fn a_syn_to_a_pool_full_of_time_wait_gets_a_real_connection() {
+    // 1 listener + 5 connection slots on the server; the server closes first, so after
+    // five connections every connection slot holds a TIME-WAIT nobody refers to. The
+    // next SYN must take one of those slots at once: no SYN cookie (and, with cookies
+    // off, no drop), no SYN retransmission on the client.
+    for cookies in [true, false] {
+        let small = TcpConfig {
+            max_sockets: 6,
+            syn_cookies: cookies,
+            ..cfg()
+        };
+        let mut p = TcpPair::with_configs(
+            cfg(),
+            small,
+            LinkConfig::default(),
+            LinkConfig::default(),
+            28,
+        );
+        let l = p.b.listen(TcpPair::addr_b(SERVER_PORT), 8).unwrap();
+        for _ in 0..5 {
+            let c =
+                p.a.connect(TcpPair::addr_a(0), TcpPair::addr_b(SERVER_PORT))
+                    .unwrap();
+            let limit = later(&p, secs(1));
+            let mut s = None;
+            assert!(p.run_until(limit, |p| {
+                s = s.or_else(|| p.b.accept(l).ok());
+                s.is_some()
+            }));
+            p.b.close(s.unwrap()).unwrap();
+            p.run_for(Duration::from_millis(20));
+            p.a.close(c).unwrap();
+            p.run_for(Duration::from_millis(20));
+        }
+        assert_eq!(p.b.connections_by_state()[State::TimeWait.index()], 5);
+        assert_eq!(p.b.stats().time_wait_recycled, 0);
+        let retransmits = p.a.stats().retransmits;
+        let c =
+            p.a.connect(TcpPair::addr_a(0), TcpPair::addr_b(SERVER_PORT))
+                .unwrap();
+        // Well under the 1 s initial RTO: the first SYN must be answered.
+        let limit = later(&p, Duration::from_millis(100));
+        let mut s = None;
+        assert!(
+            p.run_until(limit, |p| {
+                s = s.or_else(|| p.b.accept(l).ok());
+                s.is_some() && p.a.state(c).unwrap() == State::Established
+            }),
+            "cookies {cookies}: not accepted at once: {:?}",
+            p.b.stats()
+        );
+        let st = p.b.stats();
+        assert_eq!(st.time_wait_recycled, 1, "{st:?}");
+        assert_eq!(st.syn_cookies_sent, 0, "{st:?}");
+        assert_eq!(st.drops_listen_overflow, 0, "{st:?}");
+        assert_eq!(p.a.stats().retransmits, retransmits);
+        assert_eq!(p.b.state(s.unwrap()).unwrap(), State::Established);
+        assert_eq!(p.b.connections_by_state()[State::TimeWait.index()], 4);
+    }
+}
+
+#[test]
 fn window_scale_follows_each_sockets_buffer() {
     let mut p = TcpPair::new(cfg(), LinkConfig::lossy(0.01), 27);
     let l = p.b.listen(TcpPair::addr_b(SERVER_PORT), 4).unwrap();

@@ -202,6 +202,11 @@ pub struct Tcb {
     pub passive: bool,
     pub challenge_acks: u32,
     pub challenge_window: Instant,
+    /// The payload of the segment being processed, `(seq, len)`, already sits in the
+    /// receive ring's free space at offset 0 (copied while its checksum was verified):
+    /// taking it in order only commits it. Set and cleared by the layer around one
+    /// segment.
+    pub rx_prefilled: Option<(SeqNumber, usize)>,
 }
 
 impl Tcb {
@@ -269,25 +274,37 @@ impl Tcb {
             passive: false,
             challenge_acks: 0,
             challenge_window: Instant::ZERO,
+            rx_prefilled: None,
         }
     }
 
-    /// Resets every field for a new connection, keeping the buffers' storage.
+    /// Resets every field for a new connection. The buffers come out without storage:
+    /// the layer installs them from its pool (and took the old ones back before).
     pub fn reset(&mut self, cfg: &TcpConfig) {
-        let mut send = core::mem::take(&mut self.send_buf);
-        let mut recv = core::mem::take(&mut self.recv_buf);
-        send.clear();
-        recv.clear();
-        send.resize(cfg.sndbuf);
-        recv.resize(cfg.rcvbuf);
-        let ooo_dummy = Tcb {
-            send_buf: Ring::default(),
-            recv_buf: Ring::default(),
-            ..Tcb::new_without_buffers(cfg)
-        };
-        *self = ooo_dummy;
-        self.send_buf = send;
-        self.recv_buf = recv;
+        *self = Tcb::new_without_buffers(cfg);
+    }
+
+    /// The receive window: the receive buffer's free space; in TIME-WAIT, whose buffers
+    /// the layer took back, what was last advertised (so acceptability tests and the
+    /// ACKs we still send see the same window as before).
+    fn rcv_wnd(&self) -> u32 {
+        if self.state == State::TimeWait {
+            if self.rcv_adv > self.rcv_nxt {
+                self.rcv_adv - self.rcv_nxt
+            } else {
+                0
+            }
+        } else {
+            self.recv_buf.free() as u32
+        }
+    }
+
+    /// The buffers can go back to the layer's pool: TIME-WAIT (everything we sent is
+    /// acknowledged) with nothing left for the app to read. `orphan`: nobody will read.
+    pub fn buffers_releasable(&self) -> bool {
+        self.state == State::TimeWait
+            && self.send_buf.capacity() + self.recv_buf.capacity() > 0
+            && (self.recv_buf.is_empty() || self.orphan)
     }
 
     fn new_without_buffers(cfg: &TcpConfig) -> Tcb {
@@ -367,19 +384,24 @@ impl Tcb {
 
     /// The earliest timer, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let mut d = self.rto_at;
-        for t in [
-            self.delack_at,
-            self.persist_at,
-            self.close_at,
-            self.keepalive_deadline(),
-        ] {
-            d = match (d, t) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+        let d = self.deadline_micros();
+        (d != u64::MAX).then_some(Instant(d))
+    }
+
+    /// [`Tcb::next_deadline`] in microseconds, `u64::MAX` for none: a few branch-free
+    /// minimums (this runs after every segment in and out).
+    #[inline]
+    pub fn deadline_micros(&self) -> u64 {
+        let us = |t: Option<Instant>| t.map_or(u64::MAX, |t| t.micros());
+        let d = us(self.rto_at)
+            .min(us(self.delack_at))
+            .min(us(self.persist_at))
+            .min(us(self.close_at));
+        if self.keepalive.is_some() {
+            d.min(us(self.keepalive_deadline()))
+        } else {
+            d
         }
-        d
     }
 
     fn keepalive_deadline(&self) -> Option<Instant> {
@@ -394,10 +416,17 @@ impl Tcb {
         })
     }
 
+    /// Readable even with the receive buffer empty: end of stream (FIN received, read
+    /// side shut, or the connection broken), as [`Tcb::readiness`] counts it.
+    #[inline]
+    pub fn readable_without_data(&self) -> bool {
+        self.state.fin_received() || self.rd_shut || self.broken
+    }
+
     /// Readiness as poll/epoll would report it.
     pub fn readiness(&self) -> Readiness {
         let mut r = Readiness::EMPTY;
-        let rcv_shut = self.state.fin_received() || self.rd_shut || self.broken;
+        let rcv_shut = self.readable_without_data();
         let snd_shut = self.fin_queued || self.broken;
         if !self.recv_buf.is_empty() || rcv_shut {
             r |= Readiness::READABLE;
@@ -692,7 +721,7 @@ impl Tcb {
             return Verdict::Ok;
         }
         // Acceptability (RFC 9293 3.10.7.4, first check).
-        let rcv_wnd = self.recv_buf.free() as u32;
+        let rcv_wnd = self.rcv_wnd();
         let in_window = |s: SeqNumber| s >= self.rcv_nxt && s < self.rcv_nxt + rcv_wnd;
         let acceptable = match (seg_len, rcv_wnd) {
             (0, 0) => seg.seq == self.rcv_nxt,
@@ -948,7 +977,12 @@ impl Tcb {
         let offset = seq - self.rcv_nxt;
         if offset == 0 {
             let had_ooo = !self.ooo.is_empty();
-            let n = self.recv_buf.write(data) as u32;
+            let n = if self.rx_prefilled == Some((seq, data.len())) {
+                self.recv_buf.commit(data.len());
+                data.len() as u32
+            } else {
+                self.recv_buf.write(data) as u32
+            };
             let extra = self.ooo.advance(n);
             self.recv_buf.commit(extra as usize);
             self.rcv_nxt += n + extra;
@@ -1069,7 +1103,7 @@ impl Tcb {
 
     /// Window value for the header (scaled), never advertising past the buffer.
     fn window_field(&self, syn: bool) -> u16 {
-        let mut free = self.recv_buf.free() as u32;
+        let mut free = self.rcv_wnd();
         // Receiver SWS avoidance (RFC 9293 3.8.6.2.2): move the right edge only by at
         // least min(buffer/2, MSS).
         let cur = if self.rcv_adv > self.rcv_nxt {

@@ -198,6 +198,7 @@ impl TcpLayer {
         self.conns.insert(super::conn_key(st.local, st.remote), idx);
         self.mark_tx(idx);
         self.update_readiness(idx);
+        self.after_time_wait_change(idx);
         Ok(SocketHandle::tcp(idx))
     }
 }

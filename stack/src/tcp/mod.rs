@@ -40,11 +40,13 @@ pub use conn::State;
 use conn::{window_shift_for, Tcb, Verdict};
 pub use export::ConnectionState;
 use hash::{siphash, Prng};
+use ring::Ring;
 
 use crate::error::{Error, Result};
 use crate::ip_tx::{IpProtocol, IpTx};
 use crate::socket::{Readiness, ReadinessQueue, SocketHandle, SocketKind};
 use crate::time::{Duration, Instant};
+use crate::wire::checksum;
 use crate::wire::tcp::{flags, SeqNumber, TcpPacket, TcpRepr};
 
 /// Keepalive parameters (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT).
@@ -263,6 +265,10 @@ struct Slot {
     active_pos: usize,
     /// Readiness when last recorded (see `update_readiness`).
     last_ready: Readiness,
+    /// In TIME-WAIT with nobody referring to it (no app handle, not in an accept
+    /// queue): [`TcpLayer::recycle_time_wait`] may end it early. Counted in
+    /// `TcpLayer::tw_recyclable`.
+    tw_recyclable: bool,
 }
 
 /// FxHash: the connection table's keys are not attacker-chosen in a way that matters
@@ -305,6 +311,10 @@ fn conn_key(local: SocketAddrV4, remote: SocketAddrV4) -> ConnKey {
     )
 }
 
+/// Payloads from this size on are checksummed while copied into the receive ring
+/// ([`TcpLayer::receive_unverified`]); smaller ones with the header, in one pass.
+const SUM_WHILE_COPYING_FROM: usize = 128;
+
 /// MSS values a SYN cookie can carry (3 bits).
 const COOKIE_MSS: [u16; 8] = [536, 1200, 1360, 1440, 1460, 4312, 8960, 9000];
 
@@ -324,6 +334,14 @@ pub struct TcpLayer {
     tx_queue: Vec<u32>,
     tx_scratch: Vec<u32>,
     readiness: ReadinessQueue,
+    /// Buffer storage of connections that no longer need it (freed, or in TIME-WAIT),
+    /// for the next connections: a server that closes first keeps buffers for the
+    /// connections it serves at once, not for every TIME-WAIT too.
+    spare_rings: Vec<Ring>,
+    /// Slots with `tw_recyclable` set.
+    tw_recyclable: usize,
+    /// Where the next [`TcpLayer::recycle_time_wait`] scan starts.
+    tw_cursor: usize,
     stats: TcpStats,
     prng: Prng,
     secret: [u64; 2],
@@ -358,6 +376,7 @@ impl TcpLayer {
                 in_tx_queue: false,
                 active_pos: 0,
                 last_ready: Readiness::EMPTY,
+                tw_recyclable: false,
             });
             let _ = i;
         }
@@ -372,6 +391,9 @@ impl TcpLayer {
             tx_queue: Vec::with_capacity(n),
             tx_scratch: Vec::with_capacity(n),
             readiness: ReadinessQueue::with_capacity(n),
+            spare_rings: Vec::with_capacity(2 * n),
+            tw_recyclable: 0,
+            tw_cursor: 0,
             stats: TcpStats::default(),
             prng,
             secret,
@@ -409,50 +431,111 @@ impl TcpLayer {
             self.recycle_time_wait();
         }
         let idx = self.free.pop()?;
-        let cfg = TcpConfig {
-            rcvbuf: opts.rcvbuf,
-            sndbuf: opts.sndbuf,
-            ..self.cfg.clone()
-        };
         let pos = self.active.len();
         self.active.push(idx);
         self.deadlines.push(u64::MAX);
+        if kind == SlotKind::Conn {
+            let cfg = self.conn_cfg(opts);
+            let send = self.take_ring(opts.sndbuf);
+            let recv = self.take_ring(opts.rcvbuf);
+            let t = &mut self.slots[idx as usize].tcb;
+            t.reset(&cfg);
+            t.send_buf = send;
+            t.recv_buf = recv;
+            t.nodelay = opts.nodelay;
+            t.keepalive = opts.keepalive;
+            t.linger = opts.linger;
+        }
         let s = &mut self.slots[idx as usize];
         s.kind = kind;
-        if kind == SlotKind::Conn {
-            s.tcb.reset(&cfg);
-            s.tcb.nodelay = opts.nodelay;
-            s.tcb.keepalive = opts.keepalive;
-            s.tcb.linger = opts.linger;
-        }
         s.opts = opts;
         s.user_open = false;
         s.in_accept_queue = false;
         s.in_table = false;
         s.active_pos = pos;
         s.last_ready = Readiness::EMPTY;
+        s.tw_recyclable = false;
         Some(idx)
     }
 
-    /// The pool is full: end the TIME-WAIT that would expire first, if the app no longer
-    /// holds it (as Linux does past `tcp_max_tw_buckets`). A server that closes first
-    /// at a high rate would otherwise fill the pool with TIME-WAITs and stop accepting.
-    fn recycle_time_wait(&mut self) {
-        let mut best: Option<(Instant, u32)> = None;
-        for &i in &self.active {
-            let s = &self.slots[i as usize];
-            if s.kind == SlotKind::Conn && s.tcb.state == State::TimeWait && !s.user_open {
-                let t = s.tcb.close_at.unwrap_or(Instant::ZERO);
-                if best.is_none_or(|(b, _)| t < b) {
-                    best = Some((t, i));
+    /// An empty ring of `capacity` bytes: from the spare storage when one of that size
+    /// is among the last few returned, else the last one resized (so the storage never
+    /// exceeds two rings per slot), else a new one.
+    fn take_ring(&mut self, capacity: usize) -> Ring {
+        let n = self.spare_rings.len();
+        let near = self.spare_rings[n.saturating_sub(8)..]
+            .iter()
+            .rposition(|r| r.capacity() == capacity);
+        match near {
+            Some(k) => self.spare_rings.swap_remove(n.saturating_sub(8) + k),
+            None => match self.spare_rings.pop() {
+                Some(mut r) => {
+                    r.resize(capacity);
+                    r
                 }
+                None => Ring::new(capacity),
+            },
+        }
+    }
+
+    /// Gives a connection's buffer storage back to the spare pool.
+    fn release_rings(&mut self, idx: u32) {
+        let t = &mut self.slots[idx as usize].tcb;
+        for r in [&mut t.send_buf, &mut t.recv_buf] {
+            if r.capacity() > 0 {
+                let mut r = core::mem::take(r);
+                r.clear();
+                self.spare_rings.push(r);
             }
         }
-        if let Some((_, i)) = best {
-            self.stats.time_wait_recycled += 1;
-            self.slots[i as usize].tcb.set_closed_quietly();
-            self.on_conn_closed(i);
+    }
+
+    /// After the layer touched a connection that may be in TIME-WAIT: its buffers go back
+    /// to the pool once nothing is left to read, and it becomes recyclable once nobody
+    /// refers to it.
+    #[inline]
+    fn after_time_wait_change(&mut self, idx: u32) {
+        if self.slots[idx as usize].tcb.state == State::TimeWait {
+            self.in_time_wait(idx);
         }
+    }
+
+    #[cold]
+    fn in_time_wait(&mut self, idx: u32) {
+        if self.slots[idx as usize].tcb.buffers_releasable() {
+            self.release_rings(idx);
+        }
+        let s = &mut self.slots[idx as usize];
+        if !s.tw_recyclable && !s.user_open && !s.in_accept_queue {
+            s.tw_recyclable = true;
+            self.tw_recyclable += 1;
+        }
+    }
+
+    /// The pool is full: end one TIME-WAIT nobody refers to (as Linux does past
+    /// `tcp_max_tw_buckets`), the first found from a cursor that moves on each time, so
+    /// successive calls cost about one slot each when TIME-WAITs fill the pool. A server
+    /// that closes first at a high rate (nginx with `Connection: close`) would otherwise
+    /// fill the pool with TIME-WAITs and answer new SYNs with cookies or not at all.
+    /// Returns whether a slot was freed.
+    fn recycle_time_wait(&mut self) -> bool {
+        if self.tw_recyclable == 0 {
+            return false;
+        }
+        let n = self.slots.len();
+        let mut i = self.tw_cursor.min(n - 1);
+        for _ in 0..n {
+            if self.slots[i].tw_recyclable {
+                self.tw_cursor = if i + 1 == n { 0 } else { i + 1 };
+                self.stats.time_wait_recycled += 1;
+                self.slots[i].tcb.set_closed_quietly();
+                self.on_conn_closed(i as u32);
+                return true;
+            }
+            i = if i + 1 == n { 0 } else { i + 1 };
+        }
+        debug_assert!(false, "tw_recyclable count without a recyclable slot");
+        false
     }
 
     fn free_slot(&mut self, idx: u32) {
@@ -465,11 +548,17 @@ impl TcpLayer {
             self.conns.remove(&key);
             s.in_table = false;
         }
+        if s.tw_recyclable {
+            s.tw_recyclable = false;
+            self.tw_recyclable -= 1;
+        }
         s.kind = SlotKind::Free;
         s.listener = None;
         s.user_open = false;
         s.in_accept_queue = false;
         s.tcb.state = State::Closed;
+        self.release_rings(idx);
+        let s = &mut self.slots[idx as usize];
         let pos = s.active_pos;
         self.active.swap_remove(pos);
         self.deadlines.swap_remove(pos);
@@ -516,7 +605,7 @@ impl TcpLayer {
     fn update_deadline(&mut self, idx: u32) {
         let s = &self.slots[idx as usize];
         if s.kind == SlotKind::Conn {
-            self.deadlines[s.active_pos] = s.tcb.next_deadline().map_or(u64::MAX, |d| d.micros());
+            self.deadlines[s.active_pos] = s.tcb.deadline_micros();
         }
     }
 
@@ -525,7 +614,7 @@ impl TcpLayer {
     fn update_readiness(&mut self, idx: u32) {
         let s = &mut self.slots[idx as usize];
         if s.kind == SlotKind::Conn {
-            self.deadlines[s.active_pos] = s.tcb.next_deadline().map_or(u64::MAX, |d| d.micros());
+            self.deadlines[s.active_pos] = s.tcb.deadline_micros();
         }
         if !s.user_open && s.kind != SlotKind::Listener {
             return;
@@ -554,6 +643,10 @@ impl TcpLayer {
     /// A connection moved to CLOSED: leave the table; free the slot if nobody holds it.
     fn on_conn_closed(&mut self, idx: u32) {
         let s = &mut self.slots[idx as usize];
+        if s.tw_recyclable {
+            s.tw_recyclable = false;
+            self.tw_recyclable -= 1;
+        }
         if s.in_table {
             self.conns.remove(&conn_key(s.tcb.local, s.tcb.remote));
             s.in_table = false;
@@ -691,22 +784,68 @@ impl TcpLayer {
 
     /// Takes one TCP segment (header + payload) whose checksum the IP layer verified.
     pub fn receive(&mut self, now: Instant, src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) {
+        self.receive_inner(now, src, dst, segment, None);
+    }
+
+    /// Takes one TCP segment whose checksum is not verified yet. It is verified here:
+    /// for in-order data of an established connection while the payload is copied
+    /// into the receive buffer (one pass over the bytes instead of two), else over the
+    /// whole segment first. Returns false, having changed nothing, when it is wrong.
+    pub fn receive_unverified(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        segment: &[u8],
+    ) -> bool {
+        let pseudo = checksum::pseudo_header_sum(src, dst, 6, segment.len() as u16);
+        self.receive_inner(now, src, dst, segment, Some(pseudo))
+    }
+
+    /// `pending`: the pseudo-header sum of a segment whose checksum is still to verify.
+    fn receive_inner(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        segment: &[u8],
+        pending: Option<u16>,
+    ) -> bool {
         self.now = now;
-        self.stats.segments_in += 1;
+        let whole_ok = || pending.is_none_or(|p| !checksum::add(p, checksum::sum(segment)) == 0);
         let packet = match TcpPacket::new_checked(segment) {
             Ok(p) => p,
-            Err(_) => {
-                self.stats.drops_malformed += 1;
-                return;
-            }
+            Err(_) => return self.malformed(whole_ok()),
         };
         let seg = match TcpRepr::parse(&packet) {
             Ok(r) => r,
-            Err(_) => {
-                self.stats.drops_malformed += 1;
-                return;
-            }
+            Err(_) => return self.malformed(whole_ok()),
         };
+        let payload = packet.payload();
+        let local = SocketAddrV4::new(dst, seg.dst_port);
+        let remote = SocketAddrV4::new(src, seg.src_port);
+        let conn = self.conns.get(&conn_key(local, remote)).copied();
+        match (pending, conn) {
+            (None, _) => {}
+            (Some(pseudo), Some(idx)) if self.prefill_ok(idx, &seg, payload) => {
+                // In-order data: copy it into the ring's free space while summing it;
+                // it becomes part of the contents only if the checksum holds.
+                let t = &mut self.slots[idx as usize].tcb;
+                let hl = segment.len() - payload.len();
+                let body = t.recv_buf.write_at_summed(0, payload).unwrap_or(0);
+                let head = checksum::add(pseudo, checksum::sum(&segment[..hl]));
+                if !checksum::add(head, body) != 0 {
+                    return false;
+                }
+                t.rx_prefilled = Some((seg.seq, payload.len()));
+            }
+            (Some(_), _) => {
+                if !whole_ok() {
+                    return false;
+                }
+            }
+        }
+        self.stats.segments_in += 1;
         if src.is_broadcast()
             || src.is_multicast()
             || src.is_unspecified()
@@ -714,15 +853,16 @@ impl TcpLayer {
             || dst.is_multicast()
         {
             self.stats.drops_malformed += 1;
-            return;
+            return true;
         }
-        let payload = packet.payload();
-        let local = SocketAddrV4::new(dst, seg.dst_port);
-        let remote = SocketAddrV4::new(src, seg.src_port);
-        if let Some(&idx) = self.conns.get(&conn_key(local, remote)) {
+        if let Some(idx) = conn {
             if !self.time_wait_reusable(idx, &seg) {
                 self.conn_input(idx, &seg, payload);
-                return;
+                let t = &mut self.slots[idx as usize].tcb;
+                if t.rx_prefilled.is_some() {
+                    t.rx_prefilled = None;
+                }
+                return true;
             }
             self.stats.time_wait_reused += 1;
             let s = &mut self.slots[idx as usize];
@@ -741,6 +881,33 @@ impl TcpLayer {
                 self.reset_for(local, remote, &seg);
             }
         }
+        true
+    }
+
+    /// A segment that does not parse: counted if its checksum holds (`checksum_ok`),
+    /// else left to the caller to count as a bad checksum.
+    #[cold]
+    fn malformed(&mut self, checksum_ok: bool) -> bool {
+        if checksum_ok {
+            self.stats.segments_in += 1;
+            self.stats.drops_malformed += 1;
+        }
+        checksum_ok
+    }
+
+    /// Whether `payload` can be copied ahead into the connection's receive ring: data
+    /// at RCV.NXT of an established connection, fitting in the free space, with no
+    /// out-of-order data there it could overwrite. A few bytes are cheaper summed with
+    /// the header in one plain pass.
+    #[inline]
+    fn prefill_ok(&self, idx: u32, seg: &TcpRepr, payload: &[u8]) -> bool {
+        let t = &self.slots[idx as usize].tcb;
+        payload.len() >= SUM_WHILE_COPYING_FROM
+            && t.state == State::Established
+            && seg.seq == t.rcv_nxt
+            && !seg.syn()
+            && t.ooo.is_empty()
+            && payload.len() <= t.recv_buf.free()
     }
 
     /// RFC 6191-style TIME-WAIT assassination by a new SYN: allowed when a listener
@@ -821,6 +988,7 @@ impl TcpLayer {
         }
         self.mark_tx(idx);
         self.update_readiness(idx);
+        self.after_time_wait_change(idx);
     }
 
     fn listen_input(
@@ -864,7 +1032,9 @@ impl TcpLayer {
             self.stats.drops_listen_overflow += 1;
             return;
         }
-        if pending >= backlog || self.free.is_empty() {
+        // A full pool first gives up a TIME-WAIT nobody refers to: cookies (or a drop)
+        // only when the pool is full of live connections.
+        if pending >= backlog || (self.free.is_empty() && !self.recycle_time_wait()) {
             if !self.cfg.syn_cookies {
                 self.stats.drops_listen_overflow += 1;
                 return;
@@ -1379,7 +1549,7 @@ impl TcpLayer {
                 t.on_app_read();
                 let ack = t.ack_now;
                 // Reading can only lose readability (unless EOF or an error keeps it).
-                let lost = t.recv_buf.is_empty() && !t.readiness().readable();
+                let lost = t.recv_buf.is_empty() && !t.readable_without_data();
                 if lost {
                     self.slots[idx as usize]
                         .last_ready
@@ -1388,6 +1558,7 @@ impl TcpLayer {
                 if ack {
                     self.mark_tx(idx);
                 }
+                self.after_time_wait_change(idx);
             }
             return Ok(n);
         }
@@ -1463,7 +1634,8 @@ impl TcpLayer {
                 self.slots[idx as usize].tcb.set_closed_quietly();
                 self.on_conn_closed(idx);
             }
-            State::TimeWait | State::LastAck | State::Closing => {}
+            State::TimeWait => self.after_time_wait_change(idx),
+            State::LastAck | State::Closing => {}
             _ if unread || linger0 => self.reset_conn(idx),
             State::FinWait2 => {
                 let now = self.now;
@@ -1641,10 +1813,13 @@ impl TcpLayer {
                 t.last_rcv = self.now;
             }
             t.linger = opts.linger;
-            if t.ooo.is_empty() {
+            // Buffers given back in TIME-WAIT stay given back.
+            if t.ooo.is_empty() && t.recv_buf.capacity() > 0 {
                 t.recv_buf.resize(opts.rcvbuf.max(t.recv_buf.len()));
             }
-            t.send_buf.resize(opts.sndbuf.max(t.send_buf.len()));
+            if t.send_buf.capacity() > 0 {
+                t.send_buf.resize(opts.sndbuf.max(t.send_buf.len()));
+            }
             self.mark_tx(idx);
             self.update_readiness(idx);
         }
@@ -1743,5 +1918,75 @@ mod size_tests {
         let n = core::mem::size_of::<super::Slot>();
         eprintln!("slot {n} bytes, tcb {}", core::mem::size_of::<super::Tcb>());
         assert!(n < 1536, "{n}");
+    }
+}
+
+#[cfg(test)]
+mod time_wait_tests {
+    use super::*;
+    use crate::sim::{LinkConfig, TcpPair};
+
+    /// Ring storages the layer holds: installed in slots, and spare.
+    fn rings(t: &TcpLayer) -> (usize, usize) {
+        let live = t
+            .slots
+            .iter()
+            .map(|s| {
+                (s.tcb.send_buf.capacity() > 0) as usize + (s.tcb.recv_buf.capacity() > 0) as usize
+            })
+            .sum();
+        (live, t.spare_rings.len())
+    }
+
+    #[test]
+    fn time_wait_gives_its_buffers_back() {
+        let cfg = TcpConfig {
+            max_sockets: 64,
+            rcvbuf: 64 * 1024,
+            sndbuf: 64 * 1024,
+            ..TcpConfig::default()
+        };
+        let mut p = TcpPair::with_configs(
+            cfg.clone(),
+            cfg,
+            LinkConfig::default(),
+            LinkConfig::default(),
+            3,
+        );
+        let l = p.b.listen(TcpPair::addr_b(80), 8).unwrap();
+        // One connection at a time, the server closing first: 40 TIME-WAITs on b.
+        for i in 0..40u8 {
+            let c =
+                p.a.connect(TcpPair::addr_a(0), TcpPair::addr_b(80))
+                    .unwrap();
+            let mut s = None;
+            let limit = p.now + Duration::from_secs(1);
+            assert!(p.run_until(limit, |p| {
+                s = s.or_else(|| p.b.accept(l).ok());
+                s.is_some()
+            }));
+            let s = s.unwrap();
+            p.b.send(s, &[i]).unwrap();
+            p.b.close(s).unwrap();
+            p.run_for(Duration::from_millis(20));
+            let mut one = [0u8; 1];
+            assert_eq!(p.a.recv(c, &mut one), Ok(1));
+            p.a.close(c).unwrap();
+            p.run_for(Duration::from_millis(20));
+        }
+        assert_eq!(p.b.connections_by_state()[State::TimeWait.index()], 40);
+        assert_eq!(p.b.tw_recyclable, 40);
+        // The TIME-WAITs hold no storage; one connection's pair serves them all.
+        let (live, spare) = rings(&p.b);
+        assert_eq!((live, spare), (0, 2));
+        // A retransmitted FIN in TIME-WAIT is still acknowledged with a window.
+        let idx =
+            p.b.active
+                .iter()
+                .copied()
+                .find(|&i| p.b.slots[i as usize].kind == SlotKind::Conn)
+                .unwrap();
+        let t = &p.b.slots[idx as usize].tcb;
+        assert!(t.rcv_adv > t.rcv_nxt, "{}", t.summary());
     }
 }

@@ -1,5 +1,6 @@
 //! A fixed-capacity byte ring: the send and receive buffers of a connection. Allocated
-//! once when the connection's slot first needs it, then reused; never grows on its own.
+//! once, then reused (the layer keeps the storage of connections that no longer need it
+//! for the next ones); never grows on its own.
 
 use crate::wire::checksum;
 
@@ -10,6 +11,27 @@ fn wrap(i: usize, cap: usize) -> usize {
         i - cap
     } else {
         i
+    }
+}
+
+/// Copies `src` into `dst` (same length). Up to 16 bytes (ping-pong requests, small
+/// replies) move as two overlapping fixed-size pieces, without a call to `memcpy`.
+#[inline(always)]
+fn copy(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    debug_assert_eq!(n, dst.len());
+    if n > 16 {
+        dst.copy_from_slice(src);
+    } else if n >= 8 {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[n - 8..].copy_from_slice(&src[n - 8..]);
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[n - 4..].copy_from_slice(&src[n - 4..]);
+    } else if n > 0 {
+        dst[0] = src[0];
+        dst[n / 2] = src[n / 2];
+        dst[n - 1] = src[n - 1];
     }
 }
 
@@ -39,6 +61,10 @@ impl Ring {
     }
     pub fn free(&self) -> usize {
         self.buf.len() - self.len
+    }
+    /// Bytes of storage (0: none, e.g. released in TIME-WAIT).
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
     }
     pub fn clear(&mut self) {
         self.head = 0;
@@ -75,9 +101,32 @@ impl Ring {
         let n = data.len().min(self.free() - offset);
         let start = wrap(self.head + self.len + offset, cap);
         let first = n.min(cap - start);
-        self.buf[start..start + first].copy_from_slice(&data[..first]);
-        self.buf[..n - first].copy_from_slice(&data[first..n]);
+        copy(&mut self.buf[start..start + first], &data[..first]);
+        if n > first {
+            copy(&mut self.buf[..n - first], &data[first..n]);
+        }
         n
+    }
+
+    /// `write_at` that also returns the folded one's-complement sum of the bytes written
+    /// (summed while copying: one pass over them). Writes all of `data` or nothing
+    /// (returns `None` when it does not fit).
+    pub fn write_at_summed(&mut self, offset: usize, data: &[u8]) -> Option<u16> {
+        let cap = self.buf.len();
+        if offset + data.len() > self.free() {
+            return None;
+        }
+        let n = data.len();
+        let start = wrap(self.head + self.len + offset, cap);
+        let first = n.min(cap - start);
+        let mut acc = checksum::Accumulator::new();
+        let s = checksum::copy_and_sum(&mut self.buf[start..start + first], &data[..first]);
+        acc.add_sum(s, first);
+        if n > first {
+            let s = checksum::copy_and_sum(&mut self.buf[..n - first], &data[first..]);
+            acc.add_sum(s, n - first);
+        }
+        Some(acc.sum())
     }
 
     /// Makes `n` bytes written with `write_at` part of the contents.
@@ -95,8 +144,10 @@ impl Ring {
         let n = dst.len().min(self.len - offset);
         let start = wrap(self.head + offset, cap);
         let first = n.min(cap - start);
-        dst[..first].copy_from_slice(&self.buf[start..start + first]);
-        dst[first..n].copy_from_slice(&self.buf[..n - first]);
+        copy(&mut dst[..first], &self.buf[start..start + first]);
+        if n > first {
+            copy(&mut dst[first..n], &self.buf[..n - first]);
+        }
         n
     }
 

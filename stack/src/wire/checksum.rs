@@ -58,20 +58,29 @@ fn add_chunk(lanes: &mut [u32; 16], c: &[u8; 32]) {
     }
 }
 
-/// Adds a short piece word by word (as if at an even offset).
+/// Adds a short piece (as if at an even offset): 8-byte words, each split into two
+/// 32-bit halves so the 64-bit accumulator cannot overflow, then 4, 2 and 1 bytes.
 #[inline(always)]
 fn sum_tail(rest: &[u8], mut acc: u64) -> u64 {
-    let mut words = rest.chunks_exact(4);
+    let mut words = rest.chunks_exact(8);
     for w in &mut words {
-        acc += u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) as u64;
+        let w = u64::from_ne_bytes(w.try_into().expect("8-byte word"));
+        acc += (w & 0xffff_ffff) + (w >> 32);
     }
-    let tail = words.remainder();
-    if !tail.is_empty() {
-        let mut t = [0u8; 4];
-        t[..tail.len()].copy_from_slice(tail);
-        acc += u32::from_ne_bytes(t) as u64;
+    let mut tail = words.remainder();
+    if tail.len() >= 4 {
+        acc += u32::from_ne_bytes([tail[0], tail[1], tail[2], tail[3]]) as u64;
+        tail = &tail[4..];
     }
-    acc
+    // The last 0..3 bytes as the start of one more zero-padded 32-bit word.
+    let mut t = [0u8; 4];
+    match tail.len() {
+        3 => t[..3].copy_from_slice(tail),
+        2 => t[..2].copy_from_slice(tail),
+        1 => t[0] = tail[0],
+        _ => {}
+    }
+    acc + u32::from_ne_bytes(t) as u64
 }
 
 /// Folds a native-endian 64-bit partial sum to a big-endian 16-bit one's-complement sum.

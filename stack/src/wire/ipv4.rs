@@ -213,23 +213,43 @@ impl Ipv4Repr {
         HEADER_LEN + self.payload_len
     }
     /// Writes the 20-byte header into the start of `buf`; fills the checksum when
-    /// `fill_checksum` (leaves it zero for a NIC that fills it).
+    /// `fill_checksum` (leaves it zero for a NIC that fills it). The checksum is summed
+    /// from the field values, not read back from the bytes just written.
     pub fn emit(&self, buf: &mut [u8], fill_checksum: bool) {
-        let h = &mut buf[..HEADER_LEN];
+        let total = (HEADER_LEN + self.payload_len) as u16;
+        let frag: u16 = if self.dont_frag { 0x4000 } else { 0 };
+        let (src, dst) = (self.src.to_bits(), self.dst.to_bits());
+        let c = if fill_checksum {
+            let words = [
+                0x4500 | self.dscp_ecn as u32,
+                total as u32,
+                self.ident as u32,
+                frag as u32,
+                (self.ttl as u32) << 8 | self.protocol as u32,
+                src >> 16,
+                src & 0xffff,
+                dst >> 16,
+                dst & 0xffff,
+            ];
+            let mut acc: u32 = words.iter().sum();
+            acc = (acc & 0xffff) + (acc >> 16);
+            acc = (acc & 0xffff) + (acc >> 16);
+            !(acc as u16)
+        } else {
+            0
+        };
+        let mut h = [0u8; HEADER_LEN];
         h[0] = 0x45;
         h[1] = self.dscp_ecn;
-        write_u16(h, 2, (HEADER_LEN + self.payload_len) as u16);
-        write_u16(h, 4, self.ident);
-        write_u16(h, 6, if self.dont_frag { 0x4000 } else { 0 });
+        write_u16(&mut h, 2, total);
+        write_u16(&mut h, 4, self.ident);
+        write_u16(&mut h, 6, frag);
         h[8] = self.ttl;
         h[9] = self.protocol;
-        write_u16(h, 10, 0);
-        write_ipv4(h, 12, self.src);
-        write_ipv4(h, 16, self.dst);
-        if fill_checksum {
-            let c = checksum::checksum(h);
-            write_u16(h, 10, c);
-        }
+        write_u16(&mut h, 10, c);
+        write_ipv4(&mut h, 12, self.src);
+        write_ipv4(&mut h, 16, self.dst);
+        buf[..HEADER_LEN].copy_from_slice(&h);
     }
 }
 

@@ -356,6 +356,16 @@ impl TcpRepr {
             return Err(WireError::Malformed);
         }
         let mut o = packet.options();
+        // The options of nearly every segment of an established connection with
+        // timestamps: NOP, NOP, TS (RFC 7323 appendix A layout). Same result as the loop.
+        if let Ok(ts) = <&[u8; 12]>::try_from(o) {
+            if ts[..4] == [opt::NOP, opt::NOP, opt::TIMESTAMPS, 10] {
+                let v = u32::from_be_bytes([ts[4], ts[5], ts[6], ts[7]]);
+                let e = u32::from_be_bytes([ts[8], ts[9], ts[10], ts[11]]);
+                repr.timestamps = Some((v, e));
+                return Ok(repr);
+            }
+        }
         while let Some(&kind) = o.first() {
             match kind {
                 opt::END => break,
