@@ -2,7 +2,8 @@
 # Loopback plug-in for `make bench` (see scripts/bench.sh): one process, two threads, one
 # TCP connection over 127.0.0.1 (tests/src/bin/loopback_bench.rs): 1-byte ping-pong and
 # one-way bulk, on kernel loopback and under `fastnet run --loopback process` (the
-# process's own stack, no interface), alternating, 3 rounds each; medians and ratios.
+# process's own stack, no interface; ping-pong also in busy mode), alternating, 3 rounds
+# each; medians and ratios.
 # Prints "bench<TAB>name<TAB>value<TAB>unit<TAB>note" lines.
 #   BENCH_SECONDS (default 5): seconds per run is a fifth of it (min 1)
 set -euo pipefail
@@ -22,6 +23,8 @@ for round in 1 2 3; do
         echo "kernel $( $pin "$bin" $mode $secs )" | tee -a "$out" >&2
         echo "fastnet $( $pin "$fastnet" run --loopback process -- "$bin" $mode $secs )" | tee -a "$out" >&2
     done
+    # Busy mode: each waiting thread spins (FASTNET_SPIN_US) before it sleeps.
+    echo "busy $( FASTNET_POLL=busy $pin "$fastnet" run --loopback process -- "$bin" pingpong $secs )" | tee -a "$out" >&2
 done
 python3 - "$out" <<'PY'
 import re, statistics, sys
@@ -41,7 +44,11 @@ for who in ("kernel", "fastnet"):
     out(f"loopback pingpong CPU ({who})", who, "pingpong", "cpu_us_per_rt", "µs/round trip", "both threads")
     out(f"loopback bulk ({who})", who, "bulk", "mb_per_sec", "MB/s", "64 KiB writes, one connection")
     out(f"loopback bulk CPU ({who})", who, "bulk", "cpu_s_per_gb", "CPU s/GB", "")
-r = lambda mode, k: med("fastnet", mode, k) / med("kernel", mode, k)
+out("loopback pingpong p50 (fastnet busy)", "busy", "pingpong", "p50_us", "µs", "FASTNET_POLL=busy: both threads spin before sleeping")
+out("loopback pingpong p99 (fastnet busy)", "busy", "pingpong", "p99_us", "µs", "")
+out("loopback pingpong CPU (fastnet busy)", "busy", "pingpong", "cpu_us_per_rt", "µs/round trip", "")
+r = lambda mode, k, who="fastnet": med(who, mode, k) / med("kernel", mode, k)
+print(f"bench\tloopback pingpong p50 ratio (busy)\t{r('pingpong', 'p50_us', 'busy'):.3f}\tx\tfastnet busy / kernel (lower is better)")
 print(f"bench\tloopback pingpong p50 ratio\t{r('pingpong', 'p50_us'):.3f}\tx\tfastnet / kernel (lower is better)")
 print(f"bench\tloopback pingpong rate ratio\t{r('pingpong', 'per_sec'):.3f}\tx\tround trips/s, fastnet / kernel")
 print(f"bench\tloopback bulk ratio\t{r('bulk', 'mb_per_sec'):.3f}\tx\tMB/s, fastnet / kernel")

@@ -66,10 +66,17 @@ fn get(c: &HashMap<String, u64>, k: &str) -> u64 {
 
 #[test]
 fn process_loopback_without_an_interface() {
+    for poll in ["block", "busy"] {
+        loopback_without_an_interface(poll);
+    }
+}
+
+fn loopback_without_an_interface(poll: &str) {
     let dir = scratch("loopback");
     let (_g, port) = greeter(None, &dir);
     let mut c = Command::new(fastnet_bin());
-    c.args(["run", "--loopback", "process", "--"]);
+    c.args(["run", "--loopback", "process", "--"])
+        .env("FASTNET_POLL", poll);
     let (_, log) = run_app(c, &dir, &[port.to_string()]);
     for step in ["tcp 127.0.0.1", "tcp 127.0.0.2", "udp", "other process"] {
         assert!(log.contains(&format!("ok {step}")), "{step}:\n{log}");

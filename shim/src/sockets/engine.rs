@@ -184,6 +184,10 @@ pub struct Engine {
 /// steps in when the app's threads have not driven it for a while.
 pub static LAST_DRIVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Bumped whenever `notify` finds readiness changes: busy-polling threads watch it to
+/// see a loopback peer's data without taking the lock.
+pub static READINESS_EVENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// How many frames one drive takes from each RX ring.
 const RX_BUDGET: u32 = 256;
 
@@ -345,6 +349,7 @@ impl Engine {
             ..
         } = self;
         let mut wake = |h: SocketHandle, r: Readiness| {
+            READINESS_EVENTS.fetch_add(1, std::sync::atomic::Ordering::Release);
             for w in waiters.iter().filter(|w| w.handle == h) {
                 if !wake_after_unlock.push(w.eventfd) {
                     kernel::eventfd_signal(w.eventfd);

@@ -392,13 +392,20 @@ pub fn thread_wake_fd() -> Result<i32, i32> {
     })
 }
 
-/// Busy mode (FASTNET_POLL=busy): watches the RX rings for up to `budget` instead of
-/// sleeping in the kernel at once, so a reply that comes within the budget costs no
-/// sleep and wake-up (iip's "unified" pattern). True when frames arrived.
+/// Busy mode (FASTNET_POLL=busy): watches the RX rings, and the stack's readiness
+/// changes made by other threads (loopback), for up to `budget` instead of sleeping in
+/// the kernel at once, so a reply that comes within the budget costs no sleep and
+/// wake-up (iip's "unified" pattern). True when something arrived. It only tries the
+/// lock, so a spinning thread never holds up the one about to answer it.
 pub fn spin_for_frames(budget: Duration) -> bool {
     let start = Instant::now();
+    let events = super::engine::READINESS_EVENTS.load(Ordering::Acquire);
+    let Some(m) = ENGINE.get() else { return false };
     loop {
-        if engine().dev.rx_pending() > 0 {
+        if super::engine::READINESS_EVENTS.load(Ordering::Acquire) != events {
+            return true;
+        }
+        if m.try_lock().is_some_and(|e| e.dev.rx_pending() > 0) {
             return true;
         }
         if start.elapsed() >= budget {
