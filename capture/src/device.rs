@@ -32,4 +32,8 @@ impl<D: Device + ?Sized> Device for TappedDevice<'_, D> {
             tap.frame(Direction::Tx, buf);
         })
     }
+
+    fn take_local(&mut self, frame: &[u8]) -> bool {
+        self.inner.take_local(frame)
+    }
 }

@@ -87,6 +87,13 @@ counters! {
     /// Frames the stack delivered to itself (loopback on): no kernel, no XDP.
     LoopbackFrames = "loopback.frames", Count;
     LoopbackBytes = "loopback.bytes", Count;
+    /// TCP connections to another fastnet process carried stack to stack (host mode).
+    LoopbackHostConnections = "loopback.host.connections", Count;
+    /// Frames pushed to / taken from other fastnet processes' stacks (host mode).
+    LoopbackHostOut = "loopback.host.frames_out", Count;
+    LoopbackHostIn = "loopback.host.frames_in", Count;
+    /// Frames a peer's full inbox refused (TCP sends them again).
+    LoopbackHostDropped = "loopback.host.dropped", Count;
     /// Socket options the stack does not implement, answered as Linux would.
     UnsupportedOptions = "sockets.unsupported_options", Count;
     RingRx = "ring.rx", Gauge;

@@ -121,3 +121,121 @@ fn process_loopback_beside_an_interface() {
     assert_eq!(get(&c, "loopback.frames"), get(&c, "tx.frames"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Host mode: redis-server and redis-benchmark, two fastnet processes, talk over
+/// 127.0.0.1 stack to stack through shared memory; a stock redis-cli still reaches the
+/// server through the kernel, and a host-mode client of a stock server falls back to
+/// the kernel. Runs in its own namespace (loopback, and the registry, are per namespace).
+#[test]
+fn host_loopback_between_redis_server_and_redis_benchmark() {
+    assert!(is_root(), "end-to-end tests need root");
+    let t = Topology::up(&TopologyOptions::default()).unwrap();
+    let ns = t.ns(Side::Server).to_string();
+    let dir = scratch("loopback-host");
+    let port = "16380";
+    let fast = |prog: &str| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &ns])
+            .arg(fastnet_bin())
+            .args(["run", "--loopback", "host", "--", prog])
+            .env("FASTNET_STATS", "1");
+        c
+    };
+    let redis_args = [
+        "--port",
+        port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ];
+    let bench_args = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        port,
+        "-n",
+        "20000",
+        "-r",
+        "5000",
+        "-t",
+        "set,get",
+        "-q",
+    ];
+    let mut server = fast("redis-server");
+    server.args(redis_args);
+    let mut srv = spawn(server, &dir.join("redis.log"));
+    wait_redis(&ns, port, &mut srv);
+    let mut bench = fast("redis-benchmark");
+    bench.args(bench_args);
+    let out = bench.output().unwrap();
+    let log = String::from_utf8_lossy(&out.stdout).replace('\r', "\n")
+        + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    for t in ["SET", "GET"] {
+        assert!(
+            log.lines()
+                .any(|l| l.starts_with(&format!("{t}: ")) && l.contains("requests per second")),
+            "{t}:\n{log}"
+        );
+    }
+    let c = exit_counters(&log);
+    // 50 clients (and the benchmark's config query): stack to stack, none via the kernel.
+    assert!(get(&c, "loopback.host.connections") >= 50, "{log}");
+    assert_eq!(get(&c, "sockets.kernel.loopback"), 0, "{log}");
+    assert!(get(&c, "loopback.host.frames_out") >= 40_000, "{log}");
+    // A stock client reaches the same server through the kernel: the keys are there.
+    let keys = Command::new("ip")
+        .args(["netns", "exec", &ns, "redis-cli", "-p", port, "dbsize"])
+        .output()
+        .unwrap();
+    let n: u64 = String::from_utf8_lossy(&keys.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(n > 1000 && n <= 5000, "dbsize {n}");
+    let slog = srv.stop();
+    let s = exit_counters(&slog);
+    assert!(get(&s, "loopback.host.frames_in") >= 40_000, "{slog}");
+
+    // A stock server: the host-mode client finds no peer and uses the kernel.
+    let mut plain = Command::new("ip");
+    plain
+        .args(["netns", "exec", &ns, "redis-server"])
+        .args(redis_args);
+    let mut srv = spawn(plain, &dir.join("redis-plain.log"));
+    wait_redis(&ns, port, &mut srv);
+    let mut bench = fast("redis-benchmark");
+    bench.args(bench_args);
+    let out = bench.output().unwrap();
+    let log = String::from_utf8_lossy(&out.stdout).replace('\r', "\n")
+        + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let c = exit_counters(&log);
+    assert!(get(&c, "sockets.kernel.loopback") >= 50, "{log}");
+    assert_eq!(get(&c, "loopback.host.connections"), 0, "{log}");
+    srv.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits until redis answers PING on `port` in namespace `ns`.
+fn wait_redis(ns: &str, port: &str, srv: &mut Bg) {
+    let start = std::time::Instant::now();
+    loop {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "redis-cli", "-p", port, "ping"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("PONG") {
+            return;
+        }
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "redis did not start: {}",
+            srv.output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

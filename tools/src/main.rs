@@ -25,9 +25,10 @@ enum Cmd {
         /// Interface for the fast path (FASTNET_IFACE).
         #[arg(long)]
         iface: Option<String>,
-        /// Loopback between this process's own sockets (FASTNET_LOOPBACK): `off` leaves
-        /// it to the kernel, `process` carries it on the process's own stack.
-        #[arg(long, value_parser = ["off", "process"])]
+        /// Loopback (FASTNET_LOOPBACK): `off` leaves it to the kernel, `process` carries
+        /// it between this process's own sockets on its stack, `host` also with other
+        /// fastnet processes in host mode (TCP, through shared memory).
+        #[arg(long, value_parser = ["off", "process", "host"])]
         loopback: Option<String>,
         /// The command and its arguments (after `--`).
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]

@@ -208,9 +208,13 @@ impl Topology {
 
     fn teardown_script(&self) -> String {
         // Processes left inside our own namespaces were started by us (the names are
-        // unique to this run), so ending them by PID is ours to do.
+        // unique to this run), so ending them by PID is ours to do; so is removing the
+        // shared-memory files such a killed fastnet process could not (its counters,
+        // its host-loopback inbox) and the namespace's host-loopback registry.
         format!(
-            "for ns in {s} {c}; do for p in $(ip netns pids $ns 2>/dev/null); do kill -9 $p; done; \
+            "for ns in {s} {c}; do for p in $(ip netns pids $ns 2>/dev/null); do kill -9 $p; \
+             rm -f /dev/shm/fastnet-$p.stats /dev/shm/fastnet-lo-$p.inbox /dev/shm/fastnet-lo-$p.bell; done; \
+             i=$(stat -L -c %i /run/netns/$ns 2>/dev/null) && rm -f /dev/shm/fastnet-lo-ns$i.registry; \
              ip netns del $ns 2>/dev/null; done; true # fastnet-reaper {tag}",
             s = self.server_ns,
             c = self.client_ns,

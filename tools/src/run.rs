@@ -45,10 +45,13 @@ pub fn run(shim: &Path, iface: Option<&str>, loopback: Option<&str>, cmd: &[Stri
     if let Some(mode) = loopback {
         c.env("FASTNET_LOOPBACK", mode);
     }
-    let loopback_on = loopback
-        .map(str::to_string)
-        .or_else(|| std::env::var("FASTNET_LOOPBACK").ok())
-        == Some("process".to_string());
+    let loopback_on = matches!(
+        loopback
+            .map(str::to_string)
+            .or_else(|| std::env::var("FASTNET_LOOPBACK").ok())
+            .as_deref(),
+        Some("process" | "host")
+    );
     if let Some(iface) = iface {
         c.env("FASTNET_IFACE", iface);
     } else if loopback_on {

@@ -551,6 +551,12 @@ fn listen(fd: i32, backlog: i32) -> i64 {
     let backlog = backlog.clamp(1, 65535) as usize;
     match e.iface.tcp.listen_with(local, backlog, s.opts) {
         Ok(h) => {
+            let on_lo = local.ip().is_loopback() || local.ip().is_unspecified();
+            if let (true, Some(host)) = (on_lo, &e.dev.host) {
+                // Host mode: other fastnet processes' connections to this port on
+                // loopback come to our stack.
+                host.register(port);
+            }
             e.bind_handle(h, fd);
             let s = e.fds.get_mut(fd).expect("ours");
             s.kind = Kind::TcpListener(h);
@@ -746,6 +752,7 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
     };
     // This host (127/8, our own address): the stack's only when a socket of this
     // process takes the destination; otherwise another program may be listening.
+    let mut to_peer = false;
     let src_ip = if e.is_host_addr(*dst.ip()) {
         let ours = e.loopback_on()
             && if s.kind == Kind::UdpFresh {
@@ -753,7 +760,15 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
             } else {
                 e.iface.tcp.has_listener(dst)
             };
-        if !ours {
+        // Host mode: another fastnet process serves that port on loopback.
+        to_peer = !ours
+            && s.kind == Kind::TcpFresh
+            && dst.ip().is_loopback()
+            && e.dev
+                .host
+                .as_ref()
+                .is_some_and(|h| h.peer_of(dst.port()).is_some());
+        if !ours && !to_peer {
             release_to_kernel(&mut e, fd, Counter::KernelLoopback);
             return PASSTHROUGH;
         }
@@ -824,7 +839,15 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
     };
     let local = at(port);
     if e.is_host_addr(*dst.ip()) {
-        e.count(Counter::LoopbackConnections);
+        e.count(if to_peer {
+            Counter::LoopbackHostConnections
+        } else {
+            Counter::LoopbackConnections
+        });
+    }
+    if let (true, Some(h)) = (local.ip().is_loopback(), &e.dev.host) {
+        // Host mode: the peer's frames to this port come to our inbox.
+        h.register(port);
     }
     e.bind_handle(h, fd);
     debug(format_args!(

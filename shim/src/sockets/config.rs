@@ -19,6 +19,9 @@ pub enum PollMode {
 pub enum LoopbackMode {
     Off,
     Process,
+    /// `Process`, and TCP over loopback with other fastnet processes in this mode
+    /// through shared memory (see `hostlo`).
+    Host,
 }
 
 /// How much the shim logs (always to stderr or `FASTNET_LOG_FILE`, never to stdout).
@@ -95,7 +98,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "milliseconds exit waits for unsent data",
         "2000",
     ),
-    ("FASTNET_LOOPBACK", "off | process", "off"),
+    ("FASTNET_LOOPBACK", "off | process | host", "off"),
     ("FASTNET_STATS", "0 | 1: print counters at exit", "0"),
     ("FASTNET_LOG", "off | warn | info | debug | trace", "warn"),
     ("FASTNET_LOG_FILE", "path of the log", "stderr"),
@@ -143,7 +146,8 @@ impl Config {
             match v.as_str() {
                 "off" => c.loopback = LoopbackMode::Off,
                 "process" => c.loopback = LoopbackMode::Process,
-                _ => bad("FASTNET_LOOPBACK", &v, "off or process"),
+                "host" => c.loopback = LoopbackMode::Host,
+                _ => bad("FASTNET_LOOPBACK", &v, "off, process or host"),
             }
         }
         if let Some(v) = get("FASTNET_STATS") {

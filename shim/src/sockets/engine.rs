@@ -113,6 +113,8 @@ struct Closing {
     handle: SocketHandle,
     /// The port to unclaim when done (None: a loopback connection claims none).
     port: Option<(Transport, u16)>,
+    /// The loopback port to take out of the host registry when done (host mode).
+    host_port: Option<u16>,
     /// A copy of the shadow kept open (high fd) so the kernel does not hand the
     /// connection's local port to another socket while the stack still uses it.
     held_fd: i32,
@@ -201,7 +203,7 @@ impl Engine {
             InterfaceConfig::new(MacAddr(dev.mac), Ipv4Cidr::new(dev.addr, dev.prefix_len));
         ic.neighbor_mode = NeighborMode::External;
         ic.mtu = dev.mtu;
-        if config.loopback == LoopbackMode::Process {
+        if config.loopback != LoopbackMode::Off {
             if dev.has_xdp() {
                 ic.addrs.push(Ipv4Cidr::new(Ipv4Addr::LOCALHOST, 8));
             }
@@ -288,11 +290,15 @@ impl Engine {
             tap.frame(fastnet_capture::Direction::Rx, frame);
             iface.receive(now, frame)
         });
+        dev.receive_host(RX_BUDGET, &mut |frame| iface.receive_local(now, frame));
         self.resolve_neighbors(now);
         let Engine {
             dev, iface, tap, ..
         } = self;
-        iface.dispatch(now, &mut fastnet_capture::TappedDevice::new(dev.tx(), tap));
+        iface.dispatch(
+            now,
+            &mut fastnet_capture::TappedDevice::new(&mut dev.tx(), tap),
+        );
         if kick || dev.tx_unkicked() >= TX_BATCH {
             dev.flush();
         }
@@ -399,6 +405,9 @@ impl Engine {
             if done && n < done_ports.len() {
                 done_ports[n] = c.port;
                 n += 1;
+                if let (Some(p), Some(h)) = (c.host_port, &dev.host) {
+                    h.unregister(p);
+                }
                 if c.held_fd >= 0 {
                     let _ = kernel::close(c.held_fd);
                 }
@@ -433,6 +442,11 @@ impl Engine {
         seg.set(Counter::TxBytes, s.tx_bytes);
         seg.set(Counter::LoopbackFrames, s.looped_frames);
         seg.set(Counter::LoopbackBytes, s.looped_bytes);
+        seg.set(Counter::LoopbackHostOut, s.host_frames);
+        if let Some(h) = &self.dev.host {
+            seg.set(Counter::LoopbackHostIn, h.frames_in);
+            seg.set(Counter::LoopbackHostDropped, h.dropped);
+        }
         seg.set(Counter::DropTxFull, s.tx_device_full);
         seg.set(
             Counter::DropMalformed,
@@ -525,6 +539,11 @@ impl Engine {
             }
             Kind::TcpListener(h) => {
                 self.handle_fd.remove(&h);
+                if let (Some(host), Ok(l)) = (&self.dev.host, self.iface.tcp.local_addr(h)) {
+                    if l.ip().is_loopback() || l.ip().is_unspecified() {
+                        host.unregister(l.port());
+                    }
+                }
                 let _ = self.iface.tcp.close(h);
                 if let Some((t, p)) = s.claimed {
                     self.unclaim(t, p);
@@ -532,6 +551,14 @@ impl Engine {
             }
             Kind::TcpStream(h) => {
                 self.handle_fd.remove(&h);
+                // A connecting socket's own port (an accepted one shares its listener's).
+                let host_port = self
+                    .iface
+                    .tcp
+                    .local_addr(h)
+                    .ok()
+                    .filter(|l| s.holds_port && l.ip().is_loopback() && self.dev.host.is_some())
+                    .map(|l| l.port());
                 let r = if s.opts.linger == Some(Duration::ZERO) {
                     self.iface.tcp.abort(h)
                 } else {
@@ -542,6 +569,7 @@ impl Engine {
                         self.closing.push(Closing {
                             handle: h,
                             port,
+                            host_port,
                             held_fd,
                         });
                         held_fd = -1;
@@ -626,7 +654,7 @@ impl Engine {
 
     /// True when this process's stack carries loopback (FASTNET_LOOPBACK=process).
     pub fn loopback_on(&self) -> bool {
-        self.config.loopback == LoopbackMode::Process
+        self.config.loopback != LoopbackMode::Off
     }
 
     /// True for destinations that are this host: 127.0.0.0/8 and the interface's own

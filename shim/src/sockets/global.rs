@@ -136,6 +136,16 @@ pub fn start() -> bool {
             // FASTNET_LOOPBACK=process with no interface: the stack runs for loopback.
             None => FastIface::loopback_only(),
         };
+        let mut dev = dev;
+        if config.loopback == super::config::LoopbackMode::Host {
+            match super::hostlo::HostLoop::open(kernel::getpid() as u32) {
+                Ok(h) => dev.host = Some(h),
+                Err(e) => log(
+                    LogLevel::Warn,
+                    format_args!("host loopback off (process loopback still on): {e}"),
+                ),
+            }
+        }
         let name = dev.name.clone();
         let stats = fastnet_stats::StatsSegment::create(kernel::getpid() as u32, &name).ok();
         log(
@@ -211,6 +221,10 @@ pub fn at_exit() {
     if e.config.stats_at_exit {
         let report = e.stats_report();
         log(LogLevel::Off, format_args!("{report}"));
+    }
+    if let Some(h) = e.dev.host.take() {
+        // Our ports on loopback go back to the kernel's; peers stop finding us.
+        h.close();
     }
     e.stats.take();
 }

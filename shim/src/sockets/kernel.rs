@@ -132,6 +132,10 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Result<usize, Errno> {
     sys!(libc::SYS_ppoll, fds.as_mut_ptr(), fds.len(), tsp, 0, 8).map(|n| n as usize)
 }
 
+pub fn write(fd: i32, buf: &[u8]) -> Result<usize, Errno> {
+    sys!(libc::SYS_write, fd, buf.as_ptr(), buf.len()).map(|n| n as usize)
+}
+
 pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
     sys!(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()).map(|n| n as usize)
 }

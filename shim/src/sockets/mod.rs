@@ -5,6 +5,7 @@
 //! - `data`, `options`, `readiness`: data transfer, options/fcntl/dup, epoll/poll/select
 //! - `engine`: the stack, the interface and the fd table behind one lock
 //! - `global`: start-up, logging, blocking
+//! - `hostlo`: loopback between two fastnet processes through shared memory
 //! - `fdtable`, `epoll`, `sockaddr`, `appmem`, `kernel`, `netdev`, `config`: the parts
 
 pub mod appmem;
@@ -15,6 +16,7 @@ pub mod engine;
 pub mod epoll;
 pub mod fdtable;
 pub mod global;
+pub mod hostlo;
 pub mod kernel;
 pub mod netdev;
 pub mod options;

@@ -27,6 +27,27 @@ pub struct FastIface {
     program: Option<XdpProgram>,
     /// Where frames go without XSKs (see [`NoDevice`]).
     none: NoDevice,
+    /// Loopback with other fastnet processes (FASTNET_LOOPBACK=host).
+    pub host: Option<super::hostlo::HostLoop>,
+}
+
+/// What the stack transmits through: the XSK (or [`NoDevice`]), and for frames to a
+/// local address that another fastnet process serves, that process's inbox.
+pub struct FastTx<'a> {
+    out: &'a mut dyn Device,
+    host: Option<&'a mut super::hostlo::HostLoop>,
+}
+
+impl Device for FastTx<'_> {
+    fn caps(&self) -> DeviceCaps {
+        self.out.caps()
+    }
+    fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
+        self.out.transmit(len, fill)
+    }
+    fn take_local(&mut self, frame: &[u8]) -> bool {
+        self.host.as_mut().is_some_and(|h| h.route(frame))
+    }
 }
 
 /// The device of a stack that runs for loopback alone: local frames never reach it,
@@ -113,6 +134,7 @@ impl FastIface {
             xsks,
             program: Some(program),
             none: NoDevice::default(),
+            host: None,
         })
     }
 
@@ -128,6 +150,7 @@ impl FastIface {
             xsks: Vec::new(),
             program: None,
             none: NoDevice::default(),
+            host: None,
         }
     }
 
@@ -161,15 +184,28 @@ impl FastIface {
 
     /// Frames waiting on the RX rings.
     pub fn rx_pending(&self) -> u32 {
-        self.xsks.iter().map(|x| x.rx_available()).sum()
+        let host = self.host.as_ref().map_or(0, |h| h.pending() as u32);
+        self.xsks.iter().map(|x| x.rx_available()).sum::<u32>() + host
     }
 
     /// The socket frames are sent on. One TX queue is enough for a stack behind one
     /// lock; spreading TX over queues comes with one stack per core.
-    pub fn tx(&mut self) -> &mut dyn Device {
-        match self.xsks.first_mut() {
+    pub fn tx(&mut self) -> FastTx<'_> {
+        let out: &mut dyn Device = match self.xsks.first_mut() {
             Some(x) => x,
             None => &mut self.none,
+        };
+        FastTx {
+            out,
+            host: self.host.as_mut(),
+        }
+    }
+
+    /// Hands up to `budget` frames from other fastnet processes (host loopback) to `f`.
+    pub fn receive_host(&mut self, budget: u32, f: &mut dyn FnMut(&[u8])) -> u64 {
+        match &mut self.host {
+            Some(h) => h.receive(budget as u64, f),
+            None => 0,
         }
     }
 
@@ -187,13 +223,19 @@ impl FastIface {
 
     /// Fds to poll for received frames.
     pub fn poll_fds(&self) -> impl Iterator<Item = RawFd> + '_ {
-        self.xsks.iter().map(|x| x.fd())
+        self.xsks
+            .iter()
+            .map(|x| x.fd())
+            .chain(self.host.as_ref().map(|h| h.poll_fd()))
     }
 
     /// Every fd the interface holds (protected from the app's close/dup2).
     pub fn owned_fds(&self) -> Vec<RawFd> {
         let mut v = self.program.as_ref().map_or_else(Vec::new, |p| p.raw_fds());
         v.extend(self.poll_fds());
+        if let Some(h) = &self.host {
+            v.extend(h.owned_fds());
+        }
         v
     }
 

@@ -147,6 +147,9 @@ pub struct Stats {
     /// count in rx/tx too.
     pub looped_frames: u64,
     pub looped_bytes: u64,
+    /// Frames to local addresses handed to another stack on this host (host loopback).
+    pub host_frames: u64,
+    pub host_bytes: u64,
     drops: [u64; DropReason::COUNT],
 }
 
