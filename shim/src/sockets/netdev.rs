@@ -20,10 +20,22 @@ pub struct FastIface {
     pub addr: Ipv4Addr,
     pub prefix_len: u8,
     pub mtu: usize,
+    /// Recent route lookups (see `routes_to`).
+    routes: std::cell::RefCell<RouteCache>,
     // Field order is drop order: sockets leave the XSKMAP before the program goes.
     xsks: Vec<XskSocket>,
     program: XdpProgram,
 }
+
+/// Route lookups by destination, with when they were made.
+type RouteCache = std::collections::HashMap<Ipv4Addr, (Option<netlink::Route>, std::time::Instant)>;
+
+/// How long a route lookup is reused: each one is a netlink socket and a round trip
+/// (socket, bind, sendto, recvfrom, close), per connect and per UDP datagram sent to
+/// an address. A route change shows within this long.
+const ROUTE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Destinations remembered at most (the cache starts over past it).
+const ROUTE_CACHE_MAX: usize = 256;
 
 /// The XDP program attaches in native mode on veth, which caps the MTU near a page.
 const MAX_XDP_MTU: u32 = 3498;
@@ -83,6 +95,7 @@ impl FastIface {
             addr,
             prefix_len,
             mtu: link.mtu as usize,
+            routes: Default::default(),
             xsks,
             program,
         })
@@ -147,7 +160,20 @@ impl FastIface {
 
     /// True when `ip` is on this interface's subnet or routed through it.
     pub fn routes_to(&self, ip: Ipv4Addr) -> Option<netlink::Route> {
-        let r = netlink::route_get(ip).ok()?;
-        (r.oif == self.ifindex).then_some(r)
+        let now = std::time::Instant::now();
+        let mut cache = self.routes.borrow_mut();
+        if let Some((r, at)) = cache.get(&ip) {
+            if now.duration_since(*at) < ROUTE_TTL {
+                return *r;
+            }
+        }
+        let r = netlink::route_get(ip)
+            .ok()
+            .filter(|r| r.oif == self.ifindex);
+        if cache.len() >= ROUTE_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(ip, (r, now));
+        r
     }
 }
