@@ -123,10 +123,14 @@ cpu_busy() {
 HZ=$(getconf CLK_TCK)
 
 # Prefix that puts a command under the shim for one side in one mode (empty: kernel).
+# SHIM_ENV (e.g. FASTNET_POLL=busy) goes into the environment of whatever runs under it.
+SHIM_ENV=""
 shim_prefix() { # mode side
+    local env=""
+    [ -z "$SHIM_ENV" ] || env="env $SHIM_ENV "
     case "$1:$2" in
-        fastnet-server:server | fastnet-both:server) echo "$FASTNET run --iface $SERVER_IF --" ;;
-        fastnet-both:client) echo "$FASTNET run --iface $CLIENT_IF --" ;;
+        fastnet-server:server | fastnet-both:server) echo "$env$FASTNET run --iface $SERVER_IF --" ;;
+        fastnet-both:client) echo "$env$FASTNET run --iface $CLIENT_IF --" ;;
         *) echo "" ;;
     esac
 }
@@ -347,73 +351,93 @@ wrk_failure() {
     if grep -q '^ *0 requests in' "$1"; then echo "0 requests completed (see $1)"; else echo "wrk failed (see $1)"; fi
 }
 
-bench_nginx() { # mode
-    local mode=$1 name
-    write_nginx_conf
+# One workload kind of bench_nginx on a server of its own: a kind must not inherit
+# what another left behind (the Connection: close runs leave thousands of server-side
+# TIME-WAITs, which would weigh on keep-alive runs after them). Repetitions of a kind
+# share the server, as a long-running server would.
+nginx_kind() { # mode kind row unit cpu_unit wrk-extra-args...
+    local mode=$1 kind=$2 row=$3 unit=$4 cpu_unit=$5 name rep
+    shift 5
     start_server "$mode" nginx nginx -c "$PWD/$LOGS/nginx.conf"
     if ! wait_port $NGINX_PORT; then
         stop_server
-        record_na "nginx wrk -c32" "$mode" "req/s" higher "nginx did not start (see $LOGS/nginx.$mode.server.log)"
-        record_na "nginx conn/s (Connection: close)" "$mode" "conn/s" higher "nginx did not start"
-        return
+        record_na "$row" "$mode" "$unit" higher "nginx did not start (see $LOGS/nginx.$mode.server.log)"
+        return 1
     fi
-    local failed=0 rep
     for rep in $(seq "$BENCH_REPEAT"); do
-        name=nginx-keepalive.r$rep
-        if run_client "$mode" $name wrk -t1 -c32 -d"${BENCH_SECONDS}s" "http://$SERVER_IP:$NGINX_PORT/small.html" &&
-            [ -n "$(wrk_rps "$LOGS/$name.$mode.out")" ]; then
-            record "nginx wrk -c32" "$mode" "$(wrk_rps "$LOGS/$name.$mode.out")" "req/s" higher "µs/req" \
-                "$(wrk_total "$LOGS/$name.$mode.out")" "$BUSY0" "$BUSY1"
-        else
-            record_na "nginx wrk -c32" "$mode" "req/s" higher "$(wrk_failure "$LOGS/$name.$mode.out")"
-            failed=1
-        fi
-        name=nginx-close.r$rep
-        if run_client "$mode" $name wrk -t1 -c32 -d"${BENCH_SECONDS}s" -H "Connection: close" \
+        name=nginx-$kind.r$rep
+        if run_client "$mode" "$name" wrk -t1 -c32 -d"${BENCH_SECONDS}s" "$@" \
             "http://$SERVER_IP:$NGINX_PORT/small.html" && [ -n "$(wrk_rps "$LOGS/$name.$mode.out")" ]; then
-            record "nginx conn/s (Connection: close)" "$mode" "$(wrk_rps "$LOGS/$name.$mode.out")" "conn/s" higher "µs/conn" \
+            record "$row" "$mode" "$(wrk_rps "$LOGS/$name.$mode.out")" "$unit" higher "$cpu_unit" \
                 "$(wrk_total "$LOGS/$name.$mode.out")" "$BUSY0" "$BUSY1"
         else
-            record_na "nginx conn/s (Connection: close)" "$mode" "conn/s" higher "$(wrk_failure "$LOGS/$name.$mode.out")"
-            failed=1
+            record_na "$row" "$mode" "$unit" higher "$(wrk_failure "$LOGS/$name.$mode.out")"
+            break # a failure repeats; do not spend the timeout again
         fi
-        [ $failed = 0 ] || break
     done
-    fast_path_check nginx "$mode"
+    fast_path_check "nginx-$kind" "$mode"
     stop_server
 }
 
+bench_nginx() { # mode
+    local mode=$1
+    write_nginx_conf
+    nginx_kind "$mode" keepalive "nginx wrk -c32" req/s µs/req ||
+        record_na "nginx conn/s (Connection: close)" "$mode" "conn/s" higher "nginx did not start"
+    nginx_kind "$mode" close "nginx conn/s (Connection: close)" conn/s µs/conn -H "Connection: close" || true
+}
+
 SOCKPERF_PORT=11111
-bench_sockperf() { # mode
-    local mode=$1 name out p50 p99 msgs rep
+# Block mode (FASTNET_POLL unset: the default) and busy poll (FASTNET_POLL=busy for
+# whatever runs under the shim) are rows of their own. This kernel has no busy poll of
+# its own (no net.core.busy_read), so the busy rows' kernel column is the kernel's
+# block-mode runs, recorded under both names; the spinning shows in the CPU tables.
+sockperf_kind() { # mode kind row-prefix
+    local mode=$1 kind=$2 row=$3 name out p50 p99 msgs rep extra=""
+    [ "$mode" = kernel ] && [ "$kind" = block ] && extra="sockperf busy-poll ping-pong"
     start_server "$mode" sockperf sockperf server --tcp -i "$SERVER_IP" -p $SOCKPERF_PORT
     if ! wait_port $SOCKPERF_PORT; then
         stop_server
-        record_na "sockperf ping-pong p50" "$mode" "µs RTT" lower "sockperf server did not start"
-        record_na "sockperf ping-pong p99" "$mode" "µs RTT" lower "sockperf server did not start"
+        for r in "$row" ${extra:+"$extra"}; do
+            record_na "$r p50" "$mode" "µs RTT" lower "sockperf server did not start"
+            record_na "$r p99" "$mode" "µs RTT" lower "sockperf server did not start"
+        done
         return
     fi
     for rep in $(seq "$BENCH_REPEAT"); do
-        name=sockperf.r$rep
+        name=sockperf-$kind.r$rep
         out="$LOGS/$name.$mode.out"
         p50="" p99="" msgs=""
-        if run_client "$mode" $name sockperf ping-pong --tcp -i "$SERVER_IP" -p $SOCKPERF_PORT \
+        if run_client "$mode" "$name" sockperf ping-pong --tcp -i "$SERVER_IP" -p $SOCKPERF_PORT \
             -t "$BENCH_SECONDS" --full-rtt; then
             p50=$(awk '/percentile 50.000 =/{print $NF}' "$out")
             p99=$(awk '/percentile 99.000 =/{print $NF}' "$out")
             msgs=$(sed -n 's/.*ReceivedMessages=\([0-9]*\).*/\1/p' "$out" | head -1)
         fi
         if [ -n "${p50:-}" ] && [ -n "${p99:-}" ]; then
-            record "sockperf ping-pong p50" "$mode" "$p50" "µs RTT" lower "µs/msg" "$msgs" "$BUSY0" "$BUSY1"
-            record "sockperf ping-pong p99" "$mode" "$p99" "µs RTT" lower "µs/msg" "$msgs" "$BUSY0" "$BUSY1"
+            for r in "$row" ${extra:+"$extra"}; do
+                record "$r p50" "$mode" "$p50" "µs RTT" lower "µs/msg" "$msgs" "$BUSY0" "$BUSY1"
+                record "$r p99" "$mode" "$p99" "µs RTT" lower "µs/msg" "$msgs" "$BUSY0" "$BUSY1"
+            done
         else
-            record_na "sockperf ping-pong p50" "$mode" "µs RTT" lower "sockperf failed (see $out)"
-            record_na "sockperf ping-pong p99" "$mode" "µs RTT" lower "sockperf failed (see $out)"
+            for r in "$row" ${extra:+"$extra"}; do
+                record_na "$r p50" "$mode" "µs RTT" lower "sockperf failed (see $out)"
+                record_na "$r p99" "$mode" "µs RTT" lower "sockperf failed (see $out)"
+            done
             break
         fi
     done
-    fast_path_check sockperf "$mode"
+    fast_path_check "sockperf-$kind" "$mode"
     stop_server
+}
+
+bench_sockperf() { # mode
+    sockperf_kind "$1" block "sockperf ping-pong"
+    if [ "$1" != kernel ]; then
+        SHIM_ENV="FASTNET_POLL=busy"
+        sockperf_kind "$1" busy "sockperf busy-poll ping-pong"
+        SHIM_ENV=""
+    fi
 }
 
 IPERF_PORT=5201
@@ -459,9 +483,10 @@ for mode in $MODES; do
                 nginx)
                     record_na "nginx wrk -c32" "$mode" "req/s" higher "$SHIM_REASON"
                     record_na "nginx conn/s (Connection: close)" "$mode" "conn/s" higher "$SHIM_REASON" ;;
-                sockperf)
-                    record_na "sockperf ping-pong p50" "$mode" "µs RTT" lower "$SHIM_REASON"
-                    record_na "sockperf ping-pong p99" "$mode" "µs RTT" lower "$SHIM_REASON" ;;
+                sockperf) for r in "sockperf ping-pong" "sockperf busy-poll ping-pong"; do
+                    record_na "$r p50" "$mode" "µs RTT" lower "$SHIM_REASON"
+                    record_na "$r p99" "$mode" "µs RTT" lower "$SHIM_REASON"
+                done ;;
                 iperf3) record_na "iperf3 single stream" "$mode" "Gbit/s" higher "$SHIM_REASON" ;;
             esac
             continue

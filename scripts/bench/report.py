@@ -24,6 +24,7 @@ TARGETS = {
     "redis GET -P 1": "≥ 2.0×",
     "nginx wrk -c32": "≥ 1.5×",
     "sockperf ping-pong p50": "≤ 0.6×",
+    "sockperf busy-poll ping-pong p50": "≤ 0.6×",
     "iperf3 single stream": "≥ 1.0×",
 }
 
@@ -295,6 +296,22 @@ def main():
             f"| {DESIGN_KERNEL.get(r.workload, '')} |"
         )
     w("")
+    if any(r.workload.startswith("sockperf busy-poll") for r in rows):
+        w(
+            "sockperf rows: `ping-pong` runs the shim in its default block mode; "
+            "`busy-poll ping-pong` runs it with `FASTNET_POLL=busy` (a waiting thread spins "
+            "on the RX rings for `FASTNET_SPIN_US` before it sleeps). This kernel has no "
+            "busy poll of its own, so the kernel column of the busy-poll rows is the "
+            "kernel's block-mode runs (the same runs as the `ping-pong` rows); the CPU "
+            "tables show what the spinning costs."
+        )
+        w("")
+    w(
+        "nginx rows: keep-alive and `Connection: close` each run on a fresh server (the "
+        "repetitions of one kind share it), so the TIME-WAITs the close runs leave "
+        "behind never weigh on the keep-alive runs."
+    )
+    w("")
     fastpath = read_tsv(a.fastpath, 4) if a.fastpath and os.path.exists(a.fastpath) else []
     if fastpath:
         w("")
@@ -351,7 +368,7 @@ def main():
         "As run for the kernel rows. The fastnet rows run the same commands with "
         "`$FASTNET run --iface $SERVER_IF --` (server side) and "
         "`$FASTNET run --iface $CLIENT_IF --` (client side, fastnet-both) inserted after "
-        "`taskset -c N`. Topology: `eval \"$(fastnet netns up --owner $$)\"`. Server and "
+        "`taskset -c N` (`env FASTNET_POLL=busy` before it for the sockperf busy-poll rows). Topology: `eval \"$(fastnet netns up --owner $$)\"`. Server and "
         "client run at `nice -n -10`, each in a cpuacct cgroup of the harness. "
         "redis-benchmark counts requests, so `-n` is sized in each mode by a short unmeasured "
         "run to last about BENCH_SECONDS."

@@ -187,6 +187,8 @@ fn not_owner(a: &mut SyscallArgs) -> i64 {
             );
             {
                 let mut e = engine();
+                // `fastnet pcap <pid>` names the process that drives: this one now.
+                e.tap = fastnet_capture::CaptureTap::new(owner::pid() as u32);
                 let iface = e.dev.name.clone();
                 if let Ok(seg) = fastnet_stats::StatsSegment::create(owner::pid() as u32, &iface) {
                     // The parent's segment stays the parent's (it removes it at exit).

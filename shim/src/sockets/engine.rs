@@ -107,7 +107,11 @@ pub struct FastSocket {
     pub holds_port: bool,
 }
 
-/// A connection the app closed that the stack is still finishing (FIN, TIME-WAIT).
+/// A connection the app closed that the stack is still finishing (data, FIN, the
+/// peer's FIN). The stack's handle stays open (our FIN went out through `shutdown`):
+/// the stack answers nothing about a handle once it is closed, and we must know when
+/// the connection is done before the port stops being steered to us (a segment that
+/// reaches the kernel instead gets a RST from the shadow).
 #[derive(Clone, Copy, Debug)]
 struct Closing {
     handle: SocketHandle,
@@ -118,6 +122,8 @@ struct Closing {
     /// A copy of the shadow kept open (high fd) so the kernel does not hand the
     /// connection's local port to another socket while the stack still uses it.
     held_fd: i32,
+    /// When the connection reached FIN-WAIT-2 (the peer has yet to close).
+    fin_wait2_since: Option<Instant>,
 }
 
 /// Eventfds to signal after unlocking. Only threads' own eventfds go here: they live
@@ -149,6 +155,10 @@ impl WakeList {
     }
 }
 
+/// How long a closed connection may wait in FIN-WAIT-2 for the peer's FIN (Linux's
+/// tcp_fin_timeout).
+const FIN_WAIT2_TIMEOUT_US: u64 = 60_000_000;
+
 /// A thread sleeping until a socket changes.
 #[derive(Clone, Copy, Debug)]
 pub struct Waiter {
@@ -176,7 +186,6 @@ pub struct Engine {
     /// one port, which stays steered to us until the last of them is gone.
     claims: HashMap<(Transport, u16), u32>,
     stats_published: Instant,
-    start: std::time::Instant,
     pub stats: Option<StatsSegment>,
     /// Copies frames to `fastnet pcap` while one captures this process.
     pub tap: fastnet_capture::CaptureTap,
@@ -215,9 +224,15 @@ impl Engine {
             .unwrap_or(1)
             ^ (kernel::getpid() as u64) << 32;
         ic.seed = seed;
+        // ISNs and timestamp offsets come from a secret shared by every fastnet process
+        // of this boot, on the host-wide clock below (as Linux's come from one secret
+        // per boot): a new process's SYN then carries a timestamp above what the peer
+        // remembers from our earlier process on the same 4-tuple, and the peer's
+        // TIME-WAIT lets it through instead of stalling the connect by an RTO.
+        let secret = host_secret().unwrap_or(seed);
         let tcp = TcpConfig {
             max_sockets: 8192,
-            isn_secret: Some([seed, seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15]),
+            isn_secret: Some([secret, secret.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15]),
             ..TcpConfig::default()
         };
         let iface = Interface::new(ic, tcp);
@@ -234,14 +249,15 @@ impl Engine {
             resolving: Vec::with_capacity(16),
             claims: HashMap::with_capacity(1024),
             stats_published: Instant::ZERO,
-            start: std::time::Instant::now(),
             stats,
             tap: fastnet_capture::CaptureTap::new(kernel::getpid() as u32),
         }
     }
 
+    /// The stack's clock: CLOCK_MONOTONIC, the same in every process of the host, so
+    /// TCP timestamps keep growing from one process to the next (see `host_secret`).
     pub fn now(&self) -> Instant {
-        Instant::from_micros(self.start.elapsed().as_micros() as u64)
+        Instant::from_micros(monotonic_us())
     }
 
     /// How long a waiting thread spins on the RX rings before it sleeps (busy mode).
@@ -390,8 +406,15 @@ impl Engine {
         std::mem::take(&mut self.wake_after_unlock)
     }
 
-    /// Releases the ports of closed connections once the stack is done with them.
+    /// Finishes the connections the app closed: once both FINs are through (TIME-WAIT,
+    /// which the stack ends by itself, or CLOSED) the handle is closed and the port
+    /// released. Data arriving after close() gets a RST, as from Linux.
     fn reap_closing(&mut self) {
+        if self.closing.is_empty() {
+            return;
+        }
+        use stack::tcp::State;
+        let now = self.now();
         let Engine {
             closing,
             iface,
@@ -400,9 +423,33 @@ impl Engine {
         } = self;
         let mut done_ports = [None; 16];
         let mut n = 0;
-        closing.retain(|c| {
-            let done = iface.tcp.state(c.handle).is_err();
-            if done && n < done_ports.len() {
+        closing.retain_mut(|c| {
+            if n == done_ports.len() {
+                return true;
+            }
+            let h = c.handle;
+            let done = match iface.tcp.state(h) {
+                Err(_) => true,
+                Ok(State::TimeWait | State::Closed) => {
+                    let _ = iface.tcp.close(h);
+                    true
+                }
+                Ok(_) if iface.tcp.recv_queued(h).is_ok_and(|q| q > 0) => {
+                    let _ = iface.tcp.abort(h);
+                    true
+                }
+                Ok(State::FinWait2) => {
+                    let since = *c.fin_wait2_since.get_or_insert(now);
+                    if now.micros() >= since.micros() + FIN_WAIT2_TIMEOUT_US {
+                        let _ = iface.tcp.abort(h);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                Ok(_) => false,
+            };
+            if done {
                 done_ports[n] = c.port;
                 n += 1;
                 if let (Some(p), Some(h)) = (c.host_port, &dev.host) {
@@ -411,11 +458,9 @@ impl Engine {
                 if c.held_fd >= 0 {
                     let _ = kernel::close(c.held_fd);
                 }
-                return false;
             }
-            true
+            !done
         });
-        let _ = (dev, iface);
         for &(t, p) in done_ports[..n].iter().flatten() {
             self.unclaim(t, p);
         }
@@ -550,6 +595,7 @@ impl Engine {
                 }
             }
             Kind::TcpStream(h) => {
+                use stack::tcp::State;
                 self.handle_fd.remove(&h);
                 // A connecting socket's own port (an accepted one shares its listener's).
                 let host_port = self
@@ -559,23 +605,48 @@ impl Engine {
                     .ok()
                     .filter(|l| s.holds_port && l.ip().is_loopback() && self.dev.host.is_some())
                     .map(|l| l.port());
-                let r = if s.opts.linger == Some(Duration::ZERO) {
-                    self.iface.tcp.abort(h)
-                } else {
-                    self.iface.tcp.close(h)
-                };
-                match (r, s.claimed) {
-                    (Ok(()), port) => {
+                let tcp = &mut self.iface.tcp;
+                // Finished in the background (see `Closing`) when there is something to
+                // finish; otherwise closed at once: SO_LINGER 0 and unread data reset
+                // the connection, as in Linux. Loopback connections claim no port in
+                // the XDP map, but their port stays reserved (and, in host mode,
+                // registered) until the stack is done with them.
+                let finish = (s.claimed.is_some() || s.holds_port)
+                    && s.opts.linger != Some(Duration::ZERO)
+                    && tcp.recv_queued(h).is_ok_and(|q| q == 0)
+                    && matches!(
+                        tcp.state(h),
+                        Ok(State::Established
+                            | State::CloseWait
+                            | State::FinWait1
+                            | State::FinWait2
+                            | State::Closing
+                            | State::LastAck)
+                    )
+                    && tcp.shutdown(h, stack::tcp::Shutdown::Write).is_ok();
+                if !finish {
+                    let _ = if s.opts.linger == Some(Duration::ZERO) {
+                        tcp.abort(h)
+                    } else {
+                        tcp.close(h)
+                    };
+                    if let (Some(p), Some(host)) = (host_port, &self.dev.host) {
+                        host.unregister(p);
+                    }
+                }
+                match s.claimed {
+                    port if finish => {
                         self.closing.push(Closing {
                             handle: h,
                             port,
                             host_port,
                             held_fd,
+                            fin_wait2_since: None,
                         });
                         held_fd = -1;
                     }
-                    (Err(_), Some((t, p))) => self.unclaim(t, p),
-                    _ => {}
+                    Some((t, p)) => self.unclaim(t, p),
+                    None => {}
                 }
             }
             Kind::Udp(h) => {
@@ -671,6 +742,28 @@ impl Engine {
             dst
         }
     }
+}
+
+/// Microseconds of CLOCK_MONOTONIC (vDSO: no system call).
+fn monotonic_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime into a local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+/// A secret for this boot of the host, the same in every process: the kernel's boot
+/// id (random at each boot) hashed. Readable by local users, as the boot id is; a
+/// remote peer cannot learn it.
+fn host_secret() -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ("fastnet tcp secret", id.trim()).hash(&mut h);
+    Some(h.finish())
 }
 
 fn t_malformed(iface: &Interface) -> u64 {

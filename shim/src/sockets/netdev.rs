@@ -21,6 +21,8 @@ pub struct FastIface {
     pub addr: Ipv4Addr,
     pub prefix_len: u8,
     pub mtu: usize,
+    /// Recent route lookups (see `routes_to`).
+    routes: std::cell::RefCell<RouteCache>,
     // Field order is drop order: sockets leave the XSKMAP before the program goes.
     xsks: Vec<XskSocket>,
     /// None: no interface was named and the stack runs for loopback alone.
@@ -72,6 +74,16 @@ impl Device for NoDevice {
 
 /// The MTU of local delivery, as Linux's `lo`.
 pub const LOOPBACK_MTU: usize = 65535;
+
+/// Route lookups by destination, with when they were made.
+type RouteCache = std::collections::HashMap<Ipv4Addr, (Option<netlink::Route>, std::time::Instant)>;
+
+/// How long a route lookup is reused: each one is a netlink socket and a round trip
+/// (socket, bind, sendto, recvfrom, close), per connect and per UDP datagram sent to
+/// an address. A route change shows within this long.
+const ROUTE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Destinations remembered at most (the cache starts over past it).
+const ROUTE_CACHE_MAX: usize = 256;
 
 /// The XDP program attaches in native mode on veth, which caps the MTU near a page.
 const MAX_XDP_MTU: u32 = 3498;
@@ -131,6 +143,7 @@ impl FastIface {
             addr,
             prefix_len,
             mtu: link.mtu as usize,
+            routes: Default::default(),
             xsks,
             program: Some(program),
             none: NoDevice::default(),
@@ -147,6 +160,7 @@ impl FastIface {
             addr: Ipv4Addr::LOCALHOST,
             prefix_len: 8,
             mtu: LOOPBACK_MTU,
+            routes: Default::default(),
             xsks: Vec::new(),
             program: None,
             none: NoDevice::default(),
@@ -246,7 +260,20 @@ impl FastIface {
     /// True when `ip` is on this interface's subnet or routed through it.
     pub fn routes_to(&self, ip: Ipv4Addr) -> Option<netlink::Route> {
         self.program.as_ref()?;
-        let r = netlink::route_get(ip).ok()?;
-        (r.oif == self.ifindex).then_some(r)
+        let now = std::time::Instant::now();
+        let mut cache = self.routes.borrow_mut();
+        if let Some((r, at)) = cache.get(&ip) {
+            if now.duration_since(*at) < ROUTE_TTL {
+                return *r;
+            }
+        }
+        let r = netlink::route_get(ip)
+            .ok()
+            .filter(|r| r.oif == self.ifindex);
+        if cache.len() >= ROUTE_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(ip, (r, now));
+        r
     }
 }
