@@ -342,8 +342,11 @@ impl Interface {
             let b = self.core.replies.ready.pop_front().expect("front exists");
             self.core.replies.spare.push(b);
         }
+        let held = !self.core.held.frames.is_empty();
         let mut out = IpOut::new(&mut self.core, dev, now);
-        out.flush_held();
+        if held {
+            out.flush_held();
+        }
         self.tcp.dispatch(now, &mut out);
         if !out.device_full() {
             dispatch_udp(&mut self.udp, &mut out);

@@ -261,10 +261,14 @@ impl NeighborCache {
     /// Drops resolutions nobody asked for since their probe fell due (the packets that
     /// wanted them were sent elsewhere or given up), so `poll_at` does not stay due.
     pub fn retire_unwanted(&mut self, now: Instant) {
-        self.entries.retain(|e| match e.state {
-            State::Incomplete { next_probe, .. } => next_probe > now,
-            _ => true,
-        });
+        let unwanted = |e: &Entry| match e.state {
+            State::Incomplete { next_probe, .. } => next_probe <= now,
+            _ => false,
+        };
+        // Usually none: a read-only look first (this runs at every dispatch).
+        if self.entries.iter().any(unwanted) {
+            self.entries.retain(|e| !unwanted(e));
+        }
     }
 
     pub fn len(&self) -> usize {
