@@ -46,7 +46,6 @@ use crate::error::{Error, Result};
 use crate::ip_tx::{IpProtocol, IpTx};
 use crate::socket::{Readiness, ReadinessQueue, SocketHandle, SocketKind};
 use crate::time::{Duration, Instant};
-use crate::wire::checksum;
 use crate::wire::tcp::{flags, SeqNumber, TcpPacket, TcpRepr};
 
 /// Keepalive parameters (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT).
@@ -310,10 +309,6 @@ fn conn_key(local: SocketAddrV4, remote: SocketAddrV4) -> ConnKey {
         remote.port(),
     )
 }
-
-/// Payloads from this size on are checksummed while copied into the receive ring
-/// ([`TcpLayer::receive_unverified`]); smaller ones with the header, in one pass.
-const SUM_WHILE_COPYING_FROM: usize = 128;
 
 /// MSS values a SYN cookie can carry (3 bits).
 const COOKIE_MSS: [u16; 8] = [536, 1200, 1360, 1440, 1460, 4312, 8960, 9000];
@@ -794,68 +789,22 @@ impl TcpLayer {
 
     /// Takes one TCP segment (header + payload) whose checksum the IP layer verified.
     pub fn receive(&mut self, now: Instant, src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) {
-        self.receive_inner(now, src, dst, segment, None);
-    }
-
-    /// Takes one TCP segment whose checksum is not verified yet. It is verified here:
-    /// for in-order data of an established connection while the payload is copied
-    /// into the receive buffer (one pass over the bytes instead of two), else over the
-    /// whole segment first. Returns false, having changed nothing, when it is wrong.
-    pub fn receive_unverified(
-        &mut self,
-        now: Instant,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        segment: &[u8],
-    ) -> bool {
-        let pseudo = checksum::pseudo_header_sum(src, dst, 6, segment.len() as u16);
-        self.receive_inner(now, src, dst, segment, Some(pseudo))
-    }
-
-    /// `pending`: the pseudo-header sum of a segment whose checksum is still to verify.
-    fn receive_inner(
-        &mut self,
-        now: Instant,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        segment: &[u8],
-        pending: Option<u16>,
-    ) -> bool {
         self.now = now;
-        let whole_ok = || pending.is_none_or(|p| !checksum::add(p, checksum::sum(segment)) == 0);
+        self.stats.segments_in += 1;
         let packet = match TcpPacket::new_checked(segment) {
             Ok(p) => p,
-            Err(_) => return self.malformed(whole_ok()),
+            Err(_) => {
+                self.stats.drops_malformed += 1;
+                return;
+            }
         };
         let seg = match TcpRepr::parse(&packet) {
             Ok(r) => r,
-            Err(_) => return self.malformed(whole_ok()),
+            Err(_) => {
+                self.stats.drops_malformed += 1;
+                return;
+            }
         };
-        let payload = packet.payload();
-        let local = SocketAddrV4::new(dst, seg.dst_port);
-        let remote = SocketAddrV4::new(src, seg.src_port);
-        let conn = self.conns.get(&conn_key(local, remote)).copied();
-        match (pending, conn) {
-            (None, _) => {}
-            (Some(pseudo), Some(idx)) if self.prefill_ok(idx, &seg, payload) => {
-                // In-order data: copy it into the ring's free space while summing it;
-                // it becomes part of the contents only if the checksum holds.
-                let t = &mut self.slots[idx as usize].tcb;
-                let hl = segment.len() - payload.len();
-                let body = t.recv_buf.write_at_summed(0, payload).unwrap_or(0);
-                let head = checksum::add(pseudo, checksum::sum(&segment[..hl]));
-                if !checksum::add(head, body) != 0 {
-                    return false;
-                }
-                t.rx_prefilled = Some((seg.seq, payload.len()));
-            }
-            (Some(_), _) => {
-                if !whole_ok() {
-                    return false;
-                }
-            }
-        }
-        self.stats.segments_in += 1;
         if src.is_broadcast()
             || src.is_multicast()
             || src.is_unspecified()
@@ -863,16 +812,15 @@ impl TcpLayer {
             || dst.is_multicast()
         {
             self.stats.drops_malformed += 1;
-            return true;
+            return;
         }
-        if let Some(idx) = conn {
+        let payload = packet.payload();
+        let local = SocketAddrV4::new(dst, seg.dst_port);
+        let remote = SocketAddrV4::new(src, seg.src_port);
+        if let Some(&idx) = self.conns.get(&conn_key(local, remote)) {
             if !self.time_wait_reusable(idx, &seg) {
                 self.conn_input(idx, &seg, payload);
-                let t = &mut self.slots[idx as usize].tcb;
-                if t.rx_prefilled.is_some() {
-                    t.rx_prefilled = None;
-                }
-                return true;
+                return;
             }
             self.stats.time_wait_reused += 1;
             let s = &mut self.slots[idx as usize];
@@ -891,33 +839,6 @@ impl TcpLayer {
                 self.reset_for(local, remote, &seg);
             }
         }
-        true
-    }
-
-    /// A segment that does not parse: counted if its checksum holds (`checksum_ok`),
-    /// else left to the caller to count as a bad checksum.
-    #[cold]
-    fn malformed(&mut self, checksum_ok: bool) -> bool {
-        if checksum_ok {
-            self.stats.segments_in += 1;
-            self.stats.drops_malformed += 1;
-        }
-        checksum_ok
-    }
-
-    /// Whether `payload` can be copied ahead into the connection's receive ring: data
-    /// at RCV.NXT of an established connection, fitting in the free space, with no
-    /// out-of-order data there it could overwrite. A few bytes are cheaper summed with
-    /// the header in one plain pass.
-    #[inline]
-    fn prefill_ok(&self, idx: u32, seg: &TcpRepr, payload: &[u8]) -> bool {
-        let t = &self.slots[idx as usize].tcb;
-        payload.len() >= SUM_WHILE_COPYING_FROM
-            && t.state == State::Established
-            && seg.seq == t.rcv_nxt
-            && !seg.syn()
-            && t.ooo.is_empty()
-            && payload.len() <= t.recv_buf.free()
     }
 
     /// RFC 6191-style TIME-WAIT assassination by a new SYN: allowed when a listener

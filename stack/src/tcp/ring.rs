@@ -108,27 +108,6 @@ impl Ring {
         n
     }
 
-    /// `write_at` that also returns the folded one's-complement sum of the bytes written
-    /// (summed while copying: one pass over them). Writes all of `data` or nothing
-    /// (returns `None` when it does not fit).
-    pub fn write_at_summed(&mut self, offset: usize, data: &[u8]) -> Option<u16> {
-        let cap = self.buf.len();
-        if offset + data.len() > self.free() {
-            return None;
-        }
-        let n = data.len();
-        let start = wrap(self.head + self.len + offset, cap);
-        let first = n.min(cap - start);
-        let mut acc = checksum::Accumulator::new();
-        let s = checksum::copy_and_sum(&mut self.buf[start..start + first], &data[..first]);
-        acc.add_sum(s, first);
-        if n > first {
-            let s = checksum::copy_and_sum(&mut self.buf[..n - first], &data[first..]);
-            acc.add_sum(s, n - first);
-        }
-        Some(acc.sum())
-    }
-
     /// Makes `n` bytes written with `write_at` part of the contents.
     pub fn commit(&mut self, n: usize) {
         debug_assert!(n <= self.free());
