@@ -329,6 +329,8 @@ pub struct TcpLayer {
     /// due costs the same with 10 connections or 10000.
     next_timer: u64,
     conns: HashMap<ConnKey, u32, FxBuild>,
+    /// The 4-tuple and slot of the last connection `receive` found (see `lookup_conn`).
+    last_conn: (ConnKey, u32),
     listeners: HashMap<(u32, u16), u32, FxBuild>,
     control: VecDeque<Control>,
     tx_queue: Vec<u32>,
@@ -387,6 +389,7 @@ impl TcpLayer {
             deadlines: Vec::with_capacity(n),
             next_timer: u64::MAX,
             conns: HashMap::with_capacity_and_hasher(2 * n, FxBuild::default()),
+            last_conn: ((0, 0, 0, 0), 0),
             listeners: HashMap::with_capacity_and_hasher(64, FxBuild::default()),
             control: VecDeque::with_capacity(cfg.control_queue),
             tx_queue: Vec::with_capacity(n),
@@ -817,7 +820,7 @@ impl TcpLayer {
         let payload = packet.payload();
         let local = SocketAddrV4::new(dst, seg.dst_port);
         let remote = SocketAddrV4::new(src, seg.src_port);
-        if let Some(&idx) = self.conns.get(&conn_key(local, remote)) {
+        if let Some(idx) = self.lookup_conn(local, remote) {
             if !self.time_wait_reusable(idx, &seg) {
                 self.conn_input(idx, &seg, payload);
                 return;
@@ -839,6 +842,25 @@ impl TcpLayer {
                 self.reset_for(local, remote, &seg);
             }
         }
+    }
+
+    /// The connection slot for a 4-tuple. The last one found is tried first (most
+    /// segments belong to the connection the previous one did), checked against the
+    /// slot itself, so a connection that left the table is never returned.
+    #[inline]
+    fn lookup_conn(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> Option<u32> {
+        let key = conn_key(local, remote);
+        let (last_key, last) = self.last_conn;
+        if last_key == key {
+            if let Some(s) = self.slots.get(last as usize) {
+                if s.in_table && s.tcb.local == local && s.tcb.remote == remote {
+                    return Some(last);
+                }
+            }
+        }
+        let idx = *self.conns.get(&key)?;
+        self.last_conn = (key, idx);
+        Some(idx)
     }
 
     /// RFC 6191-style TIME-WAIT assassination by a new SYN: allowed when a listener

@@ -229,10 +229,15 @@ impl Assembler {
 
     /// Contents advanced by `n` bytes (in-order data arrived): returns how many bytes past
     /// `n` are already present (the first range, if it now starts at or before `n`).
+    #[inline]
     pub fn advance(&mut self, n: u32) -> u32 {
         if self.len == 0 {
             return 0;
         }
+        self.advance_ranges(n)
+    }
+
+    fn advance_ranges(&mut self, n: u32) -> u32 {
         let mut end = n;
         let mut removed = 0;
         while removed < self.len && self.ranges[removed].0 <= end {
