@@ -184,7 +184,7 @@ impl<'a> IpOut<'a> {
         len: usize,
         transport_sum: TransportSum,
         hold: bool,
-        fill: &mut dyn FnMut(&mut [u8]) -> u16,
+        mut fill: impl FnMut(&mut [u8]) -> u16,
     ) -> Outcome {
         if self.core.device_full {
             return Outcome::DeviceFull;
@@ -311,7 +311,7 @@ impl<'a> IpOut<'a> {
             udp::HEADER_LEN + payload.len(),
             TransportSum::Filled,
             false,
-            &mut |seg| {
+            |seg: &mut [u8]| {
                 repr.emit(seg, s, d, payload, fill_checksum);
                 0
             },
@@ -423,7 +423,7 @@ impl IpTx for IpOut<'_> {
         len: usize,
         fill: &mut dyn FnMut(&mut [u8]),
     ) -> bool {
-        let fill = &mut |b: &mut [u8]| {
+        let fill = |b: &mut [u8]| {
             fill(b);
             0
         };

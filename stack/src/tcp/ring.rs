@@ -85,8 +85,14 @@ impl Ring {
 
     /// Appends as much of `data` as fits; returns how much.
     pub fn write(&mut self, data: &[u8]) -> usize {
-        let n = data.len().min(self.free());
-        self.write_at(0, &data[..n]);
+        let cap = self.buf.len();
+        let n = data.len().min(cap - self.len);
+        let start = wrap(self.head + self.len, cap);
+        let first = n.min(cap - start);
+        copy(&mut self.buf[start..start + first], &data[..first]);
+        if n > first {
+            copy(&mut self.buf[..n - first], &data[first..n]);
+        }
         self.len += n;
         n
     }
