@@ -70,6 +70,7 @@ impl<'a> IpOut<'a> {
 
     /// The destination MAC for `dst`, resolving it if needed. `Err(Pending)` comes
     /// with the next hop being resolved in `self.unresolved`.
+    #[inline]
     fn resolve(&mut self, dst: Ipv4Addr) -> Result<MacAddr, Outcome> {
         let next_hop = match self.core.last_route {
             // Most packets go where the last one went.

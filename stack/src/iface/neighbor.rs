@@ -176,7 +176,22 @@ impl NeighborCache {
 
     /// Looks `ip` up for sending; starts or continues resolution when it is unknown.
     /// With `resolve` false (external neighbours) a miss only records the wish.
+    #[inline]
     pub fn lookup(&mut self, ip: Ipv4Addr, now: Instant, resolve: bool) -> Lookup {
+        // The common case, inlined: the entry that answered last, still reachable.
+        let hint = self.last_hit.get();
+        if let Some(e) = self.entries.get_mut(hint).filter(|e| e.ip == ip) {
+            if let State::Reachable { mac, expires } = e.state {
+                if expires.is_none_or(|t| now < t) {
+                    e.touched = now;
+                    return Lookup::Found(mac);
+                }
+            }
+        }
+        self.lookup_slow(ip, now, resolve)
+    }
+
+    fn lookup_slow(&mut self, ip: Ipv4Addr, now: Instant, resolve: bool) -> Lookup {
         let cfg = self.cfg;
         let i = match self.position(ip) {
             Some(i) => i,

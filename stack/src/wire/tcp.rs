@@ -340,6 +340,7 @@ impl TcpRepr {
 
     /// Parses the header and options of a segment whose checksum the caller verified.
     /// Unknown options are skipped; malformed option lengths are an error.
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(packet: &TcpPacket<T>) -> Result<TcpRepr, WireError> {
         packet.check_len()?;
         let mut repr = TcpRepr {
