@@ -346,6 +346,7 @@ impl Tcb {
     }
 
     /// Bytes presumed in the network (RFC 6675 "pipe", simplified).
+    #[inline]
     pub fn pipe(&self) -> u32 {
         let flight = self.flight();
         if self.sack_ok && !self.scoreboard.is_empty() {

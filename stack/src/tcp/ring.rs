@@ -84,6 +84,7 @@ impl Ring {
     }
 
     /// Appends as much of `data` as fits; returns how much.
+    #[inline]
     pub fn write(&mut self, data: &[u8]) -> usize {
         let cap = self.buf.len();
         let n = data.len().min(cap - self.len);
@@ -121,6 +122,7 @@ impl Ring {
     }
 
     /// Copies contents starting `offset` bytes from the front into `dst`; returns how many.
+    #[inline]
     pub fn peek_at(&self, offset: usize, dst: &mut [u8]) -> usize {
         if offset >= self.len {
             return 0;
@@ -157,6 +159,7 @@ impl Ring {
     }
 
     /// Drops `n` bytes from the front.
+    #[inline]
     pub fn consume(&mut self, n: usize) {
         let n = n.min(self.len);
         self.len -= n;
@@ -167,6 +170,7 @@ impl Ring {
     }
 
     /// Reads and drops up to `dst.len()` bytes from the front.
+    #[inline]
     pub fn read(&mut self, dst: &mut [u8]) -> usize {
         let n = self.peek_at(0, dst);
         self.consume(n);

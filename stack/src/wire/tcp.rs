@@ -433,6 +433,7 @@ impl TcpRepr {
 
     /// Writes the header (checksum zero) into the front of `buf`, which must hold at least
     /// `header_len()` bytes; the payload, if any, follows it. Returns the header length.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> usize {
         let hl = self.header_len();
         debug_assert!(hl <= MAX_HEADER_LEN && buf.len() >= hl);
