@@ -334,7 +334,6 @@ pub struct TcpLayer {
     listeners: HashMap<(u32, u16), u32, FxBuild>,
     control: VecDeque<Control>,
     tx_queue: Vec<u32>,
-    tx_scratch: Vec<u32>,
     readiness: ReadinessQueue,
     /// Buffer storage of connections that no longer need it (freed, or in TIME-WAIT),
     /// for the next connections: a server that closes first keeps buffers for the
@@ -393,7 +392,6 @@ impl TcpLayer {
             listeners: HashMap::with_capacity_and_hasher(64, FxBuild::default()),
             control: VecDeque::with_capacity(cfg.control_queue),
             tx_queue: Vec::with_capacity(n),
-            tx_scratch: Vec::with_capacity(n),
             readiness: ReadinessQueue::with_capacity(n),
             spare_rings: Vec::with_capacity(2 * n),
             tw_recyclable: 0,
@@ -1201,31 +1199,36 @@ impl TcpLayer {
 
     /// Emits what the connections in the transmit queue have to send.
     fn output(&mut self, now: Instant, out: &mut dyn IpTx) {
-        let mut queue = core::mem::take(&mut self.tx_queue);
-        let mut rest = core::mem::take(&mut self.tx_scratch);
+        // In place: the connections that could not send (the IP layer refused a packet)
+        // keep their order at the front; anything queued meanwhile stays behind them.
+        let n = self.tx_queue.len();
+        let mut kept = 0;
         let mut blocked = false;
-        for idx in queue.drain(..) {
+        for k in 0..n {
+            let idx = self.tx_queue[k];
             let s = &mut self.slots[idx as usize];
-            s.in_tx_queue = false;
             if blocked {
-                s.in_tx_queue = true;
-                rest.push(idx);
+                self.tx_queue[kept] = idx;
+                kept += 1;
                 continue;
             }
+            s.in_tx_queue = false;
             if s.kind != SlotKind::Conn {
                 continue;
             }
             if !s.tcb.output(now, out, &self.cfg, &mut self.stats) {
                 blocked = true;
                 s.in_tx_queue = true;
-                rest.push(idx);
+                self.tx_queue[kept] = idx;
+                kept += 1;
             }
             self.update_deadline(idx);
         }
-        // Segments queued while we were emitting (none today) go after the blocked ones.
-        rest.append(&mut self.tx_queue);
-        self.tx_queue = rest;
-        self.tx_scratch = queue;
+        if self.tx_queue.len() == n {
+            self.tx_queue.truncate(kept);
+        } else {
+            self.tx_queue.drain(kept..n);
+        }
     }
 
     fn emit_control(&mut self, now: Instant, c: Control, out: &mut dyn IpTx) -> bool {
