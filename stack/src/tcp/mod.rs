@@ -799,13 +799,11 @@ impl TcpLayer {
                 return;
             }
         };
-        let seg = match TcpRepr::parse(&packet) {
-            Ok(r) => r,
-            Err(_) => {
-                self.stats.drops_malformed += 1;
-                return;
-            }
-        };
+        let mut seg = TcpRepr::default();
+        if seg.parse_from(&packet).is_err() {
+            self.stats.drops_malformed += 1;
+            return;
+        }
         if src.is_broadcast()
             || src.is_multicast()
             || src.is_unspecified()

@@ -342,8 +342,18 @@ impl TcpRepr {
     /// Unknown options are skipped; malformed option lengths are an error.
     #[inline]
     pub fn parse<T: AsRef<[u8]>>(packet: &TcpPacket<T>) -> Result<TcpRepr, WireError> {
+        let mut repr = TcpRepr::default();
+        repr.parse_from(packet)?;
+        Ok(repr)
+    }
+
+    /// [`TcpRepr::parse`] into `self` (every field is written; after an error `self`
+    /// holds a partial parse): the per-segment receive path parses into a header it
+    /// owns instead of moving one out of a `Result`.
+    #[inline]
+    pub fn parse_from<T: AsRef<[u8]>>(&mut self, packet: &TcpPacket<T>) -> Result<(), WireError> {
         packet.check_len()?;
-        let mut repr = TcpRepr {
+        *self = TcpRepr {
             src_port: packet.src_port(),
             dst_port: packet.dst_port(),
             seq: packet.seq_number(),
@@ -363,8 +373,8 @@ impl TcpRepr {
             if ts[..4] == [opt::NOP, opt::NOP, opt::TIMESTAMPS, 10] {
                 let v = u32::from_be_bytes([ts[4], ts[5], ts[6], ts[7]]);
                 let e = u32::from_be_bytes([ts[8], ts[9], ts[10], ts[11]]);
-                repr.timestamps = Some((v, e));
-                return Ok(repr);
+                self.timestamps = Some((v, e));
+                return Ok(());
             }
         }
         while let Some(&kind) = o.first() {
@@ -382,20 +392,20 @@ impl TcpRepr {
             }
             let body = &o[2..len];
             match (kind, body.len()) {
-                (opt::MSS, 2) => repr.mss = Some(u16::from_be_bytes([body[0], body[1]])),
-                (opt::WSCALE, 1) => repr.window_scale = Some(body[0].min(14)),
-                (opt::SACK_PERMITTED, 0) => repr.sack_permitted = true,
+                (opt::MSS, 2) => self.mss = Some(u16::from_be_bytes([body[0], body[1]])),
+                (opt::WSCALE, 1) => self.window_scale = Some(body[0].min(14)),
+                (opt::SACK_PERMITTED, 0) => self.sack_permitted = true,
                 (opt::SACK, n) if n % 8 == 0 && n > 0 => {
                     for b in body.chunks_exact(8) {
                         let l = SeqNumber(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                         let r = SeqNumber(u32::from_be_bytes([b[4], b[5], b[6], b[7]]));
-                        repr.sack.push(l, r);
+                        self.sack.push(l, r);
                     }
                 }
                 (opt::TIMESTAMPS, 8) => {
                     let v = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
                     let e = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
-                    repr.timestamps = Some((v, e));
+                    self.timestamps = Some((v, e));
                 }
                 (opt::MSS | opt::WSCALE | opt::SACK_PERMITTED | opt::TIMESTAMPS | opt::SACK, _) => {
                     return Err(WireError::Malformed)
@@ -404,7 +414,7 @@ impl TcpRepr {
             }
             o = &o[len..];
         }
-        Ok(repr)
+        Ok(())
     }
 
     /// Bytes the options take when emitted, padded to a multiple of 4.
