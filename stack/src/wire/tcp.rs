@@ -417,6 +417,36 @@ impl TcpRepr {
         Ok(())
     }
 
+    /// `emit` for the header of nearly every segment after the handshake: no options
+    /// but timestamps. Built in a fixed-size array and stored with one fixed-size copy;
+    /// the same bytes as the general path.
+    #[inline]
+    fn emit_plain(&self, buf: &mut [u8]) -> usize {
+        let mut h = [0u8; HEADER_LEN + 12];
+        let hl = if self.timestamps.is_some() {
+            HEADER_LEN + 12
+        } else {
+            HEADER_LEN
+        };
+        h[field::SRC_PORT].copy_from_slice(&self.src_port.to_be_bytes());
+        h[field::DST_PORT].copy_from_slice(&self.dst_port.to_be_bytes());
+        h[field::SEQ].copy_from_slice(&self.seq.0.to_be_bytes());
+        h[field::ACK].copy_from_slice(&self.ack.0.to_be_bytes());
+        let off_flags = ((hl as u16 / 4) << 12) | (self.flags & 0x0ff);
+        h[field::FLAGS].copy_from_slice(&off_flags.to_be_bytes());
+        h[field::WINDOW].copy_from_slice(&self.window.to_be_bytes());
+        match self.timestamps {
+            Some((v, e)) => {
+                h[20..24].copy_from_slice(&[opt::NOP, opt::NOP, opt::TIMESTAMPS, 10]);
+                h[24..28].copy_from_slice(&v.to_be_bytes());
+                h[28..32].copy_from_slice(&e.to_be_bytes());
+                buf[..HEADER_LEN + 12].copy_from_slice(&h);
+            }
+            None => buf[..HEADER_LEN].copy_from_slice(&h[..HEADER_LEN]),
+        }
+        hl
+    }
+
     /// Bytes the options take when emitted, padded to a multiple of 4.
     pub fn options_len(&self) -> usize {
         let mut n = 0;
@@ -445,6 +475,13 @@ impl TcpRepr {
     /// `header_len()` bytes; the payload, if any, follows it. Returns the header length.
     #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> usize {
+        if self.mss.is_none()
+            && self.window_scale.is_none()
+            && !self.sack_permitted
+            && self.sack.is_empty()
+        {
+            return self.emit_plain(buf);
+        }
         let hl = self.header_len();
         debug_assert!(hl <= MAX_HEADER_LEN && buf.len() >= hl);
         let mut p = TcpPacket::new_unchecked(&mut buf[..hl]);
@@ -544,6 +581,45 @@ mod tests {
         assert_eq!(p.payload(), b"abc");
         let back = TcpRepr::parse(&p).unwrap();
         assert_eq!(back, repr);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_headers_are_emitted_as_by_the_general_path(
+            sp in 1u16.., dp in 1u16.., seq: u32, ack: u32, flag_bits in 0u16..0x100,
+            window: u16, ts: Option<(u32, u32)>,
+        ) {
+            let repr = TcpRepr {
+                src_port: sp,
+                dst_port: dp,
+                seq: SeqNumber(seq),
+                ack: SeqNumber(ack),
+                flags: flag_bits,
+                window,
+                timestamps: ts,
+                ..TcpRepr::default()
+            };
+            let mut fast = [0xaau8; MAX_HEADER_LEN];
+            let n = repr.emit(&mut fast);
+            proptest::prop_assert_eq!(n, repr.header_len());
+            // The general path, byte by byte.
+            let mut want = [0xaau8; MAX_HEADER_LEN];
+            want[0..2].copy_from_slice(&sp.to_be_bytes());
+            want[2..4].copy_from_slice(&dp.to_be_bytes());
+            want[4..8].copy_from_slice(&seq.to_be_bytes());
+            want[8..12].copy_from_slice(&ack.to_be_bytes());
+            want[12..14].copy_from_slice(&((((n / 4) as u16) << 12) | flag_bits).to_be_bytes());
+            want[14..16].copy_from_slice(&window.to_be_bytes());
+            want[16..20].copy_from_slice(&[0, 0, 0, 0]);
+            if let Some((v, e)) = ts {
+                want[20..24].copy_from_slice(&[1, 1, 8, 10]);
+                want[24..28].copy_from_slice(&v.to_be_bytes());
+                want[28..32].copy_from_slice(&e.to_be_bytes());
+            }
+            proptest::prop_assert_eq!(&fast[..], &want[..]);
+            let back = TcpRepr::parse(&TcpPacket::new_checked(&fast[..n]).unwrap()).unwrap();
+            proptest::prop_assert_eq!(back, TcpRepr { payload_len: 0, ..repr });
+        }
     }
 
     #[test]
