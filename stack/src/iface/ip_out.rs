@@ -78,6 +78,7 @@ impl<'a> IpOut<'a> {
 
     /// The destination MAC for `dst`, resolving it if needed. `Err(Pending)` comes
     /// with the next hop being resolved in `self.unresolved`.
+    #[inline]
     fn resolve(&mut self, dst: Ipv4Addr) -> Result<MacAddr, Outcome> {
         let next_hop = match self.core.last_route {
             // Most packets go where the last one went.
@@ -192,7 +193,7 @@ impl<'a> IpOut<'a> {
         len: usize,
         transport_sum: TransportSum,
         hold: bool,
-        fill: &mut dyn FnMut(&mut [u8]) -> u16,
+        mut fill: impl FnMut(&mut [u8]) -> u16,
     ) -> Outcome {
         if self.core.is_local(dst) {
             return self.send_local(src, dst, protocol, len, transport_sum, fill);
@@ -374,7 +375,7 @@ impl<'a> IpOut<'a> {
             udp::HEADER_LEN + payload.len(),
             TransportSum::Filled,
             false,
-            &mut |seg| {
+            |seg: &mut [u8]| {
                 repr.emit(seg, s, d, payload, fill_checksum);
                 0
             },
@@ -490,7 +491,7 @@ impl IpTx for IpOut<'_> {
         len: usize,
         fill: &mut dyn FnMut(&mut [u8]),
     ) -> bool {
-        let fill = &mut |b: &mut [u8]| {
+        let fill = |b: &mut [u8]| {
             fill(b);
             0
         };

@@ -21,9 +21,9 @@ use crate::socket::ReadinessChange;
 use crate::tcp::{TcpConfig, TcpLayer};
 use crate::time::Instant;
 use crate::wire::{
-    arp, ethernet, icmp, ipv4, ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetFrame,
-    EthernetRepr, IcmpPacket, IcmpRepr, Ipv4Cidr, Ipv4Packet, Ipv4Repr, MacAddr, UdpPacket,
-    UdpRepr, WireError,
+    arp, checksum, ethernet, icmp, ipv4, ArpOperation, ArpPacket, ArpRepr, EtherType,
+    EthernetFrame, EthernetRepr, IcmpPacket, IcmpRepr, Ipv4Cidr, Ipv4Packet, Ipv4Repr, MacAddr,
+    UdpPacket, UdpRepr, WireError,
 };
 use core::net::{Ipv4Addr, SocketAddrV4};
 use std::collections::VecDeque;
@@ -399,8 +399,11 @@ impl Interface {
             let b = self.core.replies.ready.pop_front().expect("front exists");
             self.core.replies.spare.push(b);
         }
+        let held = !self.core.held.frames.is_empty();
         let mut out = IpOut::new(&mut self.core, dev, now);
-        out.flush_held();
+        if held {
+            out.flush_held();
+        }
         self.tcp.dispatch(now, &mut out);
         if !out.device_full() {
             dispatch_udp(&mut self.udp, &mut out);
@@ -513,15 +516,11 @@ impl Interface {
                 if !unicast || l4.len() < 20 {
                     return core.stats.drop(DropReason::TcpMalformed);
                 }
-                if verify {
-                    // Verified by TCP, while it copies in-order data into the socket.
-                    if !self.tcp.receive_unverified(now, ip.src, ip.dst, l4) {
-                        return self.core.stats.drop(DropReason::TcpBadChecksum);
-                    }
-                } else {
-                    self.tcp.receive(now, ip.src, ip.dst, l4);
+                if verify && checksum::transport_checksum(ip.src, ip.dst, 6, l4) != 0 {
+                    return core.stats.drop(DropReason::TcpBadChecksum);
                 }
-                self.core.stats.tcp_segments_received += 1;
+                core.stats.tcp_segments_received += 1;
+                self.tcp.receive(now, ip.src, ip.dst, l4);
             }
             17 => self.receive_udp(eth, &ip, unicast, packet.packet_bytes(), verify),
             _ => core.stats.drop(DropReason::UnknownProtocol),

@@ -176,7 +176,22 @@ impl NeighborCache {
 
     /// Looks `ip` up for sending; starts or continues resolution when it is unknown.
     /// With `resolve` false (external neighbours) a miss only records the wish.
+    #[inline]
     pub fn lookup(&mut self, ip: Ipv4Addr, now: Instant, resolve: bool) -> Lookup {
+        // The common case, inlined: the entry that answered last, still reachable.
+        let hint = self.last_hit.get();
+        if let Some(e) = self.entries.get_mut(hint).filter(|e| e.ip == ip) {
+            if let State::Reachable { mac, expires } = e.state {
+                if expires.is_none_or(|t| now < t) {
+                    e.touched = now;
+                    return Lookup::Found(mac);
+                }
+            }
+        }
+        self.lookup_slow(ip, now, resolve)
+    }
+
+    fn lookup_slow(&mut self, ip: Ipv4Addr, now: Instant, resolve: bool) -> Lookup {
         let cfg = self.cfg;
         let i = match self.position(ip) {
             Some(i) => i,
@@ -261,10 +276,14 @@ impl NeighborCache {
     /// Drops resolutions nobody asked for since their probe fell due (the packets that
     /// wanted them were sent elsewhere or given up), so `poll_at` does not stay due.
     pub fn retire_unwanted(&mut self, now: Instant) {
-        self.entries.retain(|e| match e.state {
-            State::Incomplete { next_probe, .. } => next_probe > now,
-            _ => true,
-        });
+        let unwanted = |e: &Entry| match e.state {
+            State::Incomplete { next_probe, .. } => next_probe <= now,
+            _ => false,
+        };
+        // Usually none: a read-only look first (this runs at every dispatch).
+        if self.entries.iter().any(unwanted) {
+            self.entries.retain(|e| !unwanted(e));
+        }
     }
 
     pub fn len(&self) -> usize {

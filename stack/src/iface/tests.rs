@@ -5,7 +5,7 @@ use crate::device::QueueDevice;
 use crate::error::Error;
 use crate::socket::{Readiness, SocketHandle};
 use crate::time::Duration;
-use crate::wire::{checksum, udp as wudp, IcmpPacket, UdpPacket};
+use crate::wire::{udp as wudp, IcmpPacket, UdpPacket};
 use proptest::prelude::*;
 
 const MAC_A: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xa]);
@@ -951,78 +951,6 @@ fn tcp_checksums_summed_while_copying_are_whole_segment_checksums() {
     assert!(segments >= 10, "{segments}");
     assert_eq!(b.stats().dropped(DropReason::TcpBadChecksum), 0);
     assert_eq!(got.len(), sent.len());
-    assert!(got == sent, "bytes differ");
-}
-
-#[test]
-fn tcp_checksum_verified_while_copying_rejects_corrupt_segments() {
-    // In-order data is checksummed while TCP copies it into the receive ring: a corrupt
-    // copy of each segment (payload or header byte flipped) must be dropped as a bad
-    // checksum without changing anything, and the intact segment then taken as usual.
-    let small = TcpConfig {
-        sndbuf: 4000,
-        rcvbuf: 4000,
-        ..TcpConfig::default()
-    };
-    let mk = |mac, ip| {
-        let mut i = Interface::new(
-            InterfaceConfig::new(mac, Ipv4Cidr::new(ip, 24)),
-            small.clone(),
-        );
-        i.set_neighbor(
-            if ip == IP_A { IP_B } else { IP_A },
-            if ip == IP_A { MAC_B } else { MAC_A },
-        );
-        i
-    };
-    let (mut a, mut b) = (mk(MAC_A, IP_A), mk(MAC_B, IP_B));
-    let l = b.tcp.listen(SocketAddrV4::new(IP_B, 80), 1).unwrap();
-    let c = a.tcp_connect(None, SocketAddrV4::new(IP_B, 80)).unwrap();
-    exchange(&mut a, &mut b, T0);
-    let s = b.tcp.accept(l).unwrap();
-    a.tcp.set_nodelay(c, true).unwrap();
-    let (mut sent, mut got) = (Vec::new(), Vec::new());
-    let mut corrupted = 0u64;
-    for (k, len) in (1..=1600usize).step_by(53).enumerate() {
-        let data: Vec<u8> = (0..len).map(|j| (j * 13 + k) as u8).collect();
-        let n = a.tcp.send(c, &data).unwrap();
-        sent.extend_from_slice(&data[..n]);
-        let mut dev = QueueDevice::new(1500);
-        a.dispatch(T0, &mut dev);
-        for f in dev.frames.drain(..) {
-            let mut bad = f.clone();
-            // The last payload byte, or a byte of the acknowledgment number.
-            let at = if k % 2 == 0 {
-                bad.len() - 1
-            } else {
-                14 + 20 + 9
-            };
-            bad[at] ^= 0x40;
-            let before = (
-                b.tcp.recv_queued(s).unwrap(),
-                b.tcp.info(s).unwrap().rcv_nxt,
-            );
-            b.receive(T0, &bad);
-            corrupted += 1;
-            assert_eq!(b.stats().dropped(DropReason::TcpBadChecksum), corrupted);
-            let after = (
-                b.tcp.recv_queued(s).unwrap(),
-                b.tcp.info(s).unwrap().rcv_nxt,
-            );
-            assert_eq!(before, after, "a corrupt segment changed the connection");
-            b.receive(T0, &f);
-        }
-        exchange(&mut a, &mut b, T0);
-        let mut buf = [0u8; 4000];
-        while let Ok(n) = b.tcp.recv(s, &mut buf) {
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
-    }
-    assert!(corrupted >= 30, "{corrupted}");
-    assert_eq!(b.stats().dropped(DropReason::TcpBadChecksum), corrupted);
     assert!(got == sent, "bytes differ");
 }
 

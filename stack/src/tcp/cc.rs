@@ -62,6 +62,7 @@ impl Congestion {
     }
 
     /// `acked` new bytes were acknowledged outside of loss recovery.
+    #[inline]
     pub fn on_ack(&mut self, now: Instant, acked: u32, srtt_us: u64) {
         if self.in_slow_start() {
             // RFC 5681 with appropriate byte counting, L = 2 segments.

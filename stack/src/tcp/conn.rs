@@ -202,11 +202,6 @@ pub struct Tcb {
     pub passive: bool,
     pub challenge_acks: u32,
     pub challenge_window: Instant,
-    /// The payload of the segment being processed, `(seq, len)`, already sits in the
-    /// receive ring's free space at offset 0 (copied while its checksum was verified):
-    /// taking it in order only commits it. Set and cleared by the layer around one
-    /// segment.
-    pub rx_prefilled: Option<(SeqNumber, usize)>,
 }
 
 impl Tcb {
@@ -274,7 +269,6 @@ impl Tcb {
             passive: false,
             challenge_acks: 0,
             challenge_window: Instant::ZERO,
-            rx_prefilled: None,
         }
     }
 
@@ -352,6 +346,7 @@ impl Tcb {
     }
 
     /// Bytes presumed in the network (RFC 6675 "pipe", simplified).
+    #[inline]
     pub fn pipe(&self) -> u32 {
         let flight = self.flight();
         if self.sack_ok && !self.scoreboard.is_empty() {
@@ -977,12 +972,7 @@ impl Tcb {
         let offset = seq - self.rcv_nxt;
         if offset == 0 {
             let had_ooo = !self.ooo.is_empty();
-            let n = if self.rx_prefilled == Some((seq, data.len())) {
-                self.recv_buf.commit(data.len());
-                data.len() as u32
-            } else {
-                self.recv_buf.write(data) as u32
-            };
+            let n = self.recv_buf.write(data) as u32;
             let extra = self.ooo.advance(n);
             self.recv_buf.commit(extra as usize);
             self.rcv_nxt += n + extra;

@@ -84,9 +84,16 @@ impl Ring {
     }
 
     /// Appends as much of `data` as fits; returns how much.
+    #[inline]
     pub fn write(&mut self, data: &[u8]) -> usize {
-        let n = data.len().min(self.free());
-        self.write_at(0, &data[..n]);
+        let cap = self.buf.len();
+        let n = data.len().min(cap - self.len);
+        let start = wrap(self.head + self.len, cap);
+        let first = n.min(cap - start);
+        copy(&mut self.buf[start..start + first], &data[..first]);
+        if n > first {
+            copy(&mut self.buf[..n - first], &data[first..n]);
+        }
         self.len += n;
         n
     }
@@ -108,27 +115,6 @@ impl Ring {
         n
     }
 
-    /// `write_at` that also returns the folded one's-complement sum of the bytes written
-    /// (summed while copying: one pass over them). Writes all of `data` or nothing
-    /// (returns `None` when it does not fit).
-    pub fn write_at_summed(&mut self, offset: usize, data: &[u8]) -> Option<u16> {
-        let cap = self.buf.len();
-        if offset + data.len() > self.free() {
-            return None;
-        }
-        let n = data.len();
-        let start = wrap(self.head + self.len + offset, cap);
-        let first = n.min(cap - start);
-        let mut acc = checksum::Accumulator::new();
-        let s = checksum::copy_and_sum(&mut self.buf[start..start + first], &data[..first]);
-        acc.add_sum(s, first);
-        if n > first {
-            let s = checksum::copy_and_sum(&mut self.buf[..n - first], &data[first..]);
-            acc.add_sum(s, n - first);
-        }
-        Some(acc.sum())
-    }
-
     /// Makes `n` bytes written with `write_at` part of the contents.
     pub fn commit(&mut self, n: usize) {
         debug_assert!(n <= self.free());
@@ -136,6 +122,7 @@ impl Ring {
     }
 
     /// Copies contents starting `offset` bytes from the front into `dst`; returns how many.
+    #[inline]
     pub fn peek_at(&self, offset: usize, dst: &mut [u8]) -> usize {
         if offset >= self.len {
             return 0;
@@ -172,6 +159,7 @@ impl Ring {
     }
 
     /// Drops `n` bytes from the front.
+    #[inline]
     pub fn consume(&mut self, n: usize) {
         let n = n.min(self.len);
         self.len -= n;
@@ -182,6 +170,7 @@ impl Ring {
     }
 
     /// Reads and drops up to `dst.len()` bytes from the front.
+    #[inline]
     pub fn read(&mut self, dst: &mut [u8]) -> usize {
         let n = self.peek_at(0, dst);
         self.consume(n);
@@ -250,10 +239,15 @@ impl Assembler {
 
     /// Contents advanced by `n` bytes (in-order data arrived): returns how many bytes past
     /// `n` are already present (the first range, if it now starts at or before `n`).
+    #[inline]
     pub fn advance(&mut self, n: u32) -> u32 {
         if self.len == 0 {
             return 0;
         }
+        self.advance_ranges(n)
+    }
+
+    fn advance_ranges(&mut self, n: u32) -> u32 {
         let mut end = n;
         let mut removed = 0;
         while removed < self.len && self.ranges[removed].0 <= end {

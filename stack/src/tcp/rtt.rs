@@ -25,6 +25,7 @@ impl RttEstimator {
     }
 
     /// Takes one RTT measurement (RFC 6298 2.2 / 2.3; clock granularity 1 ms).
+    #[inline]
     pub fn sample(&mut self, rtt: Duration) {
         let r = rtt.micros().max(1);
         if self.srtt == 0 {

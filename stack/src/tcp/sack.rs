@@ -65,7 +65,11 @@ impl Scoreboard {
     }
 
     /// SND.UNA advanced: drop what it covers.
+    #[inline]
     pub fn on_ack(&mut self, snd_una: SeqNumber) {
+        if self.len == 0 {
+            return;
+        }
         let mut k = 0;
         for i in 0..self.len {
             let (l, r) = self.blocks[i];

@@ -58,18 +58,27 @@ fn add_chunk(lanes: &mut [u32; 16], c: &[u8; 32]) {
     }
 }
 
-/// Adds a short piece (as if at an even offset): 8-byte words, each split into two
-/// 32-bit halves so the 64-bit accumulator cannot overflow, then 4, 2 and 1 bytes.
+/// 64-bit one's-complement addition: the carry out goes back in.
+#[inline(always)]
+fn add_carry(acc: u64, v: u64) -> u64 {
+    let (s, carry) = acc.overflowing_add(v);
+    s + carry as u64
+}
+
+/// Adds a short piece (as if at an even offset): 8-byte words with end-around carry,
+/// then 4, 2 and 1 bytes.
 #[inline(always)]
 fn sum_tail(rest: &[u8], mut acc: u64) -> u64 {
     let mut words = rest.chunks_exact(8);
     for w in &mut words {
-        let w = u64::from_ne_bytes(w.try_into().expect("8-byte word"));
-        acc += (w & 0xffff_ffff) + (w >> 32);
+        acc = add_carry(acc, u64::from_ne_bytes(w.try_into().expect("8-byte word")));
     }
     let mut tail = words.remainder();
     if tail.len() >= 4 {
-        acc += u32::from_ne_bytes([tail[0], tail[1], tail[2], tail[3]]) as u64;
+        acc = add_carry(
+            acc,
+            u32::from_ne_bytes([tail[0], tail[1], tail[2], tail[3]]) as u64,
+        );
         tail = &tail[4..];
     }
     // The last 0..3 bytes as the start of one more zero-padded 32-bit word.
@@ -80,7 +89,7 @@ fn sum_tail(rest: &[u8], mut acc: u64) -> u64 {
         1 => t[0] = tail[0],
         _ => {}
     }
-    acc + u32::from_ne_bytes(t) as u64
+    add_carry(acc, u32::from_ne_bytes(t) as u64)
 }
 
 /// Folds a native-endian 64-bit partial sum to a big-endian 16-bit one's-complement sum.
@@ -136,9 +145,9 @@ pub fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16
     acc += u16::from_be_bytes([d[2], d[3]]) as u32;
     acc += protocol as u32;
     acc += length as u32;
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
+    // Six 16-bit terms: two fixed folds suffice (no loop).
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
     acc as u16
 }
 

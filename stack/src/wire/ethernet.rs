@@ -203,6 +203,7 @@ pub struct EthernetRepr {
 }
 
 impl EthernetRepr {
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(frame: &EthernetFrame<T>) -> Result<EthernetRepr> {
         frame.check_len()?;
         let ethertype = frame.ethertype();
@@ -225,6 +226,7 @@ impl EthernetRepr {
         }
     }
     /// Writes the header into the start of `buf` (at least `header_len()` bytes).
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) {
         buf[0..6].copy_from_slice(&self.dst.0);
         buf[6..12].copy_from_slice(&self.src.0);

@@ -141,6 +141,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
     /// The payload, bounded by the total length (Ethernet padding excluded).
     /// Call on a checked view only.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         let b = self.buffer.as_ref();
         &b[self.header_len() as usize..self.total_len() as usize]
@@ -184,6 +185,7 @@ pub struct Ipv4Repr {
 impl Ipv4Repr {
     /// Validates version, lengths, fragments and (unless `verify_checksum` is false, when
     /// the NIC checked it) the header checksum.
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(packet: &Ipv4Packet<T>, verify_checksum: bool) -> Result<Self> {
         packet.check_len()?;
         if packet.version() != 4 {
@@ -215,6 +217,7 @@ impl Ipv4Repr {
     /// Writes the 20-byte header into the start of `buf`; fills the checksum when
     /// `fill_checksum` (leaves it zero for a NIC that fills it). The checksum is summed
     /// from the field values, not read back from the bytes just written.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8], fill_checksum: bool) {
         let total = (HEADER_LEN + self.payload_len) as u16;
         let frag: u16 = if self.dont_frag { 0x4000 } else { 0 };
