@@ -196,7 +196,7 @@ impl<'a> IpOut<'a> {
         mut fill: impl FnMut(&mut [u8]) -> u16,
     ) -> Outcome {
         if self.core.is_local(dst) {
-            return self.send_local(src, dst, protocol, len, transport_sum, fill);
+            return self.send_local(src, dst, protocol, len, transport_sum, &mut fill);
         }
         if self.core.device_full {
             return Outcome::DeviceFull;
