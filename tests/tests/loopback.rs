@@ -239,3 +239,65 @@ fn wait_redis(ns: &str, port: &str, srv: &mut Bg) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Host mode, UDP: datagrams up to 60 KB each way between two fastnet programs, with
+/// `sendto` and on a connected socket, every one through the peers' inboxes.
+#[test]
+fn host_loopback_udp_between_two_programs() {
+    assert!(is_root(), "end-to-end tests need root");
+    let t = Topology::up(&TopologyOptions::default()).unwrap();
+    let ns = t.ns(Side::Server).to_string();
+    let dir = scratch("loopback-host-udp");
+    std::fs::write(dir.join("srv.py"), UDP_ECHO).unwrap();
+    std::fs::write(dir.join("cli.py"), UDP_CLIENT).unwrap();
+    let fast = |script: &str| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &ns])
+            .arg(fastnet_bin())
+            .args(["run", "--loopback", "host", "--", PY])
+            .arg(dir.join(script))
+            .args(["17003", "400"])
+            .env("FASTNET_STATS", "1");
+        c
+    };
+    let mut srv = spawn(fast("srv.py"), &dir.join("srv.log"));
+    let start = std::time::Instant::now();
+    while !srv.output().contains("ready") {
+        assert!(start.elapsed().as_secs() < 10, "{}", srv.output());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = fast("cli.py").output().unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("udp client ok"), "{log}");
+    let c = exit_counters(&log);
+    assert_eq!(get(&c, "loopback.host.frames_out"), 400, "{log}");
+    assert_eq!(get(&c, "loopback.host.frames_in"), 400, "{log}");
+    let slog = srv.stop();
+    assert!(slog.contains("loopback.host.frames_in=400"), "{slog}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const UDP_ECHO: &str = r#"
+import socket, sys
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", int(sys.argv[1])))
+print("ready", flush=True)
+for i in range(int(sys.argv[2])):
+    m, a = u.recvfrom(65536)
+    u.sendto(m[::-1], a)
+"#;
+
+const UDP_CLIENT: &str = r#"
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)
+c.connect(("127.0.0.1", port))
+for i in range(n // 2):
+    m = bytes([i % 256]) * (1 + i * 37 % 60000)
+    u.sendto(m, ("127.0.0.1", port))
+    assert u.recvfrom(65536)[0] == m[::-1], i
+    c.send(m)
+    assert c.recv(65536) == m[::-1], i
+print("udp client ok", flush=True)
+"#;

@@ -492,6 +492,13 @@ fn make_udp(e: &mut Engine, fd: i32, local: SocketAddrV4) -> Result<(), Counter>
         unclaim(e);
         return Err(Counter::KernelResources);
     }
+    if let (true, Some(host)) = (
+        local.ip().is_loopback() || local.ip().is_unspecified(),
+        &e.dev.host,
+    ) {
+        // Host mode: other fastnet processes' datagrams to this port come to us.
+        host.register(Transport::Udp, local.port());
+    }
     e.bind_handle(h, fd);
     let s = e.fds.get_mut(fd).expect("ours");
     s.kind = Kind::Udp(h);
@@ -557,7 +564,7 @@ fn listen(fd: i32, backlog: i32) -> i64 {
             if let (true, Some(host)) = (on_lo, &e.dev.host) {
                 // Host mode: other fastnet processes' connections to this port on
                 // loopback come to our stack.
-                host.register(port);
+                host.register(Transport::Tcp, port);
             }
             e.bind_handle(h, fd);
             let s = e.fds.get_mut(fd).expect("ours");
@@ -763,13 +770,17 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
                 e.iface.tcp.has_listener(dst)
             };
         // Host mode: another fastnet process serves that port on loopback.
+        let t = if s.kind == Kind::UdpFresh {
+            Transport::Udp
+        } else {
+            Transport::Tcp
+        };
         to_peer = !ours
-            && s.kind == Kind::TcpFresh
             && dst.ip().is_loopback()
             && e.dev
                 .host
                 .as_ref()
-                .is_some_and(|h| h.peer_of(dst.port()).is_some());
+                .is_some_and(|h| h.peer_of(t, dst.port()).is_some());
         if !ours && !to_peer {
             release_to_kernel(&mut e, fd, Counter::KernelLoopback);
             return PASSTHROUGH;
@@ -849,7 +860,7 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
     }
     if let (true, Some(h)) = (local.ip().is_loopback(), &e.dev.host) {
         // Host mode: the peer's frames to this port come to our inbox.
-        h.register(port);
+        h.register(Transport::Tcp, port);
     }
     e.bind_handle(h, fd);
     debug(format_args!(

@@ -453,7 +453,7 @@ impl Engine {
                 done_ports[n] = c.port;
                 n += 1;
                 if let (Some(p), Some(h)) = (c.host_port, &dev.host) {
-                    h.unregister(p);
+                    h.unregister(Transport::Tcp, p);
                 }
                 if c.held_fd >= 0 {
                     let _ = kernel::close(c.held_fd);
@@ -586,7 +586,7 @@ impl Engine {
                 self.handle_fd.remove(&h);
                 if let (Some(host), Ok(l)) = (&self.dev.host, self.iface.tcp.local_addr(h)) {
                     if l.ip().is_loopback() || l.ip().is_unspecified() {
-                        host.unregister(l.port());
+                        host.unregister(Transport::Tcp, l.port());
                     }
                 }
                 let _ = self.iface.tcp.close(h);
@@ -631,7 +631,7 @@ impl Engine {
                         tcp.close(h)
                     };
                     if let (Some(p), Some(host)) = (host_port, &self.dev.host) {
-                        host.unregister(p);
+                        host.unregister(Transport::Tcp, p);
                     }
                 }
                 match s.claimed {
@@ -651,6 +651,9 @@ impl Engine {
             }
             Kind::Udp(h) => {
                 self.handle_fd.remove(&h);
+                if let (Some(host), Ok(Some(l))) = (&self.dev.host, self.iface.udp.local_addr(h)) {
+                    host.unregister(Transport::Udp, l.port());
+                }
                 let _ = self.iface.udp.close(h);
                 if let Some((t, p)) = s.claimed {
                     self.unclaim(t, p);

@@ -1,8 +1,8 @@
-//! Host loopback (FASTNET_LOOPBACK=host): TCP over 127.0.0.0/8 between two fastnet
-//! processes, stack to stack through shared memory, with no kernel TCP in between.
+//! Host loopback (FASTNET_LOOPBACK=host): TCP and UDP over 127.0.0.0/8 between two
+//! fastnet processes, stack to stack through shared memory, with no kernel in between.
 //!
 //! - The **registry** (`/dev/shm/fastnet-lo-ns<inode>.registry`, one per network
-//!   namespace) maps each TCP port a host-mode
+//!   namespace) maps each TCP and UDP port a host-mode
 //!   process uses on loopback (listeners, and the local ports of its connections) to
 //!   the id of its inbox. The kernel stays the arbiter of who owns a port: every entry
 //!   is written after the socket's shadow bound the port in the kernel.
@@ -23,6 +23,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, IntoRawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use xdp_backend::portmap::Transport;
 
 /// One registry per network namespace (loopback is per namespace): the name carries
 /// the namespace's inode.
@@ -31,8 +32,8 @@ fn registry_path() -> String {
     let ns = std::fs::metadata("/proc/self/ns/net").map_or(0, |m| m.ino());
     format!("/dev/shm/fastnet-lo-ns{ns}.registry")
 }
-/// One inbox id per TCP port.
-const REGISTRY_LEN: usize = 65536 * 4;
+/// One inbox id per TCP port, then one per UDP port.
+const REGISTRY_LEN: usize = 2 * 65536 * 4;
 
 /// Frames an inbox holds, and the bytes of each slot (a 64 KiB loopback frame).
 const SLOTS: u64 = 256;
@@ -119,10 +120,11 @@ impl Registry {
             .open(path)?;
         Ok(Registry(Shared::map(&f, REGISTRY_LEN)?))
     }
-    fn slot(&self, port: u16) -> &AtomicU32 {
-        // SAFETY: port < 65536 slots of 4 bytes inside the mapping, 4-byte aligned
+    fn slot(&self, t: Transport, port: u16) -> &AtomicU32 {
+        let i = port as usize + if t == Transport::Udp { 65536 } else { 0 };
+        // SAFETY: i < 2 × 65536 slots of 4 bytes inside the mapping, 4-byte aligned
         // (the mapping is page aligned); only accessed atomically.
-        unsafe { &*(self.0.base.as_ptr().add(port as usize * 4) as *const AtomicU32) }
+        unsafe { &*(self.0.base.as_ptr().add(i * 4) as *const AtomicU32) }
     }
 }
 
@@ -285,13 +287,15 @@ impl HostLoop {
     }
 
     /// Records that `port` on loopback is served by this process.
-    pub fn register(&self, port: u16) {
-        self.registry.slot(port).store(self.id, Ordering::Release);
+    pub fn register(&self, t: Transport, port: u16) {
+        self.registry
+            .slot(t, port)
+            .store(self.id, Ordering::Release);
     }
 
     /// Gives `port` up (only if it is still ours).
-    pub fn unregister(&self, port: u16) {
-        let _ = self.registry.slot(port).compare_exchange(
+    pub fn unregister(&self, t: Transport, port: u16) {
+        let _ = self.registry.slot(t, port).compare_exchange(
             self.id,
             0,
             Ordering::AcqRel,
@@ -300,8 +304,8 @@ impl HostLoop {
     }
 
     /// The live host-mode process other than us serving `port` on loopback, if any.
-    pub fn peer_of(&self, port: u16) -> Option<u32> {
-        let id = self.registry.slot(port).load(Ordering::Acquire);
+    pub fn peer_of(&self, t: Transport, port: u16) -> Option<u32> {
+        let id = self.registry.slot(t, port).load(Ordering::Acquire);
         // SAFETY: kill with signal 0 only checks that the process exists.
         (id != 0 && id != self.id && unsafe { libc::kill(id as i32, 0) } == 0).then_some(id)
     }
@@ -324,13 +328,13 @@ impl HostLoop {
         n
     }
 
-    /// A frame to a local address: pushed to the peer that serves its TCP port, if
-    /// another process does (true), else left for local delivery (false).
+    /// A frame to a local address: pushed to the peer that serves its TCP or UDP port,
+    /// if another process does (true), else left for local delivery (false).
     pub fn route(&mut self, frame: &[u8]) -> bool {
-        let Some(port) = tcp_dst_port(frame) else {
+        let Some((t, port)) = dst_port(frame) else {
             return false;
         };
-        let id = self.registry.slot(port).load(Ordering::Acquire);
+        let id = self.registry.slot(t, port).load(Ordering::Acquire);
         if id == 0 || id == self.id {
             return false;
         }
@@ -368,7 +372,8 @@ impl HostLoop {
     /// Removes our inbox and registry entries (at exit of the owner).
     pub fn close(&self) {
         for port in 0..=u16::MAX {
-            self.unregister(port);
+            self.unregister(Transport::Tcp, port);
+            self.unregister(Transport::Udp, port);
         }
         let _ = std::fs::remove_file(inbox_path(self.id));
         let _ = std::fs::remove_file(bell_path(self.id));
@@ -395,15 +400,21 @@ fn open_peer(id: u32) -> Option<Inbox> {
     (inbox.header().magic.load(Ordering::Acquire) == MAGIC).then_some(inbox)
 }
 
-/// The destination port of an IPv4/TCP frame (checked views).
-fn tcp_dst_port(frame: &[u8]) -> Option<u16> {
+/// The transport and destination port of an IPv4 TCP or UDP frame (checked views).
+fn dst_port(frame: &[u8]) -> Option<(Transport, u16)> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-    if ip.protocol() != 6 {
-        return None;
+    match ip.protocol() {
+        6 => {
+            let tcp = stack::wire::tcp::TcpPacket::new_checked(ip.payload()).ok()?;
+            Some((Transport::Tcp, tcp.dst_port()))
+        }
+        17 => {
+            let udp = stack::wire::UdpPacket::new_checked(ip.payload()).ok()?;
+            Some((Transport::Udp, udp.dst_port()))
+        }
+        _ => None,
     }
-    let tcp = stack::wire::tcp::TcpPacket::new_checked(ip.payload()).ok()?;
-    Some(tcp.dst_port())
 }
 
 trait NonblockOpen {
