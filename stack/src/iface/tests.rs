@@ -982,7 +982,6 @@ fn tcp_pair_with_frame() -> (Interface, Vec<u8>) {
 /// Feeds `frame` (changed: byte `at` xored, `cut` bytes cut off, `pad` zeros added,
 /// checksums optionally made right again) to one interface through `receive` and to an
 /// identical one through the general path alone; both must end up the same.
-#[allow(clippy::too_many_arguments)]
 fn check_prediction(at: usize, xor: u8, cut: usize, pad: usize, fix_ip: bool, fix_tcp: bool) {
     let (mut b1, frame) = tcp_pair_with_frame();
     let (mut b2, _) = tcp_pair_with_frame();
