@@ -2,21 +2,19 @@
 
 use core::net::Ipv4Addr;
 
-/// IP protocol numbers the stack carries.
+/// IP protocol numbers the stack carries (the discriminants are the numbers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum IpProtocol {
-    Icmp,
-    Tcp,
-    Udp,
+    Icmp = 1,
+    Tcp = 6,
+    Udp = 17,
 }
 
 impl IpProtocol {
+    #[inline]
     pub const fn number(self) -> u8 {
-        match self {
-            IpProtocol::Icmp => 1,
-            IpProtocol::Tcp => 6,
-            IpProtocol::Udp => 17,
-        }
+        self as u8
     }
 }
 

@@ -21,7 +21,7 @@ use crate::socket::ReadinessChange;
 use crate::tcp::{TcpConfig, TcpLayer};
 use crate::time::Instant;
 use crate::wire::{
-    arp, checksum, ethernet, icmp, ipv4, ArpOperation, ArpPacket, ArpRepr, EtherType,
+    arp, checksum, ethernet, icmp, ipv4, tcp, ArpOperation, ArpPacket, ArpRepr, EtherType,
     EthernetFrame, EthernetRepr, IcmpPacket, IcmpRepr, Ipv4Cidr, Ipv4Packet, Ipv4Repr, MacAddr,
     UdpPacket, UdpRepr, WireError,
 };
@@ -422,6 +422,65 @@ impl Interface {
     fn receive_frame(&mut self, now: Instant, frame: &[u8], verify: bool) {
         self.core.stats.rx_frames += 1;
         self.core.stats.rx_bytes += frame.len() as u64;
+        if !self.receive_tcp_predicted(now, frame) {
+            self.receive_frame(now, frame);
+        }
+    }
+
+    /// Header prediction for the receive path: a well-formed, untagged IPv4 packet
+    /// without options or fragmentation, carrying TCP, sent to our MAC and one of our
+    /// addresses from an ordinary source, with correct checksums. Such a frame goes
+    /// straight to TCP, with the checks of the general path but not its dispatching;
+    /// anything else (including every frame the general path would drop) returns false
+    /// untouched, and the general path takes it.
+    #[inline]
+    fn receive_tcp_predicted(&mut self, now: Instant, frame: &[u8]) -> bool {
+        const HEADERS: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
+        let Some(head) = frame.first_chunk::<HEADERS>() else {
+            return false;
+        };
+        let (eth_bytes, ip_bytes) = head.split_at(ethernet::HEADER_LEN);
+        let eth = EthernetFrame::new_unchecked(eth_bytes);
+        let ip = Ipv4Packet::new_unchecked(ip_bytes);
+        let core = &mut self.core;
+        if core.vlan.is_some()
+            || eth.outer_ethertype() != EtherType::Ipv4
+            || eth.dst() != core.mac
+            || ip.version() != 4
+            || ip.header_len() as usize != ipv4::HEADER_LEN
+            || ip.protocol() != 6
+            || ip.is_fragment()
+        {
+            return false;
+        }
+        let total = ip.total_len() as usize;
+        if total < ipv4::HEADER_LEN + tcp::HEADER_LEN || ethernet::HEADER_LEN + total > frame.len()
+        {
+            return false;
+        }
+        let verify = !core.rx_checksum_verified;
+        if verify && !ip.verify_checksum() {
+            return false;
+        }
+        let (src, dst) = (ip.src(), ip.dst());
+        if !core.is_own_addr(dst)
+            || src.is_broadcast()
+            || src.is_multicast()
+            || core.is_broadcast(src)
+        {
+            return false;
+        }
+        let l4 = &frame[HEADERS..ethernet::HEADER_LEN + total];
+        if verify && checksum::transport_checksum(src, dst, 6, l4) != 0 {
+            return false;
+        }
+        core.stats.tcp_segments_received += 1;
+        self.tcp.receive(now, src, dst, l4);
+        true
+    }
+
+    /// The general receive path: every frame type, every check, drops by reason.
+    fn receive_frame(&mut self, now: Instant, frame: &[u8]) {
         let st = &mut self.core.stats;
         let eth_frame = match EthernetFrame::new_checked(frame) {
             Ok(f) => f,
