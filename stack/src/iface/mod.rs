@@ -422,8 +422,8 @@ impl Interface {
     fn receive_frame(&mut self, now: Instant, frame: &[u8], verify: bool) {
         self.core.stats.rx_frames += 1;
         self.core.stats.rx_bytes += frame.len() as u64;
-        if !self.receive_tcp_predicted(now, frame) {
-            self.receive_frame(now, frame);
+        if !self.receive_tcp_predicted(now, frame, verify) {
+            self.receive_general(now, frame, verify);
         }
     }
 
@@ -434,7 +434,7 @@ impl Interface {
     /// anything else (including every frame the general path would drop) returns false
     /// untouched, and the general path takes it.
     #[inline]
-    fn receive_tcp_predicted(&mut self, now: Instant, frame: &[u8]) -> bool {
+    fn receive_tcp_predicted(&mut self, now: Instant, frame: &[u8], verify: bool) -> bool {
         const HEADERS: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
         let Some(head) = frame.first_chunk::<HEADERS>() else {
             return false;
@@ -458,7 +458,6 @@ impl Interface {
         {
             return false;
         }
-        let verify = !core.rx_checksum_verified;
         if verify && !ip.verify_checksum() {
             return false;
         }
@@ -480,7 +479,7 @@ impl Interface {
     }
 
     /// The general receive path: every frame type, every check, drops by reason.
-    fn receive_frame(&mut self, now: Instant, frame: &[u8]) {
+    fn receive_general(&mut self, now: Instant, frame: &[u8], verify: bool) {
         let st = &mut self.core.stats;
         let eth_frame = match EthernetFrame::new_checked(frame) {
             Ok(f) => f,

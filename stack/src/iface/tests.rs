@@ -1011,7 +1011,7 @@ fn check_prediction(at: usize, xor: u8, cut: usize, pad: usize, fix_ip: bool, fi
     b1.receive(T0, &f);
     b2.core.stats.rx_frames += 1;
     b2.core.stats.rx_bytes += f.len() as u64;
-    b2.receive_frame(T0, &f);
+    b2.receive_general(T0, &f, true);
     let case =
         format!("at {at} xor {xor:#x} cut {cut} pad {pad} fix_ip {fix_ip} fix_tcp {fix_tcp}");
     assert_eq!(
@@ -1055,7 +1055,7 @@ proptest! {
 fn a_tcp_data_frame_takes_the_predicted_path() {
     let (mut b, frame) = tcp_pair_with_frame();
     let before = b.tcp.stats().segments_in;
-    assert!(b.receive_tcp_predicted(T0, &frame));
+    assert!(b.receive_tcp_predicted(T0, &frame, true));
     assert_eq!(b.tcp.stats().segments_in, before + 1);
 }
 
