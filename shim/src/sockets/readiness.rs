@@ -268,7 +268,9 @@ fn wait_core(
         let mut e = engine();
         e.drive();
         let n = collect(&mut e, epfd, &mut buf[..(max as usize).min(64)], woke);
-        let timer = e.timer_timeout();
+        // The next timer only matters when the wait sleeps (it scans every socket's
+        // deadline in the stack).
+        let timer = if n == 0 { e.timer_timeout() } else { None };
         let spin = e.spin_budget();
         let now_us = e.now().micros();
         let merge = n > 0
