@@ -128,6 +128,55 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Clears the entries of processes that died without clearing them (killed): a
+    /// port they held may belong to a stock program by now.
+    fn forget_dead(&self) {
+        let mut alive: HashMap<u32, bool> = HashMap::new();
+        for t in [Transport::Tcp, Transport::Udp] {
+            for port in 0..=u16::MAX {
+                let slot = self.slot(t, port);
+                let id = slot.load(Ordering::Acquire);
+                // SAFETY: kill with signal 0 only checks that the process exists.
+                if id != 0
+                    && !*alive
+                        .entry(id)
+                        .or_insert_with(|| unsafe { libc::kill(id as i32, 0) } == 0)
+                {
+                    let _ = slot.compare_exchange(id, 0, Ordering::AcqRel, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Removes the inbox and bell files of processes that died without removing them.
+fn remove_dead_inboxes() {
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let Some(rest) = name.strip_prefix("fastnet-lo-") else {
+            continue;
+        };
+        let Some(pid) = rest
+            .strip_suffix(".inbox")
+            .or_else(|| rest.strip_suffix(".bell"))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        if unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// One inbox, ours (to read) or a peer's (to push into).
 struct Inbox {
     map: Shared,
@@ -232,6 +281,8 @@ impl HostLoop {
     pub fn open(id: u32) -> Result<HostLoop, String> {
         let reg = registry_path();
         let registry = Registry::open(&reg).map_err(|e| format!("cannot open {reg}: {e}"))?;
+        registry.forget_dead();
+        remove_dead_inboxes();
         let path = inbox_path(id);
         let f = OpenOptions::new()
             .read(true)
