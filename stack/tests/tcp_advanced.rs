@@ -384,3 +384,43 @@ fn window_scale_follows_each_sockets_buffer() {
     let (x, y) = exchange(&mut p, c, s, b"", &big, secs(120));
     assert!(x == big && y.is_empty());
 }
+
+/// A SYN-cookie SYN-ACK carries the options in the low bits of its timestamp; rounding
+/// that timestamp up put it ahead of the connection's clock, and the client dropped
+/// the server's next segments as old (PAWS) until the clock caught up (0.2–1 s stalls
+/// per connection). Every clock phase: no PAWS drop, data both ways at once.
+#[test]
+fn cookie_timestamps_never_run_ahead_of_the_connection() {
+    for phase_ms in 0..32u64 {
+        let mut p = TcpPair::new(cfg(), lossless(), 40 + phase_ms);
+        p.run_for(Duration::from_millis(phase_ms));
+        let l = p.b.listen(TcpPair::addr_b(SERVER_PORT), 1).unwrap();
+        // Fill the one-entry SYN queue so the real client gets a cookie.
+        let syn = TcpRepr {
+            src_port: 999,
+            dst_port: SERVER_PORT,
+            seq: SeqNumber(1),
+            flags: flags::SYN,
+            window: 65535,
+            mss: Some(1460),
+            ..TcpRepr::default()
+        };
+        let now = p.now;
+        p.b.receive(now, Ipv4Addr::new(11, 0, 0, 1), ADDR_B, &segment(&syn, b""));
+        p.dispatch();
+        let c =
+            p.a.connect(TcpPair::addr_a(0), TcpPair::addr_b(SERVER_PORT))
+                .unwrap();
+        let limit = later(&p, secs(2));
+        let mut s = None;
+        assert!(p.run_until(limit, |p| {
+            s = s.or_else(|| p.b.accept(l).ok());
+            s.is_some()
+        }));
+        assert_eq!(p.b.stats().syn_cookies_accepted, 1, "phase {phase_ms}");
+        let (x, y) = exchange(&mut p, c, s.unwrap(), b"ping", b"pong", secs(1));
+        assert_eq!((x.as_slice(), y.as_slice()), (&b"pong"[..], &b"ping"[..]));
+        assert_eq!(p.a.stats().drops_paws, 0, "phase {phase_ms}");
+        assert_eq!(p.b.stats().retransmits, 0, "phase {phase_ms}");
+    }
+}

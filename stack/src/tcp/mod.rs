@@ -1000,7 +1000,13 @@ impl TcpLayer {
                         | ((seg.sack_permitted && self.cfg.sack) as u32) << 4;
                     let clock =
                         (self.now.millis() as u32).wrapping_add(self.ts_offset(local, remote));
-                    let ours = (clock & !0x1f) | bits;
+                    // The low bits carry the options, so round down, never up: a
+                    // timestamp ahead of the connection's clock would make the peer
+                    // drop our next segments as old (PAWS) until the clock caught up.
+                    let mut ours = (clock & !0x1f) | bits;
+                    if (ours.wrapping_sub(clock) as i32) > 0 {
+                        ours = ours.wrapping_sub(0x20);
+                    }
                     (ours, val)
                 });
             self.stats.syn_cookies_sent += 1;
