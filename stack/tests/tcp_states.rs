@@ -538,3 +538,43 @@ impl IntoHandle for u16 {
         stack::socket::SocketHandle::tcp(1000 + self as u32)
     }
 }
+
+#[test]
+fn writable_again_only_when_a_third_of_the_send_buffer_is_free() {
+    let mut p = pair(23);
+    let (_l, c, s) = establish(&mut p);
+    p.a.drain_changed(|_| {});
+    // The receiver reads nothing: the send buffer fills (64 KiB window + 64 KiB buffer).
+    let chunk = [7u8; 4096];
+    loop {
+        match p.a.send(c, &chunk) {
+            Ok(_) => p.run_for(Duration::from_millis(1)),
+            Err(Error::WouldBlock) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    p.run_for(Duration::from_millis(50));
+    assert!(!p.a.readiness(c).writable());
+    p.a.drain_changed(|_| {});
+    // The receiver frees a little: the ACKs free under a third of the buffer.
+    let mut buf = [0u8; 8192];
+    assert_eq!(p.b.recv(s, &mut buf), Ok(8192));
+    p.run_for(Duration::from_millis(50));
+    let mut woke = false;
+    p.a.drain_changed(|h| woke |= h == c);
+    assert!(
+        !p.a.readiness(c).writable(),
+        "writable with under a third free"
+    );
+    assert!(!woke, "a writer would be woken for 8 KiB");
+    // Data can still be queued into what is free, as Linux accepts it.
+    assert!(p.a.send(c, &chunk).is_ok());
+    // Reading more frees over a third: writable again, reported once.
+    let mut out = Vec::new();
+    read_all(&mut p.b, s, &mut out).unwrap();
+    p.run_for(Duration::from_millis(50));
+    let mut woke = false;
+    p.a.drain_changed(|h| woke |= h == c);
+    assert!(p.a.readiness(c).writable());
+    assert!(woke, "the writer is woken when room came back");
+}

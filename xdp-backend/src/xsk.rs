@@ -16,6 +16,16 @@ use std::time::{Duration, Instant};
 use xdpilone::xdp::XdpDesc;
 use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig, User};
 
+const SOL_XDP: i32 = 283;
+/// setsockopt: frames one copy-mode sendto may send (uapi/linux/if_xdp.h).
+const XDP_MAX_TX_SKB_BUDGET: i32 = 9;
+/// The kernel's copy-mode budget per kick without the option (TX_BATCH_SIZE).
+const COPY_TX_BUDGET_DEFAULT: u32 = 32;
+/// The budget asked for: a sender's burst in one system call. Each kick runs the
+/// frames through the driver (and, on veth, the peer's receive path) one by one, so a
+/// larger budget saves only the per-call cost, and keeps a call under ~1 ms.
+const COPY_TX_BUDGET: u32 = 256;
+
 /// How `wait` waits for received frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RxMode {
@@ -112,6 +122,8 @@ pub struct XskSocket {
     fill_pending: Vec<u64>,
     /// Frames queued on the TX ring since the last kick.
     tx_unkicked: u32,
+    /// Frames one copy-mode kick sends at most (the kernel's per-sendto budget).
+    tx_budget: u32,
     stats: XskStats,
 }
 
@@ -170,9 +182,13 @@ impl XskSocket {
                             tx_free: Vec::with_capacity(config.tx_frames as usize),
                             fill_pending: Vec::with_capacity(config.rx_frames as usize),
                             tx_unkicked: 0,
+                            tx_budget: COPY_TX_BUDGET_DEFAULT,
                             stats: XskStats::default(),
                         };
                         s.init_frames();
+                        if !zero_copy {
+                            s.tx_budget = s.raise_tx_budget();
+                        }
                         if config.rx_mode == RxMode::BusyPoll {
                             // Best effort: only drivers with NAPI busy polling honour these.
                             let fd = s.rings.fd;
@@ -265,6 +281,22 @@ impl XskSocket {
             _umem: umem,
             fd,
         })
+    }
+
+    /// Copy mode: lets one kick (sendto) send up to [`COPY_TX_BUDGET`] frames instead
+    /// of the kernel's default 32 (`XDP_MAX_TX_SKB_BUDGET`, Linux 6.17+; older kernels
+    /// refuse it and keep 32). Returns the budget in force.
+    fn raise_tx_budget(&self) -> u32 {
+        let want = COPY_TX_BUDGET.min(self.config.tx_frames);
+        match sys::setsockopt_int(self.rings.fd, SOL_XDP, XDP_MAX_TX_SKB_BUDGET, want as i32) {
+            Ok(()) => want,
+            Err(_) => COPY_TX_BUDGET_DEFAULT,
+        }
+    }
+
+    /// Frames one kick sends at most (32 unless the kernel took a larger budget).
+    pub fn tx_budget(&self) -> u32 {
+        self.tx_budget
     }
 
     /// Gives every RX frame to the fill ring and every TX frame to the free list.

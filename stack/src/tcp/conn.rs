@@ -418,6 +418,15 @@ impl Tcb {
         self.state.fin_received() || self.rd_shut || self.broken
     }
 
+    /// Whether the send buffer has room enough to report writable: a third of it free
+    /// (Linux's `sk_stream_is_writeable`: free >= queued / 2). A writer blocked on a
+    /// full buffer then wakes once per third of a buffer, not once per ACK.
+    #[inline]
+    pub(crate) fn send_write_space(&self) -> bool {
+        let free = self.send_buf.free();
+        free > 0 && free >= self.send_buf.len() / 2
+    }
+
     /// Readiness as poll/epoll would report it.
     pub fn readiness(&self) -> Readiness {
         let mut r = Readiness::EMPTY;
@@ -432,7 +441,7 @@ impl Tcb {
         match self.state {
             State::SynSent | State::SynReceived => {}
             _ if snd_shut => r |= Readiness::WRITABLE,
-            State::Established | State::CloseWait if self.send_buf.free() > 0 => {
+            State::Established | State::CloseWait if self.send_write_space() => {
                 r |= Readiness::WRITABLE
             }
             _ => {}

@@ -1487,7 +1487,7 @@ impl TcpLayer {
         }
         // Queuing data can only lose writability (timers move at dispatch): record the
         // loss cheaply instead of recomputing everything.
-        let full = t.send_buf.free() == 0;
+        let full = !t.send_write_space();
         let s = &mut self.slots[idx as usize];
         if full {
             s.last_ready.set(Readiness::WRITABLE, false);
