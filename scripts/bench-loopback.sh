@@ -30,7 +30,13 @@ done
 # namespace of our own: both stock on the kernel, then both under `--loopback host`.
 ns=fastnet-lobench-$$
 ip netns add "$ns" && ip -n "$ns" link set lo up
-cleanup_ns() { for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p"; done; ip netns del "$ns" 2>/dev/null || true; }
+cleanup_ns() {
+    local i
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p"; done
+    # The namespace's host-loopback registry goes with it.
+    i=$(stat -L -c %i "/run/netns/$ns" 2>/dev/null) && rm -f "/dev/shm/fastnet-lo-ns$i.registry"
+    ip netns del "$ns" 2>/dev/null || true
+}
 trap 'rm -f "$out"; cleanup_ns' EXIT
 redis_round() { # $1: kernel|host
     local pre=() i
