@@ -202,18 +202,39 @@ impl Inbox {
             return false;
         }
         let h = self.header();
+        // The lock word holds the holder's PID: a producer killed while holding it
+        // must not stop every other producer for good.
+        let me = kernel::getpid() as u32;
         let mut spins = 0u32;
-        while h
-            .lock
-            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            spins += 1;
-            if spins > 1000 {
-                // SAFETY: sched_yield has no preconditions.
-                unsafe { libc::sched_yield() };
+        loop {
+            match h
+                .lock
+                .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(holder) => {
+                    spins += 1;
+                    if spins > 1000 {
+                        // SAFETY: sched_yield has no preconditions.
+                        unsafe { libc::sched_yield() };
+                    }
+                    if spins.is_multiple_of(4096)
+                        && holder != 0
+                        // SAFETY: kill with signal 0 only checks that the process exists.
+                        && unsafe { libc::kill(holder as i32, 0) } != 0
+                        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+                    {
+                        // The holder died inside: take the lock over.
+                        if h.lock
+                            .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
+                            .is_ok()
+                        {
+                            break;
+                        }
+                    }
+                    std::hint::spin_loop();
+                }
             }
-            std::hint::spin_loop();
         }
         let head = h.head.load(Ordering::Acquire);
         let tail = h.tail.load(Ordering::Relaxed);
@@ -476,5 +497,62 @@ impl NonblockOpen for OpenOptions {
     fn custom_flags_nonblock(&mut self) -> &mut Self {
         use std::os::unix::fs::OpenOptionsExt;
         self.custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An inbox in a private temp file, with a pipe as its bell.
+    fn temp_inbox(tag: &str) -> (Inbox, std::path::PathBuf, i32) {
+        let path =
+            std::env::temp_dir().join(format!("fastnet-inbox-test-{tag}-{}", std::process::id()));
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let mut p = [0i32; 2];
+        // SAFETY: pipe2 into a local array.
+        assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_NONBLOCK) }, 0);
+        let inbox = Inbox {
+            map: Shared::map(&f, inbox_len()).unwrap(),
+            bell: p[1],
+        };
+        (inbox, path, p[0])
+    }
+
+    #[test]
+    fn frames_come_out_in_order_and_a_full_inbox_refuses() {
+        let (inbox, path, bell_rx) = temp_inbox("order");
+        for i in 0..SLOTS {
+            assert!(inbox.push(&[i as u8; 100]), "frame {i}");
+        }
+        assert!(!inbox.push(&[0; 100]), "full");
+        assert!(!inbox.push(&vec![0; SLOT_BYTES + 1]), "too big");
+        let mut got = Vec::new();
+        assert_eq!(inbox.pop(u64::MAX, &mut |f| got.push(f[0])), SLOTS);
+        assert_eq!(got, (0..SLOTS).map(|i| i as u8).collect::<Vec<_>>());
+        assert_eq!(inbox.pending(), 0);
+        // One bell byte per frame pushed.
+        let mut buf = [0u8; 1024];
+        assert_eq!(kernel::read(bell_rx, &mut buf), Ok(SLOTS as usize));
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_lock_left_by_a_dead_producer_is_taken_over() {
+        let (inbox, path, _bell_rx) = temp_inbox("deadlock");
+        // A PID above pid_max: no such process.
+        inbox.header().lock.store(4_194_304 + 7, Ordering::Release);
+        assert!(inbox.push(b"after the dead producer"));
+        let mut got = Vec::new();
+        inbox.pop(1, &mut |f| got.extend_from_slice(f));
+        assert_eq!(got, b"after the dead producer");
+        assert_eq!(inbox.header().lock.load(Ordering::Acquire), 0);
+        let _ = std::fs::remove_file(path);
     }
 }
