@@ -100,6 +100,19 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// A new (emptied) file of `len` bytes, mapped.
+    fn create(path: &std::path::Path, len: usize) -> std::io::Result<Shared> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Shared::map(&f, len)
+    }
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what `map` mapped.
@@ -305,14 +318,8 @@ impl HostLoop {
         registry.forget_dead();
         remove_dead_inboxes();
         let path = inbox_path(id);
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
+        let map = Shared::create(std::path::Path::new(&path), inbox_len())
             .map_err(|e| format!("cannot create {path}: {e}"))?;
-        let map = Shared::map(&f, inbox_len()).map_err(|e| format!("cannot map {path}: {e}"))?;
         let bell = bell_path(id);
         let _ = std::fs::remove_file(&bell);
         let c = std::ffi::CString::new(bell.clone()).expect("no NUL");
@@ -508,18 +515,11 @@ mod tests {
     fn temp_inbox(tag: &str) -> (Inbox, std::path::PathBuf, i32) {
         let path =
             std::env::temp_dir().join(format!("fastnet-inbox-test-{tag}-{}", std::process::id()));
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
         let mut p = [0i32; 2];
         // SAFETY: pipe2 into a local array.
         assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_NONBLOCK) }, 0);
         let inbox = Inbox {
-            map: Shared::map(&f, inbox_len()).unwrap(),
+            map: Shared::create(&path, inbox_len()).unwrap(),
             bell: p[1],
         };
         (inbox, path, p[0])
