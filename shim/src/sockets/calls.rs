@@ -461,44 +461,28 @@ fn bind(fd: i32, addr: i64, len: usize) -> i64 {
 
 /// The XDP port map entry a socket bound to `local` needs: none on 127/8, which no
 /// frame from outside reaches.
-fn claim_for_proto(t: Transport, local: SocketAddrV4) -> Option<(Transport, u16)> {
+fn claim_for(t: Transport, local: SocketAddrV4) -> Option<(Transport, u16)> {
     (!local.ip().is_loopback()).then_some((t, local.port()))
-}
-
-fn claim_for(local: SocketAddrV4) -> Option<(Transport, u16)> {
-    claim_for_proto(Transport::Udp, local)
 }
 
 /// Turns a fresh UDP socket into a fast-path one bound to `local`.
 fn make_udp(e: &mut Engine, fd: i32, local: SocketAddrV4) -> Result<(), Counter> {
-    let claim = claim_for(local);
-    if let Some((t, p)) = claim {
-        e.claim(t, p).map_err(|_| Counter::KernelResources)?;
-    }
-    let unclaim = |e: &mut Engine| {
-        if let Some((t, p)) = claim {
-            e.unclaim(t, p);
-        }
-    };
+    let claim = claim_for(Transport::Udp, local);
+    e.claim_entry(claim).map_err(|_| Counter::KernelResources)?;
     let h = match e.iface.udp.open() {
         Ok(h) => h,
         Err(_) => {
-            unclaim(e);
+            e.unclaim_entry(claim);
             return Err(Counter::KernelResources);
         }
     };
     if e.iface.udp.bind(h, local).is_err() {
         let _ = e.iface.udp.close(h);
-        unclaim(e);
+        e.unclaim_entry(claim);
         return Err(Counter::KernelResources);
     }
-    if let (true, Some(host)) = (
-        local.ip().is_loopback() || local.ip().is_unspecified(),
-        &e.dev.host,
-    ) {
-        // Host mode: other fastnet processes' datagrams to this port come to us.
-        host.register(Transport::Udp, local.port());
-    }
+    // Host mode: other fastnet processes' datagrams to this port come to us.
+    e.host_register(Transport::Udp, local);
     e.bind_handle(h, fd);
     let s = e.fds.get_mut(fd).expect("ours");
     s.kind = Kind::Udp(h);
@@ -540,32 +524,22 @@ fn listen(fd: i32, backlog: i32) -> i64 {
     } else {
         e.local(port)
     };
-    let claim = claim_for_proto(Transport::Tcp, local);
+    let claim = claim_for(Transport::Tcp, local);
     // Claim before the shadow listens: no SYN may reach the kernel socket first.
-    if let Some((t, p)) = claim {
-        if e.claim(t, p).is_err() {
-            release_to_kernel(&mut e, fd, Counter::KernelResources);
-            return res(kernel::listen(fd, backlog).map(|_| 0));
-        }
+    if e.claim_entry(claim).is_err() {
+        release_to_kernel(&mut e, fd, Counter::KernelResources);
+        return res(kernel::listen(fd, backlog).map(|_| 0));
     }
-    let unclaim = |e: &mut Engine| {
-        if let Some((t, p)) = claim {
-            e.unclaim(t, p);
-        }
-    };
     if let Err(x) = kernel::listen(fd, backlog) {
-        unclaim(&mut e);
+        e.unclaim_entry(claim);
         return err(x);
     }
     let backlog = backlog.clamp(1, 65535) as usize;
     match e.iface.tcp.listen_with(local, backlog, s.opts) {
         Ok(h) => {
-            let on_lo = local.ip().is_loopback() || local.ip().is_unspecified();
-            if let (true, Some(host)) = (on_lo, &e.dev.host) {
-                // Host mode: other fastnet processes' connections to this port on
-                // loopback come to our stack.
-                host.register(Transport::Tcp, port);
-            }
+            // Host mode: other fastnet processes' connections to this port on
+            // loopback come to our stack.
+            e.host_register(Transport::Tcp, local);
             e.bind_handle(h, fd);
             let s = e.fds.get_mut(fd).expect("ours");
             s.kind = Kind::TcpListener(h);
@@ -575,7 +549,7 @@ fn listen(fd: i32, backlog: i32) -> i64 {
             0
         }
         Err(_) => {
-            unclaim(&mut e);
+            e.unclaim_entry(claim);
             release_to_kernel(&mut e, fd, Counter::KernelResources);
             0
         }
@@ -674,7 +648,7 @@ fn adopt_accepted(
         .tcp
         .local_addr(h)
         .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-    let claimed = claim_for_proto(Transport::Tcp, local).filter(|&(t, p)| e.claim(t, p).is_ok());
+    let claimed = claim_for(Transport::Tcp, local).filter(|&(t, p)| e.claim(t, p).is_ok());
     if let Some(stale) = e.fds.remove(cfd) {
         e.close_socket(stale);
     }
@@ -775,12 +749,7 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
         } else {
             Transport::Tcp
         };
-        to_peer = !ours
-            && dst.ip().is_loopback()
-            && e.dev
-                .host
-                .as_ref()
-                .is_some_and(|h| h.peer_of(t, dst.port()).is_some());
+        to_peer = !ours && e.host_peer(t, dst);
         if !ours && !to_peer {
             release_to_kernel(&mut e, fd, Counter::KernelLoopback);
             return PASSTHROUGH;
@@ -811,26 +780,19 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
         drop(e);
         return connect(fd, addr, len);
     }
-    let claim_of = |port| claim_for_proto(Transport::Tcp, at(port));
-    let unclaim = |e: &mut Engine, port| {
-        if let Some((t, p)) = claim_of(port) {
-            e.unclaim(t, p);
-        }
-    };
+    let claim_of = |port| claim_for(Transport::Tcp, at(port));
     let mut tries = 0;
     let h = loop {
-        if let Some((t, p)) = claim_of(port) {
-            if e.claim(t, p).is_err() {
-                release_to_kernel(&mut e, fd, Counter::KernelResources);
-                return PASSTHROUGH;
-            }
+        if e.claim_entry(claim_of(port)).is_err() {
+            release_to_kernel(&mut e, fd, Counter::KernelResources);
+            return PASSTHROUGH;
         }
         match e.iface.tcp.connect_with(at(port), dst, s.opts) {
             Ok(h) => break h,
             // The kernel handed out a port whose last connection to this peer the stack
             // is still finishing (TIME-WAIT): take a fresh shadow and another port.
             Err(Error::AddrInUse) if tries < 8 && !app_bound => {
-                unclaim(&mut e, port);
+                e.unclaim_entry(claim_of(port));
                 tries += 1;
                 port = match fresh_shadow(fd, s.v6).and_then(|_| bound_port(fd, s.v6, at(0))) {
                     Ok(p) => p,
@@ -840,12 +802,12 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
             // The stack's socket pool is full: the connection is the kernel's, as it
             // would be without us (counted, never an error the kernel would not give).
             Err(Error::NoBufferSpace | Error::OutOfMemory) => {
-                unclaim(&mut e, port);
+                e.unclaim_entry(claim_of(port));
                 release_to_kernel(&mut e, fd, Counter::KernelResources);
                 return PASSTHROUGH;
             }
             Err(x) => {
-                unclaim(&mut e, port);
+                e.unclaim_entry(claim_of(port));
                 return stack_err(x);
             }
         }
@@ -858,9 +820,9 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
             Counter::LoopbackConnections
         });
     }
-    if let (true, Some(h)) = (local.ip().is_loopback(), &e.dev.host) {
+    if local.ip().is_loopback() {
         // Host mode: the peer's frames to this port come to our inbox.
-        h.register(Transport::Tcp, port);
+        e.host_register(Transport::Tcp, local);
     }
     e.bind_handle(h, fd);
     debug(format_args!(

@@ -16,6 +16,7 @@ use stack::socket::SocketHandle;
 use stack::tcp::Shutdown;
 use std::cell::RefCell;
 use std::net::SocketAddrV4;
+use xdp_backend::portmap::Transport;
 
 /// Where received bytes go / sent bytes come from: the app's iovecs.
 type Iov<'a> = &'a [libc::iovec];
@@ -398,7 +399,7 @@ fn udp_dst(
         };
         return match e.is_host_addr(*peer.ip()) {
             true if e.loopback_on() && e.iface.udp.has_receiver(peer) => Ok(None),
-            true if host_peer(e, peer) => Ok(None),
+            true if e.host_peer(Transport::Udp, peer) => Ok(None),
             true => Err(PASSTHROUGH),
             false if bound_to_lo => Err(PASSTHROUGH),
             false => Ok(None),
@@ -408,7 +409,7 @@ fn udp_dst(
     let buf = unsafe { appmem::slice(addr, alen) }.map_err(err)?;
     match sockaddr::parse(buf) {
         Ok(AppAddr::V4(d)) if e.is_host_addr(*d.ip()) => {
-            if e.loopback_on() && e.iface.udp.has_receiver(d) || host_peer(e, d) {
+            if e.loopback_on() && e.iface.udp.has_receiver(d) || e.host_peer(Transport::Udp, d) {
                 Ok(Some(d))
             } else {
                 Err(PASSTHROUGH)
@@ -426,15 +427,6 @@ fn udp_dst(
         Ok(_) => Err(PASSTHROUGH),
         Err(x) => Err(err(x)),
     }
-}
-
-/// Host mode: another fastnet process serves UDP `dst` on loopback.
-fn host_peer(e: &Engine, dst: SocketAddrV4) -> bool {
-    dst.ip().is_loopback()
-        && e.dev.host.as_ref().is_some_and(|h| {
-            h.peer_of(xdp_backend::portmap::Transport::Udp, dst.port())
-                .is_some()
-        })
 }
 
 fn one_iov(buf: i64, len: usize) -> [libc::iovec; 1] {

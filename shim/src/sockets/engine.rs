@@ -546,6 +546,46 @@ impl Engine {
         Ok(())
     }
 
+    /// `claim` of an optional port map entry (None: nothing to claim).
+    pub fn claim_entry(&mut self, c: Option<(Transport, u16)>) -> std::io::Result<()> {
+        match c {
+            Some((t, p)) => self.claim(t, p),
+            None => Ok(()),
+        }
+    }
+
+    /// `unclaim` of an optional port map entry.
+    pub fn unclaim_entry(&mut self, c: Option<(Transport, u16)>) {
+        if let Some((t, p)) = c {
+            self.unclaim(t, p);
+        }
+    }
+
+    /// Host mode: records that this process serves `local` (on 127/8 or any address)
+    /// for other fastnet processes; nothing otherwise.
+    pub fn host_register(&self, t: Transport, local: SocketAddrV4) {
+        if let (true, Some(h)) = (on_loopback(local), &self.dev.host) {
+            h.register(t, local.port());
+        }
+    }
+
+    /// Undoes `host_register`.
+    pub fn host_unregister(&self, t: Transport, local: SocketAddrV4) {
+        if let (true, Some(h)) = (on_loopback(local), &self.dev.host) {
+            h.unregister(t, local.port());
+        }
+    }
+
+    /// Host mode: another live fastnet process serves `dst` (on 127/8).
+    pub fn host_peer(&self, t: Transport, dst: SocketAddrV4) -> bool {
+        dst.ip().is_loopback()
+            && self
+                .dev
+                .host
+                .as_ref()
+                .is_some_and(|h| h.peer_of(t, dst.port()).is_some())
+    }
+
     /// Drops one user of `port`; the last one gives it back to the kernel.
     pub fn unclaim(&mut self, t: Transport, port: u16) {
         if let Some(n) = self.claims.get_mut(&(t, port)) {
@@ -577,22 +617,14 @@ impl Engine {
             }
         }
         match s.kind {
-            Kind::TcpFresh | Kind::UdpFresh => {
-                if let Some((t, p)) = s.claimed {
-                    self.unclaim(t, p);
-                }
-            }
+            Kind::TcpFresh | Kind::UdpFresh => self.unclaim_entry(s.claimed),
             Kind::TcpListener(h) => {
                 self.handle_fd.remove(&h);
-                if let (Some(host), Ok(l)) = (&self.dev.host, self.iface.tcp.local_addr(h)) {
-                    if l.ip().is_loopback() || l.ip().is_unspecified() {
-                        host.unregister(Transport::Tcp, l.port());
-                    }
+                if let Ok(l) = self.iface.tcp.local_addr(h) {
+                    self.host_unregister(Transport::Tcp, l);
                 }
                 let _ = self.iface.tcp.close(h);
-                if let Some((t, p)) = s.claimed {
-                    self.unclaim(t, p);
-                }
+                self.unclaim_entry(s.claimed);
             }
             Kind::TcpStream(h) => {
                 use stack::tcp::State;
@@ -651,13 +683,11 @@ impl Engine {
             }
             Kind::Udp(h) => {
                 self.handle_fd.remove(&h);
-                if let (Some(host), Ok(Some(l))) = (&self.dev.host, self.iface.udp.local_addr(h)) {
-                    host.unregister(Transport::Udp, l.port());
+                if let Ok(Some(l)) = self.iface.udp.local_addr(h) {
+                    self.host_unregister(Transport::Udp, l);
                 }
                 let _ = self.iface.udp.close(h);
-                if let Some((t, p)) = s.claimed {
-                    self.unclaim(t, p);
-                }
+                self.unclaim_entry(s.claimed);
             }
         }
         if held_fd >= 0 {
@@ -767,6 +797,11 @@ fn host_secret() -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     ("fastnet tcp secret", id.trim()).hash(&mut h);
     Some(h.finish())
+}
+
+/// Whether a socket bound to `local` is reachable over loopback.
+fn on_loopback(local: SocketAddrV4) -> bool {
+    local.ip().is_loopback() || local.ip().is_unspecified()
 }
 
 fn t_malformed(iface: &Interface) -> u64 {
