@@ -213,16 +213,7 @@ impl<'a> IpOut<'a> {
             return Outcome::DeviceFull;
         }
         let eth = self.core.eth_header(mac, EtherType::Ipv4);
-        let ip = ipv4::Ipv4Repr {
-            src,
-            dst,
-            protocol,
-            payload_len: len,
-            ttl: self.core.ttl,
-            ident: self.core.next_ident,
-            dont_frag: true,
-            dscp_ecn: 0,
-        };
+        let ip = self.core.ipv4_header(src, dst, protocol, len, true);
         let hl = eth.header_len();
         let total = hl + ipv4::HEADER_LEN + len;
         let offload = self.caps.checksum.tx_fill;
@@ -236,12 +227,7 @@ impl<'a> IpOut<'a> {
             }
             match protocol {
                 // ICMP: no pseudo-header, never offloaded.
-                1 => {
-                    seg[2] = 0;
-                    seg[3] = 0;
-                    let c = checksum::checksum(seg);
-                    seg[2..4].copy_from_slice(&c.to_be_bytes());
-                }
+                1 => fill_icmp_checksum(seg),
                 6 | 17 if !offload => {
                     let at = if protocol == 6 {
                         16
@@ -320,16 +306,7 @@ impl<'a> IpOut<'a> {
             return Outcome::DeviceFull;
         };
         let eth = self.core.eth_header(self.core.mac, EtherType::Ipv4);
-        let ip = ipv4::Ipv4Repr {
-            src,
-            dst,
-            protocol,
-            payload_len: len,
-            ttl: self.core.ttl,
-            ident: self.core.next_ident,
-            dont_frag: true,
-            dscp_ecn: 0,
-        };
+        let ip = self.core.ipv4_header(src, dst, protocol, len, true);
         self.core.next_ident = self.core.next_ident.wrapping_add(1);
         let hl = eth.header_len();
         let total = hl + ipv4::HEADER_LEN + len;
@@ -340,10 +317,7 @@ impl<'a> IpOut<'a> {
         fill(seg);
         if transport_sum != TransportSum::Filled && protocol == 1 {
             // ICMP has no pseudo-header and is cheap: keep it a valid message.
-            seg[2] = 0;
-            seg[3] = 0;
-            let c = checksum::checksum(seg);
-            seg[2..4].copy_from_slice(&c.to_be_bytes());
+            fill_icmp_checksum(seg);
         }
         self.core.looped.ready.push_back(b);
         self.core.stats.tx_frames += 1;
@@ -476,6 +450,14 @@ impl IpOut<'_> {
         }
         Outcome::Sent
     }
+}
+
+/// Writes the checksum of the ICMP message `seg` (no pseudo-header).
+fn fill_icmp_checksum(seg: &mut [u8]) {
+    seg[2] = 0;
+    seg[3] = 0;
+    let c = checksum::checksum(seg);
+    seg[2..4].copy_from_slice(&c.to_be_bytes());
 }
 
 impl IpTx for IpOut<'_> {

@@ -190,6 +190,27 @@ impl Core {
             .or(self.addrs.first())
             .map(|c| c.addr)
     }
+    /// The IPv4 header of the next packet the stack originates (its ident is
+    /// `next_ident`; the caller advances it once the packet is built).
+    fn ipv4_header(
+        &self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: u8,
+        payload_len: usize,
+        dont_frag: bool,
+    ) -> Ipv4Repr {
+        Ipv4Repr {
+            src,
+            dst,
+            protocol,
+            payload_len,
+            ttl: self.ttl,
+            ident: self.next_ident,
+            dont_frag,
+            dscp_ecn: 0,
+        }
+    }
     fn eth_header(&self, dst: MacAddr, ethertype: EtherType) -> EthernetRepr {
         EthernetRepr {
             src: self.mac,
@@ -731,16 +752,7 @@ fn queue_ip_reply(
     };
     let dst_mac = if local { core.mac } else { dst_mac };
     let eth = core.eth_header(dst_mac, EtherType::Ipv4);
-    let ip = Ipv4Repr {
-        src,
-        dst,
-        protocol,
-        payload_len: len,
-        ttl: core.ttl,
-        ident: core.next_ident,
-        dont_frag: false,
-        dscp_ecn: 0,
-    };
+    let ip = core.ipv4_header(src, dst, protocol, len, false);
     core.next_ident = core.next_ident.wrapping_add(1);
     let hl = eth.header_len();
     b.resize(hl + ipv4::HEADER_LEN + len, 0);
