@@ -82,6 +82,15 @@ counters! {
     KernelResources = "sockets.kernel.resources", Count;
     /// Sockets left to the kernel because no fast-path interface is configured.
     KernelNoIface = "sockets.kernel.no_iface", Count;
+    /// Sockets left to the kernel because the fast path stopped (see the reason).
+    KernelFallback = "sockets.kernel.fallback", Count;
+    /// Queues of the interface with an AF_XDP socket (every queue in use).
+    IfaceQueues = "iface.queues", Gauge;
+    /// Times the queues in use changed (`ethtool -L`) and the sockets followed.
+    IfaceRebinds = "iface.rebinds", Count;
+    /// Frames for our ports that arrived on a queue without a socket (dropped by
+    /// the steering program: the kernel would have answered them with a RST).
+    DropNoXsk = "drop.no_xsk", Count;
     /// TCP connections to this host the process's own stack carried (loopback on).
     LoopbackConnections = "loopback.connections", Count;
     /// Frames the stack delivered to itself (loopback on): no kernel, no XDP.
@@ -104,9 +113,16 @@ counters! {
     SyscallsHandled = "shim.syscalls_handled", Count;
 }
 
-/// FNV-1a over the counter names: changes whenever the layout does.
+/// Bytes kept of the reason a process runs on the kernel.
+const REASON_LEN: usize = 248;
+
+/// FNV-1a over the counter names and the trailer's shape: changes whenever the layout does.
 pub fn layout_hash() -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
+    let trailer = format!("reason:{REASON_LEN}");
+    for b in trailer.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
     for c in Counter::ALL {
         for b in c.name().bytes().chain([0]) {
             h = (h ^ b as u64).wrapping_mul(0x100000001b3);
@@ -126,7 +142,13 @@ struct Header {
 
 const HEADER_LEN: usize = std::mem::size_of::<Header>();
 
+/// Header, counters, then the reason trailer: its length (an atomic, 0 while the
+/// fast path runs) and its bytes, written once before the length is published.
 fn segment_len() -> usize {
+    reason_offset() + 8 + REASON_LEN
+}
+
+fn reason_offset() -> usize {
     HEADER_LEN + Counter::ALL.len() * 8
 }
 
@@ -265,6 +287,48 @@ impl StatsSegment {
         self.cell(c).load(Ordering::Relaxed)
     }
 
+    /// Records why this process's sockets are on the kernel (`fastnet stat` shows
+    /// "kernel: <reason>"). Only the first reason is kept: a process never goes back.
+    pub fn set_kernel_reason(&self, reason: &str) {
+        let len = self.reason_len();
+        if len.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        let text = if reason.is_empty() { "unknown" } else { reason };
+        let mut n = text.len().min(REASON_LEN);
+        while !text.is_char_boundary(n) {
+            n -= 1;
+        }
+        // SAFETY: the trailer holds REASON_LEN >= n bytes after the length word, inside
+        // the mapping; nobody reads them before the length below is published.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                text.as_ptr(),
+                self.base.as_ptr().add(reason_offset() + 8),
+                n,
+            )
+        };
+        len.store(n as u64, Ordering::Release);
+    }
+
+    /// Why this process's sockets are on the kernel; None while the fast path runs.
+    pub fn kernel_reason(&self) -> Option<String> {
+        let n = (self.reason_len().load(Ordering::Acquire) as usize).min(REASON_LEN);
+        if n == 0 {
+            return None;
+        }
+        // SAFETY: the first n bytes of the trailer were written before n was published.
+        let b =
+            unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(reason_offset() + 8), n) };
+        Some(String::from_utf8_lossy(b).into_owned())
+    }
+
+    fn reason_len(&self) -> &AtomicU64 {
+        // SAFETY: the length word lies inside the mapping, 8-byte aligned after the
+        // counters, and is only used atomically.
+        unsafe { &*self.base.as_ptr().add(reason_offset()).cast::<AtomicU64>() }
+    }
+
     pub fn pid(&self) -> u32 {
         self.header().pid as u32
     }
@@ -347,6 +411,25 @@ mod tests {
         drop(r);
         drop(w);
         assert!(!path.exists(), "the owner removes its segment");
+    }
+
+    #[test]
+    fn the_kernel_reason_is_published_once() {
+        let path = tmp("reason");
+        let w = StatsSegment::create_at(path.clone(), 4243, "b").unwrap();
+        let r = StatsSegment::open(&path).unwrap();
+        assert_eq!(r.kernel_reason(), None);
+        w.set_kernel_reason("interface b is gone: new sockets use the kernel");
+        w.set_kernel_reason("a later reason is ignored");
+        assert_eq!(
+            r.kernel_reason().as_deref(),
+            Some("interface b is gone: new sockets use the kernel")
+        );
+        let long = "é".repeat(200);
+        let w2 = StatsSegment::create_at(tmp("reason2"), 4244, "b").unwrap();
+        w2.set_kernel_reason(&long);
+        let got = w2.kernel_reason().unwrap();
+        assert!(got.len() <= REASON_LEN && long.starts_with(&got), "{got}");
     }
 
     #[test]

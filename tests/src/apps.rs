@@ -80,7 +80,42 @@ pub fn fastnet_cmd(topo: &Topology, side: Side, program: &str) -> Command {
     c.args(["netns", "exec", topo.ns(side)])
         .arg(fastnet_bin())
         .args(["run", "--iface", topo.iface(side), "--", program])
-        .env("FASTNET_STATS", "1");
+        .env("FASTNET_STATS", "1")
+        // A test never runs on the kernel by accident: the fast path starts or
+        // `fastnet run` exits non-zero.
+        .env_remove("FASTNET_FALLBACK");
+    c
+}
+
+/// An nginx configuration in `dir` (1 worker as `nobody`, files from `dir`/www) listening
+/// on `port`.
+pub fn nginx_conf(dir: &Path, port: u16) -> std::path::PathBuf {
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user nobody nogroup;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log info;\nevents {{ worker_connections 4096; }}\n\
+             http {{ access_log off; sendfile on; keepalive_requests 100000;\n\
+             client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
+             uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+             server {{ listen {port}; root {d}/www; }} }}\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    conf
+}
+
+/// redis-server on `port` under `fastnet run --iface`, without persistence, its files in
+/// `dir`.
+pub fn redis_server_cmd(topo: &Topology, port: u16, dir: &Path) -> Command {
+    let mut c = fastnet_cmd(topo, Side::Server, "redis-server");
+    c.args(["--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        .args(["--dir", dir.to_str().unwrap()]);
     c
 }
 
@@ -136,6 +171,48 @@ pub fn kernel_connections(topo: &Topology, side: Side, port: u16) -> usize {
         .lines()
         .filter(|l| !l.trim().is_empty())
         .count()
+}
+
+/// Part of the proof that the fast path carried a flow: fastnet's steering program is
+/// attached to `side`'s interface now (call while the server runs).
+pub fn assert_xdp_attached(topo: &Topology, side: Side) {
+    let out = topo
+        .command(side, "ip")
+        .args(["-d", "link", "show", "dev", topo.iface(side)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("prog/xdp") && text.contains("name fastnet_steer"),
+        "fastnet's XDP program is not attached to {}:\n{text}",
+        topo.iface(side)
+    );
+}
+
+/// The rest of the proof, from the counters a fastnet process printed at exit: its
+/// stack received and sent at least `min_bytes` each way over AF_XDP, it had a socket on
+/// each of the `queues` queues in use, and no frame for its ports fell on a queue
+/// without one.
+pub fn assert_fast_path_counters(log: &str, min_bytes: u64, queues: u64) {
+    let c = exit_counters(log);
+    let get = |k: &str| c.get(k).copied().unwrap_or(0);
+    assert!(
+        get("rx.bytes") >= min_bytes && get("tx.bytes") >= min_bytes,
+        "the stack did not carry the flow (rx.bytes {} tx.bytes {}, wanted >= {min_bytes}):\n{log}",
+        get("rx.bytes"),
+        get("tx.bytes")
+    );
+    assert!(get("tcp.segments_in") + get("rx.frames") > 0, "{log}");
+    assert_eq!(get("iface.queues"), queues, "AF_XDP sockets bound:\n{log}");
+    assert_eq!(
+        get("drop.no_xsk"),
+        0,
+        "frames on a queue without a socket:\n{log}"
+    );
+    assert!(
+        !log.contains("kernel: "),
+        "the process fell back to the kernel:\n{log}"
+    );
 }
 
 /// The counters a fastnet process printed at exit (`FASTNET_STATS=1`), by name.

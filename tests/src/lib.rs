@@ -1,6 +1,6 @@
 //! Helpers for the end-to-end tests in `tests/tests/`.
 
-pub use fastnet_tools::netns::{Side, Topology, TopologyOptions};
+pub use fastnet_tools::netns::{QueueLayout, Side, Topology, TopologyOptions};
 
 pub mod apps;
 pub mod shim;

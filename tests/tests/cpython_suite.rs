@@ -42,7 +42,7 @@ fn cpython_socket_suites_match_a_plain_run() {
     let Some(py) = python() else {
         panic!("python3 with its test package is required (CPython 3.11 on PATH)");
     };
-    let t = Topology::up(&TopologyOptions::default()).unwrap();
+    let t = Topology::up(&TopologyOptions::for_tests()).unwrap();
     let dir = scratch("cpython");
     let tests = [
         "test_socket",

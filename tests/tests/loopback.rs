@@ -96,7 +96,7 @@ fn loopback_without_an_interface(poll: &str) {
 #[test]
 fn process_loopback_beside_an_interface() {
     assert!(is_root(), "end-to-end tests need root");
-    let t = Topology::up(&TopologyOptions::default()).unwrap();
+    let t = Topology::up(&TopologyOptions::for_tests()).unwrap();
     let dir = scratch("loopback-iface");
     let (_g, port) = greeter(Some(t.ns(Side::Server)), &dir);
     let mut c = Command::new("ip");
@@ -129,7 +129,7 @@ fn process_loopback_beside_an_interface() {
 #[test]
 fn host_loopback_between_redis_server_and_redis_benchmark() {
     assert!(is_root(), "end-to-end tests need root");
-    let t = Topology::up(&TopologyOptions::default()).unwrap();
+    let t = Topology::up(&TopologyOptions::for_tests()).unwrap();
     let ns = t.ns(Side::Server).to_string();
     let dir = scratch("loopback-host");
     let port = "16380";
@@ -245,7 +245,7 @@ fn wait_redis(ns: &str, port: &str, srv: &mut Bg) {
 #[test]
 fn host_loopback_udp_between_two_programs() {
     assert!(is_root(), "end-to-end tests need root");
-    let t = Topology::up(&TopologyOptions::default()).unwrap();
+    let t = Topology::up(&TopologyOptions::for_tests()).unwrap();
     let ns = t.ns(Side::Server).to_string();
     let dir = scratch("loopback-host-udp");
     std::fs::write(dir.join("srv.py"), UDP_ECHO).unwrap();

@@ -191,7 +191,7 @@ fn topo() -> Topology {
         Command::new("tshark").arg("-v").output().is_ok(),
         "tshark missing: scripts/install-deps.sh installs it"
     );
-    Topology::up(&TopologyOptions::default()).expect("topology")
+    Topology::up(&TopologyOptions::for_tests()).expect("topology")
 }
 
 #[test]

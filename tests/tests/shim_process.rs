@@ -2,7 +2,8 @@
 //! (issue: shim process model).
 
 use fastnet_e2e::apps::{
-    exit_counters, fastnet_cmd, random_file, scratch, sha256_file, spawn, wait_listening, Bg,
+    exit_counters, fastnet_cmd, nginx_conf, random_file, redis_server_cmd, scratch, sha256_file,
+    spawn, wait_listening, Bg,
 };
 use fastnet_e2e::{is_root, run_ok, Side, Topology, TopologyOptions};
 use std::path::Path;
@@ -12,27 +13,7 @@ const PY: &str = "/usr/bin/python3";
 
 fn topo() -> Topology {
     assert!(is_root(), "end-to-end tests need root");
-    Topology::up(&TopologyOptions::default()).expect("topology")
-}
-
-fn nginx_conf(dir: &Path, port: u16) -> std::path::PathBuf {
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "user nobody nogroup;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\n\
-             error_log {d}/error.log info;\nevents {{ worker_connections 4096; }}\n\
-             http {{ access_log off; sendfile on; keepalive_requests 100000;\n\
-             client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
-             uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
-             server {{ listen {port}; root {d}/www; }} }}\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir_all(dir.join("www")).unwrap();
-    std::fs::create_dir_all(dir.join("tmp")).unwrap();
-    conf
+    Topology::up(&TopologyOptions::for_tests()).expect("topology")
 }
 
 fn worker_pids(master: u32) -> Vec<(u32, String)> {
@@ -223,18 +204,8 @@ fn connection_close_rate_with_both_sides_under_fastnet() {
 fn redis_bgsave_every_second_during_benchmark() {
     let t = topo();
     let dir = scratch("redis-bgsave");
-    let mut c = fastnet_cmd(&t, Side::Server, "redis-server");
-    c.args([
-        "--port",
-        "6391",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--protected-mode",
-        "no",
-    ])
-    .args(["--dir", dir.to_str().unwrap(), "--dbfilename", "dump.rdb"]);
+    let mut c = redis_server_cmd(&t, 6391, &dir);
+    c.args(["--dbfilename", "dump.rdb"]);
     let mut srv = spawn(c, &dir.join("server.log"));
     wait_listening(&t, Side::Server, 6391, &mut srv);
     let host = t.server_ip.to_string();

@@ -18,7 +18,7 @@ fn counters(text: &str) -> HashMap<String, u64> {
 #[test]
 fn stat_counts_a_live_connection_and_its_bytes() {
     assert!(is_root(), "end-to-end tests need root");
-    let t = Topology::up(&TopologyOptions::default()).unwrap();
+    let t = Topology::up(&TopologyOptions::for_tests()).unwrap();
     let dir = scratch("stat");
     // A sink that reports what it received, then holds the connection open.
     let server = r#"

@@ -46,7 +46,7 @@ fn rig_lossy(loss: Loss) -> Option<Rig> {
         eprintln!("skipped: needs root (namespaces, TAP)");
         return None;
     }
-    let topo = Topology::up(&TopologyOptions::default()).expect("topology");
+    let topo = Topology::up(&TopologyOptions::for_tests()).expect("topology");
     let ns = topo.ns(Side::Server).to_string();
     let name = format!(
         "fntap{}x{}",

@@ -1,6 +1,6 @@
 //! The two-namespace topology itself: reachable, offloads off, unique, cleaned up.
 
-use fastnet_e2e::{is_root, run_ok, Side, Topology, TopologyOptions};
+use fastnet_e2e::{is_root, run_ok, QueueLayout, Side, Topology, TopologyOptions};
 use std::process::Command;
 
 fn ns_exists(name: &str) -> bool {
@@ -13,7 +13,7 @@ fn ns_exists(name: &str) -> bool {
 #[test]
 fn topology_up_reachable_and_torn_down() {
     assert!(is_root(), "end-to-end tests need root");
-    let topo = Topology::up(&TopologyOptions::default()).expect("topology up");
+    let topo = Topology::up(&TopologyOptions::for_tests()).expect("topology up");
     let (srv_ns, cli_ns) = (topo.server_ns.clone(), topo.client_ns.clone());
     assert!(ns_exists(&srv_ns) && ns_exists(&cli_ns));
 
@@ -51,9 +51,9 @@ fn topology_up_reachable_and_torn_down() {
 #[test]
 fn two_topologies_do_not_collide() {
     assert!(is_root(), "end-to-end tests need root");
-    let a = Topology::up(&TopologyOptions::default()).unwrap();
+    let a = Topology::up(&TopologyOptions::for_tests()).unwrap();
     let b = Topology::up(&TopologyOptions {
-        queues: 4,
+        queues: QueueLayout::Fixed(4),
         ..Default::default()
     })
     .unwrap();

@@ -2,7 +2,7 @@
 //! neighbours), the port map (also through an inherited fd), close-on-exec fds, XSK
 //! sockets on every queue of a multi-queue veth, and a quick rebind.
 
-use fastnet_e2e::{is_root, run_ok, Side, Topology, TopologyOptions};
+use fastnet_e2e::{is_root, run_ok, QueueLayout, Side, Topology, TopologyOptions};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -41,7 +41,7 @@ fn mac_of(topo: &Topology, side: Side) -> [u8; 6] {
 fn netlink_link_addresses_routes_and_neighbours() {
     assert!(is_root(), "end-to-end tests need root");
     let topo = Topology::up(&TopologyOptions {
-        queues: 2,
+        queues: QueueLayout::Fixed(2),
         mtu: 1400,
         ..Default::default()
     })
@@ -61,7 +61,7 @@ fn netlink_link_addresses_routes_and_neighbours() {
         assert_eq!(link.name, iface);
         assert_eq!(link.mac, server_mac);
         assert_eq!(link.mtu, 1400);
-        assert_eq!((link.rx_queues, link.tx_queues), (2, 2));
+        assert_eq!((link.rx_queues_allocated, link.tx_queues_allocated), (2, 2));
         assert_eq!(link.xdp_prog_id, None);
         assert_eq!(netlink::link(link.index).unwrap(), link);
         assert_eq!(
@@ -163,7 +163,7 @@ fn port_map_claims_and_inherited_fd() {
 fn xsk_on_every_queue_of_multiqueue_veth_and_quick_rebind() {
     assert!(is_root(), "end-to-end tests need root");
     let topo = Topology::up(&TopologyOptions {
-        queues: 4,
+        queues: QueueLayout::Fixed(4),
         ..Default::default()
     })
     .unwrap();
@@ -177,7 +177,10 @@ fn xsk_on_every_queue_of_multiqueue_veth_and_quick_rebind() {
             let link = netlink::link_by_name(&iface).unwrap();
             let mut prog = XdpProgram::load().unwrap();
             let mut socks = Vec::new();
-            for q in 0..link.rx_queues {
+            for q in 0..xdp_backend::queues::of(&link)
+                .expect("queues in use")
+                .bindable()
+            {
                 let s = XskSocket::bind(link.index, q, &XskConfig::default()).unwrap();
                 assert!(!s.is_zero_copy(), "veth refuses zero-copy");
                 assert!(xdp_backend::is_cloexec(s.fd()).unwrap());

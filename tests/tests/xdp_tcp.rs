@@ -86,7 +86,7 @@ fn file_sha(path: &str) -> (u64, String) {
 #[test]
 fn tcp_echo_and_100mb_each_way_with_kernel_clients() {
     assert!(is_root(), "end-to-end tests need root");
-    let topo = Topology::up(&TopologyOptions::default()).unwrap();
+    let topo = Topology::up(&TopologyOptions::for_tests()).unwrap();
     let dir = std::env::temp_dir().join(format!("fastnet-xdp-tcp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let _cleanup = Cleanup(dir.clone());
@@ -249,7 +249,7 @@ impl Drop for Cleanup {
 #[test]
 fn kill9_mid_transfer_then_kernel_tcp_server_on_same_port_answers() {
     assert!(is_root(), "end-to-end tests need root");
-    let topo = Topology::up(&TopologyOptions::default()).unwrap();
+    let topo = Topology::up(&TopologyOptions::for_tests()).unwrap();
     let mut child = topo
         .command(Side::Server, env!("CARGO_BIN_EXE_xdp_tcp_server"))
         .args(["--iface", topo.iface(Side::Server)])
@@ -406,7 +406,7 @@ fn send_raw(ifindex: u32, frames: &[Vec<u8>]) {
 #[test]
 fn bad_tcp_frames_to_a_claimed_port_are_dropped_by_xdp_or_the_stack() {
     assert!(is_root(), "end-to-end tests need root");
-    let topo = Topology::up(&TopologyOptions::default()).unwrap();
+    let topo = Topology::up(&TopologyOptions::for_tests()).unwrap();
     let mut child = topo
         .command(Side::Server, env!("CARGO_BIN_EXE_xdp_tcp_server"))
         .args(["--iface", topo.iface(Side::Server)])

@@ -147,7 +147,7 @@ fn xdp_attached(topo: &Topology) -> bool {
 #[test]
 fn udp_echo_over_xsk_while_kernel_tcp_keeps_answering() {
     assert!(is_root(), "end-to-end tests need root");
-    let topo = Topology::up(&TopologyOptions::default()).unwrap();
+    let topo = Topology::up(&TopologyOptions::for_tests()).unwrap();
     let _tcp = kernel_tcp_echo(&topo);
     tcp_echo_ok(&topo, 0);
     let mut server = EchoServer::start(&topo, &[]);
@@ -192,7 +192,7 @@ fn udp_echo_over_xsk_while_kernel_tcp_keeps_answering() {
 #[test]
 fn kill9_detaches_program_and_kernel_gets_port_back() {
     assert!(is_root(), "end-to-end tests need root");
-    let topo = Topology::up(&TopologyOptions::default()).unwrap();
+    let topo = Topology::up(&TopologyOptions::for_tests()).unwrap();
     let mut server = EchoServer::start(&topo, &[]);
     let got = socat_roundtrip(&topo, &format!("UDP:{}:{UDP_PORT}", topo.server_ip), b"x");
     assert_eq!(got, b"x");
@@ -220,7 +220,7 @@ fn kill9_detaches_program_and_kernel_gets_port_back() {
 #[test]
 fn claimed_port_on_queue_without_xsk_is_dropped_not_passed() {
     assert!(is_root(), "end-to-end tests need root");
-    let topo = Topology::up(&TopologyOptions::default()).unwrap();
+    let topo = Topology::up(&TopologyOptions::for_tests()).unwrap();
     // A kernel socket on the same port: it must see nothing while the port is claimed.
     let kernel = topo
         .command(Side::Server, "socat")
@@ -368,7 +368,7 @@ fn send_raw(ifindex: u32, frames: &[Vec<u8>]) {
 #[test]
 fn malformed_frames_are_counted_and_dropped() {
     assert!(is_root(), "end-to-end tests need root");
-    let topo = Topology::up(&TopologyOptions::default()).unwrap();
+    let topo = Topology::up(&TopologyOptions::for_tests()).unwrap();
     let mut server = EchoServer::start(&topo, &[]);
     let srv_if = topo.server_if.clone();
     let srv_mac = in_netns(&topo.server_ns, move || {
@@ -466,7 +466,7 @@ fn malformed_frames_are_counted_and_dropped() {
 #[test]
 fn forked_child_serves_through_inherited_umem_then_busy_poll_and_generic_modes() {
     assert!(is_root(), "end-to-end tests need root");
-    let topo = Topology::up(&TopologyOptions::default()).unwrap();
+    let topo = Topology::up(&TopologyOptions::for_tests()).unwrap();
     let mut server = EchoServer::start(&topo, &["--fork"]);
     assert!(
         server.ready.contains("role=forked-child"),

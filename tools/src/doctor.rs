@@ -366,28 +366,12 @@ pub const FASTNET_PROG_NAME: &str = "fastnet_steer";
 
 /// Native XDP on a page-sized buffer: one page less XDP headroom (256), the skb tail
 /// (320) and the Ethernet header: what veth accepts as the peer's MTU.
-pub const XDP_NATIVE_MTU_LIMIT: u32 = 4096 - 256 - 320 - 14;
+pub const XDP_NATIVE_MTU_LIMIT: u32 = xdp_backend::attach::MAX_XDP_MTU;
 
 fn read_sys(iface: &str, file: &str) -> Option<String> {
     std::fs::read_to_string(format!("/sys/class/net/{iface}/{file}"))
         .ok()
         .map(|s| s.trim().to_string())
-}
-
-/// (RX, TX) queue counts from /sys/class/net/IF/queues.
-fn queue_counts(iface: &str) -> Option<(u32, u32)> {
-    let mut rx = 0;
-    let mut tx = 0;
-    for entry in std::fs::read_dir(format!("/sys/class/net/{iface}/queues")).ok()? {
-        let name = entry.ok()?.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("rx-") {
-            rx += 1;
-        } else if name.starts_with("tx-") {
-            tx += 1;
-        }
-    }
-    Some((rx, tx))
 }
 
 /// Results of attaching a program in native and in generic mode.
@@ -604,17 +588,63 @@ fn interface_checks(iface: &str, prog: Option<&std::os::fd::OwnedFd>, checks: &m
     let copy = sys::probe_xsk_bind(ifindex, 0, libc::XDP_COPY);
     checks.push(check_xsk_bind(iface, &driver, &zerocopy, &copy));
 
-    checks.push(match queue_counts(iface) {
-        Some((rx, tx)) if rx > 0 => Check::ok(
-            "queues",
-            format!("{rx} RX / {tx} TX: fastnet binds one AF_XDP socket per RX queue"),
+    let allocated = xdp_backend::netlink::link(ifindex)
+        .map(|l| (l.rx_queues_allocated, l.tx_queues_allocated))
+        .unwrap_or((1, 1));
+    checks.push(check_queues(
+        iface,
+        &xdp_backend::queues::read(iface, ifindex, allocated),
+    ));
+
+    // Last, the real thing: what the shim does at its first socket, done here and
+    // undone (the same code, so the doctor and the shim cannot disagree).
+    checks.push(match &foreign {
+        Ok(Some(_)) => Check::warn(
+            "fast path",
+            "not started: an XDP program is attached already (see the xdp program line)",
+            "see the xdp program line",
         ),
-        _ => Check::warn(
-            "queues",
-            format!("cannot count queues in /sys/class/net/{iface}/queues"),
-            format!("check `ethtool -l {iface}`"),
+        _ => check_fast_path(
+            iface,
+            &xdp_backend::AttachedIface::open(iface, &xdp_backend::XskConfig::default())
+                .map(|a| a.queues),
         ),
     });
+}
+
+pub fn check_queues(iface: &str, q: &io::Result<xdp_backend::QueueCounts>) -> Check {
+    match q {
+        Ok(q) => Check::ok(
+            "queues",
+            format!(
+                "{}: fastnet binds an AF_XDP socket on each of the {} in use",
+                q.describe(),
+                q.bindable()
+            ),
+        ),
+        Err(e) => Check::warn(
+            "queues",
+            format!("cannot tell how many queues are in use: {e}"),
+            format!("check `ethtool -l {iface}`"),
+        ),
+    }
+}
+
+pub fn check_fast_path(
+    iface: &str,
+    started: &Result<xdp_backend::QueueCounts, xdp_backend::StartError>,
+) -> Check {
+    match started {
+        Ok(q) => Check::ok(
+            "fast path",
+            format!(
+                "started on {iface} as the shim does (program attached, {} AF_XDP socket{} bound), then stopped",
+                q.bindable(),
+                if q.bindable() == 1 { "" } else { "s" }
+            ),
+        ),
+        Err(e) => Check::fail("fast path", e.cause.clone(), e.fix.clone()),
+    }
 }
 
 #[cfg(test)]

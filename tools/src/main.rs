@@ -30,6 +30,11 @@ enum Cmd {
         /// fastnet processes in host mode (TCP, through shared memory).
         #[arg(long, value_parser = ["off", "process", "host"])]
         loopback: Option<String>,
+        /// When the fast path cannot start on --iface: `none` exits non-zero before the
+        /// program starts (default), `kernel` runs it with every socket on the kernel
+        /// (FASTNET_FALLBACK).
+        #[arg(long, value_enum)]
+        fallback: Option<run::Fallback>,
         /// The command and its arguments (after `--`).
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
@@ -97,9 +102,11 @@ enum NetnsCmd {
         /// Tear the topology down when this process exits (default: fastnet's parent).
         #[arg(long)]
         owner: Option<u32>,
-        /// Queues per veth end.
-        #[arg(long, default_value_t = 1)]
-        queues: u32,
+        /// Queues per veth end: `default` (a plain `ip link add`: the kernel's default
+        /// counts, one in use), `N` (N allocated, N in use) or `MofN` (N allocated,
+        /// M in use after `ethtool -L`).
+        #[arg(long, default_value = "default")]
+        queues: netns::QueueLayout,
         /// MTU of both ends.
         #[arg(long, default_value_t = 1500)]
         mtu: u32,
@@ -125,11 +132,13 @@ fn real_main() -> Result<()> {
         Cmd::Run {
             iface,
             loopback,
+            fallback,
             cmd,
         } => run::run(
             &run::shim_path()?,
             iface.as_deref(),
             loopback.as_deref(),
+            run::Fallback::resolve(fallback)?,
             &cmd,
         )?,
         Cmd::Trace { count: _, cmd } => {

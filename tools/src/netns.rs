@@ -23,24 +23,108 @@ pub enum Side {
     Client,
 }
 
+/// How many queues each veth end has allocated and in use. Users bring all three
+/// kinds of interface: a veth made by a plain `ip link add` (the kernel's default:
+/// as many allocated as CPUs, one in use), a NIC whose queues in use were cut with
+/// `ethtool -L`, and one with every allocated queue in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueLayout {
+    /// `ip link add ... type veth` with no queue counts: the kernel's defaults.
+    KernelDefault,
+    /// `numrxqueues N numtxqueues N`: N allocated, N in use.
+    Fixed(u32),
+    /// N allocated, then `ethtool -L rx M tx M`: M in use.
+    Partial { allocated: u32, in_use: u32 },
+}
+
+impl QueueLayout {
+    /// The layout the end-to-end tests run on: FASTNET_TOPOLOGY (see [`FromStr`]),
+    /// else the kernel's defaults.
+    pub fn from_env() -> QueueLayout {
+        match std::env::var("FASTNET_TOPOLOGY") {
+            Ok(v) if !v.is_empty() => v
+                .parse()
+                .unwrap_or_else(|e| panic!("FASTNET_TOPOLOGY={v:?}: {e}")),
+            _ => QueueLayout::KernelDefault,
+        }
+    }
+}
+
+impl QueueLayout {
+    /// Queues in use on each end (a veth made with the kernel's defaults uses one).
+    pub fn in_use(&self) -> u32 {
+        match *self {
+            QueueLayout::KernelDefault => 1,
+            QueueLayout::Fixed(n) => n,
+            QueueLayout::Partial { in_use, .. } => in_use,
+        }
+    }
+}
+
+impl std::str::FromStr for QueueLayout {
+    type Err = String;
+    /// `default`, `N` (N of N) or `MofN` (M in use of N allocated).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let num = |t: &str| {
+            t.parse::<u32>()
+                .ok()
+                .filter(|&n| (1..=64).contains(&n))
+                .ok_or_else(|| format!("{t:?} is not a queue count (1..64)"))
+        };
+        if s == "default" {
+            return Ok(QueueLayout::KernelDefault);
+        }
+        if let Some((m, n)) = s.split_once("of") {
+            let (in_use, allocated) = (num(m)?, num(n)?);
+            if in_use > allocated {
+                return Err(format!("{in_use} in use of {allocated} allocated"));
+            }
+            return Ok(QueueLayout::Partial { allocated, in_use });
+        }
+        num(s).map(QueueLayout::Fixed).map_err(|e| {
+            format!("{e}; use `default`, `N` (N of N in use) or `MofN` (M in use of N)")
+        })
+    }
+}
+
+impl std::fmt::Display for QueueLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueueLayout::KernelDefault => write!(f, "default"),
+            QueueLayout::Fixed(n) => write!(f, "{n}"),
+            QueueLayout::Partial { allocated, in_use } => write!(f, "{in_use}of{allocated}"),
+        }
+    }
+}
+
 /// Options for bringing a topology up.
 #[derive(Clone, Debug)]
 pub struct TopologyOptions {
     /// Process whose death tears the topology down (default: the caller).
     pub owner_pid: u32,
-    /// Receive/transmit queues per veth end (AF_XDP binds one socket per queue).
-    pub queues: u32,
+    /// Receive/transmit queues per veth end, allocated and in use.
+    pub queues: QueueLayout,
     /// MTU of both veth ends.
     pub mtu: u32,
     /// Third octet of 10.77.X.0/24.
     pub subnet: u8,
 }
 
+impl TopologyOptions {
+    /// The options end-to-end tests use: queues as FASTNET_TOPOLOGY says.
+    pub fn for_tests() -> TopologyOptions {
+        TopologyOptions {
+            queues: QueueLayout::from_env(),
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for TopologyOptions {
     fn default() -> Self {
         TopologyOptions {
             owner_pid: std::process::id(),
-            queues: 1,
+            queues: QueueLayout::KernelDefault,
             mtu: 1500,
             subnet: 0,
         }
@@ -149,26 +233,21 @@ impl Topology {
     fn build(&self, opts: &TopologyOptions) -> Result<()> {
         ip(&["netns", "add", &self.server_ns])?;
         ip(&["netns", "add", &self.client_ns])?;
-        let q = opts.queues.to_string();
         let mtu = opts.mtu.to_string();
-        ip(&[
-            "link",
-            "add",
-            &self.server_if,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &self.client_if,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-        ])?;
+        let allocated = match opts.queues {
+            QueueLayout::KernelDefault => None,
+            QueueLayout::Fixed(n) | QueueLayout::Partial { allocated: n, .. } => {
+                Some(n.to_string())
+            }
+        };
+        let mut add = vec!["link", "add", &self.server_if];
+        let counts = |q: &str| ["numtxqueues", q, "numrxqueues", q].map(str::to_string);
+        let extra = allocated.as_deref().map(counts);
+        let extra: Vec<&str> = extra.iter().flatten().map(String::as_str).collect();
+        add.extend(&extra);
+        add.extend(["type", "veth", "peer", "name", &self.client_if]);
+        add.extend(&extra);
+        ip(&add)?;
         ip(&["link", "set", &self.server_if, "netns", &self.server_ns])?;
         ip(&["link", "set", &self.client_if, "netns", &self.client_ns])?;
         for (ns, dev, addr) in [
@@ -181,6 +260,10 @@ impl Topology {
             ns_exec(ns, &["ip", "addr", "add", &cidr, "dev", dev])?;
             ns_exec(ns, &["ip", "link", "set", dev, "up"])?;
             ns_exec(ns, &["ethtool", "-K", dev, "tx", "off"])?;
+            if let QueueLayout::Partial { in_use, .. } = opts.queues {
+                let m = in_use.to_string();
+                ns_exec(ns, &["ethtool", "-L", dev, "rx", &m, "tx", &m])?;
+            }
         }
         Ok(())
     }

@@ -35,8 +35,43 @@ pub fn preload_value(shim: &Path) -> OsString {
     v
 }
 
+/// What to do when the fast path cannot start on the named interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fallback {
+    /// Exit non-zero before the program starts, with the reason and the fix.
+    None,
+    /// Run the program anyway, every socket on the kernel (`fastnet stat` says why).
+    Kernel,
+}
+
+impl Fallback {
+    /// `--fallback`, else FASTNET_FALLBACK, else `none`.
+    pub fn resolve(flag: Option<Fallback>) -> Result<Fallback> {
+        if let Some(f) = flag {
+            return Ok(f);
+        }
+        match std::env::var("FASTNET_FALLBACK").ok().as_deref() {
+            None | Some("") | Some("none") => Ok(Fallback::None),
+            Some("kernel") => Ok(Fallback::Kernel),
+            Some(other) => bail!("FASTNET_FALLBACK={other:?}: use `none` or `kernel`"),
+        }
+    }
+}
+
+/// Starts the fast path on `iface` exactly as the shim will (program attached, a
+/// socket on every queue in use), then lets it go: the error the shim would meet.
+pub fn check_fast_path(iface: &str) -> Result<(), xdp_backend::StartError> {
+    xdp_backend::AttachedIface::open(iface, &xdp_backend::XskConfig::default()).map(drop)
+}
+
 /// Replaces this process with `cmd` under the shim; returns only on failure.
-pub fn run(shim: &Path, iface: Option<&str>, loopback: Option<&str>, cmd: &[String]) -> Result<()> {
+pub fn run(
+    shim: &Path,
+    iface: Option<&str>,
+    loopback: Option<&str>,
+    fallback: Fallback,
+    cmd: &[String],
+) -> Result<()> {
     let Some((prog, args)) = cmd.split_first() else {
         bail!("run: no command given");
     };
@@ -52,11 +87,27 @@ pub fn run(shim: &Path, iface: Option<&str>, loopback: Option<&str>, cmd: &[Stri
             .as_deref(),
         Some("process" | "host")
     );
-    if let Some(iface) = iface {
+    let iface = iface.map(str::to_string).or_else(|| {
+        std::env::var("FASTNET_IFACE")
+            .ok()
+            .filter(|v| !v.is_empty())
+    });
+    if let Some(iface) = &iface {
         c.env("FASTNET_IFACE", iface);
+        if let Err(e) = check_fast_path(iface) {
+            match fallback {
+                Fallback::None => {
+                    eprintln!("fastnet run: the fast path cannot start on {iface}: {e} (or run on the kernel anyway: --fallback=kernel)");
+                    std::process::exit(2);
+                }
+                Fallback::Kernel => eprintln!(
+                    "fastnet run: the fast path cannot start on {iface}: {e}; running on the kernel (--fallback=kernel)"
+                ),
+            }
+        }
     } else if loopback_on {
         // No interface: the stack runs for loopback alone.
-    } else if std::env::var_os("FASTNET_IFACE").is_none_or(|v| v.is_empty()) {
+    } else {
         eprintln!(
             "fastnet run: no fast-path interface (--iface IF or FASTNET_IFACE): every socket stays on the kernel"
         );

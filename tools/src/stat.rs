@@ -27,6 +27,14 @@ pub fn render(
             &iface
         }
     );
+    let _ = writeln!(
+        out,
+        "  {}",
+        match seg.kernel_reason() {
+            Some(r) => format!("kernel: {r}"),
+            None => "fast path".to_string(),
+        }
+    );
     let headline = [
         Counter::RxFrames,
         Counter::TxFrames,
@@ -126,5 +134,12 @@ mod tests {
         assert!(text.contains("tcp.retransmits"));
         assert!(!text.contains("drop.checksum"), "zero counters hidden");
         assert!(render(&seg, None, Duration::from_secs(1), true).contains("drop.checksum"));
+        assert!(text.contains("\n  fast path\n"), "{text}");
+        seg.set_kernel_reason("interface fns1 is gone: restart");
+        let text = render(&seg, None, Duration::from_secs(1), false);
+        assert!(
+            text.contains("\n  kernel: interface fns1 is gone: restart\n"),
+            "{text}"
+        );
     }
 }

@@ -520,7 +520,6 @@ fn parse_getlink_reply(msg: &[u8]) -> io::Result<Option<XdpAttached>> {
     Ok(Some(XdpAttached { mode, prog_id }))
 }
 
-const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GDRVINFO: u32 = 0x03;
 /// Size of `struct ethtool_drvinfo`; the driver name is bytes 4..36.
 const DRVINFO_LEN: usize = 196;
@@ -549,32 +548,7 @@ pub fn tx_checksum_offload(ifname: &str) -> io::Result<bool> {
     Ok(u32_at(&value, 4).unwrap_or(0) != 0)
 }
 
-/// One SIOCETHTOOL ioctl; `data` starts with the ethtool command and is filled in place.
-fn ethtool(ifname: &str, data: &mut [u8]) -> io::Result<()> {
-    // SAFETY: an ifreq is plain old data; all-zero is valid.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    let name = ifname.as_bytes();
-    if name.len() >= ifr.ifr_name.len() {
-        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
-    }
-    for (dst, &src) in ifr.ifr_name.iter_mut().zip(name) {
-        *dst = src as libc::c_char;
-    }
-    ifr.ifr_ifru.ifru_data = data.as_mut_ptr() as *mut libc::c_char;
-    // SAFETY: plain socket(2) call; checked before use.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(last_err());
-    }
-    // SAFETY: socket(2) returned a new fd that only we own.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: SIOCETHTOOL reads the ifreq and writes the command's struct into
-    // `data`, which callers size for that command and which outlives the call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut ifr) } < 0 {
-        return Err(last_err());
-    }
-    Ok(())
-}
+use xdp_backend::ethtool;
 
 /// Runs `f` on a fresh thread that has joined the named network namespace
 /// (`/var/run/netns/NAME`, as `ip netns add` creates). Only that thread moves: the

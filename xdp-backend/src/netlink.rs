@@ -26,8 +26,9 @@ pub struct LinkInfo {
     pub name: String,
     pub mac: [u8; 6],
     pub mtu: u32,
-    pub rx_queues: u32,
-    pub tx_queues: u32,
+    /// Queues allocated (IFLA_NUM_RX_QUEUES): not how many are in use; see `queues`.
+    pub rx_queues_allocated: u32,
+    pub tx_queues_allocated: u32,
     /// Id of the XDP program attached, if any.
     pub xdp_prog_id: Option<u32>,
 }
@@ -159,8 +160,8 @@ fn parse_link(l: &LinkMessage) -> LinkInfo {
         name: String::new(),
         mac: [0; 6],
         mtu: 0,
-        rx_queues: 1,
-        tx_queues: 1,
+        rx_queues_allocated: 1,
+        tx_queues_allocated: 1,
         xdp_prog_id: None,
     };
     for a in &l.attributes {
@@ -168,8 +169,8 @@ fn parse_link(l: &LinkMessage) -> LinkInfo {
             LinkAttribute::IfName(n) => info.name = n.clone(),
             LinkAttribute::Address(m) if m.len() == 6 => info.mac.copy_from_slice(m),
             LinkAttribute::Mtu(m) => info.mtu = *m,
-            LinkAttribute::NumRxQueues(q) => info.rx_queues = *q,
-            LinkAttribute::NumTxQueues(q) => info.tx_queues = *q,
+            LinkAttribute::NumRxQueues(q) => info.rx_queues_allocated = *q,
+            LinkAttribute::NumTxQueues(q) => info.tx_queues_allocated = *q,
             LinkAttribute::Xdp(x) => {
                 for x in x {
                     if let LinkXdp::ProgId(id) = x {

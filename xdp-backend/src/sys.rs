@@ -13,6 +13,7 @@ pub const BPF_MAP_DELETE_ELEM: u32 = 3;
 pub const BPF_MAP_GET_NEXT_KEY: u32 = 4;
 pub const BPF_PROG_LOAD: u32 = 5;
 pub const BPF_PROG_TEST_RUN: u32 = 10;
+pub const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
 pub const BPF_LINK_CREATE: u32 = 28;
 
 /// Calls bpf(2) with a zero-padded attribute block. Returns the (non-negative) result.
@@ -235,6 +236,36 @@ pub fn parse_cpu_list(s: &str) -> Option<usize> {
         max = Some(max.map_or(n, |m: usize| m.max(n)));
     }
     max.map(|m| m + 1)
+}
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+
+/// One SIOCETHTOOL ioctl on `ifname` in this network namespace; `data` starts with the
+/// ethtool command number and is filled in place with the command's struct.
+pub fn ethtool(ifname: &str, data: &mut [u8]) -> io::Result<()> {
+    // SAFETY: an ifreq is plain old data; all-zero is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = ifname.as_bytes();
+    if name.len() >= ifr.ifr_name.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    for (dst, &src) in ifr.ifr_name.iter_mut().zip(name) {
+        *dst = src as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = data.as_mut_ptr() as *mut libc::c_char;
+    // SAFETY: plain socket(2) call; checked before use.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socket(2) returned a new fd that only we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: SIOCETHTOOL reads the ifreq and writes the command's struct into
+    // `data`, which callers size for that command and which outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -317,6 +317,10 @@ fn socket(domain: i32, ty: i32, proto: i32) -> i64 {
     if !candidate {
         return PASSTHROUGH;
     }
+    if global::fallen_back() {
+        engine().count(Counter::KernelFallback);
+        return PASSTHROUGH;
+    }
     // The shadow: a real kernel socket, always nonblocking for our own use of it.
     let fd = match kernel::socket(domain, ty | libc::SOCK_NONBLOCK, proto) {
         Ok(fd) => fd,

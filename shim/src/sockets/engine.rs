@@ -323,6 +323,46 @@ impl Engine {
         self.publish_stats();
     }
 
+    /// Follows a change of the interface the kernel told us about: a new count of
+    /// queues in use gets its sockets (counted, logged, and the new sockets join every
+    /// epoll set the app sleeps in). Err: why the fast path cannot go on.
+    pub fn follow_link(&mut self) -> Result<(), String> {
+        match self.dev.follow_link_changes() {
+            Ok(xdp_backend::LinkChange::None) => Ok(()),
+            Ok(xdp_backend::LinkChange::Rebound { before, after }) => {
+                self.count(Counter::IfaceRebinds);
+                super::global::log(
+                    super::config::LogLevel::Warn,
+                    format_args!(
+                        "{}: queues in use changed from {} to {}; AF_XDP sockets follow",
+                        self.dev.name,
+                        before.describe(),
+                        after.describe()
+                    ),
+                );
+                let fds: Vec<i32> = self.dev.poll_fds().collect();
+                for &fd in &fds {
+                    rewriter::filter::mark_fd(fd, true);
+                }
+                for &epfd in self.epolls.keys() {
+                    for &fd in &fds {
+                        // EEXIST for the sockets that were there already.
+                        let _ = kernel::epoll_ctl(
+                            epfd,
+                            libc::EPOLL_CTL_ADD,
+                            fd,
+                            libc::EPOLLIN as u32,
+                            super::epoll::MARKER_XSK,
+                        );
+                    }
+                }
+                self.publish_stats_now();
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Asks the kernel for next hops the stack lacks (the kernel owns ARP here).
     fn resolve_neighbors(&mut self, now: Instant) {
         let mut missing = [Ipv4Addr::UNSPECIFIED; 8];
@@ -524,6 +564,12 @@ impl Engine {
             wake += x.tx_wakeups;
         }
         seg.set(Counter::DropRxRing, rx_drop);
+        if let Some(q) = self.dev.queues() {
+            seg.set(Counter::IfaceQueues, q.bindable() as u64);
+        }
+        if let Some(c) = self.dev.xdp_counters() {
+            seg.set(Counter::DropNoXsk, c.dropped_no_xsk);
+        }
         seg.set(Counter::TxWakeups, wake);
     }
 

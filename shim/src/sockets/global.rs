@@ -14,6 +14,12 @@ use std::time::{Duration, Instant};
 
 static ENGINE: OnceLock<Mutex<Engine>> = OnceLock::new();
 static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// Set when the fast path stopped (or never started) although an interface was named:
+/// new sockets use the kernel from then on.
+static FALLEN_BACK: AtomicBool = AtomicBool::new(false);
+/// The counters segment of a process whose fast path never started: it carries the
+/// reason for `fastnet stat` ("kernel: ...").
+static KERNEL_ONLY_STATS: Mutex<Option<fastnet_stats::StatsSegment>> = Mutex::new(None);
 static LOG: OnceLock<(LogLevel, i32)> = OnceLock::new();
 
 /// The shim's own fds start here, out of the app's way (apps count up from 3).
@@ -22,6 +28,26 @@ pub const HIGH_FD_FLOOR: i32 = 900;
 /// True when the fast path runs in this process.
 pub fn active() -> bool {
     ACTIVE.load(Ordering::Acquire)
+}
+
+/// True when the fast path stopped and new sockets go to the kernel.
+pub fn fallen_back() -> bool {
+    FALLEN_BACK.load(Ordering::Acquire)
+}
+
+/// Sends every new socket to the kernel from now on, says why in the log, and keeps
+/// the reason for `fastnet stat`. Sockets already on the fast path stay there.
+pub fn fall_back(e: &Engine, reason: &str) {
+    if FALLEN_BACK.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    log(
+        LogLevel::Warn,
+        format_args!("kernel: {reason}; new sockets use the kernel"),
+    );
+    if let Some(seg) = &e.stats {
+        seg.set_kernel_reason(reason);
+    }
 }
 
 /// The engine, locked; only call when [`active`]. While the guard lives, signals
@@ -129,7 +155,20 @@ pub fn start() -> bool {
             Some(name) => match with_low_fds_taken(|| FastIface::open(name, busy)) {
                 Ok(d) => d,
                 Err(e) => {
-                    log(LogLevel::Warn, format_args!("fast path off: {e}"));
+                    let reason = e.to_string();
+                    log(
+                        LogLevel::Warn,
+                        format_args!(
+                            "kernel: fast path off: {reason}; every socket uses the kernel"
+                        ),
+                    );
+                    FALLEN_BACK.store(true, Ordering::Release);
+                    if let Ok(seg) =
+                        fastnet_stats::StatsSegment::create(kernel::getpid() as u32, name)
+                    {
+                        seg.set_kernel_reason(&reason);
+                        *KERNEL_ONLY_STATS.lock() = Some(seg);
+                    }
                     return;
                 }
             },
@@ -151,8 +190,11 @@ pub fn start() -> bool {
         log(
             LogLevel::Info,
             format_args!(
-                "fast path on {name} ({}/{}), mtu {}",
-                dev.addr, dev.prefix_len, dev.mtu
+                "fast path on {name} ({}/{}), mtu {}, queues {}",
+                dev.addr,
+                dev.prefix_len,
+                dev.mtu,
+                dev.queues().map_or("none".to_string(), |q| q.describe())
             ),
         );
         if !super::owner::init() {
@@ -179,6 +221,7 @@ pub fn start() -> bool {
 /// would after close()), print the counters if asked, remove the counters segment.
 pub fn at_exit() {
     if !active() {
+        KERNEL_ONLY_STATS.lock().take();
         return;
     }
     if !super::owner::is_owner() {
@@ -282,10 +325,16 @@ fn unsafe_sigset() -> libc::sigset_t {
     unsafe { std::mem::zeroed() }
 }
 
+/// The driver reads the interface's change notifications every this many ticks (a
+/// non-blocking read of two netlink sockets): a queue that came into use is served
+/// within ~20 ms, before a client's first SYN retransmission.
+const LINK_CHECK_TICKS: u32 = 20;
+
 fn driver_loop() {
     // Everything this thread calls goes straight to the kernel.
     let _inside = rewriter::in_shim();
     let period = Duration::from_millis(1);
+    let mut ticks = 0u32;
     loop {
         std::thread::sleep(period);
         if !super::owner::is_owner() {
@@ -297,6 +346,12 @@ fn driver_loop() {
         let last = super::engine::LAST_DRIVE.load(Ordering::Relaxed);
         if now.saturating_sub(last) < 1000 {
             continue;
+        }
+        ticks = ticks.wrapping_add(1);
+        if ticks.is_multiple_of(LINK_CHECK_TICKS) && !fallen_back() {
+            if let Err(reason) = e.follow_link() {
+                fall_back(&e, &reason);
+            }
         }
         let due = e.dev.rx_pending() > 0
             || e.dev.tx_unkicked() > 0

@@ -10,8 +10,8 @@ use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
 use xdp_backend::netlink;
 use xdp_backend::portmap::Transport;
-use xdp_backend::program::XdpProgram;
 use xdp_backend::xsk::{RxMode, XskConfig, XskSocket};
+use xdp_backend::{AttachedIface, LinkChange, LinkMonitor, StartError};
 
 /// The interface the fast path runs on.
 pub struct FastIface {
@@ -23,10 +23,10 @@ pub struct FastIface {
     pub mtu: usize,
     /// Recent route lookups (see `routes_to`).
     routes: std::cell::RefCell<RouteCache>,
-    // Field order is drop order: sockets leave the XSKMAP before the program goes.
-    xsks: Vec<XskSocket>,
     /// None: no interface was named and the stack runs for loopback alone.
-    program: Option<XdpProgram>,
+    port: Option<AttachedIface>,
+    /// Wakes the driver when the interface changes (queues, gone, XDP detached).
+    monitor: Option<LinkMonitor>,
     /// Where frames go without XSKs (see [`NoDevice`]).
     none: NoDevice,
     /// Loopback with other fastnet processes (FASTNET_LOOPBACK=host).
@@ -85,67 +85,33 @@ const ROUTE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Destinations remembered at most (the cache starts over past it).
 const ROUTE_CACHE_MAX: usize = 256;
 
-/// The XDP program attaches in native mode on veth, which caps the MTU near a page.
-const MAX_XDP_MTU: u32 = 3498;
-
 impl FastIface {
-    /// Loads and attaches the steering program and binds an XSK on every RX queue.
-    pub fn open(name: &str, busy_poll: bool) -> Result<FastIface, String> {
-        let link = netlink::link_by_name(name).map_err(|e| {
-            format!("interface {name:?} not found ({e}): name an interface with FASTNET_IFACE / --iface (see `ip link`)")
+    /// Starts the fast path on `name` (see [`AttachedIface::open`]: the same code the
+    /// doctor and `fastnet run`'s check run) and watches the interface for changes.
+    pub fn open(name: &str, busy_poll: bool) -> Result<FastIface, StartError> {
+        let cfg = XskConfig {
+            rx_mode: if busy_poll {
+                RxMode::BusyPoll
+            } else {
+                RxMode::Blocking
+            },
+            ..XskConfig::default()
+        };
+        let port = AttachedIface::open(name, &cfg)?;
+        let monitor = LinkMonitor::open().map_err(|e| StartError {
+            cause: format!("cannot watch {name} for changes (netlink: {e})"),
+            fix: "run as root or grant CAP_NET_ADMIN".to_string(),
         })?;
-        if let Some(id) = link.xdp_prog_id {
-            return Err(format!(
-                "interface {name} already has XDP program {id} attached by someone else: detach it (`ip link set {name} xdp off`) or pick another interface"
-            ));
-        }
-        if link.mtu > MAX_XDP_MTU {
-            return Err(format!(
-                "interface {name} has MTU {} but XDP on it allows at most {MAX_XDP_MTU}: `ip link set {name} mtu 1500`",
-                link.mtu
-            ));
-        }
-        let addrs = netlink::ipv4_addresses(link.index)
-            .map_err(|e| format!("cannot read the IPv4 addresses of {name}: {e}"))?;
-        let &(addr, prefix_len) = addrs.first().ok_or_else(|| {
-            format!("interface {name} has no IPv4 address: `ip addr add <addr>/<len> dev {name}`")
-        })?;
-        let mut program = XdpProgram::load().map_err(|e| {
-            format!("cannot load the XDP program ({e}): run as root or grant CAP_BPF + CAP_NET_ADMIN; `fastnet doctor` tells more")
-        })?;
-        program.attach(link.index, None).map_err(|e| {
-            format!("cannot attach XDP to {name} ({e}): `fastnet doctor --iface {name}` tells why")
-        })?;
-        let queues = link.rx_queues.max(1);
-        let mut xsks = Vec::with_capacity(queues as usize);
-        for q in 0..queues {
-            let cfg = XskConfig {
-                rx_mode: if busy_poll {
-                    RxMode::BusyPoll
-                } else {
-                    RxMode::Blocking
-                },
-                mtu: link.mtu as usize,
-                ..XskConfig::default()
-            };
-            let xsk = XskSocket::bind(link.index, q, &cfg).map_err(|e| {
-                format!("cannot bind an AF_XDP socket to {name} queue {q} ({e}): is CONFIG_XDP_SOCKETS on and are you root? `fastnet doctor --iface {name}`")
-            })?;
-            program
-                .register_xsk(q, xsk.fd())
-                .map_err(|e| format!("cannot register the AF_XDP socket of queue {q}: {e}"))?;
-            xsks.push(xsk);
-        }
         Ok(FastIface {
             name: name.to_string(),
-            ifindex: link.index,
-            mac: link.mac,
-            addr,
-            prefix_len,
-            mtu: link.mtu as usize,
+            ifindex: port.link.index,
+            mac: port.link.mac,
+            addr: port.addr,
+            prefix_len: port.prefix_len,
+            mtu: port.link.mtu as usize,
             routes: Default::default(),
-            xsks,
-            program: Some(program),
+            monitor: Some(monitor),
+            port: Some(port),
             none: NoDevice::default(),
             host: None,
         })
@@ -161,8 +127,8 @@ impl FastIface {
             prefix_len: 8,
             mtu: LOOPBACK_MTU,
             routes: Default::default(),
-            xsks: Vec::new(),
-            program: None,
+            port: None,
+            monitor: None,
             none: NoDevice::default(),
             host: None,
         }
@@ -170,27 +136,52 @@ impl FastIface {
 
     /// True when frames can leave through AF_XDP (an interface was named).
     pub fn has_xdp(&self) -> bool {
-        self.program.is_some()
+        self.port.is_some()
+    }
+
+    fn xsks(&self) -> &[XskSocket] {
+        self.port.as_ref().map_or(&[], |p| p.xsks())
+    }
+
+    fn xsks_mut(&mut self) -> &mut [XskSocket] {
+        self.port.as_mut().map_or(&mut [], |p| p.xsks_mut())
+    }
+
+    /// The queue counts in use ("1 in use of 2 allocated"), for logs and counters.
+    pub fn queues(&self) -> Option<xdp_backend::QueueCounts> {
+        self.port.as_ref().map(|p| p.queues)
+    }
+
+    /// Drains the link monitor; when the interface changed, follows it (rebinds on a
+    /// new queue count). Err: the fast path cannot go on on this interface.
+    pub fn follow_link_changes(&mut self) -> Result<LinkChange, StartError> {
+        let (Some(m), Some(port)) = (self.monitor.as_mut(), self.port.as_mut()) else {
+            return Ok(LinkChange::None);
+        };
+        if !m.drain(self.ifindex) {
+            return Ok(LinkChange::None);
+        }
+        port.check()
     }
 
     /// Steers `port` to the fast path. Call before the shadow listens or connects.
     pub fn claim(&self, t: Transport, port: u16) -> std::io::Result<()> {
-        match &self.program {
-            Some(p) => p.port_map().claim(t, port),
+        match &self.port {
+            Some(p) => p.program().port_map().claim(t, port),
             None => Ok(()),
         }
     }
 
     pub fn release(&self, t: Transport, port: u16) {
-        if let Some(p) = &self.program {
-            let _ = p.port_map().release(t, port);
+        if let Some(p) = &self.port {
+            let _ = p.program().port_map().release(t, port);
         }
     }
 
     /// Hands up to `budget` received frames per queue to `f`.
     pub fn receive(&mut self, budget: u32, mut f: impl FnMut(&[u8])) -> usize {
         let mut n = 0;
-        for x in &mut self.xsks {
+        for x in self.xsks_mut() {
             n += x.receive(budget, &mut f);
         }
         n
@@ -199,13 +190,13 @@ impl FastIface {
     /// Frames waiting on the RX rings.
     pub fn rx_pending(&self) -> u32 {
         let host = self.host.as_ref().map_or(0, |h| h.pending() as u32);
-        self.xsks.iter().map(|x| x.rx_available()).sum::<u32>() + host
+        self.xsks().iter().map(|x| x.rx_available()).sum::<u32>() + host
     }
 
     /// The socket frames are sent on. One TX queue is enough for a stack behind one
     /// lock; spreading TX over queues comes with one stack per core.
     pub fn tx(&mut self) -> FastTx<'_> {
-        let out: &mut dyn Device = match self.xsks.first_mut() {
+        let out: &mut dyn Device = match self.port.as_mut().and_then(|p| p.xsks_mut().first_mut()) {
             Some(x) => x,
             None => &mut self.none,
         };
@@ -225,19 +216,19 @@ impl FastIface {
 
     /// Pushes queued frames to the kernel (copy mode needs a kick per batch).
     pub fn flush(&mut self) {
-        for x in &mut self.xsks {
+        for x in self.xsks_mut() {
             x.flush();
         }
     }
 
     /// Frames queued for transmit that no kick has sent yet.
     pub fn tx_unkicked(&self) -> u32 {
-        self.xsks.iter().map(|x| x.unkicked()).sum()
+        self.xsks().iter().map(|x| x.unkicked()).sum()
     }
 
     /// Fds to poll for received frames.
     pub fn poll_fds(&self) -> impl Iterator<Item = RawFd> + '_ {
-        self.xsks
+        self.xsks()
             .iter()
             .map(|x| x.fd())
             .chain(self.host.as_ref().map(|h| h.poll_fd()))
@@ -245,21 +236,32 @@ impl FastIface {
 
     /// Every fd the interface holds (protected from the app's close/dup2).
     pub fn owned_fds(&self) -> Vec<RawFd> {
-        let mut v = self.program.as_ref().map_or_else(Vec::new, |p| p.raw_fds());
+        let mut v = self
+            .port
+            .as_ref()
+            .map_or_else(Vec::new, |p| p.program().raw_fds());
         v.extend(self.poll_fds());
+        // Not in poll_fds: the background driver reads them on its own schedule, and a
+        // readable monitor in the app's poll sets would wake them until it does.
+        v.extend(self.monitor.iter().flat_map(|m| m.fds()));
         if let Some(h) = &self.host {
             v.extend(h.owned_fds());
         }
         v
     }
 
+    /// The steering program's own counters (one map lookup).
+    pub fn xdp_counters(&self) -> Option<xdp_backend::XdpCounters> {
+        self.port.as_ref()?.program().counters().ok()
+    }
+
     pub fn xsk_stats(&self) -> Vec<xdp_backend::xsk::XskStats> {
-        self.xsks.iter().map(|x| x.stats()).collect()
+        self.xsks().iter().map(|x| x.stats()).collect()
     }
 
     /// True when `ip` is on this interface's subnet or routed through it.
     pub fn routes_to(&self, ip: Ipv4Addr) -> Option<netlink::Route> {
-        self.program.as_ref()?;
+        self.port.as_ref()?;
         let now = std::time::Instant::now();
         let mut cache = self.routes.borrow_mut();
         if let Some((r, at)) = cache.get(&ip) {

@@ -209,7 +209,10 @@ fn open_xsk(env: &Env) -> (XdpProgram, Vec<XskSocket>, netlink::LinkInfo) {
         ..Default::default()
     };
     let mut socks = Vec::new();
-    for q in 0..link.rx_queues {
+    for q in 0..xdp_backend::queues::of(&link)
+        .expect("queues in use")
+        .bindable()
+    {
         let s = XskSocket::bind(link.index, q, &config).unwrap();
         prog.register_xsk(q, s.fd()).unwrap();
         socks.push(s);
@@ -337,7 +340,7 @@ fn main() {
             secs,
         }
     } else {
-        let t = Topology::up(&TopologyOptions::default()).expect("topology");
+        let t = Topology::up(&TopologyOptions::for_tests()).expect("topology");
         let e = Env {
             server_ns: t.server_ns.clone(),
             client_ns: t.client_ns.clone(),

@@ -110,7 +110,11 @@ fn main() {
     let link = netlink::link_by_name(&iface).expect("interface");
     let xsk_queues: u32 = arg("--xsk-queues")
         .map(|q| q.parse().unwrap())
-        .unwrap_or(link.rx_queues);
+        .unwrap_or_else(|| {
+            xdp_backend::queues::of(&link)
+                .expect("queues in use")
+                .bindable()
+        });
     let mut prog = XdpProgram::load().expect("load XDP program");
     prog.port_map()
         .claim(Transport::Udp, port)

@@ -189,7 +189,10 @@ fn main() {
         ..Default::default()
     };
     let mut socks = Vec::new();
-    for q in 0..link.rx_queues {
+    for q in 0..xdp_backend::queues::of(&link)
+        .expect("queues in use")
+        .bindable()
+    {
         let s = XskSocket::bind(link.index, q, &config).expect("bind XSK");
         prog.register_xsk(q, s.fd()).expect("register XSK");
         socks.push(s);

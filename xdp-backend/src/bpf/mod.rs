@@ -209,3 +209,15 @@ pub fn test_run_xdp(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<u32> {
     sys::bpf(sys::BPF_PROG_TEST_RUN, &mut attr)?;
     Ok(u32::from_ne_bytes(attr[4..8].try_into().expect("4 bytes")))
 }
+
+/// The kernel's id of a loaded program (BPF_OBJ_GET_INFO_BY_FD, `struct bpf_prog_info`
+/// starts with `u32 type; u32 id;`), as netlink reports the attached program's.
+pub fn prog_id(prog: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut info = [0u8; 8];
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, prog.as_raw_fd() as u32);
+    put_u32(&mut attr, 4, info.len() as u32);
+    put_u64(&mut attr, 8, info.as_mut_ptr() as u64);
+    sys::bpf(sys::BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(u32::from_ne_bytes(info[4..8].try_into().expect("4 bytes")))
+}

@@ -1,0 +1,281 @@
+//! Starting the fast path on an interface: the steering program attached through a
+//! BPF link and one AF_XDP socket on every queue in use. The shim, `fastnet run`'s
+//! check before the program starts, and `fastnet doctor` all go through
+//! [`AttachedIface::open`], so they cannot disagree about whether it works.
+//!
+//! Every failure is a [`StartError`]: what went wrong and what to do, in one line.
+
+use crate::netlink::{self, LinkInfo};
+use crate::program::{XdpProgram, MAX_QUEUES};
+use crate::queues::{self, QueueCounts};
+use crate::xsk::{XskConfig, XskSocket};
+use std::fmt;
+use std::io;
+use std::net::Ipv4Addr;
+
+/// The largest MTU native XDP takes on veth (and a 4 KiB AF_XDP frame holds): a page
+/// less XDP's 256-byte headroom, the skb's shared info (320) and the Ethernet header.
+pub const MAX_XDP_MTU: u32 = 4096 - 256 - 320 - 14;
+
+/// Why the fast path cannot start (or go on) on an interface, and the fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartError {
+    pub cause: String,
+    pub fix: String,
+}
+
+impl StartError {
+    fn new(cause: impl Into<String>, fix: impl Into<String>) -> StartError {
+        StartError {
+            cause: cause.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.cause, self.fix)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+fn errno(e: &io::Error) -> Option<i32> {
+    e.raw_os_error()
+}
+
+/// The interface with fastnet's steering program attached and an XSK per queue in use.
+pub struct AttachedIface {
+    pub link: LinkInfo,
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    pub queues: QueueCounts,
+    /// The kernel's id of our program (netlink reports the attached one's).
+    pub prog_id: u32,
+    config: XskConfig,
+    // Field order is drop order: sockets leave the XSKMAP before the program goes.
+    xsks: Vec<XskSocket>,
+    program: XdpProgram,
+}
+
+/// What [`AttachedIface::check`] found changed on the interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkChange {
+    /// Nothing that matters to the fast path.
+    None,
+    /// The queues in use changed and every queue in use has its socket again.
+    Rebound {
+        before: QueueCounts,
+        after: QueueCounts,
+    },
+}
+
+impl AttachedIface {
+    /// Attaches the steering program to `name` and binds an XSK on every queue in use.
+    pub fn open(name: &str, config: &XskConfig) -> Result<AttachedIface, StartError> {
+        let link = netlink::link_by_name(name).map_err(|e| {
+            StartError::new(
+                format!("no interface {name:?} in this network namespace ({e})"),
+                "name an existing interface with --iface / FASTNET_IFACE (`ip -br link`; in a namespace, run fastnet inside it: `ip netns exec NS fastnet run ...`)",
+            )
+        })?;
+        if let Some(id) = link.xdp_prog_id {
+            return Err(StartError::new(
+                format!("{name} already has XDP program {id} attached"),
+                format!("stop its owner (`bpftool prog show id {id}`) or `ip link set dev {name} xdp off`, or pick another interface; a second fastnet process cannot share {name}"),
+            ));
+        }
+        if link.mtu > MAX_XDP_MTU {
+            return Err(StartError::new(
+                format!("{name} has MTU {}, above the {MAX_XDP_MTU} that XDP with one 4 KiB frame allows", link.mtu),
+                format!("`ip link set dev {name} mtu 1500` (on a veth, on both ends)"),
+            ));
+        }
+        let addrs = netlink::ipv4_addresses(link.index).map_err(|e| {
+            StartError::new(
+                format!("cannot read the IPv4 addresses of {name} ({e})"),
+                format!("check `ip addr show dev {name}`"),
+            )
+        })?;
+        let &(addr, prefix_len) = addrs.first().ok_or_else(|| {
+            StartError::new(
+                format!("{name} has no IPv4 address"),
+                format!("`ip addr add <addr>/<len> dev {name}`"),
+            )
+        })?;
+        let queues = read_queues(&link)?;
+        let mut program = XdpProgram::load().map_err(|e| {
+            let fix = match errno(&e) {
+                Some(libc::EPERM) | Some(libc::EACCES) => "run as root, or grant CAP_BPF + CAP_NET_ADMIN (CAP_SYS_ADMIN on kernels before 5.8); with them held, check kernel lockdown and `ulimit -l`",
+                _ => "`fastnet doctor` tells more",
+            };
+            StartError::new(format!("cannot load the XDP program ({e})"), fix)
+        })?;
+        program.attach(link.index, None).map_err(|e| {
+            let fix = match errno(&e) {
+                Some(libc::EPERM) | Some(libc::EACCES) => "run as root or grant CAP_NET_ADMIN".to_string(),
+                Some(libc::EBUSY) | Some(libc::EEXIST) => format!("another XDP program was attached to {name} meanwhile: stop its owner or `ip link set dev {name} xdp off`"),
+                Some(libc::ERANGE) => format!("lower the MTU: `ip link set dev {name} mtu 1500` (on a veth, on both ends)"),
+                _ => format!("`fastnet doctor --iface {name}` tells why"),
+            };
+            StartError::new(format!("cannot attach XDP to {name} ({e})"), fix)
+        })?;
+        let prog_id = crate::bpf::prog_id(program.prog_fd()).unwrap_or(0);
+        let config = XskConfig {
+            mtu: link.mtu as usize,
+            ..config.clone()
+        };
+        let mut me = AttachedIface {
+            link,
+            addr,
+            prefix_len,
+            queues,
+            prog_id,
+            config,
+            xsks: Vec::new(),
+            program,
+        };
+        me.bind_queues()?;
+        Ok(me)
+    }
+
+    /// Binds and registers an XSK on every bindable queue that has none.
+    fn bind_queues(&mut self) -> Result<(), StartError> {
+        let name = self.link.name.clone();
+        for q in self.xsks.len() as u32..self.queues.bindable() {
+            let xsk = XskSocket::bind(self.link.index, q, &self.config)
+                .map_err(|e| self.bind_error(q, &e))?;
+            self.program.register_xsk(q, xsk.fd()).map_err(|e| {
+                StartError::new(
+                    format!("cannot register the AF_XDP socket of {name} queue {q} ({e})"),
+                    format!("`fastnet doctor --iface {name}` tells more"),
+                )
+            })?;
+            self.xsks.push(xsk);
+        }
+        Ok(())
+    }
+
+    /// Names the real cause of a failed bind on queue `q`.
+    fn bind_error(&self, q: u32, e: &io::Error) -> StartError {
+        let name = &self.link.name;
+        match errno(e) {
+            Some(libc::EINVAL) => {
+                // The count may have changed under us (`ethtool -L`): ask again.
+                let now = read_queues(&self.link).unwrap_or(self.queues);
+                if q >= now.bindable() {
+                    StartError::new(
+                        format!("queue {q} is not in use on {name} ({})", now.describe()),
+                        format!("the queues in use changed while fastnet started; start again, or set them with `ethtool -L {name} ...`"),
+                    )
+                } else {
+                    StartError::new(
+                        format!("AF_XDP bind to {name} queue {q} refused ({e}) although {} are in use", now.describe()),
+                        format!("check that {name} is up and `dmesg`; `fastnet doctor --iface {name}`"),
+                    )
+                }
+            }
+            Some(libc::EBUSY) => StartError::new(
+                format!("{name} queue {q} is held by another AF_XDP socket (EBUSY)"),
+                "stop the other AF_XDP user (another fastnet process?) and start again",
+            ),
+            Some(libc::EPERM) | Some(libc::EACCES) => StartError::new(
+                format!("AF_XDP bind to {name} queue {q} not permitted ({e})"),
+                "run as root or grant CAP_NET_RAW",
+            ),
+            Some(libc::EAFNOSUPPORT) => StartError::new(
+                "this kernel has no AF_XDP sockets (EAFNOSUPPORT)",
+                "use a kernel built with CONFIG_XDP_SOCKETS=y (Linux >= 5.10)",
+            ),
+            Some(libc::ENOMEM) | Some(libc::ENOBUFS) => StartError::new(
+                format!("no memory for the AF_XDP socket of {name} queue {q} ({e})"),
+                "raise the locked-memory limit (`ulimit -l unlimited`, systemd LimitMEMLOCK=infinity)",
+            ),
+            _ => StartError::new(
+                format!("cannot bind an AF_XDP socket to {name} queue {q} ({e})"),
+                format!("`fastnet doctor --iface {name}` tells more"),
+            ),
+        }
+    }
+
+    /// Looks at the interface again after the kernel said it changed: rebinds when
+    /// the queues in use changed; an error when the fast path cannot go on here (the
+    /// interface is gone, or our program is no longer the one attached).
+    pub fn check(&mut self) -> Result<LinkChange, StartError> {
+        let name = self.link.name.clone();
+        let link = netlink::link(self.link.index).map_err(|_| {
+            StartError::new(
+                format!("interface {name} is gone"),
+                "the fast path cannot go on; new sockets use the kernel",
+            )
+        })?;
+        if link.xdp_prog_id != Some(self.prog_id) {
+            return Err(StartError::new(
+                format!(
+                    "fastnet's XDP program was detached from {name}{}",
+                    link.xdp_prog_id
+                        .map(|id| format!(" (program {id} is attached now)"))
+                        .unwrap_or_default()
+                ),
+                "someone else detached it; restart the program to use the fast path again",
+            ));
+        }
+        let after = read_queues(&link)?;
+        let before = self.queues;
+        if after.bindable() == before.bindable() && after.unbindable_rx() == 0 {
+            self.queues = after;
+            return Ok(LinkChange::None);
+        }
+        // Queues that left use: their sockets go (the kernel already stopped them).
+        while self.xsks.len() as u32 > after.bindable() {
+            let q = self.xsks.len() as u32 - 1;
+            let _ = self.program.unregister_xsk(q);
+            self.xsks.pop();
+        }
+        self.queues = after;
+        self.bind_queues()?;
+        Ok(LinkChange::Rebound { before, after })
+    }
+
+    pub fn xsks(&self) -> &[XskSocket] {
+        &self.xsks
+    }
+
+    pub fn xsks_mut(&mut self) -> &mut [XskSocket] {
+        &mut self.xsks
+    }
+
+    pub fn program(&self) -> &XdpProgram {
+        &self.program
+    }
+}
+
+/// The queue counts of `link`, or the error that stops the fast path: a queue in use
+/// that no socket can serve would lose the frames the NIC puts there.
+fn read_queues(link: &LinkInfo) -> Result<QueueCounts, StartError> {
+    let name = &link.name;
+    let q = queues::of(link)
+        .map_err(|e| {
+            StartError::new(
+                format!("cannot tell how many queues of {name} are in use ({e})"),
+                format!("run fastnet where /sys shows {name} (`ip netns exec NS ...` remounts it), or check `ethtool -l {name}`"),
+            )
+        })?;
+    if q.unbindable_rx() > 0 {
+        return Err(StartError::new(
+            format!("{name} has {} RX but {} TX queues in use: AF_XDP serves a queue only below both, so frames on RX queues {}..{} would be lost", q.rx_in_use, q.tx_in_use, q.bindable(), q.rx_in_use - 1),
+            format!("make the counts equal: `ethtool -L {name} rx {n} tx {n}` (or `combined {n}`)", n = q.tx_in_use),
+        ));
+    }
+    if q.bindable() > MAX_QUEUES {
+        return Err(StartError::new(
+            format!(
+                "{name} has {} queues in use; fastnet serves at most {MAX_QUEUES}",
+                q.bindable()
+            ),
+            format!("use fewer: `ethtool -L {name} combined {MAX_QUEUES}`"),
+        ));
+    }
+    Ok(q)
+}
