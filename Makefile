@@ -21,8 +21,16 @@ unit:
 	python3 scripts/bench/test_report.py
 
 # End-to-end tests need root (namespaces, XDP); each test makes its own topology.
+# Every suite runs on a veth made with the kernel's defaults (one queue in use of one
+# per CPU allocated: what `ip link add` gives users); the fast-path suites run again on
+# one with fewer queues in use than allocated (2 of 4, `ethtool -L`) and on
+# `fastnet netns --queues 1`'s. FASTNET_TOPOLOGY picks the layout (see netns.rs).
+FAST_PATH_SUITES := --test shim_apps --test shim_process --test xdp_tcp --test xdp_udp \
+	--test loopback --test pcap --test stat
 e2e: build
-	$(CARGO) test --release -p fastnet-e2e -- --test-threads=1
+	FASTNET_TOPOLOGY=default $(CARGO) test --release -p fastnet-e2e -- --test-threads=1
+	FASTNET_TOPOLOGY=2of4 $(CARGO) test --release -p fastnet-e2e $(FAST_PATH_SUITES) -- --test-threads=1
+	FASTNET_TOPOLOGY=1 $(CARGO) test --release -p fastnet-e2e $(FAST_PATH_SUITES) -- --test-threads=1
 
 # Every stack fuzz target for ~20 s (cargo-fuzz on stable via RUSTC_BOOTSTRAP=1).
 fuzz:

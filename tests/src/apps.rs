@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// What the shim logs when the fast path does not start (global.rs `start`).
+pub const FELL_BACK: &str = "kernel: fast path off:";
+
 /// A background process, killed (by its PID) when dropped.
 pub struct Bg {
     pub child: Child,
@@ -18,9 +21,16 @@ impl Bg {
         self.child.id()
     }
 
-    /// Everything the process wrote so far (stdout and stderr).
+    /// Everything the process wrote so far (stdout and stderr). A fastnet process that
+    /// fell back to the kernel at start fails the test here: no test passes on the
+    /// kernel path by accident.
     pub fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(
+            !text.contains(FELL_BACK),
+            "a fastnet process ran on the kernel:\n{text}"
+        );
+        text
     }
 
     /// Ends the process with SIGTERM and waits for it (so at-exit work runs).

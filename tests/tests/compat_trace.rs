@@ -165,7 +165,16 @@ fn trace_counts_threads_clone3_and_signals() {
 #[test]
 fn fastnet_run_preloads_the_shim_and_passes_the_exit_code() {
     let out = Command::new(fastnet_bin())
-        .args(["run", "--iface", "veth-x", "--", "sh", "-c"])
+        // No such interface here: --fallback=kernel runs the program anyway.
+        .args([
+            "run",
+            "--iface",
+            "veth-x",
+            "--fallback=kernel",
+            "--",
+            "sh",
+            "-c",
+        ])
         .arg("echo \"$LD_PRELOAD|$FASTNET_IFACE\"; exit 5")
         .env("FASTNET_LOG", "1")
         .output()
@@ -179,6 +188,9 @@ fn fastnet_run_preloads_the_shim_and_passes_the_exit_code() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("fastnet: hook installed"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("running on the kernel (--fallback=kernel)")
+    );
 
     // Without the .so next to the binary: one clear line, exit 1.
     let dir = TempDir::new("run-noso");

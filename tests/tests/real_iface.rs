@@ -386,3 +386,59 @@ fn a_second_process_on_a_busy_interface_is_refused_with_the_owner_named() {
     srv.stop_with(libc::SIGTERM);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_process_whose_interface_goes_away_says_so_and_uses_the_kernel() {
+    let t = topo(QueueLayout::KernelDefault);
+    let dir = scratch("iface-gone");
+    // Makes a socket every 100 ms (the first one starts the fast path).
+    let script = r#"
+import signal, socket, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+while True:
+    socket.socket().close(); time.sleep(0.1)
+"#;
+    let mut c = fastnet_cmd(&t, Side::Server, PY);
+    c.args(["-c", script]);
+    let mut srv = spawn(c, &dir.join("server.log"));
+    let srv_pid = srv.pid();
+    let stat = || {
+        let out = t
+            .command(Side::Server, fastnet_bin().to_str().unwrap())
+            .args(["stat", &srv_pid.to_string()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stat().contains("\n  fast path\n") {
+        assert!(Instant::now() < deadline, "{}\n{}", stat(), srv.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run_ok(
+        t.command(Side::Server, "ip")
+            .args(["link", "del", "dev", &t.server_if]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = stat();
+        if text.contains(&format!("kernel: interface {} is gone", t.server_if))
+            && text.contains("sockets.kernel.fallback")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}\n{}", srv.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = srv.stop_with(libc::SIGTERM);
+    assert!(log.contains("kernel: interface"), "{log}");
+    assert!(
+        exit_counters(&log)
+            .get("sockets.kernel.fallback")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -776,6 +776,37 @@ mod tests {
     }
 
     #[test]
+    fn queue_and_fast_path_verdicts() {
+        let q = xdp_backend::QueueCounts {
+            rx_in_use: 2,
+            tx_in_use: 2,
+            rx_allocated: 4,
+            tx_allocated: 4,
+            source: xdp_backend::queues::QueueSource::Sysfs,
+        };
+        let c = check_queues("v0", &Ok(q));
+        assert_eq!(c.status, Status::Ok);
+        assert!(c.detail.contains("2 in use of 4 allocated"), "{}", c.detail);
+        let unsupported = Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        assert_eq!(check_queues("v0", &unsupported).status, Status::Warn);
+        let ok = check_fast_path("v0", &Ok(q));
+        assert_eq!(ok.status, Status::Ok);
+        assert!(
+            ok.detail.contains("2 AF_XDP sockets bound"),
+            "{}",
+            ok.detail
+        );
+        let e = xdp_backend::StartError {
+            cause: "queue 1 is not in use on v0 (1 in use of 2 allocated)".into(),
+            fix: "start again".into(),
+        };
+        let fail = check_fast_path("v0", &Err(e));
+        assert_eq!(fail.status, Status::Fail);
+        assert!(fail.detail.starts_with("queue 1 is not in use"));
+        assert_eq!(fail.fix.as_deref(), Some("start again"));
+    }
+
+    #[test]
     fn verdict_and_exit_code_follow_failures() {
         let mut r = Report {
             iface: Some("v0".into()),
