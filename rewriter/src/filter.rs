@@ -114,6 +114,17 @@ pub fn wants(nr: i64, first_arg: i64) -> bool {
     bit(&USER_ALWAYS, nr) || (bit(&USER_FD, nr) && is_fd_marked(first_arg as i32))
 }
 
+/// Numbers whose calls reach Rust code (the handler, or the rewriter's own check of
+/// mappings that may become executable): every number but the ones the assembly entry
+/// passes to the kernel at once or handles itself. For fd-based numbers, only calls on a
+/// marked fd go on. Sorted.
+pub fn routed_numbers() -> Vec<u32> {
+    (0..MAX_SYSCALL)
+        .filter(|&nr| matches!(CLASS[nr].load(Relaxed), class::HANDLED | class::FD_BASED))
+        .map(|nr| nr as u32)
+        .collect()
+}
+
 pub(crate) fn handle_internally(nr: i64) {
     set_bit(&INTERNAL, nr as usize, true);
     recompute(nr as usize);
@@ -163,5 +174,15 @@ mod tests {
         assert_eq!(CLASS[libc::SYS_clone as usize].load(Relaxed), class::CLONE);
         handle_syscall(libc::SYS_clone as u32, false);
         assert!(!wants(4000, 0));
+        assert!(!routed_numbers().contains(&(libc::SYS_clone as u32)));
+
+        handle_syscall(libc::SYS_getppid as u32, true);
+        handle_fd_syscall(libc::SYS_read as u32, true);
+        let routed = routed_numbers();
+        assert!(routed.contains(&(libc::SYS_getppid as u32)) && routed.contains(&0));
+        handle_syscall(libc::SYS_getppid as u32, false);
+        handle_fd_syscall(libc::SYS_read as u32, false);
+        let routed = routed_numbers();
+        assert!(!routed.contains(&(libc::SYS_getppid as u32)) && !routed.contains(&0));
     }
 }
