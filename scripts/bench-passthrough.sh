@@ -12,7 +12,8 @@
 # taken per round, and the report shows the median over the rounds. Then the start-up
 # cost of a short process (`true`) in each mode. Prints
 # "bench<TAB>name<TAB>value<TAB>unit<TAB>note" lines; asserts nothing.
-# Knobs: BENCH_PT_ROUNDS (7), BENCH_PT_REQUESTS (50000 per test and run),
+# Knobs: BENCH_PT_ROUNDS (9), BENCH_PT_REQUESTS (50000 per test and run),
+#   BENCH_PT_MODES ("plain pass-through fallen-back"; plain is needed for the ratios),
 #   BENCH_PT_SCHED (fifo: SCHED_FIFO for server and client, so that other work on a busy
 #   machine does not decide the ratio; nice: nice -n -10 like bench.sh).
 set -euo pipefail
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/.."
 dir=${CARGO_TARGET_DIR:-target}/release
 fastnet=${FASTNET:-$dir/fastnet}
 fastnet=$(realpath "$fastnet")
-rounds=${BENCH_PT_ROUNDS:-7}
+rounds=${BENCH_PT_ROUNDS:-9}
 requests=${BENCH_PT_REQUESTS:-50000}
 port=16391
 for tool in redis-server redis-benchmark redis-cli taskset python3; do
@@ -55,6 +56,11 @@ prefix() {
     esac
 }
 
+# Nanoseconds the server process has run (all its threads), from the scheduler.
+server_cpu_ns() {
+    cat /proc/"$server_pid"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'
+}
+
 one_run() { # mode round
     local mode=$1 round=$2 i line
     # shellcheck disable=SC2046
@@ -66,20 +72,22 @@ one_run() { # mode round
         ip netns exec "$CLIENT_NS" redis-cli -h "$SERVER_IP" -p $port ping 2>/dev/null | grep -q PONG && break
         sleep 0.05
     done
+    cpu0=$(server_cpu_ns)
     # shellcheck disable=SC2046
     line=$(ip netns exec "$CLIENT_NS" taskset -c "$client_cpu" "${sched[@]}" $(prefix "$mode") \
         redis-benchmark -h "$SERVER_IP" -p $port -c 32 -P 1 -t set,get -n "$requests" --csv 2>/dev/null |
         tr -d '"' | awk -F, '$1=="SET"||$1=="GET"{printf " %s=%s", $1, $2}') || true
+    line="$line CPU=$(( ($(server_cpu_ns) - cpu0) / (2 * requests) ))"
     echo "$round $mode$line" | tee -a "$out" >&2
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
     server_pid=""
 }
 
-modes=(plain pass-through fallen-back)
+read -r -a modes <<<"${BENCH_PT_MODES:-plain pass-through fallen-back}"
 for round in $(seq "$rounds"); do
-    for k in 0 1 2; do
-        one_run "${modes[$(((round + k) % 3))]}" "$round"
+    for k in "${!modes[@]}"; do
+        one_run "${modes[$(((round + k) % ${#modes[@]}))]}" "$round"
     done
 done
 
@@ -129,6 +137,15 @@ for t in ("SET", "GET"):
         if ratios:
             spread = f"rounds {min(ratios):.2f}..{max(ratios):.2f}"
             print(f"bench\tkernel path redis {t} ratio ({mode})\t{statistics.median(ratios):.3f}\tx\t{mode} / plain, per-round ratios, median ({spread}; target >= 0.97)")
+cpu = {m: [r[m]["CPU"] for r in rounds.values() if "CPU" in r.get(m, {})] for m in ("plain", "pass-through", "fallen-back")}
+for mode in ("plain", "pass-through", "fallen-back"):
+    if cpu[mode]:
+        print(f"bench\tkernel path redis-server CPU ({mode})\t{statistics.median(cpu[mode]) / 1e3:.2f}\tµs/req\tserver process, SET and GET together, median of {len(cpu[mode])} rounds")
+for mode in ("pass-through", "fallen-back"):
+    ratios = [r[mode]["CPU"] / r["plain"]["CPU"] for r in rounds.values()
+              if "CPU" in r.get(mode, {}) and "CPU" in r.get("plain", {}) and r["plain"]["CPU"] > 0]
+    if ratios:
+        print(f"bench\tkernel path redis-server CPU ratio ({mode})\t{statistics.median(ratios):.3f}\tx\t{mode} / plain per request, per-round ratios, median (rounds {min(ratios):.2f}..{max(ratios):.2f}; lower is better)")
 for mode in ("plain", "pass-through", "fallen-back"):
     if mode in starts:
         print(f"bench\tkernel path start-up of true ({mode})\t{statistics.median(starts[mode]):.2f}\tms\twall time of one process, median of {len(starts[mode])}")
