@@ -87,19 +87,22 @@ pub fn register_filters() {
 
 /// The fast path did not start (and never will in this process: it starts once): from
 /// now on nothing of the socket layer is routed here, so every call costs only the hook's
-/// pre-filter, and the app's signal handlers go back to the kernel unwrapped. Idempotent.
+/// pre-filter, and the app's signal handlers go back to the kernel unwrapped. Once.
 fn stay_on_kernel() {
-    // `fastnet trace` counts every number through the same filter: it keeps them.
-    if !crate::trace::is_enabled() {
-        rewriter::filter::handle_syscall(libc::SYS_socket as u32, false);
-        rewriter::filter::handle_syscall(libc::SYS_rt_sigaction as u32, false);
-    }
-    super::signals::unwrap_all();
-    debug(format_args!(
-        "fast path off: every call goes to the kernel; numbers still routed past the \
-         hook's pre-filter: {:?}",
-        rewriter::filter::routed_numbers()
-    ));
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // `fastnet trace` counts every number through the same filter: it keeps them.
+        if !crate::trace::is_enabled() {
+            rewriter::filter::handle_syscall(libc::SYS_socket as u32, false);
+            rewriter::filter::handle_syscall(libc::SYS_rt_sigaction as u32, false);
+        }
+        super::signals::unwrap_all();
+        debug(format_args!(
+            "fast path off: every call goes to the kernel; numbers still routed past the \
+             hook's pre-filter: {:?}",
+            rewriter::filter::routed_numbers()
+        ));
+    });
 }
 
 /// Entry from the dispatcher: the result, or `PASSTHROUGH` for the kernel.
