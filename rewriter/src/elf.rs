@@ -155,9 +155,83 @@ pub(crate) fn function_starts(
             }
         }
     }
+    // Every function with unwind information, also the static ones a stripped library
+    // has no symbol for: the sorted table of `.eh_frame_hdr`.
+    let exec: Vec<(u64, u64, u64)> = (0..shnum)
+        .map(sh)
+        .filter(|h| u64_at(h, 8) & SHF_EXECINSTR != 0 && u32_at(h, 4) != SHT_NOBITS)
+        .map(|h| (u64_at(h, 16), u64_at(h, 32), u64_at(h, 24)))
+        .collect();
+    for vaddr in unwind_starts(fd, &ehdr) {
+        let Some(&(addr, _, off)) = exec
+            .iter()
+            .find(|&&(a, size, _)| (a..a + size).contains(&vaddr))
+        else {
+            continue;
+        };
+        let Some(rel) = (vaddr - addr + off).checked_sub(map_off) else {
+            continue;
+        };
+        let addr = map_start + rel as usize;
+        if code.iter().any(|&(s, e)| (s..e).contains(&addr)) {
+            starts.push(addr);
+        }
+    }
     starts.sort_unstable();
     starts.dedup();
     starts
+}
+
+/// The start addresses (virtual, as linked) of the functions listed in the binary search
+/// table of the `PT_GNU_EH_FRAME` segment (`.eh_frame_hdr`). Empty when there is none or
+/// its encoding is not the one every GNU toolchain writes (count as udata4, table as
+/// datarel sdata4).
+fn unwind_starts(fd: i32, ehdr: &[u8; 64]) -> Vec<u64> {
+    const PT_GNU_EH_FRAME: u32 = 0x6474_e550;
+    const PHDR_SIZE: usize = 56;
+    const DW_EH_PE_UDATA4: u8 = 0x03;
+    const DW_EH_PE_DATAREL_SDATA4: u8 = 0x3b;
+    let (phoff, phnum) = (u64_at(ehdr, 0x20), u16_at(ehdr, 0x38) as usize);
+    if u16_at(ehdr, 0x36) as usize != PHDR_SIZE || phnum == 0 || phnum > 256 {
+        return Vec::new();
+    }
+    let mut phdrs = vec![0u8; phnum * PHDR_SIZE];
+    if !pread(fd, &mut phdrs, phoff) {
+        return Vec::new();
+    }
+    let Some(ph) = phdrs
+        .chunks_exact(PHDR_SIZE)
+        .find(|p| u32_at(p, 0) == PT_GNU_EH_FRAME)
+    else {
+        return Vec::new();
+    };
+    let (off, vaddr) = (u64_at(ph, 8), u64_at(ph, 16));
+    // version, eh_frame_ptr encoding, fde_count encoding, table encoding
+    let mut head = [0u8; 16];
+    if !pread(fd, &mut head, off) || head[0] != 1 {
+        return Vec::new();
+    }
+    let ptr_len = match head[1] & 0x0f {
+        0x02 | 0x0a => 2,
+        0x03 | 0x0b => 4,
+        0x00 | 0x04 | 0x0c => 8,
+        _ => return Vec::new(),
+    };
+    if head[2] != DW_EH_PE_UDATA4 || head[3] != DW_EH_PE_DATAREL_SDATA4 {
+        return Vec::new();
+    }
+    let count = u32_at(&head, 4 + ptr_len) as usize;
+    if count > 1 << 22 {
+        return Vec::new();
+    }
+    let mut table = vec![0u8; count * 8];
+    if !pread(fd, &mut table, off + 4 + ptr_len as u64 + 4) {
+        return Vec::new();
+    }
+    table
+        .chunks_exact(8)
+        .map(|e| vaddr.wrapping_add(u32_at(e, 0) as i32 as i64 as u64))
+        .collect()
 }
 
 #[cfg(test)]
@@ -201,6 +275,15 @@ mod tests {
             starts.binary_search(&getppid).is_ok(),
             "getppid is a function start"
         );
+        // The unwind table names the static functions too, which a stripped libc has no
+        // symbol for: more starts than exported functions, sorted as linked.
+        let mut ehdr = [0u8; 64];
+        let fd = fd_again(&path);
+        assert!(pread(fd, &mut ehdr, 0));
+        let unwind = unwind_starts(fd, &ehdr);
+        sys::close(fd);
+        assert!(unwind.len() > 1000, "{} unwind entries", unwind.len());
+        assert!(unwind.windows(2).all(|w| w[0] <= w[1]));
         // A file that is not ELF: no answer, the caller sweeps the whole mapping.
         let fd = sys::open(c"/proc/self/maps", libc::O_RDONLY, 0) as i32;
         assert!(exec_ranges(fd, 0, 0x1000, 0x1000, &mut out).is_none());

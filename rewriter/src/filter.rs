@@ -20,6 +20,10 @@ pub(crate) mod class {
     pub const VFORK: u8 = 5;
     pub const CLONE3: u8 = 6;
     pub const EXIT: u8 = 7;
+    /// `mmap`/`mprotect`/`pkey_mprotect`: handled only when the protection (`%rdx`)
+    /// includes `PROT_EXEC` (the rewriter patches code mapped later; other mappings, such
+    /// as every large malloc, pass at once).
+    pub const EXEC_MAPPING: u8 = 8;
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -64,8 +68,10 @@ fn special_class(nr: usize) -> Option<u8> {
 fn recompute(nr: usize) {
     let c = if let Some(c) = special_class(nr) {
         c
-    } else if bit(&USER_ALWAYS, nr) || bit(&INTERNAL, nr) {
+    } else if bit(&USER_ALWAYS, nr) {
         class::HANDLED
+    } else if bit(&INTERNAL, nr) {
+        class::EXEC_MAPPING
     } else if bit(&USER_FD, nr) {
         class::FD_BASED
     } else {
@@ -112,6 +118,22 @@ pub fn wants(nr: i64, first_arg: i64) -> bool {
     }
     let nr = nr as usize;
     bit(&USER_ALWAYS, nr) || (bit(&USER_FD, nr) && is_fd_marked(first_arg as i32))
+}
+
+/// Numbers whose calls reach Rust code (the handler, or the rewriter's own check of
+/// mappings that become executable): every number but the ones the assembly entry
+/// passes to the kernel at once or handles itself. For fd-based numbers only calls on a
+/// marked fd go on, for mapping numbers only calls with `PROT_EXEC`. Sorted.
+pub fn routed_numbers() -> Vec<u32> {
+    (0..MAX_SYSCALL)
+        .filter(|&nr| {
+            matches!(
+                CLASS[nr].load(Relaxed),
+                class::HANDLED | class::FD_BASED | class::EXEC_MAPPING
+            )
+        })
+        .map(|nr| nr as u32)
+        .collect()
 }
 
 pub(crate) fn handle_internally(nr: i64) {
@@ -163,5 +185,26 @@ mod tests {
         assert_eq!(CLASS[libc::SYS_clone as usize].load(Relaxed), class::CLONE);
         handle_syscall(libc::SYS_clone as u32, false);
         assert!(!wants(4000, 0));
+        assert!(!routed_numbers().contains(&(libc::SYS_clone as u32)));
+
+        handle_syscall(libc::SYS_getppid as u32, true);
+        handle_fd_syscall(libc::SYS_read as u32, true);
+        let routed = routed_numbers();
+        assert!(routed.contains(&(libc::SYS_getppid as u32)) && routed.contains(&0));
+        handle_syscall(libc::SYS_getppid as u32, false);
+        handle_fd_syscall(libc::SYS_read as u32, false);
+        let routed = routed_numbers();
+        assert!(!routed.contains(&(libc::SYS_getppid as u32)) && !routed.contains(&0));
+
+        // The rewriter's own numbers go on only with PROT_EXEC, unless the handler asks
+        // for every call (trace).
+        let nr = libc::SYS_pkey_mprotect;
+        handle_internally(nr);
+        assert_eq!(CLASS[nr as usize].load(Relaxed), class::EXEC_MAPPING);
+        assert!(routed_numbers().contains(&(nr as u32)));
+        handle_syscall(nr as u32, true);
+        assert_eq!(CLASS[nr as usize].load(Relaxed), class::HANDLED);
+        handle_syscall(nr as u32, false);
+        assert_eq!(CLASS[nr as usize].load(Relaxed), class::EXEC_MAPPING);
     }
 }

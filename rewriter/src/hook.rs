@@ -6,8 +6,9 @@
 //! `[%rsp]` holds the return address the rewritten `call *%rax` pushed (the only byte the
 //! hook ever writes below the caller's `%rsp`). The entry:
 //!
-//! 1. pass-through (class 0, or an fd that is not ours): `syscall; ret` on the caller's
-//!    stack, nothing saved — the kernel itself preserves all but rax/rcx/r11;
+//! 1. pass-through (class 0, an fd that is not ours, or a mapping call without
+//!    `PROT_EXEC`): `syscall; ret` on the caller's stack, nothing saved — the kernel
+//!    itself preserves all but rax/rcx/r11;
 //! 2. `rt_sigreturn`: drop the return address so the kernel finds its frame, `syscall`;
 //! 3. `clone`/`clone3` with a new stack: copy the return address onto the child's stack;
 //!    without one (and `vfork`), keep the return address in a per-thread slot instead of
@@ -114,6 +115,8 @@ global_asm!(
     "je 20f",
     "cmp ecx, {c_fd}",
     "je 10f",
+    "cmp ecx, {c_exec_mapping}",
+    "je 15f",
     "cmp ecx, {c_sigreturn}",
     "je 30f",
     "cmp ecx, {c_clone}",
@@ -125,7 +128,12 @@ global_asm!(
     "cmp ecx, {c_exit}",
     "je 70f",
     "jmp 2b",
-    // ---- fd-based: handled only when the fd in rdi is marked
+    // ---- mmap/mprotect/pkey_mprotect: handled only when making memory executable
+    "15:",
+    "test edx, {prot_exec}",
+    "jz 2b",
+    "jmp 20f",
+    // ---- fd-based: handled only when the fd in rdi is marked (falls through to 20)
     "10:",
     "mov ecx, edi",
     "cmp ecx, {max_fd}",
@@ -659,6 +667,7 @@ global_asm!(
     c_vfork = const class::VFORK,
     c_clone3 = const class::CLONE3,
     c_exit = const class::EXIT,
+    c_exec_mapping = const class::EXEC_MAPPING,
     alt_stacks = sym ALT_STACKS,
     sys_munmap = const libc::SYS_munmap,
     sys_exit = const libc::SYS_exit,

@@ -140,11 +140,9 @@ fn collect_near(
     let mut chain_end = 0;
     let mut k = 0;
     let mut i = Instruction::default();
-    while k + 1 < bytes.len() {
-        if bytes[k] != 0x0f || bytes[k + 1] != 0x05 {
-            k += 1;
-            continue;
-        }
+    let finder = memchr::memmem::Finder::new(&SYSCALL);
+    while let Some(at) = finder.find(&bytes[k..]) {
+        k += at;
         let idx = starts.partition_point(|&a| a <= base + k);
         let from = if idx > 0 { starts[idx - 1] - base } else { 0 }.max(chain_end);
         let mut d = Decoder::with_ip(
@@ -231,16 +229,10 @@ pub(crate) unsafe fn rewrite_range(
     result
 }
 
-/// True when the bytes `0f 05` occur anywhere (a cheap test before decoding).
+/// True when the bytes `0f 05` occur anywhere (a cheap test before decoding; vectorised,
+/// as every library is searched at each process start).
 fn has_syscall_bytes(bytes: &[u8]) -> bool {
-    let mut prev_0f = false;
-    for &b in bytes {
-        if prev_0f && b == 0x05 {
-            return true;
-        }
-        prev_0f = b == 0x0f;
-    }
-    false
+    memchr::memmem::find(bytes, &SYSCALL).is_some()
 }
 
 /// Decodes `[cs, ce)` and patches its sites, making `[start, start+len)` writable first.

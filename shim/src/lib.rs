@@ -8,6 +8,12 @@
 //! Environment: `FASTNET_LOG=1` prints what the hook did; `FASTNET_TRACE=<file>` counts
 //! every system call and appends one line per process to `<file>`;
 //! `FASTNET_DISABLE=1` leaves the program unhooked.
+//!
+//! The hook is installed only when something will be routed to the shim: an interface or
+//! a loopback mode named (the socket layer), or a trace. With none (`fastnet run` with no
+//! `--iface`), every call would go to the kernel anyway, so the program runs unhooked, at
+//! the kernel's speed and with no start-up scan. `FASTNET_HOOK=always` installs it even
+//! then (the compatibility battery tests the hook that way).
 
 pub mod dispatch;
 pub mod sockets;
@@ -26,7 +32,21 @@ fn init() {
         return;
     }
     let log = env_flag("FASTNET_LOG");
-    if let Some(path) = std::env::var_os("FASTNET_TRACE").filter(|p| !p.is_empty()) {
+    let trace_file = std::env::var_os("FASTNET_TRACE").filter(|p| !p.is_empty());
+    let hook_always = std::env::var_os("FASTNET_HOOK").is_some_and(|v| v == "always");
+    if trace_file.is_none()
+        && !hook_always
+        && !sockets::config::Config::from_env().0.routes_sockets()
+    {
+        if log {
+            eprintln!(
+                "fastnet: hook not installed: no interface (FASTNET_IFACE), loopback mode or \
+                 trace named, so every call goes to the kernel"
+            );
+        }
+        return;
+    }
+    if let Some(path) = trace_file {
         trace::enable(&path);
     }
     match rewriter::install(&rewriter::Config {

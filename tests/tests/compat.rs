@@ -1,6 +1,8 @@
 //! The compatibility battery: each program runs plainly and under the shim (the hook
 //! installed, every call passed through) and must print the same stdout and exit with the
 //! same code. The shim run has FASTNET_LOG=1, so its stderr proves the hook was active.
+//! With no interface named the shim leaves a program unhooked, so the shim runs ask for
+//! the hook with FASTNET_HOOK=always.
 
 use fastnet_e2e::shim::{compile_c, shim_path, TempDir};
 use std::path::Path;
@@ -12,6 +14,7 @@ fn same_under_shim(what: &str, make: impl Fn() -> Command) -> Output {
     let plain = make().output().unwrap_or_else(|e| panic!("{what}: {e}"));
     let hooked = make()
         .env("LD_PRELOAD", shim_path())
+        .env("FASTNET_HOOK", "always")
         .env("FASTNET_LOG", "1")
         .output()
         .unwrap_or_else(|e| panic!("{what} under the shim: {e}"));
@@ -320,7 +323,8 @@ fn without_address_zero_runs_unhooked() {
             "echo hello; ls /usr/share/doc | wc -l",
         ]);
         if preload {
-            c.env("LD_PRELOAD", shim_path());
+            c.env("LD_PRELOAD", shim_path())
+                .env("FASTNET_HOOK", "always");
         }
         c.output().unwrap()
     };
@@ -351,6 +355,7 @@ fn c_null_function_pointer_still_crashes() {
     assert_eq!(out.status.signal(), Some(libc::SIGSEGV));
     let hooked = Command::new(&bin)
         .env("LD_PRELOAD", shim_path())
+        .env("FASTNET_HOOK", "always")
         .output()
         .unwrap();
     assert_eq!(hooked.status.signal(), Some(libc::SIGSEGV));

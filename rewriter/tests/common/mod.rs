@@ -9,6 +9,7 @@ use rewriter::{filter, Config, SyscallArgs, PASSTHROUGH};
 static SEEN_GETPPID: AtomicU64 = AtomicU64::new(0);
 static FAKE_GETPPID: AtomicBool = AtomicBool::new(false);
 static SEEN_WHILE_IN_SHIM: AtomicU64 = AtomicU64::new(0);
+static SEEN_READ: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn handler(a: &mut SyscallArgs) -> i64 {
     if rewriter::is_in_shim() {
@@ -38,6 +39,11 @@ extern "C" fn handler(a: &mut SyscallArgs) -> i64 {
         if FAKE_GETPPID.load(SeqCst) {
             return 4242;
         }
+    }
+    if a.nr == libc::SYS_read {
+        // Only reads of marked fds come here: answer them with a recognisable count.
+        SEEN_READ.fetch_add(1, SeqCst);
+        return 77;
     }
     if a.nr == libc::SYS_getpid {
         // getpid(): change nothing, but pass an unrelated number to prove PASSTHROUGH
@@ -213,6 +219,39 @@ pub fn hook_end_to_end(force_xsave: bool) {
         2,
         "handler runs with the flag set"
     );
+
+    // Fd-based: only calls on a marked fd reach the handler, whatever their other
+    // arguments (the pre-filter's other classes test argument registers too).
+    filter::handle_fd_syscall(libc::SYS_read as u32, true);
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two fds into the array. Nonblocking: a read the kernel
+    // answers instead fails at once with EAGAIN.
+    assert_eq!(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) },
+        0
+    );
+    filter::mark_fd(fds[0], true);
+    let mut buf = [0u8; 8];
+    for len in 1..=8 {
+        // SAFETY: reads at most `len` <= 8 bytes into `buf`.
+        let r = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), len) };
+        assert_eq!(r, 77, "read of {len} bytes from a marked fd is handled");
+    }
+    assert_eq!(SEEN_READ.load(SeqCst), 8);
+    // SAFETY: writes 1 byte from a live buffer; reads it back from the unmarked end.
+    unsafe {
+        filter::mark_fd(fds[0], false);
+        assert_eq!(libc::write(fds[1], b"x".as_ptr().cast(), 1), 1);
+        assert_eq!(libc::read(fds[0], buf.as_mut_ptr().cast(), 8), 1);
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    assert_eq!(
+        SEEN_READ.load(SeqCst),
+        8,
+        "unmarked fd: the kernel answered"
+    );
+    filter::handle_fd_syscall(libc::SYS_read as u32, false);
 
     // Inside the shim, handled calls go straight to the kernel.
     {

@@ -85,6 +85,26 @@ pub fn register_filters() {
     }
 }
 
+/// The fast path did not start (and never will in this process: it starts once): from
+/// now on nothing of the socket layer is routed here, so every call costs only the hook's
+/// pre-filter, and the app's signal handlers go back to the kernel unwrapped. Once.
+fn stay_on_kernel() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // `fastnet trace` counts every number through the same filter: it keeps them.
+        if !crate::trace::is_enabled() {
+            rewriter::filter::handle_syscall(libc::SYS_socket as u32, false);
+            rewriter::filter::handle_syscall(libc::SYS_rt_sigaction as u32, false);
+        }
+        super::signals::unwrap_all();
+        debug(format_args!(
+            "fast path off: every call goes to the kernel; numbers still routed past the \
+             hook's pre-filter: {:?}",
+            rewriter::filter::routed_numbers()
+        ));
+    });
+}
+
 /// Entry from the dispatcher: the result, or `PASSTHROUGH` for the kernel.
 pub fn handle(a: &mut SyscallArgs) -> i64 {
     if a.nr == libc::SYS_rt_sigaction {
@@ -100,8 +120,13 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
             a.args[3] as usize,
         );
     }
-    if !(active() || a.nr == libc::SYS_socket && global::start()) {
-        return PASSTHROUGH;
+    if !active() {
+        if a.nr == libc::SYS_socket && !global::start() {
+            stay_on_kernel();
+        }
+        if !active() {
+            return PASSTHROUGH;
+        }
     }
     if in_shared_memory_child(a.nr) {
         // A vfork/posix_spawn child runs in the parent's memory until it execs: the

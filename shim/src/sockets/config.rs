@@ -174,6 +174,12 @@ impl Config {
         (c, errors)
     }
 
+    /// True when the socket layer takes calls at all: an interface or a loopback mode is
+    /// named. Otherwise every socket stays on the kernel and nothing needs the hook.
+    pub fn routes_sockets(&self) -> bool {
+        self.iface.is_some() || self.loopback != LoopbackMode::Off
+    }
+
     pub fn from_env() -> (Config, Vec<ConfigError>) {
         Config::from_lookup(|k| std::env::var(k).ok())
     }

@@ -96,20 +96,8 @@ pub fn rt_sigaction(sig: i32, act: i64, oldact: i64, size: usize) -> i64 {
         restorer: 0,
         mask: 0,
     };
-    // SAFETY: rt_sigaction with our own structs.
-    let r = unsafe {
-        kernel::raw(
-            libc::SYS_rt_sigaction,
-            [
-                sig as i64,
-                kact.as_ref().map_or(0, |a| a as *const KSigaction as i64),
-                &mut kold as *mut KSigaction as i64,
-                8,
-                0,
-                0,
-            ],
-        )
-    };
+    // SAFETY: the app's handler (or SIG_DFL/SIG_IGN), or our wrapper, with its struct.
+    let r = unsafe { sigaction_raw(sig, kact.as_ref(), Some(&mut kold)) };
     if r < 0 {
         return r;
     }
@@ -134,6 +122,61 @@ pub fn rt_sigaction(sig: i32, act: i64, oldact: i64, size: usize) -> i64 {
         }
     }
     0
+}
+
+/// Gives every wrapped handler back to the kernel as the app installed it (the fast path
+/// is off for good, so no signal needs deferring). Call after rt_sigaction stopped being
+/// routed here: an app call racing with this one between its read and its write would
+/// be undone, a window of two system calls at a moment that happens once.
+pub fn unwrap_all() {
+    for s in 1..NSIG {
+        let (h, flags) = (
+            HANDLERS[s].load(Ordering::Acquire),
+            FLAGS[s].load(Ordering::Acquire),
+        );
+        if h == 0 {
+            continue;
+        }
+        let mut cur = KSigaction {
+            handler: 0,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: rt_sigaction reading into our own struct.
+        let r = unsafe { sigaction_raw(s as i32, None, Some(&mut cur)) };
+        if r == 0 && cur.handler == wrapper as *const () as usize {
+            // The app's handler, flags, restorer and mask: only the first two were changed.
+            cur.handler = h;
+            cur.flags = flags;
+            // SAFETY: rt_sigaction with our own struct.
+            unsafe { sigaction_raw(s as i32, Some(&cur), None) };
+        }
+        // Only now: a signal landing in the wrapper until here still finds the handler.
+        HANDLERS[s].store(0, Ordering::Release);
+        FLAGS[s].store(0, Ordering::Release);
+    }
+}
+
+/// rt_sigaction(2) on our own structs, straight to the kernel.
+///
+/// # Safety
+/// `act`'s handler must be a valid handler for the kernel to install.
+unsafe fn sigaction_raw(sig: i32, act: Option<&KSigaction>, old: Option<&mut KSigaction>) -> i64 {
+    // SAFETY: both pointers are null or point at live structs of the kernel's layout.
+    unsafe {
+        kernel::raw(
+            libc::SYS_rt_sigaction,
+            [
+                sig as i64,
+                act.map_or(0, |a| a as *const KSigaction as i64),
+                old.map_or(0, |o| o as *mut KSigaction as i64),
+                8,
+                0,
+                0,
+            ],
+        )
+    }
 }
 
 /// Entering the engine lock on this thread.
