@@ -177,6 +177,29 @@ fn every_short_connection_completes_with_both_sides_under_fastnet() {
     let mut srv = spawn(c, &dir.join("nginx.out"));
     wait_listening(&t, Side::Server, 8080, &mut srv);
     let url = format!("http://{}:8080/index.html", t.server_ip);
+    // The worker serves once it has taken the fast path over from the master (at its
+    // first socket call); the kernel's listener shows before that. Until then the
+    // master's copy of the stack answers SYNs, and the worker, which never saw them,
+    // resets their handshakes (see the report of issue 16): wait for one response.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut warmups = 0;
+    loop {
+        warmups += 1;
+        let out = t
+            .command(Side::Client, "curl")
+            .args(["-sS", "-m", "5", &url])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout) == "hello from nginx\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nginx never served: {}",
+            srv.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let mut client_opens = 0;
     for round in 1..=2 {
         // ab speaks HTTP/1.0 without keep-alive: nginx closes each connection first.
@@ -214,22 +237,24 @@ fn every_short_connection_completes_with_both_sides_under_fastnet() {
         assert_eq!(get("sockets.kernel.resources"), 0, "{report}");
     }
     // The server: nginx logged every request once, with 200, and its worker's stack
-    // took every connection (the master's line has none). nginx points its stderr,
+    // took the connections (the master's line has none). nginx points its stderr,
     // where the counters go, at its error log.
     let log = srv.stop() + &std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
     let server = summed_exit_counters(&log);
     let get = |k: &str| server.get(k).copied().unwrap_or(0);
-    assert_eq!(get("tcp.passive_opens"), client_opens, "{log}");
+    // Every connection of the clients, and of the warm-up at most its attempts.
+    let passive = get("tcp.passive_opens");
+    assert!(
+        (client_opens..=client_opens + warmups).contains(&passive),
+        "{passive} passive opens, {client_opens} client opens, {warmups} warm-ups: {log}"
+    );
     assert_eq!(get("tcp.retransmits"), 0, "{log}");
     assert_eq!(get("tcp.resets_in"), 0, "{log}");
     assert_eq!(get("tcp.resets_out"), 0, "{log}");
     let lines = std::fs::read_to_string(&access).unwrap();
-    assert_eq!(lines.lines().count() as u64, 2 * PER_ROUND);
+    assert!(lines.lines().all(|l| l.contains("\" 200 ")), "{lines}");
     assert_eq!(
-        lines
-            .lines()
-            .filter(|l| l.contains("\"GET /index.html HTTP/1.0\" 200 "))
-            .count() as u64,
+        lines.lines().filter(|l| l.contains(" HTTP/1.0\" ")).count() as u64,
         2 * PER_ROUND,
         "{lines}"
     );
