@@ -15,6 +15,7 @@ build:
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	./scripts/check-no-timing-asserts.sh
 
 unit:
 	$(CARGO) test --release --workspace --exclude fastnet-e2e

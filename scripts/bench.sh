@@ -351,6 +351,30 @@ wrk_failure() {
     if grep -q '^ *0 requests in' "$1"; then echo "0 requests completed (see $1)"; else echo "wrk failed (see $1)"; fi
 }
 
+# Retransmissions of the client side of the latest run: its kernel's (TcpRetransSegs of
+# the client namespace, `nstat` before and after) or, under fastnet, its stack's (the
+# exit counters FASTNET_STATS=1 prints).
+client_retrans() { ip netns exec "$CLIENT_NS" nstat -asz TcpRetransSegs | awk '$1=="TcpRetransSegs"{print $2}'; }
+CLOSE_RETRANS="nginx Connection: close, client retransmissions"
+CLOSE_ERRORS="nginx Connection: close, wrk socket errors"
+# The health of a Connection: close run, per 1000 connections (0 on this lossless veth:
+# each retransmission of a short connection is an RTO of 0.2-1 s; issue 16).
+record_close_health() { # mode out retrans_before
+    local mode=$1 out=$2 conns retrans errors
+    conns=$(wrk_total "$out")
+    [ -n "$conns" ] && [ "$conns" != 0 ] || return 0
+    if [ "$mode" = fastnet-both ]; then
+        retrans=$(grep -o 'tcp\.retransmits=[0-9]*' "$out" | tail -1 | cut -d= -f2)
+    else
+        retrans=$(($(client_retrans) - $3))
+    fi
+    errors=$(awk '/Socket errors:/{gsub(/[^0-9]+/, " "); for (i = 1; i <= NF; i++) s += $i} END{print s + 0}' "$out")
+    record "$CLOSE_RETRANS" "$mode" "$(awk -v r="${retrans:-0}" -v n="$conns" 'BEGIN{printf "%.3f", r*1000/n}')" \
+        "per 1k conn" lower "" "" "0 0 0 0" "0 0 0 0"
+    record "$CLOSE_ERRORS" "$mode" "$(awk -v e="$errors" -v n="$conns" 'BEGIN{printf "%.3f", e*1000/n}')" \
+        "per 1k conn" lower "" "" "0 0 0 0" "0 0 0 0"
+}
+
 # One workload kind of bench_nginx on a server of its own: a kind must not inherit
 # what another left behind (the Connection: close runs leave thousands of server-side
 # TIME-WAITs, which would weigh on keep-alive runs after them). Repetitions of a kind
@@ -366,10 +390,13 @@ nginx_kind() { # mode kind row unit cpu_unit wrk-extra-args...
     fi
     for rep in $(seq "$BENCH_REPEAT"); do
         name=nginx-$kind.r$rep
+        local retrans0
+        retrans0=$(client_retrans)
         if run_client "$mode" "$name" wrk -t1 -c32 -d"${BENCH_SECONDS}s" "$@" \
             "http://$SERVER_IP:$NGINX_PORT/small.html" && [ -n "$(wrk_rps "$LOGS/$name.$mode.out")" ]; then
             record "$row" "$mode" "$(wrk_rps "$LOGS/$name.$mode.out")" "$unit" higher "$cpu_unit" \
                 "$(wrk_total "$LOGS/$name.$mode.out")" "$BUSY0" "$BUSY1"
+            [ "$kind" != close ] || record_close_health "$mode" "$LOGS/$name.$mode.out" "$retrans0"
         else
             record_na "$row" "$mode" "$unit" higher "$(wrk_failure "$LOGS/$name.$mode.out")"
             break # a failure repeats; do not spend the timeout again
@@ -384,7 +411,10 @@ bench_nginx() { # mode
     write_nginx_conf
     nginx_kind "$mode" keepalive "nginx wrk -c32" req/s µs/req ||
         record_na "nginx conn/s (Connection: close)" "$mode" "conn/s" higher "nginx did not start"
+    # FASTNET_STATS=1: the client's exit counters (its retransmissions) in its output.
+    SHIM_ENV="FASTNET_STATS=1"
     nginx_kind "$mode" close "nginx conn/s (Connection: close)" conn/s µs/conn -H "Connection: close" || true
+    SHIM_ENV=""
 }
 
 SOCKPERF_PORT=11111
@@ -482,7 +512,9 @@ for mode in $MODES; do
                 done; done ;;
                 nginx)
                     record_na "nginx wrk -c32" "$mode" "req/s" higher "$SHIM_REASON"
-                    record_na "nginx conn/s (Connection: close)" "$mode" "conn/s" higher "$SHIM_REASON" ;;
+                    record_na "nginx conn/s (Connection: close)" "$mode" "conn/s" higher "$SHIM_REASON"
+                    record_na "$CLOSE_RETRANS" "$mode" "per 1k conn" lower "$SHIM_REASON"
+                    record_na "$CLOSE_ERRORS" "$mode" "per 1k conn" lower "$SHIM_REASON" ;;
                 sockperf) for r in "sockperf ping-pong" "sockperf busy-poll ping-pong"; do
                     record_na "$r p50" "$mode" "µs RTT" lower "$SHIM_REASON"
                     record_na "$r p99" "$mode" "µs RTT" lower "$SHIM_REASON"

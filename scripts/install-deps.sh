@@ -9,6 +9,7 @@ check redis-server redis-server
 check redis-cli redis-tools
 check redis-benchmark redis-tools
 check wrk wrk
+check ab apache2-utils
 check iperf3 iperf3
 check memcached memcached
 check curl curl

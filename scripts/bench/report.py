@@ -207,6 +207,8 @@ def cpu_table(w, rows, server_attr, client_attr):
     w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     seen = set()
     for r in rows:
+        if not r.cpu_unit:
+            continue  # a count about a run (retransmissions, errors), not work done
         # p50 and p99 come from the same sockperf run: one CPU row is enough.
         key = r.workload.rsplit(" ", 1)[0] if r.workload.startswith("sockperf") else r.workload
         if key in seen:

@@ -68,8 +68,10 @@ fn init() {
 }
 
 /// Runs at normal exit (after `main` returns or `exit()`; registered with atexit by
-/// the constructor): delivers what the app wrote and reports the counters.
+/// the constructor): closes the sockets the app left open, as the kernel would,
+/// delivers what the app wrote and reports the counters.
 extern "C" fn fini() {
     let _inside = rewriter::in_shim();
+    sockets::close_all_at_exit();
     sockets::at_exit();
 }

@@ -4,16 +4,20 @@
 //! as byte vectors) with seeded loss, duplication, reordering, delay and jitter, a
 //! bandwidth limit with a finite queue, and an MTU. [`TcpPair`] joins two
 //! [`TcpLayer`]s through a pair of links with a minimal IPv4 framing, so TCP can be
-//! tested without the interface; the interface can run over the same [`Link`]s.
+//! tested without the interface; [`IfacePair`] runs two [`Interface`]s over the same
+//! [`Link`]s, each driven only when the shim would drive it.
 
 use core::net::{Ipv4Addr, SocketAddrV4};
 use std::collections::BinaryHeap;
 
+use crate::device::{ChecksumOffload, Device, DeviceCaps};
+use crate::iface::{Interface, InterfaceConfig, NeighborMode};
 use crate::ip_tx::{IpProtocol, IpTx};
 use crate::tcp::hash::Prng;
 use crate::tcp::{TcpConfig, TcpLayer};
 use crate::time::{Duration, Instant};
 use crate::wire::checksum::transport_checksum;
+use crate::wire::{Ipv4Cidr, MacAddr};
 
 /// How a link misbehaves. Probabilities are per packet.
 #[derive(Clone, Debug)]
@@ -291,6 +295,54 @@ impl IpTx for SimIpTx<'_> {
     }
 }
 
+/// Moves `now` to the next event `next` unless it is past `limit` (then to `limit`, and
+/// false). An event due "now" again (a stack that the budget kept from sending all it
+/// wanted) moves time on by a microsecond, so a simulation cannot spin.
+fn advance(now: &mut Instant, next: Option<Instant>, limit: Instant) -> bool {
+    let t = match next {
+        Some(t) if t <= limit => t,
+        _ => {
+            *now = (*now).max(limit);
+            return false;
+        }
+    };
+    *now = if t <= *now { *now + Duration(1) } else { t };
+    if *now > limit {
+        *now = limit;
+        return false;
+    }
+    true
+}
+
+/// The earliest of two stacks' timers and two links' next deliveries.
+fn earliest(timers: [Option<Instant>; 2], links: [&Link; 2]) -> Option<Instant> {
+    timers
+        .into_iter()
+        .chain(links.map(Link::next_delivery))
+        .flatten()
+        .min()
+}
+
+/// Dispatches, then steps `sim` until `cond` holds (checked after every step) or
+/// `limit` passes. Returns whether `cond` held.
+fn run_until<S>(
+    sim: &mut S,
+    dispatch: fn(&mut S),
+    step: fn(&mut S, Instant) -> bool,
+    limit: Instant,
+    mut cond: impl FnMut(&mut S) -> bool,
+) -> bool {
+    dispatch(sim);
+    loop {
+        if cond(sim) {
+            return true;
+        }
+        if !step(sim, limit) {
+            return cond(sim);
+        }
+    }
+}
+
 /// Two TCP layers, `a` at 10.0.0.1 and `b` at 10.0.0.2, joined by two links.
 pub struct TcpPair {
     pub now: Instant,
@@ -357,37 +409,17 @@ impl TcpPair {
 
     /// The next time anything happens.
     pub fn next_event(&self) -> Option<Instant> {
-        [
-            self.a.poll_at(),
-            self.b.poll_at(),
-            self.a_to_b.next_delivery(),
-            self.b_to_a.next_delivery(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        earliest(
+            [self.a.poll_at(), self.b.poll_at()],
+            [&self.a_to_b, &self.b_to_a],
+        )
     }
 
     /// Advances to the next event (not past `limit`), delivers what arrived and
     /// dispatches. Returns false when nothing is scheduled before `limit`.
     pub fn step(&mut self, limit: Instant) -> bool {
-        let Some(t) = self.next_event() else {
-            self.now = self.now.max(limit);
-            return false;
-        };
-        if t > limit {
-            self.now = self.now.max(limit);
-            return false;
-        }
-        // Something due "now" again (a stack that the budget kept from sending all it
-        // wanted): move time on by a microsecond so the simulation cannot spin.
-        self.now = if t <= self.now {
-            self.now + Duration(1)
-        } else {
-            t
-        };
-        if self.now > limit {
-            self.now = limit;
+        let next = self.next_event();
+        if !advance(&mut self.now, next, limit) {
             return false;
         }
         let now = self.now;
@@ -415,20 +447,8 @@ impl TcpPair {
 
     /// Runs until `cond` holds (checked after every step) or `limit` passes.
     /// Returns whether `cond` held.
-    pub fn run_until(
-        &mut self,
-        limit: Instant,
-        mut cond: impl FnMut(&mut TcpPair) -> bool,
-    ) -> bool {
-        self.dispatch();
-        loop {
-            if cond(self) {
-                return true;
-            }
-            if !self.step(limit) {
-                return cond(self);
-            }
-        }
+    pub fn run_until(&mut self, limit: Instant, cond: impl FnMut(&mut TcpPair) -> bool) -> bool {
+        run_until(self, Self::dispatch, Self::step, limit, cond)
     }
 
     /// Runs for `d` of simulated time.
@@ -436,5 +456,144 @@ impl TcpPair {
         let end = self.now + d;
         self.dispatch();
         while self.step(end) {}
+    }
+}
+
+/// A [`Device`] that puts frames on a [`Link`].
+pub struct LinkDevice<'a> {
+    pub link: &'a mut Link,
+    pub now: Instant,
+}
+
+impl Device for LinkDevice<'_> {
+    fn caps(&self) -> DeviceCaps {
+        DeviceCaps {
+            mtu: self.link.cfg.mtu - crate::wire::ethernet::HEADER_LEN,
+            checksum: ChecksumOffload::default(),
+        }
+    }
+
+    fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
+        let mut f = self.link.buffer();
+        f.resize(len, 0);
+        fill(&mut f);
+        self.link.send(self.now, f);
+        true
+    }
+}
+
+/// Two [`Interface`]s on one Ethernet segment (a veth pair), `a` at 10.0.0.1 and `b` at
+/// 10.0.0.2, each driven the way the shim drives its stack: when a frame arrives and
+/// at the interface's `poll_at`, never otherwise. With [`NeighborMode::External`] each
+/// side's host plays the kernel that owns ARP: before every dispatch it answers the
+/// interface's `missing_neighbors` from its table. Asked about the peer, a kernel
+/// knows it `resolve_delay` later (the ARP round trip), and the peer's kernel knows
+/// the asker from the ARP request on, half-way through. Nothing wakes an interface
+/// when its kernel's table fills in.
+pub struct IfacePair {
+    pub now: Instant,
+    pub a: Interface,
+    pub b: Interface,
+    pub a_to_b: Link,
+    pub b_to_a: Link,
+    pub resolve_delay: Duration,
+    /// Per side: when its kernel's table has the peer (None: not yet resolving).
+    kernel_knows_peer: [Option<Instant>; 2],
+}
+
+pub const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 1]);
+pub const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 2]);
+
+impl IfacePair {
+    /// Both interfaces with `neighbor_mode` (and otherwise default settings) over two
+    /// links with `link`.
+    pub fn new(neighbor_mode: NeighborMode, tcp: TcpConfig, link: LinkConfig, seed: u64) -> Self {
+        let mut p = Prng::new(seed);
+        let mut side = |mac, ip| {
+            let mut c = InterfaceConfig::new(mac, Ipv4Cidr::new(ip, 24));
+            c.neighbor_mode = neighbor_mode;
+            c.seed = p.next_u64();
+            Interface::new(c, tcp.clone())
+        };
+        let (a, b) = (side(MAC_A, ADDR_A), side(MAC_B, ADDR_B));
+        // The links carry whole frames: the IP MTU plus the Ethernet header.
+        let link = LinkConfig {
+            mtu: link.mtu + crate::wire::ethernet::HEADER_LEN,
+            ..link
+        };
+        IfacePair {
+            now: Instant::from_millis(1),
+            a,
+            b,
+            a_to_b: Link::new(link.clone(), p.next_u64()),
+            b_to_a: Link::new(link, p.next_u64()),
+            resolve_delay: Duration::from_micros(100),
+            kernel_knows_peer: [None, None],
+        }
+    }
+
+    /// The host of one side: answer what the interface misses from the kernel's table,
+    /// then dispatch.
+    fn drive(&mut self, side: usize) {
+        let now = self.now;
+        let (iface, link, peer, peer_mac) = if side == 0 {
+            (&mut self.a, &mut self.a_to_b, ADDR_B, MAC_B)
+        } else {
+            (&mut self.b, &mut self.b_to_a, ADDR_A, MAC_A)
+        };
+        let wants_peer = iface.missing_neighbors().any(|ip| ip == peer);
+        if wants_peer {
+            match self.kernel_knows_peer[side] {
+                Some(at) if now >= at => iface.set_neighbor(peer, peer_mac),
+                Some(_) => {}
+                None => {
+                    // The ARP request goes out now; the peer's kernel learns us from it.
+                    let learn = |k: &mut Option<Instant>, at: Instant| {
+                        *k = Some(k.map_or(at, |t| t.min(at)));
+                    };
+                    let d = self.resolve_delay;
+                    learn(&mut self.kernel_knows_peer[side], now + d);
+                    learn(
+                        &mut self.kernel_knows_peer[1 - side],
+                        now + Duration(d.0 / 2),
+                    );
+                }
+            }
+        }
+        iface.dispatch(now, &mut LinkDevice { link, now });
+    }
+
+    /// Lets both hosts drive their interfaces now.
+    pub fn dispatch(&mut self) {
+        self.drive(0);
+        self.drive(1);
+    }
+
+    /// Advances to the next event (an interface's timer or a frame's arrival, not past
+    /// `limit`), delivers what arrived and drives both sides. Returns false when
+    /// nothing is scheduled before `limit`.
+    pub fn step(&mut self, limit: Instant) -> bool {
+        let timers = [self.a.poll_at(), self.b.poll_at()];
+        let next = earliest(timers, [&self.a_to_b, &self.b_to_a]);
+        if !advance(&mut self.now, next, limit) {
+            return false;
+        }
+        let now = self.now;
+        while let Some(f) = self.a_to_b.deliver(now) {
+            self.b.receive(now, &f);
+            self.a_to_b.recycle(f);
+        }
+        while let Some(f) = self.b_to_a.deliver(now) {
+            self.a.receive(now, &f);
+            self.b_to_a.recycle(f);
+        }
+        self.dispatch();
+        true
+    }
+
+    /// Runs until `cond` holds (checked after every step) or `limit` passes.
+    /// Returns whether `cond` held.
+    pub fn run_until(&mut self, limit: Instant, cond: impl FnMut(&mut IfacePair) -> bool) -> bool {
+        run_until(self, Self::dispatch, Self::step, limit, cond)
     }
 }

@@ -48,6 +48,75 @@ fn time_wait_is_reused_by_a_new_syn_with_higher_timestamp() {
     );
 }
 
+/// Short connections as `wrk -H "Connection: close"` makes them: the server closes
+/// first (TIME-WAIT on the server), the client closes on EOF and its port is free again
+/// once its FIN is acknowledged. A client that picks the same port at once (the
+/// kernel's bind(0) hands out a freed port again now and then) sends its SYN in the
+/// same millisecond as its last FIN: the same timestamp as the TIME-WAIT's TS.Recent.
+/// The SYN is still newer (its sequence number is above the old connection's and its
+/// timestamp is not older), so the TIME-WAIT must give way as in Linux
+/// (tcp_timewait_state_process): refusing it answered with an ACK, drew a RST from the
+/// client and cost the client a 1 s SYN retransmission on a lossless link.
+#[test]
+fn time_wait_is_reused_by_a_syn_in_the_same_millisecond() {
+    // A veth-like link: 100 µs each way, so a whole connection fits in a millisecond.
+    let link = LinkConfig {
+        delay: Duration::from_micros(100),
+        ..LinkConfig::default()
+    };
+    let mut p = TcpPair::new(cfg(), link, 29);
+    let l = p.b.listen(TcpPair::addr_b(SERVER_PORT), 4).unwrap();
+    let client = TcpPair::addr_a(40002);
+    let request = [b'q'; 20];
+    let response = [b'r'; 250];
+    let (mut fin_at, mut syn_at) = (Vec::new(), Vec::new());
+    // Start on a millisecond boundary, as the timestamp clock ticks in milliseconds.
+    p.run_for(Duration(1000 - p.now.micros() % 1000));
+    for round in 0..2 {
+        syn_at.push(p.now);
+        let c = p.a.connect(client, TcpPair::addr_b(SERVER_PORT)).unwrap();
+        let (mut s, mut got, mut sent, mut a_closed) = (None, Vec::new(), false, false);
+        let limit = later(&p, secs(5));
+        let done = p.run_until(limit, |p| {
+            if !sent && p.a.state(c) == Ok(State::Established) {
+                assert_eq!(p.a.send(c, &request), Ok(request.len()));
+                sent = true;
+            }
+            if s.is_none() {
+                s = p.b.accept(l).ok();
+            }
+            if let Some(s) = s {
+                let mut buf = [0u8; 64];
+                if p.b.recv(s, &mut buf) == Ok(request.len()) {
+                    assert_eq!(p.b.send(s, &response), Ok(response.len()));
+                    p.b.close(s).unwrap();
+                }
+            }
+            if !a_closed && read_all(&mut p.a, c, &mut got).unwrap_or(false) {
+                assert_eq!(got, response);
+                p.a.close(c).unwrap();
+                fin_at.push(p.now);
+                a_closed = true;
+            }
+            a_closed && p.a.connections_by_state().iter().sum::<usize>() == 0
+        });
+        assert!(done, "round {round}: connection did not finish");
+        assert_eq!(p.b.connections_by_state()[State::TimeWait.index()], 1);
+    }
+    // The premise: the second SYN left in the millisecond of the first connection's last
+    // FIN (equal timestamps), and its ISN is above the first connection's sequence space.
+    assert_eq!(
+        fin_at[0].millis(),
+        syn_at[1].millis(),
+        "{fin_at:?} {syn_at:?}"
+    );
+    assert_eq!(p.b.stats().time_wait_reused, 1, "{:?}", p.b.stats());
+    assert_eq!(p.a.stats().retransmits, 0, "{:?}", p.a.stats());
+    assert_eq!(p.b.stats().retransmits, 0, "{:?}", p.b.stats());
+    assert_eq!(p.a.stats().resets_sent, 0, "{:?}", p.a.stats());
+    assert_eq!(p.b.stats().challenge_acks, 0, "{:?}", p.b.stats());
+}
+
 #[test]
 fn time_wait_without_timestamps_needs_a_higher_sequence_number() {
     let c = TcpConfig {

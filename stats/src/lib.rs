@@ -65,6 +65,10 @@ counters! {
     TcpResetsIn = "tcp.resets_in", Count;
     TcpResetsOut = "tcp.resets_out", Count;
     TcpSynCookies = "tcp.syn_cookies", Count;
+    /// Connections this process opened (connect) on the fast path.
+    TcpActiveOpens = "tcp.active_opens", Count;
+    /// Connections peers opened to this process's listeners (SYNs taken).
+    TcpPassiveOpens = "tcp.passive_opens", Count;
     TcpListen = "tcp.state.listen", Gauge;
     TcpSynSent = "tcp.state.syn_sent", Gauge;
     TcpSynReceived = "tcp.state.syn_received", Gauge;

@@ -229,15 +229,29 @@ pub fn assert_fast_path_counters(log: &str, min_bytes: u64, queues: u64) {
 pub fn exit_counters(log: &str) -> std::collections::HashMap<String, u64> {
     let mut m = std::collections::HashMap::new();
     if let Some(line) = log.lines().rev().find(|l| l.contains("counters:")) {
-        for kv in line.split_whitespace() {
-            if let Some((k, v)) = kv.split_once('=') {
-                if let Ok(v) = v.parse() {
-                    m.insert(k.to_string(), v);
-                }
+        add_counters(&mut m, line);
+    }
+    m
+}
+
+/// The counters every fastnet process in `log` printed at exit, added up by name (a
+/// server's master and its workers).
+pub fn summed_exit_counters(log: &str) -> std::collections::HashMap<String, u64> {
+    let mut m = std::collections::HashMap::new();
+    for line in log.lines().filter(|l| l.contains("counters:")) {
+        add_counters(&mut m, line);
+    }
+    m
+}
+
+fn add_counters(m: &mut std::collections::HashMap<String, u64>, line: &str) {
+    for kv in line.split_whitespace() {
+        if let Some((k, v)) = kv.split_once('=') {
+            if let Ok(v) = v.parse::<u64>() {
+                *m.entry(k.to_string()).or_insert(0) += v;
             }
         }
     }
-    m
 }
 
 /// sha256 of a file, hex.

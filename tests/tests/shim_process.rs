@@ -3,7 +3,7 @@
 
 use fastnet_e2e::apps::{
     exit_counters, fastnet_cmd, nginx_conf, random_file, redis_server_cmd, scratch, sha256_file,
-    spawn, wait_listening, Bg,
+    spawn, summed_exit_counters, wait_listening, Bg,
 };
 use fastnet_e2e::{is_root, run_ok, Side, Topology, TopologyOptions};
 use std::path::Path;
@@ -47,7 +47,7 @@ fn assert_no_socket_errors(out: &str) {
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    assert!(reqs > 1000, "too few requests:\n{out}");
+    assert!(reqs > 0, "no request completed:\n{out}");
 }
 
 #[test]
@@ -128,75 +128,116 @@ fn nginx_master_and_unprivileged_worker() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Short connections with both sides under fastnet (issue 9: 253 conn/s). The client's
-/// port must stay steered to its stack until its FIN is acknowledged (else the peer's
-/// ACK meets the kernel's shadow and a RST, and the client retransmits its FIN), and a
-/// second client process must get through the TIME-WAITs the first one left on the
-/// ports it reuses (timestamps that keep growing from process to process, as Linux's
-/// do). Two connections at a time keep the server's TIME-WAITs below its socket pool.
+/// Short connections with both sides under fastnet (issue 9: 253 conn/s; issue 16: a
+/// 1 s stall whenever the client reused a port within the millisecond, and on the first
+/// connection while the kernel resolved the peer). The client's port must stay steered
+/// to its stack until its FIN is acknowledged (else the peer's ACK meets the kernel's
+/// shadow and a RST, and the client retransmits its FIN), and a second client process
+/// must get through the TIME-WAITs the first one left on the ports it reuses
+/// (timestamps that keep growing from process to process, as Linux's do). Two
+/// connections at a time keep the server's TIME-WAITs below its socket pool.
+/// Every connection completes, none needs a retransmission on this lossless veth, and
+/// the client's, the server's and nginx's counts agree. The rate is `make bench`'s
+/// "nginx conn/s (Connection: close)" row.
 #[test]
-fn connection_close_rate_with_both_sides_under_fastnet() {
+fn every_short_connection_completes_with_both_sides_under_fastnet() {
+    const PER_ROUND: u64 = 2000;
     let t = topo();
     let dir = scratch("nginx-close");
     let conf = nginx_conf(&dir, 8080);
+    let access = dir.join("access.log");
+    let text = std::fs::read_to_string(&conf).unwrap().replace(
+        "access_log off;",
+        &format!("access_log {};", access.display()),
+    );
+    std::fs::write(&conf, text).unwrap();
     std::fs::write(dir.join("www/index.html"), "hello from nginx\n").unwrap();
     let mut c = fastnet_cmd(&t, Side::Server, "nginx");
     c.args(["-c", conf.to_str().unwrap()]);
     let mut srv = spawn(c, &dir.join("nginx.out"));
     wait_listening(&t, Side::Server, 8080, &mut srv);
     let url = format!("http://{}:8080/index.html", t.server_ip);
+    // The worker serves once it has taken the fast path over from the master (at its
+    // first socket call); the kernel's listener shows before that. Until then the
+    // master's copy of the stack answers SYNs, and the worker, which never saw them,
+    // resets their handshakes (see the report of issue 16): wait for one response.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut warmups = 0;
+    loop {
+        warmups += 1;
+        let out = t
+            .command(Side::Client, "curl")
+            .args(["-sS", "-m", "5", &url])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout) == "hello from nginx\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nginx never served: {}",
+            srv.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut client_opens = 0;
     for round in 1..=2 {
-        let out = run_ok(fastnet_cmd(&t, Side::Client, "wrk").args([
-            "-t1",
-            "-c2",
-            "-d1s",
-            "-H",
-            "Connection: close",
+        // ab speaks HTTP/1.0 without keep-alive: nginx closes each connection first.
+        let out = run_ok(fastnet_cmd(&t, Side::Client, "ab").args([
+            "-n",
+            &PER_ROUND.to_string(),
+            "-c",
+            "2",
+            "-s",
+            "60",
             &url,
         ]));
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(
-            !stdout.contains("Non-2xx"),
-            "wrk saw bad responses:\n{stdout}"
-        );
-        let reqs: u64 = stdout
-            .lines()
-            .find(|l| l.contains("requests in"))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        let counters = exit_counters(&stderr);
-        let retransmits = counters.get("tcp.retransmits").copied().unwrap_or(0);
-        assert!(
-            counters.get("tx.frames").copied().unwrap_or(0) > reqs,
-            "round {round}: the client did not use the fast path:\n{stderr}"
-        );
-        // Each stalled connection costs a retransmission and a second or more.
-        assert!(
-            reqs >= 1000,
-            "round {round}: {reqs} connections in 1 s:\n{stdout}\n{stderr}"
-        );
-        assert!(
-            retransmits * 50 <= reqs,
-            "round {round}: {retransmits} retransmissions for {reqs} connections:\n{stderr}"
-        );
-        // "Socket errors: connect A, read B, write C, timeout D" (absent when none). A
-        // write error now and then is a connect that failed: seen once in ~26,000.
-        let errors: u64 = stdout
-            .lines()
-            .find(|l| l.contains("Socket errors:"))
-            .map(|l| {
-                l.split(|c: char| !c.is_ascii_digit())
-                    .filter_map(|n| n.parse::<u64>().ok())
-                    .sum()
-            })
-            .unwrap_or(0);
-        assert!(
-            errors * 1000 <= reqs,
-            "round {round}: {errors} socket errors for {reqs} connections:\n{stdout}"
-        );
+        let field = |name: &str| -> Option<u64> {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let report = format!("round {round}:\n{stdout}\n{stderr}");
+        assert_eq!(field("Complete requests:"), Some(PER_ROUND), "{report}");
+        assert_eq!(field("Failed requests:"), Some(0), "{report}");
+        assert!(!stdout.contains("Non-2xx"), "{report}");
+        let client = exit_counters(&stderr);
+        let get = |k: &str| client.get(k).copied().unwrap_or(0);
+        // Every request had a connection of the client stack's (ab may open one more
+        // that it closes unused), none needed sending twice or ended in a reset.
+        assert!(get("tcp.active_opens") >= PER_ROUND, "{report}");
+        client_opens += get("tcp.active_opens");
+        assert_eq!(get("tcp.retransmits"), 0, "{report}");
+        assert_eq!(get("tcp.resets_in"), 0, "{report}");
+        assert_eq!(get("tcp.resets_out"), 0, "{report}");
+        assert_eq!(get("sockets.kernel.route"), 0, "{report}");
+        assert_eq!(get("sockets.kernel.resources"), 0, "{report}");
     }
+    // The server: nginx logged every request once, with 200, and its worker's stack
+    // took the connections (the master's line has none). nginx points its stderr,
+    // where the counters go, at its error log.
+    let log = srv.stop() + &std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    let server = summed_exit_counters(&log);
+    let get = |k: &str| server.get(k).copied().unwrap_or(0);
+    // Every connection of the clients, and of the warm-up at most its attempts.
+    let passive = get("tcp.passive_opens");
+    assert!(
+        (client_opens..=client_opens + warmups).contains(&passive),
+        "{passive} passive opens, {client_opens} client opens, {warmups} warm-ups: {log}"
+    );
+    assert_eq!(get("tcp.retransmits"), 0, "{log}");
+    assert_eq!(get("tcp.resets_in"), 0, "{log}");
+    assert_eq!(get("tcp.resets_out"), 0, "{log}");
+    let lines = std::fs::read_to_string(&access).unwrap();
+    assert!(lines.lines().all(|l| l.contains("\" 200 ")), "{lines}");
+    assert_eq!(
+        lines.lines().filter(|l| l.contains(" HTTP/1.0\" ")).count() as u64,
+        2 * PER_ROUND,
+        "{lines}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -287,6 +328,8 @@ fn redis_bgsave_every_second_during_benchmark() {
 
 #[test]
 fn threaded_http_server_with_a_sigalrm_storm() {
+    // SIGALRMs every millisecond, while wrk loads the server, until this many fired.
+    const TICKS: u64 = 3000;
     let t = topo();
     let dir = scratch("threads-sigalrm");
     // A sink in the client namespace counts what the handler wrote.
@@ -315,10 +358,13 @@ print("sink", len(recs), "ok" if ok else "CORRUPT", flush=True)
 import http.server, socketserver, signal, socket, threading, time, os
 out = socket.create_connection(("{client}", 7100))
 out.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+TICKS = {ticks}
 n = [0]
 def tick(sig, frame):
     i = n[0]; n[0] = i + 1
     out.sendall(b"%d\n" % i)
+    if n[0] >= TICKS:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
 signal.signal(signal.SIGALRM, tick)
 signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
 class H(http.server.BaseHTTPRequestHandler):
@@ -330,16 +376,20 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 srv = http.server.ThreadingHTTPServer(("0.0.0.0", 7101), H)
 threading.Thread(target=srv.serve_forever, daemon=True).start()
-time.sleep(float(os.environ["RUN_SECONDS"]))
+# Serve until the test says its load is over and the storm has run its course.
+while not (os.path.exists(os.environ["LOAD_DONE"]) and n[0] >= TICKS):
+    time.sleep(0.05)
 signal.setitimer(signal.ITIMER_REAL, 0, 0)
 out.close()
 print("ticks", n[0], flush=True)
 srv.shutdown()
 "#,
-        client = t.client_ip
+        client = t.client_ip,
+        ticks = TICKS,
     );
+    let load_done = dir.join("load-done");
     let mut c = fastnet_cmd(&t, Side::Server, PY);
-    c.args(["-c", &server]).env("RUN_SECONDS", "12");
+    c.args(["-c", &server]).env("LOAD_DONE", &load_done);
     let mut srv = spawn(c, &dir.join("server.log"));
     wait_listening(&t, Side::Server, 7101, &mut srv);
     let out = wrk(
@@ -348,6 +398,7 @@ srv.shutdown()
         &format!("http://{}:7101/", t.server_ip),
     );
     assert_no_socket_errors(&out);
+    std::fs::write(&load_done, "").unwrap();
     let st = srv.child.wait().unwrap();
     let log = srv.output();
     assert!(st.success(), "{log}");
@@ -356,7 +407,11 @@ srv.shutdown()
         .find_map(|l| l.strip_prefix("ticks "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no tick count: {log}"));
-    assert!(ticks > 1000, "the timer barely fired: {ticks}");
+    // The handler stops the timer at TICKS; a signal already pending may add one.
+    assert!(
+        (TICKS..=TICKS + 1).contains(&ticks),
+        "{ticks} ticks, the handler stops at {TICKS}"
+    );
     let _ = sink.child.wait();
     let s = sink.output();
     assert!(
@@ -426,6 +481,72 @@ s.close()
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A program that exits with connections still open (`wrk -d` does) closes them the
+/// way the kernel closes a process's sockets at exit: a FIN on each. Before, a peer
+/// that had closed first stayed in FIN-WAIT-2, and the next client process that got
+/// the same port met it with a challenge ACK, a RST and a 1 s SYN retransmission; a
+/// peer that had not closed never saw the end of the stream.
+#[test]
+fn connections_left_open_at_exit_are_closed_like_the_kernel_does() {
+    let t = topo();
+    let dir = scratch("exit-open");
+    // A stock server: connection 1 gets "bye" and the server's FIN at once, connection
+    // 2 is left to the client and reports when its stream ends.
+    let server = r#"
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7210)); s.listen(2)
+a, _ = s.accept(); a.sendall(b"bye"); a.close()
+b, _ = s.accept()
+print("second:", b.recv(100) == b"" and "eof", flush=True)
+"#;
+    let mut c = t.command(Side::Server, PY);
+    c.args(["-c", server]);
+    let mut srv = spawn(c, &dir.join("server.log"));
+    wait_listening(&t, Side::Server, 7210, &mut srv);
+    // libc's exit() runs the atexit handlers (fastnet's among them) but not Python's
+    // finalisation, which would close the sockets itself.
+    let client = format!(
+        r#"
+import socket, ctypes
+a = socket.create_connection(("{server}", 7210))
+got = b""
+while True:
+    d = a.recv(100)
+    if not d: break
+    got += d
+assert got == b"bye", got
+b = socket.create_connection(("{server}", 7210))
+print("exiting", flush=True)
+ctypes.CDLL(None).exit(0)
+"#,
+        server = t.server_ip
+    );
+    let out = run_ok(fastnet_cmd(&t, Side::Client, PY).args(["-c", &client]));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "exiting\n",
+        "{stderr}"
+    );
+    let counters = exit_counters(&stderr);
+    assert_eq!(counters.get("tcp.active_opens"), Some(&2), "{stderr}");
+    // The client's FINs were acknowledged before it exited: the server's kernel holds
+    // connection 1 in TIME-WAIT (it got the FIN it waited for), none in FIN-WAIT-2.
+    let states = run_ok(
+        t.command(Side::Server, "ss")
+            .args(["-Htan", "sport = :7210"]),
+    );
+    let states = String::from_utf8_lossy(&states.stdout).into_owned();
+    assert!(!states.contains("FIN-WAIT-2"), "{states}");
+    assert!(states.contains("TIME-WAIT"), "{states}");
+    // Connection 2's stream ended with a FIN.
+    let st = srv.child.wait().unwrap();
+    assert!(st.success(), "{}", srv.output());
+    assert_eq!(srv.output(), "second: eof\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn kill_9_with_a_forked_child_alive_gives_the_port_back() {
     let t = topo();
@@ -473,38 +594,35 @@ time.sleep(30)
     // SAFETY: SIGKILL to the server we started.
     unsafe { libc::kill(srv.pid() as i32, libc::SIGKILL) };
     let _ = srv.child.wait();
-    // The child still lives; a kernel server on the port must be reachable within 1 s.
+    // The child still lives, and it holds no XDP link: the program went with the
+    // process that attached it (the kernel detaches a BPF link when its last fd closes).
     assert!(
         Path::new(&format!("/proc/{child}")).exists(),
         "child died too"
     );
-    let mut k = t.command(Side::Server, "socat");
-    k.args(["-u", "SYSTEM:echo kernel", "TCP-LISTEN:7300,reuseaddr,fork"]);
-    let started = Instant::now();
-    let mut kernel_srv: Bg = spawn(k, &dir.join("kernel.log"));
-    wait_listening(&t, Side::Server, 7300, &mut kernel_srv);
-    let mut ok = false;
-    while started.elapsed() < Duration::from_secs(1) {
-        let out = t
-            .command(Side::Client, "curl")
-            .args(["-sS", "-m", "1", &format!("telnet://{}:7300", t.server_ip)])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&out.stdout) == "kernel\n" {
-            ok = true;
-            break;
-        }
-    }
-    // SAFETY: SIGKILL to the forked child of the server we started.
-    unsafe { libc::kill(child as i32, libc::SIGKILL) };
-    assert!(ok, "port still black-holed a second after kill -9");
     let out = run_ok(
         t.command(Side::Server, "ip")
             .args(["link", "show", t.iface(Side::Server)]),
     );
-    assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("xdp"),
-        "XDP program left behind"
+    let xdp_left = String::from_utf8_lossy(&out.stdout).contains("xdp");
+    // A kernel server on the port answers the first connection: nothing black-holes it.
+    let mut k = t.command(Side::Server, "socat");
+    k.args(["-u", "SYSTEM:echo kernel", "TCP-LISTEN:7300,reuseaddr,fork"]);
+    let mut kernel_srv: Bg = spawn(k, &dir.join("kernel.log"));
+    wait_listening(&t, Side::Server, 7300, &mut kernel_srv);
+    let out = t
+        .command(Side::Client, "curl")
+        .args(["-sS", "-m", "10", &format!("telnet://{}:7300", t.server_ip)])
+        .output()
+        .unwrap();
+    // SAFETY: SIGKILL to the forked child of the server we started.
+    unsafe { libc::kill(child as i32, libc::SIGKILL) };
+    assert!(!xdp_left, "XDP program left behind after kill -9");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "kernel\n",
+        "port black-holed after kill -9: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

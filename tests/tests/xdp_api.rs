@@ -7,7 +7,7 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use xdp_backend::{netlink, Transport, XdpProgram, XskConfig, XskSocket};
 
 /// Runs `f` on a thread that has entered network namespace `ns`.
@@ -88,10 +88,8 @@ fn netlink_link_addresses_routes_and_neighbours() {
         assert!(!netlink::neighbour(link.index, cip)
             .unwrap()
             .is_some_and(|n| n.is_usable()));
-        let t0 = Instant::now();
         let mac = netlink::resolve_neighbour(link.index, cip, Duration::from_secs(3)).unwrap();
         assert_eq!(mac, client_mac);
-        assert!(t0.elapsed() < Duration::from_secs(2));
         let entry = netlink::neighbour(link.index, cip).unwrap().unwrap();
         assert!(entry.is_usable());
         assert_eq!(entry.mac, Some(client_mac));

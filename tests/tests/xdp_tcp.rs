@@ -301,7 +301,6 @@ fn kill9_mid_transfer_then_kernel_tcp_server_on_same_port_answers() {
             .spawn()
             .unwrap(),
     );
-    let t = Instant::now();
     let out = client_sh(
         &topo,
         &format!(
@@ -310,10 +309,10 @@ fn kill9_mid_transfer_then_kernel_tcp_server_on_same_port_answers() {
             topo.server_ip
         ),
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
-    assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "kernel took over slowly"
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "the kernel's server never answered after the fast-path server died"
     );
 }
 

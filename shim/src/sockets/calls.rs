@@ -915,6 +915,30 @@ fn close(fd: i32) -> i64 {
     res(kernel::close(fd).map(|_| 0))
 }
 
+/// At exit the kernel closes every fd a process still has, and closing a TCP socket
+/// sends its FIN (a RST with unread data): the fast path's sockets get the same, before
+/// `at_exit` lingers until the FINs are acknowledged. Left open (`wrk -d` exits with
+/// its connections open), a peer that had closed first waited in FIN-WAIT-2 for a FIN
+/// that never came, and met the next connection from the same port with a challenge
+/// ACK: a RST and a 1 s SYN retransmission. The linger then also waits for the peers'
+/// FINs (`Engine::exiting`). Only the process that drives the stack closes them; the
+/// fds themselves stay the kernel's to close.
+pub fn close_all_at_exit() {
+    if !active() || !super::owner::is_owner() {
+        return;
+    }
+    let mut e = engine();
+    e.exiting = true;
+    let fds: Vec<i32> = e.fds.fds().collect();
+    for fd in fds {
+        if let Some(s) = e.fds.remove(fd) {
+            e.close_socket(s);
+        }
+        rewriter::filter::mark_fd(fd, false);
+    }
+    e.drive();
+}
+
 /// Logs at debug level (used by the other call modules).
 pub fn debug(msg: std::fmt::Arguments<'_>) {
     global::log(super::config::LogLevel::Debug, msg);

@@ -124,6 +124,8 @@ struct Closing {
     held_fd: i32,
     /// When the connection reached FIN-WAIT-2 (the peer has yet to close).
     fin_wait2_since: Option<Instant>,
+    /// When the connection was first seen CLOSED (see `port_free_after_close`).
+    closed_since: Option<Instant>,
 }
 
 /// Eventfds to signal after unlocking. Only threads' own eventfds go here: they live
@@ -159,6 +161,18 @@ impl WakeList {
 /// tcp_fin_timeout).
 const FIN_WAIT2_TIMEOUT_US: u64 = 60_000_000;
 
+/// Whether the local port of a connection that ended CLOSED at `closed` (the peer
+/// closed first and acknowledged our FIN) may go back to the kernel at `now`. The
+/// kernel's bind(0) may hand it out again at once, and a SYN from it in the same
+/// millisecond carries the timestamp of our last segment and, after a request or two,
+/// an ISN below the old connection's sequence space: the peer's TIME-WAIT refuses it
+/// (as Linux's does), its ACK draws a RST and the new connection waits 1 s for its SYN
+/// retransmission. Once the millisecond timestamp clock has ticked, every new SYN's
+/// timestamp is above what the TIME-WAIT holds, and it is let through.
+fn port_free_after_close(closed: Instant, now: Instant) -> bool {
+    now.millis() > closed.millis()
+}
+
 /// A thread sleeping until a socket changes.
 #[derive(Clone, Copy, Debug)]
 pub struct Waiter {
@@ -186,6 +200,9 @@ pub struct Engine {
     /// one port, which stays steered to us until the last of them is gone.
     claims: HashMap<(Transport, u16), u32>,
     stats_published: Instant,
+    /// The process is exiting and closed the app's sockets: `has_unsent` also waits
+    /// for the peers' FINs (see `has_unsent`).
+    pub exiting: bool,
     pub stats: Option<StatsSegment>,
     /// Copies frames to `fastnet pcap` while one captures this process.
     pub tap: fastnet_capture::CaptureTap,
@@ -249,6 +266,7 @@ impl Engine {
             resolving: Vec::with_capacity(16),
             claims: HashMap::with_capacity(1024),
             stats_published: Instant::ZERO,
+            exiting: false,
             stats,
             tap: fastnet_capture::CaptureTap::new(kernel::getpid() as u32),
         }
@@ -470,9 +488,17 @@ impl Engine {
             let h = c.handle;
             let done = match iface.tcp.state(h) {
                 Err(_) => true,
-                Ok(State::TimeWait | State::Closed) => {
+                Ok(State::TimeWait) => {
                     let _ = iface.tcp.close(h);
                     true
+                }
+                Ok(State::Closed) => {
+                    let since = *c.closed_since.get_or_insert(now);
+                    let free = port_free_after_close(since, now);
+                    if free {
+                        let _ = iface.tcp.close(h);
+                    }
+                    free
                 }
                 Ok(_) if iface.tcp.recv_queued(h).is_ok_and(|q| q > 0) => {
                     let _ = iface.tcp.abort(h);
@@ -544,6 +570,8 @@ impl Engine {
         seg.set(Counter::TcpResetsIn, t.resets_received);
         seg.set(Counter::TcpResetsOut, t.resets_sent);
         seg.set(Counter::TcpSynCookies, t.syn_cookies_sent);
+        seg.set(Counter::TcpActiveOpens, t.active_opens);
+        seg.set(Counter::TcpPassiveOpens, t.passive_opens);
         let st = self.iface.tcp.connections_by_state();
         use stack::tcp::State;
         for (state, c) in [
@@ -720,6 +748,7 @@ impl Engine {
                             host_port,
                             held_fd,
                             fin_wait2_since: None,
+                            closed_since: None,
                         });
                         held_fd = -1;
                     }
@@ -741,7 +770,10 @@ impl Engine {
         }
     }
 
-    /// True while some connection still has data or a FIN the peer has not acked.
+    /// True while some connection still has data or a FIN the peer has not acked, and
+    /// at exit also while one waits in FIN-WAIT-2 for the peer's FIN: the kernel would
+    /// keep such an orphan and acknowledge that FIN, while ours would meet a kernel
+    /// with no socket and the peer would retransmit it into a RST.
     pub fn has_unsent(&self) -> bool {
         use stack::tcp::State;
         let busy = |h: SocketHandle| match self.iface.tcp.state(h) {
@@ -755,6 +787,7 @@ impl Engine {
                 | State::SynSent
                 | State::SynReceived,
             ) => true,
+            Ok(State::FinWait2) => self.exiting,
             _ => false,
         };
         self.closing.iter().any(|c| busy(c.handle))
@@ -852,4 +885,23 @@ fn on_loopback(local: SocketAddrV4) -> bool {
 
 fn t_malformed(iface: &Interface) -> u64 {
     iface.tcp.stats().drops_malformed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_connections_port_waits_for_the_timestamp_clock_to_tick() {
+        let closed = Instant::from_micros(7_000_900);
+        assert!(!port_free_after_close(closed, closed));
+        assert!(!port_free_after_close(
+            closed,
+            Instant::from_micros(7_000_999)
+        ));
+        assert!(port_free_after_close(
+            closed,
+            Instant::from_micros(7_001_000)
+        ));
+    }
 }

@@ -25,5 +25,5 @@ pub mod readiness;
 pub mod signals;
 pub mod sockaddr;
 
-pub use calls::handle;
+pub use calls::{close_all_at_exit, handle};
 pub use global::{at_exit, init};

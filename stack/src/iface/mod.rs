@@ -12,7 +12,7 @@ mod stats;
 pub mod udp;
 
 pub use ip_out::IpOut;
-pub use neighbor::{Lookup, NeighborCache, NeighborConfig};
+pub use neighbor::{Lookup, NeighborCache, NeighborConfig, EXTERNAL_FIRST_RECHECK};
 pub use stats::{DropReason, Stats};
 pub use udp::{UdpConfig, UdpLayer, UdpRecv};
 
@@ -356,10 +356,8 @@ impl Interface {
             return Some(Instant::ZERO);
         }
         let mut at = self.tcp.poll_at();
-        if self.core.neighbor_mode == NeighborMode::OwnArp {
-            if let Some(n) = self.core.neighbors.poll_at() {
-                at = Some(at.map_or(n, |t| t.min(n)));
-            }
+        if let Some(n) = self.core.neighbors.poll_at() {
+            at = Some(at.map_or(n, |t| t.min(n)));
         }
         at
     }
@@ -429,9 +427,7 @@ impl Interface {
         if !out.device_full() {
             dispatch_udp(&mut self.udp, &mut out);
         }
-        if self.core.neighbor_mode == NeighborMode::OwnArp {
-            self.core.neighbors.retire_unwanted(now);
-        }
+        self.core.neighbors.retire_unwanted(now);
     }
 
     /// Takes one received Ethernet frame (without FCS).

@@ -17,6 +17,10 @@ pub const DEFAULT_RETRANSMIT: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAX_PROBES: u8 = 3;
 /// How long a failed resolution stays failed before a new packet restarts it.
 pub const DEFAULT_FAILED_HOLD: Duration = Duration::from_secs(3);
+/// External neighbours: how soon after a miss the host should look the next hop up
+/// again (doubling on each miss, up to `retransmit`). Nothing tells the host when the
+/// kernel has resolved it, and a veth's ARP round trip takes tens of microseconds.
+pub const EXTERNAL_FIRST_RECHECK: Duration = Duration::from_micros(500);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -232,6 +236,14 @@ impl NeighborCache {
             unreachable!("state set to Incomplete above")
         };
         if !resolve {
+            // External: `next_probe` is when the host should look it up again.
+            if now >= next_probe {
+                let backoff = EXTERNAL_FIRST_RECHECK.0 << probes.min(16);
+                e.state = State::Incomplete {
+                    probes: probes.saturating_add(1),
+                    next_probe: now + Duration(backoff.min(cfg.retransmit.0)),
+                };
+            }
             return Lookup::Pending {
                 send_request: false,
             };
@@ -262,7 +274,8 @@ impl NeighborCache {
             .map(|e| e.ip)
     }
 
-    /// When the next ARP retransmission (or failure) is due.
+    /// When the next ARP retransmission (or failure) is due; with external neighbours,
+    /// when the host should next look up a next hop it has not found yet.
     pub fn poll_at(&self) -> Option<Instant> {
         self.entries
             .iter()

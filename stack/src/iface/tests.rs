@@ -640,7 +640,16 @@ fn external_neighbors_list_missing_next_hop_via_gateway() {
     i.dispatch(T0, &mut dev);
     assert!(dev.frames.is_empty(), "no ARP in external mode");
     assert_eq!(i.missing_neighbors().collect::<Vec<_>>(), vec![gw]);
-    assert_eq!(i.poll_at(), None);
+    // Nothing tells the host when the kernel resolves it: it is asked to look again
+    // soon, then less and less often while the next hop stays unknown.
+    let recheck = T0 + EXTERNAL_FIRST_RECHECK;
+    assert_eq!(i.poll_at(), Some(recheck));
+    i.dispatch(recheck, &mut dev);
+    assert_eq!(
+        i.poll_at(),
+        Some(recheck + EXTERNAL_FIRST_RECHECK + EXTERNAL_FIRST_RECHECK)
+    );
+    assert!(dev.frames.is_empty());
     // ARP frames are the kernel's business here.
     i.receive(
         T0,

@@ -860,7 +860,10 @@ impl TcpLayer {
     }
 
     /// RFC 6191-style TIME-WAIT assassination by a new SYN: allowed when a listener
-    /// exists and the SYN's sequence number or timestamp is above the old connection's.
+    /// exists and the SYN's sequence number or timestamp is above the old connection's,
+    /// and its timestamp is not older (PAWS), as in Linux's tcp_timewait_state_process.
+    /// An equal timestamp is common: a client that reuses the port within the
+    /// millisecond of its last segment.
     fn time_wait_reusable(&self, idx: u32, seg: &TcpRepr) -> bool {
         let t = &self.slots[idx as usize].tcb;
         if t.state != State::TimeWait || !seg.syn() || seg.has_ack() || seg.rst() {
@@ -874,7 +877,11 @@ impl TcpLayer {
             return false;
         }
         match (t.ts_ok, seg.timestamps) {
-            (true, Some((val, _))) => (val.wrapping_sub(t.ts_recent) as i32) > 0,
+            (true, Some((val, _))) => match (val.wrapping_sub(t.ts_recent) as i32).cmp(&0) {
+                core::cmp::Ordering::Greater => true,
+                core::cmp::Ordering::Equal => seg.seq > t.rcv_nxt,
+                core::cmp::Ordering::Less => false,
+            },
             _ => seg.seq > t.rcv_nxt,
         }
     }
