@@ -105,6 +105,8 @@ pub struct FastSocket {
     pub primary_fd: i32,
     /// The shadow is bound to the connection's local port (connect side).
     pub holds_port: bool,
+    /// The receive cmsgs (IP_PKTINFO, SO_TIMESTAMP, ...) a UDP socket asked for.
+    pub recv_cmsgs: super::cmsg::RecvCmsgs,
 }
 
 /// A connection the app closed that the stack is still finishing (data, FIN, the

@@ -14,7 +14,7 @@ pub mod udp;
 pub use ip_out::IpOut;
 pub use neighbor::{Lookup, NeighborCache, NeighborConfig};
 pub use stats::{DropReason, Stats};
-pub use udp::{UdpConfig, UdpLayer, UdpRecv};
+pub use udp::{RxInfo, UdpConfig, UdpLayer, UdpRecv};
 
 use crate::device::{ChecksumOffload, Device};
 use crate::socket::ReadinessChange;
@@ -601,7 +601,7 @@ impl Interface {
                 core.stats.tcp_segments_received += 1;
                 self.tcp.receive(now, ip.src, ip.dst, l4);
             }
-            17 => self.receive_udp(eth, &ip, unicast, packet.packet_bytes(), verify),
+            17 => self.receive_udp(now, eth, &ip, unicast, packet.packet_bytes(), verify),
             _ => core.stats.drop(DropReason::UnknownProtocol),
         }
     }
@@ -667,6 +667,7 @@ impl Interface {
     /// `ip_packet` is the whole IPv4 packet (quoted in a port unreachable).
     fn receive_udp(
         &mut self,
+        now: Instant,
         eth: &EthernetRepr,
         ip: &Ipv4Repr,
         unicast: bool,
@@ -688,7 +689,13 @@ impl Interface {
         let src = SocketAddrV4::new(ip.src, udp.src_port);
         let dst = SocketAddrV4::new(ip.dst, udp.dst_port);
         let full_before = self.udp.rx_buffer_full;
-        if self.udp.deliver(src, dst, packet.payload(), !unicast) {
+        let info = RxInfo {
+            to: dst,
+            tos: ip.dscp_ecn,
+            ttl: ip.ttl,
+            arrival: now,
+        };
+        if self.udp.deliver(src, info, packet.payload(), !unicast) {
             if self.udp.rx_buffer_full != full_before {
                 core.stats.drop(DropReason::UdpBufferFull);
             } else {
