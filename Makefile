@@ -2,7 +2,7 @@
 CARGO ?= cargo
 FASTNET := target/release/fastnet
 
-.PHONY: all build deps lint unit fuzz e2e test demo bench clean
+.PHONY: all build deps lint unit fuzz e2e compat compat-quick test demo bench clean
 
 all: build
 
@@ -23,6 +23,15 @@ unit:
 # End-to-end tests need root (namespaces, XDP); each test makes its own topology.
 e2e: build
 	$(CARGO) test --release -p fastnet-e2e -- --test-threads=1
+
+# The compatibility matrix (tests/tests/compat_matrix.rs): every row, and
+# docs/COMPATIBILITY.md written from the run. `e2e` runs its quick rows.
+# FASTNET_COMPAT_TOPOLOGY / FASTNET_COMPAT_QUEUES pick the topology.
+compat: deps build
+	FASTNET_COMPAT=full $(CARGO) test --release -p fastnet-e2e --test compat_matrix -- --nocapture
+
+compat-quick: build
+	$(CARGO) test --release -p fastnet-e2e --test compat_matrix -- --nocapture
 
 # Every stack fuzz target for ~20 s (cargo-fuzz on stable via RUSTC_BOOTSTRAP=1).
 fuzz:
