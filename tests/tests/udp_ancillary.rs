@@ -233,3 +233,35 @@ time.sleep(3)
     assert_eq!(c.get("tx.frames").copied(), Some(1), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A datagram to an on-link address nobody answers ARP for: once the kernel's
+/// neighbour entry goes FAILED the stack drops it (as Linux drops its unresolved
+/// queue) instead of holding it, and stops asking.
+#[test]
+fn udp_datagram_to_an_unresolvable_neighbour_is_dropped() {
+    let t = topo();
+    let nobody = std::net::Ipv4Addr::from(u32::from(t.server_ip) + 97);
+    let script = "import socket, sys, time\n\
+                  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  s.sendto(b'anyone?', (sys.argv[1], 53))\n\
+                  time.sleep(6)\n";
+    let out = fastnet_cmd(&t, Side::Server, "/usr/bin/python3")
+        .args(["-c", script, &nobody.to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let neigh = t
+        .command(Side::Server, "ip")
+        .args(["neigh", "show", &nobody.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&neigh.stdout).contains("FAILED"),
+        "the kernel resolved {nobody}?"
+    );
+    let c = exit_counters(&stderr);
+    assert_eq!(c.get("tx.frames"), None, "{stderr}");
+    // Every drop reason of the stack is published under drop.malformed.
+    assert_eq!(c.get("drop.malformed").copied(), Some(1), "{stderr}");
+}

@@ -344,6 +344,15 @@ impl Engine {
                         self.resolving.retain(|r| r.0 != ip);
                     }
                 }
+                // The resolution we asked for failed: drop what waits for it, as the
+                // kernel does (a FAILED entry from before we asked is asked again).
+                Ok(Some(nb))
+                    if u16::from(nb.state) == NUD_FAILED
+                        && self.resolving.iter().any(|r| r.0 == ip) =>
+                {
+                    self.iface.neighbor_failed(ip, now);
+                    self.resolving.retain(|r| r.0 != ip);
+                }
                 _ => {
                     // Ask the kernel to resolve it, at most every 200 ms per address.
                     let recent = self
@@ -778,6 +787,9 @@ impl Engine {
         }
     }
 }
+
+/// The kernel's neighbour state after its probes went unanswered (linux/neighbour.h).
+const NUD_FAILED: u16 = 0x20;
 
 /// Microseconds of CLOCK_MONOTONIC (vDSO: no system call).
 fn monotonic_us() -> u64 {

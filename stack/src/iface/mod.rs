@@ -328,6 +328,14 @@ impl Interface {
     pub fn remove_neighbor(&mut self, ip: Ipv4Addr) {
         self.core.neighbors.remove(ip);
     }
+    /// The host could not resolve next hop `ip` at `now` (External mode: the kernel's
+    /// entry went FAILED): what waits for it is dropped at the next dispatch, as Linux
+    /// drops its unresolved queue, and it leaves `missing_neighbors`; after the failed
+    /// hold a new send asks for it again.
+    pub fn neighbor_failed(&mut self, ip: Ipv4Addr, now: Instant) {
+        self.core.neighbors.fail(ip, now);
+        self.core.wake = true;
+    }
     /// The MAC the stack would use for next hop `ip` at `now`.
     pub fn neighbor(&self, ip: Ipv4Addr, now: Instant) -> Option<MacAddr> {
         self.core.neighbors.get(ip, now)

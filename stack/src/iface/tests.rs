@@ -657,6 +657,40 @@ fn external_neighbors_list_missing_next_hop_via_gateway() {
 }
 
 #[test]
+fn external_neighbor_failure_drops_the_held_frames() {
+    let mut cfg = InterfaceConfig::new(MAC_A, Ipv4Cidr::new(IP_A, 24));
+    cfg.neighbor_mode = NeighborMode::External;
+    let mut i = Interface::new(cfg, TcpConfig::default());
+    let mut dev = QueueDevice::new(1500);
+    let s = i.udp.open().unwrap();
+    let t = i.udp.open().unwrap();
+    let dead = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 99), 53);
+    let alive = SocketAddrV4::new(IP_B, 53);
+    i.udp.send_to(s, b"1", Some(dead)).unwrap();
+    i.udp.send_to(t, b"2", Some(alive)).unwrap();
+    i.dispatch(T0, &mut dev);
+    assert!(dev.frames.is_empty());
+    assert_eq!(i.missing_neighbors().count(), 2);
+    i.neighbor_failed(*dead.ip(), T0);
+    assert_eq!(i.missing_neighbors().collect::<Vec<_>>(), vec![IP_B]);
+    assert_eq!(i.poll_at(), Some(Instant::ZERO));
+    i.dispatch(T0, &mut dev);
+    assert_eq!(i.stats().dropped(DropReason::NeighborFailed), 1);
+    assert!(dev.frames.is_empty());
+    // The other next hop's frame still waits, and leaves once it resolves.
+    i.set_neighbor(IP_B, MAC_B);
+    i.dispatch(T0, &mut dev);
+    assert_eq!(dev.frames.len(), 1);
+    let (_, ip, _) = sent_ipv4(&dev.frames[0]);
+    assert_eq!(ip.dst, IP_B);
+    // A later datagram to the failed hop, after the hold, asks for it again.
+    let later = T0 + Duration::from_secs(60);
+    i.udp.send_to(s, b"3", Some(dead)).unwrap();
+    i.dispatch(later, &mut dev);
+    assert_eq!(i.missing_neighbors().collect::<Vec<_>>(), vec![*dead.ip()]);
+}
+
+#[test]
 fn tcp_connect_picks_the_source_and_resolves_the_peer() {
     let mut i = iface(MAC_A, IP_A);
     let far = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 80);
