@@ -34,6 +34,7 @@ check ncat ncat
 check node nodejs
 check psql postgresql-client
 check pgbench postgresql-contrib
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need="$need postgresql"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "missing packages:$need; install them with: sudo apt-get install -y$need" >&2
