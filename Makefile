@@ -2,7 +2,7 @@
 CARGO ?= cargo
 FASTNET := target/release/fastnet
 
-.PHONY: all build deps lint unit fuzz e2e test demo bench clean
+.PHONY: all build deps lint unit fuzz e2e compat compat-quick test demo bench clean
 
 all: build
 
@@ -32,6 +32,15 @@ e2e: build
 	FASTNET_TOPOLOGY=default $(CARGO) test --release -p fastnet-e2e -- --test-threads=1
 	FASTNET_TOPOLOGY=2of4 $(CARGO) test --release -p fastnet-e2e $(FAST_PATH_SUITES) -- --test-threads=1
 	FASTNET_TOPOLOGY=1 $(CARGO) test --release -p fastnet-e2e $(FAST_PATH_SUITES) -- --test-threads=1
+
+# The compatibility matrix (tests/tests/compat_matrix.rs): every row, and
+# docs/COMPATIBILITY.md written from the run. `e2e` runs its quick rows.
+# FASTNET_TOPOLOGY picks the queue layout (default: the kernel's default veth).
+compat: deps build
+	FASTNET_COMPAT=full $(CARGO) test --release -p fastnet-e2e --test compat_matrix -- --nocapture
+
+compat-quick: build
+	$(CARGO) test --release -p fastnet-e2e --test compat_matrix -- --nocapture
 
 # Every stack fuzz target for ~20 s (cargo-fuzz on stable via RUSTC_BOOTSTRAP=1).
 fuzz:

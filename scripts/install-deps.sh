@@ -25,6 +25,17 @@ check setsid util-linux
 check git git
 check perl perl
 check ping iputils-ping
+# The compatibility matrix (make compat): servers and clients users run.
+check dnsmasq dnsmasq-base
+check dig bind9-dnsutils
+check haproxy haproxy
+check lighttpd lighttpd
+check apache2 apache2
+check ncat ncat
+check node nodejs
+check psql postgresql-client
+check pgbench postgresql-contrib
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need="$need postgresql"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "missing packages:$need; install them with: sudo apt-get install -y$need" >&2
@@ -39,6 +50,6 @@ apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $need >/dev/null
 # Debian starts these services on install; the tests start their own instances.
-for svc in nginx redis-server memcached; do
+for svc in nginx redis-server memcached haproxy lighttpd apache2 postgresql; do
     if command -v systemctl >/dev/null 2>&1; then systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
 done

@@ -290,3 +290,22 @@ pub fn random_file(p: &Path, len: usize, seed: u64) {
         left -= n;
     }
 }
+
+/// UDP datagrams the kernel delivered to its sockets in `side`'s namespace so far
+/// (`Udp: InDatagrams` of /proc/net/snmp): a fast-path UDP flow adds none.
+pub fn kernel_udp_datagrams(topo: &Topology, side: Side) -> u64 {
+    let out = topo
+        .command(side, "cat")
+        .arg("/proc/net/snmp")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp: "));
+    let (names, values) = (udp.next().unwrap_or(""), udp.next().unwrap_or(""));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "InDatagrams")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("Udp InDatagrams in /proc/net/snmp")
+}

@@ -375,6 +375,7 @@ fn socket(domain: i32, ty: i32, proto: i32) -> i64 {
         epolls: Default::default(),
         primary_fd: fd,
         holds_port: false,
+        recv_cmsgs: Default::default(),
     };
     if let Some(stale) = e.fds.remove(fd) {
         // The kernel reused a number we still tracked (closed behind our back).
@@ -693,6 +694,7 @@ fn adopt_accepted(
         epolls: Default::default(),
         primary_fd: cfd,
         holds_port: false,
+        recv_cmsgs: Default::default(),
     };
     if e.fds.insert(cfd, s).is_err() {
         let _ = e.iface.tcp.abort(h);

@@ -6,16 +6,18 @@
 
 use super::appmem;
 use super::calls::{err, ours, stack_err};
+use super::cmsg;
 use super::engine::{Engine, Kind};
 use super::global::{block_on, engine, Attempt, Deadline};
 use super::kernel;
 use super::sockaddr::{self, AppAddr};
 use rewriter::PASSTHROUGH;
 use stack::error::Error;
+use stack::iface::RxInfo;
 use stack::socket::SocketHandle;
 use stack::tcp::Shutdown;
 use std::cell::RefCell;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use xdp_backend::portmap::Transport;
 
 /// Where received bytes go / sent bytes come from: the app's iovecs.
@@ -222,7 +224,25 @@ fn advance(iov: Iov<'_>, mut skip: usize) -> Rest {
     r
 }
 
+/// A datagram received on a fast-path UDP socket.
+struct Datagram {
+    /// Bytes copied to the app.
+    len: usize,
+    /// The datagram's full length.
+    full: usize,
+    from: Option<SocketAddrV4>,
+    origin: Origin,
+}
+
+enum Origin {
+    /// The stack received it: what its headers said, for the cmsgs.
+    Stack(RxInfo),
+    /// It reached the shadow: the kernel wrote the app's control buffer.
+    Kernel { controllen: usize, flags: i32 },
+}
+
 /// A datagram received on a fast-path UDP socket (stack first, then the shadow).
+/// `control` is the app's msg_control buffer (null for calls without one).
 fn udp_recv(
     fd: i32,
     h: SocketHandle,
@@ -230,7 +250,8 @@ fn udp_recv(
     timeout: Option<std::time::Duration>,
     iov: Iov<'_>,
     flags: i32,
-) -> Result<(usize, usize, Option<SocketAddrV4>), i32> {
+    control: (i64, usize),
+) -> Result<Datagram, i32> {
     let peek = flags & libc::MSG_PEEK != 0;
     let nonblocking = s_nonblocking || flags & libc::MSG_DONTWAIT != 0;
     // A datagram for several iovecs is received whole into a scratch buffer, then
@@ -281,7 +302,14 @@ fn udp_recv(
                 }
             };
             match r {
-                Ok(d) => return Attempt::Done(Ok((d.len, d.datagram_len, Some(d.from)))),
+                Ok(d) => {
+                    return Attempt::Done(Ok(Datagram {
+                        len: d.len,
+                        full: d.datagram_len,
+                        from: Some(d.from),
+                        origin: Origin::Stack(d.info),
+                    }))
+                }
                 Err(Error::WouldBlock) => {}
                 Err(x) => return Attempt::Done(Err(x.errno())),
             }
@@ -293,7 +321,9 @@ fn udp_recv(
             hdr.msg_namelen = namelen;
             hdr.msg_iov = iov.as_ptr() as *mut libc::iovec;
             hdr.msg_iovlen = iov.len();
-            // SAFETY: recvmsg into our own header, name buffer and the app's buffer.
+            hdr.msg_control = control.0 as *mut libc::c_void;
+            hdr.msg_controllen = control.1;
+            // SAFETY: recvmsg into our own header, name buffer and the app's buffers.
             let r = unsafe {
                 kernel::raw(
                     libc::SYS_recvmsg,
@@ -319,7 +349,15 @@ fn udp_recv(
                 _ => None,
             };
             let full = r as usize;
-            Attempt::Done(Ok((full.min(total), full, from)))
+            Attempt::Done(Ok(Datagram {
+                len: full.min(total),
+                full,
+                from,
+                origin: Origin::Kernel {
+                    controllen: hdr.msg_controllen,
+                    flags: hdr.msg_flags,
+                },
+            }))
         },
     )
 }
@@ -347,7 +385,13 @@ fn unsafe_zeroed_msghdr() -> libc::msghdr {
     unsafe { std::mem::zeroed() }
 }
 
-fn udp_send(e: &mut Engine, h: SocketHandle, iov: Iov<'_>, dst: Option<SocketAddrV4>) -> i64 {
+fn udp_send(
+    e: &mut Engine,
+    h: SocketHandle,
+    iov: Iov<'_>,
+    dst: Option<SocketAddrV4>,
+    src: Option<Ipv4Addr>,
+) -> i64 {
     // Gather into one datagram (sendmsg with several iovecs is one datagram).
     thread_local! {
         static GATHER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -355,7 +399,7 @@ fn udp_send(e: &mut Engine, h: SocketHandle, iov: Iov<'_>, dst: Option<SocketAdd
     let r = if iov.len() == 1 {
         // SAFETY: the app passed this buffer for this call to read from.
         match unsafe { appmem::slice(iov[0].iov_base as i64, iov[0].iov_len) } {
-            Ok(b) => e.iface.udp.send_to(h, b, dst),
+            Ok(b) => e.iface.udp.send_to_from(h, b, dst, src),
             Err(x) => return err(x),
         }
     } else {
@@ -369,7 +413,7 @@ fn udp_send(e: &mut Engine, h: SocketHandle, iov: Iov<'_>, dst: Option<SocketAdd
                     Err(_) => return Err(Error::InvalidInput),
                 }
             }
-            e.iface.udp.send_to(h, &g, dst)
+            e.iface.udp.send_to_from(h, &g, dst, src)
         })
     };
     let r = match r {
@@ -445,8 +489,10 @@ pub fn recvfrom(fd: i32, buf: i64, len: usize, flags: i32, addr: i64, lenp: i64)
     let iov = one_iov(buf, len);
     match s.kind {
         Kind::TcpStream(_) => tcp_recv(fd, &iov, flags),
-        Kind::Udp(h) => match udp_recv(fd, h, s.nonblocking, s.rcvtimeo, &iov, flags) {
-            Ok((n, full, from)) => {
+        Kind::Udp(h) => match udp_recv(fd, h, s.nonblocking, s.rcvtimeo, &iov, flags, (0, 0)) {
+            Ok(Datagram {
+                len: n, full, from, ..
+            }) => {
                 if let Some(f) = from {
                     // SAFETY: the app passed (addr, lenp) to recvfrom(2).
                     if let Err(x) = unsafe { appmem::write_sockaddr(addr, lenp, f, s.v6) } {
@@ -467,10 +513,18 @@ pub fn recvfrom(fd: i32, buf: i64, len: usize, flags: i32, addr: i64, lenp: i64)
 
 pub fn sendto(fd: i32, buf: i64, len: usize, flags: i32, addr: i64, alen: usize) -> i64 {
     let iov = one_iov(buf, len);
-    send_iov(fd, &iov, flags, addr, alen)
+    send_iov(fd, &iov, flags, addr, alen, None)
 }
 
-fn send_iov(fd: i32, iov: Iov<'_>, flags: i32, addr: i64, alen: usize) -> i64 {
+/// `src`: the source address a sendmsg's IP_PKTINFO chose (UDP).
+fn send_iov(
+    fd: i32,
+    iov: Iov<'_>,
+    flags: i32,
+    addr: i64,
+    alen: usize,
+    src: Option<Ipv4Addr>,
+) -> i64 {
     let mut e = engine();
     let Some(s) = ours(&e, fd) else {
         return PASSTHROUGH;
@@ -481,7 +535,7 @@ fn send_iov(fd: i32, iov: Iov<'_>, flags: i32, addr: i64, alen: usize) -> i64 {
             tcp_send(fd, iov, flags)
         }
         Kind::Udp(h) => match udp_dst(&e, Some(h), addr, alen) {
-            Ok(dst) => udp_send(&mut e, h, iov, dst),
+            Ok(dst) => udp_send(&mut e, h, iov, dst, src),
             Err(r) => r,
         },
         Kind::UdpFresh if addr != 0 => {
@@ -492,7 +546,7 @@ fn send_iov(fd: i32, iov: Iov<'_>, flags: i32, addr: i64, alen: usize) -> i64 {
                     if super::calls::udp_autobind(fd).is_err() {
                         return PASSTHROUGH;
                     }
-                    send_iov(fd, iov, flags, addr, alen)
+                    send_iov(fd, iov, flags, addr, alen, src)
                 }
                 _ => PASSTHROUGH,
             }
@@ -514,8 +568,8 @@ pub fn readv(fd: i32, iov: i64, n: usize) -> i64 {
     drop(e);
     match s.kind {
         Kind::TcpStream(_) => tcp_recv(fd, iov, 0),
-        Kind::Udp(h) => match udp_recv(fd, h, s.nonblocking, s.rcvtimeo, iov, 0) {
-            Ok((n, _, _)) => n as i64,
+        Kind::Udp(h) => match udp_recv(fd, h, s.nonblocking, s.rcvtimeo, iov, 0, (0, 0)) {
+            Ok(d) => d.len as i64,
             Err(x) => err(x),
         },
         _ => PASSTHROUGH,
@@ -528,7 +582,7 @@ pub fn writev(fd: i32, iov: i64, n: usize) -> i64 {
         Ok(v) => v,
         Err(x) => return err(x),
     };
-    send_iov(fd, iov, 0, 0, 0)
+    send_iov(fd, iov, 0, 0, 0, None)
 }
 
 pub fn recvmsg(fd: i32, msg: i64, flags: i32) -> i64 {
@@ -541,6 +595,11 @@ pub fn recvmsg(fd: i32, msg: i64, flags: i32) -> i64 {
     let Some(s) = ours(&e, fd) else {
         return PASSTHROUGH;
     };
+    if flags & libc::MSG_ERRQUEUE != 0 {
+        // The fast path queues no errors: the shadow's (empty) error queue answers.
+        return PASSTHROUGH;
+    }
+    let (ifindex, iface_addr) = (e.dev.ifindex as i32, e.dev.addr);
     drop(e);
     // SAFETY: the iovecs the app's msghdr names.
     let iov = match unsafe { appmem::iovecs(hdr.msg_iov as i64, hdr.msg_iovlen) } {
@@ -552,39 +611,74 @@ pub fn recvmsg(fd: i32, msg: i64, flags: i32) -> i64 {
             let r = tcp_recv(fd, iov, flags);
             hdr.msg_namelen = 0;
             hdr.msg_flags = 0;
+            hdr.msg_controllen = 0;
             r
         }
-        Kind::Udp(h) => match udp_recv(fd, h, s.nonblocking, s.rcvtimeo, iov, flags) {
-            Ok((n, full, from)) => {
-                hdr.msg_flags = if full > n { libc::MSG_TRUNC } else { 0 };
-                if let (Some(f), false) = (from, hdr.msg_name.is_null()) {
-                    let mut len = hdr.msg_namelen;
-                    // SAFETY: msg_name/msg_namelen are the app's, for this call.
-                    let r = unsafe {
-                        appmem::write_sockaddr(
-                            hdr.msg_name as i64,
-                            &mut len as *mut u32 as i64,
-                            f,
-                            s.v6,
-                        )
+        Kind::Udp(h) => {
+            let control = (hdr.msg_control as i64, hdr.msg_controllen);
+            let d = match udp_recv(fd, h, s.nonblocking, s.rcvtimeo, iov, flags, control) {
+                Ok(d) => d,
+                Err(x) => return err(x),
+            };
+            hdr.msg_flags = if d.full > d.len { libc::MSG_TRUNC } else { 0 };
+            if let (Some(f), false) = (d.from, hdr.msg_name.is_null()) {
+                let mut len = hdr.msg_namelen;
+                // SAFETY: msg_name/msg_namelen are the app's, for this call.
+                let r = unsafe {
+                    appmem::write_sockaddr(
+                        hdr.msg_name as i64,
+                        &mut len as *mut u32 as i64,
+                        f,
+                        s.v6,
+                    )
+                };
+                if let Err(x) = r {
+                    return err(x);
+                }
+                hdr.msg_namelen = len;
+            }
+            match d.origin {
+                Origin::Kernel { controllen, flags } => {
+                    hdr.msg_controllen = controllen;
+                    hdr.msg_flags |= flags & libc::MSG_CTRUNC;
+                }
+                Origin::Stack(info) if s.recv_cmsgs.any() => {
+                    let from_host = d
+                        .from
+                        .is_some_and(|f| f.ip().is_loopback() || *f.ip() == iface_addr);
+                    // Traffic from this host arrives on lo, as Linux reports it.
+                    let at = cmsg::Arrival {
+                        ifindex: if from_host || info.to.ip().is_loopback() {
+                            LOOPBACK_IFINDEX
+                        } else {
+                            ifindex
+                        },
+                        spec_dst: cmsg::spec_dst(
+                            info.to,
+                            info.to.ip().is_loopback() || *info.to.ip() == iface_addr,
+                            iface_addr,
+                        ),
                     };
-                    if let Err(x) = r {
+                    let mut w = cmsg::CmsgWriter::new(control.0, control.1);
+                    if let Err(x) = cmsg::write_recv(&mut w, s.recv_cmsgs, &info, &at) {
                         return err(x);
                     }
-                    hdr.msg_namelen = len;
+                    hdr.msg_controllen = w.used;
+                    if w.truncated {
+                        hdr.msg_flags |= libc::MSG_CTRUNC;
+                    }
                 }
-                if flags & libc::MSG_TRUNC != 0 {
-                    full as i64
-                } else {
-                    n as i64
-                }
+                Origin::Stack(_) => hdr.msg_controllen = 0,
             }
-            Err(x) => err(x),
-        },
+            if flags & libc::MSG_TRUNC != 0 {
+                d.full as i64
+            } else {
+                d.len as i64
+            }
+        }
         _ => return PASSTHROUGH,
     };
     if r >= 0 {
-        hdr.msg_controllen = 0;
         // SAFETY: writing back the app's own msghdr.
         if let Err(x) = unsafe { appmem::write(msg, hdr) } {
             return err(x);
@@ -592,6 +686,9 @@ pub fn recvmsg(fd: i32, msg: i64, flags: i32) -> i64 {
     }
     r
 }
+
+/// The loopback device's index in every network namespace.
+const LOOPBACK_IFINDEX: i32 = 1;
 
 pub fn sendmsg(fd: i32, msg: i64, flags: i32) -> i64 {
     // SAFETY: the app passed a msghdr to sendmsg(2).
@@ -604,12 +701,32 @@ pub fn sendmsg(fd: i32, msg: i64, flags: i32) -> i64 {
         Ok(v) => v,
         Err(x) => return err(x),
     };
+    let mut src = None;
+    if hdr.msg_controllen > 0 && !hdr.msg_control.is_null() {
+        let e = engine();
+        let Some(s) = ours(&e, fd) else {
+            return PASSTHROUGH;
+        };
+        if matches!(s.kind, Kind::Udp(_) | Kind::UdpFresh) {
+            let c = match cmsg::parse_send(hdr.msg_control as i64, hdr.msg_controllen, s.v6) {
+                Ok(c) => c,
+                Err(x) => return err(x),
+            };
+            // A control message we do not apply, or another interface named: the
+            // kernel sends this datagram from the shadow.
+            if c.other || (c.ifindex != 0 && c.ifindex != e.dev.ifindex) {
+                return PASSTHROUGH;
+            }
+            src = c.src;
+        }
+    }
     send_iov(
         fd,
         iov,
         flags,
         hdr.msg_name as i64,
         hdr.msg_namelen as usize,
+        src,
     )
 }
 

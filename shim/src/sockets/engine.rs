@@ -105,6 +105,8 @@ pub struct FastSocket {
     pub primary_fd: i32,
     /// The shadow is bound to the connection's local port (connect side).
     pub holds_port: bool,
+    /// The receive cmsgs (IP_PKTINFO, SO_TIMESTAMP, ...) a UDP socket asked for.
+    pub recv_cmsgs: super::cmsg::RecvCmsgs,
 }
 
 /// A connection the app closed that the stack is still finishing (data, FIN, the
@@ -399,6 +401,15 @@ impl Engine {
                         self.iface.set_neighbor(ip, MacAddr(mac));
                         self.resolving.retain(|r| r.0 != ip);
                     }
+                }
+                // The resolution we asked for failed: drop what waits for it, as the
+                // kernel does (a FAILED entry from before we asked is asked again).
+                Ok(Some(nb))
+                    if u16::from(nb.state) == NUD_FAILED
+                        && self.resolving.iter().any(|r| r.0 == ip) =>
+                {
+                    self.iface.neighbor_failed(ip, now);
+                    self.resolving.retain(|r| r.0 != ip);
                 }
                 _ => {
                     // Ask the kernel to resolve it, at most every 200 ms per address.
@@ -855,6 +866,9 @@ impl Engine {
         }
     }
 }
+
+/// The kernel's neighbour state after its probes went unanswered (linux/neighbour.h).
+const NUD_FAILED: u16 = 0x20;
 
 /// Microseconds of CLOCK_MONOTONIC (vDSO: no system call).
 fn monotonic_us() -> u64 {

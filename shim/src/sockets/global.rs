@@ -353,9 +353,12 @@ fn driver_loop() {
                 fall_back(&e, &reason);
             }
         }
+        // Frames held for a next hop the kernel has yet to give us (the stack's
+        // poll_at leaves that to the host) must not wait for the app's next call.
         let due = e.dev.rx_pending() > 0
             || e.dev.tx_unkicked() > 0
-            || e.iface.poll_at().is_some_and(|t| t.micros() <= now);
+            || e.iface.poll_at().is_some_and(|t| t.micros() <= now)
+            || e.iface.missing_neighbors().next().is_some();
         if due {
             e.drive();
         } else {

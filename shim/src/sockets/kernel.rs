@@ -157,6 +157,19 @@ pub fn raise(sig: i32) {
     let _ = sys!(libc::SYS_tgkill, getpid(), gettid(), sig);
 }
 
+/// Sends `sig` to this thread with `info` as its siginfo (rt_tgsigqueueinfo: within
+/// one process the kernel keeps any si_code, so the handler sees the original sender).
+pub fn raise_with_info(sig: i32, info: &libc::siginfo_t) -> Result<(), Errno> {
+    sys!(
+        libc::SYS_rt_tgsigqueueinfo,
+        getpid(),
+        gettid(),
+        sig,
+        info as *const libc::siginfo_t
+    )
+    .map(|_| ())
+}
+
 /// Moves `fd` to the lowest free number ≥ `floor` (close-on-exec) and closes the old
 /// one: the shim's own fds live high, out of the app's way.
 pub fn move_high(fd: i32, floor: i32) -> Result<i32, Errno> {

@@ -6,10 +6,12 @@
 //! - `engine`: the stack, the interface and the fd table behind one lock
 //! - `global`: start-up, logging, blocking
 //! - `hostlo`: loopback between two fastnet processes through shared memory
+//! - `cmsg`: ancillary data of UDP sockets (IP_PKTINFO, SO_TIMESTAMP, ...)
 //! - `fdtable`, `epoll`, `sockaddr`, `appmem`, `kernel`, `netdev`, `config`: the parts
 
 pub mod appmem;
 pub mod calls;
+pub mod cmsg;
 pub mod config;
 pub mod data;
 pub mod engine;

@@ -7,6 +7,7 @@
 
 use super::appmem;
 use super::calls::{err, ours, release_to_kernel, stack_err};
+use super::cmsg;
 use super::engine::{Engine, FastSocket, Kind};
 use super::global::{engine, is_internal};
 use super::kernel;
@@ -191,6 +192,24 @@ pub fn setsockopt(fd: i32, level: i32, name: i32, val: i64, len: u32) -> i64 {
             // The shadow keeps it too: a fresh socket may still become the kernel's.
             PASSTHROUGH
         }
+        _ if matches!(s.kind, Kind::Udp(_) | Kind::UdpFresh)
+            && cmsg::is_recv_option(level, name, s.v6) =>
+        {
+            // The shadow keeps the option (getsockopt reads it there); recvmsg writes
+            // the cmsgs it asks for.
+            match cmsg::set_on_shadow(fd, level, name, val, len) {
+                Ok(c) => {
+                    s.recv_cmsgs = c;
+                    if let Some(slot) = e.fds.get_mut(fd) {
+                        *slot = s;
+                    }
+                    0
+                }
+                Err(x) => err(x),
+            }
+        }
+        // No cmsgs on a TCP socket's recvmsg in Linux either: the shadow keeps them.
+        (libc::SOL_IP, libc::IP_PKTINFO | libc::IP_RECVTOS | libc::IP_RECVTTL) => PASSTHROUGH,
         (libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT)
             if matches!(s.kind, Kind::TcpFresh | Kind::TcpListener(_)) =>
         {

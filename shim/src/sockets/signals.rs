@@ -4,7 +4,9 @@
 //! makes a socket call would wait for itself forever. So, as Onload does, the app's
 //! handlers are wrapped (rt_sigaction is intercepted): a signal that lands while the
 //! thread is inside is recorded and raised again the moment the thread leaves, where
-//! the app's handler runs as usual. The wrapper also notes whether the handler asked
+//! the app's handler runs as usual, with the siginfo the signal first came with (a
+//! handler that checks si_code, as HAProxy's watchdog does for its CPU-time timer,
+//! must not see a tgkill of ours). The wrapper also notes whether the handler asked
 //! for SA_RESTART, so a blocking socket call it interrupted restarts as on Linux.
 
 use super::kernel;
@@ -22,6 +24,10 @@ thread_local! {
     static INSIDE: Cell<u32> = const { Cell::new(0) };
     /// Signals that arrived while inside (bit n-1 for signal n).
     static PENDING: Cell<u64> = const { Cell::new(0) };
+    /// The siginfo each pending signal arrived with (a standard signal is pending at
+    /// most once, as in the kernel).
+    static PENDING_INFO: [Cell<SigInfoBytes>; NSIG] =
+        const { [const { Cell::new(SigInfoBytes([0; 16])) }; NSIG] };
     /// The last wrapped handler that ran asked for SA_RESTART.
     static RESTART: Cell<bool> = const { Cell::new(false) };
 }
@@ -36,6 +42,13 @@ struct KSigaction {
     mask: u64,
 }
 
+/// A siginfo_t kept as plain words (128 bytes), so it can sit in a `Cell`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct SigInfoBytes([u64; 16]);
+
+const _: () = assert!(std::mem::size_of::<libc::siginfo_t>() == 128);
+
 const SA_SIGINFO: u64 = libc::SA_SIGINFO as u64;
 const SA_RESTART: u64 = libc::SA_RESTART as u64;
 
@@ -45,6 +58,12 @@ extern "C" fn wrapper(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_vo
         return;
     }
     if INSIDE.with(|c| c.get()) > 0 {
+        if !info.is_null() {
+            // SAFETY: the kernel passed a valid siginfo_t (SA_SIGINFO is always set on
+            // the wrapper); 128 bytes, checked above.
+            let bytes = unsafe { std::ptr::read(info as *const SigInfoBytes) };
+            PENDING_INFO.with(|a| a[s].set(bytes));
+        }
         PENDING.with(|p| p.set(p.get() | 1 << (s - 1)));
         return;
     }
@@ -200,7 +219,12 @@ pub fn leave() {
     }
     for s in 1..NSIG {
         if pending & (1 << (s - 1)) != 0 {
-            kernel::raise(s as i32);
+            let bytes = PENDING_INFO.with(|a| a[s].get());
+            // SAFETY: SigInfoBytes has siginfo_t's size and an 8-byte alignment.
+            let info = unsafe { &*(&bytes as *const SigInfoBytes as *const libc::siginfo_t) };
+            if info.si_signo != s as i32 || kernel::raise_with_info(s as i32, info).is_err() {
+                kernel::raise(s as i32);
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod udp;
 pub use ip_out::IpOut;
 pub use neighbor::{Lookup, NeighborCache, NeighborConfig, EXTERNAL_FIRST_RECHECK};
 pub use stats::{DropReason, Stats};
-pub use udp::{UdpConfig, UdpLayer, UdpRecv};
+pub use udp::{RxInfo, UdpConfig, UdpLayer, UdpRecv};
 
 use crate::device::{ChecksumOffload, Device};
 use crate::socket::ReadinessChange;
@@ -328,6 +328,14 @@ impl Interface {
     pub fn remove_neighbor(&mut self, ip: Ipv4Addr) {
         self.core.neighbors.remove(ip);
     }
+    /// The host could not resolve next hop `ip` at `now` (External mode: the kernel's
+    /// entry went FAILED): what waits for it is dropped at the next dispatch, as Linux
+    /// drops its unresolved queue, and it leaves `missing_neighbors`; after the failed
+    /// hold a new send asks for it again.
+    pub fn neighbor_failed(&mut self, ip: Ipv4Addr, now: Instant) {
+        self.core.neighbors.fail(ip, now);
+        self.core.wake = true;
+    }
     /// The MAC the stack would use for next hop `ip` at `now`.
     pub fn neighbor(&self, ip: Ipv4Addr, now: Instant) -> Option<MacAddr> {
         self.core.neighbors.get(ip, now)
@@ -597,7 +605,7 @@ impl Interface {
                 core.stats.tcp_segments_received += 1;
                 self.tcp.receive(now, ip.src, ip.dst, l4);
             }
-            17 => self.receive_udp(eth, &ip, unicast, packet.packet_bytes(), verify),
+            17 => self.receive_udp(now, eth, &ip, unicast, packet.packet_bytes(), verify),
             _ => core.stats.drop(DropReason::UnknownProtocol),
         }
     }
@@ -663,6 +671,7 @@ impl Interface {
     /// `ip_packet` is the whole IPv4 packet (quoted in a port unreachable).
     fn receive_udp(
         &mut self,
+        now: Instant,
         eth: &EthernetRepr,
         ip: &Ipv4Repr,
         unicast: bool,
@@ -684,7 +693,13 @@ impl Interface {
         let src = SocketAddrV4::new(ip.src, udp.src_port);
         let dst = SocketAddrV4::new(ip.dst, udp.dst_port);
         let full_before = self.udp.rx_buffer_full;
-        if self.udp.deliver(src, dst, packet.payload(), !unicast) {
+        let info = RxInfo {
+            to: dst,
+            tos: ip.dscp_ecn,
+            ttl: ip.ttl,
+            arrival: now,
+        };
+        if self.udp.deliver(src, info, packet.payload(), !unicast) {
             if self.udp.rx_buffer_full != full_before {
                 core.stats.drop(DropReason::UdpBufferFull);
             } else {

@@ -164,6 +164,16 @@ impl NeighborCache {
         }
     }
 
+    /// Marks `ip` unresolvable until `failed_hold` has passed: lookups answer Failed
+    /// (what waits for it is dropped), then the next one asks again.
+    pub fn fail(&mut self, ip: Ipv4Addr, now: Instant) {
+        let i = self.slot_for(ip, now);
+        self.entries[i].state = State::Failed {
+            until: now + self.cfg.failed_hold,
+        };
+        self.entries[i].touched = now;
+    }
+
     pub fn remove(&mut self, ip: Ipv4Addr) {
         if let Some(i) = self.position(ip) {
             self.entries.swap_remove(i);

@@ -666,6 +666,40 @@ fn external_neighbors_list_missing_next_hop_via_gateway() {
 }
 
 #[test]
+fn external_neighbor_failure_drops_the_held_frames() {
+    let mut cfg = InterfaceConfig::new(MAC_A, Ipv4Cidr::new(IP_A, 24));
+    cfg.neighbor_mode = NeighborMode::External;
+    let mut i = Interface::new(cfg, TcpConfig::default());
+    let mut dev = QueueDevice::new(1500);
+    let s = i.udp.open().unwrap();
+    let t = i.udp.open().unwrap();
+    let dead = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 99), 53);
+    let alive = SocketAddrV4::new(IP_B, 53);
+    i.udp.send_to(s, b"1", Some(dead)).unwrap();
+    i.udp.send_to(t, b"2", Some(alive)).unwrap();
+    i.dispatch(T0, &mut dev);
+    assert!(dev.frames.is_empty());
+    assert_eq!(i.missing_neighbors().count(), 2);
+    i.neighbor_failed(*dead.ip(), T0);
+    assert_eq!(i.missing_neighbors().collect::<Vec<_>>(), vec![IP_B]);
+    assert_eq!(i.poll_at(), Some(Instant::ZERO));
+    i.dispatch(T0, &mut dev);
+    assert_eq!(i.stats().dropped(DropReason::NeighborFailed), 1);
+    assert!(dev.frames.is_empty());
+    // The other next hop's frame still waits, and leaves once it resolves.
+    i.set_neighbor(IP_B, MAC_B);
+    i.dispatch(T0, &mut dev);
+    assert_eq!(dev.frames.len(), 1);
+    let (_, ip, _) = sent_ipv4(&dev.frames[0]);
+    assert_eq!(ip.dst, IP_B);
+    // A later datagram to the failed hop, after the hold, asks for it again.
+    let later = T0 + Duration::from_secs(60);
+    i.udp.send_to(s, b"3", Some(dead)).unwrap();
+    i.dispatch(later, &mut dev);
+    assert_eq!(i.missing_neighbors().collect::<Vec<_>>(), vec![*dead.ip()]);
+}
+
+#[test]
 fn tcp_connect_picks_the_source_and_resolves_the_peer() {
     let mut i = iface(MAC_A, IP_A);
     let far = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 80);
@@ -1120,4 +1154,84 @@ fn next_hop_follows_gateway_and_address_changes() {
     i.dispatch(T0 + Duration::from_secs(5), &mut dev);
     assert!(dev.frames.is_empty(), "no route: nothing sent");
     assert!(i.stats().dropped(DropReason::NoRoute) >= 1);
+}
+
+#[test]
+fn udp_datagram_keeps_destination_tos_ttl_and_arrival() {
+    let mut i = iface(MAC_A, IP_A);
+    let s = i.udp.open().unwrap();
+    i.udp
+        .bind(s, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 5353))
+        .unwrap();
+    let from = SocketAddrV4::new(IP_B, 4444);
+    let to = SocketAddrV4::new(IP_A, 5353);
+    let mut frame = udp_frame(from, to, b"q");
+    // TOS 0xb8 (DSCP EF), TTL 17: rewrite the IPv4 header and its checksum.
+    {
+        let mut p = Ipv4Packet::new_checked(&mut frame[14..]).unwrap();
+        p.set_ttl(17);
+    }
+    frame[15] = 0xb8;
+    Ipv4Packet::new_checked(&mut frame[14..])
+        .unwrap()
+        .fill_checksum();
+    let at = T0 + Duration::from_micros(1234);
+    i.receive(at, &frame);
+    let mut buf = [0u8; 8];
+    let peeked = i.udp.peek_from(s, &mut buf).unwrap();
+    let r = i.udp.recv_from(s, &mut buf).unwrap();
+    assert_eq!(peeked, r);
+    assert_eq!(r.from, from);
+    assert_eq!(
+        r.info,
+        RxInfo {
+            to,
+            tos: 0xb8,
+            ttl: 17,
+            arrival: at
+        }
+    );
+}
+
+#[test]
+fn udp_send_with_chosen_source_address() {
+    let mut cfg = InterfaceConfig::new(MAC_A, Ipv4Cidr::new(IP_A, 24));
+    let second = Ipv4Addr::new(10, 77, 1, 1);
+    cfg.addrs.push(Ipv4Cidr::new(second, 24));
+    let mut i = Interface::new(cfg, TcpConfig::default());
+    let mut dev = QueueDevice::new(1500);
+    i.receive(T0, &arp_frame(ArpOperation::Reply, IP_B, IP_A, MAC_A));
+    let s = i.udp.open().unwrap();
+    i.udp
+        .bind(s, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 5353))
+        .unwrap();
+    let dst = SocketAddrV4::new(IP_B, 9000);
+    // Not an address of this interface, or not a unicast one: as Linux's route lookup
+    // answers.
+    assert_eq!(
+        i.udp
+            .send_to_from(s, b"x", Some(dst), Some(Ipv4Addr::new(10, 9, 9, 9))),
+        Err(Error::NetworkUnreachable)
+    );
+    assert_eq!(
+        i.udp
+            .send_to_from(s, b"x", Some(dst), Some(Ipv4Addr::new(224, 0, 0, 1))),
+        Err(Error::InvalidInput)
+    );
+    assert_eq!(i.udp.send_to_from(s, b"a", Some(dst), Some(second)), Ok(1));
+    // Unspecified: the route's source, as without the control message.
+    assert_eq!(
+        i.udp
+            .send_to_from(s, b"b", Some(dst), Some(Ipv4Addr::UNSPECIFIED)),
+        Ok(1)
+    );
+    i.dispatch(T0, &mut dev);
+    assert_eq!(dev.frames.len(), 2);
+    let (_, ip, l4) = sent_ipv4(&dev.frames[0]);
+    assert_eq!((ip.src, ip.dst), (second, IP_B));
+    let u = UdpPacket::new_checked(&l4[..]).unwrap();
+    assert!(u.verify_checksum(second, IP_B));
+    assert_eq!((u.src_port(), u.payload()), (5353, &b"a"[..]));
+    let (_, ip, _) = sent_ipv4(&dev.frames[1]);
+    assert_eq!(ip.src, IP_A);
 }

@@ -7,6 +7,7 @@
 use super::packet_ring::PacketRing;
 use crate::error::{Error, Result};
 use crate::socket::{Readiness, ReadinessChange, ReadinessQueue, ReadinessTracker, SocketHandle};
+use crate::time::Instant;
 use crate::wire::{ipv4, udp};
 use core::net::{Ipv4Addr, SocketAddrV4};
 use std::collections::{HashMap, VecDeque};
@@ -47,6 +48,28 @@ pub struct UdpRecv {
     /// The datagram's full length (larger than `len` when it was truncated: MSG_TRUNC).
     pub datagram_len: usize,
     pub from: SocketAddrV4,
+    /// What the datagram's headers said on arrival (the ancillary data of recvmsg).
+    pub info: RxInfo,
+}
+
+/// Per-datagram facts kept for recvmsg's ancillary data (IP_PKTINFO, IP_RECVTOS,
+/// IP_RECVTTL, IP_RECVORIGDSTADDR, SO_TIMESTAMP*), as Linux keeps them with the skb.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxInfo {
+    /// The destination address and port the datagram carried (a broadcast address for
+    /// a broadcast).
+    pub to: SocketAddrV4,
+    /// The IPv4 header's TOS byte (DSCP and ECN).
+    pub tos: u8,
+    pub ttl: u8,
+    /// When the stack received it (the host's clock, as passed in).
+    pub arrival: Instant,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct RxMeta {
+    from: SocketAddrV4,
+    info: RxInfo,
 }
 
 /// Send-queue metadata: the chosen source address and the destination.
@@ -61,7 +84,7 @@ struct UdpSocket {
     /// Bound address (IP may be unspecified); None until bound.
     local: Option<SocketAddrV4>,
     remote: Option<SocketAddrV4>,
-    rx: PacketRing<SocketAddrV4>,
+    rx: PacketRing<RxMeta>,
     tx: PacketRing<TxMeta>,
     /// Pending error (SO_ERROR), e.g. ECONNREFUSED from an ICMP port unreachable.
     error: Option<Error>,
@@ -304,6 +327,30 @@ impl UdpLayer {
         data: &[u8],
         dst: Option<SocketAddrV4>,
     ) -> Result<usize> {
+        self.send_to_from(h, data, dst, None)
+    }
+
+    /// sendmsg(2) with an IP_PKTINFO control message: like `send_to`, but `src` (its
+    /// `ipi_spec_dst`, when not unspecified) is the datagram's source address, as Linux
+    /// takes it; ENETUNREACH when it is not one of the interface's addresses.
+    pub fn send_to_from(
+        &mut self,
+        h: SocketHandle,
+        data: &[u8],
+        dst: Option<SocketAddrV4>,
+        src: Option<Ipv4Addr>,
+    ) -> Result<usize> {
+        let src = src.filter(|ip| !ip.is_unspecified());
+        if let Some(ip) = src {
+            // Linux's output route lookup: EINVAL for a multicast or limited-broadcast
+            // source, ENETUNREACH for one that is not local.
+            if ip.is_multicast() || ip.is_broadcast() {
+                return Err(Error::InvalidInput);
+            }
+            if !self.is_local_addr(ip) {
+                return Err(Error::NetworkUnreachable);
+            }
+        }
         let s = self.socket_mut(h)?;
         if let Some(e) = s.error.take() {
             self.update_readiness(h);
@@ -328,7 +375,9 @@ impl UdpLayer {
             return Err(Error::WouldBlock);
         }
         let local = self.autobind(h)?;
-        let src_ip = if local.ip().is_unspecified() || local.ip().is_broadcast() {
+        let src_ip = if let Some(ip) = src {
+            ip
+        } else if local.ip().is_unspecified() || local.ip().is_broadcast() {
             route_src
         } else {
             *local.ip()
@@ -365,13 +414,14 @@ impl UdpLayer {
             self.update_readiness(h);
             return Err(e);
         }
-        let (from, data) = s.rx.front().ok_or(Error::WouldBlock)?;
+        let (meta, data) = s.rx.front().ok_or(Error::WouldBlock)?;
         let len = data.len().min(buf.len());
         buf[..len].copy_from_slice(&data[..len]);
         Ok(UdpRecv {
             len,
             datagram_len: data.len(),
-            from,
+            from: meta.from,
+            info: meta.info,
         })
     }
 
@@ -546,15 +596,17 @@ impl UdpLayer {
     pub(crate) fn deliver(
         &mut self,
         src: SocketAddrV4,
-        dst: SocketAddrV4,
+        info: RxInfo,
         payload: &[u8],
         broadcast: bool,
     ) -> bool {
+        let dst = info.to;
+        let meta = RxMeta { from: src, info };
         if !broadcast {
             let Some(i) = self.demux(src, dst) else {
                 return false;
             };
-            self.push_rx(i, src, payload);
+            self.push_rx(i, meta, payload);
             return true;
         }
         let n = self.ports.get(&dst.port()).map_or(0, |v| v.len());
@@ -567,18 +619,18 @@ impl UdpLayer {
             let Some(local) = s.local else { continue };
             let addr_ok = local.ip().is_unspecified() || *local.ip() == *dst.ip();
             if addr_ok && s.remote.is_none_or(|r| r == src) {
-                self.push_rx(i, src, payload);
+                self.push_rx(i, meta, payload);
                 any = true;
             }
         }
         any
     }
 
-    fn push_rx(&mut self, i: u32, src: SocketAddrV4, payload: &[u8]) {
+    fn push_rx(&mut self, i: u32, meta: RxMeta, payload: &[u8]) {
         let s = self.sockets[i as usize]
             .as_mut()
             .expect("indexed sockets exist");
-        match s.rx.push(src, payload.len()) {
+        match s.rx.push(meta, payload.len()) {
             Some(b) => {
                 b.copy_from_slice(payload);
                 self.update_readiness(SocketHandle::udp(i));
