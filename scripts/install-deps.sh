@@ -24,6 +24,10 @@ check setsid util-linux
 check git git
 check perl perl
 check ping iputils-ping
+check haproxy haproxy
+check go golang-go
+# PostgreSQL's programs live outside PATH, under a versioned directory.
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need="$need postgresql"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "missing packages:$need; install them with: sudo apt-get install -y$need" >&2
@@ -38,6 +42,6 @@ apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $need >/dev/null
 # Debian starts these services on install; the tests start their own instances.
-for svc in nginx redis-server memcached; do
+for svc in nginx redis-server memcached haproxy postgresql; do
     if command -v systemctl >/dev/null 2>&1; then systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
 done

@@ -84,6 +84,22 @@ pub fn fastnet_cmd(topo: &Topology, side: Side, program: &str) -> Command {
     c
 }
 
+/// `redis-server` on `port` under fastnet in `side`, without persistence and
+/// answering other hosts (protected mode off); add `--dir` etc. as needed.
+pub fn fastnet_redis(topo: &Topology, side: Side, port: u16) -> Command {
+    let mut c = fastnet_cmd(topo, side, "redis-server");
+    c.args([
+        "--port",
+        &port.to_string(),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .args(["--protected-mode", "no"]);
+    c
+}
+
 /// Starts `cmd` in the background with its output in a log file.
 pub fn spawn(mut cmd: Command, log: &Path) -> Bg {
     let f = std::fs::File::create(log).unwrap();

@@ -3,8 +3,8 @@
 //! for byte, and the counters prove the fast path carried the traffic.
 
 use fastnet_e2e::apps::{
-    exit_counters, fastnet_cmd, kernel_connections, random_file, scratch, sha256_file, spawn,
-    wait_listening,
+    exit_counters, fastnet_cmd, fastnet_redis, kernel_connections, random_file, scratch,
+    sha256_file, spawn, wait_listening,
 };
 use fastnet_e2e::{is_root, run_ok, Side, Topology, TopologyOptions};
 use std::time::Duration;
@@ -115,18 +115,8 @@ print("peer", a[0], flush=True)
 fn redis_benchmark_big_values_and_a_million_keys() {
     let t = topo();
     let dir = scratch("redis");
-    let mut c = fastnet_cmd(&t, Side::Server, "redis-server");
-    c.args([
-        "--port",
-        "6390",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--protected-mode",
-        "no",
-    ])
-    .args(["--dir", dir.to_str().unwrap()]);
+    let mut c = fastnet_redis(&t, Side::Server, 6390);
+    c.args(["--dir", dir.to_str().unwrap()]);
     let mut srv = spawn(c, &dir.join("server.log"));
     wait_listening(&t, Side::Server, 6390, &mut srv);
     let host = t.server_ip.to_string();

@@ -2,7 +2,8 @@
 //! (issue: shim process model).
 
 use fastnet_e2e::apps::{
-    exit_counters, fastnet_cmd, random_file, scratch, sha256_file, spawn, wait_listening, Bg,
+    exit_counters, fastnet_cmd, fastnet_redis, random_file, scratch, sha256_file, spawn,
+    wait_listening, Bg,
 };
 use fastnet_e2e::{is_root, run_ok, Side, Topology, TopologyOptions};
 use std::path::Path;
@@ -223,18 +224,8 @@ fn connection_close_rate_with_both_sides_under_fastnet() {
 fn redis_bgsave_every_second_during_benchmark() {
     let t = topo();
     let dir = scratch("redis-bgsave");
-    let mut c = fastnet_cmd(&t, Side::Server, "redis-server");
-    c.args([
-        "--port",
-        "6391",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--protected-mode",
-        "no",
-    ])
-    .args(["--dir", dir.to_str().unwrap(), "--dbfilename", "dump.rdb"]);
+    let mut c = fastnet_redis(&t, Side::Server, 6391);
+    c.args(["--dir", dir.to_str().unwrap(), "--dbfilename", "dump.rdb"]);
     let mut srv = spawn(c, &dir.join("server.log"));
     wait_listening(&t, Side::Server, 6391, &mut srv);
     let host = t.server_ip.to_string();

@@ -46,6 +46,11 @@ pub fn render(
         }
         out.push('\n');
     }
+    // sockets.unsupported_options, by call and option.
+    for o in seg.option_counts() {
+        let name = format!("  {}", o.label());
+        let _ = writeln!(out, "  {:<46} {:>16}", name, o.count);
+    }
     out
 }
 
@@ -126,5 +131,17 @@ mod tests {
         assert!(text.contains("tcp.retransmits"));
         assert!(!text.contains("drop.checksum"), "zero counters hidden");
         assert!(render(&seg, None, Duration::from_secs(1), true).contains("drop.checksum"));
+        seg.add(Counter::UnsupportedOptions, 1);
+        seg.count_option(
+            fastnet_stats::OptionCall::Set,
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+        );
+        let text = render(&seg, None, Duration::from_secs(1), false);
+        let line = text
+            .lines()
+            .find(|l| l.contains("setsockopt.SOL_TCP.TCP_CONGESTION"))
+            .unwrap();
+        assert!(line.trim_end().ends_with(" 1"), "{text}");
     }
 }
