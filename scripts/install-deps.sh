@@ -28,6 +28,10 @@ check haproxy haproxy
 check go golang-go
 # PostgreSQL's programs live outside PATH, under a versioned directory.
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need="$need postgresql"
+# The exporter test parses /metrics with the Prometheus client's own parser, in the
+# system Python (a pyenv `python3` earlier on PATH would not see Debian's module).
+/usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 || need="$need python3-prometheus-client"
+check man man-db
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "missing packages:$need; install them with: sudo apt-get install -y$need" >&2

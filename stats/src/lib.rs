@@ -30,6 +30,10 @@ macro_rules! counters {
             pub const fn name(self) -> &'static str {
                 match self { $( Counter::$var => $name, )* }
             }
+            /// What it counts (its doc comment; empty where the name says it all).
+            pub fn help(self) -> &'static str {
+                match self { $( Counter::$var => concat!("" $(, $doc)*).trim(), )* }
+            }
             /// Gauges hold a current value (set); counters only grow (add).
             pub const fn is_gauge(self) -> bool {
                 match self { $( Counter::$var => matches!(CounterKind::$kind, CounterKind::Gauge), )* }
@@ -44,12 +48,17 @@ enum CounterKind {
 }
 
 counters! {
+    /// Frames received from the interface (XSK RX rings).
     RxFrames = "rx.frames", Count;
+    /// Bytes of the frames received.
     RxBytes = "rx.bytes", Count;
+    /// Frames sent on the interface (XSK TX rings).
     TxFrames = "tx.frames", Count;
+    /// Bytes of the frames sent.
     TxBytes = "tx.bytes", Count;
     /// Frames shorter than their headers say, bad IHL, bad lengths.
     DropMalformed = "drop.malformed", Count;
+    /// Frames with a wrong IPv4, TCP or UDP checksum.
     DropChecksum = "drop.checksum", Count;
     /// IP fragments: the XDP program steers by port, which later fragments lack.
     DropFragment = "drop.fragment", Count;
@@ -59,18 +68,32 @@ counters! {
     DropTxFull = "drop.tx_full", Count;
     /// Frames the kernel dropped because the XSK RX ring or fill ring ran out.
     DropRxRing = "drop.rx_ring", Count;
+    /// TCP segments the stack received.
     TcpSegmentsIn = "tcp.segments_in", Count;
+    /// TCP segments the stack sent (retransmissions included).
     TcpSegmentsOut = "tcp.segments_out", Count;
+    /// TCP segments sent again (timeout, fast retransmit, SACK recovery): the sum of
+    /// the connections' TCP_INFO total_retrans.
     TcpRetransmits = "tcp.retransmits", Count;
+    /// RSTs received.
     TcpResetsIn = "tcp.resets_in", Count;
+    /// RSTs sent.
     TcpResetsOut = "tcp.resets_out", Count;
+    /// SYN cookies sent (a listener's SYN queue was full).
     TcpSynCookies = "tcp.syn_cookies", Count;
+    /// Listening sockets now.
     TcpListen = "tcp.state.listen", Gauge;
+    /// Connections in SYN-SENT now.
     TcpSynSent = "tcp.state.syn_sent", Gauge;
+    /// Connections in SYN-RECEIVED now.
     TcpSynReceived = "tcp.state.syn_received", Gauge;
+    /// Established connections now.
     TcpEstablished = "tcp.state.established", Gauge;
+    /// Connections in CLOSE-WAIT now.
     TcpCloseWait = "tcp.state.close_wait", Gauge;
+    /// Connections in CLOSING now (both ends closed at once).
     TcpClosing = "tcp.state.closing", Gauge;
+    /// Connections in TIME-WAIT now.
     TcpTimeWait = "tcp.state.time_wait", Gauge;
     /// Sockets carried by the fast path now.
     SocketsFast = "sockets.fast", Gauge;
@@ -86,21 +109,29 @@ counters! {
     LoopbackConnections = "loopback.connections", Count;
     /// Frames the stack delivered to itself (loopback on): no kernel, no XDP.
     LoopbackFrames = "loopback.frames", Count;
+    /// Bytes of the frames the stack delivered to itself.
     LoopbackBytes = "loopback.bytes", Count;
     /// TCP connections to another fastnet process carried stack to stack (host mode).
     LoopbackHostConnections = "loopback.host.connections", Count;
-    /// Frames pushed to / taken from other fastnet processes' stacks (host mode).
+    /// Frames pushed to other fastnet processes' stacks (host mode).
     LoopbackHostOut = "loopback.host.frames_out", Count;
+    /// Frames taken from other fastnet processes' stacks (host mode).
     LoopbackHostIn = "loopback.host.frames_in", Count;
     /// Frames a peer's full inbox refused (TCP sends them again).
     LoopbackHostDropped = "loopback.host.dropped", Count;
     /// Socket options the stack does not implement, answered as Linux would.
     UnsupportedOptions = "sockets.unsupported_options", Count;
+    /// Frames waiting in the XSK RX rings (not yet published: 0).
     RingRx = "ring.rx", Gauge;
+    /// Frames waiting in the XSK TX rings (not yet published: 0).
     RingTx = "ring.tx", Gauge;
+    /// Free frames offered to the kernel in the fill rings (not yet published: 0).
     RingFill = "ring.fill", Gauge;
+    /// Sent frames waiting in the completion rings (not yet published: 0).
     RingCompletion = "ring.completion", Gauge;
+    /// sendto() kicks of the XSK TX rings (copy mode needs one per batch).
     TxWakeups = "xsk.tx_wakeups", Count;
+    /// System calls the shim handled itself (not yet published: 0).
     SyscallsHandled = "shim.syscalls_handled", Count;
 }
 

@@ -3,8 +3,43 @@
 
 use anyhow::{bail, Context, Result};
 use fastnet_stats::{live_segments, segment_path, Counter, StatsSegment};
+use serde_json::{json, Map, Value};
 use std::fmt::Write;
 use std::time::Duration;
+
+/// The process's command name (`/proc/<pid>/comm`), empty once it is gone.
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_default()
+}
+
+/// One process's counters as the JSON object `fastnet stat --json` prints (field
+/// names documented in docs/METRICS.md): every counter and gauge, zero or not.
+pub fn to_json(seg: &StatsSegment) -> Value {
+    let (mut counters, mut gauges) = (Map::new(), Map::new());
+    for (c, v) in seg.snapshot() {
+        let into = if c.is_gauge() {
+            &mut gauges
+        } else {
+            &mut counters
+        };
+        into.insert(c.name().to_string(), json!(v));
+    }
+    let options: Map<String, Value> = seg
+        .option_counts()
+        .iter()
+        .map(|o| (o.label(), json!(o.count)))
+        .collect();
+    json!({
+        "pid": seg.pid(),
+        "comm": comm(seg.pid()),
+        "iface": seg.iface(),
+        "counters": counters,
+        "gauges": gauges,
+        "unsupported_options": options,
+    })
+}
 
 /// Renders one process's counters. With `previous`, counters also show their rate over
 /// `interval`. Zero counters are left out except the headline ones, so the screen stays
@@ -88,8 +123,36 @@ fn open(pid: Option<u32>) -> Result<Vec<StatsSegment>> {
     Ok(segs)
 }
 
-pub fn main(pid: Option<u32>, watch: bool, interval_ms: u64, all: bool) -> Result<()> {
+/// How `fastnet stat` prints.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    pub watch: bool,
+    pub interval_ms: u64,
+    /// Zero counters too (text output; JSON always has every counter).
+    pub all: bool,
+    /// One JSON object per process and line.
+    pub json: bool,
+}
+
+pub fn main(pid: Option<u32>, o: Options) -> Result<()> {
+    let Options {
+        watch,
+        interval_ms,
+        all,
+        json,
+    } = o;
     let segs = open(pid)?;
+    if json {
+        loop {
+            for s in &segs {
+                println!("{}", to_json(s));
+            }
+            if !watch {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(interval_ms.max(100)));
+        }
+    }
     if segs.is_empty() {
         println!("no fastnet processes are running");
         return Ok(());
@@ -143,5 +206,22 @@ mod tests {
             .find(|l| l.contains("setsockopt.SOL_TCP.TCP_CONGESTION"))
             .unwrap();
         assert!(line.trim_end().ends_with(" 1"), "{text}");
+        let j = to_json(&seg);
+        assert_eq!(j["pid"], 77);
+        assert_eq!(j["iface"], "fns1");
+        assert_eq!(j["counters"]["rx.frames"], 510);
+        assert_eq!(
+            j["counters"]["drop.checksum"], 0,
+            "zero counters are there too"
+        );
+        assert_eq!(j["gauges"]["tcp.state.established"], 0);
+        assert!(j["counters"].get("tcp.state.established").is_none());
+        assert_eq!(
+            j["unsupported_options"]["setsockopt.SOL_TCP.TCP_CONGESTION"],
+            1
+        );
+        let fields =
+            j["counters"].as_object().unwrap().len() + j["gauges"].as_object().unwrap().len();
+        assert_eq!(fields, Counter::ALL.len());
     }
 }
