@@ -157,6 +157,41 @@ mod tests {
     }
 
     #[test]
+    fn the_grafana_dashboard_asks_only_for_series_the_exporter_serves() {
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/grafana-dashboard.json")).unwrap();
+        let mut known: Vec<String> = Counter::ALL
+            .iter()
+            .map(|&c| {
+                let suffix = if c.is_gauge() { "" } else { "_total" };
+                format!("fastnet_{}{suffix}", metric_name(c))
+            })
+            .collect();
+        known.push("fastnet_unsupported_option_total".into());
+        let panels = dash["panels"].as_array().unwrap();
+        assert!(panels.len() >= 8);
+        let mut asked = 0;
+        for p in panels {
+            for t in p["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                for (i, _) in expr.match_indices("fastnet_") {
+                    let name: String = expr[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    assert!(
+                        known.contains(&name),
+                        "{}: unknown series {name}",
+                        p["title"]
+                    );
+                    asked += 1;
+                }
+            }
+        }
+        assert!(asked > 20);
+    }
+
+    #[test]
     fn docs_metrics_lists_every_counter_by_its_names() {
         let doc = include_str!("../../docs/METRICS.md");
         for &c in Counter::ALL {
