@@ -62,6 +62,13 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write man pages and shell completions into a directory (for packaging).
+    #[command(hide = true)]
+    GenDocs {
+        /// Output directory (man/ and completions/ are made in it).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Serve the counters of every fastnet process to Prometheus on /metrics.
     Exporter {
         /// Address and port to listen on.

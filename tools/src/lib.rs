@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod doctor;
 pub mod exporter;
+pub mod gendocs;
 pub mod netns;
 pub mod pcap;
 pub mod stat;

@@ -52,6 +52,7 @@ fn real_main() -> Result<()> {
             },
         )?,
         Cmd::Exporter { listen } => fastnet_tools::exporter::main(&listen)?,
+        Cmd::GenDocs { out } => fastnet_tools::gendocs::generate(&out)?,
         Cmd::Pcap {
             pid,
             write,
