@@ -135,41 +135,55 @@ pub struct Options {
 }
 
 pub fn main(pid: Option<u32>, o: Options) -> Result<()> {
+    let segs = open(pid)?;
+    match show(&segs, o) {
+        // `fastnet stat --watch | head`: the reader left, which ends the watch.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+fn show(segs: &[StatsSegment], o: Options) -> std::io::Result<()> {
     let Options {
         watch,
         interval_ms,
         all,
         json,
     } = o;
-    let segs = open(pid)?;
+    let interval = Duration::from_millis(interval_ms.max(100));
     if json {
         loop {
-            for s in &segs {
-                println!("{}", to_json(s));
+            for s in segs {
+                emit(&format!("{}\n", to_json(s)))?;
             }
             if !watch {
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_millis(interval_ms.max(100)));
+            std::thread::sleep(interval);
         }
     }
     if segs.is_empty() {
-        println!("no fastnet processes are running");
-        return Ok(());
+        return emit("no fastnet processes are running\n");
     }
-    let interval = Duration::from_millis(interval_ms.max(100));
     let mut prev: Vec<Vec<(Counter, u64)>> = segs.iter().map(|s| s.snapshot()).collect();
-    for s in &segs {
-        print!("{}", render(s, None, interval, all));
+    for s in segs {
+        emit(&render(s, None, interval, all))?;
     }
     if !watch {
         return Ok(());
     }
     loop {
         std::thread::sleep(interval);
-        println!();
+        emit("\n")?;
         for (s, p) in segs.iter().zip(prev.iter_mut()) {
-            print!("{}", render(s, Some(p), interval, all));
+            emit(&render(s, Some(p), interval, all))?;
             *p = s.snapshot();
         }
     }
