@@ -2,7 +2,7 @@
 CARGO ?= cargo
 FASTNET := target/release/fastnet
 
-.PHONY: all build deps lint unit fuzz e2e compat compat-quick test demo bench clean
+.PHONY: all build deps lint unit fuzz e2e compat compat-quick test demo bench clean deb
 
 all: build
 
@@ -54,6 +54,15 @@ demo: deps build
 
 bench: deps build
 	./scripts/bench.sh
+
+# The Debian package (cargo-deb, declared in tools/Cargo.toml): target/debian/fastnet_*.deb.
+DEB_ASSETS := target/release/deb-assets
+deb: build
+	command -v cargo-deb >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked
+	rm -rf $(DEB_ASSETS)
+	$(FASTNET) gen-docs --out $(DEB_ASSETS)
+	gzip -9n $(DEB_ASSETS)/man/*.1
+	$(CARGO) deb -p fastnet-tools --no-build
 
 clean:
 	$(CARGO) clean

@@ -36,6 +36,11 @@ check node nodejs
 check psql postgresql-client
 check pgbench postgresql-contrib
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need="$need postgresql"
+check go golang-go
+# The exporter test parses /metrics with the Prometheus client's own parser, in the
+# system Python (a pyenv `python3` earlier on PATH would not see Debian's module).
+/usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 || need="$need python3-prometheus-client"
+check man man-db
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "missing packages:$need; install them with: sudo apt-get install -y$need" >&2

@@ -30,6 +30,10 @@ macro_rules! counters {
             pub const fn name(self) -> &'static str {
                 match self { $( Counter::$var => $name, )* }
             }
+            /// What it counts (its doc comment; empty where the name says it all).
+            pub fn help(self) -> &'static str {
+                match self { $( Counter::$var => concat!("" $(, $doc)*).trim(), )* }
+            }
             /// Gauges hold a current value (set); counters only grow (add).
             pub const fn is_gauge(self) -> bool {
                 match self { $( Counter::$var => matches!(CounterKind::$kind, CounterKind::Gauge), )* }
@@ -44,12 +48,17 @@ enum CounterKind {
 }
 
 counters! {
+    /// Frames received from the interface (XSK RX rings).
     RxFrames = "rx.frames", Count;
+    /// Bytes of the frames received.
     RxBytes = "rx.bytes", Count;
+    /// Frames sent on the interface (XSK TX rings).
     TxFrames = "tx.frames", Count;
+    /// Bytes of the frames sent.
     TxBytes = "tx.bytes", Count;
     /// Frames shorter than their headers say, bad IHL, bad lengths.
     DropMalformed = "drop.malformed", Count;
+    /// Frames with a wrong IPv4, TCP or UDP checksum.
     DropChecksum = "drop.checksum", Count;
     /// IP fragments: the XDP program steers by port, which later fragments lack.
     DropFragment = "drop.fragment", Count;
@@ -59,22 +68,36 @@ counters! {
     DropTxFull = "drop.tx_full", Count;
     /// Frames the kernel dropped because the XSK RX ring or fill ring ran out.
     DropRxRing = "drop.rx_ring", Count;
+    /// TCP segments the stack received.
     TcpSegmentsIn = "tcp.segments_in", Count;
+    /// TCP segments the stack sent (retransmissions included).
     TcpSegmentsOut = "tcp.segments_out", Count;
+    /// TCP segments sent again (timeout, fast retransmit, SACK recovery): the sum of
+    /// the connections' TCP_INFO total_retrans.
     TcpRetransmits = "tcp.retransmits", Count;
+    /// RSTs received.
     TcpResetsIn = "tcp.resets_in", Count;
+    /// RSTs sent.
     TcpResetsOut = "tcp.resets_out", Count;
+    /// SYN cookies sent (a listener's SYN queue was full).
     TcpSynCookies = "tcp.syn_cookies", Count;
     /// Connections this process opened (connect) on the fast path.
     TcpActiveOpens = "tcp.active_opens", Count;
     /// Connections peers opened to this process's listeners (SYNs taken).
     TcpPassiveOpens = "tcp.passive_opens", Count;
+    /// Listening sockets now.
     TcpListen = "tcp.state.listen", Gauge;
+    /// Connections in SYN-SENT now.
     TcpSynSent = "tcp.state.syn_sent", Gauge;
+    /// Connections in SYN-RECEIVED now.
     TcpSynReceived = "tcp.state.syn_received", Gauge;
+    /// Established connections now.
     TcpEstablished = "tcp.state.established", Gauge;
+    /// Connections in CLOSE-WAIT now.
     TcpCloseWait = "tcp.state.close_wait", Gauge;
+    /// Connections in CLOSING now (both ends closed at once).
     TcpClosing = "tcp.state.closing", Gauge;
+    /// Connections in TIME-WAIT now.
     TcpTimeWait = "tcp.state.time_wait", Gauge;
     /// Sockets carried by the fast path now.
     SocketsFast = "sockets.fast", Gauge;
@@ -99,40 +122,203 @@ counters! {
     LoopbackConnections = "loopback.connections", Count;
     /// Frames the stack delivered to itself (loopback on): no kernel, no XDP.
     LoopbackFrames = "loopback.frames", Count;
+    /// Bytes of the frames the stack delivered to itself.
     LoopbackBytes = "loopback.bytes", Count;
     /// TCP connections to another fastnet process carried stack to stack (host mode).
     LoopbackHostConnections = "loopback.host.connections", Count;
-    /// Frames pushed to / taken from other fastnet processes' stacks (host mode).
+    /// Frames pushed to other fastnet processes' stacks (host mode).
     LoopbackHostOut = "loopback.host.frames_out", Count;
+    /// Frames taken from other fastnet processes' stacks (host mode).
     LoopbackHostIn = "loopback.host.frames_in", Count;
     /// Frames a peer's full inbox refused (TCP sends them again).
     LoopbackHostDropped = "loopback.host.dropped", Count;
     /// Socket options the stack does not implement, answered as Linux would.
     UnsupportedOptions = "sockets.unsupported_options", Count;
+    /// Frames waiting in the XSK RX rings (not yet published: 0).
     RingRx = "ring.rx", Gauge;
+    /// Frames waiting in the XSK TX rings (not yet published: 0).
     RingTx = "ring.tx", Gauge;
+    /// Free frames offered to the kernel in the fill rings (not yet published: 0).
     RingFill = "ring.fill", Gauge;
+    /// Sent frames waiting in the completion rings (not yet published: 0).
     RingCompletion = "ring.completion", Gauge;
+    /// sendto() kicks of the XSK TX rings (copy mode needs one per batch).
     TxWakeups = "xsk.tx_wakeups", Count;
+    /// System calls the shim handled itself (not yet published: 0).
     SyscallsHandled = "shim.syscalls_handled", Count;
 }
+
+/// Slots for per-option counts of unsupported socket options (distinct
+/// (call, level, name) triples one process met; more are only in the total).
+pub const OPTION_SLOTS: usize = 32;
 
 /// Bytes kept of the reason a process runs on the kernel.
 const REASON_LEN: usize = 248;
 
-/// FNV-1a over the counter names and the trailer's shape: changes whenever the layout does.
+/// FNV-1a over the counter names and the shape of the option table and the reason
+/// trailer: changes whenever the layout does.
 pub fn layout_hash() -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
+    let table = format!("option_slots:{OPTION_SLOTS}");
     let trailer = format!("reason:{REASON_LEN}");
-    for b in trailer.bytes() {
-        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
-    }
-    for c in Counter::ALL {
-        for b in c.name().bytes().chain([0]) {
+    let names = Counter::ALL
+        .iter()
+        .map(|c| c.name())
+        .chain([table.as_str(), trailer.as_str()]);
+    for name in names {
+        for b in name.bytes().chain([0]) {
             h = (h ^ b as u64).wrapping_mul(0x100000001b3);
         }
     }
     h
+}
+
+/// Which call met an unsupported option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OptionCall {
+    Set,
+    Get,
+}
+
+impl OptionCall {
+    pub const fn name(self) -> &'static str {
+        match self {
+            OptionCall::Set => "setsockopt",
+            OptionCall::Get => "getsockopt",
+        }
+    }
+}
+
+/// One unsupported option's count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionCount {
+    pub call: OptionCall,
+    pub level: i32,
+    pub name: i32,
+    pub count: u64,
+}
+
+impl OptionCount {
+    /// `setsockopt.SOL_TCP.TCP_CONGESTION` (numbers for names this table lacks).
+    pub fn label(&self) -> String {
+        format!(
+            "{}.{}",
+            self.call.name(),
+            option_name(self.level, self.name)
+        )
+    }
+}
+
+const SLOT_USED: u64 = 1 << 63;
+const SLOT_GET: u64 = 1 << 62;
+
+fn slot_key(call: OptionCall, level: i32, name: i32) -> u64 {
+    let get = if call == OptionCall::Get { SLOT_GET } else { 0 };
+    SLOT_USED | get | ((level as u32 as u64 & 0x3fff_ffff) << 32) | name as u32 as u64
+}
+
+/// `SOL_TCP.TCP_INFO`: Linux's names for an option level and name.
+pub fn option_name(level: i32, name: i32) -> String {
+    let lvl = match level {
+        libc::SOL_SOCKET => "SOL_SOCKET",
+        libc::IPPROTO_TCP => "SOL_TCP",
+        libc::IPPROTO_IP => "SOL_IP",
+        libc::IPPROTO_IPV6 => "SOL_IPV6",
+        libc::IPPROTO_UDP => "SOL_UDP",
+        _ => "",
+    };
+    let opt = match (level, name) {
+        (libc::SOL_SOCKET, n) => match n {
+            libc::SO_DEBUG => "SO_DEBUG",
+            libc::SO_REUSEADDR => "SO_REUSEADDR",
+            libc::SO_TYPE => "SO_TYPE",
+            libc::SO_ERROR => "SO_ERROR",
+            libc::SO_DONTROUTE => "SO_DONTROUTE",
+            libc::SO_BROADCAST => "SO_BROADCAST",
+            libc::SO_SNDBUF => "SO_SNDBUF",
+            libc::SO_RCVBUF => "SO_RCVBUF",
+            libc::SO_SNDBUFFORCE => "SO_SNDBUFFORCE",
+            libc::SO_RCVBUFFORCE => "SO_RCVBUFFORCE",
+            libc::SO_KEEPALIVE => "SO_KEEPALIVE",
+            libc::SO_OOBINLINE => "SO_OOBINLINE",
+            libc::SO_NO_CHECK => "SO_NO_CHECK",
+            libc::SO_PRIORITY => "SO_PRIORITY",
+            libc::SO_LINGER => "SO_LINGER",
+            libc::SO_REUSEPORT => "SO_REUSEPORT",
+            libc::SO_PASSCRED => "SO_PASSCRED",
+            libc::SO_PEERCRED => "SO_PEERCRED",
+            libc::SO_RCVLOWAT => "SO_RCVLOWAT",
+            libc::SO_SNDLOWAT => "SO_SNDLOWAT",
+            libc::SO_RCVTIMEO => "SO_RCVTIMEO",
+            libc::SO_SNDTIMEO => "SO_SNDTIMEO",
+            libc::SO_BINDTODEVICE => "SO_BINDTODEVICE",
+            libc::SO_TIMESTAMP => "SO_TIMESTAMP",
+            libc::SO_ACCEPTCONN => "SO_ACCEPTCONN",
+            libc::SO_MARK => "SO_MARK",
+            libc::SO_PROTOCOL => "SO_PROTOCOL",
+            libc::SO_DOMAIN => "SO_DOMAIN",
+            libc::SO_RXQ_OVFL => "SO_RXQ_OVFL",
+            libc::SO_BUSY_POLL => "SO_BUSY_POLL",
+            libc::SO_INCOMING_CPU => "SO_INCOMING_CPU",
+            libc::SO_ZEROCOPY => "SO_ZEROCOPY",
+            libc::SO_TIMESTAMPING => "SO_TIMESTAMPING",
+            libc::SO_MAX_PACING_RATE => "SO_MAX_PACING_RATE",
+            libc::SO_ATTACH_FILTER => "SO_ATTACH_FILTER",
+            libc::SO_ATTACH_REUSEPORT_CBPF => "SO_ATTACH_REUSEPORT_CBPF",
+            libc::SO_ATTACH_REUSEPORT_EBPF => "SO_ATTACH_REUSEPORT_EBPF",
+            libc::SO_COOKIE => "SO_COOKIE",
+            libc::SO_PEEK_OFF => "SO_PEEK_OFF",
+            _ => "",
+        },
+        (libc::IPPROTO_TCP, n) => match n {
+            libc::TCP_NODELAY => "TCP_NODELAY",
+            libc::TCP_MAXSEG => "TCP_MAXSEG",
+            libc::TCP_CORK => "TCP_CORK",
+            libc::TCP_KEEPIDLE => "TCP_KEEPIDLE",
+            libc::TCP_KEEPINTVL => "TCP_KEEPINTVL",
+            libc::TCP_KEEPCNT => "TCP_KEEPCNT",
+            libc::TCP_SYNCNT => "TCP_SYNCNT",
+            libc::TCP_LINGER2 => "TCP_LINGER2",
+            libc::TCP_DEFER_ACCEPT => "TCP_DEFER_ACCEPT",
+            libc::TCP_WINDOW_CLAMP => "TCP_WINDOW_CLAMP",
+            libc::TCP_INFO => "TCP_INFO",
+            libc::TCP_QUICKACK => "TCP_QUICKACK",
+            libc::TCP_CONGESTION => "TCP_CONGESTION",
+            libc::TCP_USER_TIMEOUT => "TCP_USER_TIMEOUT",
+            libc::TCP_FASTOPEN => "TCP_FASTOPEN",
+            libc::TCP_FASTOPEN_CONNECT => "TCP_FASTOPEN_CONNECT",
+            libc::TCP_NOTSENT_LOWAT => "TCP_NOTSENT_LOWAT",
+            libc::TCP_ULP => "TCP_ULP",
+            libc::TCP_REPAIR => "TCP_REPAIR",
+            _ => "",
+        },
+        (libc::IPPROTO_IP, n) => match n {
+            libc::IP_TOS => "IP_TOS",
+            libc::IP_TTL => "IP_TTL",
+            libc::IP_MTU_DISCOVER => "IP_MTU_DISCOVER",
+            libc::IP_RECVERR => "IP_RECVERR",
+            libc::IP_FREEBIND => "IP_FREEBIND",
+            libc::IP_TRANSPARENT => "IP_TRANSPARENT",
+            libc::IP_BIND_ADDRESS_NO_PORT => "IP_BIND_ADDRESS_NO_PORT",
+            libc::IP_PKTINFO => "IP_PKTINFO",
+            libc::IP_MTU => "IP_MTU",
+            _ => "",
+        },
+        (libc::IPPROTO_IPV6, n) => match n {
+            libc::IPV6_V6ONLY => "IPV6_V6ONLY",
+            libc::IPV6_TCLASS => "IPV6_TCLASS",
+            libc::IPV6_UNICAST_HOPS => "IPV6_UNICAST_HOPS",
+            libc::IPV6_RECVPKTINFO => "IPV6_RECVPKTINFO",
+            libc::IPV6_MTU_DISCOVER => "IPV6_MTU_DISCOVER",
+            _ => "",
+        },
+        _ => "",
+    };
+    match (lvl, opt) {
+        ("", _) => format!("{level}.{name}"),
+        (l, "") => format!("{l}.{name}"),
+        (l, o) => format!("{l}.{o}"),
+    }
 }
 
 #[repr(C)]
@@ -146,14 +332,19 @@ struct Header {
 
 const HEADER_LEN: usize = std::mem::size_of::<Header>();
 
-/// Header, counters, then the reason trailer: its length (an atomic, 0 while the
-/// fast path runs) and its bytes, written once before the length is published.
+fn counters_end() -> usize {
+    HEADER_LEN + Counter::ALL.len() * 8
+}
+
+/// The counters, then [`OPTION_SLOTS`] pairs of (key, count) words, then the reason
+/// trailer: its length (an atomic, 0 while the fast path runs) and its bytes, written
+/// once before the length is published.
 fn segment_len() -> usize {
     reason_offset() + 8 + REASON_LEN
 }
 
 fn reason_offset() -> usize {
-    HEADER_LEN + Counter::ALL.len() * 8
+    counters_end() + OPTION_SLOTS * 16
 }
 
 /// Path of a process's segment.
@@ -268,15 +459,52 @@ impl StatsSegment {
     }
 
     fn cell(&self, c: Counter) -> &AtomicU64 {
-        // SAFETY: the segment length was checked to hold every counter; offsets are
-        // 8-byte aligned (the header is 48 bytes) and the cells are only used atomically.
-        unsafe {
-            &*self
-                .base
-                .as_ptr()
-                .add(HEADER_LEN + c as usize * 8)
-                .cast::<AtomicU64>()
+        self.word(HEADER_LEN + c as usize * 8)
+    }
+
+    fn word(&self, offset: usize) -> &AtomicU64 {
+        debug_assert!(offset + 8 <= self.len && offset.is_multiple_of(8));
+        // SAFETY: `offset` is inside the segment (checked at open/create to be
+        // segment_len() long) and 8-byte aligned; the words are only used atomically.
+        unsafe { &*self.base.as_ptr().add(offset).cast::<AtomicU64>() }
+    }
+
+    /// Counts one unsupported socket option by call, level and name: takes the slot
+    /// holding this triple, or claims a free one (lock-free: a compare-and-swap on the
+    /// key). With every slot taken, only [`Counter::UnsupportedOptions`] counts it.
+    pub fn count_option(&self, call: OptionCall, level: i32, name: i32) {
+        let key = slot_key(call, level, name);
+        for i in 0..OPTION_SLOTS {
+            let at = counters_end() + i * 16;
+            let k = self.word(at);
+            let cur = match k.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => key,
+                Err(other) => other,
+            };
+            if cur == key {
+                self.word(at + 8).fetch_add(1, Ordering::Relaxed);
+                return;
+            }
         }
+    }
+
+    /// The unsupported options counted so far, in the order first met.
+    pub fn option_counts(&self) -> Vec<OptionCount> {
+        (0..OPTION_SLOTS)
+            .map(|i| counters_end() + i * 16)
+            .map(|at| (self.word(at).load(Ordering::Acquire), self.word(at + 8)))
+            .take_while(|(k, _)| k & SLOT_USED != 0)
+            .map(|(k, n)| OptionCount {
+                call: if k & SLOT_GET != 0 {
+                    OptionCall::Get
+                } else {
+                    OptionCall::Set
+                },
+                level: ((k >> 32) & 0x3fff_ffff) as i32,
+                name: k as u32 as i32,
+                count: n.load(Ordering::Relaxed),
+            })
+            .collect()
     }
 
     pub fn add(&self, c: Counter, n: u64) {
@@ -445,6 +673,37 @@ mod tests {
         std::fs::write(&path, [1u8; 4]).unwrap();
         assert!(StatsSegment::open(&path).is_err());
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn unsupported_options_are_counted_by_name() {
+        let path = tmp("options");
+        let w = StatsSegment::create_at(path.clone(), 4243, "").unwrap();
+        w.count_option(OptionCall::Set, libc::IPPROTO_TCP, libc::TCP_CONGESTION);
+        w.count_option(OptionCall::Get, libc::SOL_SOCKET, libc::SO_PEEK_OFF);
+        w.count_option(OptionCall::Set, libc::IPPROTO_TCP, libc::TCP_CONGESTION);
+        let r = StatsSegment::open(&path).unwrap();
+        let got: Vec<(String, u64)> = r
+            .option_counts()
+            .iter()
+            .map(|o| (o.label(), o.count))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("setsockopt.SOL_TCP.TCP_CONGESTION".to_string(), 2),
+                ("getsockopt.SOL_SOCKET.SO_PEEK_OFF".to_string(), 1)
+            ]
+        );
+        for name in 0..OPTION_SLOTS as i32 + 5 {
+            w.count_option(OptionCall::Set, 999, name);
+        }
+        assert_eq!(
+            r.option_counts().len(),
+            OPTION_SLOTS,
+            "full table: no more slots"
+        );
+        assert_eq!(option_name(999, 7), "999.7");
     }
 
     #[test]

@@ -119,13 +119,18 @@ pub fn nginx_conf(dir: &Path, port: u16) -> std::path::PathBuf {
     conf
 }
 
-/// redis-server on `port` under `fastnet run --iface`, without persistence, its files in
-/// `dir`.
-pub fn redis_server_cmd(topo: &Topology, port: u16, dir: &Path) -> Command {
-    let mut c = fastnet_cmd(topo, Side::Server, "redis-server");
-    c.args(["--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-        .args(["--dir", dir.to_str().unwrap()]);
+/// `redis-server` on `port` under fastnet in `side`, without persistence and
+/// answering other hosts (protected mode off); add `--dir` etc. as needed.
+pub fn fastnet_redis(topo: &Topology, side: Side, port: u16) -> Command {
+    let mut c = fastnet_cmd(topo, side, "redis-server");
+    c.args(["--port", &port.to_string()]).args([
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+    ]);
     c
 }
 

@@ -7,8 +7,8 @@
 //! non-zero unless told to fall back.
 
 use fastnet_e2e::apps::{
-    assert_fast_path_counters, assert_xdp_attached, exit_counters, fastnet_cmd, kernel_connections,
-    nginx_conf, random_file, redis_server_cmd, scratch, sha256_file, spawn, wait_listening,
+    assert_fast_path_counters, assert_xdp_attached, exit_counters, fastnet_cmd, fastnet_redis,
+    kernel_connections, nginx_conf, random_file, scratch, sha256_file, spawn, wait_listening,
 };
 use fastnet_e2e::shim::fastnet_bin;
 use fastnet_e2e::{is_root, run_ok, QueueLayout, Side, Topology, TopologyOptions};
@@ -159,7 +159,8 @@ fn redis_on_every_topology() {
     for layout in LAYOUTS {
         let t = topo(layout);
         let dir = scratch("iface-redis");
-        let c = redis_server_cmd(&t, 6391, &dir);
+        let mut c = fastnet_redis(&t, Side::Server, 6391);
+        c.args(["--dir", dir.to_str().unwrap()]);
         let mut srv = spawn(c, &dir.join("server.log"));
         wait_listening(&t, Side::Server, 6391, &mut srv);
         assert_xdp_attached(&t, Side::Server);

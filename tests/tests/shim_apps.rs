@@ -3,7 +3,7 @@
 //! for byte, and the counters prove the fast path carried the traffic.
 
 use fastnet_e2e::apps::{
-    exit_counters, fastnet_cmd, kernel_connections, random_file, redis_server_cmd, scratch,
+    exit_counters, fastnet_cmd, fastnet_redis, kernel_connections, random_file, scratch,
     sha256_file, spawn, wait_listening,
 };
 use fastnet_e2e::{is_root, run_ok, Side, Topology, TopologyOptions};
@@ -115,7 +115,8 @@ print("peer", a[0], flush=True)
 fn redis_benchmark_big_values_and_a_million_keys() {
     let t = topo();
     let dir = scratch("redis");
-    let c = redis_server_cmd(&t, 6390, &dir);
+    let mut c = fastnet_redis(&t, Side::Server, 6390);
+    c.args(["--dir", dir.to_str().unwrap()]);
     let mut srv = spawn(c, &dir.join("server.log"));
     wait_listening(&t, Side::Server, 6390, &mut srv);
     let host = t.server_ip.to_string();

@@ -2,7 +2,7 @@
 //! (issue: shim process model).
 
 use fastnet_e2e::apps::{
-    exit_counters, fastnet_cmd, nginx_conf, random_file, redis_server_cmd, scratch, sha256_file,
+    exit_counters, fastnet_cmd, fastnet_redis, nginx_conf, random_file, scratch, sha256_file,
     spawn, summed_exit_counters, wait_listening, Bg,
 };
 use fastnet_e2e::{is_root, run_ok, Side, Topology, TopologyOptions};
@@ -245,8 +245,8 @@ fn every_short_connection_completes_with_both_sides_under_fastnet() {
 fn redis_bgsave_every_second_during_benchmark() {
     let t = topo();
     let dir = scratch("redis-bgsave");
-    let mut c = redis_server_cmd(&t, 6391, &dir);
-    c.args(["--dbfilename", "dump.rdb"]);
+    let mut c = fastnet_redis(&t, Side::Server, 6391);
+    c.args(["--dir", dir.to_str().unwrap(), "--dbfilename", "dump.rdb"]);
     let mut srv = spawn(c, &dir.join("server.log"));
     wait_listening(&t, Side::Server, 6391, &mut srv);
     let host = t.server_ip.to_string();

@@ -1,6 +1,9 @@
 //! Library side of the `fastnet` command, shared with the end-to-end tests.
 
+pub mod cli;
 pub mod doctor;
+pub mod exporter;
+pub mod gendocs;
 pub mod netns;
 pub mod pcap;
 pub mod stat;

@@ -6,23 +6,32 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The shim: `libfastnet.so` next to the running `fastnet` binary (target/<profile>/).
+/// The shim, `libfastnet.so`: next to the running `fastnet` binary (a build tree's
+/// target/<profile>/), else in `../lib/fastnet/` from it (a package's /usr/bin and
+/// /usr/lib/fastnet, or `cargo install`'s ~/.cargo/bin and ~/.cargo/lib/fastnet),
+/// else in /usr/lib/fastnet/.
 pub fn shim_path() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().unwrap_or(Path::new("."));
-    let so = dir.join("libfastnet.so");
-    if !so.is_file() {
-        bail!(
-            "{} not found (build it: cargo build -p shim{})",
-            so.display(),
-            if dir.ends_with("release") {
-                " --release"
-            } else {
-                ""
-            }
-        );
+    let candidates = [
+        dir.join("libfastnet.so"),
+        dir.join("../lib/fastnet/libfastnet.so"),
+        PathBuf::from("/usr/lib/fastnet/libfastnet.so"),
+    ];
+    if let Some(so) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(so.clone());
     }
-    Ok(so)
+    bail!(
+        "libfastnet.so not found in {}, {} or {} (build it: cargo build -p shim{})",
+        candidates[0].display(),
+        candidates[1].display(),
+        candidates[2].display(),
+        if dir.ends_with("release") {
+            " --release"
+        } else {
+            ""
+        }
+    );
 }
 
 /// LD_PRELOAD with the shim first, keeping what the environment already preloads.
@@ -35,28 +44,7 @@ pub fn preload_value(shim: &Path) -> OsString {
     v
 }
 
-/// What to do when the fast path cannot start on the named interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Fallback {
-    /// Exit non-zero before the program starts, with the reason and the fix.
-    None,
-    /// Run the program anyway, every socket on the kernel (`fastnet stat` says why).
-    Kernel,
-}
-
-impl Fallback {
-    /// `--fallback`, else FASTNET_FALLBACK, else `none`.
-    pub fn resolve(flag: Option<Fallback>) -> Result<Fallback> {
-        if let Some(f) = flag {
-            return Ok(f);
-        }
-        match std::env::var("FASTNET_FALLBACK").ok().as_deref() {
-            None | Some("") | Some("none") => Ok(Fallback::None),
-            Some("kernel") => Ok(Fallback::Kernel),
-            Some(other) => bail!("FASTNET_FALLBACK={other:?}: use `none` or `kernel`"),
-        }
-    }
-}
+pub use fastnet_tools::cli::Fallback;
 
 /// Starts the fast path on `iface` exactly as the shim will (program attached, a
 /// socket on every queue in use), then lets it go: the error the shim would meet.

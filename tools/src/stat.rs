@@ -3,8 +3,44 @@
 
 use anyhow::{bail, Context, Result};
 use fastnet_stats::{live_segments, segment_path, Counter, StatsSegment};
+use serde_json::{json, Map, Value};
 use std::fmt::Write;
 use std::time::Duration;
+
+/// The process's command name (`/proc/<pid>/comm`), empty once it is gone.
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_default()
+}
+
+/// One process's counters as the JSON object `fastnet stat --json` prints (field
+/// names documented in docs/METRICS.md): every counter and gauge, zero or not.
+pub fn to_json(seg: &StatsSegment) -> Value {
+    let (mut counters, mut gauges) = (Map::new(), Map::new());
+    for (c, v) in seg.snapshot() {
+        let into = if c.is_gauge() {
+            &mut gauges
+        } else {
+            &mut counters
+        };
+        into.insert(c.name().to_string(), json!(v));
+    }
+    let options: Map<String, Value> = seg
+        .option_counts()
+        .iter()
+        .map(|o| (o.label(), json!(o.count)))
+        .collect();
+    json!({
+        "pid": seg.pid(),
+        "comm": comm(seg.pid()),
+        "iface": seg.iface(),
+        "kernel_reason": seg.kernel_reason(),
+        "counters": counters,
+        "gauges": gauges,
+        "unsupported_options": options,
+    })
+}
 
 /// Renders one process's counters. With `previous`, counters also show their rate over
 /// `interval`. Zero counters are left out except the headline ones, so the screen stays
@@ -54,6 +90,11 @@ pub fn render(
         }
         out.push('\n');
     }
+    // sockets.unsupported_options, by call and option.
+    for o in seg.option_counts() {
+        let name = format!("  {}", o.label());
+        let _ = writeln!(out, "  {:<46} {:>16}", name, o.count);
+    }
     out
 }
 
@@ -91,25 +132,67 @@ fn open(pid: Option<u32>) -> Result<Vec<StatsSegment>> {
     Ok(segs)
 }
 
-pub fn main(pid: Option<u32>, watch: bool, interval_ms: u64, all: bool) -> Result<()> {
+/// How `fastnet stat` prints.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    pub watch: bool,
+    pub interval_ms: u64,
+    /// Zero counters too (text output; JSON always has every counter).
+    pub all: bool,
+    /// One JSON object per process and line.
+    pub json: bool,
+}
+
+pub fn main(pid: Option<u32>, o: Options) -> Result<()> {
     let segs = open(pid)?;
-    if segs.is_empty() {
-        println!("no fastnet processes are running");
-        return Ok(());
+    match show(&segs, o) {
+        // `fastnet stat --watch | head`: the reader left, which ends the watch.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
     }
+}
+
+fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+fn show(segs: &[StatsSegment], o: Options) -> std::io::Result<()> {
+    let Options {
+        watch,
+        interval_ms,
+        all,
+        json,
+    } = o;
     let interval = Duration::from_millis(interval_ms.max(100));
+    if json {
+        loop {
+            for s in segs {
+                emit(&format!("{}\n", to_json(s)))?;
+            }
+            if !watch {
+                return Ok(());
+            }
+            std::thread::sleep(interval);
+        }
+    }
+    if segs.is_empty() {
+        return emit("no fastnet processes are running\n");
+    }
     let mut prev: Vec<Vec<(Counter, u64)>> = segs.iter().map(|s| s.snapshot()).collect();
-    for s in &segs {
-        print!("{}", render(s, None, interval, all));
+    for s in segs {
+        emit(&render(s, None, interval, all))?;
     }
     if !watch {
         return Ok(());
     }
     loop {
         std::thread::sleep(interval);
-        println!();
+        emit("\n")?;
         for (s, p) in segs.iter().zip(prev.iter_mut()) {
-            print!("{}", render(s, Some(p), interval, all));
+            emit(&render(s, Some(p), interval, all))?;
             *p = s.snapshot();
         }
     }
@@ -134,6 +217,36 @@ mod tests {
         assert!(text.contains("tcp.retransmits"));
         assert!(!text.contains("drop.checksum"), "zero counters hidden");
         assert!(render(&seg, None, Duration::from_secs(1), true).contains("drop.checksum"));
+        seg.add(Counter::UnsupportedOptions, 1);
+        seg.count_option(
+            fastnet_stats::OptionCall::Set,
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+        );
+        let text = render(&seg, None, Duration::from_secs(1), false);
+        let line = text
+            .lines()
+            .find(|l| l.contains("setsockopt.SOL_TCP.TCP_CONGESTION"))
+            .unwrap();
+        assert!(line.trim_end().ends_with(" 1"), "{text}");
+        let j = to_json(&seg);
+        assert_eq!(j["pid"], 77);
+        assert_eq!(j["iface"], "fns1");
+        assert!(j["kernel_reason"].is_null());
+        assert_eq!(j["counters"]["rx.frames"], 510);
+        assert_eq!(
+            j["counters"]["drop.checksum"], 0,
+            "zero counters are there too"
+        );
+        assert_eq!(j["gauges"]["tcp.state.established"], 0);
+        assert!(j["counters"].get("tcp.state.established").is_none());
+        assert_eq!(
+            j["unsupported_options"]["setsockopt.SOL_TCP.TCP_CONGESTION"],
+            1
+        );
+        let fields =
+            j["counters"].as_object().unwrap().len() + j["gauges"].as_object().unwrap().len();
+        assert_eq!(fields, Counter::ALL.len());
         assert!(text.contains("\n  fast path\n"), "{text}");
         seg.set_kernel_reason("interface fns1 is gone: restart");
         let text = render(&seg, None, Duration::from_secs(1), false);

@@ -369,6 +369,9 @@ fn socket(domain: i32, ty: i32, proto: i32) -> i64 {
             nodelay: false,
             keepalive: None,
             linger: None,
+            user_timeout: None,
+            defer_accept: None,
+            quickack: true,
         },
         keepalive_params: Default::default(),
         claimed: None,
@@ -903,6 +906,17 @@ fn close(fd: i32) -> i64 {
         return res(kernel::close(fd).map(|_| 0));
     }
     if let Some(s) = e.fds.remove(fd) {
+        if let Kind::TcpStream(h) = s.kind {
+            if let Ok(i) = e.iface.tcp.tcp_info(h) {
+                debug(format_args!(
+                    "fd {fd}: closed ({:?}); srtt {} us, rttvar {} us, {} segments sent again",
+                    i.state,
+                    i.srtt.micros(),
+                    i.rttvar.micros(),
+                    i.total_retrans
+                ));
+            }
+        }
         let held = if s.holds_port && matches!(s.kind, Kind::TcpStream(_)) {
             kernel::fcntl(fd, libc::F_DUPFD_CLOEXEC, global::HIGH_FD_FLOOR as i64)
                 .map_or(-1, |f| f as i32)

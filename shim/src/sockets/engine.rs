@@ -11,7 +11,7 @@ use super::epoll::EpollSet;
 use super::fdtable::FdTable;
 use super::kernel;
 use super::netdev::{FastIface, LOOPBACK_MTU};
-use fastnet_stats::{Counter, StatsSegment};
+use fastnet_stats::{Counter, OptionCall, StatsSegment};
 use stack::iface::{Interface, InterfaceConfig, NeighborMode};
 use stack::socket::{Readiness, SocketHandle, SocketKind};
 use stack::tcp::{SocketOptions, TcpConfig};
@@ -618,6 +618,14 @@ impl Engine {
         }
     }
 
+    /// Counts a socket option the fast path does not implement, in the total and by name.
+    pub fn count_unsupported_option(&self, call: OptionCall, level: i32, name: i32) {
+        if let Some(s) = &self.stats {
+            s.add(Counter::UnsupportedOptions, 1);
+            s.count_option(call, level, name);
+        }
+    }
+
     /// Steers `port` to the fast path (counted: several sockets may share a port).
     pub fn claim(&mut self, t: Transport, port: u16) -> std::io::Result<()> {
         let n = self.claims.entry((t, port)).or_insert(0);
@@ -817,6 +825,9 @@ impl Engine {
                 if v != 0 {
                     out.push_str(&format!(" {}={}", c.name(), v));
                 }
+            }
+            for o in seg.option_counts() {
+                out.push_str(&format!(" {}={}", o.label(), o.count));
             }
         }
         out

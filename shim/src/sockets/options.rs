@@ -2,8 +2,9 @@
 //!
 //! An option either takes effect in the stack, or has the same effect on the shadow
 //! (port reuse, v6-only), or is refused with ENOPROTOOPT (as Linux does for options it
-//! does not know) and counted in `sockets.unsupported_options`: never accepted and
-//! silently ignored.
+//! does not know) and counted in `sockets.unsupported_options` and by name
+//! (`setsockopt.SOL_TCP.TCP_...` in `fastnet stat`): never accepted and silently
+//! ignored. TCP_INFO is the stack's own view of the connection, in Linux's layout.
 
 use super::appmem;
 use super::calls::{err, ours, release_to_kernel, stack_err};
@@ -11,8 +12,9 @@ use super::cmsg;
 use super::engine::{Engine, FastSocket, Kind};
 use super::global::{engine, is_internal};
 use super::kernel;
-use fastnet_stats::Counter;
+use fastnet_stats::{Counter, OptionCall};
 use rewriter::PASSTHROUGH;
+use stack::tcp::{CongestionState, State, TcpInfo};
 use stack::time::Duration;
 
 fn read_int(val: i64, len: u32) -> Result<i32, i32> {
@@ -67,8 +69,18 @@ fn apply(e: &mut Engine, s: &FastSocket) -> i64 {
     }
 }
 
-fn unsupported(e: &Engine) -> i64 {
-    e.count(Counter::UnsupportedOptions);
+/// An option the fast path does not implement: counted by name, logged at debug level.
+fn count_unsupported(e: &Engine, call: OptionCall, level: i32, name: i32) {
+    e.count_unsupported_option(call, level, name);
+    super::calls::debug(format_args!(
+        "{} {}: not supported on a fast-path socket",
+        call.name(),
+        fastnet_stats::option_name(level, name)
+    ));
+}
+
+fn unsupported(e: &Engine, level: i32, name: i32) -> i64 {
+    count_unsupported(e, OptionCall::Set, level, name);
     err(libc::ENOPROTOOPT)
 }
 
@@ -210,15 +222,44 @@ pub fn setsockopt(fd: i32, level: i32, name: i32, val: i64, len: u32) -> i64 {
         }
         // No cmsgs on a TCP socket's recvmsg in Linux either: the shadow keeps them.
         (libc::SOL_IP, libc::IP_PKTINFO | libc::IP_RECVTOS | libc::IP_RECVTTL) => PASSTHROUGH,
-        (libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT)
-            if matches!(s.kind, Kind::TcpFresh | Kind::TcpListener(_)) =>
-        {
-            // Applies to connections the kernel path accepts; the fast path hands out
-            // connections at once (counted so `fastnet stat` shows the difference).
-            e.count(Counter::UnsupportedOptions);
+        (libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT) => {
+            let v = match read_int(val, len) {
+                Ok(v) => v,
+                Err(x) => return err(x),
+            };
+            s.opts.defer_accept = defer_accept_secs(v).map(|t| Duration::from_secs(t as u64));
+            let r = store(&mut e, fd, s);
+            if r < 0 {
+                return r;
+            }
+            // The shadow's listener defers what the kernel path accepts, and answers
+            // getsockopt with the same rounding.
             PASSTHROUGH
         }
-        _ => unsupported(&e),
+        (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) => {
+            let v = match read_int(val, len) {
+                Ok(v) if v >= 0 => v,
+                Ok(_) => return err(libc::EINVAL),
+                Err(x) => return err(x),
+            };
+            s.opts.user_timeout = (v > 0).then(|| Duration::from_millis(v as u64));
+            store(&mut e, fd, s)
+        }
+        (libc::IPPROTO_TCP, libc::TCP_QUICKACK) => {
+            let v = match read_int(val, len) {
+                Ok(v) => v,
+                Err(x) => return err(x),
+            };
+            s.opts.quickack = v & 1 != 0;
+            if let (true, Kind::TcpStream(h)) = (s.opts.quickack, s.kind) {
+                if let Err(x) = e.iface.tcp.quick_ack(h) {
+                    return stack_err(x);
+                }
+                e.drive();
+            }
+            store(&mut e, fd, s)
+        }
+        _ => unsupported(&e, level, name),
     }
 }
 
@@ -263,6 +304,14 @@ pub fn getsockopt(fd: i32, level: i32, name: i32, val: i64, lenp: i64) -> i64 {
         (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) => {
             write_opt::<i32>(val, lenp, s.keepalive_params.count as i32)
         }
+        (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) => write_opt::<i32>(
+            val,
+            lenp,
+            s.opts.user_timeout.map_or(0, |d| d.millis() as i32),
+        ),
+        (libc::IPPROTO_TCP, libc::TCP_QUICKACK) => {
+            write_opt::<i32>(val, lenp, s.opts.quickack as i32)
+        }
         (libc::SOL_SOCKET, libc::SO_RCVBUF) => write_opt::<i32>(val, lenp, s.opts.rcvbuf as i32),
         (libc::SOL_SOCKET, libc::SO_SNDBUF) => write_opt::<i32>(val, lenp, s.opts.sndbuf as i32),
         (libc::SOL_SOCKET, libc::SO_LINGER) => write_opt(
@@ -275,14 +324,127 @@ pub fn getsockopt(fd: i32, level: i32, name: i32, val: i64, lenp: i64) -> i64 {
         ),
         (libc::SOL_SOCKET, libc::SO_RCVTIMEO) => write_opt(val, lenp, timeval_of(s.rcvtimeo)),
         (libc::SOL_SOCKET, libc::SO_SNDTIMEO) => write_opt(val, lenp, timeval_of(s.sndtimeo)),
-        (libc::IPPROTO_TCP, libc::TCP_INFO) if matches!(s.kind, Kind::TcpStream(_)) => {
+        (libc::IPPROTO_TCP, libc::TCP_INFO) => match s.kind {
             // The shadow's TCP_INFO would describe an unconnected socket.
-            unsupported(&e)
-        }
+            Kind::TcpStream(h) => match e.iface.tcp.tcp_info(h) {
+                Ok(i) => write_opt(val, lenp, linux_tcp_info(&i)),
+                Err(x) => stack_err(x),
+            },
+            _ => PASSTHROUGH,
+        },
         // Identity options (SO_TYPE, SO_DOMAIN, SO_ACCEPTCONN, ...) from the shadow.
         _ => PASSTHROUGH,
     }
 }
+
+/// The deferral Linux makes of a TCP_DEFER_ACCEPT of `secs` seconds: whole SYN-ACK
+/// retransmission periods (1 s doubling, at most 120 s each) covering it, as
+/// `secs_to_retrans` / `retrans_to_secs` in net/ipv4/tcp.c compute it. `None` is off.
+fn defer_accept_secs(secs: i32) -> Option<u32> {
+    if secs <= 0 {
+        return None;
+    }
+    let (mut timeout, mut period, mut retrans) = (1u32, 1u32, 1u32);
+    while secs as u32 > period && retrans < 255 {
+        retrans += 1;
+        timeout = (timeout * 2).min(120);
+        period += timeout;
+    }
+    Some(period)
+}
+
+/// Linux's `tcp_states.h` numbering.
+fn linux_tcp_state(s: State) -> u8 {
+    match s {
+        State::Established => 1,
+        State::SynSent => 2,
+        State::SynReceived => 3,
+        State::FinWait1 => 4,
+        State::FinWait2 => 5,
+        State::TimeWait => 6,
+        State::Closed => 7,
+        State::CloseWait => 8,
+        State::LastAck => 9,
+        State::Listen => 10,
+        State::Closing => 11,
+    }
+}
+
+/// The stack's [`TcpInfo`] laid out as Linux's `struct tcp_info` (units as Linux's:
+/// microseconds for rtt/rto, milliseconds for the `last_*` times, segments for windows).
+fn linux_tcp_info(i: &TcpInfo) -> libc::tcp_info {
+    let ms = |d: Duration| (d.micros() / 1000).min(u32::MAX as u64) as u32;
+    let us = |d: Duration| d.micros().min(u32::MAX as u64) as u32;
+    // SAFETY: tcp_info is plain integers; all-zero is a valid value (and what Linux
+    // reports for what it does not know).
+    let mut t: libc::tcp_info = unsafe { std::mem::zeroed() };
+    t.tcpi_state = linux_tcp_state(i.state);
+    t.tcpi_ca_state = match i.ca_state {
+        CongestionState::Open => 0,
+        CongestionState::Disorder => 1,
+        CongestionState::Recovery => 3,
+        CongestionState::Loss => 4,
+    };
+    t.tcpi_retransmits = i.retransmits.min(255) as u8;
+    t.tcpi_probes = i.probes.min(255) as u8;
+    t.tcpi_backoff = i.backoff.min(255) as u8;
+    t.tcpi_options = (i.timestamps as u8 * TCPI_OPT_TIMESTAMPS)
+        | (i.sack as u8 * TCPI_OPT_SACK)
+        | (i.snd_wscale.is_some() as u8 * TCPI_OPT_WSCALE);
+    // Two 4-bit fields: snd_wscale in the low bits (x86-64 bitfield order).
+    t.tcpi_snd_rcv_wscale = (i.snd_wscale.unwrap_or(0) & 0xf) | (i.rcv_wscale.unwrap_or(0) << 4);
+    t.tcpi_rto = us(i.rto);
+    t.tcpi_ato = us(i.ato);
+    t.tcpi_snd_mss = i.snd_mss;
+    t.tcpi_rcv_mss = i.rcv_mss;
+    t.tcpi_unacked = i.unacked;
+    t.tcpi_sacked = i.sacked;
+    t.tcpi_lost = i.lost;
+    t.tcpi_retrans = i.retrans;
+    t.tcpi_last_data_sent = ms(i.since_data_sent);
+    t.tcpi_last_data_recv = ms(i.since_data_recv);
+    t.tcpi_last_ack_recv = ms(i.since_ack_recv);
+    t.tcpi_pmtu = i.pmtu;
+    t.tcpi_rcv_ssthresh = i.rcv_ssthresh;
+    t.tcpi_rtt = us(i.srtt);
+    t.tcpi_rttvar = us(i.rttvar);
+    // Linux's TCP_INFINITE_SSTHRESH.
+    t.tcpi_snd_ssthresh = i.snd_ssthresh.unwrap_or(0x7fff_ffff);
+    t.tcpi_snd_cwnd = i.snd_cwnd;
+    t.tcpi_advmss = i.advmss;
+    // Linux's default reordering degree (sysctl net.ipv4.tcp_reordering).
+    t.tcpi_reordering = 3;
+    t.tcpi_rcv_space = i.rcv_space;
+    t.tcpi_total_retrans = i.total_retrans;
+    t.tcpi_pacing_rate = i.pacing_rate;
+    // No SO_MAX_PACING_RATE: unlimited, as Linux reports it.
+    t.tcpi_max_pacing_rate = u64::MAX;
+    t.tcpi_bytes_acked = i.bytes_acked;
+    t.tcpi_bytes_received = i.bytes_received;
+    t.tcpi_segs_out = i.segs_out;
+    t.tcpi_segs_in = i.segs_in;
+    t.tcpi_notsent_bytes = i.notsent_bytes;
+    t.tcpi_min_rtt = if i.min_rtt.micros() == 0 {
+        u32::MAX // Linux's "no sample yet" (~0U)
+    } else {
+        us(i.min_rtt)
+    };
+    t.tcpi_data_segs_in = i.data_segs_in;
+    t.tcpi_data_segs_out = i.data_segs_out;
+    t.tcpi_delivery_rate = i.delivery_rate;
+    t.tcpi_busy_time = i.busy_time.micros();
+    t.tcpi_bytes_sent = i.bytes_sent;
+    t.tcpi_bytes_retrans = i.bytes_retrans;
+    t.tcpi_rcv_ooopack = i.rcv_ooopack;
+    t.tcpi_snd_wnd = i.snd_wnd;
+    t.tcpi_rcv_wnd = i.rcv_wnd;
+    t.tcpi_total_rto = i.total_rto.min(u16::MAX as u32) as u16;
+    t
+}
+
+const TCPI_OPT_TIMESTAMPS: u8 = 1;
+const TCPI_OPT_SACK: u8 = 2;
+const TCPI_OPT_WSCALE: u8 = 4;
 
 /// getsockname / getpeername.
 pub fn getname(fd: i32, addr: i64, lenp: i64, peer: bool) -> i64 {
@@ -518,4 +680,48 @@ pub fn close_range(first: u32, last: u32, flags: u32) -> i64 {
         };
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defer_accept_rounds_as_the_kernel_does() {
+        // SAFETY: a plain TCP socket of this test's own, closed below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        assert!(fd >= 0);
+        for secs in [-1, 0, 1, 2, 3, 4, 5, 7, 8, 30, 100, 300, 1000] {
+            let mut got: i32 = -1;
+            let mut len = 4u32;
+            // SAFETY: int-sized option buffers on a socket we own.
+            unsafe {
+                let v = secs;
+                assert_eq!(
+                    libc::setsockopt(
+                        fd,
+                        libc::IPPROTO_TCP,
+                        libc::TCP_DEFER_ACCEPT,
+                        (&v as *const i32).cast(),
+                        4
+                    ),
+                    0
+                );
+                libc::getsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_DEFER_ACCEPT,
+                    (&mut got as *mut i32).cast(),
+                    &mut len,
+                );
+            }
+            assert_eq!(
+                defer_accept_secs(secs).unwrap_or(0) as i32,
+                got,
+                "TCP_DEFER_ACCEPT {secs}"
+            );
+        }
+        // SAFETY: closing our own socket.
+        unsafe { libc::close(fd) };
+    }
 }

@@ -109,6 +109,47 @@ struct SegPlan {
     advance: bool,
 }
 
+/// Per-connection counters and times, for TCP_INFO ([`super::TcpInfo`]). Names and
+/// meanings follow Linux's `struct tcp_info` (RFC 4898's where Linux uses those).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnCounters {
+    pub segs_in: u32,
+    pub segs_out: u32,
+    /// Segments carrying payload (retransmissions included).
+    pub data_segs_in: u32,
+    pub data_segs_out: u32,
+    /// Segments sent again (SYN and FIN included), as `TcpStats::retransmits` counts them.
+    pub total_retrans: u32,
+    /// Retransmission-timer expiries.
+    pub total_rto: u32,
+    /// SND.UNA's advance (the SYN counts, as in Linux).
+    pub bytes_acked: u64,
+    /// RCV.NXT's advance after the handshake (data, and the FIN, as in Linux).
+    pub bytes_received: u64,
+    /// Payload bytes sent, retransmissions included.
+    pub bytes_sent: u64,
+    pub bytes_retrans: u64,
+    /// Segments that arrived out of order.
+    pub rcv_ooopack: u32,
+    /// Largest payload received in one segment.
+    pub rcv_mss: u32,
+    /// Smallest RTT sample, microseconds (0: none yet).
+    pub min_rtt: u64,
+    /// Bytes acknowledged per second over the last timed round trip.
+    pub delivery_rate: u64,
+    /// Time with data in flight, microseconds, and since when data has been in flight.
+    pub busy_time: u64,
+    pub busy_since: Option<Instant>,
+    pub last_data_sent: Instant,
+    pub last_data_recv: Instant,
+    pub last_ack_recv: Instant,
+    /// `bytes_acked` when the segment being timed was sent (for `delivery_rate`).
+    pub rtt_delivered: u64,
+    /// In loss recovery after a retransmission timeout (until SND.UNA passes the
+    /// data outstanding when it fired).
+    pub in_loss: bool,
+}
+
 /// The transmission control block.
 #[derive(Debug)]
 pub struct Tcb {
@@ -202,6 +243,14 @@ pub struct Tcb {
     pub passive: bool,
     pub challenge_acks: u32,
     pub challenge_window: Instant,
+    pub counters: ConnCounters,
+    pub user_timeout: Option<Duration>,
+    /// When the current run of retransmission timeouts started (the last progress).
+    pub rto_streak_start: Instant,
+    /// TCP_DEFER_ACCEPT: the connection waits for data before `accept` sees it
+    /// (`defer_pending`), at most until `defer_until` (cleared when it passes).
+    pub defer_pending: bool,
+    pub defer_until: Option<Instant>,
 }
 
 impl Tcb {
@@ -269,6 +318,11 @@ impl Tcb {
             passive: false,
             challenge_acks: 0,
             challenge_window: Instant::ZERO,
+            counters: ConnCounters::default(),
+            user_timeout: None,
+            rto_streak_start: Instant::ZERO,
+            defer_pending: false,
+            defer_until: None,
         }
     }
 
@@ -276,6 +330,14 @@ impl Tcb {
     /// the layer installs them from its pool (and took the old ones back before).
     pub fn reset(&mut self, cfg: &TcpConfig) {
         *self = Tcb::new_without_buffers(cfg);
+    }
+
+    /// Takes the per-socket options the connection itself acts on.
+    pub fn take_options(&mut self, opts: &super::SocketOptions) {
+        self.nodelay = opts.nodelay;
+        self.keepalive = opts.keepalive;
+        self.linger = opts.linger;
+        self.user_timeout = opts.user_timeout;
     }
 
     /// The receive window: the receive buffer's free space; in TIME-WAIT, whose buffers
@@ -391,7 +453,8 @@ impl Tcb {
         let d = us(self.rto_at)
             .min(us(self.delack_at))
             .min(us(self.persist_at))
-            .min(us(self.close_at));
+            .min(us(self.close_at))
+            .min(us(self.defer_until));
         if self.keepalive.is_some() {
             d.min(us(self.keepalive_deadline()))
         } else {
@@ -538,6 +601,16 @@ impl Tcb {
         cfg: &TcpConfig,
         stats: &mut TcpStats,
     ) -> Verdict {
+        let c = &mut self.counters;
+        c.segs_in = c.segs_in.wrapping_add(1);
+        if !payload.is_empty() {
+            c.data_segs_in = c.data_segs_in.wrapping_add(1);
+            c.last_data_recv = now;
+            c.rcv_mss = c.rcv_mss.max(payload.len() as u32);
+        }
+        if seg.has_ack() {
+            c.last_ack_recv = now;
+        }
         match self.state {
             State::Closed | State::Listen => Verdict::Ok,
             State::SynSent => self.on_syn_sent(now, seg, cfg, stats),
@@ -605,6 +678,7 @@ impl Tcb {
             let data_acked = acked.min(self.send_buf.len() as u32);
             self.send_buf.consume(data_acked as usize);
             self.snd_una = seg.ack;
+            self.on_una_advanced(now, acked);
             self.snd_nxt = self.snd_nxt.max(self.snd_una);
             self.sample_rtt(now, seg.ack);
             self.backoff = 0;
@@ -655,7 +729,9 @@ impl Tcb {
         self.take_syn_options(seg, cfg);
         self.last_rcv = now;
         if seg.has_ack() {
+            let acked = seg.ack - self.snd_una;
             self.snd_una = seg.ack;
+            self.on_una_advanced(now, acked);
             self.snd_wnd = seg.window as u32; // never scaled in a SYN
             self.max_snd_wnd = self.snd_wnd;
             self.snd_wl1 = seg.seq;
@@ -679,8 +755,14 @@ impl Tcb {
     fn sample_rtt(&mut self, now: Instant, ack: SeqNumber) {
         if let Some((seq, sent)) = self.rtt_seq {
             if ack > seq {
-                self.rtt.sample(now.saturating_since(sent));
+                let rtt = now.saturating_since(sent).micros().max(1);
+                self.rtt.sample(Duration(rtt));
                 self.rtt_seq = None;
+                let c = &mut self.counters;
+                if c.min_rtt == 0 || rtt < c.min_rtt {
+                    c.min_rtt = rtt;
+                }
+                c.delivery_rate = (c.bytes_acked - c.rtt_delivered) * 1_000_000 / rtt;
             }
         }
     }
@@ -798,7 +880,10 @@ impl Tcb {
                 return Verdict::Reset(seg.ack, None);
             }
             self.state = State::Established;
+            // Linux counts the SYN in bytes_acked only on the side that opened.
+            let acked = (seg.ack - self.snd_una).saturating_sub(self.passive as u32);
             self.snd_una = seg.ack;
+            self.on_una_advanced(now, acked);
             self.snd_nxt = self.snd_nxt.max(self.snd_una);
             self.snd_wnd = (seg.window as u32) << self.snd_wscale;
             self.max_snd_wnd = self.snd_wnd;
@@ -863,6 +948,22 @@ impl Tcb {
         verdict
     }
 
+    /// Bookkeeping for TCP_INFO after SND.UNA moved forward by `acked` (call with
+    /// SND.UNA already updated).
+    #[inline]
+    fn on_una_advanced(&mut self, now: Instant, acked: u32) {
+        let c = &mut self.counters;
+        c.bytes_acked += acked as u64;
+        if self.snd_una >= self.snd_max {
+            if let Some(since) = c.busy_since.take() {
+                c.busy_time += now.saturating_since(since).micros();
+            }
+        }
+        if c.in_loss && self.snd_una >= self.recover_guard {
+            c.in_loss = false;
+        }
+    }
+
     pub fn fin_seq(&self) -> SeqNumber {
         self.snd_una + self.send_buf.len()
     }
@@ -890,6 +991,7 @@ impl Tcb {
             let data_acked = acked.min(self.send_buf.len() as u32);
             self.send_buf.consume(data_acked as usize);
             self.snd_una = ack;
+            self.on_una_advanced(now, acked);
             if self.snd_nxt < self.snd_una {
                 self.snd_nxt = self.snd_una;
             }
@@ -985,6 +1087,7 @@ impl Tcb {
             let extra = self.ooo.advance(n);
             self.recv_buf.commit(extra as usize);
             self.rcv_nxt += n + extra;
+            self.counters.bytes_received += (n + extra) as u64;
             self.bytes_unacked += n;
             // RFC 5681 4.2 / RFC 9293 3.8.6.3: ACK at least every second full segment,
             // or every half buffer when the buffer is smaller than two (a full segment
@@ -1001,6 +1104,7 @@ impl Tcb {
             if n > 0 {
                 self.ooo.add(offset, offset + n);
             }
+            self.counters.rcv_ooopack = self.counters.rcv_ooopack.wrapping_add(1);
             self.ack_now = true; // out of order: duplicate ACK with SACK at once
         }
     }
@@ -1008,6 +1112,7 @@ impl Tcb {
     fn receive_fin(&mut self, now: Instant, cfg: &TcpConfig) {
         self.fin_ooo = None;
         self.rcv_nxt += 1u32;
+        self.counters.bytes_received += 1;
         self.ack_now = true;
         match self.state {
             State::SynReceived | State::Established => self.state = State::CloseWait,
@@ -1035,6 +1140,9 @@ impl Tcb {
         if self.delack_at.is_some_and(|t| t <= now) {
             self.delack_at = None;
             self.ack_now = true;
+        }
+        if self.defer_until.is_some_and(|t| t <= now) {
+            self.defer_until = None; // the layer hands it to accept now
         }
         if self.rto_at.is_some_and(|t| t <= now) {
             self.rto_at = None;
@@ -1077,7 +1185,16 @@ impl Tcb {
         {
             return false;
         }
-        if self.retries >= limit {
+        if self.retries == 0 {
+            self.rto_streak_start =
+                Instant(now.micros().saturating_sub(self.rtt.timeout(0).micros()));
+        }
+        // TCP_USER_TIMEOUT, when set, replaces the retry count (as in Linux).
+        let given_up = match self.user_timeout {
+            Some(ut) if ut.micros() > 0 => now.saturating_since(self.rto_streak_start) >= ut,
+            _ => self.retries >= limit,
+        };
+        if given_up {
             stats.timeouts_fatal += 1;
             self.fail(Error::TimedOut);
             return true;
@@ -1085,6 +1202,8 @@ impl Tcb {
         self.retries += 1;
         self.backoff += 1;
         stats.timeouts += 1;
+        self.counters.total_rto = self.counters.total_rto.wrapping_add(1);
+        self.counters.in_loss = true;
         if self.state.can_send_data() || matches!(self.state, State::FinWait2 | State::TimeWait) {
             let flight = self.flight();
             self.cc.on_rto(flight);
@@ -1096,7 +1215,14 @@ impl Tcb {
         self.scoreboard.clear();
         self.dupacks = 0;
         self.rtt_seq = None;
-        self.rto_at = Some(now + self.rtt.timeout(self.backoff));
+        let mut next = now + self.rtt.timeout(self.backoff);
+        if let Some(ut) = self.user_timeout.filter(|u| u.micros() > 0) {
+            // The last timeout fires when the user timeout ends, not a backoff later.
+            next = next
+                .min(self.rto_streak_start + ut)
+                .max(now + Duration::from_millis(1));
+        }
+        self.rto_at = Some(next);
         false
     }
 
@@ -1415,16 +1541,29 @@ impl Tcb {
             return false;
         }
         stats.segments_out += 1;
+        let c = &mut self.counters;
+        c.segs_out = c.segs_out.wrapping_add(1);
+        if plan.len > 0 {
+            c.data_segs_out = c.data_segs_out.wrapping_add(1);
+            c.bytes_sent += plan.len as u64;
+            c.last_data_sent = now;
+            if c.busy_since.is_none() {
+                c.busy_since = Some(now);
+            }
+        }
         let seq_len = plan.len + plan.syn as u32 + plan.fin as u32;
         if seq_len > 0 {
             let end = plan.seq + seq_len;
             if plan.seq < self.snd_max {
                 stats.retransmits += 1;
+                c.total_retrans = c.total_retrans.wrapping_add(1);
+                c.bytes_retrans += plan.len as u64;
                 if self.rtt_seq.is_some_and(|(s, _)| s >= plan.seq && s < end) {
                     self.rtt_seq = None; // Karn: never time a retransmitted segment
                 }
             } else if self.rtt_seq.is_none() {
                 self.rtt_seq = Some((plan.seq, now));
+                c.rtt_delivered = c.bytes_acked;
             }
             if plan.advance && end > self.snd_nxt {
                 self.snd_nxt = end;

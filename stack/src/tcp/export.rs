@@ -192,9 +192,7 @@ impl TcpLayer {
         }
         t.close_at = st.close_in.map(|d| now + d);
         t.last_rcv = now;
-        t.nodelay = opts.nodelay;
-        t.keepalive = opts.keepalive;
-        t.linger = opts.linger;
+        t.take_options(&opts);
         self.conns.insert(super::conn_key(st.local, st.remote), idx);
         self.mark_tx(idx);
         self.update_readiness(idx);

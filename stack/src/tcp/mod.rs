@@ -27,6 +27,7 @@ pub mod cc;
 mod conn;
 mod export;
 pub mod hash;
+mod info;
 mod ring;
 mod rtt;
 mod sack;
@@ -40,6 +41,7 @@ pub use conn::State;
 use conn::{window_shift_for, Tcb, Verdict};
 pub use export::ConnectionState;
 use hash::{siphash, Prng};
+pub use info::{CongestionState, TcpInfo};
 use ring::Ring;
 
 use crate::error::{Error, Result};
@@ -78,6 +80,15 @@ pub struct SocketOptions {
     pub keepalive: Option<Keepalive>,
     /// SO_LINGER: `Some(0)` makes close send RST; other values are kept for the shim.
     pub linger: Option<Duration>,
+    /// TCP_USER_TIMEOUT: how long sent data may stay unacknowledged before the
+    /// connection fails with ETIMEDOUT (instead of counting retransmissions).
+    pub user_timeout: Option<Duration>,
+    /// TCP_DEFER_ACCEPT (listeners): a connection is handed to `accept` only once data
+    /// (or a FIN) arrived, or this long after the handshake.
+    pub defer_accept: Option<Duration>,
+    /// TCP_QUICKACK as last set (see [`TcpLayer::quick_ack`]; Linux's quick-ACK mode
+    /// falls back to delayed ACKs, as this stack always does).
+    pub quickack: bool,
 }
 
 /// Layer-wide configuration, fixed at start.
@@ -160,6 +171,9 @@ impl TcpConfig {
             nodelay: false,
             keepalive: None,
             linger: None,
+            user_timeout: None,
+            defer_accept: None,
+            quickack: true,
         }
     }
 }
@@ -444,9 +458,7 @@ impl TcpLayer {
             t.reset(&cfg);
             t.send_buf = send;
             t.recv_buf = recv;
-            t.nodelay = opts.nodelay;
-            t.keepalive = opts.keepalive;
-            t.linger = opts.linger;
+            t.take_options(&opts);
         }
         let s = &mut self.slots[idx as usize];
         s.kind = kind;
@@ -658,7 +670,8 @@ impl TcpLayer {
             s.in_table = false;
         }
         if let Some(p) = s.tcb.parent.take() {
-            if !s.in_accept_queue {
+            // A deferred connection (TCP_DEFER_ACCEPT) left the SYN count already.
+            if !s.in_accept_queue && !s.tcb.defer_pending {
                 if let Some(l) = self.slots[p as usize].listener.as_mut() {
                     l.syn_pending = l.syn_pending.saturating_sub(1);
                 }
@@ -927,14 +940,20 @@ impl TcpLayer {
                     if s.tcb.fin_queued {
                         s.tcb.state = State::FinWait1;
                     }
-                    s.in_accept_queue = true;
+                    let no_data = s.tcb.recv_buf.is_empty() && !s.tcb.readable_without_data();
                     let l = self.slots[p as usize]
                         .listener
                         .as_mut()
                         .expect("parent listener");
                     l.syn_pending = l.syn_pending.saturating_sub(1);
-                    l.accept_queue.push_back(idx);
-                    self.update_readiness(p);
+                    match l.opts.defer_accept {
+                        Some(d) if no_data => {
+                            let t = &mut self.slots[idx as usize].tcb;
+                            t.defer_until = Some(now + d);
+                            t.defer_pending = true;
+                        }
+                        _ => self.enqueue_accept(idx),
+                    }
                 }
             }
             Verdict::Closed => {
@@ -942,9 +961,38 @@ impl TcpLayer {
                 return;
             }
         }
+        self.release_deferred(idx);
         self.mark_tx(idx);
         self.update_readiness(idx);
         self.after_time_wait_change(idx);
+    }
+
+    /// Puts a passively opened connection in its listener's accept queue.
+    fn enqueue_accept(&mut self, idx: u32) {
+        let s = &mut self.slots[idx as usize];
+        let Some(p) = s.tcb.parent else { return };
+        s.in_accept_queue = true;
+        let l = self.slots[p as usize]
+            .listener
+            .as_mut()
+            .expect("parent listener");
+        l.accept_queue.push_back(idx);
+        self.update_readiness(p);
+    }
+
+    /// TCP_DEFER_ACCEPT: a deferred connection goes to `accept` once data or a FIN
+    /// arrived, or its deferral ran out (the timer cleared `defer_until`).
+    fn release_deferred(&mut self, idx: u32) {
+        let t = &mut self.slots[idx as usize].tcb;
+        if !t.defer_pending || t.parent.is_none() {
+            return;
+        }
+        let expired = t.defer_until.is_none();
+        if expired || !t.recv_buf.is_empty() || t.readable_without_data() {
+            t.defer_until = None;
+            t.defer_pending = false;
+            self.enqueue_accept(idx);
+        }
     }
 
     fn listen_input(
@@ -1053,6 +1101,7 @@ impl TcpLayer {
         t.state = State::SynReceived;
         t.passive = true;
         t.parent = Some(lidx);
+        t.counters.segs_in = 1; // the SYN (the listener took it), as Linux counts it
         t.last_rcv = self.now;
         self.stats.passive_opens += 1;
         self.slots[idx as usize].in_table = true;
@@ -1196,6 +1245,7 @@ impl TcpLayer {
                         continue; // freed: another slot moved into position i
                     }
                 } else {
+                    self.release_deferred(idx);
                     self.mark_tx(idx);
                 }
                 self.update_readiness(idx);
@@ -1786,13 +1836,11 @@ impl TcpLayer {
         }
         if s.kind == SlotKind::Conn {
             let t = &mut s.tcb;
-            t.nodelay = opts.nodelay;
             if t.keepalive != opts.keepalive {
-                t.keepalive = opts.keepalive;
                 t.ka_probes = 0;
                 t.last_rcv = self.now;
             }
-            t.linger = opts.linger;
+            t.take_options(&opts);
             // Buffers given back in TIME-WAIT stay given back.
             if t.ooo.is_empty() && t.recv_buf.capacity() > 0 {
                 t.recv_buf.resize(opts.rcvbuf.max(t.recv_buf.len()));
@@ -1802,6 +1850,17 @@ impl TcpLayer {
             }
             self.mark_tx(idx);
             self.update_readiness(idx);
+        }
+        Ok(())
+    }
+
+    /// TCP_QUICKACK set: a delayed ACK that is pending goes out with the next dispatch.
+    pub fn quick_ack(&mut self, h: SocketHandle) -> Result<()> {
+        let idx = self.conn_slot(h)?;
+        let t = &mut self.slots[idx as usize].tcb;
+        if t.delack_at.is_some() {
+            t.ack_now = true;
+            self.mark_tx(idx);
         }
         Ok(())
     }
