@@ -57,7 +57,7 @@ round() {
     eval "rps_$label=$rps"
     if [ "$label" = fastnet ]; then
         echo "   fastnet stat (the worker drives the fast path):"
-        $FASTNET stat | sed 's/^/     /' | grep -E "process|rx.frames|tx.frames|tcp.state|sockets" || true
+        $FASTNET stat | sed 's/^/     /' | grep -E "process|fast path|kernel:|iface.queues|rx.frames|tx.frames|tcp.state|sockets" || true
         echo "   kernel TCP connections on port 8080 in the server namespace: $(ip netns exec "$SERVER_NS" ss -Htn state established '( sport = :8080 )' | wc -l)"
     fi
     kill "$(cat "$WORK/nginx.pid")"
