@@ -1370,8 +1370,16 @@ fn compat_matrix() {
          Fast-path evidence: the XDP program attached, the stack's counters of the fastnet \
          processes on that interface (rx/tx bytes), and the kernel of the fast side holding no \
          TCP connection on the row's port (sampled with `ss` during the load) and receiving no \
-         UDP datagram (`Udp: InDatagrams`).\n\n\
-         | program | version | role | result | fast-path evidence / reason |\n|---|---|---|---|---|\n",
+         UDP datagram (`Udp: InDatagrams`).\n\n",
+    );
+    let layout = TopologyOptions::for_tests().queues;
+    let _ = writeln!(
+        md,
+        "Queues of each veth end: `{layout}` (FASTNET_TOPOLOGY; `default` is a plain `ip link add`: \
+         one queue in use of one per CPU allocated, what users get).\n"
+    );
+    md.push_str(
+        "| program | version | role | result | fast-path evidence / reason |\n|---|---|---|---|---|\n",
     );
     let mut failed = Vec::new();
     for (name, ver, role, verdict, ev) in &table {
