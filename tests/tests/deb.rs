@@ -18,6 +18,22 @@ fn dpkg(args: &[&str]) -> std::process::Output {
         .expect("run dpkg")
 }
 
+/// Held for the whole test: the package is one per machine, so two `make test` runs
+/// at once take turns installing it instead of finding each other's copy.
+fn machine_lock() -> std::fs::File {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/fastnet-deb-test.lock")
+        .expect("lock file");
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock(2) on an fd we hold open; released when the file is dropped.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(r, 0, "flock: {}", std::io::Error::last_os_error());
+    f
+}
+
 fn installed() -> bool {
     let out = Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", "fastnet"])
@@ -57,6 +73,7 @@ fn newest_deb(dir: &Path) -> PathBuf {
 #[test]
 fn deb_installs_runs_redis_on_the_fast_path_and_purges_clean() {
     assert!(is_root(), "installing a package needs root");
+    let _turn = machine_lock();
     assert!(
         !installed(),
         "a fastnet package is already installed here: this test will not replace it"
