@@ -217,7 +217,9 @@ fn iperf3_retr_is_the_stack_retransmission_counter() {
         counters.get("tcp.segments_out").copied().unwrap_or(0) > 10_000,
         "{out}"
     );
-    assert!(retr > 100, "few losses this run: nothing to compare\n{out}");
+    // How many segments are lost varies from run to run (none at all on a quiet
+    // machine); the equality holds for any count. The stack's own test under seeded
+    // loss (stack/tests/tcp_info.rs) covers a count that is never zero.
     // The process's counter also holds what was sent again after iperf3 took its last
     // TCP_INFO sample: the tail of the stream in flight when the test ended, and the
     // control connection's teardown (its FIN, answered by the server's exit with RST).
