@@ -39,6 +39,27 @@ s.close()
 print("echo", "ok" if bytes(got) == data else "MISMATCH %d/%d" % (len(got), len(data)), flush=True)
 "#;
 
+/// What a stuck transfer looks like: the client's kernel socket and the server's
+/// fastnet counters (for the test's failure message).
+fn stuck_state(t: &Topology) -> String {
+    let ss = t
+        .command(Side::Client, "ss")
+        .args(["-tnoi"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let stat = t
+        .command(
+            Side::Server,
+            fastnet_e2e::shim::fastnet_bin().to_str().unwrap(),
+        )
+        .args(["stat", "--all"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    format!("client ss:\n{ss}\nserver stat:\n{stat}")
+}
+
 fn run_echo_client(t: &Topology, port: u16, n: usize, during: impl FnOnce()) -> String {
     let dir = scratch("echo-client");
     let log = dir.join("client.log");
@@ -58,8 +79,9 @@ fn run_echo_client(t: &Topology, port: u16, n: usize, during: impl FnOnce()) -> 
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "client stuck:\n{}",
-            bg.output()
+            "client stuck:\n{}\n{}",
+            bg.output(),
+            stuck_state(t)
         );
         std::thread::sleep(Duration::from_millis(20));
     }
