@@ -3,7 +3,7 @@
 //! retransmission counter, and stock servers and clients leaving no option unsupported.
 
 use fastnet_e2e::apps::{
-    exit_counters, fastnet_cmd, fastnet_redis, scratch, spawn, wait_listening, Bg,
+    exit_counters, fastnet_cmd, fastnet_redis, nginx_conf, scratch, spawn, wait_listening, Bg,
 };
 use fastnet_e2e::shim::{build_shim, compile_c};
 use fastnet_e2e::{is_root, run_ok, Side, Topology, TopologyOptions};
@@ -376,22 +376,9 @@ fn stock_programs_leave_no_option_unsupported() {
     srv.stop();
 
     // nginx (master and worker) and curl.
+    let conf = nginx_conf(&dir, 8091);
     let www = dir.join("www");
-    std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("index.html"), "hello from nginx\n").unwrap();
-    let d = dir.display();
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "user nobody nogroup;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\n\
-             error_log {d}/error.log info;\nevents {{ worker_connections 64; }}\n\
-             http {{ access_log off; client_body_temp_path {d}/t; proxy_temp_path {d}/t;\n\
-             fastcgi_temp_path {d}/t; uwsgi_temp_path {d}/t; scgi_temp_path {d}/t;\n\
-             server {{ listen 8091; root {d}/www; }} }}\n"
-        ),
-    )
-    .unwrap();
     let _ = Command::new("chmod").args(["-R", "755"]).arg(&dir).status();
     let mut srv = spawn(
         {

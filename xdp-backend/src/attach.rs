@@ -223,7 +223,8 @@ impl AttachedIface {
         }
         let after = read_queues(&link)?;
         let before = self.queues;
-        if after.bindable() == before.bindable() && after.unbindable_rx() == 0 {
+        // (read_queues refused a count with RX queues no socket could serve.)
+        if after.bindable() == before.bindable() {
             self.queues = after;
             return Ok(LinkChange::None);
         }
