@@ -57,7 +57,43 @@ fn stuck_state(t: &Topology) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    format!("client ss:\n{ss}\nserver stat:\n{stat}")
+    format!(
+        "client ss:\n{ss}\nserver stat:\n{stat}\nshim threads:\n{}",
+        shim_threads()
+    )
+}
+
+/// Where every thread of every process with the shim mapped is blocked: its syscall
+/// line (number and arguments, from /proc) and kernel wait channel.
+fn shim_threads() -> String {
+    let mut out = String::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let dir = p.path();
+        let mapped =
+            std::fs::read_to_string(dir.join("maps")).is_ok_and(|m| m.contains("libfastnet"));
+        if !mapped {
+            continue;
+        }
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let Ok(tasks) = std::fs::read_dir(dir.join("task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+            out += &format!(
+                "{} {} task {}: syscall {} wchan {}\n",
+                p.file_name().to_string_lossy(),
+                comm.trim(),
+                t.file_name().to_string_lossy(),
+                read("syscall").trim(),
+                read("wchan").trim()
+            );
+        }
+    }
+    out
 }
 
 fn run_echo_client(t: &Topology, port: u16, n: usize, during: impl FnOnce()) -> String {
