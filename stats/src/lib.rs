@@ -85,6 +85,20 @@ counters! {
     TcpActiveOpens = "tcp.active_opens", Count;
     /// Connections peers opened to this process's listeners (SYNs taken).
     TcpPassiveOpens = "tcp.passive_opens", Count;
+    /// Times this process joined its family's fast path (a forked child using a
+    /// socket it inherited): 0 or 1.
+    FamilyJoins = "family.joins", Count;
+    /// Connections this process took from another process of its family (it used an
+    /// fd it inherited).
+    FamilyMovedIn = "family.moved_in", Count;
+    /// Connections this process handed to another process of its family.
+    FamilyMovedOut = "family.moved_out", Count;
+    /// Frames that reached this process after their connection moved away, forwarded.
+    FamilyFramesForwarded = "family.frames_forwarded", Count;
+    /// Inherited connections nobody in the family had any more (closed meanwhile).
+    FamilyLost = "family.lost", Count;
+    /// Inherited listeners this process listens on too (a worker's share).
+    FamilyListeners = "family.listeners", Count;
     /// Listening sockets now.
     TcpListen = "tcp.state.listen", Gauge;
     /// Connections in SYN-SENT now.

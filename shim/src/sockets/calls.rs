@@ -108,7 +108,7 @@ fn stay_on_kernel() {
 /// Entry from the dispatcher: the result, or `PASSTHROUGH` for the kernel.
 pub fn handle(a: &mut SyscallArgs) -> i64 {
     if a.nr == libc::SYS_rt_sigaction {
-        if kernel::getpid() != super::owner::pid() {
+        if kernel::getpid() != super::family::pid() {
             // A vfork/posix_spawn child resetting handlers before exec: its handler table
             // is its own in the kernel, but ours is the parent's memory; leave it alone.
             return PASSTHROUGH;
@@ -133,8 +133,11 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
         // fds it closes or dups are its own copies, and our tables are the parent's.
         return PASSTHROUGH;
     }
-    if !super::owner::is_owner() {
-        return not_owner(a);
+    if !super::family::drives() {
+        return not_member(a);
+    }
+    if let Err(x) = bring_named_fds_home(a) {
+        return err(x);
     }
     let r = handle_call(a);
     if global::tracing() {
@@ -163,11 +166,11 @@ fn in_shared_memory_child(nr: i64) -> bool {
     matches!(
         nr,
         libc::SYS_close | libc::SYS_dup2 | libc::SYS_dup3 | libc::SYS_close_range | libc::SYS_fcntl
-    ) && kernel::getpid() != super::owner::pid()
+    ) && kernel::getpid() != super::family::pid()
 }
 
-/// Calls that use an existing socket: a child making one takes ownership from its
-/// parent (nginx's worker). The fd they name is `fd_arg`.
+/// Calls that use an existing socket (the argument naming it): a forked child making
+/// one joins its family (nginx's worker, socat's forked handler).
 fn uses_socket(nr: i64) -> Option<usize> {
     match nr {
         libc::SYS_epoll_ctl => Some(2),
@@ -193,59 +196,76 @@ fn uses_socket(nr: i64) -> Option<usize> {
     }
 }
 
-/// A call in a process that does not drive the fast path (see `owner`).
-fn not_owner(a: &mut SyscallArgs) -> i64 {
-    use super::owner;
-    if owner::abandoned() {
-        return strip_if_epoll_wait(a);
-    }
-    let fd = a.args.get(uses_socket(a.nr).unwrap_or(usize::MAX)).copied();
+/// A call in a forked child that has no stack of its own yet (see `family`): one that
+/// uses a fast-path socket it inherited, or makes a new Internet socket, makes it a
+/// member of the family first; anything else is the kernel's.
+fn not_member(a: &mut SyscallArgs) -> i64 {
     let fast = |fd: i64| {
         let e = engine();
         e.fds.contains(fd as i32) || e.epolls.contains_key(&(fd as i32))
     };
-    if fd.is_some_and(fast) {
-        if owner::take_from_parent() {
-            global::log(
-                super::config::LogLevel::Info,
-                format_args!("took over the fast path from the parent process"),
-            );
-            {
-                let mut e = engine();
-                // `fastnet pcap <pid>` names the process that drives: this one now.
-                e.tap = fastnet_capture::CaptureTap::new(owner::pid() as u32);
-                let iface = e.dev.name.clone();
-                if let Ok(seg) = fastnet_stats::StatsSegment::create(owner::pid() as u32, &iface) {
-                    // The parent's segment stays the parent's (it removes it at exit).
-                    if let Some(old) = e.stats.replace(seg) {
-                        std::mem::forget(old);
-                    }
-                }
-            }
-            global::spawn_driver();
-            return handle(a);
+    let wants = match a.nr {
+        libc::SYS_socket => matches!(a.args[0] as i32, libc::AF_INET | libc::AF_INET6),
+        libc::SYS_poll | libc::SYS_ppoll | libc::SYS_select | libc::SYS_pselect6 => {
+            let e = engine();
+            !super::readiness::fds_named_by(a, |fd| e.fds.contains(fd)).is_empty()
         }
-        // Ownership is elsewhere for good: let go of the interface.
-        abandon();
-        return strip_if_epoll_wait(a);
+        nr => uses_socket(nr).is_some_and(|i| fast(a.args[i])),
+    };
+    if wants && global::join_family() {
+        return handle(a);
     }
     if a.nr == libc::SYS_close && fast(a.args[0]) {
-        // A child dropping inherited sockets (redis's BGSAVE child) will not drive.
-        abandon();
+        let mut e = engine();
+        let _ = e.fds.remove(a.args[0] as i32);
+        if e.fds.sockets_in_use() == 0 {
+            // It names no inherited socket any more (redis's BGSAVE child, a child
+            // that closed the listener): its copy of the XDP link must not keep the
+            // program attached after the family's last member is gone.
+            e.dev.close_link_copy();
+        }
     }
     strip_if_epoll_wait(a)
 }
 
-fn abandon() {
-    let fds = engine().dev.owned_fds();
-    super::owner::abandon(&fds);
-    debug(format_args!(
-        "not the fast-path owner: closed the interface's fds"
-    ));
+/// Before a call of a member whose fds may name sockets living in another member's
+/// stack: fetches those the call names (see `handoff`).
+fn bring_named_fds_home(a: &SyscallArgs) -> Result<(), i32> {
+    let named: Vec<i32> = {
+        let e = engine();
+        let Some(m) = e.family.as_ref().filter(|m| !m.away.is_empty()) else {
+            return Ok(());
+        };
+        let away = |fd: i32| m.away.contains_key(&fd);
+        match a.nr {
+            libc::SYS_close | libc::SYS_socket | libc::SYS_close_range => return Ok(()),
+            libc::SYS_epoll_ctl => vec![a.args[2] as i32],
+            libc::SYS_poll | libc::SYS_ppoll | libc::SYS_select | libc::SYS_pselect6 => {
+                super::readiness::fds_named_by(a, away)
+            }
+            libc::SYS_epoll_wait | libc::SYS_epoll_pwait | libc::SYS_epoll_pwait2 => {
+                let epfd = a.args[0] as i32;
+                m.away
+                    .iter()
+                    .filter(|(_, w)| w.socket.epolls.contains(epfd))
+                    .map(|(&fd, _)| fd)
+                    .collect()
+            }
+            libc::SYS_sendfile => vec![a.args[0] as i32, a.args[1] as i32],
+            _ => vec![a.args[0] as i32],
+        }
+        .into_iter()
+        .filter(|&fd| away(fd))
+        .collect()
+    };
+    if named.is_empty() {
+        return Ok(());
+    }
+    super::handoff::bring_home(&named)
 }
 
 /// Epoll waits in a process that does not drive: the kernel's answer without our
-/// marker events (the XSK fds and wakers still sit in epolls inherited from the owner).
+/// marker events (the XSK fds and wakers still sit in epolls inherited from the parent).
 fn strip_if_epoll_wait(a: &mut SyscallArgs) -> i64 {
     match a.nr {
         libc::SYS_epoll_wait | libc::SYS_epoll_pwait | libc::SYS_epoll_pwait2 => {
@@ -308,7 +328,7 @@ fn handle_call(a: &mut SyscallArgs) -> i64 {
 
 /// The socket behind `fd` when it is ours and this process drives the fast path.
 pub fn ours(e: &Engine, fd: i32) -> Option<FastSocket> {
-    if !super::owner::is_owner() {
+    if !super::family::drives() {
         return None;
     }
     e.fds.get(fd).copied()
@@ -905,7 +925,22 @@ fn close(fd: i32) -> i64 {
         drop(e);
         return res(kernel::close(fd).map(|_| 0));
     }
+    if e.close_away(fd) {
+        // Its socket lives in another member's stack: this process only lets go.
+        rewriter::filter::mark_fd(fd, false);
+        drop(e);
+        return res(kernel::close(fd).map(|_| 0));
+    }
     if let Some(s) = e.fds.remove(fd) {
+        if e.is_tethered(&s) {
+            // Closed in the kernel first: the tether then tells whether another
+            // process still names the connection.
+            rewriter::filter::mark_fd(fd, false);
+            let r = kernel::close(fd);
+            e.close_or_detach(s);
+            e.drive();
+            return res(r.map(|_| 0));
+        }
         if let Kind::TcpStream(h) = s.kind {
             if let Ok(i) = e.iface.tcp.tcp_info(h) {
                 debug(format_args!(
@@ -940,15 +975,24 @@ fn close(fd: i32) -> i64 {
 /// FINs (`Engine::exiting`). Only the process that drives the stack closes them; the
 /// fds themselves stay the kernel's to close.
 pub fn close_all_at_exit() {
-    if !active() || !super::owner::is_owner() {
+    if !active() || !super::family::drives() {
         return;
     }
     let mut e = engine();
     e.exiting = true;
     let fds: Vec<i32> = e.fds.fds().collect();
     for fd in fds {
+        let tethered = e.fds.get(fd).is_some_and(|s| e.is_tethered(s));
+        if tethered {
+            // Another process may still name it: the tether tells, once ours is shut.
+            let _ = kernel::close(fd);
+        }
         if let Some(s) = e.fds.remove(fd) {
-            e.close_socket(s);
+            if tethered {
+                e.close_or_detach(s);
+            } else {
+                e.close_socket(s);
+            }
         }
         rewriter::filter::mark_fd(fd, false);
     }

@@ -208,6 +208,8 @@ pub struct Engine {
     pub stats: Option<StatsSegment>,
     /// Copies frames to `fastnet pcap` while one captures this process.
     pub tap: fastnet_capture::CaptureTap,
+    /// This process's place in its family (None: no interface, loopback only).
+    pub family: Option<super::handoff::Membership>,
 }
 
 /// When the stack last ran (µs on the engine's clock): the background driver only
@@ -271,6 +273,7 @@ impl Engine {
             exiting: false,
             stats,
             tap: fastnet_capture::CaptureTap::new(kernel::getpid() as u32),
+            family: None,
         }
     }
 
@@ -319,13 +322,27 @@ impl Engine {
         let now = self.now();
         LAST_DRIVE.store(now.micros(), std::sync::atomic::Ordering::Relaxed);
         self.tap.maybe_attach(now);
-        let Engine {
-            dev, iface, tap, ..
-        } = self;
-        dev.receive(RX_BUDGET, |frame| {
-            tap.frame(fastnet_capture::Direction::Rx, frame);
-            iface.receive(now, frame)
-        });
+        if self.family.as_ref().is_some_and(|m| m.filters_frames()) {
+            // Frames of connections on their way to or from another member of the
+            // family are looked at first (see `handoff`).
+            let mut frames = Vec::new();
+            self.dev.receive(RX_BUDGET, |frame| frames.push(frame.to_vec()));
+            for frame in frames {
+                self.tap.frame(fastnet_capture::Direction::Rx, &frame);
+                if self.claim_frame(&frame) {
+                    self.iface.receive(now, &frame);
+                }
+            }
+        } else {
+            let Engine {
+                dev, iface, tap, ..
+            } = self;
+            dev.receive(RX_BUDGET, |frame| {
+                tap.frame(fastnet_capture::Direction::Rx, frame);
+                iface.receive(now, frame)
+            });
+        }
+        let Engine { dev, iface, .. } = self;
         dev.receive_host(RX_BUDGET, &mut |frame| iface.receive_local(now, frame));
         self.resolve_neighbors(now);
         let Engine {
@@ -491,6 +508,7 @@ impl Engine {
             ..
         } = self;
         let mut done_ports = [None; 16];
+        let mut done_handles = [None; 16];
         let mut n = 0;
         closing.retain_mut(|c| {
             if n == done_ports.len() {
@@ -528,6 +546,7 @@ impl Engine {
             };
             if done {
                 done_ports[n] = c.port;
+                done_handles[n] = Some(h);
                 n += 1;
                 if let (Some(p), Some(h)) = (c.host_port, &dev.host) {
                     h.unregister(Transport::Tcp, p);
@@ -540,6 +559,9 @@ impl Engine {
         });
         for &(t, p) in done_ports[..n].iter().flatten() {
             self.unclaim(t, p);
+        }
+        for &h in done_handles[..n].iter().flatten() {
+            self.connection_gone(h);
         }
     }
 
@@ -693,6 +715,11 @@ impl Engine {
     /// Records that `fd` is the fd readiness of `h` is reported under.
     pub fn bind_handle(&mut self, h: SocketHandle, fd: i32) {
         self.handle_fd.insert(h, fd);
+    }
+
+    /// No fd of this process reports `h`'s readiness any more.
+    pub fn handle_fd_forget(&mut self, h: SocketHandle) {
+        self.handle_fd.remove(&h);
     }
 
     /// Closes the stack side of a socket whose last fd went away.

@@ -137,7 +137,7 @@ pub fn init() {
         return;
     }
     let _ = CONFIG.set(config);
-    super::owner::remember_pid();
+    super::family::remember_pid();
     // SAFETY: registering plain functions; they only touch our own statics.
     unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
     rewriter::filter::handle_syscall(libc::SYS_socket as u32, true);
@@ -197,14 +197,24 @@ pub fn start() -> bool {
                 dev.queues().map_or("none".to_string(), |q| q.describe())
             ),
         );
-        if !super::owner::init() {
+        if !super::family::found(dev.link_id()) {
             log(
                 LogLevel::Warn,
-                format_args!("fast path off: cannot map the shared owner page"),
+                format_args!("fast path off: cannot map the family page"),
             );
             return;
         }
-        let engine = Engine::new(config, dev, stats);
+        let mut engine = Engine::new(config, dev, stats);
+        match super::mailbox::Mailbox::open(0) {
+            Ok(m) => engine.family = Some(super::handoff::Membership::new(0, m)),
+            Err(e) => log(
+                LogLevel::Warn,
+                format_args!(
+                    "no family mailbox (errno {e}): sockets this process shares with \
+                     children it forks stay with it"
+                ),
+            ),
+        }
         for fd in engine.dev.owned_fds() {
             rewriter::filter::mark_fd(fd, true);
         }
@@ -224,7 +234,7 @@ pub fn at_exit() {
         KERNEL_ONLY_STATS.lock().take();
         return;
     }
-    if !super::owner::is_owner() {
+    if !super::family::drives() {
         // Removes this process's own counters segment, if it made one.
         engine().stats.take();
         return;
@@ -269,14 +279,24 @@ pub fn at_exit() {
         // Our ports on loopback go back to the kernel's; peers stop finding us.
         h.close();
     }
+    if let Some(slot) = super::family::slot().filter(|&s| s != 0) {
+        // A member's listener-group places and flows go with it, and its slot is free.
+        e.dev.forget_slot(slot);
+        super::family::release_slot(slot);
+    }
     e.stats.take();
 }
 
 // Fork with the engine lock held by another thread would leave the child's copy
-// locked forever: hold it across fork in the forking thread instead.
+// locked forever: hold it across fork in the forking thread instead. The child may use
+// any connection it inherits, so each gets its tether first (see `handoff`).
 extern "C" fn fork_prepare() {
     if let Some(m) = ENGINE.get() {
-        std::mem::forget(m.lock());
+        let mut g = m.lock();
+        if super::family::drives() {
+            g.tether_connections();
+        }
+        std::mem::forget(g);
     }
 }
 
@@ -288,11 +308,87 @@ extern "C" fn fork_parent() {
 }
 
 extern "C" fn fork_child() {
-    super::owner::after_fork_child();
+    super::family::after_fork_child();
     if let Some(m) = ENGINE.get() {
         // SAFETY: as in fork_parent; the child's only thread holds it.
         unsafe { m.force_unlock() };
+        // The child's copy of the engine is the parent's memory: its tethers and
+        // mailbox are the parent's to hold. (Its copy of the XDP link stays while it
+        // names an inherited socket; see `calls::not_member`.)
+        let mut e = m.lock();
+        e.forget_parents_family();
     }
+}
+
+/// Makes this forked child a member of its family with a stack of its own (see
+/// `family`): its own AF_XDP sockets in a free slot, a fresh engine, and every
+/// fast-path fd it inherited marked as living elsewhere until it uses it. False when
+/// it cannot (no free slot, the interface refused): its inherited fast-path sockets
+/// then fail as they would on a kernel with the connection gone.
+pub fn join_family() -> bool {
+    let Some(m) = ENGINE.get() else { return false };
+    let mut g = engine();
+    if super::family::drives() {
+        return true;
+    }
+    let Some(parent) = super::family::origin() else {
+        return false;
+    };
+    let Some((slot, dead)) = super::family::take_slot() else {
+        log(
+            LogLevel::Warn,
+            format_args!(
+                "cannot join the fast path: all {} family slots are taken",
+                super::family::MAX_MEMBERS
+            ),
+        );
+        return false;
+    };
+    if dead.is_some() {
+        g.dev.forget_slot(slot);
+    }
+    let joined = with_low_fds_taken(|| g.dev.join(slot));
+    let dev = match joined {
+        Ok(d) => d,
+        Err(e) => {
+            super::family::release_slot(slot);
+            log(LogLevel::Warn, format_args!("cannot join the fast path: {e}"));
+            return false;
+        }
+    };
+    let mailbox = match super::mailbox::Mailbox::open(slot) {
+        Ok(mb) => mb,
+        Err(e) => {
+            super::family::release_slot(slot);
+            log(
+                LogLevel::Warn,
+                format_args!("cannot join the fast path: mailbox (errno {e})"),
+            );
+            return false;
+        }
+    };
+    let pid = kernel::getpid() as u32;
+    let stats = fastnet_stats::StatsSegment::create(pid, &dev.name).ok();
+    let mut fresh = Engine::new(g.config.clone(), dev, stats);
+    fresh.family = Some(super::handoff::Membership::new(slot, mailbox));
+    fresh.inherit_fds(&g, parent);
+    fresh.epolls = std::mem::take(&mut g.epolls);
+    for fd in fresh.dev.owned_fds() {
+        rewriter::filter::mark_fd(fd, true);
+    }
+    fresh.count(fastnet_stats::Counter::FamilyJoins);
+    // The copy of the parent's engine is never driven nor dropped: dropping it would
+    // unmap the UMEM this process's own sockets share.
+    std::mem::forget(std::mem::replace(&mut *g, fresh));
+    super::family::set_slot(slot);
+    drop(g);
+    let _ = m;
+    log(
+        LogLevel::Info,
+        format_args!("joined the fast path as member {slot} of the family of member {parent}"),
+    );
+    spawn_driver();
+    true
 }
 
 /// Starts the background driver: when no app thread has driven the stack for a
@@ -335,13 +431,36 @@ fn driver_loop() {
     let _inside = rewriter::in_shim();
     let period = Duration::from_millis(1);
     let mut ticks = 0u32;
+    let Some(m) = ENGINE.get() else { return };
+    // Other members' requests wake the driver at once (a child waits for a
+    // connection it asked for); otherwise it ticks every millisecond.
+    let mailbox = m.lock().family.as_ref().map_or(-1, |f| f.mailbox.fd());
     loop {
-        std::thread::sleep(period);
-        if !super::owner::is_owner() {
+        let mail = if mailbox >= 0 {
+            let mut p = [libc::pollfd {
+                fd: mailbox,
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            kernel::poll(&mut p, period.as_millis() as i32).is_ok_and(|n| n > 0)
+        } else {
+            std::thread::sleep(period);
+            false
+        };
+        if !super::family::drives() {
             return;
         }
-        let Some(m) = ENGINE.get() else { return };
-        let Some(mut e) = m.try_lock() else { continue };
+        let Some(mut e) = m.try_lock() else {
+            if mail {
+                // An app thread has the stack: let it finish before asking again.
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            continue;
+        };
+        // Other members' requests and forwarded frames, closed tethers: every tick,
+        // whether or not the app drives the stack itself.
+        e.serve_mailbox();
+        e.tend_family(ticks.is_multiple_of(LINK_CHECK_TICKS));
         let now = e.now().micros();
         let last = super::engine::LAST_DRIVE.load(Ordering::Relaxed);
         if now.saturating_sub(last) < 1000 {

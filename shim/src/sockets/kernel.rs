@@ -177,3 +177,117 @@ pub fn move_high(fd: i32, floor: i32) -> Result<i32, Errno> {
     let _ = close(fd);
     Ok(high)
 }
+
+/// A connected pair of Unix stream sockets (close-on-exec).
+pub fn socketpair_unix() -> Result<[i32; 2], Errno> {
+    let mut fds = [-1i32; 2];
+    sys!(
+        libc::SYS_socketpair,
+        libc::AF_UNIX,
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+        0,
+        fds.as_mut_ptr()
+    )?;
+    Ok(fds)
+}
+
+/// dup3(2): `new` refers to `old`'s file from now on (`flags`: 0 or O_CLOEXEC).
+pub fn dup3(old: i32, new: i32, flags: i32) -> Result<i32, Errno> {
+    sys!(libc::SYS_dup3, old, new, flags).map(|f| f as i32)
+}
+
+/// An anonymous memory file (close-on-exec).
+pub fn memfd(name: &std::ffi::CStr) -> Result<i32, Errno> {
+    sys!(libc::SYS_memfd_create, name.as_ptr(), libc::MFD_CLOEXEC).map(|f| f as i32)
+}
+
+/// Sends one datagram to `addr` (a sockaddr's bytes) with `fds` attached (SCM_RIGHTS).
+pub fn send_with_fds(sock: i32, addr: &[u8], data: &[u8], fds: &[i32]) -> Result<usize, Errno> {
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // Room for up to 4 fds: the control message is built in place below.
+    let mut cbuf = [0u64; 8];
+    let fd_bytes = std::mem::size_of_val(fds);
+    // SAFETY: msghdr is plain data; the fields set below are all the kernel reads.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = addr.as_ptr() as *mut libc::c_void;
+    msg.msg_namelen = addr.len() as u32;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        if fds.len() > 4 {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: CMSG_SPACE/CMSG_LEN are pure size computations.
+        let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
+        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space;
+        // SAFETY: msg_control points to `space` <= 64 writable, aligned bytes, so the
+        // first header and its data fit.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as usize;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr() as *const u8,
+                libc::CMSG_DATA(c),
+                fd_bytes,
+            );
+        }
+    }
+    sys!(
+        libc::SYS_sendmsg,
+        sock,
+        &msg as *const libc::msghdr,
+        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL
+    )
+    .map(|n| n as usize)
+}
+
+/// Receives one datagram (nonblocking) and up to 4 fds passed with it (made
+/// close-on-exec); returns (bytes, fds received).
+pub fn recv_with_fds(sock: i32, buf: &mut [u8], fds: &mut [i32; 4]) -> Result<(usize, usize), Errno> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let mut cbuf = [0u64; 8];
+    // SAFETY: as in send_with_fds.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    let n = sys!(
+        libc::SYS_recvmsg,
+        sock,
+        &mut msg as *mut libc::msghdr,
+        libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC
+    )? as usize;
+    let mut got = 0;
+    // SAFETY: the kernel filled msg_control with msg_controllen bytes of cmsgs; the
+    // CMSG_* walkers stay inside it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c);
+                let len = (*c).cmsg_len - (data as usize - c as usize);
+                for i in 0..len / 4 {
+                    let fd = std::ptr::read_unaligned(data.add(i * 4) as *const i32);
+                    if got < fds.len() {
+                        fds[got] = fd;
+                        got += 1;
+                    } else {
+                        let _ = close(fd);
+                    }
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n, got))
+}

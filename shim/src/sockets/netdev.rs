@@ -11,6 +11,7 @@ use std::os::fd::RawFd;
 use xdp_backend::netlink;
 use xdp_backend::portmap::Transport;
 use xdp_backend::xsk::{RxMode, XskConfig, XskSocket};
+use xdp_backend::flowmap::FlowKey;
 use xdp_backend::{AttachedIface, LinkChange, LinkMonitor, StartError};
 
 /// The interface the fast path runs on.
@@ -131,6 +132,70 @@ impl FastIface {
             monitor: None,
             none: NoDevice::default(),
             host: None,
+        }
+    }
+
+    /// This process's own sockets on the interface, as member `slot` of the family
+    /// whose interface this is (`self` is the copy a forked child inherited; see
+    /// `family`). Loopback alone: a stack of its own, with nothing to share.
+    pub fn join(&self, slot: u32) -> Result<FastIface, StartError> {
+        let Some(port) = &self.port else {
+            return Ok(FastIface::loopback_only());
+        };
+        let joined = port.join(slot)?;
+        let monitor = LinkMonitor::open().map_err(|e| StartError {
+            cause: format!("cannot watch {} for changes (netlink: {e})", self.name),
+            fix: "run as root or grant CAP_NET_ADMIN".to_string(),
+        })?;
+        Ok(FastIface {
+            name: self.name.clone(),
+            ifindex: self.ifindex,
+            mac: self.mac,
+            addr: self.addr,
+            prefix_len: self.prefix_len,
+            mtu: self.mtu,
+            routes: Default::default(),
+            port: Some(joined),
+            monitor: Some(monitor),
+            none: NoDevice::default(),
+            host: None,
+        })
+    }
+
+    fn program(&self) -> std::io::Result<&xdp_backend::XdpProgram> {
+        self.port
+            .as_ref()
+            .map(|p| p.program())
+            .ok_or_else(|| std::io::Error::other("no interface"))
+    }
+
+    /// Sends the frames of connection `conn` to member `slot`'s sockets.
+    pub fn steer_flow(&self, conn: super::mailbox::ConnKey, slot: u32) -> std::io::Result<()> {
+        let key = FlowKey::new(Transport::Tcp, conn.local, conn.remote);
+        self.program()?.steer_flow(&key, slot)
+    }
+
+    /// Stops steering `conn` by its own entry (it ended).
+    pub fn unsteer_flow(&self, conn: super::mailbox::ConnKey) -> std::io::Result<bool> {
+        let key = FlowKey::new(Transport::Tcp, conn.local, conn.remote);
+        self.program()?.unsteer_flow(&key)
+    }
+
+    /// Member `slot` takes new connections of `port` too (a listener it inherited).
+    pub fn join_group(&self, t: Transport, port: u16, slot: u32) -> std::io::Result<()> {
+        self.program()?.port_map().join_group(t, port, slot)
+    }
+
+    /// Steers `port` to member `slot` (a UDP socket it inherited and uses).
+    pub fn claim_for(&self, t: Transport, port: u16, slot: u32) -> std::io::Result<bool> {
+        self.program()?.port_map().claim_for(t, port, slot)
+    }
+
+    /// Member `slot` died without cleaning up: its sockets' map entries, group
+    /// memberships and flows go.
+    pub fn forget_slot(&self, slot: u32) {
+        if let Ok(p) = self.program() {
+            let _ = p.forget_slot(slot);
         }
     }
 

@@ -724,3 +724,29 @@ pub fn kernel_wait_stripped(a: &mut rewriter::SyscallArgs) -> i64 {
         }
     }
 }
+
+/// The fds a poll/ppoll/select/pselect6 call names that satisfy `want` (for calls in
+/// a process whose sockets may live in another member's stack; see `handoff`).
+pub fn fds_named_by(a: &rewriter::SyscallArgs, want: impl Fn(i32) -> bool) -> Vec<i32> {
+    let mut out = Vec::new();
+    match a.nr {
+        libc::SYS_poll | libc::SYS_ppoll => {
+            if let Ok(p) = app_pollfds(a.args[0], a.args[1] as usize) {
+                out.extend(p.iter().map(|p| p.fd).filter(|&fd| want(fd)));
+            }
+        }
+        libc::SYS_select | libc::SYS_pselect6 => {
+            let nfds = (a.args[0].clamp(0, libc::FD_SETSIZE as i64)) as usize;
+            for fd in 0..nfds {
+                let named = [a.args[1], a.args[2], a.args[3]]
+                    .iter()
+                    .any(|&set| fdset_get(set, fd));
+                if named && want(fd as i32) {
+                    out.push(fd as i32);
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}

@@ -59,6 +59,23 @@ pub struct ConnectionState {
 }
 
 impl TcpLayer {
+    /// The open connection with these addresses (one the app has a handle to).
+    pub fn find(&self, local: SocketAddrV4, remote: SocketAddrV4) -> Option<SocketHandle> {
+        let idx = *self.conns.get(&super::conn_key(local, remote))?;
+        let h = SocketHandle::tcp(idx);
+        self.conn_slot(h).ok().map(|_| h)
+    }
+
+    /// A listener's backlog (to listen the same way in another process's stack).
+    pub fn backlog(&self, h: SocketHandle) -> Result<usize> {
+        let idx = self.slot_of(h)?;
+        self.slots[idx as usize]
+            .listener
+            .as_ref()
+            .map(|l| l.backlog)
+            .ok_or(Error::InvalidInput)
+    }
+
     /// Takes a connection out of this stack: returns its state and frees the handle
     /// without sending anything. Only connections past the handshake can move.
     pub fn export(&mut self, now: Instant, h: SocketHandle) -> Result<ConnectionState> {

@@ -26,6 +26,7 @@
 pub mod cc;
 mod conn;
 mod export;
+mod state_codec;
 pub mod hash;
 mod info;
 mod ring;

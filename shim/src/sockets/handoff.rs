@@ -1,0 +1,828 @@
+//! Sockets shared by the members of a family (see `family`): a socket created before
+//! `fork` works in whichever process uses it.
+//!
+//! - **Connections move.** An established connection lives in one member's stack. A
+//!   member that uses an fd whose connection lives elsewhere asks the holder for it
+//!   (`Fetch`); the holder points the flow at the asker's AF_XDP sockets in the XDP
+//!   program, drains what its rings already hold, exports the connection (no segment
+//!   sent), and passes the state in a memfd (`State`). Frames that reach the old
+//!   holder afterwards are forwarded (`Frame`); frames that reach the asker before the
+//!   state are parked until it arrives. Nothing is lost and nothing is answered with a
+//!   RST on the way.
+//! - **Tethers say when a connection closes.** Linux closes a connection when the last
+//!   fd naming it, in any process, is closed. At fork, every connection's fds are made
+//!   one end of a Unix socket pair whose other end, the *tether*, its holder keeps:
+//!   when every process closed its fds (or died, or exec'd without them), the tether
+//!   reads end-of-file. A holder whose app closes a tethered connection that another
+//!   process still names keeps it open (*detached*) until then.
+//! - **Listeners and UDP sockets are per member.** A member that uses an inherited
+//!   listener listens on the same address in its own stack and joins the port's
+//!   listener group in the XDP program, which spreads new connections over the group;
+//!   an inherited UDP socket is bound again in the member's stack and its port steered
+//!   to it.
+
+use super::calls::debug;
+use super::engine::{Engine, FastSocket, Kind};
+use super::global::{self, engine};
+use super::kernel;
+use super::mailbox::{ConnKey, Mailbox, Message};
+use fastnet_stats::Counter;
+use stack::socket::SocketHandle;
+use stack::tcp::ConnectionState;
+use stack::time::Instant;
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use std::time::Duration;
+use xdp_backend::portmap::Transport;
+
+/// An fd of this process whose socket is not (yet) in this process's stack.
+#[derive(Clone, Copy, Debug)]
+pub struct Away {
+    pub what: AwayKind,
+    /// The fd's state as it was (options, flags, epolls), kept for when it comes home.
+    pub socket: FastSocket,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum AwayKind {
+    /// A connection in the stack of the member in `holder`.
+    Conn { conn: ConnKey, holder: u32 },
+    /// A listener on `local`: listened on again here when used.
+    Listener { local: SocketAddrV4, backlog: usize },
+    /// A UDP socket bound to `local`: bound again here when used.
+    Udp { local: SocketAddrV4 },
+}
+
+/// How long a member waits for a connection it asked for before the fd fails.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long frames that reach a former holder are still forwarded: only frames the
+/// XDP program sent before the flow moved can reach it, within microseconds.
+const MOVED_MEMORY_US: u64 = 2_000_000;
+/// Frames parked per expected connection at most (the sender retransmits the rest).
+const PARKED_MAX: usize = 1024;
+
+/// What a holder keeps of a connection that crossed a fork.
+#[derive(Clone, Copy, Debug)]
+struct Tether {
+    /// Reads end-of-file once no process has an fd naming the connection.
+    fd: i32,
+    /// The connection's kernel shadow (-1 for none): the app's fds became the tether's
+    /// other end, and the shadow of a connecting socket still reserves its local port.
+    shadow: i32,
+}
+
+impl Tether {
+    fn close(self) {
+        for fd in [self.fd, self.shadow] {
+            if fd >= 0 {
+                let _ = kernel::close(fd);
+                rewriter::filter::mark_fd(fd, false);
+            }
+        }
+    }
+}
+
+/// Flags in a `State` message's fds: which follow the memfd.
+const WITH_TETHER: u32 = 1;
+const WITH_SHADOW: u32 = 2;
+
+/// This member's part in its family.
+pub struct Membership {
+    pub slot: u32,
+    pub mailbox: Mailbox,
+    /// The app's fds whose sockets live elsewhere (see [`Away`]).
+    pub away: HashMap<i32, Away>,
+    /// Connections given to another member, and when: late frames follow them.
+    moved: HashMap<ConnKey, (u32, Instant)>,
+    /// Connections asked for, with the frames that came before their state.
+    expected: HashMap<ConnKey, Vec<Vec<u8>>>,
+    /// The tether of each tethered connection this stack holds.
+    tethers: HashMap<SocketHandle, Tether>,
+    /// Connections held here that no fd of this process names any more.
+    detached: Vec<FastSocket>,
+    /// Flows the XDP program steers to this member (connections that moved here):
+    /// unsteered when the connection is gone.
+    steered: HashMap<SocketHandle, ConnKey>,
+}
+
+impl Membership {
+    pub fn new(slot: u32, mailbox: Mailbox) -> Membership {
+        Membership {
+            slot,
+            mailbox,
+            away: HashMap::new(),
+            moved: HashMap::new(),
+            expected: HashMap::new(),
+            tethers: HashMap::new(),
+            detached: Vec::new(),
+            steered: HashMap::new(),
+        }
+    }
+
+    /// True when frames must be looked at before the stack sees them.
+    pub fn filters_frames(&self) -> bool {
+        !self.moved.is_empty() || !self.expected.is_empty()
+    }
+
+    /// Every fd this membership owns (for the app's close_range and dup2).
+    pub fn owned_fds(&self) -> impl Iterator<Item = i32> + '_ {
+        std::iter::once(self.mailbox.fd()).chain(
+            self.tethers
+                .values()
+                .flat_map(|t| [t.fd, t.shadow])
+                .filter(|&fd| fd >= 0),
+        )
+    }
+}
+
+/// The connection a frame belongs to (None: not TCP over IPv4).
+fn frame_conn(frame: &[u8]) -> Option<ConnKey> {
+    use stack::wire::tcp::TcpPacket;
+    use stack::wire::{EthernetFrame, Ipv4Packet};
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    if ip.protocol() != 6 {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    Some(ConnKey {
+        local: SocketAddrV4::new(ip.dst(), tcp.dst_port()),
+        remote: SocketAddrV4::new(ip.src(), tcp.src_port()),
+    })
+}
+
+impl Engine {
+    /// Before fork (engine locked): tether every connection an fd names, so that the
+    /// connection outlives the fds of one process and closes with the last.
+    pub fn tether_connections(&mut self) {
+        let Some(m) = self.family.as_mut() else {
+            return;
+        };
+        let fds: Vec<i32> = self.fds.fds().collect();
+        let mut done: Vec<SocketHandle> = Vec::new();
+        for fd in fds {
+            let Some(s) = self.fds.get(fd).copied() else {
+                continue;
+            };
+            let Kind::TcpStream(h) = s.kind else { continue };
+            if m.tethers.contains_key(&h) || done.contains(&h) {
+                continue;
+            }
+            let Ok([app_end, tether]) = kernel::socketpair_unix() else {
+                continue;
+            };
+            // The shadow of a connecting socket holds its port in the kernel: keep it.
+            let shadow = if s.holds_port {
+                kernel::fcntl(fd, libc::F_DUPFD_CLOEXEC, global::HIGH_FD_FLOOR as i64)
+                    .map_or(-1, |f| f as i32)
+            } else {
+                -1
+            };
+            // Every fd of this process naming the connection becomes the app's end.
+            let named: Vec<i32> = self
+                .fds
+                .fds()
+                .filter(|&f| self.fds.get(f).is_some_and(|x| x.kind == s.kind))
+                .collect();
+            for f in named {
+                let cloexec = kernel::fcntl(f, libc::F_GETFD, 0)
+                    .is_ok_and(|fl| fl & libc::FD_CLOEXEC as i64 != 0);
+                let _ = kernel::dup3(app_end, f, if cloexec { libc::O_CLOEXEC } else { 0 });
+            }
+            let _ = kernel::close(app_end);
+            let fd = kernel::move_high(tether, global::HIGH_FD_FLOOR).unwrap_or(tether);
+            for f in [fd, shadow] {
+                if f >= 0 {
+                    rewriter::filter::mark_fd(f, true);
+                }
+            }
+            m.tethers.insert(h, Tether { fd, shadow });
+            done.push(h);
+        }
+    }
+
+    /// In a forked child, on its copy of the parent's engine: the tethers and the
+    /// mailbox are the parent's (the child closes its copies; it must not hold the
+    /// parent's connections open, nor read the parent's mail).
+    pub fn forget_parents_family(&mut self) {
+        if let Some(m) = self.family.take() {
+            for (_, t) in m.tethers {
+                t.close();
+            }
+            m.mailbox.close();
+        }
+    }
+
+    /// The away entries a new member starts with: every fast-path fd of `stale` (its
+    /// copy of the parent's engine) names a socket that lives in `holder`'s stack.
+    pub fn inherit_fds(&mut self, stale: &Engine, holder: u32) {
+        let Some(m) = self.family.as_mut() else {
+            return;
+        };
+        for fd in stale.fds.fds() {
+            let Some(s) = stale.fds.get(fd).copied() else {
+                continue;
+            };
+            let what = match s.kind {
+                Kind::TcpStream(h) => {
+                    let (Ok(local), Ok(remote)) =
+                        (stale.iface.tcp.local_addr(h), stale.iface.tcp.peer_addr(h))
+                    else {
+                        continue;
+                    };
+                    AwayKind::Conn {
+                        conn: ConnKey { local, remote },
+                        holder,
+                    }
+                }
+                Kind::TcpListener(h) => {
+                    let (Ok(local), Ok(backlog)) =
+                        (stale.iface.tcp.local_addr(h), stale.iface.tcp.backlog(h))
+                    else {
+                        continue;
+                    };
+                    AwayKind::Listener { local, backlog }
+                }
+                Kind::Udp(h) => match stale.iface.udp.local_addr(h) {
+                    Ok(Some(local)) => AwayKind::Udp { local },
+                    _ => continue,
+                },
+                // No stack state yet: the socket is simply this process's.
+                Kind::TcpFresh | Kind::UdpFresh => {
+                    let mut s = s;
+                    s.claimed = None;
+                    let _ = self.fds.insert(fd, s);
+                    continue;
+                }
+            };
+            let mut socket = s;
+            socket.claimed = None;
+            m.away.insert(fd, Away { what, socket });
+        }
+    }
+
+    /// Reads every message in this member's mailbox and acts on it.
+    pub fn serve_mailbox(&mut self) {
+        loop {
+            let Some(m) = self.family.as_mut() else {
+                return;
+            };
+            let Some((msg, fds, nfds)) = m.mailbox.recv() else {
+                return;
+            };
+            let fds = &fds[..nfds];
+            if !matches!(msg, Message::State { .. }) {
+                for &fd in fds {
+                    let _ = kernel::close(fd);
+                }
+            }
+            match msg {
+                Message::Fetch { conn, from } => self.give(conn, from),
+                Message::State { conn, with } => self.take(conn, with, fds),
+                Message::Moved { conn, slot } => self.ask_again(conn, slot),
+                Message::Gone { conn } => self.lost(conn),
+                Message::Frame { conn, frame } => {
+                    let now = self.now();
+                    let m = self.family.as_mut().expect("checked");
+                    match m.expected.get_mut(&conn) {
+                        Some(parked) if parked.len() < PARKED_MAX => parked.push(frame),
+                        Some(_) => {}
+                        None => self.iface.receive(now, &frame),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the stack may see `frame` now; frames of connections that moved away
+    /// are forwarded, those of connections on their way here are parked.
+    pub fn claim_frame(&mut self, frame: &[u8]) -> bool {
+        let Some(m) = self.family.as_mut() else {
+            return true;
+        };
+        let Some(conn) = frame_conn(frame) else {
+            return true;
+        };
+        if let Some(parked) = m.expected.get_mut(&conn) {
+            if parked.len() < PARKED_MAX {
+                parked.push(frame.to_vec());
+            }
+            return false;
+        }
+        if let Some(&(to, _)) = m.moved.get(&conn) {
+            let msg = Message::Frame {
+                conn,
+                frame: frame.to_vec(),
+            };
+            if m.mailbox.send(to, &msg, &[]).is_ok() {
+                self.count(Counter::FamilyFramesForwarded);
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Hands `conn` to the member in `to`. A loopback connection stays (its other end
+    /// is in this same stack): the asker is told it is gone.
+    fn give(&mut self, conn: ConnKey, to: u32) {
+        let local_only = conn.local.ip().is_loopback() || conn.remote.ip() == conn.local.ip();
+        let found = self
+            .iface
+            .tcp
+            .find(conn.local, conn.remote)
+            .filter(|_| !local_only);
+        let Some(h) = found else {
+            let m = self.family.as_ref().expect("member");
+            let reply = match m.moved.get(&conn) {
+                Some(&(slot, _)) if slot != to => Message::Moved { conn, slot },
+                _ => Message::Gone { conn },
+            };
+            let _ = m.mailbox.send(to, &reply, &[]);
+            return;
+        };
+        // From now on the flow's frames go to `to`; what our rings hold is ours to
+        // process first, so the state we export includes it.
+        if let Err(e) = self.dev.steer_flow(conn, to) {
+            debug(format_args!("cannot move {conn:?}: steering: {e}"));
+            let m = self.family.as_ref().expect("member");
+            let _ = m.mailbox.send(to, &Message::Gone { conn }, &[]);
+            return;
+        }
+        self.drive();
+        let now = self.now();
+        let st = match self.iface.tcp.export(now, h) {
+            Ok(st) => st,
+            Err(e) => {
+                debug(format_args!("cannot move {conn:?}: export: {e:?}"));
+                let _ = self.dev.unsteer_flow(conn);
+                let m = self.family.as_ref().expect("member");
+                let _ = m.mailbox.send(to, &Message::Gone { conn }, &[]);
+                return;
+            }
+        };
+        // The fds of this process naming it now name a connection elsewhere; the
+        // socket's claim on its port goes with the last of them.
+        let fds: Vec<i32> = self
+            .fds
+            .fds()
+            .filter(|&f| self.fds.get(f).is_some_and(|s| s.kind == Kind::TcpStream(h)))
+            .collect();
+        let mut socket = None;
+        for &fd in &fds {
+            let s = *self.fds.get(fd).expect("listed");
+            let _ = self.fds.remove(fd);
+            socket = Some(s);
+            let mut away = s;
+            away.claimed = None;
+            let m = self.family.as_mut().expect("member");
+            m.away.insert(
+                fd,
+                Away {
+                    what: AwayKind::Conn { conn, holder: to },
+                    socket: away,
+                },
+            );
+        }
+        let m = self.family.as_mut().expect("member");
+        if let Some(i) = m.detached.iter().position(|s| s.kind == Kind::TcpStream(h)) {
+            socket = Some(m.detached.swap_remove(i));
+        }
+        let tether = m.tethers.remove(&h);
+        m.steered.remove(&h);
+        m.moved.insert(conn, (to, now));
+        let mut with = 0;
+        let mut pass = Vec::with_capacity(3);
+        let sent = state_memfd(&st).and_then(|memfd| {
+            pass.push(memfd);
+            if let Some(t) = tether {
+                pass.push(t.fd);
+                with |= WITH_TETHER;
+                if t.shadow >= 0 {
+                    pass.push(t.shadow);
+                    with |= WITH_SHADOW;
+                }
+            }
+            let r = m.mailbox.send(to, &Message::State { conn, with }, &pass);
+            let _ = kernel::close(memfd);
+            r
+        });
+        if let Some(t) = tether {
+            t.close();
+        }
+        if let Err(e) = sent {
+            // The asker died or its mailbox is gone: the connection is lost with it.
+            debug(format_args!("cannot move {conn:?}: mailbox: {e}"));
+        }
+        self.handle_fd_forget(h);
+        if let Some(s) = socket {
+            self.unclaim_entry(s.claimed);
+        }
+        self.count(Counter::FamilyMovedOut);
+        debug(format_args!("moved {conn:?} to member {to}"));
+    }
+
+    /// Installs a connection another member sent.
+    fn take(&mut self, conn: ConnKey, with: u32, fds: &[i32]) {
+        let mut it = fds.iter().copied();
+        let memfd = it.next();
+        let tether_fd = if with & WITH_TETHER != 0 { it.next() } else { None };
+        let shadow = if with & WITH_SHADOW != 0 { it.next() } else { None };
+        let tether = tether_fd.map(|fd| Tether {
+            fd: kernel::move_high(fd, global::HIGH_FD_FLOOR).unwrap_or(fd),
+            shadow: shadow
+                .map(|s| kernel::move_high(s, global::HIGH_FD_FLOOR).unwrap_or(s))
+                .unwrap_or(-1),
+        });
+        let st = memfd.and_then(read_state);
+        if let Some(fd) = memfd {
+            let _ = kernel::close(fd);
+        }
+        let now = self.now();
+        let Some(parked) = self.family.as_mut().and_then(|m| m.expected.remove(&conn)) else {
+            // Not asked for (any more): nobody here names it.
+            if let Some(t) = tether {
+                t.close();
+            }
+            return;
+        };
+        let h = match st.map(|st| self.iface.tcp.import(now, &st)) {
+            Some(Ok(h)) => h,
+            other => {
+                debug(format_args!("cannot take {conn:?}: {other:?}"));
+                if let Some(t) = tether {
+                    t.close();
+                }
+                self.lost(conn);
+                return;
+            }
+        };
+        for f in parked {
+            self.iface.receive(now, &f);
+        }
+        let m = self.family.as_mut().expect("member");
+        m.steered.insert(h, conn);
+        if let Some(t) = tether {
+            for fd in [t.fd, t.shadow] {
+                if fd >= 0 {
+                    rewriter::filter::mark_fd(fd, true);
+                }
+            }
+            m.tethers.insert(h, t);
+        }
+        let fds: Vec<i32> = m
+            .away
+            .iter()
+            .filter(|(_, a)| matches!(a.what, AwayKind::Conn { conn: c, .. } if c == conn))
+            .map(|(&fd, _)| fd)
+            .collect();
+        let mut first: Option<i32> = None;
+        let mut last_socket = None;
+        for fd in fds {
+            let away = self
+                .family
+                .as_mut()
+                .expect("member")
+                .away
+                .remove(&fd)
+                .expect("listed");
+            let mut s = away.socket;
+            s.kind = Kind::TcpStream(h);
+            s.claimed = None;
+            last_socket = Some(s);
+            match first {
+                None => {
+                    s.primary_fd = fd;
+                    if self.fds.insert(fd, s).is_ok() {
+                        first = Some(fd);
+                        self.bind_handle(h, fd);
+                    }
+                }
+                Some(f) => {
+                    let _ = self.fds.dup(f, fd);
+                }
+            }
+        }
+        if first.is_none() {
+            // The app closed its fds while the state travelled: the tether decides.
+            if let Some(mut s) = last_socket {
+                s.primary_fd = -1;
+                self.family.as_mut().expect("member").detached.push(s);
+            }
+        }
+        self.count(Counter::FamilyMovedIn);
+        debug(format_args!("took {conn:?} (fd {first:?})"));
+    }
+
+    fn ask_again(&mut self, conn: ConnKey, slot: u32) {
+        let m = self.family.as_mut().expect("member");
+        if !m.expected.contains_key(&conn) {
+            return;
+        }
+        for a in m.away.values_mut() {
+            if let AwayKind::Conn { conn: c, holder } = &mut a.what {
+                if *c == conn {
+                    *holder = slot;
+                }
+            }
+        }
+        let me = m.slot;
+        let _ = m
+            .mailbox
+            .send(slot, &Message::Fetch { conn, from: me }, &[]);
+    }
+
+    /// Nobody has `conn` any more: the fds naming it here are the kernel's (the app
+    /// end of its tether: reads see end-of-file, as after a reset).
+    fn lost(&mut self, conn: ConnKey) {
+        let m = self.family.as_mut().expect("member");
+        m.expected.remove(&conn);
+        let fds: Vec<i32> = m
+            .away
+            .iter()
+            .filter(|(_, a)| matches!(a.what, AwayKind::Conn { conn: c, .. } if c == conn))
+            .map(|(&fd, _)| fd)
+            .collect();
+        for fd in fds {
+            m.away.remove(&fd);
+            rewriter::filter::mark_fd(fd, false);
+        }
+        self.count(Counter::FamilyLost);
+    }
+
+    /// Starts fetching the socket of away fd `fd`. Listeners and UDP sockets come home
+    /// at once; a connection is asked for (true: wait for its state).
+    fn start_fetch(&mut self, fd: i32) -> bool {
+        let Some(m) = self.family.as_mut() else {
+            return false;
+        };
+        let Some(a) = m.away.get(&fd).copied() else {
+            return false;
+        };
+        match a.what {
+            AwayKind::Conn { conn, holder } => {
+                if m.expected.contains_key(&conn) {
+                    return true;
+                }
+                m.expected.insert(conn, Vec::new());
+                let me = m.slot;
+                if m
+                    .mailbox
+                    .send(holder, &Message::Fetch { conn, from: me }, &[])
+                    .is_err()
+                {
+                    self.lost(conn);
+                    return false;
+                }
+                true
+            }
+            AwayKind::Listener { local, backlog } => {
+                m.away.remove(&fd);
+                self.listen_again(fd, a.socket, local, backlog);
+                false
+            }
+            AwayKind::Udp { local } => {
+                m.away.remove(&fd);
+                self.bind_udp_again(fd, a.socket, local);
+                false
+            }
+        }
+    }
+
+    /// A listener this process inherited: the same listener in this stack, and this
+    /// member in the port's listener group.
+    fn listen_again(&mut self, fd: i32, s: FastSocket, local: SocketAddrV4, backlog: usize) {
+        let slot = self.family.as_ref().expect("member").slot;
+        let h = match self.iface.tcp.listen_with(local, backlog, s.opts) {
+            Ok(h) => h,
+            Err(e) => {
+                debug(format_args!("fd {fd}: cannot listen again on {local}: {e:?}"));
+                rewriter::filter::mark_fd(fd, false);
+                return;
+            }
+        };
+        if let Err(e) = self.dev.join_group(Transport::Tcp, local.port(), slot) {
+            debug(format_args!("fd {fd}: listener group of {local}: {e}"));
+        }
+        let mut s = s;
+        s.kind = Kind::TcpListener(h);
+        s.primary_fd = fd;
+        s.claimed = None;
+        if self.fds.insert(fd, s).is_ok() {
+            self.bind_handle(h, fd);
+            self.count(Counter::FamilyListeners);
+        }
+    }
+
+    /// A UDP socket this process inherited: bound again in this stack, its port steered
+    /// here (the kernel's own shared UDP socket would give each datagram to one reader).
+    fn bind_udp_again(&mut self, fd: i32, s: FastSocket, local: SocketAddrV4) {
+        let slot = self.family.as_ref().expect("member").slot;
+        let h = match self.iface.udp.open() {
+            Ok(h) => h,
+            Err(_) => return,
+        };
+        if self.iface.udp.bind(h, local).is_err()
+            || self.dev.claim_for(Transport::Udp, local.port(), slot).is_err()
+        {
+            let _ = self.iface.udp.close(h);
+            rewriter::filter::mark_fd(fd, false);
+            return;
+        }
+        let mut s = s;
+        s.kind = Kind::Udp(h);
+        s.primary_fd = fd;
+        s.claimed = None;
+        if self.fds.insert(fd, s).is_ok() {
+            self.bind_handle(h, fd);
+        }
+    }
+
+    /// True when `s` is a connection with a tether: its fds must be closed in the
+    /// kernel before [`Engine::close_or_detach`] can tell whether it closes.
+    pub fn is_tethered(&self, s: &FastSocket) -> bool {
+        match (s.kind, &self.family) {
+            (Kind::TcpStream(h), Some(m)) => m.tethers.contains_key(&h),
+            _ => false,
+        }
+    }
+
+    /// The app's last fd here of tethered connection `s` is closed: the connection
+    /// closes (FIN) when no process names it any more, else it stays, detached.
+    pub fn close_or_detach(&mut self, s: FastSocket) {
+        let Kind::TcpStream(h) = s.kind else { return };
+        let m = self.family.as_mut().expect("tethered");
+        let t = m.tethers[&h];
+        if tether_cut(t.fd) {
+            m.tethers.remove(&h);
+            let _ = kernel::close(t.fd);
+            rewriter::filter::mark_fd(t.fd, false);
+            // The shadow keeps the port until the stack is done with the connection.
+            self.close_socket_holding(s, t.shadow);
+        } else {
+            // No fd here names it any more: out of this process's epoll sets.
+            for ep in s.epolls.iter() {
+                if let Some(set) = self.epolls.get_mut(&ep) {
+                    set.forget(s.primary_fd);
+                }
+            }
+            let mut s = s;
+            s.epolls = Default::default();
+            s.primary_fd = -1;
+            self.family.as_mut().expect("tethered").detached.push(s);
+            self.handle_fd_forget(h);
+        }
+    }
+
+    /// The app closed an away fd: it only stops naming the socket here.
+    pub fn close_away(&mut self, fd: i32) -> bool {
+        self.family
+            .as_mut()
+            .is_some_and(|m| m.away.remove(&fd).is_some())
+    }
+
+    /// The background driver's family chores: detached connections whose last fd
+    /// anywhere closed are closed now (FIN), as the kernel closes a socket with its
+    /// last fd; old forwarding entries go; with `reap`, members that died without
+    /// cleaning up (kill -9) lose their slots, map entries and flows.
+    pub fn tend_family(&mut self, reap: bool) {
+        if reap {
+            for slot in super::family::reap_dead() {
+                debug(format_args!("member {slot} died: its XDP entries go"));
+                self.dev.forget_slot(slot);
+            }
+        }
+        let now = self.now();
+        let Some(m) = self.family.as_mut() else {
+            return;
+        };
+        m.moved
+            .retain(|_, &mut (_, at)| now.micros() < at.micros() + MOVED_MEMORY_US);
+        if m.detached.is_empty() {
+            return;
+        }
+        let mut cut = Vec::new();
+        let tethers = &m.tethers;
+        m.detached.retain(|s| {
+            let t = match s.kind {
+                Kind::TcpStream(h) => tethers.get(&h).copied(),
+                _ => None,
+            };
+            if t.is_none_or(|t| tether_cut(t.fd)) {
+                cut.push((*s, t));
+                false
+            } else {
+                true
+            }
+        });
+        for (s, t) in cut {
+            let mut held = -1;
+            if let (Some(t), Kind::TcpStream(h)) = (t, s.kind) {
+                let _ = kernel::close(t.fd);
+                rewriter::filter::mark_fd(t.fd, false);
+                self.family.as_mut().expect("member").tethers.remove(&h);
+                held = t.shadow;
+            }
+            self.close_socket_holding(s, held);
+        }
+    }
+
+    /// A connection that moved here ended: the XDP program stops steering its flow.
+    pub fn connection_gone(&mut self, h: SocketHandle) {
+        let Some(m) = self.family.as_mut() else {
+            return;
+        };
+        if let Some(conn) = m.steered.remove(&h) {
+            let _ = self.dev.unsteer_flow(conn);
+        }
+    }
+}
+
+/// True when every fd at the other end of tether `t` is closed.
+fn tether_cut(t: i32) -> bool {
+    let mut p = [libc::pollfd {
+        fd: t,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    kernel::poll(&mut p, 0).is_ok_and(|n| n == 1 && p[0].revents & (libc::POLLHUP | libc::POLLIN) != 0)
+}
+
+fn state_memfd(st: &ConnectionState) -> Result<i32, kernel::Errno> {
+    let fd = kernel::memfd(c"fastnet-conn")?;
+    let bytes = st.encode();
+    let mut off = 0;
+    while off < bytes.len() {
+        match kernel::write(fd, &bytes[off..]) {
+            Ok(n) if n > 0 => off += n,
+            Ok(_) => {
+                let _ = kernel::close(fd);
+                return Err(libc::EIO);
+            }
+            Err(e) => {
+                let _ = kernel::close(fd);
+                return Err(e);
+            }
+        }
+    }
+    Ok(fd)
+}
+
+fn read_state(fd: i32) -> Option<ConnectionState> {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match kernel::pread(fd, &mut buf, bytes.len() as i64) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+    ConnectionState::decode(&bytes).ok()
+}
+
+/// Makes sure every fd in `fds` names a socket of this process's stack, fetching from
+/// other members what lives there (a connection's state, or a listener/UDP socket made
+/// again here). Err: the errno for the app's call.
+pub fn bring_home(fds: &[i32]) -> Result<(), i32> {
+    let deadline = std::time::Instant::now() + FETCH_TIMEOUT;
+    let mut waiting = false;
+    loop {
+        let mut e = engine();
+        e.serve_mailbox();
+        let Some(m) = e.family.as_ref() else {
+            return Ok(());
+        };
+        let pending: Vec<i32> = fds
+            .iter()
+            .copied()
+            .filter(|fd| m.away.contains_key(fd))
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        for &fd in &pending {
+            waiting |= e.start_fetch(fd);
+        }
+        if !waiting {
+            continue;
+        }
+        if std::time::Instant::now() >= deadline {
+            for fd in pending {
+                if let Some(AwayKind::Conn { conn, .. }) =
+                    e.family.as_ref().and_then(|m| m.away.get(&fd)).map(|a| a.what)
+                {
+                    e.lost(conn);
+                }
+            }
+            return Err(libc::ENOTCONN);
+        }
+        let mbox = e.family.as_ref().map_or(-1, |m| m.mailbox.fd());
+        drop(e);
+        let mut p = [libc::pollfd {
+            fd: mbox,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let _ = kernel::poll(&mut p, 10);
+    }
+}

@@ -1,0 +1,219 @@
+//! Messages between the members of a family (see `family`): each member's mailbox is
+//! an abstract Unix datagram socket named after the family and its slot, so any member
+//! can write to any other without sharing an fd, and the kernel removes the name when
+//! the member dies. A connection's state travels as a memfd passed with the message
+//! (no size limit), with the connection's tether (see `handoff`) beside it.
+
+use super::family;
+use super::kernel::{self, Errno};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// A connection, named by its addresses (unique on the interface).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub local: SocketAddrV4,
+    pub remote: SocketAddrV4,
+}
+
+/// What one member tells another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Send the connection to me (`from`).
+    Fetch { conn: ConnKey, from: u32 },
+    /// The connection: its state in the first fd passed, then its tether and its
+    /// kernel shadow when `with` says so (handoff's WITH_* flags).
+    State { conn: ConnKey, with: u32 },
+    /// Not here any more: ask `slot`.
+    Moved { conn: ConnKey, slot: u32 },
+    /// Nobody has it: it closed.
+    Gone { conn: ConnKey },
+    /// A frame of a connection that moved from the sender to you (it reached the
+    /// sender before the XDP program's map sent the flow to you).
+    Frame { conn: ConnKey, frame: Vec<u8> },
+}
+
+const HEADER: usize = 24;
+/// The largest message: a frame of the largest MTU the fast path runs (see
+/// xdp_backend::attach) with its header.
+pub const MAX_MESSAGE: usize = HEADER + 4096;
+
+fn put_addr(b: &mut [u8], a: SocketAddrV4) {
+    b[..4].copy_from_slice(&a.ip().octets());
+    b[4..6].copy_from_slice(&a.port().to_be_bytes());
+}
+
+fn get_addr(b: &[u8]) -> SocketAddrV4 {
+    let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+    SocketAddrV4::new(ip, u16::from_be_bytes([b[4], b[5]]))
+}
+
+impl Message {
+    fn conn(&self) -> ConnKey {
+        match self {
+            Message::Fetch { conn, .. }
+            | Message::State { conn, .. }
+            | Message::Moved { conn, .. }
+            | Message::Gone { conn }
+            | Message::Frame { conn, .. } => *conn,
+        }
+    }
+
+    /// Bytes: kind, 3 pad, u32 argument, local and remote address (ip, port), 4 pad,
+    /// then the frame.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.resize(HEADER, 0);
+        let (kind, arg) = match self {
+            Message::Fetch { from, .. } => (1, *from),
+            Message::State { with, .. } => (2, *with),
+            Message::Moved { slot, .. } => (3, *slot),
+            Message::Gone { .. } => (4, 0),
+            Message::Frame { .. } => (5, 0),
+        };
+        out[0] = kind;
+        out[4..8].copy_from_slice(&arg.to_le_bytes());
+        let c = self.conn();
+        put_addr(&mut out[8..14], c.local);
+        put_addr(&mut out[14..20], c.remote);
+        if let Message::Frame { frame, .. } = self {
+            out.extend_from_slice(frame);
+        }
+    }
+
+    /// None for anything malformed (the sender is a member, but a stale or foreign
+    /// process could write to the name).
+    pub fn decode(b: &[u8]) -> Option<Message> {
+        if b.len() < HEADER {
+            return None;
+        }
+        let arg = u32::from_le_bytes(b[4..8].try_into().ok()?);
+        let conn = ConnKey {
+            local: get_addr(&b[8..14]),
+            remote: get_addr(&b[14..20]),
+        };
+        let bare = b.len() == HEADER;
+        Some(match b[0] {
+            1 if bare && (arg as usize) < family::MAX_MEMBERS => Message::Fetch { conn, from: arg },
+            2 if bare && arg < 4 => Message::State { conn, with: arg },
+            3 if bare && (arg as usize) < family::MAX_MEMBERS => Message::Moved { conn, slot: arg },
+            4 if bare => Message::Gone { conn },
+            5 if !bare => Message::Frame {
+                conn,
+                frame: b[HEADER..].to_vec(),
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// This member's mailbox.
+pub struct Mailbox {
+    fd: i32,
+    buf: Vec<u8>,
+}
+
+impl Mailbox {
+    /// Binds the mailbox of `slot` (high fd, nonblocking, close-on-exec).
+    pub fn open(slot: u32) -> Result<Mailbox, Errno> {
+        let fd = kernel::socket(
+            libc::AF_UNIX,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )?;
+        let fd = kernel::move_high(fd, super::global::HIGH_FD_FLOOR)?;
+        let (addr, len) = family::mailbox_name(slot);
+        if let Err(e) = kernel::bind(fd, &addr[..len]) {
+            let _ = kernel::close(fd);
+            return Err(e);
+        }
+        // Room for a burst of forwarded frames while the member is busy.
+        let _ = kernel::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20);
+        Ok(Mailbox {
+            fd,
+            buf: vec![0; MAX_MESSAGE],
+        })
+    }
+
+    pub fn fd(&self) -> i32 {
+        self.fd
+    }
+
+    /// Sends `msg` (with `fds`) to the member in `slot`.
+    pub fn send(&self, slot: u32, msg: &Message, fds: &[i32]) -> Result<(), Errno> {
+        let mut bytes = Vec::with_capacity(HEADER);
+        msg.encode(&mut bytes);
+        let (addr, len) = family::mailbox_name(slot);
+        kernel::send_with_fds(self.fd, &addr[..len], &bytes, fds).map(|_| ())
+    }
+
+    /// The next message, with the fds that came with it (the caller owns them).
+    /// Malformed messages are dropped (their fds closed).
+    pub fn recv(&mut self) -> Option<(Message, [i32; 4], usize)> {
+        loop {
+            let mut fds = [-1; 4];
+            let (n, nfds) = kernel::recv_with_fds(self.fd, &mut self.buf, &mut fds).ok()?;
+            match Message::decode(&self.buf[..n]) {
+                Some(m) => return Some((m, fds, nfds)),
+                None => {
+                    for &fd in &fds[..nfds] {
+                        let _ = kernel::close(fd);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the mailbox (a forked child's copy of its parent's).
+    pub fn close(self) {
+        let _ = kernel::close(self.fd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> ConnKey {
+        ConnKey {
+            local: "10.77.0.1:7001".parse().unwrap(),
+            remote: "10.77.0.2:40000".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn every_message_survives_the_round_trip() {
+        let conn = key();
+        let mut b = Vec::new();
+        for m in [
+            Message::Fetch { conn, from: 5 },
+            Message::State { conn, with: 3 },
+            Message::Moved { conn, slot: 63 },
+            Message::Gone { conn },
+            Message::Frame {
+                conn,
+                frame: vec![1, 2, 3],
+            },
+        ] {
+            m.encode(&mut b);
+            assert_eq!(Message::decode(&b), Some(m));
+        }
+    }
+
+    #[test]
+    fn malformed_messages_are_refused() {
+        let conn = key();
+        let mut b = Vec::new();
+        Message::Fetch { conn, from: 1 }.encode(&mut b);
+        assert_eq!(Message::decode(&b[..HEADER - 1]), None);
+        b[4] = 64; // no such slot
+        assert_eq!(Message::decode(&b), None);
+        b[4] = 1;
+        b[0] = 9; // no such kind
+        assert_eq!(Message::decode(&b), None);
+        b[0] = 2;
+        b.push(0); // a State carries nothing after its header
+        assert_eq!(Message::decode(&b), None);
+        Message::Frame { conn, frame: vec![] }.encode(&mut b);
+        assert_eq!(Message::decode(&b), None, "a frame message without a frame");
+    }
+}
