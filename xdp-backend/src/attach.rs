@@ -5,8 +5,10 @@
 //!
 //! Every failure is a [`StartError`]: what went wrong and what to do, in one line.
 
+use crate::flowmap::FlowKey;
 use crate::netlink::{self, LinkInfo};
-use crate::program::{XdpProgram, MAX_QUEUES};
+use crate::portmap::Transport;
+use crate::program::{XdpProgram, MAX_QUEUES, MAX_SLOTS};
 use crate::queues::{self, QueueCounts};
 use crate::xsk::{XskConfig, XskSocket};
 use std::fmt;
@@ -45,7 +47,11 @@ fn errno(e: &io::Error) -> Option<i32> {
     e.raw_os_error()
 }
 
-/// The interface with fastnet's steering program attached and an XSK per queue in use.
+/// The interface with fastnet's steering program attached and an XSK per queue in use,
+/// for one process of the family: slot 0 attached the program
+/// ([`AttachedIface::open`]); another process (typically a forked child) joins with
+/// [`AttachedIface::join`] under a slot of its own, with sockets that share the UMEM of
+/// slot 0's on the same queues.
 pub struct AttachedIface {
     pub link: LinkInfo,
     pub addr: Ipv4Addr,
@@ -54,7 +60,13 @@ pub struct AttachedIface {
     /// The kernel's id of our program (netlink reports the attached one's).
     pub prog_id: u32,
     config: XskConfig,
-    // Field order is drop order: sockets leave the XSKMAP before the program goes.
+    /// This process's slot in the program.
+    slot: u32,
+    /// The process that opened or joined: only it unregisters the sockets on drop
+    /// (a forked child dropping its inherited copy must not).
+    pid: u32,
+    // Field order is drop order: sockets close before the program goes (`Drop`
+    // removed them from the XSKMAP first).
     xsks: Vec<XskSocket>,
     program: XdpProgram,
 }
@@ -133,6 +145,8 @@ impl AttachedIface {
             queues,
             prog_id,
             config,
+            slot: 0,
+            pid: std::process::id(),
             xsks: Vec::new(),
             program,
         };
@@ -140,18 +154,124 @@ impl AttachedIface {
         Ok(me)
     }
 
-    /// Binds and registers an XSK on every bindable queue that has none.
-    fn bind_queues(&mut self) -> Result<(), StartError> {
-        let name = self.link.name.clone();
-        for q in self.xsks.len() as u32..self.queues.bindable() {
-            let xsk = XskSocket::bind(self.link.index, q, &self.config)
-                .map_err(|e| self.bind_error(q, &e))?;
-            self.program.register_xsk(q, xsk.fd()).map_err(|e| {
+    /// Joins the family of `family` (the value this process inherited across fork
+    /// from the process that opened the interface, or from another member) as
+    /// `slot`: binds a socket sharing the UMEM of `family`'s on every queue it serves
+    /// and registers them in the XSKMAP at `slot`. Reuses the program, maps and link
+    /// (through new fds; never attaches a second program). Frames reach the new
+    /// sockets once flows, port owners or listener groups name `slot`.
+    pub fn join(family: &AttachedIface, slot: u32) -> Result<AttachedIface, StartError> {
+        let name = family.link.name.clone();
+        if slot == 0 || slot >= MAX_SLOTS {
+            return Err(StartError::new(
+                format!("slot {slot} cannot join the family on {name}"),
+                format!("use a slot in 1..{MAX_SLOTS} (slot 0 is the process that attached)"),
+            ));
+        }
+        let program = family.program.try_clone().map_err(|e| {
+            StartError::new(
+                format!("cannot share the XDP program of {name} ({e})"),
+                "raise the open-files limit (`ulimit -n`)",
+            )
+        })?;
+        let mut me = AttachedIface {
+            link: family.link.clone(),
+            addr: family.addr,
+            prefix_len: family.prefix_len,
+            queues: family.queues,
+            prog_id: family.prog_id,
+            config: family.config.clone(),
+            slot,
+            pid: std::process::id(),
+            xsks: Vec::new(),
+            program,
+        };
+        for f in &family.xsks {
+            let q = f.queue();
+            let xsk = XskSocket::bind_shared(f).map_err(|e| {
                 StartError::new(
-                    format!("cannot register the AF_XDP socket of {name} queue {q} ({e})"),
+                    format!(
+                        "cannot bind an AF_XDP socket sharing the UMEM of {name} queue {q} ({e})"
+                    ),
                     format!("`fastnet doctor --iface {name}` tells more"),
                 )
             })?;
+            me.register(q, &xsk)?;
+            me.xsks.push(xsk);
+        }
+        Ok(me)
+    }
+
+    fn register(&self, q: u32, xsk: &XskSocket) -> Result<(), StartError> {
+        let name = &self.link.name;
+        self.program
+            .register_slot_xsk(self.slot, q, xsk.fd())
+            .map_err(|e| {
+                StartError::new(
+                    format!(
+                        "cannot register the AF_XDP socket of {name} queue {q} for slot {} ({e})",
+                        self.slot
+                    ),
+                    format!("`fastnet doctor --iface {name}` tells more"),
+                )
+            })
+    }
+
+    /// This process's slot (0: the one that attached the program).
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// Sends `flow`'s frames to `slot` from now on, whatever the port map says.
+    pub fn steer_flow(&self, flow: &FlowKey, slot: u32) -> io::Result<()> {
+        self.program.steer_flow(flow, slot)
+    }
+
+    /// Removes `flow`'s entry (its frames follow the port map again); false when it
+    /// had none.
+    pub fn unsteer_flow(&self, flow: &FlowKey) -> io::Result<bool> {
+        self.program.unsteer_flow(flow)
+    }
+
+    /// Claims `port` for this slot (owner); false when it was claimed already.
+    pub fn claim_port(&self, proto: Transport, port: u16) -> io::Result<bool> {
+        self.program.port_map().claim_for(proto, port, self.slot)
+    }
+
+    /// Adds this slot to the listener group of a claimed port.
+    pub fn join_group(&self, proto: Transport, port: u16) -> io::Result<()> {
+        self.program.port_map().join_group(proto, port, self.slot)
+    }
+
+    /// Removes this slot from the listener group of a claimed port.
+    pub fn leave_group(&self, proto: Transport, port: u16) -> io::Result<bool> {
+        self.program.port_map().leave_group(proto, port, self.slot)
+    }
+
+    /// Removes every XSK of `slot` (another process of the family, e.g. one that was
+    /// killed) from the XSKMAP: frames still steered to it are dropped, counted.
+    pub fn unregister_slot(&self, slot: u32) -> io::Result<()> {
+        for q in 0..MAX_QUEUES {
+            self.program.unregister_slot_xsk(slot, q)?;
+        }
+        Ok(())
+    }
+
+    /// Binds and registers an XSK on every bindable queue that has none. A member
+    /// (slot > 0) has no socket of the queue's family to share: a queue that came into
+    /// use is an error for it (slot 0 serves it).
+    fn bind_queues(&mut self) -> Result<(), StartError> {
+        let name = self.link.name.clone();
+        for q in self.xsks.len() as u32..self.queues.bindable() {
+            if self.slot != 0 {
+                return Err(StartError::new(
+                    format!("queue {q} of {name} came into use; slot {} has no socket of its family to share", self.slot),
+                    "this process serves the queues it joined on; the process that attached serves the new ones",
+                ));
+            }
+            let xsk = XskSocket::bind(self.link.index, q, &self.config)
+                .map_err(|e| self.bind_error(q, &e))?;
+            self.register(q, &xsk)?;
             self.xsks.push(xsk);
         }
         Ok(())
@@ -231,7 +351,7 @@ impl AttachedIface {
         // Queues that left use: their sockets go (the kernel already stopped them).
         while self.xsks.len() as u32 > after.bindable() {
             let q = self.xsks.len() as u32 - 1;
-            let _ = self.program.unregister_xsk(q);
+            let _ = self.program.unregister_slot_xsk(self.slot, q);
             self.xsks.pop();
         }
         self.queues = after;
@@ -249,6 +369,19 @@ impl AttachedIface {
 
     pub fn program(&self) -> &XdpProgram {
         &self.program
+    }
+}
+
+impl Drop for AttachedIface {
+    fn drop(&mut self) {
+        // Out of the XSKMAP before the sockets close: a socket file can outlive this
+        // process's fd (a forked child holds a copy), and frames sent to it then would
+        // never come back to the fill ring.
+        if std::process::id() == self.pid {
+            for x in &self.xsks {
+                let _ = self.program.unregister_slot_xsk(self.slot, x.queue());
+            }
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::bpf::asm::{Alu, Asm, Insn, Jmp, Reg, Size};
 use crate::bpf::{self, Map, MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_XSKMAP};
+use crate::flowmap::{FlowKey, FlowMap};
 use crate::portmap::PortMap;
 use crate::sys;
 use std::io;
@@ -23,8 +24,13 @@ pub const COUNTER_DROPPED_NO_XSK: i32 = 2;
 pub const COUNTER_MALFORMED: i32 = 3;
 const COUNTERS: u32 = 4;
 
-/// Largest XSKMAP index (RX queue) the program can redirect to.
+/// RX queues the program redirects from (0..MAX_QUEUES); a frame on a higher queue
+/// for a claimed port is dropped (counted as no XSK).
 pub const MAX_QUEUES: u32 = 64;
+const QUEUE_BITS: i32 = MAX_QUEUES.trailing_zeros() as i32;
+/// Processes of a family (slots) the program steers to: slot 0 attached the program.
+/// The XSKMAP is slot-major: index = slot * MAX_QUEUES + rx_queue.
+pub const MAX_SLOTS: u32 = 64;
 
 /// The program's counters, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,9 +47,24 @@ pub struct XdpCounters {
 
 /// Builds the program for these map fds.
 ///
-/// Registers: r6 ctx, r2/r3 data/data_end, r7 the current header, r8 lengths then the
-/// counter slot, r9 the IP protocol then the verdict.
-pub fn assemble(port_map_fd: i32, xsk_map_fd: i32, counters_fd: i32) -> Vec<Insn> {
+/// Registers: r6 ctx, r2/r3 data/data_end, r7 the current header (then the port map
+/// value), r8 lengths then the slot then the counter index, r9 the IP protocol then
+/// the verdict. Stack: fp-32..-16 the flow key (see `flowmap`), fp-8 the counter
+/// index, fp-4 the port key.
+///
+/// For a claimed port: the flow map's slot if the flow has an entry, else the listener
+/// group's `members[group_hash % n]`, else the owner slot; then the XSK at
+/// `slot * MAX_QUEUES + rx_queue`, DROP (counted as no XSK) when there is none.
+pub fn assemble(
+    port_map_fd: i32,
+    flow_map_fd: i32,
+    xsk_map_fd: i32,
+    counters_fd: i32,
+) -> Vec<Insn> {
+    use crate::flowmap::{FP_KEY, FP_LOCAL_ADDR, FP_LOCAL_PORT, FP_REMOTE_ADDR, FP_REMOTE_PORT};
+    use crate::portmap::{
+        GROUP_HASH_MULTIPLIER, GROUP_MAX, VALUE_COUNT, VALUE_MEMBERS, VALUE_OWNER,
+    };
     use Reg::*;
     let mut a = Asm::new();
     a.mov(R6, R1)
@@ -68,6 +89,11 @@ pub fn assemble(port_map_fd: i32, xsk_map_fd: i32, counters_fd: i32) -> Vec<Insn
         .mov(R4, R7)
         .alu64_imm(Alu::Add, R4, 20)
         .jmp_reg(Jmp::Gt, R4, R3, "malformed")
+        // The flow key's addresses, copied as they are (network order).
+        .load(Size::W, R4, R7, 16)
+        .store(Size::W, R10, FP_LOCAL_ADDR, R4)
+        .load(Size::W, R4, R7, 12)
+        .store(Size::W, R10, FP_REMOTE_ADDR, R4)
         .load(Size::B, R5, R7, 0)
         .mov(R4, R5)
         .alu64_imm(Alu::Rsh, R4, 4)
@@ -116,25 +142,73 @@ pub fn assemble(port_map_fd: i32, xsk_map_fd: i32, counters_fd: i32) -> Vec<Insn
         .jmp_imm(Jmp::Lt, R5, 5, "malformed")
         .alu64_imm(Alu::Lsh, R5, 2)
         .jmp_reg(Jmp::Gt, R5, R8, "malformed")
-        // Port map key on the stack: [proto, 0, dport_hi, dport_lo].
+        // Port map key on the stack: [proto, 0, dport_hi, dport_lo]; the rest of the
+        // flow key: [proto, 0, 0, 0] and both ports.
         .label("lookup")
         .load(Size::H, R5, R7, 2)
+        .load(Size::H, R4, R7, 0)
         .store(Size::H, R10, -4, R9)
         .store(Size::H, R10, -2, R5)
+        .store(Size::W, R10, FP_KEY, R9)
+        .store(Size::H, R10, FP_LOCAL_PORT, R5)
+        .store(Size::H, R10, FP_REMOTE_PORT, R4)
         .load_map_fd(R1, port_map_fd)
         .mov(R2, R10)
         .alu64_imm(Alu::Add, R2, -4)
         .call(HELPER_MAP_LOOKUP_ELEM)
         .jmp_imm(Jmp::Eq, R0, 0, "pass")
-        // Ours: redirect to the XSK of this RX queue; with none there, the flags'
-        // action (DROP) is returned, never PASS (the shadow socket would answer RST).
+        // Ours. A flow with an entry goes to its slot.
+        .mov(R7, R0)
+        .load_map_fd(R1, flow_map_fd)
+        .mov(R2, R10)
+        .alu64_imm(Alu::Add, R2, FP_KEY as i32)
+        .call(HELPER_MAP_LOOKUP_ELEM)
+        .jmp_imm(Jmp::Eq, R0, 0, "no_flow")
+        .load(Size::W, R8, R0, 0)
+        .ja("redirect")
+        // Else the listener group, else the owner.
+        .label("no_flow")
+        .load(Size::W, R1, R7, VALUE_COUNT)
+        .jmp_imm(Jmp::Eq, R1, 0, "owner")
+        .jmp_imm(Jmp::Gt, R1, GROUP_MAX as i32, "owner") // never written so
+        // h = high 16 bits of (addr ^ port ^ port << 16) * GROUP_HASH_MULTIPLIER (u32),
+        // exactly `portmap::group_hash`.
+        .load(Size::W, R2, R10, FP_REMOTE_ADDR)
+        .load(Size::H, R3, R10, FP_REMOTE_PORT)
+        .alu64_reg(Alu::Xor, R2, R3)
+        .alu64_imm(Alu::Lsh, R3, 16)
+        .alu64_reg(Alu::Xor, R2, R3)
+        // The sign-extended immediate changes only bits above 31 of the product.
+        .alu64_imm(Alu::Mul, R2, GROUP_HASH_MULTIPLIER as i32)
+        .alu64_imm(Alu::Lsh, R2, 32)
+        .alu64_imm(Alu::Rsh, R2, 48)
+        .alu64_reg(Alu::Mod, R2, R1)
+        // n <= GROUP_MAX (a power of two), so the mask keeps the index and shows the
+        // verifier it stays inside the value.
+        .alu64_imm(Alu::And, R2, GROUP_MAX as i32 - 1)
+        .alu64_imm(Alu::Lsh, R2, 2)
+        .mov(R3, R7)
+        .alu64_reg(Alu::Add, R3, R2)
+        .load(Size::W, R8, R3, VALUE_MEMBERS)
+        .ja("redirect")
+        .label("owner")
+        .load(Size::W, R8, R7, VALUE_OWNER)
+        // XSKMAP[slot * MAX_QUEUES + rx_queue]; with no XSK there, the flags' action
+        // (DROP) is returned, never PASS (the shadow socket would answer RST).
+        .label("redirect")
         .load(Size::W, R2, R6, 16) // xdp_md.rx_queue_index
+        .jmp_imm(Jmp::Ge, R2, MAX_QUEUES as i32, "no_xsk")
+        .jmp_imm(Jmp::Ge, R8, MAX_SLOTS as i32, "no_xsk")
+        .alu64_imm(Alu::Lsh, R8, QUEUE_BITS)
+        .alu64_reg(Alu::Add, R2, R8)
         .load_map_fd(R1, xsk_map_fd)
         .mov_imm(R3, XDP_DROP)
         .call(HELPER_REDIRECT_MAP)
         .mov(R9, R0)
         .mov_imm(R8, COUNTER_REDIRECTED)
         .jmp_imm(Jmp::Eq, R0, XDP_REDIRECT, "count")
+        .label("no_xsk")
+        .mov_imm(R9, XDP_DROP)
         .mov_imm(R8, COUNTER_DROPPED_NO_XSK)
         .ja("count")
         .label("pass")
@@ -161,6 +235,11 @@ pub fn assemble(port_map_fd: i32, xsk_map_fd: i32, counters_fd: i32) -> Vec<Insn
     a.finish().expect("steering program labels")
 }
 
+/// The XSKMAP index of `slot`'s socket on `queue`.
+pub const fn xsk_index(slot: u32, queue: u32) -> u32 {
+    slot * MAX_QUEUES + queue
+}
+
 /// How the program is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
@@ -184,6 +263,7 @@ impl AttachMode {
 pub struct XdpProgram {
     prog: OwnedFd,
     port_map: PortMap,
+    flow_map: FlowMap,
     xsk_map: Map,
     counters: Map,
     link: Option<(OwnedFd, AttachMode, u32)>,
@@ -194,17 +274,50 @@ impl XdpProgram {
     /// Creates the maps and loads the program (not attached yet).
     pub fn load() -> io::Result<XdpProgram> {
         let port_map = PortMap::create()?;
-        let xsk_map = Map::create(MAP_TYPE_XSKMAP, 4, 4, MAX_QUEUES, "fastnet_xsks")?;
+        let flow_map = FlowMap::create()?;
+        let xsk_map = Map::create(
+            MAP_TYPE_XSKMAP,
+            4,
+            4,
+            MAX_SLOTS * MAX_QUEUES,
+            "fastnet_xsks",
+        )?;
         let counters = Map::create(MAP_TYPE_PERCPU_ARRAY, 4, 8, COUNTERS, "fastnet_cnt")?;
-        let insns = assemble(port_map.raw_fd(), xsk_map.raw_fd(), counters.raw_fd());
+        let insns = assemble(
+            port_map.raw_fd(),
+            flow_map.raw_fd(),
+            xsk_map.raw_fd(),
+            counters.raw_fd(),
+        );
         let prog = bpf::load_xdp_program(&insns, "fastnet_steer")?;
         Ok(XdpProgram {
             prog,
             port_map,
+            flow_map,
             xsk_map,
             counters,
             link: None,
             cpus: sys::possible_cpus()?,
+        })
+    }
+
+    /// The same program, maps and link through new (close-on-exec) fds: what a
+    /// process of the family that did not attach the program holds. Its link fd keeps
+    /// the program attached as long as any holder lives.
+    pub fn try_clone(&self) -> io::Result<XdpProgram> {
+        Ok(XdpProgram {
+            prog: sys::dup_cloexec(self.prog.as_raw_fd())?,
+            port_map: self.port_map.try_clone()?,
+            flow_map: self.flow_map.try_clone()?,
+            xsk_map: self.xsk_map.try_clone()?,
+            counters: self.counters.try_clone()?,
+            link: match &self.link {
+                Some((fd, mode, ifindex)) => {
+                    Some((sys::dup_cloexec(fd.as_raw_fd())?, *mode, *ifindex))
+                }
+                None => None,
+            },
+            cpus: self.cpus,
         })
     }
 
@@ -251,15 +364,49 @@ impl XdpProgram {
         &self.port_map
     }
 
-    /// Sends frames of `queue` (claimed ports) to this XSK.
-    pub fn register_xsk(&self, queue: u32, xsk_fd: RawFd) -> io::Result<()> {
-        self.xsk_map
-            .update(&queue.to_ne_bytes(), &(xsk_fd as u32).to_ne_bytes())
+    pub fn flow_map(&self) -> &FlowMap {
+        &self.flow_map
     }
 
-    /// Removes the XSK of `queue`: claimed ports' frames there are dropped from now on.
+    /// Sends `flow`'s frames to `slot` (see [`FlowMap::steer`]).
+    pub fn steer_flow(&self, flow: &FlowKey, slot: u32) -> io::Result<()> {
+        self.flow_map.steer(flow, slot)
+    }
+
+    /// Removes `flow`'s entry; false when it had none.
+    pub fn unsteer_flow(&self, flow: &FlowKey) -> io::Result<bool> {
+        self.flow_map.unsteer(flow)
+    }
+
+    /// Sends frames of `queue` (claimed ports) to this XSK (slot 0's).
+    pub fn register_xsk(&self, queue: u32, xsk_fd: RawFd) -> io::Result<()> {
+        self.register_slot_xsk(0, queue, xsk_fd)
+    }
+
+    /// Removes slot 0's XSK of `queue`: frames for slot 0 there are dropped from now on.
     pub fn unregister_xsk(&self, queue: u32) -> io::Result<bool> {
-        self.xsk_map.delete(&queue.to_ne_bytes())
+        self.unregister_slot_xsk(0, queue)
+    }
+
+    fn xsk_key(slot: u32, queue: u32) -> io::Result<[u8; 4]> {
+        if slot >= MAX_SLOTS || queue >= MAX_QUEUES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("slot {slot} / queue {queue} not below {MAX_SLOTS} / {MAX_QUEUES}"),
+            ));
+        }
+        Ok(xsk_index(slot, queue).to_ne_bytes())
+    }
+
+    /// Sends frames for `slot` that arrive on `queue` to this XSK.
+    pub fn register_slot_xsk(&self, slot: u32, queue: u32, xsk_fd: RawFd) -> io::Result<()> {
+        self.xsk_map
+            .update(&Self::xsk_key(slot, queue)?, &(xsk_fd as u32).to_ne_bytes())
+    }
+
+    /// Removes `slot`'s XSK of `queue`; false when there was none.
+    pub fn unregister_slot_xsk(&self, slot: u32, queue: u32) -> io::Result<bool> {
+        self.xsk_map.delete(&Self::xsk_key(slot, queue)?)
     }
 
     pub fn counters(&self) -> io::Result<XdpCounters> {
@@ -299,6 +446,7 @@ impl XdpProgram {
         let mut v = vec![
             self.prog.as_raw_fd(),
             self.port_map.raw_fd(),
+            self.flow_map.raw_fd(),
             self.xsk_map.raw_fd(),
             self.counters.raw_fd(),
         ];
@@ -315,9 +463,9 @@ mod tests {
 
     #[test]
     fn program_references_each_map_and_ends_in_exit() {
-        let p = assemble(11, 12, 13);
+        let p = assemble(11, 12, 13, 14);
         let map_loads: Vec<i32> = p.iter().filter(|i| i.code == 0x18).map(|i| i.imm).collect();
-        assert_eq!(map_loads, vec![11, 12, 13]);
+        assert_eq!(map_loads, vec![11, 12, 13, 14]);
         assert!(p.iter().all(|i| i.code != 0x18 || i.src == 1));
         assert_eq!(p.last().unwrap().code, 0x95);
         // Every jump lands inside the program.

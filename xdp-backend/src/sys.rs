@@ -119,10 +119,6 @@ impl SharedMapping {
     pub fn len(&self) -> usize {
         self.len
     }
-
-    pub fn as_slice_ptr(&self) -> NonNull<[u8]> {
-        NonNull::slice_from_raw_parts(self.ptr, self.len)
-    }
 }
 
 impl Drop for SharedMapping {
@@ -204,6 +200,163 @@ pub fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Resul
     } else {
         Ok(())
     }
+}
+
+/// Sets a socket option from raw bytes.
+pub fn setsockopt_bytes(fd: RawFd, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
+    // SAFETY: `value` is a live buffer of the given length for the duration of the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            value.as_ptr().cast(),
+            value.len() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Reads a socket option into `out`; returns the length the kernel wrote.
+pub fn getsockopt_bytes(fd: RawFd, level: i32, name: i32, out: &mut [u8]) -> io::Result<usize> {
+    let mut len = out.len() as libc::socklen_t;
+    // SAFETY: `out` is writable for `len` bytes; the kernel writes at most that.
+    let r = unsafe { libc::getsockopt(fd, level, name, out.as_mut_ptr().cast(), &mut len) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(len as usize)
+    }
+}
+
+/// A MAP_SHARED mapping of `len` bytes of fd at byte offset `offset` (AF_XDP rings).
+pub fn mmap_fd(fd: RawFd, len: usize, offset: i64) -> io::Result<NonNull<u8>> {
+    // SAFETY: a new mapping without an address hint touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            fd,
+            offset,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(NonNull::new(p.cast()).expect("mmap returned null"))
+}
+
+/// A close-on-exec duplicate of `fd`.
+pub fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl on an fd number has no memory-safety preconditions.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fcntl just returned this new fd to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// A new AF_XDP socket, close-on-exec.
+pub fn xsk_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; checked before use.
+    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socket(2) returned a new fd that only we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// bind(2) of an AF_XDP socket (`struct sockaddr_xdp`).
+pub fn xsk_bind(
+    fd: RawFd,
+    ifindex: u32,
+    queue: u32,
+    flags: u16,
+    shared_umem_fd: u32,
+) -> io::Result<()> {
+    let mut sa = [0u8; 16];
+    sa[0..2].copy_from_slice(&(libc::AF_XDP as u16).to_ne_bytes());
+    sa[2..4].copy_from_slice(&flags.to_ne_bytes());
+    sa[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+    sa[8..12].copy_from_slice(&queue.to_ne_bytes());
+    sa[12..16].copy_from_slice(&shared_umem_fd.to_ne_bytes());
+    // SAFETY: `sa` is a complete sockaddr_xdp that lives for the call.
+    let r = unsafe { libc::bind(fd, sa.as_ptr().cast(), sa.len() as libc::socklen_t) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// True while process `pid` runs: false once it is gone or a zombie (killed, not
+/// reaped yet: its memory and fds are gone, and its parent may be the very thread
+/// asking). Allocates nothing (it runs on the hook path's slow path).
+pub fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 checks existence and permission only.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    if r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        return false;
+    }
+    // "/proc/<pid>/stat": "pid (comm) S ..."; the state follows the last ')'.
+    let mut path = [0u8; 32];
+    let mut n = 0;
+    for &b in b"/proc/" {
+        path[n] = b;
+        n += 1;
+    }
+    let mut digits = [0u8; 10];
+    let mut d = 0;
+    let mut v = pid;
+    loop {
+        digits[d] = b'0' + (v % 10) as u8;
+        d += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    while d > 0 {
+        d -= 1;
+        path[n] = digits[d];
+        n += 1;
+    }
+    for &b in b"/stat" {
+        path[n] = b;
+        n += 1;
+    }
+    // SAFETY: `path` is NUL-terminated (zero-initialised, n < 32).
+    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return true; // no /proc: trust kill(2)
+    }
+    let mut buf = [0u8; 512];
+    // SAFETY: reading into our stack buffer; the fd is ours and closed right after.
+    let len = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: closing the fd we opened.
+    unsafe { libc::close(fd) };
+    if len <= 0 {
+        return false; // the process went away between the calls
+    }
+    let text = &buf[..len as usize];
+    match text.iter().rposition(|&b| b == b')') {
+        Some(i) => !matches!(text.get(i + 2), Some(b'Z') | Some(b'X')),
+        None => true,
+    }
+}
+
+/// The calling process's id, read from the kernel (not a value copied across fork).
+pub fn getpid() -> u32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() as u32 }
 }
 
 /// if_nametoindex(3) in the calling thread's network namespace.

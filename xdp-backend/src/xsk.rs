@@ -2,21 +2,23 @@
 //! rings, batched receive and transmit, and the stack's `Device` over the TX ring.
 //!
 //! UMEM layout: the first `rx_frames` frames circulate through the fill and RX rings,
-//! the next `tx_frames` through the TX and completion rings (a free list in between).
-//! The UMEM is an anonymous MAP_SHARED mapping and the rings are the kernel's shared
-//! mappings, so a forked child sees the same memory.
+//! the next `tx_frames` through the TX and completion rings. The UMEM is an anonymous
+//! MAP_SHARED mapping, the rings are the kernel's shared mappings, and the frame
+//! accounting lives in a MAP_SHARED family page (see `family`), so a forked child
+//! sees the same memory and can bind sockets of its own on the same queue
+//! ([`XskSocket::bind_shared`]) that share the UMEM, its one fill ring and its one
+//! completion ring with every socket of the family.
 
+use crate::family::{FamilyPage, FrameCensus};
+use crate::ring::{self, Rings};
 use crate::sys::{self, SharedMapping};
 use stack::device::{ChecksumOffload, Device, DeviceCaps};
 use std::io;
-use std::num::NonZeroU32;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use xdpilone::xdp::XdpDesc;
-use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig, User};
 
-const SOL_XDP: i32 = 283;
 /// setsockopt: frames one copy-mode sendto may send (uapi/linux/if_xdp.h).
 const XDP_MAX_TX_SKB_BUDGET: i32 = 9;
 /// The kernel's copy-mode budget per kick without the option (TX_BATCH_SIZE).
@@ -25,6 +27,12 @@ const COPY_TX_BUDGET_DEFAULT: u32 = 32;
 /// frames through the driver (and, on veth, the peer's receive path) one by one, so a
 /// larger budget saves only the per-call cost, and keeps a call under ~1 ms.
 const COPY_TX_BUDGET: u32 = 256;
+
+/// `sxdp_flags` of bind(2).
+const XDP_SHARED_UMEM: u16 = 1 << 0;
+const XDP_COPY: u16 = 1 << 1;
+const XDP_ZEROCOPY: u16 = 1 << 2;
+const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
 
 /// How `wait` waits for received frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,31 +101,34 @@ pub struct XskStats {
     pub kernel_tx_invalid: u64,
 }
 
-fn errno(e: xdpilone::Errno) -> io::Error {
-    io::Error::from_raw_os_error(e.get_raw().abs())
+/// The memory shared by the sockets of one UMEM in this process (and, being
+/// MAP_SHARED, with every process of the family): unmapped when the last of them
+/// closes here.
+struct Family {
+    page: FamilyPage,
+    area: SharedMapping,
 }
 
-/// The xdpilone objects of one bound socket; dropped before the UMEM mapping.
-struct Rings {
-    rx: RingRx,
-    tx: RingTx,
-    fcq: DeviceQueue,
-    user: User,
-    _umem: Umem,
-    fd: RawFd,
-}
+// SAFETY: the page is only accessed through atomics and under its lock; a UMEM frame
+// is touched only by the socket holding it (cache, RX ring), as across processes.
+unsafe impl Sync for Family {}
+unsafe impl Send for Family {}
 
 /// One AF_XDP socket on one (interface, queue).
 pub struct XskSocket {
-    // Field order is drop order: rings (and the socket fd) before the UMEM memory.
+    // Field order is drop order: the ring mappings, then the socket, then the UMEM.
     rings: Rings,
-    area: SharedMapping,
+    fd: OwnedFd,
+    family: Arc<Family>,
+    /// This socket's entry in the family page.
+    member: usize,
+    /// The process that created this socket: only it returns the socket's frames on
+    /// drop (a forked child dropping its inherited copy must not).
+    pid: u32,
     config: XskConfig,
     ifindex: u32,
     queue: u32,
     zero_copy: bool,
-    /// TX frame addresses not in flight.
-    tx_free: Vec<u64>,
     /// RX frame addresses waiting to go back to the fill ring.
     fill_pending: Vec<u64>,
     /// Frames queued on the TX ring since the last kick.
@@ -127,14 +138,20 @@ pub struct XskSocket {
     stats: XskStats,
 }
 
-// SAFETY: all the raw pointers inside point to mappings this value owns; it is moved
-// between threads as a whole, never shared.
+// SAFETY: all the raw pointers inside point to mappings this value owns (or shares
+// through an Arc); it is moved between threads as a whole, never shared.
 unsafe impl Send for XskSocket {}
+
+fn set_ring_size(fd: RawFd, opt: i32, entries: u32) -> io::Result<()> {
+    sys::setsockopt_bytes(fd, ring::SOL_XDP, opt, &entries.to_ne_bytes())
+}
 
 impl XskSocket {
     /// Creates the UMEM and socket and binds it to `queue` of `ifindex`: zero-copy
     /// first, copy mode when the driver refuses (EOPNOTSUPP), EBUSY retried with
-    /// backoff for up to `config.busy_retry`.
+    /// backoff for up to `config.busy_retry`. The socket starts a family: forked
+    /// children can bind sockets of their own on the same queue with
+    /// [`XskSocket::bind_shared`].
     pub fn bind(ifindex: u32, queue: u32, config: &XskConfig) -> io::Result<XskSocket> {
         for (what, n) in [
             ("frame_size", config.frame_size),
@@ -158,8 +175,11 @@ impl XskSocket {
                 ),
             ));
         }
-        let total = config.frame_size as usize * (config.rx_frames + config.tx_frames) as usize;
-        let area = SharedMapping::new(total)?;
+        let fs = config.frame_size as u64;
+        let (rx, tx) = (config.rx_frames as u64, config.tx_frames as u64);
+        let area = SharedMapping::new((fs * (rx + tx)) as usize)?;
+        let page = FamilyPage::create((rx as u32..(rx + tx) as u32).map(|i| i as u64 * fs))?;
+        let family = Arc::new(Family { page, area });
         let modes: &[bool] = if config.force_copy {
             &[false]
         } else {
@@ -170,34 +190,13 @@ impl XskSocket {
             let deadline = Instant::now() + config.busy_retry;
             let mut backoff = Duration::from_millis(5);
             loop {
-                match Self::try_bind(&area, ifindex, queue, config, zero_copy) {
-                    Ok(rings) => {
-                        let mut s = XskSocket {
-                            rings,
-                            area,
-                            config: config.clone(),
-                            ifindex,
-                            queue,
-                            zero_copy,
-                            tx_free: Vec::with_capacity(config.tx_frames as usize),
-                            fill_pending: Vec::with_capacity(config.rx_frames as usize),
-                            tx_unkicked: 0,
-                            tx_budget: COPY_TX_BUDGET_DEFAULT,
-                            stats: XskStats::default(),
-                        };
-                        s.init_frames();
-                        if !zero_copy {
-                            s.tx_budget = s.raise_tx_budget();
-                        }
-                        if config.rx_mode == RxMode::BusyPoll {
-                            // Best effort: only drivers with NAPI busy polling honour these.
-                            let fd = s.rings.fd;
-                            let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, 69, 1); // SO_PREFER_BUSY_POLL
-                            let _ =
-                                sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_BUSY_POLL, 20);
-                            let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, 70, 64);
-                            // SO_BUSY_POLL_BUDGET
-                        }
+                match Self::try_bind(&family, ifindex, queue, config, zero_copy) {
+                    Ok((fd, rings)) => {
+                        let mut s =
+                            Self::new(fd, rings, family, config, ifindex, queue, zero_copy)?;
+                        // The first socket gives every RX frame to the fill ring.
+                        s.fill_pending.extend((0..rx).map(|i| i * fs));
+                        s.refill();
                         return Ok(s);
                     }
                     Err(e)
@@ -231,56 +230,114 @@ impl XskSocket {
         Err(last_err.unwrap_or_else(|| io::Error::other("AF_XDP bind failed")))
     }
 
+    /// A socket with the UMEM registered on it, its four rings, bound.
     fn try_bind(
-        area: &SharedMapping,
+        family: &Family,
         ifindex: u32,
         queue: u32,
         config: &XskConfig,
         zero_copy: bool,
-    ) -> io::Result<Rings> {
-        let umem_config = UmemConfig {
-            fill_size: config.rx_frames,
-            complete_size: config.tx_frames,
-            frame_size: config.frame_size,
-            headroom: 0,
-            flags: 0,
-        };
-        // SAFETY: `area` is a page-aligned mapping of exactly the frames' size and
-        // outlives the Umem: `XskSocket` drops `rings` (holding the Umem) before `area`.
-        let umem = unsafe { Umem::new(umem_config, area.as_slice_ptr()) }.map_err(errno)?;
-        let mut info = IfInfo::invalid();
-        info.from_ifindex(ifindex).map_err(errno)?;
-        info.set_queue(queue);
-        let sock = Socket::with_shared(&info, &umem).map_err(errno)?;
-        let fd = sock.as_raw_fd();
-        sys::set_cloexec(fd)?;
-        let fcq = umem.fq_cq(&sock).map_err(errno)?;
-        let mode_flag = if zero_copy {
-            SocketConfig::XDP_BIND_ZEROCOPY
-        } else {
-            SocketConfig::XDP_BIND_COPY
-        };
-        let user = umem
-            .rx_tx(
-                &sock,
-                &SocketConfig {
-                    rx_size: NonZeroU32::new(config.rx_frames),
-                    tx_size: NonZeroU32::new(config.tx_frames),
-                    bind_flags: SocketConfig::XDP_BIND_NEED_WAKEUP | mode_flag,
-                },
-            )
-            .map_err(errno)?;
-        let rx = user.map_rx().map_err(errno)?;
-        let tx = user.map_tx().map_err(errno)?;
-        umem.bind(&user).map_err(errno)?;
-        Ok(Rings {
-            rx,
-            tx,
-            fcq,
-            user,
-            _umem: umem,
+    ) -> io::Result<(OwnedFd, Rings)> {
+        let fd = sys::xsk_socket()?;
+        let raw = fd.as_raw_fd();
+        // struct xdp_umem_reg: addr, len, chunk_size, headroom, flags, tx_metadata_len.
+        let mut reg = [0u8; 32];
+        reg[0..8].copy_from_slice(&(family.area.as_ptr() as u64).to_ne_bytes());
+        reg[8..16].copy_from_slice(&(family.area.len() as u64).to_ne_bytes());
+        reg[16..20].copy_from_slice(&config.frame_size.to_ne_bytes());
+        sys::setsockopt_bytes(raw, ring::SOL_XDP, ring::XDP_UMEM_REG, &reg)?;
+        set_ring_size(raw, ring::XDP_UMEM_FILL_RING, config.rx_frames)?;
+        set_ring_size(raw, ring::XDP_UMEM_COMPLETION_RING, config.tx_frames)?;
+        set_ring_size(raw, ring::XDP_RX_RING, config.rx_frames)?;
+        set_ring_size(raw, ring::XDP_TX_RING, config.tx_frames)?;
+        let mode = if zero_copy { XDP_ZEROCOPY } else { XDP_COPY };
+        sys::xsk_bind(raw, ifindex, queue, XDP_USE_NEED_WAKEUP | mode, 0)?;
+        let rings = Rings::map(raw, config.rx_frames, config.tx_frames)?;
+        Ok((fd, rings))
+    }
+
+    fn new(
+        fd: OwnedFd,
+        rings: Rings,
+        family: Arc<Family>,
+        config: &XskConfig,
+        ifindex: u32,
+        queue: u32,
+        zero_copy: bool,
+    ) -> io::Result<XskSocket> {
+        let pid = sys::getpid();
+        let member = family.page.join(pid)?;
+        let mut s = XskSocket {
+            rings,
             fd,
-        })
+            family,
+            member,
+            pid,
+            config: config.clone(),
+            ifindex,
+            queue,
+            zero_copy,
+            fill_pending: Vec::with_capacity(config.rx_frames as usize),
+            tx_unkicked: 0,
+            tx_budget: COPY_TX_BUDGET_DEFAULT,
+            stats: XskStats::default(),
+        };
+        sys::set_cloexec(s.fd())?;
+        if !zero_copy {
+            s.tx_budget = s.raise_tx_budget();
+        }
+        if config.rx_mode == RxMode::BusyPoll {
+            // Best effort: only drivers with NAPI busy polling honour these.
+            let fd = s.fd();
+            let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, 69, 1); // SO_PREFER_BUSY_POLL
+            let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_BUSY_POLL, 20);
+            let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, 70, 64); // SO_BUSY_POLL_BUDGET
+        }
+        Ok(s)
+    }
+
+    /// A new socket of this process on the queue `family` serves, sharing its UMEM
+    /// (XDP_SHARED_UMEM): its own RX and TX rings, the one fill and completion ring of
+    /// the queue, the family's frame accounting. `family` is any socket of the family
+    /// that is still open here, typically the one a forked child inherited from its
+    /// parent (only its fd and shared mappings are used, never its private state).
+    /// The new socket keeps working when `family` (or its whole process) is gone.
+    /// Register it in the XSKMAP at this process's slot to receive anything.
+    pub fn bind_shared(family: &XskSocket) -> io::Result<XskSocket> {
+        let config = &family.config;
+        let fd = sys::xsk_socket()?;
+        let raw = fd.as_raw_fd();
+        set_ring_size(raw, ring::XDP_RX_RING, config.rx_frames)?;
+        set_ring_size(raw, ring::XDP_TX_RING, config.tx_frames)?;
+        // The mode and need_wakeup come from the shared pool: no flags allowed here.
+        sys::xsk_bind(
+            raw,
+            family.ifindex,
+            family.queue,
+            XDP_SHARED_UMEM,
+            family.fd() as u32,
+        )
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "AF_XDP bind sharing the UMEM of fd {} (ifindex {} queue {}): {e}",
+                    family.fd(),
+                    family.ifindex,
+                    family.queue
+                ),
+            )
+        })?;
+        let rings = Rings::map(raw, config.rx_frames, config.tx_frames)?;
+        Self::new(
+            fd,
+            rings,
+            family.family.clone(),
+            config,
+            family.ifindex,
+            family.queue,
+            family.zero_copy,
+        )
     }
 
     /// Copy mode: lets one kick (sendto) send up to [`COPY_TX_BUDGET`] frames instead
@@ -288,7 +345,7 @@ impl XskSocket {
     /// refuse it and keep 32). Returns the budget in force.
     fn raise_tx_budget(&self) -> u32 {
         let want = COPY_TX_BUDGET.min(self.config.tx_frames);
-        match sys::setsockopt_int(self.rings.fd, SOL_XDP, XDP_MAX_TX_SKB_BUDGET, want as i32) {
+        match sys::setsockopt_int(self.fd(), ring::SOL_XDP, XDP_MAX_TX_SKB_BUDGET, want as i32) {
             Ok(()) => want,
             Err(_) => COPY_TX_BUDGET_DEFAULT,
         }
@@ -299,29 +356,19 @@ impl XskSocket {
         self.tx_budget
     }
 
-    /// Gives every RX frame to the fill ring and every TX frame to the free list.
-    fn init_frames(&mut self) {
-        let fs = self.config.frame_size as u64;
-        self.fill_pending
-            .extend((0..self.config.rx_frames as u64).map(|i| i * fs));
-        self.tx_free.extend(
-            (self.config.rx_frames as u64..(self.config.rx_frames + self.config.tx_frames) as u64)
-                .map(|i| i * fs),
-        );
-        self.refill();
-    }
-
+    /// Gives the pending RX frames to the (shared) fill ring, and kicks the driver
+    /// when it asks for it (any socket of the family may).
     fn refill(&mut self) {
         if self.fill_pending.is_empty() {
             return;
         }
-        let mut w = self.rings.fcq.fill(self.fill_pending.len() as u32);
-        let n = w.insert(self.fill_pending.iter().copied()) as usize;
-        w.commit();
-        drop(w);
+        let n = {
+            let _g = self.family.page.lock(self.pid);
+            self.rings.fill.produce_addrs(&self.fill_pending)
+        };
         self.fill_pending.drain(..n);
-        if self.rings.fcq.needs_wakeup() {
-            sys::xsk_kick_rx(self.rings.fd);
+        if self.rings.fill.needs_wakeup() {
+            sys::xsk_kick_rx(self.fd());
             self.stats.rx_wakeups += 1;
         }
     }
@@ -329,34 +376,30 @@ impl XskSocket {
     /// Hands up to `max` received frames to `f`, oldest first, then returns their
     /// buffers to the fill ring. Returns how many frames were handed over.
     pub fn receive(&mut self, max: u32, mut f: impl FnMut(&[u8])) -> usize {
-        let base = self.area.as_ptr();
-        let area_len = self.area.len() as u64;
+        let base = self.family.area.as_ptr();
+        let area_len = self.family.area.len() as u64;
         let chunk_mask = !(self.config.frame_size as u64 - 1);
-        let mut n = 0;
         let mut bytes = 0u64;
         let mut invalid = 0;
-        {
-            let mut rx = self.rings.rx.receive(max);
-            while let Some(XdpDesc { addr, len, .. }) = rx.read() {
-                if addr
-                    .checked_add(len as u64)
-                    .is_none_or(|end| end > area_len)
-                {
-                    invalid += 1;
-                    continue;
-                }
-                // SAFETY: [addr, addr+len) lies inside the UMEM (checked above), and the
-                // kernel handed this frame to us: it does not write it until we put it
-                // back on the fill ring below.
-                let frame =
-                    unsafe { std::slice::from_raw_parts(base.add(addr as usize), len as usize) };
-                f(frame);
-                self.fill_pending.push(addr & chunk_mask);
-                n += 1;
-                bytes += len as u64;
+        let pending = &mut self.fill_pending;
+        let n = self.rings.rx.consume_descs(max, |addr, len| {
+            if addr
+                .checked_add(len as u64)
+                .is_none_or(|end| end > area_len)
+            {
+                invalid += 1;
+                return;
             }
-            rx.release();
-        }
+            // SAFETY: [addr, addr+len) lies inside the UMEM (checked above), and the
+            // kernel handed this frame to us: nobody writes it until it is back on
+            // the fill ring (below, after `f` returned).
+            let frame =
+                unsafe { std::slice::from_raw_parts(base.add(addr as usize), len as usize) };
+            f(frame);
+            pending.push(addr & chunk_mask);
+            bytes += len as u64;
+        }) as usize;
+        let n = n - invalid as usize;
         self.stats.rx_frames += n as u64;
         self.stats.rx_bytes += bytes;
         self.stats.rx_invalid += invalid;
@@ -378,7 +421,7 @@ impl XskSocket {
         match self.config.rx_mode {
             RxMode::Blocking => {
                 let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
-                let revents = sys::poll_one(self.rings.fd, libc::POLLIN, ms)?;
+                let revents = sys::poll_one(self.fd(), libc::POLLIN, ms)?;
                 Ok(revents & libc::POLLIN != 0 || self.rings.rx.available() > 0)
             }
             RxMode::BusyPoll => {
@@ -387,8 +430,8 @@ impl XskSocket {
                     if self.rings.rx.available() > 0 {
                         return Ok(true);
                     }
-                    if self.rings.fcq.needs_wakeup() {
-                        sys::xsk_kick_rx(self.rings.fd);
+                    if self.rings.fill.needs_wakeup() {
+                        sys::xsk_kick_rx(self.fd());
                         self.stats.rx_wakeups += 1;
                     }
                     if timeout.is_some_and(|t| start.elapsed() >= t) {
@@ -400,17 +443,49 @@ impl XskSocket {
         }
     }
 
-    /// Returns completed TX frames to the free list.
+    /// Returns completed TX frames (of any socket of the family: the completion ring
+    /// is shared) to the family's pool.
     pub fn reclaim(&mut self) -> usize {
-        let chunk_mask = !(self.config.frame_size as u64 - 1);
-        let mut c = self.rings.fcq.complete(self.config.tx_frames);
-        let mut n = 0;
-        while let Some(addr) = c.read() {
-            self.tx_free.push(addr & chunk_mask);
-            n += 1;
+        if self.rings.comp.available() == 0 {
+            return 0;
         }
-        c.release();
-        n
+        let _g = self.family.page.lock(self.pid);
+        self.reclaim_locked()
+    }
+
+    fn reclaim_locked(&self) -> usize {
+        let chunk_mask = !(self.config.frame_size as u64 - 1);
+        let page = &self.family.page;
+        self.rings
+            .comp
+            .consume_addrs(self.config.tx_frames, |addr| {
+                page.pool_push_locked(addr & chunk_mask)
+            }) as usize
+    }
+
+    /// Refills this socket's TX cache from the pool (completions first); as a last
+    /// resort reaps the sockets of dead processes. Returns the frames now cached.
+    fn refill_tx_cache(&mut self) -> usize {
+        {
+            let page = &self.family.page;
+            let _g = page.lock(self.pid);
+            self.reclaim_locked();
+            if page.refill_cache_locked(self.member) > 0 {
+                return page.cache_len(self.member);
+            }
+        }
+        if self.tx_unkicked > 0 {
+            // Frames wait for a kick: send them now to get buffers back.
+            self.flush();
+        }
+        let page = &self.family.page;
+        let _g = page.lock(self.pid);
+        self.reclaim_locked();
+        if page.pool_len() == 0 {
+            page.reap_locked();
+        }
+        page.refill_cache_locked(self.member);
+        page.cache_len(self.member)
     }
 
     /// Queues one frame of `len` bytes written by `fill`; false (without calling
@@ -420,40 +495,29 @@ impl XskSocket {
         if len > self.config.frame_size as usize {
             return false;
         }
-        if self.tx_free.is_empty() {
-            self.reclaim();
-            if self.tx_free.is_empty() && self.tx_unkicked > 0 {
-                // Frames wait for a kick: send them now to get buffers back.
-                self.flush();
-            }
+        if self.family.page.cache_len(self.member) == 0 && self.refill_tx_cache() == 0 {
+            self.stats.tx_ring_full += 1;
+            return false;
         }
-        let Some(&addr) = self.tx_free.last() else {
+        if self.rings.tx.free() == 0 && self.tx_unkicked > 0 {
+            self.flush();
+        }
+        if self.rings.tx.free() == 0 {
+            self.stats.tx_ring_full += 1;
+            return false;
+        }
+        let Some(addr) = self.family.page.cache_peek(self.member) else {
             self.stats.tx_ring_full += 1;
             return false;
         };
-        if self.rings.tx.transmit(1).capacity() == 0 && self.tx_unkicked > 0 {
-            self.flush();
-        }
-        let base = self.area.as_ptr();
-        let mut w = self.rings.tx.transmit(1);
-        if w.capacity() == 0 {
-            drop(w);
-            self.stats.tx_ring_full += 1;
-            return false;
-        }
+        let base = self.family.area.as_ptr();
         // SAFETY: `addr` is a TX frame of `frame_size` >= len bytes inside the UMEM that
-        // is on our free list: the kernel does not touch it until we queue it.
+        // is in this socket's cache: nobody else touches it until we queue it.
         let frame = unsafe { std::slice::from_raw_parts_mut(base.add(addr as usize), len) };
         fill(frame);
-        let queued = w.insert_once(XdpDesc {
-            addr,
-            len: len as u32,
-            options: 0,
-        });
-        w.commit();
-        drop(w);
-        debug_assert!(queued, "reserved slot");
-        self.tx_free.pop();
+        let queued = self.rings.tx.produce_desc(addr, len as u32);
+        debug_assert!(queued, "checked free slot");
+        self.family.page.cache_pop(self.member);
         self.tx_unkicked += 1;
         self.stats.tx_frames += 1;
         self.stats.tx_bytes += len as u64;
@@ -482,7 +546,7 @@ impl XskSocket {
             }
             if !self.zero_copy || self.rings.tx.needs_wakeup() {
                 self.stats.tx_wakeups += 1;
-                match sys::xsk_kick_tx(self.rings.fd) {
+                match sys::xsk_kick_tx(self.fd()) {
                     Ok(()) => {}
                     Err(libc::EAGAIN) | Err(libc::EBUSY) | Err(libc::ENOBUFS) => {}
                     Err(_) => break,
@@ -509,18 +573,29 @@ impl XskSocket {
 
     pub fn stats(&self) -> XskStats {
         let mut s = self.stats;
-        if let Ok(k) = self.rings.user.statistics_v2() {
-            s.kernel_rx_dropped = k.rx_dropped;
-            s.kernel_rx_ring_full = k.rx_ring_full;
-            s.kernel_fill_ring_empty = k.rx_fill_ring_empty_descs;
-            s.kernel_tx_invalid = k.tx_invalid_descs;
+        // struct xdp_statistics: rx_dropped, rx_invalid_descs, tx_invalid_descs,
+        // rx_ring_full, rx_fill_ring_empty_descs, tx_ring_empty_descs.
+        let mut k = [0u8; 48];
+        if let Ok(n) = sys::getsockopt_bytes(self.fd(), ring::SOL_XDP, ring::XDP_STATISTICS, &mut k)
+        {
+            let field = |i: usize| {
+                if n >= 8 * (i + 1) {
+                    u64::from_ne_bytes(k[8 * i..8 * i + 8].try_into().expect("8 bytes"))
+                } else {
+                    0
+                }
+            };
+            s.kernel_rx_dropped = field(0);
+            s.kernel_tx_invalid = field(2);
+            s.kernel_rx_ring_full = field(3);
+            s.kernel_fill_ring_empty = field(4);
         }
         s
     }
 
     /// The XSK fd: register it in the XSKMAP, poll it for POLLIN.
     pub fn fd(&self) -> RawFd {
-        self.rings.fd
+        self.fd.as_raw_fd()
     }
 
     pub fn ifindex(&self) -> u32 {
@@ -531,6 +606,10 @@ impl XskSocket {
         self.queue
     }
 
+    pub fn config(&self) -> &XskConfig {
+        &self.config
+    }
+
     /// True when the driver accepted zero-copy; false in copy mode.
     pub fn is_zero_copy(&self) -> bool {
         self.zero_copy
@@ -539,15 +618,48 @@ impl XskSocket {
     /// Base and length of the UMEM (a MAP_SHARED mapping).
     pub fn umem(&self) -> (NonNull<u8>, usize) {
         (
-            NonNull::new(self.area.as_ptr()).expect("mapped"),
-            self.area.len(),
+            NonNull::new(self.family.area.as_ptr()).expect("mapped"),
+            self.family.area.len(),
         )
     }
 
-    /// Free TX frames right now (after reclaiming completions).
+    /// Free TX frames right now for this socket: the family's pool and this socket's
+    /// cache (after reclaiming completions).
     pub fn tx_free(&mut self) -> usize {
         self.reclaim();
-        self.tx_free.len()
+        self.family.page.pool_len() + self.family.page.cache_len(self.member)
+    }
+
+    /// Where the UMEM's frames are (reaping dead sockets first). With every socket
+    /// idle and its RX ring read, `fill_ring == rx_frames` and
+    /// `tx_pool + tx_cached == tx_frames`: no frame is lost to the accounting.
+    pub fn census(&mut self) -> FrameCensus {
+        let _g = self.family.page.lock(self.pid);
+        self.reclaim_locked();
+        self.family.page.census_locked(self.rings.fill.pending())
+    }
+
+    /// Test hook: takes the family lock and never gives it back, as a process killed
+    /// with -9 inside the critical section would.
+    #[doc(hidden)]
+    pub fn leak_family_lock(&self) {
+        self.family.page.leak_lock(sys::getpid());
+    }
+}
+
+impl Drop for XskSocket {
+    fn drop(&mut self) {
+        // Only in the process that created the socket: a forked child dropping its
+        // copy closes its fds but leaves the parent's frames alone.
+        if sys::getpid() != self.pid {
+            return;
+        }
+        // Frames in flight come back through the shared completion ring; what waits
+        // on our RX ring goes back to the fill ring (a frame the kernel delivers after
+        // this, before the socket closes, is lost).
+        self.flush();
+        self.receive(u32::MAX, |_| {});
+        self.family.page.leave(self.pid, self.member);
     }
 }
 

@@ -47,6 +47,8 @@ pub enum Alu {
     Sub = 0x10,
     Mul = 0x20,
     Or = 0x40,
+    /// Unsigned; a zero divisor leaves dst unchanged.
+    Mod = 0x90,
     And = 0x50,
     Lsh = 0x60,
     Rsh = 0x70,

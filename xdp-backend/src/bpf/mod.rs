@@ -9,6 +9,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 pub const MAP_TYPE_HASH: u32 = 1;
 pub const MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 pub const MAP_TYPE_XSKMAP: u32 = 17;
+/// `BPF_F_NO_PREALLOC`: a hash map allocates elements on insert, not all at creation.
+pub const MAP_F_NO_PREALLOC: u32 = 1;
 
 const PROG_TYPE_XDP: u32 = 6;
 /// `enum bpf_attach_type` value for XDP links.
@@ -20,6 +22,7 @@ pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
 const BPF_ANY: u64 = 0;
 const BPF_NOEXIST: u64 = 1;
+const BPF_EXIST: u64 = 2;
 
 /// Copies a name into a bpf attribute's 16-byte name field (NUL-terminated).
 fn put_name(attr: &mut [u8], off: usize, name: &str) {
@@ -44,11 +47,24 @@ impl Map {
         max_entries: u32,
         name: &str,
     ) -> io::Result<Map> {
+        Map::create_with_flags(map_type, key_size, value_size, max_entries, 0, name)
+    }
+
+    /// Like [`Map::create`], with `map_flags` (e.g. [`MAP_F_NO_PREALLOC`]).
+    pub fn create_with_flags(
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+        name: &str,
+    ) -> io::Result<Map> {
         let mut attr = [0u8; 128];
         put_u32(&mut attr, 0, map_type);
         put_u32(&mut attr, 4, key_size);
         put_u32(&mut attr, 8, value_size);
         put_u32(&mut attr, 12, max_entries);
+        put_u32(&mut attr, 16, map_flags);
         put_name(&mut attr, 28, name);
         let fd = sys::bpf_fd(sys::BPF_MAP_CREATE, &mut attr)
             .map_err(|e| io::Error::new(e.kind(), format!("BPF_MAP_CREATE {name}: {e}")))?;
@@ -66,6 +82,15 @@ impl Map {
             key_size,
             value_size,
         }
+    }
+
+    /// The same map through a new (close-on-exec) fd.
+    pub fn try_clone(&self) -> io::Result<Map> {
+        Ok(Map {
+            fd: sys::dup_cloexec(self.fd.as_raw_fd())?,
+            key_size: self.key_size,
+            value_size: self.value_size,
+        })
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -98,6 +123,13 @@ impl Map {
     pub fn insert(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
         assert_eq!(value.len(), self.value_size as usize, "bad value size");
         let mut attr = self.elem_attr(key, value.as_ptr(), BPF_NOEXIST);
+        sys::bpf(sys::BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
+    }
+
+    /// Replaces the value of a present key; NotFound when it is absent.
+    pub fn replace(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        assert_eq!(value.len(), self.value_size as usize, "bad value size");
+        let mut attr = self.elem_attr(key, value.as_ptr(), BPF_EXIST);
         sys::bpf(sys::BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
     }
 
