@@ -72,6 +72,5 @@ fn init() {
 /// delivers what the app wrote and reports the counters.
 extern "C" fn fini() {
     let _inside = rewriter::in_shim();
-    sockets::close_all_at_exit();
-    sockets::at_exit();
+    sockets::exit_work();
 }

@@ -493,3 +493,49 @@ fn cookie_timestamps_never_run_ahead_of_the_connection() {
         assert_eq!(p.b.stats().retransmits, 0, "phase {phase_ms}");
     }
 }
+
+#[test]
+fn a_burst_beyond_the_backlog_gets_through_while_the_app_accepts_late() {
+    // Twelve clients connect at once to a listener with backlog 2 and send at once
+    // (cookies carry those beyond the SYN queue); the app accepts only later. A
+    // handshake ACK that completes a cookie while the accept queue is full must not be
+    // dropped: the client's next segments would fail the cookie check (their sequence
+    // numbers are past the ISN the cookie was made with) and draw a RST.
+    let mut p = TcpPair::new(cfg(), lossless(), 27);
+    let l = p.b.listen(TcpPair::addr_b(SERVER_PORT), 2).unwrap();
+    let data = pattern(30_000, 9);
+    let clients: Vec<_> = (0..12)
+        .map(|_| {
+            p.a.connect(TcpPair::addr_a(0), TcpPair::addr_b(SERVER_PORT))
+                .unwrap()
+        })
+        .collect();
+    let mut sent = vec![0usize; clients.len()];
+    let end = later(&p, Duration::from_millis(300));
+    p.run_until(end, |p| {
+        for (i, &c) in clients.iter().enumerate() {
+            sent[i] += p.a.send(c, &data[sent[i]..]).unwrap_or(0);
+        }
+        false
+    });
+    assert!(p.b.stats().syn_cookies_sent > 0, "the burst used cookies");
+    let mut accepted = Vec::new();
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let end = later(&p, secs(10));
+    p.run_until(end, |p| {
+        while let Ok(s) = p.b.accept(l) {
+            accepted.push(s);
+            got.push(Vec::new());
+        }
+        for (i, &c) in clients.iter().enumerate() {
+            sent[i] += p.a.send(c, &data[sent[i]..]).unwrap_or(0);
+        }
+        for (i, &s) in accepted.iter().enumerate() {
+            let _ = read_all(&mut p.b, s, &mut got[i]);
+        }
+        got.len() == clients.len() && got.iter().all(|g| g.len() == data.len())
+    });
+    assert_eq!(p.b.stats().resets_sent, 0, "{:?}", p.b.stats());
+    assert_eq!(accepted.len(), clients.len());
+    assert!(got.iter().all(|g| g == &data));
+}

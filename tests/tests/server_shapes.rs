@@ -27,9 +27,10 @@ fn topo() -> Topology {
 const ECHO_CLIENTS: &str = r#"
 import os, socket, sys, threading, time
 host, port, n, size, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+seq = len(sys.argv) > 6 and sys.argv[6] == "seq"   # one client after another
 block = bytes((i * 7 + i // 251) & 255 for i in range(1 << 16))
 results = [None] * n
-first = threading.Barrier(n + 1)
+first = threading.Barrier(1 if seq else n + 1)
 def one(i):
     data = block[i:] + block[:i]
     data = data * (size // len(data))
@@ -41,7 +42,8 @@ def one(i):
             d = s.recv(1 << 16)
             if not d: break
             got.extend(d)
-        first.wait(120)
+        if i == 0 or not seq:
+            first.wait(120)
         while not os.path.exists(go): time.sleep(0.01)
         def rd():
             while len(got) < len(data):
@@ -58,20 +60,35 @@ def one(i):
         try: first.abort()
         except Exception: pass
 threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-for t in threads: t.start()
-try:
-    first.wait(120)
-    print("ready", flush=True)
-except threading.BrokenBarrierError:
-    print("not ready", flush=True)
-for t in threads: t.join()
+if seq:
+    for i, t in enumerate(threads):
+        t.start()
+        if i == 0:
+            print("ready", flush=True)
+        t.join()
+else:
+    for t in threads: t.start()
+    try:
+        first.wait(120)
+        print("ready", flush=True)
+    except threading.BrokenBarrierError:
+        print("not ready", flush=True)
+    for t in threads: t.join()
 print("results", results, flush=True)
 print("all ok" if all(r == "ok" for r in results) else "FAILED", flush=True)
 "#;
 
 /// Runs [`ECHO_CLIENTS`] against `port`; while every client is connected, checks that
 /// the kernel holds none of their connections and that the XDP program is attached.
-fn echo_clients(t: &Topology, port: u16, n: usize, size: usize, dir: &Path) -> String {
+fn echo_clients(
+    t: &Topology,
+    port: u16,
+    n: usize,
+    size: usize,
+    dir: &Path,
+    srv: &Bg,
+    one_at_a_time: bool,
+) -> String {
     let go = dir.join("go");
     let mut c = t.command(Side::Client, PY);
     c.args([
@@ -82,9 +99,10 @@ fn echo_clients(t: &Topology, port: u16, n: usize, size: usize, dir: &Path) -> S
         &n.to_string(),
         &size.to_string(),
         go.to_str().unwrap(),
+        if one_at_a_time { "seq" } else { "all" },
     ]);
     let mut bg = spawn(c, &dir.join("clients.log"));
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let out = bg.output();
         if out.contains("ready") {
@@ -92,10 +110,11 @@ fn echo_clients(t: &Topology, port: u16, n: usize, size: usize, dir: &Path) -> S
         }
         assert!(
             !out.contains("not ready") && Instant::now() < deadline,
-            "clients did not connect:\n{out}"
+            "clients did not connect:\n{out}\nserver:\n{}",
+            srv.output()
         );
         if let Ok(Some(_)) = bg.child.try_wait() {
-            panic!("clients ended early:\n{}", bg.output());
+            panic!("clients ended early:\n{}\nserver:\n{}", bg.output(), srv.output());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -111,8 +130,18 @@ fn echo_clients(t: &Topology, port: u16, n: usize, size: usize, dir: &Path) -> S
 }
 
 /// Ends `srv` with SIGTERM and returns its log (every process of the server wrote to
-/// it, each its counters at exit).
-fn stop_server(srv: &mut Bg) -> String {
+/// it, each its counters at exit). Children that served a connection each exit once
+/// their client closed (after their linger): first waits until `children` of them
+/// printed their counters (at most 20 s).
+fn stop_server(srv: &mut Bg, children: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let c = summed_exit_counters(&srv.output());
+        if c.get("family.joins").copied().unwrap_or(0) >= children as u64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     srv.stop()
 }
 
@@ -142,11 +171,9 @@ fn socat_fork_serves_each_connection_in_its_own_child() {
     c.args(["TCP-LISTEN:7400,reuseaddr,fork", "EXEC:cat"]);
     let mut srv = spawn(c, &dir.join("server.log"));
     wait_listening(&t, Side::Server, 7400, &mut srv);
-    let out = echo_clients(&t, 7400, N, SIZE, &dir);
+    let out = echo_clients(&t, 7400, N, SIZE, &dir, &srv, false);
     assert!(out.contains("all ok"), "{out}\nserver:\n{}", srv.output());
-    // The children exit as their clients close; then the parent.
-    std::thread::sleep(Duration::from_millis(500));
-    let log = stop_server(&mut srv);
+    let log = stop_server(&mut srv, N);
     assert_moved_to_children(&log, N as u64, (N * SIZE) as u64);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -177,10 +204,10 @@ srv.serve_forever()
         c.args(["-c", &script]);
         let mut srv = spawn(c, &dir.join("server.log"));
         wait_listening(&t, Side::Server, port, &mut srv);
-        let out = echo_clients(&t, port, N, SIZE, &dir);
+        let out = echo_clients(&t, port, N, SIZE, &dir, &srv, false);
         assert!(out.contains("all ok"), "{mixin}: {out}\nserver:\n{}", srv.output());
-        std::thread::sleep(Duration::from_millis(500));
-        let log = stop_server(&mut srv);
+        let children = if mixin == "ForkingTCPServer" { N } else { 0 };
+        let log = stop_server(&mut srv, children);
         if mixin == "ForkingTCPServer" {
             assert_moved_to_children(&log, N as u64, (N * SIZE) as u64);
         } else {
@@ -195,8 +222,8 @@ srv.serve_forever()
 #[test]
 fn prefork_children_accept_on_one_inherited_listener() {
     const CHILDREN: usize = 2;
-    const N: usize = 20;
-    const SIZE: usize = 1 << 20;
+    const N: usize = 40;
+    const SIZE: usize = 256 << 10;
     let t = topo();
     let dir = scratch("prefork");
     let bin = fastnet_e2e::shim::compile_c("prefork_echo", "prefork_echo", &dir, &[]);
@@ -204,9 +231,10 @@ fn prefork_children_accept_on_one_inherited_listener() {
     c.args(["7403", &CHILDREN.to_string()]);
     let mut srv = spawn(c, &dir.join("server.log"));
     wait_listening(&t, Side::Server, 7403, &mut srv);
-    let out = echo_clients(&t, 7403, N, SIZE, &dir);
+    let out = echo_clients(&t, 7403, N, SIZE, &dir, &srv, true);
     assert!(out.contains("all ok"), "{out}\nserver:\n{}", srv.output());
-    let log = stop_server(&mut srv);
+    // The children print their counters when the parent's SIGTERM ends them.
+    let log = stop_server(&mut srv, 0);
     let c = summed_exit_counters(&log);
     let get = |k: &str| c.get(k).copied().unwrap_or(0);
     // Each child listens in its own stack and took a share of the connections.

@@ -14,6 +14,7 @@ use crate::xsk::{XskConfig, XskSocket};
 use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
 
 /// The largest MTU native XDP takes on veth (and a 4 KiB AF_XDP frame holds): a page
 /// less XDP's 256-byte headroom, the skb's shared info (320) and the Ethernet header.
@@ -161,6 +162,24 @@ impl AttachedIface {
     /// (through new fds; never attaches a second program). Frames reach the new
     /// sockets once flows, port owners or listener groups name `slot`.
     pub fn join(family: &AttachedIface, slot: u32) -> Result<AttachedIface, StartError> {
+        Self::join_with(family, slot, Vec::new())
+    }
+
+    /// One unbound AF_XDP socket per queue this process serves: made before `fork` by
+    /// a process that may (see [`XskSocket::unbound`]), for a child that joins with
+    /// [`AttachedIface::join_with`] after dropping its privileges.
+    pub fn spare_sockets(&self) -> io::Result<Vec<OwnedFd>> {
+        self.xsks.iter().map(|_| XskSocket::unbound()).collect()
+    }
+
+    /// As [`AttachedIface::join`], binding `spares` (from [`AttachedIface::spare_sockets`],
+    /// one per queue, in order) instead of creating sockets where there are enough.
+    pub fn join_with(
+        family: &AttachedIface,
+        slot: u32,
+        spares: Vec<OwnedFd>,
+    ) -> Result<AttachedIface, StartError> {
+        let mut spares = spares.into_iter();
         let name = family.link.name.clone();
         if slot == 0 || slot >= MAX_SLOTS {
             return Err(StartError::new(
@@ -188,7 +207,11 @@ impl AttachedIface {
         };
         for f in &family.xsks {
             let q = f.queue();
-            let xsk = XskSocket::bind_shared(f).map_err(|e| {
+            let bound = match spares.next() {
+                Some(fd) => XskSocket::bind_shared_on(f, fd),
+                None => XskSocket::bind_shared(f),
+            };
+            let xsk = bound.map_err(|e| {
                 StartError::new(
                     format!(
                         "cannot bind an AF_XDP socket sharing the UMEM of {name} queue {q} ({e})"
@@ -215,6 +238,26 @@ impl AttachedIface {
                     format!("`fastnet doctor --iface {name}` tells more"),
                 )
             })
+    }
+
+    /// Closes this process's copy of the XDP link (a forked child that will not serve
+    /// the interface): the program then stays only as long as the processes that do.
+    pub fn release_link_copy(&mut self) {
+        self.program.detach();
+    }
+
+    /// Removes every trace of `slot` (a process of the family that died or left): its
+    /// sockets in the XSKMAP, its port ownerships and listener-group places, and the
+    /// flows steered to it.
+    pub fn forget_slot(&self, slot: u32) -> io::Result<()> {
+        self.unregister_slot(slot)?;
+        self.program.port_map().remove_slot(slot)?;
+        for (flow, s) in self.program.flow_map().flows()? {
+            if s == slot {
+                self.program.unsteer_flow(&flow)?;
+            }
+        }
+        Ok(())
     }
 
     /// This process's slot (0: the one that attached the program).

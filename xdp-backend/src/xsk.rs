@@ -304,8 +304,15 @@ impl XskSocket {
     /// The new socket keeps working when `family` (or its whole process) is gone.
     /// Register it in the XSKMAP at this process's slot to receive anything.
     pub fn bind_shared(family: &XskSocket) -> io::Result<XskSocket> {
+        Self::bind_shared_on(family, sys::xsk_socket()?)
+    }
+
+    /// As [`XskSocket::bind_shared`], on `fd`, an AF_XDP socket made earlier (see
+    /// [`XskSocket::unbound`]): creating one needs CAP_NET_RAW, and a forked worker
+    /// that dropped its privileges (nginx's, PostgreSQL's) no longer has it; the rest
+    /// needs none.
+    pub fn bind_shared_on(family: &XskSocket, fd: OwnedFd) -> io::Result<XskSocket> {
         let config = &family.config;
-        let fd = sys::xsk_socket()?;
         let raw = fd.as_raw_fd();
         set_ring_size(raw, ring::XDP_RX_RING, config.rx_frames)?;
         set_ring_size(raw, ring::XDP_TX_RING, config.tx_frames)?;
@@ -338,6 +345,12 @@ impl XskSocket {
             family.queue,
             family.zero_copy,
         )
+    }
+
+    /// A new AF_XDP socket, not bound yet: for a process that may bind it later
+    /// without the privilege to create it (see [`XskSocket::bind_shared_on`]).
+    pub fn unbound() -> io::Result<OwnedFd> {
+        sys::xsk_socket()
     }
 
     /// Copy mode: lets one kick (sendto) send up to [`COPY_TX_BUDGET`] frames instead

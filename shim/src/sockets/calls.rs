@@ -41,6 +41,9 @@ const ALWAYS: &[i64] = &[
     libc::SYS_epoll_create1,
     // The fd that matters is the third argument (and the epoll may predate us).
     libc::SYS_epoll_ctl,
+    // `_exit` skips atexit: the exit work (FINs, lingering for unsent data, counters)
+    // runs here instead (forking servers' children end with it).
+    libc::SYS_exit_group,
 ];
 
 /// Calls handled only when their first argument is a marked fd (ours or an app epoll).
@@ -119,6 +122,13 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
             a.args[2],
             a.args[3] as usize,
         );
+    }
+    if a.nr == libc::SYS_exit_group {
+        // Not in a vfork child, which shares its parent's memory (and stack).
+        if active() && kernel::getpid() == super::family::pid() {
+            global::exit_work();
+        }
+        return PASSTHROUGH;
     }
     if !active() {
         if a.nr == libc::SYS_socket && !global::start() {

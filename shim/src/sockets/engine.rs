@@ -446,7 +446,7 @@ impl Engine {
     }
 
     /// Wakes threads and epoll sets whose sockets changed readiness.
-    fn notify(&mut self) {
+    pub fn notify(&mut self) {
         let Engine {
             iface,
             waiters,

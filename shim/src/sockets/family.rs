@@ -11,10 +11,10 @@
 //! is taken over by the next process that joins.
 
 use super::kernel;
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, Ordering};
 
 /// Slots of a family (the XDP program's limit).
-pub const MAX_MEMBERS: usize = 64;
+pub const MAX_MEMBERS: usize = xdp_backend::program::MAX_SLOTS as usize;
 
 const MAGIC: u64 = 0x6661_6d69_6c79_0001;
 
@@ -23,9 +23,9 @@ struct Page {
     magic: AtomicU64,
     /// Names the members' mailboxes (see `mailbox_name`).
     id: AtomicU64,
-    /// The XDP link's id: a member that joins takes a reference of its own.
-    link_id: AtomicU32,
-    _pad: u32,
+    /// PID of the member updating a shared XDP map entry (see `locked`); 0: free.
+    lock: AtomicI32,
+    _pad: i32,
     members: [AtomicI32; MAX_MEMBERS],
 }
 
@@ -53,7 +53,7 @@ fn page() -> Option<&'static Page> {
 }
 
 /// Starts a family with this process in slot 0 (at fast-path start).
-pub fn found(link_id: u32) -> bool {
+pub fn found() -> bool {
     let pid = kernel::getpid();
     PID.store(pid, Ordering::Relaxed);
     // SAFETY: a fresh anonymous shared mapping; nothing else uses it yet.
@@ -81,7 +81,6 @@ pub fn found(link_id: u32) -> bool {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     pg.id.store(now ^ ((pid as u64) << 40), Ordering::Relaxed);
-    pg.link_id.store(link_id, Ordering::Relaxed);
     pg.members[0].store(pid, Ordering::Relaxed);
     pg.magic.store(MAGIC, Ordering::Release);
     PAGE.store(page, Ordering::Release);
@@ -119,11 +118,6 @@ pub fn after_fork_child() {
 pub fn origin() -> Option<u32> {
     let s = ORIGIN.load(Ordering::Acquire);
     (s >= 0).then_some(s as u32)
-}
-
-/// The XDP link's id (to take a reference to it when joining).
-pub fn link_id() -> u32 {
-    page().map_or(0, |p| p.link_id.load(Ordering::Relaxed))
 }
 
 fn alive(pid: i32) -> bool {
@@ -197,10 +191,48 @@ pub fn reap_dead() -> impl Iterator<Item = u32> {
     (0..MAX_MEMBERS as u32).filter(move |&i| dead[i as usize])
 }
 
-/// The abstract Unix address of `slot`'s mailbox (a `sockaddr_un`'s bytes).
+/// Runs `f` while no other member runs its own: for read-modify-write updates of the
+/// XDP port map's entries (listener groups, owners), which two workers starting at
+/// once would otherwise overwrite. The lock word holds the holder's PID; a waiter
+/// that finds the holder dead (killed inside) takes it over.
+pub fn locked<T>(f: impl FnOnce() -> T) -> T {
+    let Some(pg) = page() else { return f() };
+    let me = pid();
+    let mut spins = 0u32;
+    loop {
+        let cur = pg.lock.load(Ordering::Acquire);
+        let free = cur == 0 || (spins % 1024 == 1023 && !alive(cur));
+        if free
+            && pg
+                .lock
+                .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            break;
+        }
+        spins = spins.wrapping_add(1);
+        std::hint::spin_loop();
+        if spins % 64 == 0 {
+            // SAFETY: sched_yield has no arguments or preconditions.
+            unsafe { kernel::raw(libc::SYS_sched_yield, [0; 6]) };
+        }
+    }
+    let r = f();
+    let _ = pg
+        .lock
+        .compare_exchange(me, 0, Ordering::AcqRel, Ordering::Acquire);
+    r
+}
+
+/// The abstract Unix address of `slot`'s mailbox (a `sockaddr_un`'s bytes). The
+/// name carries the member's PID: a slot taken over from a process that just exited
+/// gets a name of its own while the old one is still bound.
 pub fn mailbox_name(slot: u32) -> ([u8; 64], usize) {
     let id = page().map_or(0, |p| p.id.load(Ordering::Relaxed));
-    let name = format!("fastnet-{id:016x}-{slot}");
+    let pid = page()
+        .and_then(|p| p.members.get(slot as usize))
+        .map_or(0, |m| m.load(Ordering::Acquire));
+    let name = format!("fastnet-{id:016x}-{slot}-{pid}");
     let mut a = [0u8; 64];
     a[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
     // a[2] = 0: the abstract namespace (no file; gone when the socket closes).

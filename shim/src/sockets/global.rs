@@ -5,14 +5,15 @@ use super::config::{Config, LogLevel};
 use super::engine::{Engine, Waiter};
 use super::kernel;
 use super::netdev::FastIface;
-use parking_lot::{Mutex, MutexGuard};
+use super::lock::{FutexGuard, FutexLock};
+use parking_lot::Mutex;
 use stack::socket::SocketHandle;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-static ENGINE: OnceLock<Mutex<Engine>> = OnceLock::new();
+static ENGINE: OnceLock<FutexLock<Engine>> = OnceLock::new();
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// Set when the fast path stopped (or never started) although an interface was named:
 /// new sockets use the kernel from then on.
@@ -60,7 +61,7 @@ pub fn engine() -> EngineGuard {
 }
 
 /// The locked engine; leaving it raises the signals that arrived meanwhile.
-pub struct EngineGuard(std::mem::ManuallyDrop<MutexGuard<'static, Engine>>);
+pub struct EngineGuard(std::mem::ManuallyDrop<FutexGuard<'static, Engine>>);
 
 impl std::ops::Deref for EngineGuard {
     type Target = Engine;
@@ -197,7 +198,7 @@ pub fn start() -> bool {
                 dev.queues().map_or("none".to_string(), |q| q.describe())
             ),
         );
-        if !super::family::found(dev.link_id()) {
+        if !super::family::found() {
             log(
                 LogLevel::Warn,
                 format_args!("fast path off: cannot map the family page"),
@@ -218,13 +219,25 @@ pub fn start() -> bool {
         for fd in engine.dev.owned_fds() {
             rewriter::filter::mark_fd(fd, true);
         }
-        if ENGINE.set(Mutex::new(engine)).is_ok() {
+        if ENGINE.set(FutexLock::new(engine)).is_ok() {
             ACTIVE.store(true, Ordering::Release);
             super::calls::register_filters();
             spawn_driver();
         }
     });
     active()
+}
+
+/// The work of a normal exit, once (from atexit, or from `_exit`'s exit_group when the
+/// app skips atexit): the sockets the app left open close as the kernel would close
+/// them, what it wrote is delivered, the counters are reported.
+pub fn exit_work() {
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    super::calls::close_all_at_exit();
+    at_exit();
 }
 
 /// At exit: deliver what the app wrote (bounded by FASTNET_LINGER, as the kernel
@@ -291,32 +304,42 @@ pub fn at_exit() {
 // locked forever: hold it across fork in the forking thread instead. The child may use
 // any connection it inherits, so each gets its tether first (see `handoff`).
 extern "C" fn fork_prepare() {
+    // The app called fork: what these handlers call (libc, std) must reach the kernel,
+    // not come back to the socket layer whose lock they hold.
+    let _inside = rewriter::in_shim();
     if let Some(m) = ENGINE.get() {
         let mut g = m.lock();
         if super::family::drives() {
             g.tether_connections();
+            g.dev.prepare_spares();
         }
         std::mem::forget(g);
     }
 }
 
 extern "C" fn fork_parent() {
+    let _inside = rewriter::in_shim();
     if let Some(m) = ENGINE.get() {
         // SAFETY: locked by fork_prepare in this thread, guard forgotten.
         unsafe { m.force_unlock() };
+        m.lock().dev.drop_spares();
     }
 }
 
 extern "C" fn fork_child() {
+    let _inside = rewriter::in_shim();
     super::family::after_fork_child();
     if let Some(m) = ENGINE.get() {
-        // SAFETY: as in fork_parent; the child's only thread holds it.
-        unsafe { m.force_unlock() };
+        // SAFETY: the child's only thread; whoever held the lock in the parent (this
+        // thread, through fork_prepare's forgotten guard) is gone with the fork.
+        unsafe { m.reset_in_child() };
         // The child's copy of the engine is the parent's memory: its tethers and
         // mailbox are the parent's to hold. (Its copy of the XDP link stays while it
         // names an inherited socket; see `calls::not_member`.)
         let mut e = m.lock();
         e.forget_parents_family();
+        drop(e);
+        forget_parents_wake_fd();
     }
 }
 
@@ -434,7 +457,14 @@ fn driver_loop() {
     let Some(m) = ENGINE.get() else { return };
     // Other members' requests wake the driver at once (a child waits for a
     // connection it asked for); otherwise it ticks every millisecond.
-    let mailbox = m.lock().family.as_ref().map_or(-1, |f| f.mailbox.fd());
+    let mailbox = loop {
+        // Never asleep on the lock: see `lock` (a fork meanwhile must find it free
+        // of sleepers; try_lock leaves no trace).
+        if let Some(e) = m.try_lock() {
+            break e.family.as_ref().map_or(-1, |f| f.mailbox.fd());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
     loop {
         let mail = if mailbox >= 0 {
             let mut p = [libc::pollfd {
@@ -461,9 +491,15 @@ fn driver_loop() {
         // whether or not the app drives the stack itself.
         e.serve_mailbox();
         e.tend_family(ticks.is_multiple_of(LINK_CHECK_TICKS));
+        // What the mail changed (a connection given away, one taken in, frames
+        // forwarded to us) is told to the threads that wait for it.
+        e.notify();
         let now = e.now().micros();
         let last = super::engine::LAST_DRIVE.load(Ordering::Relaxed);
         if now.saturating_sub(last) < 1000 {
+            let wakes = e.take_wakes();
+            drop(e);
+            wakes.signal_all();
             continue;
         }
         ticks = ticks.wrapping_add(1);
@@ -491,7 +527,8 @@ fn driver_loop() {
 }
 
 /// Fds the shim made for itself outside the engine (threads' eventfds, the log).
-static INTERNAL: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+/// A FutexLock: a forked child resets it (see `lock`).
+static INTERNAL: FutexLock<Vec<i32>> = FutexLock::new(Vec::new());
 
 fn add_internal(fd: i32) {
     INTERNAL.lock().push(fd);
@@ -568,6 +605,20 @@ fn with_low_fds_taken<T>(f: impl FnOnce() -> T) -> T {
 thread_local! {
     /// This thread's eventfd for sleeping in blocking calls (-1 until first needed).
     static WAKE_FD: Cell<i32> = const { Cell::new(-1) };
+}
+
+/// In a forked child: the forking thread's eventfd is the parent thread's too (the
+/// same kernel object): a wake-up meant for one would be read away by the other's
+/// reset, and a child left asleep with data to read. The child makes its own.
+fn forget_parents_wake_fd() {
+    // SAFETY: in the child right after fork, with one thread.
+    unsafe { INTERNAL.reset_in_child() };
+    let old = WAKE_FD.with(|c| c.replace(-1));
+    if old >= 0 {
+        INTERNAL.lock().retain(|&fd| fd != old);
+        rewriter::filter::mark_fd(old, false);
+        let _ = kernel::close(old);
+    }
 }
 
 pub fn thread_wake_fd() -> Result<i32, i32> {
@@ -722,4 +773,37 @@ pub fn block_on<T>(
             return Err(libc::EINTR);
         }
     }
+}
+
+/// For a debugger attached to a stuck process (`gdb -p PID -batch -ex 'call
+/// fastnet_debug_dump()'`): every fast-path fd of this process, its socket and its
+/// readiness, and the waiters, to the log.
+#[no_mangle]
+pub extern "C" fn fastnet_debug_dump() {
+    let _inside = rewriter::in_shim();
+    let Some(m) = ENGINE.get() else { return };
+    let Some(e) = m.try_lock() else {
+        log(LogLevel::Off, format_args!("debug dump: engine locked"));
+        return;
+    };
+    for fd in e.fds.fds() {
+        let s = e.fds.get(fd).copied();
+        log(
+            LogLevel::Off,
+            format_args!(
+                "debug dump: fd {fd} {:?} readiness {:#x}",
+                s.map(|s| s.kind),
+                e.readiness_of(fd)
+            ),
+        );
+    }
+    let away: Vec<i32> = e
+        .family
+        .as_ref()
+        .map(|f| f.away.keys().copied().collect())
+        .unwrap_or_default();
+    log(
+        LogLevel::Off,
+        format_args!("debug dump: waiters {:?} away {away:?}", e.waiters),
+    );
 }

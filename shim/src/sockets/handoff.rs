@@ -591,7 +591,6 @@ impl Engine {
     /// A listener this process inherited: the same listener in this stack, and this
     /// member in the port's listener group.
     fn listen_again(&mut self, fd: i32, s: FastSocket, local: SocketAddrV4, backlog: usize) {
-        let slot = self.family.as_ref().expect("member").slot;
         let h = match self.iface.tcp.listen_with(local, backlog, s.opts) {
             Ok(h) => h,
             Err(e) => {
@@ -600,13 +599,17 @@ impl Engine {
                 return;
             }
         };
-        if let Err(e) = self.dev.join_group(Transport::Tcp, local.port(), slot) {
+        if let Err(e) = self.dev.join_group(Transport::Tcp, local.port()) {
             debug(format_args!("fd {fd}: listener group of {local}: {e}"));
         }
+        // Counted like a listener of this process's own: the port stays the family's
+        // while this listener or a connection it accepted lives here.
+        let claimed = Some((Transport::Tcp, local.port()));
+        let _ = self.claim_entry(claimed);
         let mut s = s;
         s.kind = Kind::TcpListener(h);
         s.primary_fd = fd;
-        s.claimed = None;
+        s.claimed = claimed;
         if self.fds.insert(fd, s).is_ok() {
             self.bind_handle(h, fd);
             self.count(Counter::FamilyListeners);
@@ -616,22 +619,23 @@ impl Engine {
     /// A UDP socket this process inherited: bound again in this stack, its port steered
     /// here (the kernel's own shared UDP socket would give each datagram to one reader).
     fn bind_udp_again(&mut self, fd: i32, s: FastSocket, local: SocketAddrV4) {
-        let slot = self.family.as_ref().expect("member").slot;
         let h = match self.iface.udp.open() {
             Ok(h) => h,
             Err(_) => return,
         };
         if self.iface.udp.bind(h, local).is_err()
-            || self.dev.claim_for(Transport::Udp, local.port(), slot).is_err()
+            || self.dev.claim_here(Transport::Udp, local.port()).is_err()
         {
             let _ = self.iface.udp.close(h);
             rewriter::filter::mark_fd(fd, false);
             return;
         }
+        let claimed = Some((Transport::Udp, local.port()));
+        let _ = self.claim_entry(claimed);
         let mut s = s;
         s.kind = Kind::Udp(h);
         s.primary_fd = fd;
-        s.claimed = None;
+        s.claimed = claimed;
         if self.fds.insert(fd, s).is_ok() {
             self.bind_handle(h, fd);
         }

@@ -20,6 +20,7 @@ pub mod fdtable;
 pub mod global;
 pub mod hostlo;
 pub mod kernel;
+pub mod lock;
 pub mod netdev;
 pub mod options;
 pub mod family;
@@ -29,5 +30,5 @@ pub mod readiness;
 pub mod signals;
 pub mod sockaddr;
 
-pub use calls::{close_all_at_exit, handle};
-pub use global::{at_exit, init};
+pub use calls::handle;
+pub use global::{exit_work, init};

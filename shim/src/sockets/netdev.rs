@@ -32,6 +32,8 @@ pub struct FastIface {
     none: NoDevice,
     /// Loopback with other fastnet processes (FASTNET_LOOPBACK=host).
     pub host: Option<super::hostlo::HostLoop>,
+    /// AF_XDP sockets made for a child being forked (see `prepare_spares`).
+    spares: Vec<std::os::fd::OwnedFd>,
 }
 
 /// What the stack transmits through: the XSK (or [`NoDevice`]), and for frames to a
@@ -115,6 +117,7 @@ impl FastIface {
             port: Some(port),
             none: NoDevice::default(),
             host: None,
+            spares: Vec::new(),
         })
     }
 
@@ -132,21 +135,43 @@ impl FastIface {
             monitor: None,
             none: NoDevice::default(),
             host: None,
+            spares: Vec::new(),
+        }
+    }
+
+    /// Unbound AF_XDP sockets for a child about to be forked (see
+    /// `AttachedIface::spare_sockets`): a worker that drops its privileges before it
+    /// uses a socket can still join. The parent drops its copies after fork.
+    pub fn prepare_spares(&mut self) {
+        if let Some(p) = &self.port {
+            self.spares = p.spare_sockets().unwrap_or_default();
+            for s in &self.spares {
+                use std::os::fd::AsRawFd;
+                rewriter::filter::mark_fd(s.as_raw_fd(), true);
+            }
+        }
+    }
+
+    /// The parent's side after fork: its copies of the spares go.
+    pub fn drop_spares(&mut self) {
+        for s in self.spares.drain(..) {
+            use std::os::fd::AsRawFd;
+            rewriter::filter::mark_fd(s.as_raw_fd(), false);
         }
     }
 
     /// This process's own sockets on the interface, as member `slot` of the family
     /// whose interface this is (`self` is the copy a forked child inherited; see
     /// `family`). Loopback alone: a stack of its own, with nothing to share.
-    pub fn join(&self, slot: u32) -> Result<FastIface, StartError> {
+    pub fn join(&mut self, slot: u32) -> Result<FastIface, StartError> {
         let Some(port) = &self.port else {
             return Ok(FastIface::loopback_only());
         };
-        let joined = port.join(slot)?;
-        let monitor = LinkMonitor::open().map_err(|e| StartError {
-            cause: format!("cannot watch {} for changes (netlink: {e})", self.name),
-            fix: "run as root or grant CAP_NET_ADMIN".to_string(),
-        })?;
+        let spares = std::mem::take(&mut self.spares);
+        let joined = AttachedIface::join_with(port, slot, spares)?;
+        // Without the right to watch the interface (a worker that dropped its
+        // privileges), the member serves the queues it joined on.
+        let monitor = LinkMonitor::open().ok();
         Ok(FastIface {
             name: self.name.clone(),
             ifindex: self.ifindex,
@@ -156,46 +181,55 @@ impl FastIface {
             mtu: self.mtu,
             routes: Default::default(),
             port: Some(joined),
-            monitor: Some(monitor),
+            monitor,
             none: NoDevice::default(),
             host: None,
+            spares: Vec::new(),
         })
     }
 
-    fn program(&self) -> std::io::Result<&xdp_backend::XdpProgram> {
+    fn attached(&self) -> std::io::Result<&AttachedIface> {
         self.port
             .as_ref()
-            .map(|p| p.program())
             .ok_or_else(|| std::io::Error::other("no interface"))
     }
 
     /// Sends the frames of connection `conn` to member `slot`'s sockets.
     pub fn steer_flow(&self, conn: super::mailbox::ConnKey, slot: u32) -> std::io::Result<()> {
         let key = FlowKey::new(Transport::Tcp, conn.local, conn.remote);
-        self.program()?.steer_flow(&key, slot)
+        self.attached()?.steer_flow(&key, slot)
     }
 
     /// Stops steering `conn` by its own entry (it ended).
     pub fn unsteer_flow(&self, conn: super::mailbox::ConnKey) -> std::io::Result<bool> {
         let key = FlowKey::new(Transport::Tcp, conn.local, conn.remote);
-        self.program()?.unsteer_flow(&key)
+        self.attached()?.unsteer_flow(&key)
     }
 
-    /// Member `slot` takes new connections of `port` too (a listener it inherited).
-    pub fn join_group(&self, t: Transport, port: u16, slot: u32) -> std::io::Result<()> {
-        self.program()?.port_map().join_group(t, port, slot)
+    /// This member takes new connections of `port` too (a listener it inherited).
+    pub fn join_group(&self, t: Transport, port: u16) -> std::io::Result<()> {
+        let a = self.attached()?;
+        super::family::locked(|| a.join_group(t, port))
     }
 
-    /// Steers `port` to member `slot` (a UDP socket it inherited and uses).
-    pub fn claim_for(&self, t: Transport, port: u16, slot: u32) -> std::io::Result<bool> {
-        self.program()?.port_map().claim_for(t, port, slot)
+    /// Steers `port` to this member (a UDP socket it inherited and uses).
+    pub fn claim_here(&self, t: Transport, port: u16) -> std::io::Result<()> {
+        let a = self.attached()?;
+        super::family::locked(|| a.program().port_map().set_owner(t, port, a.slot()))
     }
 
-    /// Member `slot` died without cleaning up: its sockets' map entries, group
-    /// memberships and flows go.
+    /// Member `slot` died or left: its sockets' map entries, group places and flows go.
     pub fn forget_slot(&self, slot: u32) {
-        if let Ok(p) = self.program() {
-            let _ = p.forget_slot(slot);
+        if let Ok(a) = self.attached() {
+            let _ = super::family::locked(|| a.forget_slot(slot));
+        }
+    }
+
+    /// A forked child that names no inherited socket any more closes its copy of the
+    /// XDP link (see `calls::not_member`).
+    pub fn close_link_copy(&mut self) {
+        if let Some(p) = &mut self.port {
+            p.release_link_copy();
         }
     }
 
@@ -237,9 +271,34 @@ impl FastIface {
         }
     }
 
+    /// This process no longer uses `port`. The port is shared by the family (a
+    /// listener's group, the owner): this member leaves the group; an owner hands the
+    /// port to a member still in the group; the last one gives it back to the kernel.
     pub fn release(&self, t: Transport, port: u16) {
-        if let Some(p) = &self.port {
-            let _ = p.program().port_map().release(t, port);
+        super::family::locked(|| self.release_locked(t, port));
+    }
+
+    fn release_locked(&self, t: Transport, port: u16) {
+        let Some(p) = &self.port else { return };
+        let map = p.program().port_map();
+        let me = p.slot();
+        let Ok(Some(entry)) = map.entry(t, port) else {
+            return;
+        };
+        let others: Vec<u32> = entry.members.iter().copied().filter(|&m| m != me).collect();
+        if entry.members.contains(&me) {
+            let _ = map.leave_group(t, port, me);
+        }
+        if entry.owner != me && super::family::member(entry.owner).is_some() {
+            return;
+        }
+        match others.first() {
+            Some(&heir) => {
+                let _ = map.set_owner(t, port, heir);
+            }
+            None => {
+                let _ = map.release(t, port);
+            }
         }
     }
 

@@ -1017,10 +1017,11 @@ impl TcpLayer {
         if seg.has_ack() {
             if !seg.syn() && self.cfg.syn_cookies {
                 if let Some(mss) = self.check_cookie(local, remote, seg) {
-                    if queued >= backlog {
-                        self.stats.drops_listen_overflow += 1;
-                        return;
-                    }
+                    // Not dropped when the accept queue is full (the SYN was checked
+                    // against it): the client's next segments, past the ISN the cookie
+                    // was made with, could not be checked any more and would draw a
+                    // RST. A completed handshake joins the queue, as SYN-RECEIVED
+                    // ones do.
                     self.stats.syn_cookies_accepted += 1;
                     self.cookie_connection(lidx, local, remote, seg, payload, mss, opts);
                     return;
