@@ -217,6 +217,16 @@ impl AttachedIface {
             })
     }
 
+    /// Makes the calling process the one that drives these sockets and unregisters
+    /// them on drop (see [`XskSocket::adopt`]): for a child that takes over what it
+    /// inherited, keeping the slot.
+    pub fn adopt(&mut self) {
+        self.pid = std::process::id();
+        for x in &mut self.xsks {
+            x.adopt();
+        }
+    }
+
     /// This process's slot (0: the one that attached the program).
     pub fn slot(&self) -> u32 {
         self.slot
