@@ -679,6 +679,14 @@ fn flow_map_and_group_verdicts_in_kernel_test_run() {
             "group full"
         );
 
+        // Forgetting a slot's flows.
+        prog.steer_flow(&flow(42000), 9).unwrap();
+        prog.steer_flow(&flow(42001), 9).unwrap();
+        assert_eq!(prog.flow_map().slot(&flow(42000)).unwrap(), Some(9));
+        assert_eq!(prog.flow_map().remove_slot(9).unwrap(), 2);
+        assert_eq!(prog.flow_map().slot(&flow(42000)).unwrap(), None);
+        assert_eq!(prog.flow_map().slot(&flow(40002)).unwrap(), Some(5));
+
         // Malformed frames are still counted (a claimed port's, cut in its TCP header).
         let before = prog.counters().unwrap().malformed;
         let mut cut = tcp(40005);
