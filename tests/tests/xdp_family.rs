@@ -679,6 +679,14 @@ fn flow_map_and_group_verdicts_in_kernel_test_run() {
             "group full"
         );
 
+        // Forgetting a slot's flows.
+        prog.steer_flow(&flow(42000), 9).unwrap();
+        prog.steer_flow(&flow(42001), 9).unwrap();
+        assert_eq!(prog.flow_map().slot(&flow(42000)).unwrap(), Some(9));
+        assert_eq!(prog.flow_map().remove_slot(9).unwrap(), 2);
+        assert_eq!(prog.flow_map().slot(&flow(42000)).unwrap(), None);
+        assert_eq!(prog.flow_map().slot(&flow(40002)).unwrap(), Some(5));
+
         // Malformed frames are still counted (a claimed port's, cut in its TCP header).
         let before = prog.counters().unwrap().malformed;
         let mut cut = tcp(40005);
@@ -687,5 +695,95 @@ fn flow_map_and_group_verdicts_in_kernel_test_run() {
         assert_eq!(run(&cut), XDP_DROP);
         assert_eq!(prog.counters().unwrap().malformed, before + 1);
         drop(xsk);
+    });
+}
+
+/// Kills a process we know by PID (a grandchild) when dropped: no test leaves one.
+struct KillOnDrop(libc::pid_t);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            // SAFETY: signalling a process this test started.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Reads reports until one of each of `kinds` came; returns them in that order.
+fn read_kinds(fd: RawFd, kinds: &[u8]) -> Vec<u16> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got: Vec<(u8, u16)> = Vec::new();
+    while !kinds.iter().all(|k| got.iter().any(|r| r.0 == *k)) {
+        assert!(Instant::now() < deadline, "reports {got:?}, want {kinds:?}");
+        got.extend(read_reports(fd, Duration::from_millis(100)));
+    }
+    kinds
+        .iter()
+        .map(|k| got.iter().find(|r| r.0 == *k).unwrap().1)
+        .collect()
+}
+
+/// The shim's model today: a child takes over the sockets it inherited (slot 0) and
+/// the parent exits. With `adopt`, the socket's entry in the family page names the
+/// child, so the survivors' reaping leaves it alone and every frame stays accounted.
+#[test]
+fn adopted_sockets_survive_the_parent_that_opened_them() {
+    assert!(is_root(), "end-to-end tests need root");
+    let topo = Topology::up(&TopologyOptions::default()).unwrap();
+    let (server, client) = (topo.server_ip, topo.client_ip);
+    let (ns, iface) = (topo.server_ns.clone(), topo.server_if.clone());
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds into our array.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let (rd, wr) = (fds[0], fds[1]);
+    let parent = in_netns(&ns, move || {
+        // SAFETY: the child runs only the code below and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid != 0 {
+            return pid;
+        }
+        let r = std::panic::catch_unwind(move || {
+            let mut attached = AttachedIface::open(&iface, &XskConfig::default()).unwrap();
+            attached.claim_port(Transport::Udp, ECHO_PORT).unwrap();
+            let me = std::process::id();
+            // SAFETY: as above, for the grandchild.
+            let child = unsafe { libc::fork() };
+            if child != 0 {
+                report(wr, b'C', child as u16);
+                // The parent lets go without dropping anything (the shim closes raw
+                // fds; exit runs no destructors of its state).
+                std::mem::forget(attached);
+                // SAFETY: leaving the forked process.
+                unsafe { libc::_exit(0) };
+            }
+            attached.adopt();
+            // SAFETY: getppid has no preconditions.
+            while unsafe { libc::getppid() } as u32 == me {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            for x in attached.xsks_mut() {
+                let c = x.census();
+                report(wr, b'M', c.members as u16);
+                report(wr, b'T', (c.tx_pool + c.tx_cached) as u16);
+            }
+            report(wr, b'R', 0);
+            loop {
+                if serve(attached.xsks_mut(), *b"A0", &mut |_| {}) == 0 {
+                    wait_any(attached.xsks_mut());
+                }
+            }
+        });
+        let _ = r;
+        // SAFETY: leaving the forked process.
+        unsafe { libc::_exit(3) }
+    });
+    let got = read_kinds(rd, b"CMTR");
+    let _guard = KillOnDrop(got[0] as libc::pid_t);
+    assert_eq!(reap(parent), 0);
+    assert_eq!(got[1], 1, "the adopted socket is still a member");
+    assert_eq!(got[2], 2048, "every TX frame accounted");
+    in_netns(&topo.client_ns, move || {
+        udp_exchange(server, client, 30009, 3000, *b"A0")
     });
 }

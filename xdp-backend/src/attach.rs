@@ -252,12 +252,18 @@ impl AttachedIface {
     pub fn forget_slot(&self, slot: u32) -> io::Result<()> {
         self.unregister_slot(slot)?;
         self.program.port_map().remove_slot(slot)?;
-        for (flow, s) in self.program.flow_map().flows()? {
-            if s == slot {
-                self.program.unsteer_flow(&flow)?;
-            }
-        }
+        self.program.flow_map().remove_slot(slot)?;
         Ok(())
+    }
+
+    /// Makes the calling process the one that drives these sockets and unregisters
+    /// them on drop (see [`XskSocket::adopt`]): for a child that takes over what it
+    /// inherited, keeping the slot.
+    pub fn adopt(&mut self) {
+        self.pid = std::process::id();
+        for x in &mut self.xsks {
+            x.adopt();
+        }
     }
 
     /// This process's slot (0: the one that attached the program).

@@ -181,6 +181,13 @@ impl FamilyPage {
         )))
     }
 
+    /// Names process `pid` as the owner of entry `member` (it took the socket over).
+    pub(crate) fn adopt(&self, member: usize, pid: u32) {
+        self.header().members[member]
+            .pid
+            .store(pid, Ordering::Release);
+    }
+
     /// Gives entry `member`'s cache back to the pool and frees the entry (the socket
     /// is closing).
     pub(crate) fn leave(&self, pid: u32, member: usize) {

@@ -146,6 +146,18 @@ impl FlowMap {
             .then(|| u32::from_ne_bytes(v)))
     }
 
+    /// Removes every flow steered to `slot` (a process of the family is gone; its
+    /// flows follow the port map again until someone steers them). Returns how many.
+    pub fn remove_slot(&self, slot: u32) -> io::Result<usize> {
+        let mut n = 0;
+        for (flow, s) in self.flows()? {
+            if s == slot && self.unsteer(&flow)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Every steered flow with its slot, unordered.
     pub fn flows(&self) -> io::Result<Vec<(FlowKey, u32)>> {
         let mut out = Vec::new();

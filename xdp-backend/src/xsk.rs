@@ -652,6 +652,17 @@ impl XskSocket {
         self.family.page.census_locked(self.rings.fill.pending())
     }
 
+    /// Makes the calling process the one that drives this socket: a child that took
+    /// over the socket it inherited from its parent (the parent no longer touches
+    /// it). From now on the lock and the family page name this process, survivors
+    /// reap the socket's cache only when this process dies, and only this process
+    /// returns the socket's frames when it drops it.
+    pub fn adopt(&mut self) {
+        let me = sys::getpid();
+        self.pid = me;
+        self.family.page.adopt(self.member, me);
+    }
+
     /// Test hook: takes the family lock and never gives it back, as a process killed
     /// with -9 inside the critical section would.
     #[doc(hidden)]
