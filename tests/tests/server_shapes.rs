@@ -114,7 +114,11 @@ fn echo_clients(
             srv.output()
         );
         if let Ok(Some(_)) = bg.child.try_wait() {
-            panic!("clients ended early:\n{}\nserver:\n{}", bg.output(), srv.output());
+            panic!(
+                "clients ended early:\n{}\nserver:\n{}",
+                bg.output(),
+                srv.output()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -151,8 +155,16 @@ fn stop_server(srv: &mut Bg, children: usize) -> String {
 fn assert_moved_to_children(log: &str, n: u64, bytes: u64) {
     let c = summed_exit_counters(log);
     let get = |k: &str| c.get(k).copied().unwrap_or(0);
-    assert_eq!(get("family.moved_in"), n, "connections taken by children:\n{log}");
-    assert_eq!(get("family.moved_out"), n, "connections handed over:\n{log}");
+    assert_eq!(
+        get("family.moved_in"),
+        n,
+        "connections taken by children:\n{log}"
+    );
+    assert_eq!(
+        get("family.moved_out"),
+        n,
+        "connections handed over:\n{log}"
+    );
     assert_eq!(get("family.lost"), 0, "{log}");
     assert!(
         get("rx.bytes") >= bytes && get("tx.bytes") >= bytes,
@@ -205,14 +217,21 @@ srv.serve_forever()
         let mut srv = spawn(c, &dir.join("server.log"));
         wait_listening(&t, Side::Server, port, &mut srv);
         let out = echo_clients(&t, port, N, SIZE, &dir, &srv, false);
-        assert!(out.contains("all ok"), "{mixin}: {out}\nserver:\n{}", srv.output());
+        assert!(
+            out.contains("all ok"),
+            "{mixin}: {out}\nserver:\n{}",
+            srv.output()
+        );
         let children = if mixin == "ForkingTCPServer" { N } else { 0 };
         let log = stop_server(&mut srv, children);
         if mixin == "ForkingTCPServer" {
             assert_moved_to_children(&log, N as u64, (N * SIZE) as u64);
         } else {
             let c = summed_exit_counters(&log);
-            assert!(c.get("rx.bytes").copied().unwrap_or(0) >= (N * SIZE) as u64, "{log}");
+            assert!(
+                c.get("rx.bytes").copied().unwrap_or(0) >= (N * SIZE) as u64,
+                "{log}"
+            );
             assert_eq!(c.get("family.moved_in").copied().unwrap_or(0), 0, "{log}");
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -252,7 +271,11 @@ fn prefork_children_accept_on_one_inherited_listener() {
         N,
         "connections served:\n{log}"
     );
-    assert_eq!(served.len(), CHILDREN, "every child took connections:\n{log}");
+    assert_eq!(
+        served.len(),
+        CHILDREN,
+        "every child took connections:\n{log}"
+    );
     assert!(get("rx.bytes") >= (N * SIZE) as u64, "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }

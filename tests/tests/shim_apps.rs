@@ -386,7 +386,10 @@ fn socat_echo_server() {
     let t = topo();
     let dir = scratch("socat");
     let mut c = fastnet_cmd(&t, Side::Server, "socat");
-    c.args(["TCP-LISTEN:7002,reuseaddr", "PIPE"]);
+    // Not PIPE: socat then writes to a pipe only it reads, with a blocking write that
+    // can fill the pipe while the socket is not writable, and waits on itself for good
+    // (on the kernel too; a smaller send buffer makes it likelier). cat reads apart.
+    c.args(["TCP-LISTEN:7002,reuseaddr", "EXEC:cat"]);
     let mut srv = spawn(c, &dir.join("server.log"));
     wait_listening(&t, Side::Server, 7002, &mut srv);
     let out = run_echo_client(&t, 7002, 4 << 20, || {

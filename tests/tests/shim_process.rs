@@ -411,9 +411,10 @@ srv.shutdown()
         .ok()
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no tick count in {}: {log}", ticks_out.display()));
-    // The handler stops the timer at TICKS; a signal already pending may add one.
+    // The handler stops the timer at TICKS; signals already on their way may add up
+    // to two (one pending in the kernel, one Python has taken but not yet run).
     assert!(
-        (TICKS..=TICKS + 1).contains(&ticks),
+        (TICKS..=TICKS + 2).contains(&ticks),
         "{ticks} ticks, the handler stops at {TICKS}"
     );
     let _ = sink.child.wait();

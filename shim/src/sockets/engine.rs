@@ -326,7 +326,8 @@ impl Engine {
             // Frames of connections on their way to or from another member of the
             // family are looked at first (see `handoff`).
             let mut frames = Vec::new();
-            self.dev.receive(RX_BUDGET, |frame| frames.push(frame.to_vec()));
+            self.dev
+                .receive(RX_BUDGET, |frame| frames.push(frame.to_vec()));
             for frame in frames {
                 self.tap.frame(fastnet_capture::Direction::Rx, &frame);
                 if self.claim_frame(&frame) {

@@ -165,10 +165,7 @@ pub fn release_slot(slot: u32) {
 
 /// The live process in `slot`, if any.
 pub fn member(slot: u32) -> Option<i32> {
-    let pid = page()?
-        .members
-        .get(slot as usize)?
-        .load(Ordering::Acquire);
+    let pid = page()?.members.get(slot as usize)?.load(Ordering::Acquire);
     (pid != 0 && alive(pid)).then_some(pid)
 }
 
@@ -201,7 +198,7 @@ pub fn locked<T>(f: impl FnOnce() -> T) -> T {
     let mut spins = 0u32;
     loop {
         let cur = pg.lock.load(Ordering::Acquire);
-        let free = cur == 0 || (spins % 1024 == 1023 && !alive(cur));
+        let free = cur == 0 || ((spins + 1).is_multiple_of(1024) && !alive(cur));
         if free
             && pg
                 .lock
@@ -212,7 +209,7 @@ pub fn locked<T>(f: impl FnOnce() -> T) -> T {
         }
         spins = spins.wrapping_add(1);
         std::hint::spin_loop();
-        if spins % 64 == 0 {
+        if spins.is_multiple_of(64) {
             // SAFETY: sched_yield has no arguments or preconditions.
             unsafe { kernel::raw(libc::SYS_sched_yield, [0; 6]) };
         }

@@ -4,8 +4,8 @@
 use super::config::{Config, LogLevel};
 use super::engine::{Engine, Waiter};
 use super::kernel;
-use super::netdev::FastIface;
 use super::lock::{FutexGuard, FutexLock};
+use super::netdev::FastIface;
 use parking_lot::Mutex;
 use stack::socket::SocketHandle;
 use std::cell::Cell;
@@ -375,7 +375,10 @@ pub fn join_family() -> bool {
         Ok(d) => d,
         Err(e) => {
             super::family::release_slot(slot);
-            log(LogLevel::Warn, format_args!("cannot join the fast path: {e}"));
+            log(
+                LogLevel::Warn,
+                format_args!("cannot join the fast path: {e}"),
+            );
             return false;
         }
     };

@@ -365,7 +365,11 @@ impl Engine {
         let fds: Vec<i32> = self
             .fds
             .fds()
-            .filter(|&f| self.fds.get(f).is_some_and(|s| s.kind == Kind::TcpStream(h)))
+            .filter(|&f| {
+                self.fds
+                    .get(f)
+                    .is_some_and(|s| s.kind == Kind::TcpStream(h))
+            })
             .collect();
         let mut socket = None;
         for &fd in &fds {
@@ -425,8 +429,16 @@ impl Engine {
     fn take(&mut self, conn: ConnKey, with: u32, fds: &[i32]) {
         let mut it = fds.iter().copied();
         let memfd = it.next();
-        let tether_fd = if with & WITH_TETHER != 0 { it.next() } else { None };
-        let shadow = if with & WITH_SHADOW != 0 { it.next() } else { None };
+        let tether_fd = if with & WITH_TETHER != 0 {
+            it.next()
+        } else {
+            None
+        };
+        let shadow = if with & WITH_SHADOW != 0 {
+            it.next()
+        } else {
+            None
+        };
         let tether = tether_fd.map(|fd| Tether {
             fd: kernel::move_high(fd, global::HIGH_FD_FLOOR).unwrap_or(fd),
             shadow: shadow
@@ -565,8 +577,7 @@ impl Engine {
                 }
                 m.expected.insert(conn, Vec::new());
                 let me = m.slot;
-                if m
-                    .mailbox
+                if m.mailbox
                     .send(holder, &Message::Fetch { conn, from: me }, &[])
                     .is_err()
                 {
@@ -594,7 +605,9 @@ impl Engine {
         let h = match self.iface.tcp.listen_with(local, backlog, s.opts) {
             Ok(h) => h,
             Err(e) => {
-                debug(format_args!("fd {fd}: cannot listen again on {local}: {e:?}"));
+                debug(format_args!(
+                    "fd {fd}: cannot listen again on {local}: {e:?}"
+                ));
                 rewriter::filter::mark_fd(fd, false);
                 return;
             }
@@ -748,7 +761,8 @@ fn tether_cut(t: i32) -> bool {
         events: libc::POLLIN,
         revents: 0,
     }];
-    kernel::poll(&mut p, 0).is_ok_and(|n| n == 1 && p[0].revents & (libc::POLLHUP | libc::POLLIN) != 0)
+    kernel::poll(&mut p, 0)
+        .is_ok_and(|n| n == 1 && p[0].revents & (libc::POLLHUP | libc::POLLIN) != 0)
 }
 
 fn state_memfd(st: &ConnectionState) -> Result<i32, kernel::Errno> {
@@ -812,8 +826,11 @@ pub fn bring_home(fds: &[i32]) -> Result<(), i32> {
         }
         if std::time::Instant::now() >= deadline {
             for fd in pending {
-                if let Some(AwayKind::Conn { conn, .. }) =
-                    e.family.as_ref().and_then(|m| m.away.get(&fd)).map(|a| a.what)
+                if let Some(AwayKind::Conn { conn, .. }) = e
+                    .family
+                    .as_ref()
+                    .and_then(|m| m.away.get(&fd))
+                    .map(|a| a.what)
                 {
                     e.lost(conn);
                 }

@@ -231,11 +231,7 @@ pub fn send_with_fds(sock: i32, addr: &[u8], data: &[u8], fds: &[i32]) -> Result
             (*c).cmsg_level = libc::SOL_SOCKET;
             (*c).cmsg_type = libc::SCM_RIGHTS;
             (*c).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as usize;
-            std::ptr::copy_nonoverlapping(
-                fds.as_ptr() as *const u8,
-                libc::CMSG_DATA(c),
-                fd_bytes,
-            );
+            std::ptr::copy_nonoverlapping(fds.as_ptr() as *const u8, libc::CMSG_DATA(c), fd_bytes);
         }
     }
     sys!(
@@ -249,7 +245,11 @@ pub fn send_with_fds(sock: i32, addr: &[u8], data: &[u8], fds: &[i32]) -> Result
 
 /// Receives one datagram (nonblocking) and up to 4 fds passed with it (made
 /// close-on-exec); returns (bytes, fds received).
-pub fn recv_with_fds(sock: i32, buf: &mut [u8], fds: &mut [i32; 4]) -> Result<(usize, usize), Errno> {
+pub fn recv_with_fds(
+    sock: i32,
+    buf: &mut [u8],
+    fds: &mut [i32; 4],
+) -> Result<(usize, usize), Errno> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr() as *mut libc::c_void,
         iov_len: buf.len(),

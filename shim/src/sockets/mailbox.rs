@@ -213,7 +213,11 @@ mod tests {
         b[0] = 2;
         b.push(0); // a State carries nothing after its header
         assert_eq!(Message::decode(&b), None);
-        Message::Frame { conn, frame: vec![] }.encode(&mut b);
+        Message::Frame {
+            conn,
+            frame: vec![],
+        }
+        .encode(&mut b);
         assert_eq!(Message::decode(&b), None, "a frame message without a frame");
     }
 }

@@ -8,10 +8,10 @@
 use stack::device::{Device, DeviceCaps};
 use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
+use xdp_backend::flowmap::FlowKey;
 use xdp_backend::netlink;
 use xdp_backend::portmap::Transport;
 use xdp_backend::xsk::{RxMode, XskConfig, XskSocket};
-use xdp_backend::flowmap::FlowKey;
 use xdp_backend::{AttachedIface, LinkChange, LinkMonitor, StartError};
 
 /// The interface the fast path runs on.

@@ -26,12 +26,12 @@
 pub mod cc;
 mod conn;
 mod export;
-mod state_codec;
 pub mod hash;
 mod info;
 mod ring;
 mod rtt;
 mod sack;
+mod state_codec;
 
 use core::hash::{BuildHasherDefault, Hasher};
 use core::net::{Ipv4Addr, SocketAddrV4};

@@ -212,10 +212,7 @@ struct Reader<'a>(&'a [u8]);
 
 impl Reader<'_> {
     fn take<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let (head, rest) = self
-            .0
-            .split_first_chunk::<N>()
-            .ok_or(Error::InvalidInput)?;
+        let (head, rest) = self.0.split_first_chunk::<N>().ok_or(Error::InvalidInput)?;
         self.0 = rest;
         Ok(*head)
     }
