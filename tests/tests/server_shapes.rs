@@ -6,10 +6,11 @@
 //! to the children that served them).
 
 use fastnet_e2e::apps::{
-    assert_xdp_attached, fastnet_cmd, kernel_connections, scratch, spawn, summed_exit_counters,
-    wait_listening, Bg,
+    assert_xdp_attached, fastnet_cmd, kernel_connections, nginx_conf, scratch, spawn,
+    summed_exit_counters, wait_listening, Bg,
 };
-use fastnet_e2e::{is_root, Side, Topology, TopologyOptions};
+use fastnet_e2e::{is_root, QueueLayout, Side, Topology, TopologyOptions};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -277,5 +278,180 @@ fn prefork_children_accept_on_one_inherited_listener() {
         "every child took connections:\n{log}"
     );
     assert!(get("rx.bytes") >= (N * SIZE) as u64, "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The counters each process printed at exit, by PID (`fastnet[PID]: counters: ...`).
+fn counters_by_pid(log: &str) -> HashMap<u32, HashMap<String, u64>> {
+    let mut out = HashMap::new();
+    for line in log.lines().filter(|l| l.contains("counters:")) {
+        let Some(pid) = line
+            .strip_prefix("fastnet[")
+            .and_then(|r| r.split(']').next())
+            .and_then(|p| p.parse().ok())
+        else {
+            continue;
+        };
+        let m: HashMap<String, u64> = line
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+            .collect();
+        out.insert(pid, m);
+    }
+    out
+}
+
+/// The children of `pid` (nginx's workers).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// An nginx configuration with `workers` worker processes (as `nobody`).
+fn nginx_workers_conf(dir: &Path, port: u16, workers: &str) -> std::path::PathBuf {
+    let conf = nginx_conf(dir, port);
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(text.contains("worker_processes 1;"));
+    std::fs::write(
+        &conf,
+        text.replace(
+            "worker_processes 1;",
+            &format!("worker_processes {workers};"),
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("www/index.html"), "hello from a worker\n").unwrap();
+    conf
+}
+
+fn wrk_bg(t: &Topology, args: &[&str], url: &str, log: &Path) -> Bg {
+    let mut c = t.command(Side::Client, "wrk");
+    c.args(args).arg(url);
+    spawn(c, log)
+}
+
+/// wrk's report, after it ended: no socket error, no bad status, some requests.
+fn assert_wrk_clean(out: &str) {
+    assert!(
+        !out.contains("Socket errors"),
+        "wrk saw socket errors:\n{out}"
+    );
+    assert!(!out.contains("Non-2xx"), "wrk saw bad responses:\n{out}");
+    assert!(out.contains("requests in"), "wrk did not finish:\n{out}");
+}
+
+fn two_queues() -> Topology {
+    assert!(is_root(), "end-to-end tests need root");
+    Topology::up(&TopologyOptions {
+        queues: QueueLayout::Fixed(2),
+        ..TopologyOptions::for_tests()
+    })
+    .expect("topology")
+}
+
+#[test]
+fn nginx_two_workers_and_auto_share_one_listener() {
+    let t = two_queues();
+    for workers in ["2", "auto"] {
+        let dir = scratch("nginx-workers");
+        let conf = nginx_workers_conf(&dir, 8090, workers);
+        let mut c = fastnet_cmd(&t, Side::Server, "nginx");
+        c.args(["-c", conf.to_str().unwrap()]);
+        let mut srv = spawn(c, &dir.join("nginx.out"));
+        wait_listening(&t, Side::Server, 8090, &mut srv);
+        let pids = children(srv.pid());
+        assert_eq!(pids.len(), 2, "{workers}: workers {pids:?}");
+        let url = format!("http://{}:8090/index.html", t.server_ip);
+        let mut load = wrk_bg(&t, &["-t2", "-c32", "-d10s"], &url, &dir.join("wrk.log"));
+        std::thread::sleep(Duration::from_secs(3));
+        assert_xdp_attached(&t, Side::Server);
+        assert_eq!(
+            kernel_connections(&t, Side::Server, 8090),
+            0,
+            "{workers}: the kernel carried connections"
+        );
+        let _ = load.child.wait();
+        assert_wrk_clean(&load.output());
+        let _ = stop_server(&mut srv, 0);
+        // nginx sends its processes' stderr to its error log.
+        let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+        let by_pid = counters_by_pid(&log);
+        for pid in &pids {
+            let c = by_pid
+                .get(pid)
+                .unwrap_or_else(|| panic!("{workers}: worker {pid} printed no counters:\n{log}"));
+            assert_eq!(c.get("family.joins"), Some(&1), "{log}");
+            assert!(
+                c.get("tcp.passive_opens").copied().unwrap_or(0) > 0
+                    && c.get("rx.bytes").copied().unwrap_or(0) > 100_000,
+                "{workers}: worker {pid} took no share of the load:\n{log}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn nginx_worker_killed_with_kill_9_the_others_go_on() {
+    let t = two_queues();
+    let dir = scratch("nginx-kill9");
+    let conf = nginx_workers_conf(&dir, 8091, "2");
+    let mut c = fastnet_cmd(&t, Side::Server, "nginx");
+    c.args(["-c", conf.to_str().unwrap()]);
+    let mut srv = spawn(c, &dir.join("nginx.out"));
+    wait_listening(&t, Side::Server, 8091, &mut srv);
+    let url = format!("http://{}:8091/index.html", t.server_ip);
+    let workers = children(srv.pid());
+    assert_eq!(workers.len(), 2, "{workers:?}");
+
+    // A worker killed with -9 while serving: the master starts another, and the
+    // family goes on serving (the killed worker's own connections are lost with it).
+    let mut load = wrk_bg(
+        &t,
+        &["-t2", "-c16", "-d6s", "--timeout", "2s"],
+        &url,
+        &dir.join("wrk2.log"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: SIGKILL to a worker of the nginx this test started.
+    unsafe { libc::kill(workers[0] as i32, libc::SIGKILL) };
+    let _ = load.child.wait();
+    assert!(load.output().contains("requests in"), "{}", load.output());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while children(srv.pid()).len() != 2 || children(srv.pid()).contains(&workers[0]) {
+        assert!(Instant::now() < deadline, "{:?}", children(srv.pid()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut load = wrk_bg(&t, &["-t2", "-c16", "-d3s"], &url, &dir.join("wrk3.log"));
+    let _ = load.child.wait();
+    assert_wrk_clean(&load.output());
+
+    // Nothing leaks: once nginx is gone the XDP program is too, and a kernel server
+    // gets the port.
+    let _ = stop_server(&mut srv, 0);
+    let out = t
+        .command(Side::Server, "ip")
+        .args(["-d", "link", "show", "dev", t.iface(Side::Server)])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("prog/xdp"),
+        "the XDP program outlived nginx"
+    );
+    let mut k = t.command(Side::Server, "socat");
+    k.args(["-u", "SYSTEM:echo kernel", "TCP-LISTEN:8091,reuseaddr"]);
+    let mut kernel_srv = spawn(k, &dir.join("kernel.log"));
+    wait_listening(&t, Side::Server, 8091, &mut kernel_srv);
+    let got = t
+        .command(Side::Client, "curl")
+        .args(["-sS", "-m", "5", &format!("telnet://{}:8091", t.server_ip)])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "kernel\n");
+    let _ = kernel_srv.child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -739,6 +739,7 @@ fn adopt_accepted(
         return err(libc::EMFILE);
     }
     e.bind_handle(h, cfd);
+    e.pin_accepted(h);
     rewriter::filter::mark_fd(cfd, true);
     drop(e);
     if let Some(p) = peer {

@@ -319,6 +319,11 @@ impl Engine {
     }
 
     fn drive_kick(&mut self, kick: bool) {
+        if self.family.as_ref().is_some_and(|m| m.mail_waiting()) {
+            // Before the rings: a member handing us a connection wrote to us before it
+            // pointed the flow here (see `handoff`).
+            self.serve_mailbox();
+        }
         let now = self.now();
         LAST_DRIVE.store(now.micros(), std::sync::atomic::Ordering::Relaxed);
         self.tap.maybe_attach(now);
@@ -345,6 +350,7 @@ impl Engine {
         }
         let Engine { dev, iface, .. } = self;
         dev.receive_host(RX_BUDGET, &mut |frame| iface.receive_local(now, frame));
+        self.pin_handshakes();
         self.resolve_neighbors(now);
         let Engine {
             dev, iface, tap, ..
@@ -744,8 +750,12 @@ impl Engine {
                 if let Ok(l) = self.iface.tcp.local_addr(h) {
                     self.host_unregister(Transport::Tcp, l);
                 }
-                let _ = self.iface.tcp.close(h);
+                // Out of the port's listener group first (the claim), then what the
+                // listener still holds goes to the group (see `handoff`).
                 self.unclaim_entry(s.claimed);
+                if !self.drain_to_group(h) {
+                    let _ = self.iface.tcp.close(h);
+                }
             }
             Kind::TcpStream(h) => {
                 use stack::tcp::State;
@@ -842,6 +852,7 @@ impl Engine {
                 .handle_fd
                 .keys()
                 .any(|&h| h.kind == SocketKind::Tcp && busy(h))
+            || self.draining_busy()
     }
 
     /// Writes the counters to the log (FASTNET_STATS=1 at exit).

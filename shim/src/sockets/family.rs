@@ -11,7 +11,7 @@
 //! is taken over by the next process that joins.
 
 use super::kernel;
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 /// Slots of a family (the XDP program's limit).
 pub const MAX_MEMBERS: usize = xdp_backend::program::MAX_SLOTS as usize;
@@ -27,6 +27,9 @@ struct Page {
     lock: AtomicI32,
     _pad: i32,
     members: [AtomicI32; MAX_MEMBERS],
+    /// Messages sent to each slot's mailbox (see `note_mail`): a member reads its
+    /// mailbox before its rings only when this moved.
+    mail: [AtomicU32; MAX_MEMBERS],
 }
 
 static PAGE: AtomicPtr<Page> = AtomicPtr::new(std::ptr::null_mut());
@@ -219,6 +222,21 @@ pub fn locked<T>(f: impl FnOnce() -> T) -> T {
         .lock
         .compare_exchange(me, 0, Ordering::AcqRel, Ordering::Acquire);
     r
+}
+
+/// Counts a message just sent to `slot` (after the send: a reader that sees the count
+/// finds the message in its mailbox).
+pub fn note_mail(slot: u32) {
+    if let Some(m) = page().and_then(|p| p.mail.get(slot as usize)) {
+        m.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// The count of messages sent to `slot` so far.
+pub fn mail_count(slot: u32) -> u32 {
+    page()
+        .and_then(|p| p.mail.get(slot as usize))
+        .map_or(0, |m| m.load(Ordering::Acquire))
 }
 
 /// The abstract Unix address of `slot`'s mailbox (a `sockaddr_un`'s bytes). The

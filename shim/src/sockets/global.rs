@@ -274,6 +274,9 @@ pub fn at_exit() {
         let _ = kernel::poll(&mut fds[..n], wait.as_millis().max(1) as i32);
         e = engine();
         e.drive();
+        // Other members' requests, and what a closed group listener still holds.
+        e.serve_mailbox();
+        e.tend_family(true);
     }
     if e.has_unsent() {
         log(

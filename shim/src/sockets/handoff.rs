@@ -103,6 +103,17 @@ pub struct Membership {
     /// Flows the XDP program steers to this member (connections that moved here):
     /// unsteered when the connection is gone.
     steered: HashMap<SocketHandle, ConnKey>,
+    /// Listeners of this process whose port has a listener group without it (nginx's
+    /// master after its workers joined): what they queue goes to the group.
+    forwarding: Vec<SocketHandle>,
+    /// The family's count of messages sent to this member, when it last read them.
+    mail_seen: u32,
+    /// Ports whose listener group this member joined: its connections there are
+    /// pinned to it (see `pin_accepted`).
+    grouped: Vec<u16>,
+    /// Group listeners the app closed here (a worker after nginx's reload): they finish
+    /// their handshakes and send what they queue to the group, then close.
+    draining: Vec<SocketHandle>,
 }
 
 impl Membership {
@@ -116,7 +127,16 @@ impl Membership {
             tethers: HashMap::new(),
             detached: Vec::new(),
             steered: HashMap::new(),
+            forwarding: Vec::new(),
+            mail_seen: 0,
+            grouped: Vec::new(),
+            draining: Vec::new(),
         }
+    }
+
+    /// True when another member wrote to this one since it last read its mailbox.
+    pub fn mail_waiting(&self) -> bool {
+        super::family::mail_count(self.slot) != self.mail_seen
     }
 
     /// True when frames must be looked at before the stack sees them.
@@ -263,6 +283,9 @@ impl Engine {
 
     /// Reads every message in this member's mailbox and acts on it.
     pub fn serve_mailbox(&mut self) {
+        if let Some(m) = self.family.as_mut() {
+            m.mail_seen = super::family::mail_count(m.slot);
+        }
         loop {
             let Some(m) = self.family.as_mut() else {
                 return;
@@ -271,7 +294,7 @@ impl Engine {
                 return;
             };
             let fds = &fds[..nfds];
-            if !matches!(msg, Message::State { .. }) {
+            if !matches!(msg, Message::State { .. } | Message::Queued { .. }) {
                 for &fd in fds {
                     let _ = kernel::close(fd);
                 }
@@ -281,6 +304,8 @@ impl Engine {
                 Message::State { conn, with } => self.take(conn, with, fds),
                 Message::Moved { conn, slot } => self.ask_again(conn, slot),
                 Message::Gone { conn } => self.lost(conn),
+                Message::Listening { conn, from } => self.start_forwarding(conn.local, from),
+                Message::Queued { conn } => self.take_queued(conn, fds),
                 Message::Frame { conn, frame } => {
                     let now = self.now();
                     let m = self.family.as_mut().expect("checked");
@@ -612,8 +637,35 @@ impl Engine {
                 return;
             }
         };
-        if let Err(e) = self.dev.join_group(Transport::Tcp, local.port()) {
-            debug(format_args!("fd {fd}: listener group of {local}: {e}"));
+        match self.dev.join_group(Transport::Tcp, local.port()) {
+            Ok(()) => {
+                self.family
+                    .as_mut()
+                    .expect("member")
+                    .grouped
+                    .push(local.port());
+                self.iface.tcp.record_handshakes();
+            }
+            Err(e) => debug(format_args!("fd {fd}: listener group of {local}: {e}")),
+        }
+        // The port's owner (the process that listened first) may queue connections it
+        // will never accept (nginx's master): it sends them to the group.
+        let me = self.family.as_ref().expect("member").slot;
+        if let Some(owner) = self
+            .dev
+            .port_entry(Transport::Tcp, local.port())
+            .map(|e| e.owner)
+            .filter(|&o| o != me)
+        {
+            let m = self.family.as_ref().expect("member");
+            let msg = Message::Listening {
+                conn: ConnKey {
+                    local,
+                    remote: SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+                },
+                from: me,
+            };
+            let _ = m.mailbox.send(owner, &msg, &[]);
         }
         // Counted like a listener of this process's own: the port stays the family's
         // while this listener or a connection it accepted lives here.
@@ -651,6 +703,109 @@ impl Engine {
         s.claimed = claimed;
         if self.fds.insert(fd, s).is_ok() {
             self.bind_handle(h, fd);
+        }
+    }
+
+    /// Member `from` listens on `local` too: this process's listener there sends what
+    /// it queues to the port's group from now on (while this process is not in it).
+    fn start_forwarding(&mut self, local: SocketAddrV4, from: u32) {
+        let Some(lh) = self.iface.tcp.listener_for(local) else {
+            return;
+        };
+        let m = self.family.as_mut().expect("member");
+        if !m.forwarding.contains(&lh) {
+            m.forwarding.push(lh);
+        }
+        debug(format_args!(
+            "member {from} listens on {local}: queued connections go to the group"
+        ));
+        self.forward_queued(lh);
+    }
+
+    /// Sends the connections listener `lh` queued to the members of its port's group
+    /// (each to the member the XDP program gives its new flows); handshakes under way
+    /// stay here, pinned, until they are established.
+    fn forward_queued(&mut self, lh: SocketHandle) {
+        let me = self.family.as_ref().expect("member").slot;
+        // No group, or this process is in it: its listener serves its share.
+        let entry = self
+            .iface
+            .tcp
+            .local_addr(lh)
+            .ok()
+            .and_then(|local| self.dev.port_entry(Transport::Tcp, local.port()))
+            .filter(|e| !e.members.is_empty() && !e.members.contains(&me));
+        let Some(entry) = entry else {
+            self.family
+                .as_mut()
+                .expect("member")
+                .forwarding
+                .retain(|&l| l != lh);
+            return;
+        };
+        for (l, r) in self.iface.tcp.handshakes_of(lh) {
+            let _ = self.dev.steer_flow(
+                ConnKey {
+                    local: l,
+                    remote: r,
+                },
+                me,
+            );
+        }
+        while let Ok(h) = self.iface.tcp.accept(lh) {
+            let (Ok(l), Ok(r)) = (self.iface.tcp.local_addr(h), self.iface.tcp.peer_addr(h)) else {
+                let _ = self.iface.tcp.abort(h);
+                continue;
+            };
+            let conn = ConnKey {
+                local: l,
+                remote: r,
+            };
+            let to = entry.slot_for(r);
+            let now = self.now();
+            let Ok(st) = self.iface.tcp.export(now, h) else {
+                let _ = self.iface.tcp.abort(h);
+                continue;
+            };
+            // The state first, then the flow: the member reads its mailbox before its
+            // rings, so it knows the connection before its first frame.
+            let m = self.family.as_mut().expect("member");
+            let sent = state_memfd(&st).and_then(|memfd| {
+                let r = m.mailbox.send(to, &Message::Queued { conn }, &[memfd]);
+                let _ = kernel::close(memfd);
+                r
+            });
+            if sent.is_err() {
+                continue;
+            }
+            m.moved.insert(conn, (to, now));
+            let _ = self.dev.steer_flow(conn, to);
+            self.count(Counter::FamilyMovedOut);
+        }
+    }
+
+    /// A connection another member's listener queued: into this process's listener
+    /// on the same address, for its `accept`.
+    fn take_queued(&mut self, conn: ConnKey, fds: &[i32]) {
+        let st = fds.first().copied().and_then(read_state);
+        for &fd in fds {
+            let _ = kernel::close(fd);
+        }
+        let now = self.now();
+        let listener = self.iface.tcp.listener_for(conn.local);
+        let placed = st
+            .zip(listener)
+            .map(|(st, lh)| self.iface.tcp.import_queued(now, lh, &st));
+        match placed {
+            Some(Ok(h)) => {
+                self.family
+                    .as_mut()
+                    .expect("member")
+                    .steered
+                    .insert(h, conn);
+                self.count(Counter::FamilyMovedIn);
+            }
+            other => debug(format_args!("cannot queue {conn:?} here: {other:?}")),
         }
     }
 
@@ -714,6 +869,29 @@ impl Engine {
         };
         m.moved
             .retain(|_, &mut (_, at)| now.micros() < at.micros() + MOVED_MEMORY_US);
+        for lh in m.draining.clone() {
+            let idle = self.iface.tcp.handshakes_of(lh).is_empty()
+                && !self.iface.tcp.readiness(lh).readable();
+            if reap && idle {
+                let _ = self.iface.tcp.close(lh);
+                let m = self.family.as_mut().expect("member");
+                m.draining.retain(|&l| l != lh);
+                m.forwarding.retain(|&l| l != lh);
+            }
+        }
+        let Some(m) = self.family.as_mut() else {
+            return;
+        };
+        for lh in m.forwarding.clone() {
+            // Queued connections at once; the group and the handshakes under way
+            // every 20 ticks.
+            if reap || self.iface.tcp.readiness(lh).readable() {
+                self.forward_queued(lh);
+            }
+        }
+        let Some(m) = self.family.as_mut() else {
+            return;
+        };
         if m.detached.is_empty() {
             return;
         }
@@ -740,6 +918,89 @@ impl Engine {
                 held = t.shadow;
             }
             self.close_socket_holding(s, held);
+        }
+    }
+
+    /// The app closed listener `lh`, of a port whose group this member had joined (and
+    /// has just left): rather than resetting what it holds (Linux's listener is one
+    /// socket shared by the workers, which a worker's close does not end), it finishes
+    /// its handshakes and sends its queue to the group. False: close it now.
+    pub fn drain_to_group(&mut self, lh: SocketHandle) -> bool {
+        let Some(m) = self.family.as_mut() else {
+            return false;
+        };
+        let Ok(local) = self.iface.tcp.local_addr(lh) else {
+            return false;
+        };
+        if !m.grouped.contains(&local.port()) {
+            return false;
+        }
+        m.grouped.retain(|&p| p != local.port());
+        m.draining.push(lh);
+        m.forwarding.push(lh);
+        self.forward_queued(lh);
+        true
+    }
+
+    /// Pins the handshakes this member's group listeners began since the last drive
+    /// (see `pin_accepted`): from the SYN on, so that a change of the group while the
+    /// handshake completes does not send its ACK to another member.
+    pub fn pin_handshakes(&mut self) {
+        let Some(m) = self.family.as_ref().filter(|m| !m.grouped.is_empty()) else {
+            return;
+        };
+        let me = m.slot;
+        for (h, local, remote) in self.iface.tcp.take_handshakes() {
+            let m = self.family.as_ref().expect("member");
+            if !m.grouped.contains(&local.port()) {
+                continue;
+            }
+            let conn = ConnKey { local, remote };
+            if self.dev.steer_flow(conn, me).is_ok() {
+                self.family
+                    .as_mut()
+                    .expect("member")
+                    .steered
+                    .insert(h, conn);
+            }
+        }
+    }
+
+    /// True while a listener the app closed still finishes handshakes or holds
+    /// connections for the group (an exiting worker lingers for them).
+    pub fn draining_busy(&self) -> bool {
+        self.family.as_ref().is_some_and(|m| {
+            m.draining.iter().any(|&lh| {
+                !self.iface.tcp.handshakes_of(lh).is_empty()
+                    || self.iface.tcp.readiness(lh).readable()
+            })
+        })
+    }
+
+    /// A connection this member accepted from a listener group: its flow is pinned to
+    /// this member, so that a change of the group (a reload's new workers, a worker
+    /// gone) does not send its segments to another member, which would reset it.
+    pub fn pin_accepted(&mut self, h: SocketHandle) {
+        let Some(m) = self.family.as_ref() else {
+            return;
+        };
+        if m.steered.contains_key(&h) {
+            return;
+        }
+        let (Ok(local), Ok(remote)) = (self.iface.tcp.local_addr(h), self.iface.tcp.peer_addr(h))
+        else {
+            return;
+        };
+        if !m.grouped.contains(&local.port()) {
+            return;
+        }
+        let conn = ConnKey { local, remote };
+        if self.dev.steer_flow(conn, m.slot).is_ok() {
+            self.family
+                .as_mut()
+                .expect("member")
+                .steered
+                .insert(h, conn);
         }
     }
 

@@ -30,6 +30,13 @@ pub enum Message {
     /// A frame of a connection that moved from the sender to you (it reached the
     /// sender before the XDP program's map sent the flow to you).
     Frame { conn: ConnKey, frame: Vec<u8> },
+    /// I (`from`) listen on `conn.local` too, in the port's listener group: send me
+    /// (and the group) what your listener there queues and never accepts.
+    Listening { conn: ConnKey, from: u32 },
+    /// A connection your listener on `conn.local` is to queue for `accept`: its state
+    /// in the fd passed (a connection another member's listener took but never
+    /// accepted).
+    Queued { conn: ConnKey },
 }
 
 const HEADER: usize = 24;
@@ -54,7 +61,9 @@ impl Message {
             | Message::State { conn, .. }
             | Message::Moved { conn, .. }
             | Message::Gone { conn }
-            | Message::Frame { conn, .. } => *conn,
+            | Message::Frame { conn, .. }
+            | Message::Listening { conn, .. }
+            | Message::Queued { conn } => *conn,
         }
     }
 
@@ -69,6 +78,8 @@ impl Message {
             Message::Moved { slot, .. } => (3, *slot),
             Message::Gone { .. } => (4, 0),
             Message::Frame { .. } => (5, 0),
+            Message::Listening { from, .. } => (6, *from),
+            Message::Queued { .. } => (7, 0),
         };
         out[0] = kind;
         out[4..8].copy_from_slice(&arg.to_le_bytes());
@@ -97,6 +108,10 @@ impl Message {
             2 if bare && arg < 4 => Message::State { conn, with: arg },
             3 if bare && (arg as usize) < family::MAX_MEMBERS => Message::Moved { conn, slot: arg },
             4 if bare => Message::Gone { conn },
+            6 if bare && (arg as usize) < family::MAX_MEMBERS => {
+                Message::Listening { conn, from: arg }
+            }
+            7 if bare => Message::Queued { conn },
             5 if !bare => Message::Frame {
                 conn,
                 frame: b[HEADER..].to_vec(),
@@ -143,7 +158,9 @@ impl Mailbox {
         let mut bytes = Vec::with_capacity(HEADER);
         msg.encode(&mut bytes);
         let (addr, len) = family::mailbox_name(slot);
-        kernel::send_with_fds(self.fd, &addr[..len], &bytes, fds).map(|_| ())
+        kernel::send_with_fds(self.fd, &addr[..len], &bytes, fds)?;
+        family::note_mail(slot);
+        Ok(())
     }
 
     /// The next message, with the fds that came with it (the caller owns them).
@@ -193,6 +210,8 @@ mod tests {
                 conn,
                 frame: vec![1, 2, 3],
             },
+            Message::Listening { conn, from: 2 },
+            Message::Queued { conn },
         ] {
             m.encode(&mut b);
             assert_eq!(Message::decode(&b), Some(m));

@@ -212,6 +212,16 @@ impl FastIface {
         super::family::locked(|| a.join_group(t, port))
     }
 
+    /// The port map's entry for `port` (owner, listener group).
+    pub fn port_entry(&self, t: Transport, port: u16) -> Option<xdp_backend::portmap::PortEntry> {
+        self.attached()
+            .ok()?
+            .program()
+            .port_map()
+            .entry(t, port)
+            .ok()?
+    }
+
     /// Steers `port` to this member (a UDP socket it inherited and uses).
     pub fn claim_here(&self, t: Transport, port: u16) -> std::io::Result<()> {
         let a = self.attached()?;

@@ -76,6 +76,77 @@ impl TcpLayer {
             .ok_or(Error::InvalidInput)
     }
 
+    /// The connections still in their handshake under listener `l` (SYN-RECEIVED), by
+    /// their addresses: another process taking over the listener's new connections
+    /// must leave these to this one until they are established.
+    pub fn handshakes_of(&self, l: SocketHandle) -> Vec<(SocketAddrV4, SocketAddrV4)> {
+        let Ok(lidx) = self.slot_of(l) else {
+            return Vec::new();
+        };
+        self.slots
+            .iter()
+            .filter(|s| {
+                s.kind == SlotKind::Conn
+                    && s.tcb.state == State::SynReceived
+                    && s.tcb.parent == Some(lidx)
+            })
+            .map(|s| (s.tcb.local, s.tcb.remote))
+            .collect()
+    }
+
+    /// Starts telling (through [`TcpLayer::take_handshakes`]) of every passive
+    /// handshake begun: a host whose flows another process could be handed (a listener
+    /// group whose membership changes) pins each at once.
+    pub fn record_handshakes(&mut self) {
+        self.handshakes.get_or_insert_with(Vec::new);
+    }
+
+    /// The handshakes begun since the last call, by handle and addresses (those still
+    /// in SYN-RECEIVED, or past it).
+    pub fn take_handshakes(&mut self) -> Vec<(SocketHandle, SocketAddrV4, SocketAddrV4)> {
+        let Some(log) = self.handshakes.as_mut() else {
+            return Vec::new();
+        };
+        let hs = std::mem::take(log);
+        hs.into_iter()
+            .filter_map(|h| {
+                let s = self.slots.get(h.index as usize)?;
+                (s.kind == SlotKind::Conn).then_some((h, s.tcb.local, s.tcb.remote))
+            })
+            .collect()
+    }
+
+    /// The listener that takes connections to `local` (its address, or the wildcard).
+    pub fn listener_for(&self, local: SocketAddrV4) -> Option<SocketHandle> {
+        let idx = self
+            .listeners
+            .get(&(u32::from(*local.ip()), local.port()))
+            .or_else(|| self.listeners.get(&(0, local.port())))?;
+        Some(SocketHandle::tcp(*idx))
+    }
+
+    /// Installs an exported connection in listener `l`'s accept queue, as if its
+    /// handshake had completed here (a connection another process queued but never
+    /// accepted).
+    pub fn import_queued(
+        &mut self,
+        now: Instant,
+        l: SocketHandle,
+        st: &ConnectionState,
+    ) -> Result<SocketHandle> {
+        let lidx = self.slot_of(l)?;
+        if self.slots[lidx as usize].listener.is_none() {
+            return Err(Error::InvalidInput);
+        }
+        let h = self.import(now, st)?;
+        let s = &mut self.slots[h.index as usize];
+        s.user_open = false;
+        s.tcb.parent = Some(lidx);
+        s.tcb.passive = true;
+        self.enqueue_accept(h.index);
+        Ok(h)
+    }
+
     /// Takes a connection out of this stack: returns its state and frees the handle
     /// without sending anything. Only connections past the handshake can move.
     pub fn export(&mut self, now: Instant, h: SocketHandle) -> Result<ConnectionState> {

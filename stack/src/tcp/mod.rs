@@ -325,6 +325,9 @@ fn conn_key(local: SocketAddrV4, remote: SocketAddrV4) -> ConnKey {
     )
 }
 
+/// Handshakes `take_handshakes` keeps between two calls at most.
+const HANDSHAKE_LOG: usize = 4096;
+
 /// MSS values a SYN cookie can carry (3 bits).
 const COOKIE_MSS: [u16; 8] = [536, 1200, 1360, 1440, 1460, 4312, 8960, 9000];
 
@@ -350,6 +353,9 @@ pub struct TcpLayer {
     control: VecDeque<Control>,
     tx_queue: Vec<u32>,
     readiness: ReadinessQueue,
+    /// Handshakes begun since the host last asked (`take_handshakes`), when it asked
+    /// to be told (`record_handshakes`); at most `HANDSHAKE_LOG` are kept.
+    handshakes: Option<Vec<SocketHandle>>,
     /// Buffer storage of connections that no longer need it (freed, or in TIME-WAIT),
     /// for the next connections: a server that closes first keeps buffers for the
     /// connections it serves at once, not for every TIME-WAIT too.
@@ -408,6 +414,7 @@ impl TcpLayer {
             control: VecDeque::with_capacity(cfg.control_queue),
             tx_queue: Vec::with_capacity(n),
             readiness: ReadinessQueue::with_capacity(n),
+            handshakes: None,
             spare_rings: Vec::with_capacity(2 * n),
             tw_recyclable: 0,
             tw_cursor: 0,
@@ -1110,6 +1117,9 @@ impl TcpLayer {
         self.conns.insert(conn_key(local, remote), idx);
         if let Some(l) = self.slots[lidx as usize].listener.as_mut() {
             l.syn_pending += 1;
+        }
+        if let Some(log) = self.handshakes.as_mut().filter(|l| l.len() < HANDSHAKE_LOG) {
+            log.push(Self::handle(idx));
         }
         self.mark_tx(idx);
     }
