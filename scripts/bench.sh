@@ -10,7 +10,7 @@
 # Knobs (environment):
 #   BENCH_SECONDS=4        length of each timed client run (redis: request count scaled)
 #   BENCH_REPEAT=3         client runs per workload and mode; the report shows the median
-#   BENCH_ONLY="redis nginx sockperf iperf3 hooks"   subset of workload groups
+#   BENCH_ONLY="redis nginx shapes sockperf iperf3 hooks"   subset of workload groups
 #   BENCH_OUT=BENCHMARKS.md   BENCH_SVG=BENCHMARKS.svg   where the report goes
 #   FASTNET_BENCH_SHIM=0   treat the shim as unusable (fastnet rows print n/a)
 #   FASTNET=target/release/fastnet
@@ -27,7 +27,7 @@ cd "$(dirname "$0")/.."
 FASTNET=${FASTNET:-target/release/fastnet}
 BENCH_SECONDS=${BENCH_SECONDS:-4}
 BENCH_REPEAT=${BENCH_REPEAT:-3}
-BENCH_ONLY=${BENCH_ONLY:-redis nginx sockperf iperf3 hooks}
+BENCH_ONLY=${BENCH_ONLY:-redis nginx shapes sockperf iperf3 hooks}
 BENCH_OUT=${BENCH_OUT:-BENCHMARKS.md}
 BENCH_SVG=${BENCH_SVG:-BENCHMARKS.svg}
 NICE=${BENCH_NICE:--10}
@@ -417,6 +417,54 @@ bench_nginx() { # mode
     SHIM_ENV=""
 }
 
+# Server shapes (issue 17): nginx with 1 and with 2 workers, the server free to use
+# both cores (nginx pins one worker per core: worker_cpu_affinity auto), and a forking
+# server's rate of short connections (Python's ForkingMixIn: a fork per connection).
+FORK_PORT=8085
+FORKING_HTTP='
+import http.server, socketserver, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "128"); self.end_headers()
+        self.wfile.write(b"x" * 128)
+    def log_message(self, *a): pass
+class S(socketserver.ForkingMixIn, http.server.HTTPServer):
+    allow_reuse_address = True
+    request_queue_size = 1024
+S((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+'
+bench_shapes() { # mode
+    local mode=$1 w out name saved=$SERVER_CPU
+    SERVER_CPU="$SERVER_CPU,$CLIENT_CPU"
+    for w in 1 2; do
+        write_nginx_conf
+        sed -i "s/^worker_processes 1;/worker_processes $w;\nworker_cpu_affinity auto;/" "$LOGS/nginx.conf"
+        nginx_kind "$mode" "workers$w" "nginx wrk -c32, $w workers on both cores" req/s µs/req || true
+    done
+    write_nginx_conf
+    start_server "$mode" forking python3 -c "$FORKING_HTTP" "$SERVER_IP" "$FORK_PORT"
+    SERVER_CPU=$saved
+    if ! wait_port $FORK_PORT; then
+        stop_server
+        record_na "forking server conn/s (Connection: close)" "$mode" conn/s higher "the server did not start"
+        return
+    fi
+    for rep in $(seq "$BENCH_REPEAT"); do
+        name=forking.r$rep
+        out="$LOGS/$name.$mode.out"
+        if run_client "$mode" "$name" wrk -t1 -c8 -d"${BENCH_SECONDS}s" -H "Connection: close" \
+            "http://$SERVER_IP:$FORK_PORT/" && [ -n "$(wrk_rps "$out")" ]; then
+            record "forking server conn/s (Connection: close)" "$mode" "$(wrk_rps "$out")" conn/s higher \
+                µs/conn "$(wrk_total "$out")" "$BUSY0" "$BUSY1"
+        else
+            record_na "forking server conn/s (Connection: close)" "$mode" conn/s higher "$(wrk_failure "$out")"
+            break
+        fi
+    done
+    fast_path_check forking "$mode"
+    stop_server
+}
+
 SOCKPERF_PORT=11111
 # Block mode (FASTNET_POLL unset: the default) and busy poll (FASTNET_POLL=busy for
 # whatever runs under the shim) are rows of their own. This kernel has no busy poll of
@@ -503,7 +551,7 @@ bench_iperf3() { # mode
 RUN_BUSY0=$(cpu_busy)
 RUN_T0=$(date +%s%N)
 for mode in $MODES; do
-    for wl in redis nginx sockperf iperf3; do
+    for wl in redis nginx shapes sockperf iperf3; do
         wants $wl || continue
         if [ "$mode" != kernel ] && [ $SHIM_OK = 0 ]; then
             case $wl in
@@ -515,6 +563,11 @@ for mode in $MODES; do
                     record_na "nginx conn/s (Connection: close)" "$mode" "conn/s" higher "$SHIM_REASON"
                     record_na "$CLOSE_RETRANS" "$mode" "per 1k conn" lower "$SHIM_REASON"
                     record_na "$CLOSE_ERRORS" "$mode" "per 1k conn" lower "$SHIM_REASON" ;;
+                shapes)
+                    for w in 1 2; do
+                        record_na "nginx wrk -c32, $w workers on both cores" "$mode" "req/s" higher "$SHIM_REASON"
+                    done
+                    record_na "forking server conn/s (Connection: close)" "$mode" "conn/s" higher "$SHIM_REASON" ;;
                 sockperf) for r in "sockperf ping-pong" "sockperf busy-poll ping-pong"; do
                     record_na "$r p50" "$mode" "µs RTT" lower "$SHIM_REASON"
                     record_na "$r p99" "$mode" "µs RTT" lower "$SHIM_REASON"

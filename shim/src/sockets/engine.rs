@@ -796,6 +796,8 @@ impl Engine {
                     if let (Some(p), Some(host)) = (host_port, &self.dev.host) {
                         host.unregister(Transport::Tcp, p);
                     }
+                    // Gone at once: a flow pinned or moved here is not steered any more.
+                    self.connection_gone(h);
                 }
                 match s.claimed {
                     port if finish => {

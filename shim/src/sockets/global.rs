@@ -455,11 +455,16 @@ fn unsafe_sigset() -> libc::sigset_t {
 /// within ~20 ms, before a client's first SYN retransmission.
 const LINK_CHECK_TICKS: u32 = 20;
 
+/// The driver looks for members of the family that died (a kill(2) probe per member),
+/// for groups that changed and for handshakes to pin every this many ticks (~0.1 s).
+const FAMILY_CHECK_TICKS: u32 = 100;
+
 fn driver_loop() {
     // Everything this thread calls goes straight to the kernel.
     let _inside = rewriter::in_shim();
     let period = Duration::from_millis(1);
     let mut ticks = 0u32;
+    let mut family_ticks = 0u32;
     let Some(m) = ENGINE.get() else { return };
     // Other members' requests wake the driver at once (a child waits for a
     // connection it asked for); otherwise it ticks every millisecond.
@@ -496,7 +501,8 @@ fn driver_loop() {
         // Other members' requests and forwarded frames, closed tethers: every tick,
         // whether or not the app drives the stack itself.
         e.serve_mailbox();
-        e.tend_family(ticks.is_multiple_of(LINK_CHECK_TICKS));
+        family_ticks = family_ticks.wrapping_add(1);
+        e.tend_family(family_ticks.is_multiple_of(FAMILY_CHECK_TICKS));
         // What the mail changed (a connection given away, one taken in, frames
         // forwarded to us) is told to the threads that wait for it.
         e.notify();

@@ -884,7 +884,7 @@ impl Engine {
         };
         for lh in m.forwarding.clone() {
             // Queued connections at once; the group and the handshakes under way
-            // every 20 ticks.
+            // every FAMILY_CHECK_TICKS.
             if reap || self.iface.tcp.readiness(lh).readable() {
                 self.forward_queued(lh);
             }
@@ -935,7 +935,8 @@ impl Engine {
         if !m.grouped.contains(&local.port()) {
             return false;
         }
-        m.grouped.retain(|&p| p != local.port());
+        // Still pinning: a SYN already on its way when this member left the group
+        // completes its handshake here.
         m.draining.push(lh);
         m.forwarding.push(lh);
         self.forward_queued(lh);
