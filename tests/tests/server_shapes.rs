@@ -396,17 +396,45 @@ fn nginx_two_workers_and_auto_share_one_listener() {
 }
 
 #[test]
-fn nginx_worker_killed_with_kill_9_the_others_go_on() {
+fn nginx_reload_and_a_worker_killed_with_kill_9_under_load() {
     let t = two_queues();
-    let dir = scratch("nginx-kill9");
+    let dir = scratch("nginx-reload");
     let conf = nginx_workers_conf(&dir, 8091, "2");
     let mut c = fastnet_cmd(&t, Side::Server, "nginx");
     c.args(["-c", conf.to_str().unwrap()]);
     let mut srv = spawn(c, &dir.join("nginx.out"));
     wait_listening(&t, Side::Server, 8091, &mut srv);
     let url = format!("http://{}:8091/index.html", t.server_ip);
-    let workers = children(srv.pid());
-    assert_eq!(workers.len(), 2, "{workers:?}");
+    let old = children(srv.pid());
+    assert_eq!(old.len(), 2, "{old:?}");
+
+    // `nginx -s reload` (SIGHUP to the master) halfway through 8 s of load: new workers
+    // join, the old ones drain and leave; wrk sees no failed request. (One request per
+    // connection: with keep-alive, old workers closing idle connections race the
+    // client's next request and fail a few, on the kernel too.)
+    let mut load = wrk_bg(
+        &t,
+        &["-t2", "-c16", "-d8s", "-H", "Connection: close"],
+        &url,
+        &dir.join("wrk1.log"),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: SIGHUP to the nginx master this test started.
+    unsafe { libc::kill(srv.pid() as i32, libc::SIGHUP) };
+    let _ = load.child.wait();
+    assert_wrk_clean(&load.output());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let workers = loop {
+        let now = children(srv.pid());
+        if now.len() == 2 && now.iter().all(|p| !old.contains(p)) {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reload: workers {now:?} (old {old:?})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
 
     // A worker killed with -9 while serving: the master starts another, and the
     // family goes on serving (the killed worker's own connections are lost with it).

@@ -108,9 +108,10 @@ pub struct Membership {
     forwarding: Vec<SocketHandle>,
     /// The family's count of messages sent to this member, when it last read them.
     mail_seen: u32,
-    /// Ports whose listener group this member joined: its connections there are
-    /// pinned to it (see `pin_accepted`).
-    grouped: Vec<u16>,
+    /// Ports whose connections this member pins to itself in the flow map from their
+    /// SYN on (see `pin_handshakes`): those of listener groups it joined, and those of
+    /// its own listeners once it forked (a child may form a group on them).
+    pinned_ports: Vec<u16>,
     /// Group listeners the app closed here (a worker after nginx's reload): they finish
     /// their handshakes and send what they queue to the group, then close.
     draining: Vec<SocketHandle>,
@@ -129,7 +130,7 @@ impl Membership {
             steered: HashMap::new(),
             forwarding: Vec::new(),
             mail_seen: 0,
-            grouped: Vec::new(),
+            pinned_ports: Vec::new(),
             draining: Vec::new(),
         }
     }
@@ -173,11 +174,29 @@ fn frame_conn(frame: &[u8]) -> Option<ConnKey> {
 
 impl Engine {
     /// Before fork (engine locked): tether every connection an fd names, so that the
-    /// connection outlives the fds of one process and closes with the last.
+    /// connection outlives the fds of one process and closes with the last; and pin
+    /// the handshakes of every listener from now on (a child that uses it forms a
+    /// listener group, which must not take this process's handshakes under way).
     pub fn tether_connections(&mut self) {
+        let listeners: Vec<u16> = self
+            .fds
+            .fds()
+            .filter_map(|fd| match self.fds.get(fd)?.kind {
+                Kind::TcpListener(h) => self.iface.tcp.local_addr(h).ok().map(|a| a.port()),
+                _ => None,
+            })
+            .collect();
+        if !listeners.is_empty() {
+            self.iface.tcp.record_handshakes();
+        }
         let Some(m) = self.family.as_mut() else {
             return;
         };
+        for p in listeners {
+            if !m.pinned_ports.contains(&p) {
+                m.pinned_ports.push(p);
+            }
+        }
         let fds: Vec<i32> = self.fds.fds().collect();
         let mut done: Vec<SocketHandle> = Vec::new();
         for fd in fds {
@@ -642,7 +661,7 @@ impl Engine {
                 self.family
                     .as_mut()
                     .expect("member")
-                    .grouped
+                    .pinned_ports
                     .push(local.port());
                 self.iface.tcp.record_handshakes();
             }
@@ -762,6 +781,8 @@ impl Engine {
                 remote: r,
             };
             let to = entry.slot_for(r);
+            // Its pin (from the handshake) is the member's to remove from now on.
+            self.family.as_mut().expect("member").steered.remove(&h);
             let now = self.now();
             let Ok(st) = self.iface.tcp.export(now, h) else {
                 let _ = self.iface.tcp.abort(h);
@@ -932,7 +953,7 @@ impl Engine {
         let Ok(local) = self.iface.tcp.local_addr(lh) else {
             return false;
         };
-        if !m.grouped.contains(&local.port()) {
+        if !m.pinned_ports.contains(&local.port()) {
             return false;
         }
         // Still pinning: a SYN already on its way when this member left the group
@@ -947,13 +968,13 @@ impl Engine {
     /// (see `pin_accepted`): from the SYN on, so that a change of the group while the
     /// handshake completes does not send its ACK to another member.
     pub fn pin_handshakes(&mut self) {
-        let Some(m) = self.family.as_ref().filter(|m| !m.grouped.is_empty()) else {
+        let Some(m) = self.family.as_ref().filter(|m| !m.pinned_ports.is_empty()) else {
             return;
         };
         let me = m.slot;
         for (h, local, remote) in self.iface.tcp.take_handshakes() {
             let m = self.family.as_ref().expect("member");
-            if !m.grouped.contains(&local.port()) {
+            if !m.pinned_ports.contains(&local.port()) {
                 continue;
             }
             let conn = ConnKey { local, remote };
@@ -992,7 +1013,7 @@ impl Engine {
         else {
             return;
         };
-        if !m.grouped.contains(&local.port()) {
+        if !m.pinned_ports.contains(&local.port()) {
             return;
         }
         let conn = ConnKey { local, remote };
