@@ -352,7 +352,9 @@ extern "C" fn fork_child() {
 /// it cannot (no free slot, the interface refused): its inherited fast-path sockets
 /// then fail as they would on a kernel with the connection gone.
 pub fn join_family() -> bool {
-    let Some(m) = ENGINE.get() else { return false };
+    if ENGINE.get().is_none() {
+        return false;
+    }
     let mut g = engine();
     if super::family::drives() {
         return true;
@@ -373,25 +375,20 @@ pub fn join_family() -> bool {
     if dead.is_some() {
         g.dev.forget_slot(slot);
     }
-    let joined = with_low_fds_taken(|| g.dev.join(slot));
-    let dev = match joined {
-        Ok(d) => d,
-        Err(e) => {
+    let joined = with_low_fds_taken(|| g.dev.join(slot))
+        .map_err(|e| e.to_string())
+        .and_then(|dev| {
+            let mailbox =
+                super::mailbox::Mailbox::open(slot).map_err(|e| format!("mailbox (errno {e})"))?;
+            Ok((dev, mailbox))
+        });
+    let (dev, mailbox) = match joined {
+        Ok(j) => j,
+        Err(why) => {
             super::family::release_slot(slot);
             log(
                 LogLevel::Warn,
-                format_args!("cannot join the fast path: {e}"),
-            );
-            return false;
-        }
-    };
-    let mailbox = match super::mailbox::Mailbox::open(slot) {
-        Ok(mb) => mb,
-        Err(e) => {
-            super::family::release_slot(slot);
-            log(
-                LogLevel::Warn,
-                format_args!("cannot join the fast path: mailbox (errno {e})"),
+                format_args!("cannot join the fast path: {why}"),
             );
             return false;
         }
@@ -411,7 +408,6 @@ pub fn join_family() -> bool {
     std::mem::forget(std::mem::replace(&mut *g, fresh));
     super::family::set_slot(slot);
     drop(g);
-    let _ = m;
     log(
         LogLevel::Info,
         format_args!("joined the fast path as member {slot} of the family of member {parent}"),

@@ -140,6 +140,15 @@ impl Membership {
         super::family::mail_count(self.slot) != self.mail_seen
     }
 
+    /// The fds of this process naming `conn` while it lives in another stack.
+    fn away_fds_of(&self, conn: ConnKey) -> Vec<i32> {
+        self.away
+            .iter()
+            .filter(|(_, a)| matches!(a.what, AwayKind::Conn { conn: c, .. } if c == conn))
+            .map(|(&fd, _)| fd)
+            .collect()
+    }
+
     /// True when frames must be looked at before the stack sees them.
     pub fn filters_frames(&self) -> bool {
         !self.moved.is_empty() || !self.expected.is_empty()
@@ -525,12 +534,7 @@ impl Engine {
             }
             m.tethers.insert(h, t);
         }
-        let fds: Vec<i32> = m
-            .away
-            .iter()
-            .filter(|(_, a)| matches!(a.what, AwayKind::Conn { conn: c, .. } if c == conn))
-            .map(|(&fd, _)| fd)
-            .collect();
+        let fds = m.away_fds_of(conn);
         let mut first: Option<i32> = None;
         let mut last_socket = None;
         for fd in fds {
@@ -592,12 +596,7 @@ impl Engine {
     fn lost(&mut self, conn: ConnKey) {
         let m = self.family.as_mut().expect("member");
         m.expected.remove(&conn);
-        let fds: Vec<i32> = m
-            .away
-            .iter()
-            .filter(|(_, a)| matches!(a.what, AwayKind::Conn { conn: c, .. } if c == conn))
-            .map(|(&fd, _)| fd)
-            .collect();
+        let fds = m.away_fds_of(conn);
         for fd in fds {
             m.away.remove(&fd);
             rewriter::filter::mark_fd(fd, false);
@@ -688,16 +687,30 @@ impl Engine {
         }
         // Counted like a listener of this process's own: the port stays the family's
         // while this listener or a connection it accepted lives here.
-        let claimed = Some((Transport::Tcp, local.port()));
-        let _ = self.claim_entry(claimed);
-        let mut s = s;
-        s.kind = Kind::TcpListener(h);
-        s.primary_fd = fd;
-        s.claimed = claimed;
-        if self.fds.insert(fd, s).is_ok() {
-            self.bind_handle(h, fd);
+        let claim = (Transport::Tcp, local.port());
+        if self.home_again(fd, s, Kind::TcpListener(h), claim) {
             self.count(Counter::FamilyListeners);
         }
+    }
+
+    /// `fd` names `kind`, a socket made again in this stack, holding its claim on
+    /// `claim`'s port; false when the fd table is full.
+    fn home_again(&mut self, fd: i32, s: FastSocket, kind: Kind, claim: (Transport, u16)) -> bool {
+        let claimed = Some(claim);
+        let _ = self.claim_entry(claimed);
+        let s = FastSocket {
+            kind,
+            primary_fd: fd,
+            claimed,
+            ..s
+        };
+        if self.fds.insert(fd, s).is_err() {
+            return false;
+        }
+        if let Kind::TcpListener(h) | Kind::Udp(h) = kind {
+            self.bind_handle(h, fd);
+        }
+        true
     }
 
     /// A UDP socket this process inherited: bound again in this stack, its port steered
@@ -714,15 +727,7 @@ impl Engine {
             rewriter::filter::mark_fd(fd, false);
             return;
         }
-        let claimed = Some((Transport::Udp, local.port()));
-        let _ = self.claim_entry(claimed);
-        let mut s = s;
-        s.kind = Kind::Udp(h);
-        s.primary_fd = fd;
-        s.claimed = claimed;
-        if self.fds.insert(fd, s).is_ok() {
-            self.bind_handle(h, fd);
-        }
+        self.home_again(fd, s, Kind::Udp(h), (Transport::Udp, local.port()));
     }
 
     /// Member `from` listens on `local` too: this process's listener there sends what
