@@ -99,6 +99,9 @@ counters! {
     FamilyLost = "family.lost", Count;
     /// Inherited listeners this process listens on too (a worker's share).
     FamilyListeners = "family.listeners", Count;
+    /// Members of this process's family that exited and whose counters were added to
+    /// this process's (see `StatsSegment::fold`).
+    FamilyDeparted = "family.departed", Count;
     /// Listening sockets now.
     TcpListen = "tcp.state.listen", Gauge;
     /// Connections in SYN-SENT now.
@@ -175,10 +178,11 @@ pub fn layout_hash() -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
     let table = format!("option_slots:{OPTION_SLOTS}");
     let trailer = format!("reason:{REASON_LEN}");
-    let names = Counter::ALL
-        .iter()
-        .map(|c| c.name())
-        .chain([table.as_str(), trailer.as_str()]);
+    let names =
+        Counter::ALL
+            .iter()
+            .map(|c| c.name())
+            .chain([table.as_str(), trailer.as_str(), "departed"]);
     for name in names {
         for b in name.bytes().chain([0]) {
             h = (h ^ b as u64).wrapping_mul(0x100000001b3);
@@ -352,9 +356,14 @@ fn counters_end() -> usize {
 
 /// The counters, then [`OPTION_SLOTS`] pairs of (key, count) words, then the reason
 /// trailer: its length (an atomic, 0 while the fast path runs) and its bytes, written
-/// once before the length is published.
+/// once before the length is published; then one word per counter of what departed
+/// members of the family added (see [`StatsSegment::fold`]).
 fn segment_len() -> usize {
-    reason_offset() + 8 + REASON_LEN
+    departed_offset() + Counter::ALL.len() * 8
+}
+
+fn departed_offset() -> usize {
+    (reason_offset() + 8 + REASON_LEN).next_multiple_of(8)
 }
 
 fn reason_offset() -> usize {
@@ -439,7 +448,16 @@ impl StatsSegment {
 
     /// Opens another process's segment for reading.
     pub fn open(path: &Path) -> io::Result<StatsSegment> {
-        let file = File::open(path)?;
+        Self::open_mapped(path, false)
+    }
+
+    /// Opens another process's segment to [`fold`](Self::fold) counters into it.
+    pub fn open_to_fold(path: &Path) -> io::Result<StatsSegment> {
+        Self::open_mapped(path, true)
+    }
+
+    fn open_mapped(path: &Path, writable: bool) -> io::Result<StatsSegment> {
+        let file = OpenOptions::new().read(true).write(writable).open(path)?;
         let len = file.metadata()?.len() as usize;
         if len < HEADER_LEN {
             return Err(io::Error::new(
@@ -447,7 +465,7 @@ impl StatsSegment {
                 "segment too short",
             ));
         }
-        let base = map(&file, len, false)?;
+        let base = map(&file, len, writable)?;
         let seg = StatsSegment {
             base,
             len,
@@ -529,8 +547,23 @@ impl StatsSegment {
         self.cell(c).store(v, Ordering::Relaxed);
     }
 
+    /// This process's count plus what departed members folded into it.
     pub fn get(&self, c: Counter) -> u64 {
-        self.cell(c).load(Ordering::Relaxed)
+        self.cell(c).load(Ordering::Relaxed) + self.departed(c).load(Ordering::Relaxed)
+    }
+
+    fn departed(&self, c: Counter) -> &AtomicU64 {
+        self.word(departed_offset() + c as usize * 8)
+    }
+
+    /// Adds the counters (not the gauges) of `member`, a family member that is
+    /// exiting, to this segment's departed block, so a forking server's totals keep
+    /// what its short-lived children carried. Counts one departed member.
+    pub fn fold(&self, member: &StatsSegment) {
+        for &c in Counter::ALL.iter().filter(|c| !c.is_gauge()) {
+            let n = member.get(c) + u64::from(c == Counter::FamilyDeparted);
+            self.departed(c).fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// Records why this process's sockets are on the kernel (`fastnet stat` shows
@@ -657,6 +690,40 @@ mod tests {
         drop(r);
         drop(w);
         assert!(!path.exists(), "the owner removes its segment");
+    }
+
+    #[test]
+    fn a_departed_member_s_counters_fold_into_the_survivor_s() {
+        let (pp, cp) = (tmp("fold-parent"), tmp("fold-child"));
+        let parent = StatsSegment::create_at(pp.clone(), 5001, "b").unwrap();
+        let child = StatsSegment::create_at(cp.clone(), 5002, "b").unwrap();
+        parent.set(Counter::RxBytes, 100);
+        parent.set(Counter::TcpEstablished, 2);
+        child.set(Counter::RxBytes, 40);
+        child.set(Counter::TcpEstablished, 5);
+        child.add(Counter::FamilyMovedIn, 3);
+        StatsSegment::open_to_fold(&pp).unwrap().fold(&child);
+        drop(child);
+        let r = StatsSegment::open(&pp).unwrap();
+        assert_eq!(r.get(Counter::RxBytes), 140, "counters add up");
+        assert_eq!(
+            r.get(Counter::TcpEstablished),
+            2,
+            "gauges are the survivor's own"
+        );
+        assert_eq!(r.get(Counter::FamilyMovedIn), 3);
+        assert_eq!(r.get(Counter::FamilyDeparted), 1);
+        // The survivor's publisher overwrites its own cells, never the folded part.
+        parent.set(Counter::RxBytes, 150);
+        assert_eq!(r.get(Counter::RxBytes), 190);
+        // A grandchild folded into the child travels on with it.
+        let child2 = StatsSegment::create_at(cp, 5003, "b").unwrap();
+        let grandchild = StatsSegment::create_at(tmp("fold-gc"), 5004, "b").unwrap();
+        grandchild.set(Counter::TxBytes, 7);
+        child2.fold(&grandchild);
+        StatsSegment::open_to_fold(&pp).unwrap().fold(&child2);
+        assert_eq!(r.get(Counter::TxBytes), 7);
+        assert_eq!(r.get(Counter::FamilyDeparted), 3);
     }
 
     #[test]

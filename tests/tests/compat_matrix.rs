@@ -614,6 +614,19 @@ fn row_socat_fork(ctx: &Ctx) -> Result<Evidence, String> {
     )
 }
 
+/// inetd's shape: the forked child execs the service with the connection as its
+/// stdin and stdout (`nofork`: socat relays nothing, cat holds the socket itself).
+fn row_socat_exec(ctx: &Ctx) -> Result<Evidence, String> {
+    echo_server(
+        ctx,
+        8095,
+        ctx.fast_cmd(
+            "socat",
+            &["TCP-LISTEN:8095,reuseaddr,fork", "EXEC:cat,nofork"],
+        ),
+    )
+}
+
 fn row_ncat_exec(ctx: &Ctx) -> Result<Evidence, String> {
     echo_server(
         ctx,
@@ -1267,9 +1280,10 @@ fn rows() -> Vec<Row> {
         Row { name: "haproxy-http", version: &["haproxy", "-v"], role: "HTTP proxy (no splicing) in front of nginx in the other namespace, 10 curl downloads of 20 MB", fast: Server, quick: false, waits_on: None, run: |c| row_haproxy(c, "http", 20 << 20), min_rx: 200 << 20 },
         Row { name: "haproxy-http-splice", version: &["haproxy", "-v"], role: "HTTP proxy with option splice-auto in front of nginx in the other namespace, 10 curl downloads of 20 MB", fast: Server, quick: false, waits_on: Some("19 (splice)"), run: |c| haproxy_with(c, "http", "  option splice-auto\n", 20 << 20), min_rx: 200 << 20 },
         Row { name: "postgresql-pgbench", version: &["/usr/lib/postgresql/15/bin/postgres", "--version"], role: "PostgreSQL server (a backend forked per connection), pgbench -c10 -t200, psql checking the balances", fast: Server, quick: false, waits_on: Some("22 (reach: without root; postgres refuses to run as root, and as its own user the hook cannot map page 0, so it runs unaccelerated; then 17 for its backend forked per connection)"), run: row_postgres, min_rx: 100_000 },
-        Row { name: "socat-fork", version: &["socat", "-V"], role: "TCP-LISTEN,fork echo (PIPE), 10 clients × 1 MB", fast: Server, quick: false, waits_on: Some("17 (server shapes: fork per connection)"), run: row_socat_fork, min_rx: 10 << 20 },
+        Row { name: "socat-fork", version: &["socat", "-V"], role: "TCP-LISTEN,fork echo (PIPE), 10 clients × 1 MB", fast: Server, quick: false, waits_on: None, run: row_socat_fork, min_rx: 10 << 20 },
+        Row { name: "socat-fork-exec", version: &["socat", "-V"], role: "TCP-LISTEN,fork EXEC:cat,nofork (inetd's shape: cat holds the connection), 10 clients × 1 MB", fast: Server, quick: false, waits_on: Some("17 (a connection handed through exec)"), run: row_socat_exec, min_rx: 10 << 20 },
         Row { name: "ncat-keep", version: &["ncat", "--version"], role: "ncat -l -k, 10 clients sending a line each", fast: Server, quick: false, waits_on: None, run: row_ncat_keep, min_rx: 50_000 },
-        Row { name: "ncat-exec", version: &["ncat", "--version"], role: "ncat -l -k --exec /bin/cat echo, 10 clients × 1 MB", fast: Server, quick: false, waits_on: Some("17 (server shapes: fork+exec per connection)"), run: row_ncat_exec, min_rx: 10 << 20 },
+        Row { name: "ncat-exec", version: &["ncat", "--version"], role: "ncat -l -k --exec /bin/cat echo, 10 clients × 1 MB", fast: Server, quick: false, waits_on: None, run: row_ncat_exec, min_rx: 10 << 20 },
         Row { name: "iperf3-server", version: &["iperf3", "--version"], role: "iperf3 -s, a client with -P 10 sending 100 MB", fast: Server, quick: false, waits_on: None, run: row_iperf3_server, min_rx: 50 << 20 },
         Row { name: "sockperf-server", version: &["sockperf", "--version"], role: "sockperf server --tcp, 1 ping-pong client for 2 s (its server serves one at a time, on the kernel too)", fast: Server, quick: false, waits_on: None, run: row_sockperf_server, min_rx: 10_000 },
         Row { name: "curl-client", version: &["curl", "--version"], role: "HTTP client: one curl, 10 downloads of 4 MB at once (--parallel) from a kernel nginx", fast: Client, quick: true, waits_on: None, run: row_curl_parallel, min_rx: 40 << 20 },

@@ -299,6 +299,15 @@ pub fn at_exit() {
         // A member's listener-group places and flows go with it, and its slot is free.
         e.dev.forget_slot(slot);
         super::family::release_slot(slot);
+        // Its counters outlive it in the founder's (a forking server's totals).
+        e.publish_stats_now();
+        let founder = super::family::member(0).filter(|&p| p != super::family::pid());
+        if let (Some(own), Some(pid)) = (&e.stats, founder) {
+            let path = fastnet_stats::segment_path(pid as u32);
+            if let Ok(into) = fastnet_stats::StatsSegment::open_to_fold(&path) {
+                into.fold(own);
+            }
+        }
     }
     e.stats.take();
 }
