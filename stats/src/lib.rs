@@ -552,6 +552,11 @@ impl StatsSegment {
         self.cell(c).load(Ordering::Relaxed) + self.departed(c).load(Ordering::Relaxed)
     }
 
+    /// This process's own count, without what departed members folded into it.
+    pub fn own(&self, c: Counter) -> u64 {
+        self.cell(c).load(Ordering::Relaxed)
+    }
+
     fn departed(&self, c: Counter) -> &AtomicU64 {
         self.word(departed_offset() + c as usize * 8)
     }
@@ -713,6 +718,7 @@ mod tests {
         );
         assert_eq!(r.get(Counter::FamilyMovedIn), 3);
         assert_eq!(r.get(Counter::FamilyDeparted), 1);
+        assert_eq!(r.own(Counter::RxBytes), 100, "the process's own part");
         // The survivor's publisher overwrites its own cells, never the folded part.
         parent.set(Counter::RxBytes, 150);
         assert_eq!(r.get(Counter::RxBytes), 190);

@@ -239,6 +239,57 @@ srv.serve_forever()
     }
 }
 
+/// The shim's own fds of a family (the tether of each connection that lived through a
+/// fork, the mailbox) survive the app closing every fd above its own, as daemons and
+/// `subprocess` do: the child that serves the connection can still fetch it.
+#[test]
+fn a_forked_server_closing_every_other_fd_keeps_its_connection() {
+    const SIZE: usize = 2 << 20;
+    let t = topo();
+    let dir = scratch("closerange");
+    let script = r#"
+import os, socket, time
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("0.0.0.0", 7404))
+l.listen(8)
+c, _ = l.accept()
+pid = os.fork()
+if pid == 0:
+    time.sleep(0.5)   # the parent has closed its other fds by now
+    n = 0
+    while True:
+        d = c.recv(65536)
+        if not d: break
+        c.sendall(d)
+        n += len(d)
+    c.close()
+    print("echoed", n, flush=True)
+    os._exit(0)
+os.closerange(max(l.fileno(), c.fileno()) + 1, 1 << 20)
+c.close()
+os.waitpid(pid, 0)
+"#;
+    let mut c = fastnet_cmd(&t, Side::Server, PY);
+    c.args(["-c", script]);
+    let mut srv = spawn(c, &dir.join("server.log"));
+    wait_listening(&t, Side::Server, 7404, &mut srv);
+    let out = echo_clients(&t, 7404, 1, SIZE, &dir, &srv, false);
+    assert!(out.contains("all ok"), "{out}\nserver:\n{}", srv.output());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !srv.output().contains("counters:") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = srv.stop();
+    assert!(log.contains(&format!("echoed {SIZE}")), "{log}");
+    let c = summed_exit_counters(&log);
+    assert!(
+        c.get("rx.bytes").copied().unwrap_or(0) >= SIZE as u64,
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn prefork_children_accept_on_one_inherited_listener() {
     const CHILDREN: usize = 2;

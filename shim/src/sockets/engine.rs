@@ -862,7 +862,9 @@ impl Engine {
         self.publish_stats_now();
         let mut out = String::from("counters:");
         if let Some(seg) = &self.stats {
-            for (c, v) in seg.snapshot() {
+            // This process's own: each member prints its line, and a reader adds them
+            // up (what departed members folded in shows in `fastnet stat`).
+            for (c, v) in Counter::ALL.iter().map(|&c| (c, seg.own(c))) {
                 if v != 0 {
                     out.push_str(&format!(" {}={}", c.name(), v));
                 }

@@ -556,6 +556,9 @@ fn add_internal(fd: i32) {
 pub fn internal_fds_sorted(e: &Engine) -> Vec<i32> {
     let mut v = e.dev.owned_fds();
     v.extend(e.epolls.values().map(|s| s.waker));
+    if let Some(m) = &e.family {
+        v.extend(m.owned_fds());
+    }
     v.extend(INTERNAL.lock().iter().copied());
     v.sort_unstable();
     v.dedup();
