@@ -99,6 +99,9 @@ counters! {
     FamilyLost = "family.lost", Count;
     /// Inherited listeners this process listens on too (a worker's share).
     FamilyListeners = "family.listeners", Count;
+    /// Connections this process relays to a program another process of its family
+    /// exec'd with them (inetd's shape: the service's stdin and stdout).
+    FamilyRelayed = "family.relayed", Count;
     /// Members of this process's family that exited and whose counters were added to
     /// this process's (see `StatsSegment::fold`).
     FamilyDeparted = "family.departed", Count;

@@ -191,6 +191,33 @@ fn socat_fork_serves_each_connection_in_its_own_child() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// inetd's shape: the forked child makes the connection its stdin and stdout and execs
+/// the service (`nofork`: cat itself holds the connection, socat relays nothing). The
+/// listener's process relays each connection over its tether; every byte comes back.
+#[test]
+fn a_service_exec_d_with_the_connection_as_stdin_and_stdout() {
+    const N: usize = 20;
+    const SIZE: usize = 5 << 20;
+    let t = topo();
+    let dir = scratch("socat-exec");
+    let mut c = fastnet_cmd(&t, Side::Server, "socat");
+    c.args(["TCP-LISTEN:7405,reuseaddr,fork", "EXEC:cat,nofork"]);
+    let mut srv = spawn(c, &dir.join("server.log"));
+    wait_listening(&t, Side::Server, 7405, &mut srv);
+    let out = echo_clients(&t, 7405, N, SIZE, &dir, &srv, false);
+    assert!(out.contains("all ok"), "{out}\nserver:\n{}", srv.output());
+    let log = srv.stop();
+    let c = summed_exit_counters(&log);
+    let get = |k: &str| c.get(k).copied().unwrap_or(0);
+    assert_eq!(get("family.relayed"), N as u64, "{log}");
+    assert!(
+        get("rx.bytes") >= (N * SIZE) as u64 && get("tx.bytes") >= (N * SIZE) as u64,
+        "{log}"
+    );
+    assert!(!log.contains("kernel: "), "a process fell back:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn python_forking_and_threading_servers() {
     const N: usize = 20;

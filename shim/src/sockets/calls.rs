@@ -44,6 +44,9 @@ const ALWAYS: &[i64] = &[
     // `_exit` skips atexit: the exit work (FINs, lingering for unsent data, counters)
     // runs here instead (forking servers' children end with it).
     libc::SYS_exit_group,
+    // An fd naming a connection that crosses exec is relayed by its holder (`relay`).
+    libc::SYS_execve,
+    libc::SYS_execveat,
 ];
 
 /// Calls handled only when their first argument is a marked fd (ours or an app epoll).
@@ -130,6 +133,13 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
         }
         return PASSTHROUGH;
     }
+    if a.nr == libc::SYS_execve || a.nr == libc::SYS_execveat {
+        // Not in a vfork child: the table it would read is its parent's.
+        if active() && kernel::getpid() == super::family::pid() {
+            global::engine().before_exec();
+        }
+        return PASSTHROUGH;
+    }
     if !active() {
         if a.nr == libc::SYS_socket && !global::start() {
             stay_on_kernel();
@@ -142,6 +152,9 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
         // A vfork/posix_spawn child runs in the parent's memory until it execs: the
         // fds it closes or dups are its own copies, and our tables are the parent's.
         return PASSTHROUGH;
+    }
+    if let Some(r) = dup_inherited(a) {
+        return r;
     }
     if !super::family::drives() {
         return not_member(a);
@@ -166,6 +179,53 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
         ));
     }
     r
+}
+
+/// dup/dup2/dup3 of an inherited fast-path fd whose socket is not in this process's
+/// stack (a child that never joined, or an away fd): the kernel dups the fd and the
+/// new number names the same socket in the shim's tables. Nothing is fetched: a child
+/// making a connection its stdin before exec leaves it with its holder (see `relay`).
+fn dup_inherited(a: &SyscallArgs) -> Option<i64> {
+    if !matches!(a.nr, libc::SYS_dup | libc::SYS_dup2 | libc::SYS_dup3) {
+        return None;
+    }
+    let old = a.args[0] as i32;
+    let member = super::family::drives();
+    let mut e = engine();
+    let inherited = if member {
+        e.family.as_ref().is_some_and(|m| m.away.contains_key(&old))
+    } else {
+        e.fds.contains(old)
+    };
+    if !inherited {
+        return None;
+    }
+    if a.nr != libc::SYS_dup && global::is_internal(&e, a.args[1] as i32) {
+        return Some(err(libc::EBUSY));
+    }
+    // SAFETY: the app's own dup call with its own arguments.
+    let r = unsafe { kernel::raw(a.nr, [a.args[0], a.args[1], a.args[2], 0, 0, 0]) };
+    if r < 0 || r as i32 == old {
+        return Some(r);
+    }
+    let new = r as i32;
+    if member {
+        if let Some(released) = e.fds.remove(new) {
+            e.close_socket(released);
+        }
+        if let Some(m) = e.family.as_mut() {
+            if let Some(away) = m.away.get(&old).copied() {
+                m.away.insert(new, away);
+            }
+        }
+    } else {
+        // The table of a child that never joined is bookkeeping only: its sockets
+        // are the parent's, nothing here closes them.
+        let _ = e.fds.remove(new);
+        let _ = e.fds.dup(old, new);
+    }
+    rewriter::filter::mark_fd(new, true);
+    Some(r)
 }
 
 /// True in a child that shares the parent's memory (vfork, posix_spawn's

@@ -508,6 +508,9 @@ fn driver_loop() {
         e.serve_mailbox();
         family_ticks = family_ticks.wrapping_add(1);
         e.tend_family(family_ticks.is_multiple_of(FAMILY_CHECK_TICKS));
+        if e.pump_relays() {
+            e.drive();
+        }
         // What the mail changed (a connection given away, one taken in, frames
         // forwarded to us) is told to the threads that wait for it.
         e.notify();

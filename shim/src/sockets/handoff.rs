@@ -115,6 +115,9 @@ pub struct Membership {
     /// Group listeners the app closed here (a worker after nginx's reload): they finish
     /// their handshakes and send what they queue to the group, then close.
     draining: Vec<SocketHandle>,
+    /// Tethered connections whose bytes cross the tether to a program another member
+    /// exec'd with them (see `relay`).
+    pub(super) relays: HashMap<SocketHandle, super::relay::Relay>,
 }
 
 impl Membership {
@@ -132,7 +135,18 @@ impl Membership {
             mail_seen: 0,
             pinned_ports: Vec::new(),
             draining: Vec::new(),
+            relays: HashMap::new(),
         }
+    }
+
+    /// True when no fd of this process names connection `h` any more.
+    pub(super) fn is_detached(&self, h: SocketHandle) -> bool {
+        self.detached.iter().any(|s| s.kind == Kind::TcpStream(h))
+    }
+
+    /// The tether of connection `h`, when it crossed a fork.
+    pub(super) fn tether_of(&self, h: SocketHandle) -> Option<i32> {
+        self.tethers.get(&h).map(|t| t.fd)
     }
 
     /// True when another member wrote to this one since it last read its mailbox.
@@ -334,6 +348,7 @@ impl Engine {
                 Message::Gone { conn } => self.lost(conn),
                 Message::Listening { conn, from } => self.start_forwarding(conn.local, from),
                 Message::Queued { conn } => self.take_queued(conn, fds),
+                Message::Relay { conn } => self.start_relay(conn),
                 Message::Frame { conn, frame } => {
                     let now = self.now();
                     let m = self.family.as_mut().expect("checked");
@@ -445,6 +460,8 @@ impl Engine {
             socket = Some(m.detached.swap_remove(i));
         }
         let tether = m.tethers.remove(&h);
+        // Its fds are used here after all (an exec that failed): no relay any more.
+        m.relays.remove(&h);
         m.steered.remove(&h);
         m.moved.insert(conn, (to, now));
         let mut with = 0;
@@ -850,7 +867,7 @@ impl Engine {
         let Kind::TcpStream(h) = s.kind else { return };
         let m = self.family.as_mut().expect("tethered");
         let t = m.tethers[&h];
-        if tether_cut(t.fd) {
+        if !m.relays.contains_key(&h) && tether_cut(t.fd) {
             m.tethers.remove(&h);
             let _ = kernel::close(t.fd);
             rewriter::filter::mark_fd(t.fd, false);
@@ -922,9 +939,11 @@ impl Engine {
             return;
         }
         let mut cut = Vec::new();
-        let tethers = &m.tethers;
+        let (tethers, relays) = (&m.tethers, &m.relays);
         m.detached.retain(|s| {
             let t = match s.kind {
+                // A relayed connection lives until its relay ends.
+                Kind::TcpStream(h) if relays.contains_key(&h) => return true,
                 Kind::TcpStream(h) => tethers.get(&h).copied(),
                 _ => None,
             };
@@ -1036,21 +1055,27 @@ impl Engine {
         let Some(m) = self.family.as_mut() else {
             return;
         };
+        // The handle may name another connection later.
+        m.relays.remove(&h);
         if let Some(conn) = m.steered.remove(&h) {
             let _ = self.dev.unsteer_flow(conn);
         }
     }
 }
 
-/// True when every fd at the other end of tether `t` is closed.
+/// True when no process names the connection any more: the tether reads end-of-file
+/// (bytes waiting on it are a relayed service's, see `relay`).
 fn tether_cut(t: i32) -> bool {
     let mut p = [libc::pollfd {
         fd: t,
         events: libc::POLLIN,
         revents: 0,
     }];
-    kernel::poll(&mut p, 0)
-        .is_ok_and(|n| n == 1 && p[0].revents & (libc::POLLHUP | libc::POLLIN) != 0)
+    if !kernel::poll(&mut p, 0).is_ok_and(|n| n == 1) {
+        return false;
+    }
+    p[0].revents & libc::POLLHUP != 0
+        || (p[0].revents & libc::POLLIN != 0 && kernel::recv_now(t, &mut [0u8; 1], true) == Ok(0))
 }
 
 fn state_memfd(st: &ConnectionState) -> Result<i32, kernel::Errno> {

@@ -178,6 +178,31 @@ pub fn move_high(fd: i32, floor: i32) -> Result<i32, Errno> {
     Ok(high)
 }
 
+/// send(2) that never blocks and never raises SIGPIPE (a peer that went away is EPIPE).
+pub fn send_now(fd: i32, buf: &[u8]) -> Result<usize, Errno> {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    sys!(libc::SYS_sendto, fd, buf.as_ptr(), buf.len(), flags, 0, 0).map(|n| n as usize)
+}
+
+/// recv(2) that never blocks; `peek` leaves the bytes queued (MSG_PEEK).
+pub fn recv_now(fd: i32, buf: &mut [u8], peek: bool) -> Result<usize, Errno> {
+    let flags = libc::MSG_DONTWAIT | if peek { libc::MSG_PEEK } else { 0 };
+    sys!(
+        libc::SYS_recvfrom,
+        fd,
+        buf.as_mut_ptr(),
+        buf.len(),
+        flags,
+        0,
+        0
+    )
+    .map(|n| n as usize)
+}
+
+pub fn shutdown(fd: i32, how: i32) -> Result<(), Errno> {
+    sys!(libc::SYS_shutdown, fd, how).map(|_| ())
+}
+
 /// A connected pair of Unix stream sockets (close-on-exec).
 pub fn socketpair_unix() -> Result<[i32; 2], Errno> {
     let mut fds = [-1i32; 2];

@@ -37,6 +37,10 @@ pub enum Message {
     /// in the fd passed (a connection another member's listener took but never
     /// accepted).
     Queued { conn: ConnKey },
+    /// A process exec'd with an fd naming your connection `conn` (inetd's shape): its
+    /// new program has only the tether's other end, so carry the connection's bytes
+    /// over the tether from now on.
+    Relay { conn: ConnKey },
 }
 
 const HEADER: usize = 24;
@@ -63,7 +67,8 @@ impl Message {
             | Message::Gone { conn }
             | Message::Frame { conn, .. }
             | Message::Listening { conn, .. }
-            | Message::Queued { conn } => *conn,
+            | Message::Queued { conn }
+            | Message::Relay { conn } => *conn,
         }
     }
 
@@ -80,6 +85,7 @@ impl Message {
             Message::Frame { .. } => (5, 0),
             Message::Listening { from, .. } => (6, *from),
             Message::Queued { .. } => (7, 0),
+            Message::Relay { .. } => (8, 0),
         };
         out[0] = kind;
         out[4..8].copy_from_slice(&arg.to_le_bytes());
@@ -112,6 +118,7 @@ impl Message {
                 Message::Listening { conn, from: arg }
             }
             7 if bare => Message::Queued { conn },
+            8 if bare => Message::Relay { conn },
             5 if !bare => Message::Frame {
                 conn,
                 frame: b[HEADER..].to_vec(),
@@ -159,6 +166,20 @@ impl Mailbox {
         msg.encode(&mut bytes);
         let (addr, len) = family::mailbox_name(slot);
         kernel::send_with_fds(self.fd, &addr[..len], &bytes, fds)?;
+        family::note_mail(slot);
+        Ok(())
+    }
+
+    /// Sends `msg` to the member in `slot` from a process that has no mailbox (a child
+    /// that never joined, about to exec).
+    pub fn post(slot: u32, msg: &Message) -> Result<(), Errno> {
+        let fd = kernel::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)?;
+        let mut bytes = Vec::with_capacity(HEADER);
+        msg.encode(&mut bytes);
+        let (addr, len) = family::mailbox_name(slot);
+        let r = kernel::send_with_fds(fd, &addr[..len], &bytes, &[]);
+        let _ = kernel::close(fd);
+        r?;
         family::note_mail(slot);
         Ok(())
     }
@@ -212,6 +233,7 @@ mod tests {
             },
             Message::Listening { conn, from: 2 },
             Message::Queued { conn },
+            Message::Relay { conn },
         ] {
             m.encode(&mut b);
             assert_eq!(Message::decode(&b), Some(m));

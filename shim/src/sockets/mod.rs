@@ -27,6 +27,7 @@ pub mod mailbox;
 pub mod netdev;
 pub mod options;
 pub mod readiness;
+pub mod relay;
 pub mod signals;
 pub mod sockaddr;
 
