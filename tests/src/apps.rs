@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// What the shim logs when the fast path does not start (global.rs `start`).
+/// What the shim logs when the fast path does not start (process.rs `start`).
 pub const FELL_BACK: &str = "kernel: fast path off:";
 
 /// A background process, killed (by its PID) when dropped.

@@ -4,14 +4,16 @@
 
 use super::appmem;
 use super::engine::{Engine, FastSocket, Kind};
-use super::global::{self, active, block_on, engine, Attempt, Deadline};
 use super::kernel;
+use super::log::debug;
+use super::process::{self, active, block_on, engine, Attempt, Deadline};
 use super::sockaddr::{self, AppAddr};
 use fastnet_stats::Counter;
 use rewriter::{SyscallArgs, PASSTHROUGH};
 use stack::error::Error;
 use stack::tcp::SocketOptions;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
 use xdp_backend::portmap::Transport;
 
 /// `-errno` as a system call result.
@@ -81,6 +83,18 @@ const ON_OUR_FDS: &[i64] = &[
     libc::SYS_epoll_pwait2,
 ];
 
+/// The work of a normal exit, once (from atexit, or from `_exit`'s exit_group when the
+/// app skips atexit): the sockets the app left open close as the kernel would close
+/// them, what it wrote is delivered, the counters are reported.
+pub fn exit_work() {
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    close_all_at_exit();
+    process::at_exit();
+}
+
 /// Tells the hook's pre-filter which calls come here.
 pub fn register_filters() {
     for &nr in ALWAYS {
@@ -129,20 +143,24 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
     if a.nr == libc::SYS_exit_group {
         // Not in a vfork child, which shares its parent's memory (and stack).
         if active() && kernel::getpid() == super::family::pid() {
-            global::exit_work();
+            exit_work();
         }
         return PASSTHROUGH;
     }
     if a.nr == libc::SYS_execve || a.nr == libc::SYS_execveat {
         // Not in a vfork child: the table it would read is its parent's.
         if active() && kernel::getpid() == super::family::pid() {
-            global::engine().before_exec();
+            process::engine().before_exec();
         }
         return PASSTHROUGH;
     }
     if !active() {
-        if a.nr == libc::SYS_socket && !global::start() {
-            stay_on_kernel();
+        if a.nr == libc::SYS_socket {
+            if process::start() {
+                register_filters();
+            } else {
+                stay_on_kernel();
+            }
         }
         if !active() {
             return PASSTHROUGH;
@@ -163,7 +181,7 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
         return err(x);
     }
     let r = handle_call(a);
-    if global::tracing() {
+    if super::log::tracing() {
         debug(format_args!(
             "call {} ({:#x}, {:#x}, {:#x}, {:#x}) = {}",
             a.nr,
@@ -200,7 +218,7 @@ fn dup_inherited(a: &SyscallArgs) -> Option<i64> {
     if !inherited {
         return None;
     }
-    if a.nr != libc::SYS_dup && global::is_internal(&e, a.args[1] as i32) {
+    if a.nr != libc::SYS_dup && process::is_internal(&e, a.args[1] as i32) {
         return Some(err(libc::EBUSY));
     }
     // SAFETY: the app's own dup call with its own arguments.
@@ -282,7 +300,7 @@ fn not_member(a: &mut SyscallArgs) -> i64 {
         }
         nr => uses_socket(nr).is_some_and(|i| fast(a.args[i])),
     };
-    if wants && global::join_family() {
+    if wants && process::join_family() {
         return handle(a);
     }
     if a.nr == libc::SYS_close && fast(a.args[0]) {
@@ -331,7 +349,7 @@ fn bring_named_fds_home(a: &SyscallArgs) -> Result<(), i32> {
     if named.is_empty() {
         return Ok(());
     }
-    super::handoff::bring_home(&named)
+    process::bring_home(&named)
 }
 
 /// Epoll waits in a process that does not drive: the kernel's answer without our
@@ -432,7 +450,7 @@ fn socket(domain: i32, ty: i32, proto: i32) -> i64 {
     if !candidate {
         return PASSTHROUGH;
     }
-    if global::fallen_back() {
+    if process::fallen_back() {
         engine().count(Counter::KernelFallback);
         return PASSTHROUGH;
     }
@@ -985,7 +1003,7 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
 
 fn close(fd: i32) -> i64 {
     let mut e = engine();
-    if global::is_internal(&e, fd) {
+    if process::is_internal(&e, fd) {
         // Daemons close every fd they did not open; the shim's stay open.
         return 0;
     }
@@ -1024,7 +1042,7 @@ fn close(fd: i32) -> i64 {
             }
         }
         let held = if s.holds_port && matches!(s.kind, Kind::TcpStream(_)) {
-            kernel::fcntl(fd, libc::F_DUPFD_CLOEXEC, global::HIGH_FD_FLOOR as i64)
+            kernel::fcntl(fd, libc::F_DUPFD_CLOEXEC, kernel::HIGH_FD_FLOOR as i64)
                 .map_or(-1, |f| f as i32)
         } else {
             -1
@@ -1068,11 +1086,6 @@ pub fn close_all_at_exit() {
         rewriter::filter::mark_fd(fd, false);
     }
     e.drive();
-}
-
-/// Logs at debug level (used by the other call modules).
-pub fn debug(msg: std::fmt::Arguments<'_>) {
-    global::log(super::config::LogLevel::Debug, msg);
 }
 
 /// Binds a fresh UDP socket the way Linux's autobind does (any address, ephemeral

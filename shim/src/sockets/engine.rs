@@ -1,5 +1,5 @@
 //! The process's fast path: the stack, the interface it runs on, the app's fast-path
-//! fds and epoll sets, all behind one lock (`global::engine()`).
+//! fds and epoll sets, all behind one lock (`process::engine()`).
 //!
 //! Whoever holds the lock drives the stack (`drive`): frames in from the XSK rings,
 //! timers, frames out, then readiness changes out to whoever waits for them. Nobody
@@ -375,7 +375,7 @@ impl Engine {
             Ok(xdp_backend::LinkChange::None) => Ok(()),
             Ok(xdp_backend::LinkChange::Rebound { before, after }) => {
                 self.count(Counter::IfaceRebinds);
-                super::global::log(
+                super::log::log(
                     super::config::LogLevel::Warn,
                     format_args!(
                         "{}: queues in use changed from {} to {}; AF_XDP sockets follow",

@@ -21,10 +21,9 @@
 //!   an inherited UDP socket is bound again in the member's stack and its port steered
 //!   to it.
 
-use super::calls::debug;
 use super::engine::{Engine, FastSocket, Kind};
-use super::global::{self, engine};
 use super::kernel;
+use super::log::debug;
 use super::mailbox::{ConnKey, Mailbox, Message};
 use fastnet_stats::Counter;
 use stack::socket::SocketHandle;
@@ -54,7 +53,7 @@ pub enum AwayKind {
 }
 
 /// How long a member waits for a connection it asked for before the fd fails.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long frames that reach a former holder are still forwarded: only frames the
 /// XDP program sent before the flow moved can reach it, within microseconds.
 const MOVED_MEMORY_US: u64 = 2_000_000;
@@ -235,7 +234,7 @@ impl Engine {
             };
             // The shadow of a connecting socket holds its port in the kernel: keep it.
             let shadow = if s.holds_port {
-                kernel::fcntl(fd, libc::F_DUPFD_CLOEXEC, global::HIGH_FD_FLOOR as i64)
+                kernel::fcntl(fd, libc::F_DUPFD_CLOEXEC, kernel::HIGH_FD_FLOOR as i64)
                     .map_or(-1, |f| f as i32)
             } else {
                 -1
@@ -252,7 +251,7 @@ impl Engine {
                 let _ = kernel::dup3(app_end, f, if cloexec { libc::O_CLOEXEC } else { 0 });
             }
             let _ = kernel::close(app_end);
-            let fd = kernel::move_high(tether, global::HIGH_FD_FLOOR).unwrap_or(tether);
+            let fd = kernel::move_high(tether, kernel::HIGH_FD_FLOOR).unwrap_or(tether);
             for f in [fd, shadow] {
                 if f >= 0 {
                     rewriter::filter::mark_fd(f, true);
@@ -510,9 +509,9 @@ impl Engine {
             None
         };
         let tether = tether_fd.map(|fd| Tether {
-            fd: kernel::move_high(fd, global::HIGH_FD_FLOOR).unwrap_or(fd),
+            fd: kernel::move_high(fd, kernel::HIGH_FD_FLOOR).unwrap_or(fd),
             shadow: shadow
-                .map(|s| kernel::move_high(s, global::HIGH_FD_FLOOR).unwrap_or(s))
+                .map(|s| kernel::move_high(s, kernel::HIGH_FD_FLOOR).unwrap_or(s))
                 .unwrap_or(-1),
         });
         let st = memfd.and_then(read_state);
@@ -610,7 +609,7 @@ impl Engine {
 
     /// Nobody has `conn` any more: the fds naming it here are the kernel's (the app
     /// end of its tether: reads see end-of-file, as after a reset).
-    fn lost(&mut self, conn: ConnKey) {
+    pub(super) fn lost(&mut self, conn: ConnKey) {
         let m = self.family.as_mut().expect("member");
         m.expected.remove(&conn);
         let fds = m.away_fds_of(conn);
@@ -623,7 +622,7 @@ impl Engine {
 
     /// Starts fetching the socket of away fd `fd`. Listeners and UDP sockets come home
     /// at once; a connection is asked for (true: wait for its state).
-    fn start_fetch(&mut self, fd: i32) -> bool {
+    pub(super) fn start_fetch(&mut self, fd: i32) -> bool {
         let Some(m) = self.family.as_mut() else {
             return false;
         };
@@ -1109,54 +1108,4 @@ fn read_state(fd: i32) -> Option<ConnectionState> {
         }
     }
     ConnectionState::decode(&bytes).ok()
-}
-
-/// Makes sure every fd in `fds` names a socket of this process's stack, fetching from
-/// other members what lives there (a connection's state, or a listener/UDP socket made
-/// again here). Err: the errno for the app's call.
-pub fn bring_home(fds: &[i32]) -> Result<(), i32> {
-    let deadline = std::time::Instant::now() + FETCH_TIMEOUT;
-    let mut waiting = false;
-    loop {
-        let mut e = engine();
-        e.serve_mailbox();
-        let Some(m) = e.family.as_ref() else {
-            return Ok(());
-        };
-        let pending: Vec<i32> = fds
-            .iter()
-            .copied()
-            .filter(|fd| m.away.contains_key(fd))
-            .collect();
-        if pending.is_empty() {
-            return Ok(());
-        }
-        for &fd in &pending {
-            waiting |= e.start_fetch(fd);
-        }
-        if !waiting {
-            continue;
-        }
-        if std::time::Instant::now() >= deadline {
-            for fd in pending {
-                if let Some(AwayKind::Conn { conn, .. }) = e
-                    .family
-                    .as_ref()
-                    .and_then(|m| m.away.get(&fd))
-                    .map(|a| a.what)
-                {
-                    e.lost(conn);
-                }
-            }
-            return Err(libc::ENOTCONN);
-        }
-        let mbox = e.family.as_ref().map_or(-1, |m| m.mailbox.fd());
-        drop(e);
-        let mut p = [libc::pollfd {
-            fd: mbox,
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        let _ = kernel::poll(&mut p, 10);
-    }
 }

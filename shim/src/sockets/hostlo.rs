@@ -338,7 +338,7 @@ impl HostLoop {
             .open(&bell)
             .map_err(|e| format!("cannot open {bell}: {e}"))?
             .into_raw_fd();
-        let fd = kernel::move_high(fd, super::global::HIGH_FD_FLOOR)
+        let fd = kernel::move_high(fd, kernel::HIGH_FD_FLOOR)
             .map_err(|e| format!("{bell}: errno {e}"))?;
         let inbox = Inbox { map, bell: fd };
         inbox.header().magic.store(MAGIC, Ordering::Release);
@@ -472,7 +472,7 @@ fn open_peer(id: u32) -> Option<Inbox> {
         .open(bell_path(id))
         .ok()?
         .into_raw_fd();
-    let bell = kernel::move_high(bell, super::global::HIGH_FD_FLOOR).ok()?;
+    let bell = kernel::move_high(bell, kernel::HIGH_FD_FLOOR).ok()?;
     // The app's close/close_range/dup2 must come to us for it (and leave it alone).
     rewriter::filter::mark_fd(bell, true);
     let inbox = Inbox { map, bell };

@@ -170,6 +170,9 @@ pub fn raise_with_info(sig: i32, info: &libc::siginfo_t) -> Result<(), Errno> {
     .map(|_| ())
 }
 
+/// The shim's own fds start here, out of the app's way (apps count up from 3).
+pub const HIGH_FD_FLOOR: i32 = 900;
+
 /// Moves `fd` to the lowest free number ≥ `floor` (close-on-exec) and closes the old
 /// one: the shim's own fds live high, out of the app's way.
 pub fn move_high(fd: i32, floor: i32) -> Result<i32, Errno> {

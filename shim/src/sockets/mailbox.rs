@@ -142,7 +142,7 @@ impl Mailbox {
             libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
             0,
         )?;
-        let fd = kernel::move_high(fd, super::global::HIGH_FD_FLOOR)?;
+        let fd = kernel::move_high(fd, kernel::HIGH_FD_FLOOR)?;
         let (addr, len) = family::mailbox_name(slot);
         if let Err(e) = kernel::bind(fd, &addr[..len]) {
             let _ = kernel::close(fd);

@@ -10,8 +10,8 @@ use super::appmem;
 use super::calls::{err, ours, release_to_kernel, stack_err};
 use super::cmsg;
 use super::engine::{Engine, FastSocket, Kind};
-use super::global::{engine, is_internal};
 use super::kernel;
+use super::process::{engine, is_internal};
 use fastnet_stats::{Counter, OptionCall};
 use rewriter::PASSTHROUGH;
 use stack::tcp::{CongestionState, State, TcpInfo};
@@ -72,7 +72,7 @@ fn apply(e: &mut Engine, s: &FastSocket) -> i64 {
 /// An option the fast path does not implement: counted by name, logged at debug level.
 fn count_unsupported(e: &Engine, call: OptionCall, level: i32, name: i32) {
     e.count_unsupported_option(call, level, name);
-    super::calls::debug(format_args!(
+    super::log::debug(format_args!(
         "{} {}: not supported on a fast-path socket",
         call.name(),
         fastnet_stats::option_name(level, name)
@@ -647,7 +647,7 @@ pub fn close_range(first: u32, last: u32, flags: u32) -> i64 {
         }
         rewriter::filter::mark_fd(fd, false);
     }
-    let internal = super::global::internal_fds_sorted(&e);
+    let internal = super::process::internal_fds_sorted(&e);
     drop(e);
     // Close the range piecewise around the shim's own fds.
     let mut lo = first as u64;

@@ -9,8 +9,9 @@ use super::appmem;
 use super::calls::{err, ours};
 use super::engine::{Engine, Kind, Waiter};
 use super::epoll::{self, EpollSet, Event};
-use super::global::{engine, thread_wake_fd, HIGH_FD_FLOOR};
 use super::kernel;
+use super::kernel::HIGH_FD_FLOOR;
+use super::process::{engine, thread_wake_fd};
 use rewriter::PASSTHROUGH;
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
@@ -305,7 +306,7 @@ fn wait_core(
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if let (false, Some(spin)) = (spun, spin) {
             // Busy mode: watch the rings before sleeping; frames: drive and collect.
-            spun = !super::global::spin_for_frames(left.map_or(spin, |l| l.min(spin)));
+            spun = !super::process::spin_for_frames(left.map_or(spin, |l| l.min(spin)));
             woke = false;
             continue;
         }

@@ -20,10 +20,10 @@
 //! service (SHUT_WR on the tether); the service's end-of-file ends the relay, and the
 //! tether's end-of-file then closes the connection as for any tethered one.
 
-use super::calls::debug;
 use super::engine::{Engine, Kind};
 use super::handoff::AwayKind;
 use super::kernel;
+use super::log::debug;
 use super::mailbox::{ConnKey, Mailbox, Message};
 use fastnet_stats::Counter;
 use stack::error::Error;

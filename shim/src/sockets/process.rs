@@ -3,8 +3,9 @@
 
 use super::config::{Config, LogLevel};
 use super::engine::{Engine, Waiter};
-use super::kernel;
+use super::kernel::{self, HIGH_FD_FLOOR};
 use super::lock::{FutexGuard, FutexLock};
+use super::log::log;
 use super::netdev::FastIface;
 use parking_lot::Mutex;
 use stack::socket::SocketHandle;
@@ -21,10 +22,6 @@ static FALLEN_BACK: AtomicBool = AtomicBool::new(false);
 /// The counters segment of a process whose fast path never started: it carries the
 /// reason for `fastnet stat` ("kernel: ...").
 static KERNEL_ONLY_STATS: Mutex<Option<fastnet_stats::StatsSegment>> = Mutex::new(None);
-static LOG: OnceLock<(LogLevel, i32)> = OnceLock::new();
-
-/// The shim's own fds start here, out of the app's way (apps count up from 3).
-pub const HIGH_FD_FLOOR: i32 = 900;
 
 /// True when the fast path runs in this process.
 pub fn active() -> bool {
@@ -86,22 +83,6 @@ impl Drop for EngineGuard {
     }
 }
 
-/// True with FASTNET_LOG=trace: every call the socket layer sees is logged.
-pub fn tracing() -> bool {
-    LOG.get().is_some_and(|l| l.0 == LogLevel::Trace)
-}
-
-/// Writes one log line (stderr or FASTNET_LOG_FILE; never stdout).
-pub fn log(level: LogLevel, msg: std::fmt::Arguments<'_>) {
-    let (max, fd) = LOG.get().copied().unwrap_or((LogLevel::Warn, 2));
-    // `Off` as a message level means "always" (what the user asked for explicitly).
-    if level != LogLevel::Off && (level > max || max == LogLevel::Off) {
-        return;
-    }
-    let line = format!("fastnet[{}]: {}\n", kernel::getpid(), msg);
-    let _ = rewriter::sys::write_all(fd, line.as_bytes());
-}
-
 static CONFIG: OnceLock<Config> = OnceLock::new();
 static START: parking_lot::Once = parking_lot::Once::new();
 
@@ -123,7 +104,7 @@ pub fn init() {
             .unwrap_or(2),
         None => 2,
     };
-    let _ = LOG.set((config.log, log_fd));
+    super::log::set(config.log, log_fd);
     if log_fd != 2 {
         add_internal(log_fd);
     }
@@ -221,23 +202,10 @@ pub fn start() -> bool {
         }
         if ENGINE.set(FutexLock::new(engine)).is_ok() {
             ACTIVE.store(true, Ordering::Release);
-            super::calls::register_filters();
             spawn_driver();
         }
     });
     active()
-}
-
-/// The work of a normal exit, once (from atexit, or from `_exit`'s exit_group when the
-/// app skips atexit): the sockets the app left open close as the kernel would close
-/// them, what it wrote is delivered, the counters are reported.
-pub fn exit_work() {
-    static DONE: AtomicBool = AtomicBool::new(false);
-    if DONE.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    super::calls::close_all_at_exit();
-    at_exit();
 }
 
 /// At exit: deliver what the app wrote (bounded by FASTNET_LINGER, as the kernel
@@ -829,4 +797,54 @@ pub extern "C" fn fastnet_debug_dump() {
         LogLevel::Off,
         format_args!("debug dump: waiters {:?} away {away:?}", e.waiters),
     );
+}
+
+/// Makes sure every fd in `fds` names a socket of this process's stack, fetching from
+/// other members what lives there (a connection's state, or a listener/UDP socket made
+/// again here). Err: the errno for the app's call.
+pub fn bring_home(fds: &[i32]) -> Result<(), i32> {
+    let deadline = std::time::Instant::now() + super::handoff::FETCH_TIMEOUT;
+    let mut waiting = false;
+    loop {
+        let mut e = engine();
+        e.serve_mailbox();
+        let Some(m) = e.family.as_ref() else {
+            return Ok(());
+        };
+        let pending: Vec<i32> = fds
+            .iter()
+            .copied()
+            .filter(|fd| m.away.contains_key(fd))
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        for &fd in &pending {
+            waiting |= e.start_fetch(fd);
+        }
+        if !waiting {
+            continue;
+        }
+        if std::time::Instant::now() >= deadline {
+            for fd in pending {
+                if let Some(super::handoff::AwayKind::Conn { conn, .. }) = e
+                    .family
+                    .as_ref()
+                    .and_then(|m| m.away.get(&fd))
+                    .map(|a| a.what)
+                {
+                    e.lost(conn);
+                }
+            }
+            return Err(libc::ENOTCONN);
+        }
+        let mbox = e.family.as_ref().map_or(-1, |m| m.mailbox.fd());
+        drop(e);
+        let mut p = [libc::pollfd {
+            fd: mbox,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let _ = kernel::poll(&mut p, 10);
+    }
 }
