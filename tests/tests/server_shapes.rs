@@ -390,6 +390,27 @@ fn children(pid: u32) -> Vec<u32> {
 }
 
 /// An nginx configuration with `workers` worker processes (as `nobody`).
+/// Waits (20 s at most) until every process in `pids` listens in its family's listener
+/// group (its counters segment shows `family.listeners`).
+fn wait_until_listening_in_group(pids: &[u32], srv: &Bg) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let joined = pids.iter().all(|&pid| {
+            fastnet_stats::StatsSegment::open(&fastnet_stats::segment_path(pid))
+                .is_ok_and(|s| s.get(fastnet_stats::Counter::FamilyListeners) > 0)
+        });
+        if joined {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workers {pids:?} never joined the listener's group:\n{}",
+            srv.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn nginx_workers_conf(dir: &Path, port: u16, workers: &str) -> std::path::PathBuf {
     let conf = nginx_conf(dir, port);
     let text = std::fs::read_to_string(&conf).unwrap();
@@ -443,6 +464,10 @@ fn nginx_two_workers_and_auto_share_one_listener() {
         wait_listening(&t, Side::Server, 8090, &mut srv);
         let pids = children(srv.pid());
         assert_eq!(pids.len(), 2, "{workers}: workers {pids:?}");
+        // wrk opens its 32 keep-alive connections at once and keeps them: each worker
+        // must be in the listener's group by then to get a share (a worker joins when
+        // it first uses the listener, after nginx started it).
+        wait_until_listening_in_group(&pids, &srv);
         let url = format!("http://{}:8090/index.html", t.server_ip);
         let mut load = wrk_bg(&t, &["-t2", "-c32", "-d10s"], &url, &dir.join("wrk.log"));
         std::thread::sleep(Duration::from_secs(3));
@@ -453,10 +478,15 @@ fn nginx_two_workers_and_auto_share_one_listener() {
             "{workers}: the kernel carried connections"
         );
         let _ = load.child.wait();
-        assert_wrk_clean(&load.output());
         let _ = stop_server(&mut srv, 0);
         // nginx sends its processes' stderr to its error log.
         let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+        let wrk_out = load.output();
+        assert!(
+            !wrk_out.contains("Socket errors"),
+            "{workers}: wrk saw socket errors:\n{wrk_out}\nnginx:\n{log}"
+        );
+        assert_wrk_clean(&wrk_out);
         let by_pid = counters_by_pid(&log);
         for pid in &pids {
             let c = by_pid
