@@ -319,7 +319,45 @@ bench_redis() { # mode
         done; done
     done
     fast_path_check redis "$mode"
+    bench_idle "$mode"
     stop_server
+}
+
+# Idle cost (issue 23): the redis server holds 100 open connections on which nothing is
+# sent for IDLE_SECONDS; the CPU its cgroup used meanwhile (the kernel's redis pays for
+# its own 10 Hz timer only; fastnet's driver used to tick every millisecond).
+IDLE_SECONDS=10
+IDLE_ROW="idle server, 100 open connections"
+bench_idle() { # mode (redis-server running)
+    local mode=$1 hold u0 u1 ms
+    if [ -z "$CG" ]; then
+        record_na "$IDLE_ROW" "$mode" "ms CPU / ${IDLE_SECONDS} s" lower "no cpuacct cgroup to measure the server's CPU"
+        return
+    fi
+    note_command idle client "python3: 100 connections to redis, one PING each, then ${IDLE_SECONDS} s of nothing"
+    # shellcheck disable=SC2016
+    ip netns exec "$CLIENT_NS" python3 -c '
+import socket, sys, time
+ss = [socket.create_connection((sys.argv[1], int(sys.argv[2]))) for i in range(100)]
+for s in ss:
+    s.sendall(b"PING\r\n")
+    s.recv(100)
+print("open", flush=True)
+time.sleep(int(sys.argv[3]) + 5)' "$SERVER_IP" "$REDIS_PORT" "$IDLE_SECONDS" >"$LOGS/idle.$mode.out" 2>&1 &
+    hold=$!
+    for _ in $(seq 100); do grep -q open "$LOGS/idle.$mode.out" && break; sleep 0.1; done
+    if ! grep -q open "$LOGS/idle.$mode.out"; then
+        kill "$hold" 2>/dev/null; wait "$hold" 2>/dev/null
+        record_na "$IDLE_ROW" "$mode" "ms CPU / ${IDLE_SECONDS} s" lower "the connections did not open (see $LOGS/idle.$mode.out)"
+        return
+    fi
+    sleep 1
+    u0=$(cg_usage server)
+    sleep "$IDLE_SECONDS"
+    u1=$(cg_usage server)
+    kill "$hold" 2>/dev/null; wait "$hold" 2>/dev/null
+    ms=$(awk -v d=$((u1 - u0)) 'BEGIN{printf "%.1f", d/1e6}')
+    record "$IDLE_ROW" "$mode" "$ms" "ms CPU / ${IDLE_SECONDS} s" lower "" "" "" ""
 }
 
 NGINX_PORT=8080
@@ -557,7 +595,8 @@ for mode in $MODES; do
             case $wl in
                 redis) for p in 1 16; do for t in SET GET; do
                     record_na "redis $t -P $p" "$mode" "req/s" higher "$SHIM_REASON"
-                done; done ;;
+                done; done
+                    record_na "$IDLE_ROW" "$mode" "ms CPU / ${IDLE_SECONDS} s" lower "$SHIM_REASON" ;;
                 nginx)
                     record_na "nginx wrk -c32" "$mode" "req/s" higher "$SHIM_REASON"
                     record_na "nginx conn/s (Connection: close)" "$mode" "conn/s" higher "$SHIM_REASON"

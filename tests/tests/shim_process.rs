@@ -2,8 +2,8 @@
 //! (issue: shim process model).
 
 use fastnet_e2e::apps::{
-    exit_counters, fastnet_cmd, fastnet_redis, nginx_conf, random_file, scratch, sha256_file,
-    spawn, summed_exit_counters, wait_listening, Bg,
+    assert_xdp_attached, exit_counters, fastnet_cmd, fastnet_redis, kernel_connections, nginx_conf,
+    random_file, scratch, sha256_file, spawn, summed_exit_counters, wait_listening, Bg,
 };
 use fastnet_e2e::{is_root, run_ok, Side, Topology, TopologyOptions};
 use std::path::Path;
@@ -628,6 +628,89 @@ time.sleep(30)
         "kernel\n",
         "port black-holed after kill -9: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Context switches so far of `pid`'s thread named `comm`.
+fn thread_switches(pid: u32, comm: &str) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    for t in tasks.flatten() {
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if name.trim() != comm {
+            continue;
+        }
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap();
+        return status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+    }
+    panic!("{pid} has no thread {comm}");
+}
+
+/// An idle fastnet process costs nothing (issue 23): with 100 open connections and no
+/// timer due, its background driver sleeps until a frame comes (it used to wake every
+/// millisecond), and the next request is served at once.
+#[test]
+fn an_idle_server_with_open_connections_never_wakes_its_driver() {
+    let t = topo();
+    let dir = scratch("idle");
+    let mut srv = spawn(
+        fastnet_redis(&t, Side::Server, 7601),
+        &dir.join("redis.log"),
+    );
+    wait_listening(&t, Side::Server, 7601, &mut srv);
+    let hold = "import socket, sys, time
+ss = [socket.create_connection((sys.argv[1], 7601)) for i in range(100)]
+for s in ss:
+    s.sendall(b'PING\\r\\n')
+    assert s.recv(100) == b'+PONG\\r\\n'
+print('open', flush=True)
+time.sleep(60)
+";
+    let mut c = t.command(Side::Client, PY);
+    c.args(["-c", hold, &t.server_ip.to_string()]);
+    let mut clients = spawn(c, &dir.join("clients.log"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !clients.output().contains("open") {
+        assert!(
+            Instant::now() < deadline,
+            "clients: {}\nserver: {}",
+            clients.output(),
+            srv.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_xdp_attached(&t, Side::Server);
+    assert_eq!(kernel_connections(&t, Side::Server, 7601), 0);
+    // The last ACKs and their timers settle first.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = thread_switches(srv.pid(), "fastnet-driver");
+    std::thread::sleep(Duration::from_secs(2));
+    let woke = thread_switches(srv.pid(), "fastnet-driver") - before;
+    assert!(woke <= 2, "the idle driver woke {woke} times in 2 s");
+    // Asleep, it still answers the next request.
+    let ask = "import socket, sys
+s = socket.create_connection((sys.argv[1], 7601), timeout=5)
+s.sendall(b'PING\\r\\n')
+print(s.recv(100))";
+    let out = t
+        .command(Side::Client, PY)
+        .args(["-c", ask, &t.server_ip.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("+PONG"),
+        "{out:?}"
+    );
+    clients.stop();
+    let log = srv.stop();
+    let c = exit_counters(&log);
+    assert!(
+        c.get("tcp.passive_opens").copied().unwrap_or(0) >= 101,
+        "{log}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

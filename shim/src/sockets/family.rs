@@ -166,6 +166,18 @@ pub fn release_slot(slot: u32) {
     }
 }
 
+/// True when a slot other than this process's holds a PID (a member, live or not yet
+/// reaped): the driver then looks at the family periodically.
+pub fn has_others() -> bool {
+    let me = pid();
+    page().is_some_and(|pg| {
+        pg.members.iter().any(|m| {
+            let p = m.load(Ordering::Acquire);
+            p != 0 && p != me
+        })
+    })
+}
+
 /// The live process in `slot`, if any.
 pub fn member(slot: u32) -> Option<i32> {
     let pid = page()?.members.get(slot as usize)?.load(Ordering::Acquire);

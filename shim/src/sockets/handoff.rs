@@ -162,9 +162,27 @@ impl Membership {
             .collect()
     }
 
+    /// True when nothing of the family needs the driver's periodic look (no tethered,
+    /// detached, relayed or moved connection, no listener shared with a group).
+    pub fn quiet(&self) -> bool {
+        self.tethers.is_empty()
+            && self.detached.is_empty()
+            && self.relays.is_empty()
+            && self.moved.is_empty()
+            && self.expected.is_empty()
+            && self.forwarding.is_empty()
+            && self.draining.is_empty()
+            && self.pinned_ports.is_empty()
+    }
+
     /// True when frames must be looked at before the stack sees them.
     pub fn filters_frames(&self) -> bool {
         !self.moved.is_empty() || !self.expected.is_empty()
+    }
+
+    /// True while a connection is relayed to an exec'd service (see `relay`).
+    pub fn relaying(&self) -> bool {
+        !self.relays.is_empty()
     }
 
     /// Every fd this membership owns (for the app's close_range and dup2).

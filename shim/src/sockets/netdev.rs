@@ -368,6 +368,12 @@ impl FastIface {
             .chain(self.host.as_ref().map(|h| h.poll_fd()))
     }
 
+    /// The link monitor's fds: readable when the interface changed (the background
+    /// driver polls them while it sleeps).
+    pub fn monitor_fds(&self) -> Vec<RawFd> {
+        self.monitor.iter().flat_map(|m| m.fds()).collect()
+    }
+
     /// Every fd the interface holds (protected from the app's close/dup2).
     pub fn owned_fds(&self) -> Vec<RawFd> {
         let mut v = self

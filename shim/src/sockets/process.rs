@@ -10,7 +10,7 @@ use super::netdev::FastIface;
 use parking_lot::Mutex;
 use stack::socket::SocketHandle;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -76,10 +76,45 @@ impl std::ops::DerefMut for EngineGuard {
 impl Drop for EngineGuard {
     fn drop(&mut self) {
         let wakes = self.0.take_wakes();
+        let ring = DRIVER_ASLEEP.load(Ordering::Relaxed) && driver_plan_stale(&self.0);
         // SAFETY: dropped exactly once, here; the guard is not used afterwards.
         unsafe { std::mem::ManuallyDrop::drop(&mut self.0) };
         wakes.signal_all();
+        if ring {
+            wake_sleeping_driver();
+        }
         super::signals::leave();
+    }
+}
+
+/// The background driver's wake-up eventfd (-1: no driver).
+static DRIVER_BELL: AtomicI32 = AtomicI32::new(-1);
+/// True while the driver sleeps until a frame, a message or its next timer, planned
+/// from the engine as it was: a thread that used the engine since (a send that armed
+/// a retransmission timer, a connect) rings the bell so the driver plans again.
+static DRIVER_ASLEEP: AtomicBool = AtomicBool::new(false);
+
+/// When the sleeping driver means to wake (engine clock, µs; u64::MAX: never).
+static DRIVER_DEADLINE: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// True when what an app thread did to the engine needs the driver before its planned
+/// wake-up: a timer now due earlier (a send armed a retransmission), frames queued
+/// without a kick, a next hop to resolve. Reading the app's data or polling does not.
+fn driver_plan_stale(e: &Engine) -> bool {
+    e.iface
+        .poll_at()
+        .is_some_and(|t| t.micros() < DRIVER_DEADLINE.load(Ordering::Relaxed))
+        || e.dev.tx_unkicked() > 0
+        || e.iface.missing_neighbors().next().is_some()
+}
+
+/// Wakes the driver from a sleep planned on an older engine.
+fn wake_sleeping_driver() {
+    if DRIVER_ASLEEP.swap(false, Ordering::AcqRel) {
+        let bell = DRIVER_BELL.load(Ordering::Acquire);
+        if bell >= 0 {
+            kernel::eventfd_signal(bell);
+        }
     }
 }
 
@@ -435,47 +470,58 @@ const FAMILY_CHECK_TICKS: u32 = 100;
 fn driver_loop() {
     // Everything this thread calls goes straight to the kernel.
     let _inside = rewriter::in_shim();
-    let period = Duration::from_millis(1);
+    let tick = Duration::from_millis(1);
     let mut ticks = 0u32;
     let mut family_ticks = 0u32;
     let Some(m) = ENGINE.get() else { return };
-    // Other members' requests wake the driver at once (a child waits for a
-    // connection it asked for); otherwise it ticks every millisecond.
-    let mailbox = loop {
-        // Never asleep on the lock: see `lock` (a fork meanwhile must find it free
-        // of sleepers; try_lock leaves no trace).
-        if let Some(e) = m.try_lock() {
-            break e.family.as_ref().map_or(-1, |f| f.mailbox.fd());
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    };
+    let bell = thread_wake_fd().unwrap_or(-1);
+    DRIVER_BELL.store(bell, Ordering::Release);
+    let mut mailbox = -1;
+    // What to sleep on: while the stack is busy (a thread drove it within the last
+    // tick, frames wait) the driver ticks every millisecond, woken early by mail;
+    // once it is idle, it sleeps until a frame, a message, a link change, a thread
+    // that used the engine, or the stack's next timer, and costs nothing meanwhile.
+    let mut sleep = Sleep::Tick;
+    let mut wait_set: Vec<libc::pollfd> = Vec::with_capacity(16);
     loop {
-        let mail = if mailbox >= 0 {
-            let mut p = [libc::pollfd {
-                fd: mailbox,
-                events: libc::POLLIN,
-                revents: 0,
-            }];
-            kernel::poll(&mut p, period.as_millis() as i32).is_ok_and(|n| n > 0)
-        } else {
-            std::thread::sleep(period);
-            false
+        let woke = match sleep {
+            Sleep::Tick if mailbox >= 0 => {
+                let mut p = [libc::pollfd {
+                    fd: mailbox,
+                    events: libc::POLLIN,
+                    revents: 0,
+                }];
+                kernel::poll(&mut p, tick.as_millis() as i32).is_ok_and(|n| n > 0)
+            }
+            Sleep::Tick => {
+                std::thread::sleep(tick);
+                false
+            }
+            Sleep::Until(timeout_ms) => {
+                let n = kernel::poll(&mut wait_set, timeout_ms).unwrap_or(0);
+                DRIVER_ASLEEP.store(false, Ordering::Release);
+                kernel::eventfd_reset(bell);
+                n > 0
+            }
         };
         if !super::family::drives() {
             return;
         }
         let Some(mut e) = m.try_lock() else {
-            if mail {
+            if woke {
                 // An app thread has the stack: let it finish before asking again.
                 std::thread::sleep(Duration::from_micros(100));
             }
+            sleep = Sleep::Tick;
             continue;
         };
+        let was_asleep = matches!(sleep, Sleep::Until(_));
+        mailbox = e.family.as_ref().map_or(-1, |f| f.mailbox.fd());
         // Other members' requests and forwarded frames, closed tethers: every tick,
         // whether or not the app drives the stack itself.
         e.serve_mailbox();
         family_ticks = family_ticks.wrapping_add(1);
-        e.tend_family(family_ticks.is_multiple_of(FAMILY_CHECK_TICKS));
+        e.tend_family(was_asleep || family_ticks.is_multiple_of(FAMILY_CHECK_TICKS));
         if e.pump_relays() {
             e.drive();
         }
@@ -488,10 +534,11 @@ fn driver_loop() {
             let wakes = e.take_wakes();
             drop(e);
             wakes.signal_all();
+            sleep = Sleep::Tick;
             continue;
         }
         ticks = ticks.wrapping_add(1);
-        if ticks.is_multiple_of(LINK_CHECK_TICKS) && !fallen_back() {
+        if (was_asleep || ticks.is_multiple_of(LINK_CHECK_TICKS)) && !fallen_back() {
             if let Err(reason) = e.follow_link() {
                 fall_back(&e, &reason);
             }
@@ -508,10 +555,72 @@ fn driver_loop() {
             // Keep `fastnet stat` current while the app sleeps.
             e.publish_stats();
         }
+        sleep = plan_sleep(&e, bell, mailbox, &mut wait_set);
+        if let Sleep::Until(_) = sleep {
+            e.publish_stats_now();
+            // Set while the engine is still ours: a thread that takes it after us
+            // rings the bell.
+            DRIVER_ASLEEP.store(true, Ordering::Release);
+        }
         let wakes = e.take_wakes();
         drop(e);
         wakes.signal_all();
     }
+}
+
+/// How the background driver waits for its next round.
+#[derive(Clone, Copy)]
+enum Sleep {
+    /// One tick (1 ms), or less when mail comes.
+    Tick,
+    /// Until an fd of the wait set is readable or this many ms (-1: no timer) pass.
+    Until(i32),
+}
+
+/// The longest the driver sleeps while its family needs a periodic look (a member
+/// killed with -9 is noticed within this).
+const FAMILY_IDLE_MS: u64 = 100;
+
+/// After a round: tick again while anything is under way, else sleep on the engine's
+/// fds (filled into `set`) until its next timer.
+fn plan_sleep(e: &Engine, bell: i32, mailbox: i32, set: &mut Vec<libc::pollfd>) -> Sleep {
+    let now = e.now().micros();
+    let busy = bell < 0
+        || now.saturating_sub(super::engine::LAST_DRIVE.load(Ordering::Relaxed)) < 1000
+        || e.dev.rx_pending() > 0
+        || e.dev.tx_unkicked() > 0
+        || e.iface.missing_neighbors().next().is_some()
+        // A relay moves bytes each round (a full tether is not in the wait set).
+        || e.family.as_ref().is_some_and(|m| m.mail_waiting() || m.relaying());
+    if busy {
+        return Sleep::Tick;
+    }
+    let mut deadline = match e.iface.poll_at() {
+        Some(at) if at.micros() <= now => return Sleep::Tick,
+        Some(at) => at.micros(),
+        None => u64::MAX,
+    };
+    let family_quiet = e.family.as_ref().is_none_or(|m| m.quiet()) && !super::family::has_others();
+    if !family_quiet {
+        deadline = deadline.min(now + FAMILY_IDLE_MS * 1000);
+    }
+    DRIVER_DEADLINE.store(deadline, Ordering::Relaxed);
+    let timeout_ms = match deadline {
+        u64::MAX => -1,
+        d => (d - now).div_ceil(1000).min(i32::MAX as u64) as i32,
+    };
+    set.clear();
+    let fds = [bell, mailbox]
+        .into_iter()
+        .chain(e.dev.poll_fds())
+        .chain(e.dev.monitor_fds())
+        .filter(|&fd| fd >= 0);
+    set.extend(fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }));
+    Sleep::Until(timeout_ms)
 }
 
 /// Fds the shim made for itself outside the engine (threads' eventfds, the log).
@@ -604,6 +713,14 @@ thread_local! {
 fn forget_parents_wake_fd() {
     // SAFETY: in the child right after fork, with one thread.
     unsafe { INTERNAL.reset_in_child() };
+    // The parent's driver is not the child's: its bell is the parent's to ring.
+    DRIVER_ASLEEP.store(false, Ordering::Release);
+    let bell = DRIVER_BELL.swap(-1, Ordering::AcqRel);
+    if bell >= 0 {
+        INTERNAL.lock().retain(|&fd| fd != bell);
+        rewriter::filter::mark_fd(bell, false);
+        let _ = kernel::close(bell);
+    }
     let old = WAKE_FD.with(|c| c.replace(-1));
     if old >= 0 {
         INTERNAL.lock().retain(|&fd| fd != old);
