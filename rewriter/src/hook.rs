@@ -443,6 +443,11 @@ global_asm!(
     "add rcx, qword ptr [rdi + 48]",
     "mov r11, qword ptr [rsp]",
     "mov qword ptr [rcx - 8], r11",
+    // The flags too, below it: the child must not read the struct, whose memory (its
+    // creator's stack, perhaps an alternate stack unmapped at that thread's exit) may be
+    // gone by the time it runs.
+    "mov r11, qword ptr [rdi]",
+    "mov qword ptr [rcx - 16], r11",
     "sub qword ptr [rdi + 48], 8",
     "syscall",
     "test rax, rax",
@@ -451,7 +456,7 @@ global_asm!(
     "add qword ptr [rdi + 48], 8",
     "ret",
     "61:",
-    "mov r11, qword ptr [rdi]",
+    "mov r11, qword ptr [rsp - 8]",
     "lea rcx, [rip + 62f]",
     "jmp 95f",
     "62:",

@@ -7,8 +7,13 @@
 //             mapping path sees it before mprotect returns).
 // Prints "ok jit <mode> <bytes>" and the first two bytes of the site after the calls:
 // "site 0f05" (never rewritten: the calls went straight to the kernel) or "site ffd0".
-// Usage: jit_syscall rwx|mprotect
+// A second argument runs the calls elsewhere than where the code was written: `thread`
+// (a new pthread) or `fork` (a child process; the parent passes on its exit status), so
+// the site's first call happens in a task the kernel started without SUD.
+// Usage: jit_syscall rwx|mprotect [thread|fork]
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <sys/wait.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -55,14 +60,12 @@ static syscall6_fn jit(const char *mode, unsigned char **site) {
         return 1;                                                                      \
     } while (0)
 
-int main(int argc, char **argv) {
-    const char *mode = argc > 1 ? argv[1] : "rwx";
-    unsigned char *site;
-    syscall6_fn sys = jit(mode, &site);
-    if (!sys) {
-        perror("jit");
-        return 1;
-    }
+static const char *mode;
+static unsigned char *site;
+static syscall6_fn sys;
+
+// A loopback connection to itself, every call through the JIT-ed `syscall`.
+static int connect_through_jit(void) {
     long r;
     long l = sys(SYS_socket, AF_INET, SOCK_STREAM, 0, 0, 0, 0);
     if ((r = l) < 0) FAIL("socket");
@@ -93,5 +96,37 @@ int main(int argc, char **argv) {
     sys(SYS_close, c, 0, 0, 0, 0, 0);
     sys(SYS_close, l, 0, 0, 0, 0, 0);
     printf("ok jit %s %ld\nsite %02x%02x\n", mode, got, site[0], site[1]);
+    fflush(stdout);
     return 0;
+}
+
+static void *in_thread(void *status) {
+    *(int *)status = connect_through_jit();
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    mode = argc > 1 ? argv[1] : "rwx";
+    const char *where = argc > 2 ? argv[2] : "here";
+    sys = jit(mode, &site);
+    if (!sys) {
+        perror("jit");
+        return 1;
+    }
+    if (strcmp(where, "thread") == 0) {
+        pthread_t t;
+        int status = 1;
+        if (pthread_create(&t, NULL, in_thread, &status) != 0) return 1;
+        pthread_join(t, NULL);
+        return status;
+    }
+    if (strcmp(where, "fork") == 0) {
+        pid_t child = fork();
+        if (child < 0) return 1;
+        if (child == 0) return connect_through_jit();
+        int st;
+        if (waitpid(child, &st, 0) != child) return 1;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+    }
+    return connect_through_jit();
 }

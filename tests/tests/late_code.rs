@@ -20,12 +20,18 @@ fn get(c: &HashMap<String, u64>, k: &str) -> u64 {
 }
 
 /// tests/c/jit_syscall.c under `fastnet run --loopback process` (the stack carries the
-/// program's connection to itself when its socket calls reach the shim).
-fn run_jit(bin: &std::path::Path, mode: &str, sud: &str) -> (String, HashMap<String, u64>) {
+/// program's connection to itself when its socket calls reach the shim); `place`: where
+/// the calls run (`here`, a new `thread`, a `fork`ed child).
+fn run_jit(
+    bin: &std::path::Path,
+    mode: &str,
+    place: &str,
+    sud: &str,
+) -> (String, HashMap<String, u64>) {
     let out = Command::new(fastnet_bin())
         .args(["run", "--loopback", "process", "--"])
         .arg(bin)
-        .arg(mode)
+        .args([mode, place])
         .env("FASTNET_STATS", "1")
         .env("FASTNET_SUD", sud)
         .output()
@@ -34,7 +40,8 @@ fn run_jit(bin: &std::path::Path, mode: &str, sud: &str) -> (String, HashMap<Str
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "jit_syscall {mode} (FASTNET_SUD={sud}):\n{log}"
+        "jit_syscall {mode} {place} (FASTNET_SUD={sud}): {:?}\n{log}",
+        out.status
     );
     assert!(log.contains(&format!("ok jit {mode}")), "{log}");
     let c = exit_counters(&log);
@@ -43,27 +50,26 @@ fn run_jit(bin: &std::path::Path, mode: &str, sud: &str) -> (String, HashMap<Str
 
 /// A `syscall` JIT-ed into read-write-execute memory (no mapping call after the write):
 /// its first call traps, the site is rewritten, and every socket call through it is
-/// the shim's (the stack carried the connection). Without the backstop the same
-/// program's calls all go to the kernel.
+/// the shim's (the stack carried the connection), also when that first call happens in
+/// a thread or a forked child (tasks the kernel starts without SUD). Without the
+/// backstop the same program's calls all go to the kernel.
 #[test]
 fn jit_syscall_in_rwx_memory_is_caught_at_its_first_call() {
     let dir = TempDir::new("jit");
-    let bin = compile_c("jit_syscall", "jit_syscall", dir.path(), &[]);
+    let bin = compile_c("jit_syscall", "jit_syscall", dir.path(), &["-pthread"]);
+    for place in ["here", "thread", "fork"] {
+        let (log, c) = run_jit(&bin, "rwx", place, "1");
+        assert!(log.contains("site ffd0"), "{place}: not rewritten:\n{log}");
+        assert_eq!(get(&c, "hook.late.sud"), 1, "{place}:\n{log}");
+        assert!(get(&c, "hook.sud.traps") >= 1, "{place}:\n{log}");
+        assert_eq!(
+            get(&c, "loopback.connections"),
+            1,
+            "{place}: the stack did not carry it:\n{log}"
+        );
+    }
 
-    let (log, c) = run_jit(&bin, "rwx", "1");
-    assert!(
-        log.contains("site ffd0"),
-        "the site was not rewritten:\n{log}"
-    );
-    assert_eq!(get(&c, "hook.late.sud"), 1, "{log}");
-    assert!(get(&c, "hook.sud.traps") >= 1, "{log}");
-    assert_eq!(
-        get(&c, "loopback.connections"),
-        1,
-        "the stack did not carry it:\n{log}"
-    );
-
-    let (log, c) = run_jit(&bin, "rwx", "0");
+    let (log, c) = run_jit(&bin, "rwx", "here", "0");
     assert!(log.contains("site 0f05"), "{log}");
     assert_eq!(get(&c, "hook.late.sud"), 0, "{log}");
     assert_eq!(
@@ -78,9 +84,9 @@ fn jit_syscall_in_rwx_memory_is_caught_at_its_first_call() {
 #[test]
 fn jit_syscall_made_executable_by_mprotect_is_rewritten_by_the_mapping_path() {
     let dir = TempDir::new("jit-mprotect");
-    let bin = compile_c("jit_syscall", "jit_syscall", dir.path(), &[]);
+    let bin = compile_c("jit_syscall", "jit_syscall", dir.path(), &["-pthread"]);
     for sud in ["1", "0"] {
-        let (log, c) = run_jit(&bin, "mprotect", sud);
+        let (log, c) = run_jit(&bin, "mprotect", "here", sud);
         assert!(log.contains("site ffd0"), "{log}");
         assert!(get(&c, "hook.late.mapped") >= 1, "{log}");
         assert_eq!(get(&c, "hook.late.sud"), 0, "{log}");
