@@ -79,6 +79,40 @@ fn jit_syscall_in_rwx_memory_is_caught_at_its_first_call() {
     );
 }
 
+/// On a kernel without Syscall User Dispatch (simulated: a seccomp filter makes the
+/// prctl fail with EINVAL, as kernels before 5.11 answer) the program runs as before,
+/// hooked, the JIT-ed site unhooked; asked for with FASTNET_SUD=1, one line says why.
+#[test]
+fn without_sud_in_the_kernel_one_line_and_the_program_runs() {
+    let dir = TempDir::new("no-sud");
+    let bin = compile_c("jit_syscall", "jit_syscall", dir.path(), &["-pthread"]);
+    let wrapper = compile_c("without_sud", "without_sud", dir.path(), &[]);
+    for sud in ["1", ""] {
+        let out = Command::new(fastnet_bin())
+            .args(["run", "--loopback", "process", "--"])
+            .arg(&wrapper)
+            .arg(&bin)
+            .arg("rwx")
+            .env("FASTNET_SUD", sud)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "FASTNET_SUD={sud}: {out:?}");
+        assert!(
+            stdout.contains("ok jit rwx") && stdout.contains("site 0f05"),
+            "{stdout}"
+        );
+        let said = stderr
+            .lines()
+            .filter(|l| l.contains("no Syscall User Dispatch (needs Linux 5.11+"))
+            .count();
+        assert_eq!(said, usize::from(sud == "1"), "FASTNET_SUD={sud}: {stderr}");
+    }
+}
+
 /// Code written read-write and then made executable with mprotect: the rewriter's
 /// mapping path rewrites it before mprotect returns, with or without the backstop.
 #[test]
