@@ -4,7 +4,9 @@
 //   rwx       the code is written into memory mapped read-write-execute: no mapping call
 //             follows the write, so only Syscall User Dispatch can see the new site;
 //   mprotect  written read-write, then made executable with mprotect (the rewriter's
-//             mapping path sees it before mprotect returns).
+//             mapping path sees it before mprotect returns);
+//   redzone   as rwx, but the code after the `syscall` reads the 8 bytes below %rsp, so
+//             the site may never be rewritten: the backstop serves every call of it.
 // Prints "ok jit <mode> <bytes>" and the first two bytes of the site after the calls:
 // "site 0f05" (never rewritten: the calls went straight to the kernel) or "site ffd0".
 // A second argument runs the calls elsewhere than where the code was written: `thread`
@@ -37,13 +39,23 @@ static const unsigned char CODE[] = {
 };
 #define SITE_AT 23
 
+// The same with `mov rcx, [rsp-8]` after the `syscall`.
+static const unsigned char CODE_REDZONE[] = {
+    0x48, 0x89, 0xf8, 0x48, 0x89, 0xf7, 0x48, 0x89, 0xd6, 0x48, 0x89, 0xca, 0x4d, 0x89,
+    0xc2, 0x4d, 0x89, 0xc8, 0x4c, 0x8b, 0x4c, 0x24, 0x08, 0x0f, 0x05, 0x48, 0x8b, 0x4c,
+    0x24, 0xf8, 0xc3,
+};
+
 static syscall6_fn jit(const char *mode, unsigned char **site) {
     unsigned char *p;
-    if (strcmp(mode, "rwx") == 0) {
+    if (strcmp(mode, "rwx") == 0 || strcmp(mode, "redzone") == 0) {
         p = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS,
                  -1, 0);
         if (p == MAP_FAILED) return NULL;
-        memcpy(p, CODE, sizeof CODE);
+        if (strcmp(mode, "rwx") == 0)
+            memcpy(p, CODE, sizeof CODE);
+        else
+            memcpy(p, CODE_REDZONE, sizeof CODE_REDZONE);
     } else {
         p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) return NULL;

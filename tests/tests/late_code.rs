@@ -79,6 +79,26 @@ fn jit_syscall_in_rwx_memory_is_caught_at_its_first_call() {
     );
 }
 
+/// A JIT-ed `syscall` the rewriter may not patch (the red zone is live after it): the
+/// backstop serves every call of it in its SIGSYS handler, through the same dispatch,
+/// so the socket calls are still the shim's; here, in a thread and in a child.
+#[test]
+fn unpatchable_jit_syscall_is_served_at_every_call() {
+    let dir = TempDir::new("jit-redzone");
+    let bin = compile_c("jit_syscall", "jit_syscall", dir.path(), &["-pthread"]);
+    for place in ["here", "thread", "fork"] {
+        let (log, c) = run_jit(&bin, "redzone", place, "1");
+        assert!(
+            log.contains("site 0f05"),
+            "{place}: must stay unpatched:\n{log}"
+        );
+        assert_eq!(get(&c, "hook.late.sud"), 0, "{place}:\n{log}");
+        // socket x2, bind, listen, getsockname, connect, accept4, write, read, close x3
+        assert!(get(&c, "hook.sud.traps") >= 12, "{place}:\n{log}");
+        assert_eq!(get(&c, "loopback.connections"), 1, "{place}:\n{log}");
+    }
+}
+
 /// On a kernel without Syscall User Dispatch (simulated: a seccomp filter makes the
 /// prctl fail with EINVAL, as kernels before 5.11 answer) the program runs as before,
 /// hooked, the JIT-ed site unhooked; asked for with FASTNET_SUD=1, one line says why.
