@@ -67,6 +67,10 @@ pub(crate) const VEC_AVX512: u8 = 3;
 /// 1 when Syscall User Dispatch is on in this process: new threads and forked children
 /// turn it on for themselves (the kernel clears it in every new task).
 pub(crate) static SUD_ON: AtomicU8 = AtomicU8::new(0);
+/// This process's PID as SUD's code knows it (set at install, refreshed in every fork
+/// child): a caller with another PID shares our memory without being us (a vfork or
+/// posix_spawn child before its exec).
+pub(crate) static SUD_PID: AtomicU64 = AtomicU64::new(0);
 /// The range SUD always allows (the hook's own object): `[SUD_START, SUD_START+SUD_LEN)`.
 pub(crate) static SUD_START: AtomicU64 = AtomicU64::new(0);
 pub(crate) static SUD_LEN: AtomicU64 = AtomicU64::new(0);
@@ -705,12 +709,16 @@ global_asm!(
     "95:",
     "cmp byte ptr [rip + {sud_on}], 0",
     "je 98f",
+    // eax (the child's 0, restored at the end): 1 for a fork child.
+    "mov eax, 1",
     "bt r11, {clone_vm_bit}",
     "jnc 96f",
+    "xor eax, eax",
     "bt r11, {clone_settls_bit}",
     "jnc 98f",
     "96:",
     "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
+    "mov qword ptr fs:[r11 + {t_scratch} + 48], rax",
     "mov qword ptr fs:[r11 + {t_scratch}], rcx",
     "mov qword ptr fs:[r11 + {t_scratch} + 8], rdi",
     "mov qword ptr fs:[r11 + {t_scratch} + 16], rsi",
@@ -728,6 +736,14 @@ global_asm!(
     "mov r10, qword ptr [rip + {sud_len}]",
     "mov eax, {sys_prctl}",
     "syscall",
+    // A fork child (memory of its own) is a process of its own: note its PID.
+    "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
+    "cmp qword ptr fs:[r11 + {t_scratch} + 48], 0",
+    "je 97f",
+    "mov eax, {sys_getpid}",
+    "syscall",
+    "mov qword ptr [rip + {sud_pid}], rax",
+    "97:",
     "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
     "mov rcx, qword ptr fs:[r11 + {t_scratch}]",
     "mov rdi, qword ptr fs:[r11 + {t_scratch} + 8]",
@@ -777,6 +793,8 @@ global_asm!(
     t_busy = const T_BUSY,
     t_missed = const T_MISSED,
     t_selector = const T_SELECTOR,
+    sud_pid = sym SUD_PID,
+    sys_getpid = const libc::SYS_getpid,
     sud_on = sym SUD_ON,
     sud_start = sym SUD_START,
     sud_len = sym SUD_LEN,

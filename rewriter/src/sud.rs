@@ -129,6 +129,7 @@ pub(crate) fn is_on() -> bool {
 /// the hook's clone paths). `[start, end)` is the hook's own object. Call once, from
 /// `install`, inside the shim, while the process has one thread.
 pub(crate) fn enable(start: usize, end: usize, vdso: (usize, usize)) -> Result<(), SudError> {
+    hook::SUD_PID.store(sys::getpid() as u64, Relaxed);
     hook::SUD_START.store(start as u64, Relaxed);
     hook::SUD_LEN.store((end - start) as u64, Relaxed);
     VDSO[0].store(vdso.0, Relaxed);
@@ -261,6 +262,12 @@ pub(crate) fn intercept(a: &mut SyscallArgs, copy: &mut ArgCopy) -> Option<i64> 
     }
     match a.nr {
         libc::SYS_rt_sigaction if a.args[0] == libc::SIGSYS as i64 => {
+            if sys::getpid() as u64 != hook::SUD_PID.load(Relaxed) {
+                // A vfork/posix_spawn child resetting its handlers before exec: its
+                // handler table is its own in the kernel, the virtual one is its
+                // parent's memory.
+                return None;
+            }
             Some(app_sigaction(a.args[1], a.args[2], a.args[3]))
         }
         libc::SYS_rt_sigaction if a.args[1] != 0 && a.args[3] == 8 => {
@@ -539,6 +546,7 @@ fn make(a: &SyscallArgs) -> i64 {
 fn fork_here(a: &SyscallArgs) -> i64 {
     let r = make(a);
     if r == 0 {
+        hook::SUD_PID.store(sys::getpid() as u64, Relaxed);
         enable_this_thread();
     }
     r

@@ -1,6 +1,7 @@
 // An app that uses SIGSYS itself, as seccomp users do. Prints the same lines with and
 // without fastnet (whose Syscall User Dispatch backstop also uses SIGSYS):
-//  1. its sigaction(SIGSYS) reads back its own handler;
+//  1. its sigaction(SIGSYS) reads back its own handler, also after a posix_spawn (whose
+//     child, sharing the parent's memory until its exec, resets every handler);
 //  2. a seccomp filter with SECCOMP_RET_TRAP on getppid: its handler gets the siginfo
 //     (si_code SYS_SECCOMP, si_syscall, si_errno = the filter's data) and answers the
 //     call through the context (getppid returns 4242);
@@ -13,6 +14,8 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -49,6 +52,16 @@ int main(void) {
     printf("own handler read back: %s, siginfo %s\n",
            old.sa_sigaction == on_sigsys ? "yes" : "no",
            old.sa_flags & SA_SIGINFO ? "yes" : "no");
+
+    pid_t child;
+    char *argv[] = {"true", NULL};
+    extern char **environ;
+    if (posix_spawnp(&child, "true", NULL, NULL, argv, environ) != 0) return perror("spawn"), 1;
+    int st;
+    waitpid(child, &st, 0);
+    if (sigaction(SIGSYS, NULL, &old) != 0) return perror("sigaction"), 1;
+    printf("after posix_spawn: own handler %s, child exit %d\n",
+           old.sa_sigaction == on_sigsys ? "yes" : "no", WEXITSTATUS(st));
 
     long real_ppid = getppid();
     struct sock_filter prog[] = {
