@@ -41,6 +41,9 @@ static USER_ALWAYS: [AtomicU64; MAX_SYSCALL / 64] = [ZERO64; MAX_SYSCALL / 64];
 static USER_FD: [AtomicU64; MAX_SYSCALL / 64] = [ZERO64; MAX_SYSCALL / 64];
 /// Numbers the rewriter itself must see (mappings that may become executable).
 static INTERNAL: [AtomicU64; MAX_SYSCALL / 64] = [ZERO64; MAX_SYSCALL / 64];
+/// Numbers the rewriter itself must see on every call (the Syscall User Dispatch
+/// backstop keeps SIGSYS deliverable and its handler installed: `sud.rs`).
+static INTERNAL_ALWAYS: [AtomicU64; MAX_SYSCALL / 64] = [ZERO64; MAX_SYSCALL / 64];
 
 fn bit(set: &[AtomicU64], n: usize) -> bool {
     set[n / 64].load(Relaxed) & (1 << (n % 64)) != 0
@@ -68,7 +71,7 @@ fn special_class(nr: usize) -> Option<u8> {
 fn recompute(nr: usize) {
     let c = if let Some(c) = special_class(nr) {
         c
-    } else if bit(&USER_ALWAYS, nr) {
+    } else if bit(&USER_ALWAYS, nr) || bit(&INTERNAL_ALWAYS, nr) {
         class::HANDLED
     } else if bit(&INTERNAL, nr) {
         class::EXEC_MAPPING
@@ -138,6 +141,13 @@ pub fn routed_numbers() -> Vec<u32> {
 
 pub(crate) fn handle_internally(nr: i64) {
     set_bit(&INTERNAL, nr as usize, true);
+    recompute(nr as usize);
+}
+
+/// Every call of `nr` reaches the rewriter's own dispatch (and the handler only when it
+/// asked for the number too: [`wants`]).
+pub(crate) fn handle_always_internally(nr: i64) {
+    set_bit(&INTERNAL_ALWAYS, nr as usize, true);
     recompute(nr as usize);
 }
 

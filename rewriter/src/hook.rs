@@ -43,7 +43,10 @@ const T_VSLOTS: usize = 32;
 const T_SCRATCH: usize = T_VSLOTS + 8 * VFORK_SLOTS;
 const T_BUSY: usize = T_SCRATCH + 8 * 8;
 const T_MISSED: usize = T_BUSY + 8;
-const TLS_SIZE: usize = T_MISSED + 8;
+/// The Syscall User Dispatch selector byte of this thread (`sud.rs`): BLOCK (1) while the
+/// thread runs app code, ALLOW (0) while it is inside the shim. Written with the flag.
+const T_SELECTOR: usize = T_MISSED + 8;
+const TLS_SIZE: usize = T_SELECTOR + 8;
 
 /// Bytes `xsave` needs for the enabled state components (set by `install`).
 pub(crate) static XSAVE_SIZE: AtomicU64 = AtomicU64::new(4096);
@@ -61,6 +64,16 @@ pub(crate) const VEC_SSE: u8 = 1;
 pub(crate) const VEC_AVX: u8 = 2;
 /// zmm0-31 and k0-7 (AVX-512F and BW).
 pub(crate) const VEC_AVX512: u8 = 3;
+/// 1 when Syscall User Dispatch is on in this process: new threads and forked children
+/// turn it on for themselves (the kernel clears it in every new task).
+pub(crate) static SUD_ON: AtomicU8 = AtomicU8::new(0);
+/// This process's PID as SUD's code knows it (set at install, refreshed in every fork
+/// child): a caller with another PID shares our memory without being us (a vfork or
+/// posix_spawn child before its exec).
+pub(crate) static SUD_PID: AtomicU64 = AtomicU64::new(0);
+/// The range SUD always allows (the hook's own object): `[SUD_START, SUD_START+SUD_LEN)`.
+pub(crate) static SUD_START: AtomicU64 = AtomicU64::new(0);
+pub(crate) static SUD_LEN: AtomicU64 = AtomicU64::new(0);
 /// Calls handled in assembly: rt_sigreturn, clone, vfork, clone3, exit (for `trace -c`).
 pub(crate) static SPECIAL_COUNTS: [AtomicU64; 5] = [
     AtomicU64::new(0),
@@ -71,11 +84,15 @@ pub(crate) static SPECIAL_COUNTS: [AtomicU64; 5] = [
 ];
 
 const CLONE_VM: u64 = libc::CLONE_VM as u64;
+pub(crate) const PR_SET_SYSCALL_USER_DISPATCH: i32 = 59;
 const PASSTHROUGH: i64 = crate::PASSTHROUGH;
 
 extern "C" {
     /// The entry the trampoline jumps to. Not callable from Rust.
     pub(crate) fn fastnet_hook_entry();
+    /// `rt_sigreturn` made from inside the hook's object (which SUD always allows): the
+    /// SIGSYS handler's restorer, and where a trapped `rt_sigreturn` is sent to be made.
+    pub(crate) fn fastnet_sud_sigreturn();
 }
 
 global_asm!(
@@ -162,6 +179,7 @@ global_asm!(
     "lock bts qword ptr fs:[r11 + {t_busy}], 0",
     "jc 2b",
     "mov qword ptr fs:[r11 + {t_in_shim}], 1",
+    "mov byte ptr fs:[r11 + {t_selector}], 0",
     "mov rcx, qword ptr fs:[r11 + {t_alt_top}]",
     "test rcx, rcx",
     "jz 25f",
@@ -173,6 +191,7 @@ global_asm!(
     // Already on the alternate stack (a signal handler interrupted a pass-through made
     // from it): continue below the interrupted frame.
     "mov qword ptr fs:[r11 + {t_in_shim}], 1",
+    "mov byte ptr fs:[r11 + {t_selector}], 0",
     "lea rcx, [rsp - {nest_gap}]",
     "and rcx, -64",
     "jmp 21b",
@@ -228,6 +247,7 @@ global_asm!(
     // below it), then restore the caller's registers and stack.
     "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
     "mov qword ptr fs:[r11 + {t_in_shim}], 0",
+    "mov byte ptr fs:[r11 + {t_selector}], 1",
     "mov rbx, qword ptr [rbp - 64]",
     "mov r9, qword ptr [rbp - 48]",
     "mov r8, qword ptr [rbp - 40]",
@@ -260,6 +280,7 @@ global_asm!(
     "mov rax, qword ptr [rsp]",
     "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
     "mov qword ptr fs:[r11 + {t_in_shim}], 0",
+    "mov byte ptr fs:[r11 + {t_selector}], 1",
     // A successful exec never comes back to release the busy bit, and a vfork parent
     // shares it: release it first (and take it back if the exec fails).
     "cmp rax, {sys_execve}",
@@ -339,6 +360,7 @@ global_asm!(
     "mov rax, qword ptr fs:[r11 + {t_scratch}]",
     "mov qword ptr fs:[r11 + {t_busy}], 0",
     "mov qword ptr fs:[r11 + {t_in_shim}], 0",
+    "mov byte ptr fs:[r11 + {t_selector}], 1",
     "jmp 2b",
     // ---- rt_sigreturn: the kernel reads its frame at the caller's rsp
     "30:",
@@ -355,6 +377,12 @@ global_asm!(
     "mov qword ptr [rsi - 8], rcx",
     "sub rsi, 8",
     "syscall",
+    "test rax, rax",
+    "jnz 41f",
+    "mov r11, rdi",
+    "lea rcx, [rip + 41f]",
+    "jmp 95f",
+    "41:",
     "add rsi, 8",
     "ret",
     "45:",
@@ -366,6 +394,12 @@ global_asm!(
     "inc rcx",
     "mov qword ptr fs:[r11 + {t_vdepth}], rcx",
     "syscall",
+    "test rax, rax",
+    "jnz 46f",
+    "mov r11, rdi",
+    "lea rcx, [rip + 46f]",
+    "jmp 95f",
+    "46:",
     "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
     "mov rcx, qword ptr fs:[r11 + {t_vdepth}]",
     "test rax, rax",
@@ -413,13 +447,23 @@ global_asm!(
     "add rcx, qword ptr [rdi + 48]",
     "mov r11, qword ptr [rsp]",
     "mov qword ptr [rcx - 8], r11",
+    // The flags too, below it: the child must not read the struct, whose memory (its
+    // creator's stack, perhaps an alternate stack unmapped at that thread's exit) may be
+    // gone by the time it runs.
+    "mov r11, qword ptr [rdi]",
+    "mov qword ptr [rcx - 16], r11",
     "sub qword ptr [rdi + 48], 8",
     "syscall",
     "test rax, rax",
     "jz 61f",
     // Parent: give the caller its struct back unchanged.
     "add qword ptr [rdi + 48], 8",
+    "ret",
     "61:",
+    "mov r11, qword ptr [rsp - 8]",
+    "lea rcx, [rip + 62f]",
+    "jmp 95f",
+    "62:",
     "ret",
     "65:",
     "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
@@ -430,6 +474,12 @@ global_asm!(
     "inc rcx",
     "mov qword ptr fs:[r11 + {t_vdepth}], rcx",
     "syscall",
+    "test rax, rax",
+    "jnz 66f",
+    "mov r11, qword ptr [rdi]",
+    "lea rcx, [rip + 66f]",
+    "jmp 95f",
+    "66:",
     "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
     "mov rcx, qword ptr fs:[r11 + {t_vdepth}]",
     "test rax, rax",
@@ -650,11 +700,74 @@ global_asm!(
     "movdqu xmm14, [rbx + 224]",
     "movdqu xmm15, [rbx + 240]",
     "ret",
+    // ---- a new task (clone child, rax = 0): the kernel turned Syscall User Dispatch
+    // off in it; turn it on again with this thread's own selector. r11 = clone flags,
+    // rcx = where to go on. Preserves every register but rcx, r11 (rax stays 0). A child
+    // sharing memory but not the TLS block (a raw thread without CLONE_SETTLS, vfork)
+    // is left without: its selector would be its parent's. Uses no stack (a fork
+    // child's red zone is live) but the child's own TLS block.
+    "95:",
+    "cmp byte ptr [rip + {sud_on}], 0",
+    "je 98f",
+    // eax (the child's 0, restored at the end): 1 for a fork child.
+    "mov eax, 1",
+    "bt r11, {clone_vm_bit}",
+    "jnc 96f",
+    "xor eax, eax",
+    "bt r11, {clone_settls_bit}",
+    "jnc 98f",
+    "96:",
+    "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
+    "mov qword ptr fs:[r11 + {t_scratch} + 48], rax",
+    "mov qword ptr fs:[r11 + {t_scratch}], rcx",
+    "mov qword ptr fs:[r11 + {t_scratch} + 8], rdi",
+    "mov qword ptr fs:[r11 + {t_scratch} + 16], rsi",
+    "mov qword ptr fs:[r11 + {t_scratch} + 24], rdx",
+    "mov qword ptr fs:[r11 + {t_scratch} + 32], r10",
+    "mov qword ptr fs:[r11 + {t_scratch} + 40], r8",
+    // BLOCK outside the shim, ALLOW inside (a fork child inherits the flag).
+    "cmp qword ptr fs:[r11 + {t_in_shim}], 0",
+    "sete byte ptr fs:[r11 + {t_selector}]",
+    "mov r8, qword ptr fs:[0]",
+    "lea r8, [r8 + r11 + {t_selector}]",
+    "mov edi, {pr_sud}",
+    "mov esi, 1",
+    "mov rdx, qword ptr [rip + {sud_start}]",
+    "mov r10, qword ptr [rip + {sud_len}]",
+    "mov eax, {sys_prctl}",
+    "syscall",
+    // A fork child (memory of its own) is a process of its own: note its PID.
+    "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
+    "cmp qword ptr fs:[r11 + {t_scratch} + 48], 0",
+    "je 97f",
+    "mov eax, {sys_getpid}",
+    "syscall",
+    "mov qword ptr [rip + {sud_pid}], rax",
+    "97:",
+    "mov r11, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
+    "mov rcx, qword ptr fs:[r11 + {t_scratch}]",
+    "mov rdi, qword ptr fs:[r11 + {t_scratch} + 8]",
+    "mov rsi, qword ptr fs:[r11 + {t_scratch} + 16]",
+    "mov rdx, qword ptr fs:[r11 + {t_scratch} + 24]",
+    "mov r10, qword ptr fs:[r11 + {t_scratch} + 32]",
+    "mov r8, qword ptr fs:[r11 + {t_scratch} + 40]",
+    "98:",
+    "xor eax, eax",
+    "jmp rcx",
     "90:",
     "movabs rcx, 0x8000000000000000",
     "mov rcx, qword ptr [rcx]", // non-canonical: #GP, delivered as SIGSEGV
     "ud2",
     ".size fastnet_hook_entry, . - fastnet_hook_entry",
+    ".globl fastnet_sud_sigreturn",
+    ".hidden fastnet_sud_sigreturn",
+    ".type fastnet_sud_sigreturn,@function",
+    ".p2align 4",
+    "fastnet_sud_sigreturn:",
+    "mov eax, {sys_rt_sigreturn}",
+    "syscall",
+    "ud2",
+    ".size fastnet_sud_sigreturn, . - fastnet_sud_sigreturn",
     tls_size = const TLS_SIZE,
     max_syscall = const MAX_SYSCALL,
     max_fd = const MAX_FD,
@@ -679,6 +792,16 @@ global_asm!(
     t_scratch = const T_SCRATCH,
     t_busy = const T_BUSY,
     t_missed = const T_MISSED,
+    t_selector = const T_SELECTOR,
+    sud_pid = sym SUD_PID,
+    sys_getpid = const libc::SYS_getpid,
+    sud_on = sym SUD_ON,
+    sud_start = sym SUD_START,
+    sud_len = sym SUD_LEN,
+    pr_sud = const PR_SET_SYSCALL_USER_DISPATCH,
+    sys_prctl = const libc::SYS_prctl,
+    sys_rt_sigreturn = const libc::SYS_rt_sigreturn,
+    clone_settls_bit = const 19,
     prot_exec = const libc::PROT_EXEC,
     sys_mprotect = const libc::SYS_mprotect,
     sys_pkey_mprotect = const libc::SYS_pkey_mprotect,
@@ -714,7 +837,8 @@ fn tls_block() -> *mut u64 {
             "mov {p}, qword ptr [rip + fastnet_hook_tls@GOTTPOFF]",
             "add {p}, qword ptr fs:[0]",
             p = out(reg) p,
-            options(nostack, readonly, preserves_flags),
+            // Not `preserves_flags`: the `add` sets them.
+            options(nostack, readonly),
         );
     }
     p
@@ -726,11 +850,33 @@ pub(crate) fn in_shim_flag() -> u64 {
     unsafe { core::ptr::read_volatile(tls_block().add(T_IN_SHIM / 8)) }
 }
 
-/// Sets this thread's "inside the shim" flag.
+/// Sets this thread's "inside the shim" flag, and its SUD selector with it (ALLOW
+/// inside, BLOCK outside; the kernel reads the byte only where SUD is on).
 pub(crate) fn set_in_shim_flag(v: u64) {
     // SAFETY: as in `in_shim_flag`; only this thread (or a signal handler on it, which
     // restores what it changed) writes the flag.
-    unsafe { core::ptr::write_volatile(tls_block().add(T_IN_SHIM / 8), v) }
+    unsafe {
+        let b = tls_block();
+        core::ptr::write_volatile(b.add(T_IN_SHIM / 8), v);
+        core::ptr::write_volatile(selector_ptr(b), (v == 0) as u8);
+    }
+}
+
+fn selector_ptr(block: *mut u64) -> *mut u8 {
+    // SAFETY: T_SELECTOR lies inside the block.
+    unsafe { (block as *mut u8).add(T_SELECTOR) }
+}
+
+/// This thread's SUD selector byte (what `prctl` is given).
+pub(crate) fn selector() -> *mut u8 {
+    selector_ptr(tls_block())
+}
+
+/// Sets this thread's selector alone (the flag unchanged): `sud.rs`, to let one call
+/// through unhooked.
+pub(crate) fn set_selector(v: u8) {
+    // SAFETY: this thread's own block.
+    unsafe { core::ptr::write_volatile(selector(), v) }
 }
 
 /// Reads and clears this thread's "a mapping call passed by while inside the shim" mark.

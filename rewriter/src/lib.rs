@@ -22,10 +22,12 @@ mod elf;
 pub mod filter;
 mod hook;
 mod scan;
+mod sud;
 pub mod sys;
 mod trampoline;
 
 pub use scan::ScanStats;
+pub use sud::SudError;
 
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::Relaxed};
 use std::fmt;
@@ -57,6 +59,9 @@ pub struct Config {
     /// Save vector state with xsave/xrstor even where explicit register moves suffice
     /// (slower; for testing the fallback).
     pub force_xsave: bool,
+    /// Turn on Syscall User Dispatch (`sud.rs`) where the kernel has it: a `syscall`
+    /// the rewrite missed traps at its first call and is rewritten then.
+    pub sud: bool,
 }
 
 /// What [`install`] did.
@@ -66,6 +71,8 @@ pub struct InstallReport {
     pub stats: ScanStats,
     /// Path of the object the hook lives in (never rewritten).
     pub own_object: String,
+    /// Why Syscall User Dispatch is off although asked for (`None`: on, or not asked).
+    pub sud_unavailable: Option<String>,
 }
 
 /// Why the hook is not installed. The program runs on unhooked.
@@ -176,6 +183,22 @@ pub fn alt_stacks() -> u64 {
 /// Sites rewritten in code mapped after install.
 pub fn late_rewritten() -> usize {
     LATE_REWRITTEN.load(Relaxed)
+}
+
+/// True when Syscall User Dispatch backs the rewrite in this process.
+pub fn sud_active() -> bool {
+    sud::is_on()
+}
+
+/// Sites found by Syscall User Dispatch at their first call and rewritten.
+pub fn sud_sites() -> usize {
+    sud::SITES.load(Relaxed)
+}
+
+/// System calls that trapped to the SUD handler: each late site's first call, and
+/// every call of a site that cannot be rewritten (vDSO fallbacks, red-zone sites).
+pub fn sud_traps() -> u64 {
+    sud::TRAPS.load(Relaxed)
 }
 
 fn cpuid(leaf: u32, sub: u32) -> core::arch::x86_64::CpuidResult {
@@ -304,19 +327,35 @@ fn install_inner(config: &Config) -> Result<InstallReport, InstallError> {
         }
         .map_err(|e| InstallError::Sys("mprotect", -e as i32))?;
     }
+    let mut sud_unavailable = None;
+    if config.sud {
+        let vdso = maps
+            .iter()
+            .find(|m| m.path == "[vdso]")
+            .map_or((0, 0), |m| (m.start, m.end));
+        if let Err(e) = sud::enable(OWN_START.load(Relaxed), OWN_END.load(Relaxed), vdso) {
+            sud_unavailable = Some(e.to_string());
+        }
+    }
     if config.log {
         eprintln!(
             "fastnet: hook installed: {} syscall sites rewritten in {} ranges ({} KiB), {} \
-             left alone (red zone live after the site)",
+             left alone (red zone live after the site); syscall user dispatch {}",
             stats.rewritten,
             stats.ranges,
             stats.bytes / 1024,
-            stats.red_zone_skipped
+            stats.red_zone_skipped,
+            match (&sud_unavailable, config.sud) {
+                (None, true) => "on",
+                (None, false) => "off (FASTNET_SUD=0)",
+                (Some(_), _) => "unavailable",
+            }
         );
     }
     Ok(InstallReport {
         stats,
         own_object: own_path,
+        sud_unavailable,
     })
 }
 
@@ -402,6 +441,10 @@ fn rewritable(m: &scan::MapsEntry, own_path: &str) -> bool {
 
 /// Called by the assembly entry for handled calls (on the alternate stack, flag set).
 extern "C" fn dispatch(args: &mut SyscallArgs) -> i64 {
+    let mut copy = sud::ArgCopy::default();
+    if let Some(r) = sud::intercept(args, &mut copy) {
+        return r;
+    }
     let mut ret = PASSTHROUGH;
     if filter::wants(args.nr, args.args[0]) {
         let h = HANDLER.load(Relaxed);
@@ -415,6 +458,12 @@ extern "C" fn dispatch(args: &mut SyscallArgs) -> i64 {
         if let Some(r) = map_executable(args) {
             ret = r;
         }
+    }
+    if ret == PASSTHROUGH && copy.used() {
+        // An argument points at `copy`, which goes when this returns: make the call now.
+        let [a0, a1, a2, a3, a4, a5] = args.args;
+        // SAFETY: the app's own call, made on its behalf (one argument a copy of its own).
+        ret = unsafe { sys::syscall6(args.nr, a0, a1, a2, a3, a4, a5) };
     }
     rescan_if_missed();
     ret

@@ -58,7 +58,7 @@ fn moves_rsp(i: &Instruction) -> bool {
 
 /// True when the code following a site at `next_ip` reads or writes `[rsp-8, rsp)` before
 /// it leaves the straight line (following conditional fall-through) or moves `%rsp`.
-fn red_zone_live_after(bytes: &[u8], base: usize, next_ip: usize) -> bool {
+pub(crate) fn red_zone_live_after(bytes: &[u8], base: usize, next_ip: usize) -> bool {
     let off = next_ip - base;
     let mut d = Decoder::with_ip(64, &bytes[off..], next_ip as u64, DecoderOptions::NONE);
     for _ in 0..LOOKAHEAD {
@@ -350,6 +350,89 @@ pub(crate) fn parse_maps(text: &str) -> Vec<MapsEntry> {
         .collect()
 }
 
+/// The mapping holding one address, as [`find_mapping`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mapping {
+    pub start: usize,
+    pub end: usize,
+    pub prot: i32,
+    pub shared: bool,
+    /// `[vdso]`, `[vsyscall]`, `[vvar]`, `[uprobes]`: never patched.
+    pub special: bool,
+}
+
+/// Parses the head of one maps line (up to its first 160 bytes).
+fn parse_mapping(line: &[u8]) -> Option<Mapping> {
+    // A cut path may end inside a UTF-8 sequence: the valid head is enough.
+    let text = match core::str::from_utf8(line) {
+        Ok(t) => t,
+        Err(e) => core::str::from_utf8(&line[..e.valid_up_to()]).ok()?,
+    };
+    let mut f = text.split_ascii_whitespace();
+    let (range, perms) = (f.next()?, f.next()?);
+    let (s, e) = range.split_once('-')?;
+    let p = perms.as_bytes();
+    let mut prot = 0;
+    for (i, bit) in [libc::PROT_READ, libc::PROT_WRITE, libc::PROT_EXEC]
+        .into_iter()
+        .enumerate()
+    {
+        if p.get(i).is_some_and(|&c| c != b'-') {
+            prot |= bit;
+        }
+    }
+    let path = f.nth(3).unwrap_or("");
+    Some(Mapping {
+        start: usize::from_str_radix(s, 16).ok()?,
+        end: usize::from_str_radix(e, 16).ok()?,
+        prot,
+        shared: p.get(3) == Some(&b's'),
+        special: matches!(path, "[vdso]" | "[vsyscall]" | "[vvar]" | "[uprobes]"),
+    })
+}
+
+/// The mapping that holds `addr`, read from `/proc/self/maps` with raw syscalls and
+/// fixed buffers (no allocation: the SUD handler runs wherever the app trapped).
+pub(crate) fn find_mapping(addr: usize) -> Option<Mapping> {
+    let fd = sys::open(c"/proc/self/maps", libc::O_RDONLY | libc::O_CLOEXEC, 0);
+    if sys::is_err(fd) {
+        return None;
+    }
+    let mut buf = [0u8; 2048];
+    let mut line = [0u8; 160];
+    let (mut len, mut skipping) = (0usize, false);
+    let mut found = None;
+    'read: loop {
+        let n = sys::read(fd as i32, &mut buf);
+        if n == -(libc::EINTR as i64) {
+            continue;
+        }
+        if n <= 0 {
+            break;
+        }
+        for &b in &buf[..n as usize] {
+            if b == b'\n' {
+                if let Some(m) = parse_mapping(&line[..len]) {
+                    if (m.start..m.end).contains(&addr) {
+                        found = Some(m);
+                        break 'read;
+                    }
+                }
+                (len, skipping) = (0, false);
+            } else if !skipping {
+                if len == line.len() {
+                    skipping = true; // a long path: its head says all we need
+                } else {
+                    line[len] = b;
+                    len += 1;
+                }
+            }
+        }
+    }
+    sys::close(fd as i32);
+    found
+}
+
 /// Reads `/proc/self/maps` with raw syscalls.
 pub(crate) fn read_maps() -> Result<String, i64> {
     let fd = sys::open(c"/proc/self/maps", libc::O_RDONLY | libc::O_CLOEXEC, 0);
@@ -463,6 +546,17 @@ mod tests {
         assert!(has_syscall_bytes(&[0x90, 0x0f, 0x05]));
         assert!(!has_syscall_bytes(&[0x0f, 0x90, 0x05, 0x0f]));
         assert!(!has_syscall_bytes(&[]));
+    }
+
+    #[test]
+    fn finds_the_mapping_of_an_address() {
+        let here = finds_the_mapping_of_an_address as *const () as usize;
+        let m = find_mapping(here).expect("own code is mapped");
+        assert!(m.start <= here && here < m.end && m.prot & libc::PROT_EXEC != 0);
+        assert!(!m.shared && !m.special);
+        assert_eq!(find_mapping(8), None);
+        let p = parse_mapping(b"7ffd1000-7ffd3000 r-xp 00000000 00:00 0 [vdso]").unwrap();
+        assert!(p.special && p.prot == libc::PROT_READ | libc::PROT_EXEC);
     }
 
     #[test]

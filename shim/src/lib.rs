@@ -7,7 +7,8 @@
 //!
 //! Environment: `FASTNET_LOG=1` prints what the hook did; `FASTNET_TRACE=<file>` counts
 //! every system call and appends one line per process to `<file>`;
-//! `FASTNET_DISABLE=1` leaves the program unhooked.
+//! `FASTNET_DISABLE=1` leaves the program unhooked; `FASTNET_SUD=0` turns off the
+//! Syscall User Dispatch backstop (on by default where the kernel has it).
 //!
 //! The hook is installed only when something will be routed to the shim: an interface or
 //! a loopback mode named (the socket layer), or a trace. With none (`fastnet run` with no
@@ -49,12 +50,24 @@ fn init() {
     if let Some(path) = trace_file {
         trace::enable(&path);
     }
+    // Syscall User Dispatch: on unless FASTNET_SUD=0; asked for explicitly (=1), its
+    // absence is said even without FASTNET_LOG.
+    let sud_env = std::env::var_os("FASTNET_SUD");
+    let sud = sud_env.as_ref().is_none_or(|v| v != "0");
+    let sud_asked = sud_env.is_some_and(|v| !v.is_empty() && v != "0");
     match rewriter::install(&rewriter::Config {
         handler: Some(dispatch::dispatch),
         log,
         force_xsave: false,
+        sud,
     }) {
-        Ok(_) => {
+        Ok(report) => {
+            if let Some(why) = report.sud_unavailable.filter(|_| log || sud_asked) {
+                eprintln!(
+                    "fastnet: {why}: syscalls in code written after start into memory that \
+                     was already executable (JIT) run unhooked"
+                );
+            }
             sockets::init();
             // SAFETY: registering a plain function with no captured state.
             unsafe { libc::atexit(fini) };

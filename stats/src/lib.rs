@@ -166,6 +166,16 @@ counters! {
     TxWakeups = "xsk.tx_wakeups", Count;
     /// System calls the shim handled itself (not yet published: 0).
     SyscallsHandled = "shim.syscalls_handled", Count;
+    /// `syscall` sites rewritten in code mapped executable after start (dlopen,
+    /// mmap/mprotect with PROT_EXEC), before the mapping call returned.
+    HookLateMapped = "hook.late.mapped", Count;
+    /// `syscall` sites found at their first call by Syscall User Dispatch (code written
+    /// into memory that already was executable: JIT) and rewritten then.
+    HookLateSud = "hook.late.sud", Count;
+    /// System calls that trapped to the Syscall User Dispatch handler: each late site's
+    /// first call, and every call of a site that cannot be rewritten (vDSO fallbacks,
+    /// red-zone sites).
+    HookSudTraps = "hook.sud.traps", Count;
 }
 
 /// Slots for per-option counts of unsupported socket options (distinct

@@ -187,6 +187,7 @@ pub fn hook_end_to_end(force_xsave: bool) {
         handler: Some(handler),
         log: true,
         force_xsave,
+        sud: false,
     })
     .expect("install (needs root or vm.mmap_min_addr=0)");
     assert!(report.stats.rewritten > 10, "{report:?}");
@@ -196,6 +197,7 @@ pub fn hook_end_to_end(force_xsave: bool) {
             handler: None,
             log: false,
             force_xsave,
+            sud: false,
         }),
         Err(rewriter::InstallError::AlreadyInstalled)
     ));

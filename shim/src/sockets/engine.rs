@@ -639,6 +639,9 @@ impl Engine {
             seg.set(Counter::DropNoXsk, c.dropped_no_xsk);
         }
         seg.set(Counter::TxWakeups, wake);
+        seg.set(Counter::HookLateMapped, rewriter::late_rewritten() as u64);
+        seg.set(Counter::HookLateSud, rewriter::sud_sites() as u64);
+        seg.set(Counter::HookSudTraps, rewriter::sud_traps());
     }
 
     pub fn count(&self, c: Counter) {
