@@ -135,8 +135,11 @@ pub struct ConnCounters {
     pub rcv_mss: u32,
     /// Smallest RTT sample, microseconds (0: none yet).
     pub min_rtt: u64,
-    /// Bytes acknowledged per second over the last timed round trip.
-    pub delivery_rate: u64,
+    /// Bytes acknowledged over the last timed round trip, and its length in
+    /// microseconds: the delivery rate, divided out only when asked for (a division
+    /// per acknowledgment costs a request/response exchange more than its bookkeeping).
+    pub rate_delivered: u64,
+    pub rate_interval: u64,
     /// Time with data in flight, microseconds, and since when data has been in flight.
     pub busy_time: u64,
     pub busy_since: Option<Instant>,
@@ -762,7 +765,8 @@ impl Tcb {
                 if c.min_rtt == 0 || rtt < c.min_rtt {
                     c.min_rtt = rtt;
                 }
-                c.delivery_rate = (c.bytes_acked - c.rtt_delivered) * 1_000_000 / rtt;
+                c.rate_delivered = c.bytes_acked - c.rtt_delivered;
+                c.rate_interval = rtt;
             }
         }
     }
