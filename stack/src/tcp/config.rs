@@ -82,6 +82,12 @@ pub struct TcpConfig {
     pub challenge_ack_limit: u32,
     /// Room for RSTs and cookie SYN-ACKs waiting for `dispatch`.
     pub control_queue: usize,
+    /// Payload bytes one connection sends per `dispatch` at most (whole segments): the
+    /// rest goes at the next one, after the other connections (`poll_at` says now).
+    /// A bulk sender's data then moves through the buffers, frames and the receiver in
+    /// pieces that stay in the CPU's cache, and one connection cannot fill a dispatch
+    /// (and the device's ring) while others wait.
+    pub tx_burst: u32,
 }
 
 impl Default for TcpConfig {
@@ -109,6 +115,7 @@ impl Default for TcpConfig {
             isn_secret: None,
             challenge_ack_limit: 10,
             control_queue: 256,
+            tx_burst: 64 * 1024,
         }
     }
 }

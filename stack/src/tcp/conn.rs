@@ -98,6 +98,18 @@ enum PlanSource {
     Keepalive,
 }
 
+/// What [`Tcb::output`] left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Nothing due any more.
+    Done,
+    /// The IP layer refused a packet: retry at the next dispatch.
+    Blocked,
+    /// The burst was used up with more to send: the connection goes again after the
+    /// others in the transmit queue.
+    MoreDue,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct SegPlan {
     source: PlanSource,
@@ -1426,18 +1438,25 @@ impl Tcb {
         self.snd_nxt >= end && !(self.fin_queued && self.snd_nxt == end)
     }
 
-    /// Emits everything due. Returns false when the IP layer refused a packet.
+    /// Emits what is due, up to about `burst` payload bytes (whole segments; control
+    /// segments and ACKs are never held back).
     pub fn output(
         &mut self,
         now: Instant,
         out: &mut dyn IpTx,
         cfg: &TcpConfig,
         stats: &mut TcpStats,
-    ) -> bool {
+        burst: u32,
+    ) -> Output {
+        let mut sent = 0u32;
         while !self.nothing_to_send() {
+            if sent >= burst {
+                return Output::MoreDue;
+            }
             let Some(plan) = self.next_segment(now) else {
                 break;
             };
+            sent += plan.len;
             if !self.transmit(now, plan, out, cfg, stats) {
                 // Put back what the plan consumed so the next dispatch retries it.
                 match plan.source {
@@ -1446,10 +1465,10 @@ impl Tcb {
                     PlanSource::Probe => self.probe_due = true,
                     PlanSource::Keepalive => self.keepalive_due = true,
                 }
-                return false;
+                return Output::Blocked;
             }
         }
-        true
+        Output::Done
     }
 
     fn transmit(

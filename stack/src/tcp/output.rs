@@ -8,6 +8,7 @@ use crate::ip_tx::{IpProtocol, IpTx};
 use crate::time::Instant;
 use crate::wire::tcp::{flags, SeqNumber, TcpRepr};
 
+use super::conn::Output;
 use super::{Control, SlotKind, State, TcpLayer};
 
 impl TcpLayer {
@@ -105,10 +106,12 @@ impl TcpLayer {
         self.next_timer = self.deadlines.iter().copied().min().unwrap_or(u64::MAX);
     }
 
-    /// Emits what the connections in the transmit queue have to send.
+    /// Emits what the connections in the transmit queue have to send, at most a burst
+    /// each ([`TcpConfig::tx_burst`]).
     fn output(&mut self, now: Instant, out: &mut dyn IpTx) {
         // In place: the connections that could not send (the IP layer refused a packet)
-        // keep their order at the front; anything queued meanwhile stays behind them.
+        // keep their order at the front; anything queued meanwhile, and connections
+        // whose burst ran out, stay behind them.
         let n = self.tx_queue.len();
         let mut kept = 0;
         let mut blocked = false;
@@ -124,11 +127,21 @@ impl TcpLayer {
             if s.kind != SlotKind::Conn {
                 continue;
             }
-            if !s.tcb.output(now, out, &self.cfg, &mut self.stats) {
-                blocked = true;
-                s.in_tx_queue = true;
-                self.tx_queue[kept] = idx;
-                kept += 1;
+            match s
+                .tcb
+                .output(now, out, &self.cfg, &mut self.stats, self.cfg.tx_burst)
+            {
+                Output::Done => {}
+                Output::Blocked => {
+                    blocked = true;
+                    s.in_tx_queue = true;
+                    self.tx_queue[kept] = idx;
+                    kept += 1;
+                }
+                Output::MoreDue => {
+                    s.in_tx_queue = true;
+                    self.tx_queue.push(idx);
+                }
             }
             self.update_deadline(idx);
         }
