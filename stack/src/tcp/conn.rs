@@ -98,6 +98,18 @@ enum PlanSource {
     Keepalive,
 }
 
+/// What [`Tcb::output`] left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Nothing due any more.
+    Done,
+    /// The IP layer refused a packet: retry at the next dispatch.
+    Blocked,
+    /// The burst was used up with more to send: the connection goes again after the
+    /// others in the transmit queue.
+    MoreDue,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct SegPlan {
     source: PlanSource,
@@ -135,8 +147,11 @@ pub struct ConnCounters {
     pub rcv_mss: u32,
     /// Smallest RTT sample, microseconds (0: none yet).
     pub min_rtt: u64,
-    /// Bytes acknowledged per second over the last timed round trip.
-    pub delivery_rate: u64,
+    /// Bytes acknowledged over the last timed round trip, and its length in
+    /// microseconds: the delivery rate, divided out only when asked for (a division
+    /// per acknowledgment costs a request/response exchange more than its bookkeeping).
+    pub rate_delivered: u64,
+    pub rate_interval: u64,
     /// Time with data in flight, microseconds, and since when data has been in flight.
     pub busy_time: u64,
     pub busy_since: Option<Instant>,
@@ -762,7 +777,8 @@ impl Tcb {
                 if c.min_rtt == 0 || rtt < c.min_rtt {
                     c.min_rtt = rtt;
                 }
-                c.delivery_rate = (c.bytes_acked - c.rtt_delivered) * 1_000_000 / rtt;
+                c.rate_delivered = c.bytes_acked - c.rtt_delivered;
+                c.rate_interval = rtt;
             }
         }
     }
@@ -1422,18 +1438,25 @@ impl Tcb {
         self.snd_nxt >= end && !(self.fin_queued && self.snd_nxt == end)
     }
 
-    /// Emits everything due. Returns false when the IP layer refused a packet.
+    /// Emits what is due, up to about `burst` payload bytes (whole segments; control
+    /// segments and ACKs are never held back).
     pub fn output(
         &mut self,
         now: Instant,
         out: &mut dyn IpTx,
         cfg: &TcpConfig,
         stats: &mut TcpStats,
-    ) -> bool {
+        burst: u32,
+    ) -> Output {
+        let mut sent = 0u32;
         while !self.nothing_to_send() {
+            if sent >= burst {
+                return Output::MoreDue;
+            }
             let Some(plan) = self.next_segment(now) else {
                 break;
             };
+            sent += plan.len;
             if !self.transmit(now, plan, out, cfg, stats) {
                 // Put back what the plan consumed so the next dispatch retries it.
                 match plan.source {
@@ -1442,10 +1465,10 @@ impl Tcb {
                     PlanSource::Probe => self.probe_due = true,
                     PlanSource::Keepalive => self.keepalive_due = true,
                 }
-                return false;
+                return Output::Blocked;
             }
         }
-        true
+        Output::Done
     }
 
     fn transmit(

@@ -196,7 +196,7 @@ impl Tcb {
             total_retrans: c.total_retrans,
             total_rto: c.total_rto,
             pacing_rate,
-            delivery_rate: c.delivery_rate,
+            delivery_rate: c.rate_delivered * 1_000_000 / c.rate_interval.max(1),
             bytes_acked: c.bytes_acked,
             bytes_received: c.bytes_received,
             bytes_sent: c.bytes_sent,

@@ -1,0 +1,304 @@
+//! Listeners: the SYN queue and accept queue, SYN-RECEIVED connections, stateless
+//! answers (SYN cookies) when the queue or the pool is full, and the calls that
+//! create, accept from and close a listener.
+
+use core::net::SocketAddrV4;
+use std::collections::VecDeque;
+
+use crate::error::{Error, Result};
+use crate::socket::SocketHandle;
+use crate::wire::tcp::TcpRepr;
+
+use super::conn::window_shift_for;
+use super::{conn_key, Control, Listener, SlotKind, SocketOptions, State, TcpConfig, TcpLayer};
+
+/// Handshakes `take_handshakes` keeps between two calls at most.
+const HANDSHAKE_LOG: usize = 4096;
+
+impl TcpLayer {
+    pub(super) fn listen_input(
+        &mut self,
+        lidx: u32,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        seg: &TcpRepr,
+        payload: &[u8],
+    ) {
+        if seg.rst() {
+            return;
+        }
+        let (backlog, queued, pending, opts) = {
+            let l = self.slots[lidx as usize]
+                .listener
+                .as_ref()
+                .expect("listener");
+            (l.backlog, l.accept_queue.len(), l.syn_pending, l.opts)
+        };
+        if seg.has_ack() {
+            if !seg.syn() && self.cfg.syn_cookies {
+                if let Some(mss) = self.check_cookie(local, remote, seg) {
+                    // Not dropped when the accept queue is full (the SYN was checked
+                    // against it): the client's next segments, past the ISN the cookie
+                    // was made with, could not be checked any more and would draw a
+                    // RST. A completed handshake joins the queue, as SYN-RECEIVED
+                    // ones do.
+                    self.stats.syn_cookies_accepted += 1;
+                    self.cookie_connection(lidx, local, remote, seg, payload, mss, opts);
+                    return;
+                }
+                self.stats.syn_cookies_rejected += 1;
+            }
+            self.reset_for(local, remote, seg);
+            return;
+        }
+        if !seg.syn() {
+            return;
+        }
+        if queued >= backlog {
+            self.stats.drops_listen_overflow += 1;
+            return;
+        }
+        // A full pool first gives up a TIME-WAIT nobody refers to: cookies (or a drop)
+        // only when the pool is full of live connections.
+        if pending >= backlog || (self.free.is_empty() && !self.recycle_time_wait()) {
+            if !self.cfg.syn_cookies {
+                self.stats.drops_listen_overflow += 1;
+                return;
+            }
+            // Stateless answer: everything we need later is in the cookie (and in the
+            // low bits of our timestamp: peer window scale and SACK-permitted).
+            let iss = self.make_cookie(local, remote, seg.seq, seg.mss.unwrap_or(536));
+            let ws = seg.window_scale.filter(|_| self.cfg.window_scaling);
+            let ts = seg
+                .timestamps
+                .filter(|_| self.cfg.timestamps)
+                .map(|(val, _)| {
+                    let bits = ws.map_or(0xf, |w| w as u32)
+                        | ((seg.sack_permitted && self.cfg.sack) as u32) << 4;
+                    let clock =
+                        (self.now.millis() as u32).wrapping_add(self.ts_offset(local, remote));
+                    // The low bits carry the options, so round down, never up: a
+                    // timestamp ahead of the connection's clock would make the peer
+                    // drop our next segments as old (PAWS) until the clock caught up.
+                    let mut ours = (clock & !0x1f) | bits;
+                    if (ours.wrapping_sub(clock) as i32) > 0 {
+                        ours = ours.wrapping_sub(0x20);
+                    }
+                    (ours, val)
+                });
+            self.stats.syn_cookies_sent += 1;
+            self.queue_control(Control::CookieSynAck {
+                local,
+                remote,
+                iss,
+                ack: seg.seq + 1u32,
+                window_scale: ws.map(|_| window_shift_for(opts.rcvbuf)),
+                sack: ts.is_some() && seg.sack_permitted && self.cfg.sack,
+                timestamps: ts,
+                rcvbuf: opts.rcvbuf,
+            });
+            return;
+        }
+        let Some(idx) = self.alloc_slot(SlotKind::Conn, opts) else {
+            self.stats.drops_listen_overflow += 1;
+            return;
+        };
+        let iss = self.isn(local, remote);
+        let cfg = self.conn_cfg(opts);
+        let ts_offset = self.ts_offset(local, remote);
+        let t = &mut self.slots[idx as usize].tcb;
+        t.ts_offset = ts_offset;
+        t.local = local;
+        t.remote = remote;
+        t.iss = iss;
+        t.snd_una = iss;
+        t.snd_nxt = iss;
+        t.snd_max = iss;
+        t.irs = seg.seq;
+        t.rcv_nxt = seg.seq + 1u32;
+        t.take_syn_options(seg, &cfg);
+        t.snd_wnd = seg.window as u32;
+        t.max_snd_wnd = t.snd_wnd;
+        t.snd_wl1 = seg.seq;
+        t.state = State::SynReceived;
+        t.passive = true;
+        t.parent = Some(lidx);
+        t.counters.segs_in = 1; // the SYN (the listener took it), as Linux counts it
+        t.last_rcv = self.now;
+        self.stats.passive_opens += 1;
+        self.slots[idx as usize].in_table = true;
+        self.conns.insert(conn_key(local, remote), idx);
+        if let Some(l) = self.slots[lidx as usize].listener.as_mut() {
+            l.syn_pending += 1;
+        }
+        if let Some(log) = self.handshakes.as_mut().filter(|l| l.len() < HANDSHAKE_LOG) {
+            log.push(Self::handle(idx));
+        }
+        self.mark_tx(idx);
+    }
+
+    pub(super) fn conn_cfg(&self, opts: SocketOptions) -> TcpConfig {
+        TcpConfig {
+            rcvbuf: opts.rcvbuf,
+            sndbuf: opts.sndbuf,
+            ..self.cfg.clone()
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn cookie_connection(
+        &mut self,
+        lidx: u32,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        seg: &TcpRepr,
+        payload: &[u8],
+        mss: u16,
+        opts: SocketOptions,
+    ) {
+        let Some(idx) = self.alloc_slot(SlotKind::Conn, opts) else {
+            self.stats.drops_listen_overflow += 1;
+            return;
+        };
+        let cfg = self.conn_cfg(opts);
+        let ts_offset = self.ts_offset(local, remote);
+        let t = &mut self.slots[idx as usize].tcb;
+        t.ts_offset = ts_offset;
+        t.local = local;
+        t.remote = remote;
+        t.iss = seg.ack - 1u32;
+        t.snd_una = seg.ack;
+        t.snd_nxt = seg.ack;
+        t.snd_max = seg.ack;
+        t.irs = seg.seq - 1u32;
+        t.rcv_nxt = seg.seq;
+        t.peer_mss = mss;
+        // Options come back in the echoed timestamp's low bits (if timestamps were on).
+        match seg.timestamps.filter(|_| cfg.timestamps) {
+            Some((val, ecr)) => {
+                t.ts_ok = true;
+                t.ts_recent = val;
+                let ws = ecr & 0xf;
+                if ws != 0xf && cfg.window_scaling {
+                    t.ws_ok = true;
+                    t.snd_wscale = ws as u8;
+                    t.rcv_wscale = window_shift_for(opts.rcvbuf);
+                }
+                t.sack_ok = (ecr >> 4) & 1 == 1 && cfg.sack;
+            }
+            None => t.ts_ok = false,
+        }
+        t.our_mss = 0; // recomputed from the path at the next transmission
+        t.smss = (mss as u32).max(64);
+        t.cc.set_mss(t.payload_mss());
+        t.our_mss = cfg.mss.min(mss.max(536));
+        t.snd_wnd = (seg.window as u32) << t.snd_wscale;
+        t.max_snd_wnd = t.snd_wnd;
+        t.snd_wl1 = seg.seq;
+        t.snd_wl2 = seg.ack;
+        t.rcv_adv = t.rcv_nxt;
+        t.state = State::Established;
+        t.passive = true;
+        t.parent = Some(lidx);
+        t.last_rcv = self.now;
+        self.stats.passive_opens += 1;
+        let s = &mut self.slots[idx as usize];
+        s.in_table = true;
+        s.in_accept_queue = true;
+        self.conns.insert(conn_key(local, remote), idx);
+        let l = self.slots[lidx as usize]
+            .listener
+            .as_mut()
+            .expect("listener");
+        l.accept_queue.push_back(idx);
+        self.update_readiness(lidx);
+        // The ACK may already carry data (or a FIN).
+        if !payload.is_empty() || seg.fin() {
+            self.conn_input(idx, seg, payload);
+        }
+    }
+
+    /// Whether a listener would take a SYN to `local` (bound to its address or to any).
+    pub fn has_listener(&self, local: SocketAddrV4) -> bool {
+        self.listeners
+            .contains_key(&(u32::from(*local.ip()), local.port()))
+            || self.listeners.contains_key(&(0, local.port()))
+    }
+
+    /// Listens on `local` (IP 0.0.0.0 = every address) with default options.
+    pub fn listen(&mut self, local: SocketAddrV4, backlog: usize) -> Result<SocketHandle> {
+        let opts = self.cfg.default_options();
+        self.listen_with(local, backlog, opts)
+    }
+
+    /// Listens with options that accepted connections inherit.
+    pub fn listen_with(
+        &mut self,
+        local: SocketAddrV4,
+        backlog: usize,
+        opts: SocketOptions,
+    ) -> Result<SocketHandle> {
+        if local.port() == 0 {
+            return Err(Error::InvalidInput);
+        }
+        let key = (u32::from(*local.ip()), local.port());
+        if self.listeners.contains_key(&key) {
+            return Err(Error::AddrInUse);
+        }
+        let idx = self
+            .alloc_slot(SlotKind::Listener, opts)
+            .ok_or(Error::NoBufferSpace)?;
+        let backlog = backlog.clamp(1, self.cfg.max_sockets);
+        let s = &mut self.slots[idx as usize];
+        s.user_open = true;
+        s.tcb.local = local;
+        s.listener = Some(Listener {
+            addr: local,
+            backlog,
+            accept_queue: VecDeque::with_capacity(backlog),
+            syn_pending: 0,
+            opts,
+        });
+        self.listeners.insert(key, idx);
+        Ok(Self::handle(idx))
+    }
+
+    /// Takes one established connection from a listener's queue.
+    pub fn accept(&mut self, listener: SocketHandle) -> Result<SocketHandle> {
+        let l = self.slot_of(listener)?;
+        let Some(lst) = self.slots[l as usize].listener.as_mut() else {
+            return Err(Error::InvalidInput);
+        };
+        let idx = lst.accept_queue.pop_front().ok_or(Error::WouldBlock)?;
+        self.update_readiness(l);
+        let s = &mut self.slots[idx as usize];
+        s.in_accept_queue = false;
+        s.user_open = true;
+        s.tcb.parent = None;
+        self.update_readiness(idx);
+        Ok(Self::handle(idx))
+    }
+
+    pub(super) fn close_listener(&mut self, idx: u32) {
+        let l = self.slots[idx as usize].listener.take().expect("listener");
+        self.listeners
+            .remove(&(u32::from(*l.addr.ip()), l.addr.port()));
+        // Connections still in the handshake or waiting for accept are reset.
+        let mut children = Vec::new();
+        for &i in &self.active {
+            let s = &self.slots[i as usize];
+            if s.kind == SlotKind::Conn && s.tcb.parent == Some(idx) && !s.user_open {
+                children.push(i);
+            }
+        }
+        for c in children {
+            let s = &mut self.slots[c as usize];
+            s.in_accept_queue = false;
+            s.tcb.parent = None;
+            s.tcb.orphan = true;
+            self.reset_conn(c);
+        }
+        self.slots[idx as usize].user_open = false;
+        self.free_slot(idx);
+    }
+}
