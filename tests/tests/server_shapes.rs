@@ -389,7 +389,20 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// An nginx configuration with `workers` worker processes (as `nobody`).
+/// Waits (20 s at most) until `pid` has `n` children (nginx's master forks its workers
+/// after its listener is up, so they may not exist yet when the port answers).
+fn wait_for_children(pid: u32, n: usize) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = children(pid);
+        if now.len() == n {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "{n} children wanted: {now:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits (20 s at most) until every process in `pids` listens in its family's listener
 /// group (its counters segment shows `family.listeners`).
 fn wait_until_listening_in_group(pids: &[u32], srv: &Bg) {
@@ -411,6 +424,7 @@ fn wait_until_listening_in_group(pids: &[u32], srv: &Bg) {
     }
 }
 
+/// An nginx configuration with `workers` worker processes (as `nobody`).
 fn nginx_workers_conf(dir: &Path, port: u16, workers: &str) -> std::path::PathBuf {
     let conf = nginx_conf(dir, port);
     let text = std::fs::read_to_string(&conf).unwrap();
@@ -462,8 +476,7 @@ fn nginx_two_workers_and_auto_share_one_listener() {
         c.args(["-c", conf.to_str().unwrap()]);
         let mut srv = spawn(c, &dir.join("nginx.out"));
         wait_listening(&t, Side::Server, 8090, &mut srv);
-        let pids = children(srv.pid());
-        assert_eq!(pids.len(), 2, "{workers}: workers {pids:?}");
+        let pids = wait_for_children(srv.pid(), 2);
         // wrk opens its 32 keep-alive connections at once and keeps them: each worker
         // must be in the listener's group by then to get a share (a worker joins when
         // it first uses the listener, after nginx started it).
@@ -516,8 +529,7 @@ fn nginx_reload_and_a_worker_killed_with_kill_9_under_load() {
     let mut srv = spawn(c, &dir.join("nginx.out"));
     wait_listening(&t, Side::Server, 8091, &mut srv);
     let url = format!("http://{}:8091/index.html", t.server_ip);
-    let old = children(srv.pid());
-    assert_eq!(old.len(), 2, "{old:?}");
+    let old = wait_for_children(srv.pid(), 2);
 
     // `nginx -s reload` (SIGHUP to the master) halfway through 8 s of load: new workers
     // join, the old ones drain and leave; wrk sees no failed request. (One request per

@@ -210,6 +210,9 @@ pub struct Engine {
     pub tap: fastnet_capture::CaptureTap,
     /// This process's place in its family (None: no interface, loopback only).
     pub family: Option<super::handoff::Membership>,
+    /// Connections this process asked their holders to relay (see `relay`): execvp
+    /// tries execve once per directory of PATH, and one request is enough.
+    pub relays_asked: Vec<super::mailbox::ConnKey>,
 }
 
 /// When the stack last ran (µs on the engine's clock): the background driver only
@@ -274,6 +277,7 @@ impl Engine {
             stats,
             tap: fastnet_capture::CaptureTap::new(kernel::getpid() as u32),
             family: None,
+            relays_asked: Vec::new(),
         }
     }
 

@@ -117,6 +117,9 @@ pub struct Membership {
     /// Tethered connections whose bytes cross the tether to a program another member
     /// exec'd with them (see `relay`).
     pub(super) relays: HashMap<SocketHandle, super::relay::Relay>,
+    /// Queued connections whose state still waits in this member's outbox, with the
+    /// member they go to: their flow is steered there once it went (see `mailbox`).
+    steer_once_sent: Vec<(ConnKey, u32)>,
 }
 
 impl Membership {
@@ -135,6 +138,7 @@ impl Membership {
             pinned_ports: Vec::new(),
             draining: Vec::new(),
             relays: HashMap::new(),
+            steer_once_sent: Vec::new(),
         }
     }
 
@@ -151,6 +155,12 @@ impl Membership {
     /// True when another member wrote to this one since it last read its mailbox.
     pub fn mail_waiting(&self) -> bool {
         super::family::mail_count(self.slot) != self.mail_seen
+    }
+
+    /// True while messages of this member wait for room in another's queue: the
+    /// driver tries again every round.
+    pub fn mail_to_send(&self) -> bool {
+        self.mailbox.holds_messages()
     }
 
     /// The fds of this process naming `conn` while it lives in another stack.
@@ -173,6 +183,8 @@ impl Membership {
             && self.forwarding.is_empty()
             && self.draining.is_empty()
             && self.pinned_ports.is_empty()
+            && !self.mailbox.holds_messages()
+            && self.steer_once_sent.is_empty()
     }
 
     /// True when frames must be looked at before the stack sees them.
@@ -187,12 +199,14 @@ impl Membership {
 
     /// Every fd this membership owns (for the app's close_range and dup2).
     pub fn owned_fds(&self) -> impl Iterator<Item = i32> + '_ {
-        std::iter::once(self.mailbox.fd()).chain(
-            self.tethers
-                .values()
-                .flat_map(|t| [t.fd, t.shadow])
-                .filter(|&fd| fd >= 0),
-        )
+        std::iter::once(self.mailbox.fd())
+            .chain(
+                self.tethers
+                    .values()
+                    .flat_map(|t| [t.fd, t.shadow])
+                    .filter(|&fd| fd >= 0),
+            )
+            .chain(self.mailbox.held_fds())
     }
 }
 
@@ -344,6 +358,16 @@ impl Engine {
     pub fn serve_mailbox(&mut self) {
         if let Some(m) = self.family.as_mut() {
             m.mail_seen = super::family::mail_count(m.slot);
+            m.mailbox.flush();
+            let mailbox = &m.mailbox;
+            let (sent, waiting) = m
+                .steer_once_sent
+                .drain(..)
+                .partition(|&(_, to)| !mailbox.waits_for(to));
+            m.steer_once_sent = waiting;
+            for (conn, to) in sent {
+                let _ = self.dev.steer_flow(conn, to);
+            }
         }
         loop {
             let Some(m) = self.family.as_mut() else {
@@ -417,7 +441,7 @@ impl Engine {
             .find(conn.local, conn.remote)
             .filter(|_| !local_only);
         let Some(h) = found else {
-            let m = self.family.as_ref().expect("member");
+            let m = self.family.as_mut().expect("member");
             let reply = match m.moved.get(&conn) {
                 Some(&(slot, _)) if slot != to => Message::Moved { conn, slot },
                 _ => Message::Gone { conn },
@@ -429,7 +453,7 @@ impl Engine {
         // process first, so the state we export includes it.
         if let Err(e) = self.dev.steer_flow(conn, to) {
             debug(format_args!("cannot move {conn:?}: steering: {e}"));
-            let m = self.family.as_ref().expect("member");
+            let m = self.family.as_mut().expect("member");
             let _ = m.mailbox.send(to, &Message::Gone { conn }, &[]);
             return;
         }
@@ -440,7 +464,7 @@ impl Engine {
             Err(e) => {
                 debug(format_args!("cannot move {conn:?}: export: {e:?}"));
                 let _ = self.dev.unsteer_flow(conn);
-                let m = self.family.as_ref().expect("member");
+                let m = self.family.as_mut().expect("member");
                 let _ = m.mailbox.send(to, &Message::Gone { conn }, &[]);
                 return;
             }
@@ -709,7 +733,7 @@ impl Engine {
             .map(|e| e.owner)
             .filter(|&o| o != me)
         {
-            let m = self.family.as_ref().expect("member");
+            let m = self.family.as_mut().expect("member");
             let msg = Message::Listening {
                 conn: ConnKey {
                     local,
@@ -839,7 +863,13 @@ impl Engine {
                 continue;
             }
             m.moved.insert(conn, (to, now));
-            let _ = self.dev.steer_flow(conn, to);
+            if m.mailbox.waits_for(to) {
+                // The state waits for room in the member's queue: its frames come
+                // here meanwhile and follow it (forwarded, in order) until it went.
+                m.steer_once_sent.push((conn, to));
+            } else {
+                let _ = self.dev.steer_flow(conn, to);
+            }
             self.count(Counter::FamilyMovedOut);
         }
     }

@@ -181,6 +181,28 @@ pub fn move_high(fd: i32, floor: i32) -> Result<i32, Errno> {
     Ok(high)
 }
 
+/// A close-on-exec copy of `fd` numbered ≥ [`HIGH_FD_FLOOR`].
+pub fn move_high_copy(fd: i32) -> Result<i32, Errno> {
+    fcntl(fd, libc::F_DUPFD_CLOEXEC, HIGH_FD_FLOOR as i64).map(|f| f as i32)
+}
+
+/// Bounds how long a blocking send on `fd` waits (SO_SNDTIMEO).
+pub fn set_send_timeout(fd: i32, ms: i64) -> Result<(), Errno> {
+    let tv = libc::timeval {
+        tv_sec: ms / 1000,
+        tv_usec: (ms % 1000) * 1000,
+    };
+    sys!(
+        libc::SYS_setsockopt,
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_SNDTIMEO,
+        &tv as *const libc::timeval,
+        std::mem::size_of::<libc::timeval>()
+    )
+    .map(|_| ())
+}
+
 /// send(2) that never blocks and never raises SIGPIPE (a peer that went away is EPIPE).
 pub fn send_now(fd: i32, buf: &[u8]) -> Result<usize, Errno> {
     let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
@@ -230,7 +252,15 @@ pub fn memfd(name: &std::ffi::CStr) -> Result<i32, Errno> {
 }
 
 /// Sends one datagram to `addr` (a sockaddr's bytes) with `fds` attached (SCM_RIGHTS).
-pub fn send_with_fds(sock: i32, addr: &[u8], data: &[u8], fds: &[i32]) -> Result<usize, Errno> {
+///
+/// Nonblocking unless `wait` (then the socket's send timeout bounds the wait).
+pub fn send_with_fds(
+    sock: i32,
+    addr: &[u8],
+    data: &[u8],
+    fds: &[i32],
+    wait: bool,
+) -> Result<usize, Errno> {
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
@@ -266,7 +296,7 @@ pub fn send_with_fds(sock: i32, addr: &[u8], data: &[u8], fds: &[i32]) -> Result
         libc::SYS_sendmsg,
         sock,
         &msg as *const libc::msghdr,
-        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL
+        if wait { 0 } else { libc::MSG_DONTWAIT } | libc::MSG_NOSIGNAL
     )
     .map(|n| n as usize)
 }

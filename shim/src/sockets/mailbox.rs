@@ -6,6 +6,7 @@
 
 use super::family;
 use super::kernel::{self, Errno};
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// A connection, named by its addresses (unique on the interface).
@@ -132,7 +133,25 @@ impl Message {
 pub struct Mailbox {
     fd: i32,
     buf: Vec<u8>,
+    /// Messages the receiver had no room for, in the order they were sent.
+    outbox: VecDeque<Pending>,
 }
+
+/// A message waiting for room in its receiver's queue. The kernel queues at most
+/// `net.unix.max_dgram_qlen` datagrams per Unix socket (10 by default), whatever its
+/// buffer: a burst (20 children exec'ing at once, each asking for a relay) fills it
+/// within microseconds, and a message dropped there loses a connection.
+struct Pending {
+    slot: u32,
+    bytes: Vec<u8>,
+    /// Copies of the fds passed with it, owned here until it is sent.
+    fds: Vec<i32>,
+}
+
+/// Messages held at most; beyond, a send fails as the kernel's would.
+const OUTBOX_MAX: usize = 4096;
+/// How long a process about to exec waits for room in its holder's queue.
+const POST_TIMEOUT_MS: i64 = 5_000;
 
 impl Mailbox {
     /// Binds the mailbox of `slot` (high fd, nonblocking, close-on-exec).
@@ -153,6 +172,7 @@ impl Mailbox {
         Ok(Mailbox {
             fd,
             buf: vec![0; MAX_MESSAGE],
+            outbox: VecDeque::new(),
         })
     }
 
@@ -160,24 +180,102 @@ impl Mailbox {
         self.fd
     }
 
-    /// Sends `msg` (with `fds`) to the member in `slot`.
-    pub fn send(&self, slot: u32, msg: &Message, fds: &[i32]) -> Result<(), Errno> {
+    /// Sends `msg` (with `fds`) to the member in `slot`. When its queue is full the
+    /// message waits here (with copies of `fds`) and goes, in order, at a later
+    /// [`Mailbox::flush`]: Ok means it will be delivered unless the member dies.
+    pub fn send(&mut self, slot: u32, msg: &Message, fds: &[i32]) -> Result<(), Errno> {
         let mut bytes = Vec::with_capacity(HEADER);
         msg.encode(&mut bytes);
-        let (addr, len) = family::mailbox_name(slot);
-        kernel::send_with_fds(self.fd, &addr[..len], &bytes, fds)?;
-        family::note_mail(slot);
+        self.flush();
+        // Behind what already waits for the same member: messages keep their order.
+        if !self.waits_for(slot) {
+            let (addr, len) = family::mailbox_name(slot);
+            match kernel::send_with_fds(self.fd, &addr[..len], &bytes, fds, false) {
+                Ok(_) => {
+                    family::note_mail(slot);
+                    return Ok(());
+                }
+                Err(libc::EAGAIN) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.outbox.len() >= OUTBOX_MAX {
+            return Err(libc::EAGAIN);
+        }
+        let mut copies = Vec::with_capacity(fds.len());
+        for &fd in fds {
+            match kernel::move_high_copy(fd) {
+                Ok(c) => copies.push(c),
+                Err(e) => {
+                    for c in copies {
+                        let _ = kernel::close(c);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.outbox.push_back(Pending {
+            slot,
+            bytes,
+            fds: copies,
+        });
         Ok(())
     }
 
+    /// Sends what waits for room, in order; a member's messages stop at its first
+    /// that still finds its queue full. Messages to a member that is gone are dropped.
+    pub fn flush(&mut self) {
+        let mut full: Vec<u32> = Vec::new();
+        let mut i = 0;
+        while i < self.outbox.len() {
+            let p = &self.outbox[i];
+            if full.contains(&p.slot) {
+                i += 1;
+                continue;
+            }
+            let (addr, len) = family::mailbox_name(p.slot);
+            match kernel::send_with_fds(self.fd, &addr[..len], &p.bytes, &p.fds, false) {
+                Err(libc::EAGAIN) => {
+                    full.push(p.slot);
+                    i += 1;
+                    continue;
+                }
+                Ok(_) => family::note_mail(p.slot),
+                Err(_) => {}
+            }
+            let p = self.outbox.remove(i).expect("in range");
+            for fd in p.fds {
+                let _ = kernel::close(fd);
+            }
+        }
+    }
+
+    /// True while messages wait for room.
+    pub fn holds_messages(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// True while messages to `slot` wait for room (every earlier one was delivered
+    /// once this is false: they go in order).
+    pub fn waits_for(&self, slot: u32) -> bool {
+        self.outbox.iter().any(|p| p.slot == slot)
+    }
+
+    /// The fds held with waiting messages (protected from the app's close_range).
+    pub fn held_fds(&self) -> impl Iterator<Item = i32> + '_ {
+        self.outbox.iter().flat_map(|p| p.fds.iter().copied())
+    }
+
     /// Sends `msg` to the member in `slot` from a process that has no mailbox (a child
-    /// that never joined, about to exec).
+    /// that never joined, about to exec): waits for room in the member's queue (its
+    /// driver empties it every round), at most [`POST_TIMEOUT_MS`].
     pub fn post(slot: u32, msg: &Message) -> Result<(), Errno> {
         let fd = kernel::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)?;
         let mut bytes = Vec::with_capacity(HEADER);
         msg.encode(&mut bytes);
         let (addr, len) = family::mailbox_name(slot);
-        let r = kernel::send_with_fds(fd, &addr[..len], &bytes, &[]);
+        let r = kernel::set_send_timeout(fd, POST_TIMEOUT_MS)
+            .and_then(|_| kernel::send_with_fds(fd, &addr[..len], &bytes, &[], true));
         let _ = kernel::close(fd);
         r?;
         family::note_mail(slot);
@@ -201,9 +299,15 @@ impl Mailbox {
         }
     }
 
-    /// Closes the mailbox (a forked child's copy of its parent's).
+    /// Closes the mailbox (a forked child's copy of its parent's, with the copies of
+    /// fds its parent's waiting messages hold).
     pub fn close(self) {
         let _ = kernel::close(self.fd);
+        for p in self.outbox {
+            for fd in p.fds {
+                let _ = kernel::close(fd);
+            }
+        }
     }
 }
 
@@ -260,5 +364,96 @@ mod tests {
         }
         .encode(&mut b);
         assert_eq!(Message::decode(&b), None, "a frame message without a frame");
+    }
+
+    /// Runs `f` in a thread of its own network namespace: the mailboxes' abstract
+    /// names cannot meet another test run's.
+    fn in_own_netns(f: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(move || {
+            // SAFETY: unshare only changes this thread's namespace.
+            let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "unshare(CLONE_NEWNET) needs root");
+            f()
+        })
+        .join()
+        .unwrap();
+    }
+
+    fn drain(b: &mut Mailbox, got: &mut Vec<(Message, Vec<i32>)>) {
+        while let Some((m, fds, n)) = b.recv() {
+            got.push((m, fds[..n].to_vec()));
+        }
+    }
+
+    #[test]
+    fn a_burst_beyond_the_kernels_queue_arrives_whole_and_in_order() {
+        in_own_netns(|| {
+            let mut a = Mailbox::open(61).unwrap();
+            let mut b = Mailbox::open(62).unwrap();
+            let conn = |i: u16| ConnKey {
+                local: "10.77.0.1:7001".parse().unwrap(),
+                remote: SocketAddrV4::new("10.77.0.2".parse().unwrap(), 40000 + i),
+            };
+            for i in 0..30 {
+                a.send(62, &Message::Relay { conn: conn(i) }, &[]).unwrap();
+            }
+            // The state of a connection, in a memfd the sender closes at once.
+            let memfd = kernel::memfd(c"state").unwrap();
+            kernel::write(memfd, b"state").unwrap();
+            let state = Message::State {
+                conn: conn(99),
+                with: 0,
+            };
+            a.send(62, &state, &[memfd]).unwrap();
+            kernel::close(memfd).unwrap();
+            assert!(a.holds_messages(), "the kernel queues 10 at most");
+            let mut got = Vec::new();
+            for _ in 0..100 {
+                drain(&mut b, &mut got);
+                a.flush();
+                if !a.holds_messages() {
+                    break;
+                }
+            }
+            drain(&mut b, &mut got);
+            assert_eq!(got.len(), 31);
+            for (i, (m, fds)) in got[..30].iter().enumerate() {
+                assert_eq!(
+                    *m,
+                    Message::Relay {
+                        conn: conn(i as u16)
+                    }
+                );
+                assert!(fds.is_empty());
+            }
+            assert_eq!(got[30].0, state);
+            let fd = got[30].1[0];
+            let mut buf = [0u8; 8];
+            assert_eq!(kernel::pread(fd, &mut buf, 0), Ok(5));
+            assert_eq!(&buf[..5], b"state");
+            kernel::close(fd).unwrap();
+            assert_eq!(a.held_fds().count(), 0);
+        });
+    }
+
+    #[test]
+    fn messages_for_a_member_that_is_gone_are_dropped_with_their_fds() {
+        in_own_netns(|| {
+            let mut a = Mailbox::open(61).unwrap();
+            let b = Mailbox::open(62).unwrap();
+            let conn = key();
+            for _ in 0..12 {
+                a.send(62, &Message::Gone { conn }, &[]).unwrap();
+            }
+            let memfd = kernel::memfd(c"state").unwrap();
+            a.send(62, &Message::State { conn, with: 0 }, &[memfd])
+                .unwrap();
+            kernel::close(memfd).unwrap();
+            assert_eq!(a.held_fds().count(), 1);
+            b.close();
+            a.flush();
+            assert!(!a.holds_messages());
+            assert_eq!(a.held_fds().count(), 0);
+        });
     }
 }

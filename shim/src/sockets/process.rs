@@ -590,8 +590,12 @@ fn plan_sleep(e: &Engine, bell: i32, mailbox: i32, set: &mut Vec<libc::pollfd>) 
         || e.dev.rx_pending() > 0
         || e.dev.tx_unkicked() > 0
         || e.iface.missing_neighbors().next().is_some()
-        // A relay moves bytes each round (a full tether is not in the wait set).
-        || e.family.as_ref().is_some_and(|m| m.mail_waiting() || m.relaying());
+        // A relay moves bytes each round (a full tether is not in the wait set);
+        // messages that found no room in their receiver's queue go again.
+        || e
+            .family
+            .as_ref()
+            .is_some_and(|m| m.mail_waiting() || m.mail_to_send() || m.relaying());
     if busy {
         return Sleep::Tick;
     }

@@ -88,16 +88,18 @@ impl Engine {
         }
         conns.sort_by_key(|(c, _)| (u32::from(*c.remote.ip()), c.remote.port(), c.local.port()));
         conns.dedup();
+        conns.retain(|(c, _)| !self.relays_asked.contains(c));
         for (conn, holder) in conns {
             let msg = Message::Relay { conn };
-            let sent = match &self.family {
+            let sent = match &mut self.family {
                 Some(m) => m.mailbox.send(holder, &msg, &[]),
                 None => Mailbox::post(holder, &msg),
             };
-            if let Err(e) = sent {
-                debug(format_args!(
+            match sent {
+                Ok(()) => self.relays_asked.push(conn),
+                Err(e) => debug(format_args!(
                     "exec: cannot ask member {holder} to relay {conn:?}: errno {e}"
-                ));
+                )),
             }
         }
     }
