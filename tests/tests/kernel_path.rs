@@ -59,7 +59,35 @@ fn fallen_back_routes_only_the_rewriters_own_calls_and_unwraps_handlers() {
     assert_eq!(out.stdout, plain.stdout);
     assert_eq!(out.status.code(), Some(0), "{err}");
     // The numbers still routed past the pre-filter after the failed start: only the
-    // rewriter's own (mappings that may become executable), none of the socket layer's.
+    // rewriter's own (mappings that may become executable; with Syscall User Dispatch
+    // on, the signal calls that keep SIGSYS out of masks and the app's SIGSYS handler
+    // virtual), none of the socket layer's.
+    let mut own = vec![libc::SYS_mmap, libc::SYS_mprotect];
+    if err.contains("syscall user dispatch on") {
+        own.extend([libc::SYS_rt_sigaction, libc::SYS_rt_sigprocmask]);
+    }
+    own.push(libc::SYS_pkey_mprotect);
+    let expected = format!("numbers still routed past the hook's pre-filter: {own:?}");
+    assert!(err.contains(&expected), "want {expected:?} in: {err}");
+}
+
+/// Without Syscall User Dispatch the fallen-back process routes only the mapping
+/// calls past the pre-filter.
+#[test]
+fn fallen_back_without_sud_routes_only_the_mapping_calls() {
+    let dir = TempDir::new("fallback-nosud");
+    let bin = compile_c("fallback_signals", "fallback_signals", dir.path(), &[]);
+    let out = Command::new(&bin)
+        .env("LD_PRELOAD", shim_path())
+        .env("FASTNET_IFACE", "fastnet-none0")
+        .env("FASTNET_FALLBACK", "kernel")
+        .env("FASTNET_LOG", "debug")
+        .env("FASTNET_SUD", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("syscall user dispatch on"), "{err}");
     let expected = format!(
         "numbers still routed past the hook's pre-filter: {:?}",
         [libc::SYS_mmap, libc::SYS_mprotect, libc::SYS_pkey_mprotect]
