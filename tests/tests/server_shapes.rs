@@ -519,6 +519,98 @@ fn nginx_two_workers_and_auto_share_one_listener() {
     }
 }
 
+/// `n` clients, started before the server: each retries its connect until the port
+/// answers, then sends one request (`Connection: close`) and reads to end-of-file.
+/// Prints one verdict per client and "all ok" when every response is a 200 ending in
+/// `body`.
+const EARLY_CLIENTS: &str = r#"
+import socket, sys, threading, time
+host, port, n, body = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].encode()
+results = [None] * n
+def one(i):
+    deadline = time.time() + 60
+    while True:
+        try:
+            s = socket.create_connection((host, port), timeout=30)
+            break
+        except (ConnectionRefusedError, ConnectionResetError, socket.timeout) as e:
+            if time.time() > deadline:
+                results[i] = "never connected %r" % (e,)
+                return
+            time.sleep(0.005)
+    try:
+        s.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = bytearray()
+        while True:
+            d = s.recv(65536)
+            if not d: break
+            got.extend(d)
+        s.close()
+        ok = got.startswith(b"HTTP/1.1 200") and got.endswith(body)
+        results[i] = "ok" if ok else "bad response %r" % (bytes(got[:200]),)
+    except Exception as e:
+        results[i] = "error %r" % (e,)
+threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("results", results, flush=True)
+print("all ok" if all(r == "ok" for r in results) else "FAILED", flush=True)
+"#;
+
+/// Connections that nginx's master completes before its workers joined the listener's
+/// group (clients that connect the moment the port answers) are handed to the workers
+/// (`Queued`) and served: none reset, none lost. The master hands a burst of them over
+/// at once, more than the kernel queues in a member's mailbox.
+#[test]
+fn connections_made_while_nginx_starts_are_all_served() {
+    const N: usize = 40;
+    let t = two_queues();
+    let dir = scratch("nginx-early");
+    let conf = nginx_workers_conf(&dir, 8092, "2");
+    let mut c = t.command(Side::Client, PY);
+    c.args([
+        "-c",
+        EARLY_CLIENTS,
+        &t.server_ip.to_string(),
+        "8092",
+        &N.to_string(),
+        "hello from a worker\n",
+    ]);
+    let mut clients = spawn(c, &dir.join("clients.log"));
+    let mut c = fastnet_cmd(&t, Side::Server, "nginx");
+    c.args(["-c", conf.to_str().unwrap()]);
+    let mut srv = spawn(c, &dir.join("nginx.out"));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while clients.child.try_wait().ok().flatten().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "clients never finished:\n{}",
+            clients.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_xdp_attached(&t, Side::Server);
+    let _ = stop_server(&mut srv, 0);
+    let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    let out = clients.output();
+    assert!(out.contains("all ok"), "{out}\nnginx:\n{log}");
+    let c = summed_exit_counters(&log);
+    let get = |k: &str| c.get(k).copied().unwrap_or(0);
+    assert_eq!(get("family.lost"), 0, "{log}");
+    assert_eq!(
+        get("family.moved_out"),
+        get("family.moved_in"),
+        "every connection the master handed over was taken:\n{log}"
+    );
+    assert_eq!(get("tcp.resets_out"), 0, "a connection was reset:\n{log}");
+    eprintln!(
+        "{N} clients: {} connections handed over by the master, {} taken by the workers",
+        get("family.moved_out"),
+        get("family.moved_in")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn nginx_reload_and_a_worker_killed_with_kill_9_under_load() {
     let t = two_queues();
