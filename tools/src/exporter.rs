@@ -189,6 +189,18 @@ mod tests {
             }
         }
         assert!(asked > 20);
+        let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+        for want in [
+            "fast path vs kernel",
+            "Drops by reason",
+            "retransmissions",
+            "handoffs",
+        ] {
+            assert!(
+                titles.iter().any(|t| t.contains(want)),
+                "no panel on {want}: {titles:?}"
+            );
+        }
     }
 
     #[test]
