@@ -471,6 +471,38 @@ class S(socketserver.ForkingMixIn, http.server.HTTPServer):
     request_queue_size = 1024
 S((sys.argv[1], int(sys.argv[2])), H).serve_forever()
 '
+# A threaded server (issue 17 part 4): memcached with 1 and with 2 worker threads, free
+# to use both cores, under memcaslap (libmemcached-tools: 90% get, 10% set, 100 B values,
+# 32 connections from 2 client threads).
+MEMC_PORT=11213
+memcached_threads() { # mode threads
+    local mode=$1 t=$2 rep name out ops tps row="memcached ops/s, $2 threads on both cores"
+    start_server "$mode" "memcached-t$t" memcached -u nobody -U 0 -l "$SERVER_IP" -p $MEMC_PORT -t "$t"
+    if ! wait_port $MEMC_PORT; then
+        stop_server
+        record_na "$row" "$mode" ops/s higher "memcached did not start"
+        return 1
+    fi
+    for rep in $(seq "$BENCH_REPEAT"); do
+        name=memcached-t$t.r$rep
+        out="$LOGS/$name.$mode.out"
+        ops=""
+        if run_client "$mode" "$name" memcaslap -s "$SERVER_IP:$MEMC_PORT" -T 2 -c 32 -X 100 \
+            -t "${BENCH_SECONDS}s"; then
+            # "Run time: 4.0s Ops: 133812 TPS: 66889 Net_rate: 15.8M/s"
+            read -r ops tps < <(awk '/^Run time:/{print $5, $7}' "$out") || true
+        fi
+        if [ -n "${ops:-}" ] && [ "${tps:-0}" -gt 0 ]; then
+            record "$row" "$mode" "$tps" ops/s higher µs/op "$ops" "$BUSY0" "$BUSY1"
+        else
+            record_na "$row" "$mode" ops/s higher "memcaslap failed (see $out)"
+            break
+        fi
+    done
+    fast_path_check "memcached-t$t" "$mode"
+    stop_server
+}
+
 bench_shapes() { # mode
     local mode=$1 w out name saved=$SERVER_CPU
     SERVER_CPU="$SERVER_CPU,$CLIENT_CPU"
@@ -478,6 +510,9 @@ bench_shapes() { # mode
         write_nginx_conf
         sed -i "s/^worker_processes 1;/worker_processes $w;\nworker_cpu_affinity auto;/" "$LOGS/nginx.conf"
         nginx_kind "$mode" "workers$w" "nginx wrk -c32, $w workers on both cores" req/s µs/req || true
+    done
+    for w in 1 2; do
+        memcached_threads "$mode" "$w" || true
     done
     write_nginx_conf
     start_server "$mode" forking python3 -c "$FORKING_HTTP" "$SERVER_IP" "$FORK_PORT"

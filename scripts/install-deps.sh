@@ -12,6 +12,7 @@ check wrk wrk
 check ab apache2-utils
 check iperf3 iperf3
 check memcached memcached
+check memcaslap libmemcached-tools  # the bench's memcached load client
 check curl curl
 check socat socat
 check ethtool ethtool
