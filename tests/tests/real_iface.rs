@@ -388,6 +388,41 @@ fn a_second_process_on_a_busy_interface_is_refused_with_the_owner_named() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Eight `fastnet run` on one interface at once (ten `wget` started together): each
+/// either starts or exits 2 naming the program that holds the interface, also when the
+/// program was attached between its check and its own attach (BPF_LINK_CREATE's
+/// EEXIST used to print only "File exists"); nothing is left attached afterwards.
+#[test]
+fn processes_starting_at_once_on_one_interface_start_or_name_the_owner() {
+    let t = topo(QueueLayout::KernelDefault);
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| run_in_server(&t, &t.server_if, None, "echo started")))
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for out in &outs {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => assert_eq!(text, "started\n", "{err}"),
+            Some(2) => assert!(
+                text.is_empty() && err.contains("already has XDP program"),
+                "{text}{err}"
+            ),
+            _ => panic!("{:?}: {text}{err}", out.status),
+        }
+    }
+    assert!(outs.iter().any(|o| o.status.success()), "none started");
+    let link = t
+        .command(Side::Server, "ip")
+        .args(["-d", "link", "show", "dev", &t.server_if])
+        .output()
+        .unwrap();
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(!link.contains("prog/xdp"), "left attached:\n{link}");
+}
+
 #[test]
 fn a_process_whose_interface_goes_away_says_so_and_uses_the_kernel() {
     let t = topo(QueueLayout::KernelDefault);

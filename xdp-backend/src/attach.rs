@@ -48,6 +48,14 @@ fn errno(e: &io::Error) -> Option<i32> {
     e.raw_os_error()
 }
 
+/// Another XDP program (another fastnet process's, or anyone's) holds `name`.
+fn foreign_program(name: &str, id: u32) -> StartError {
+    StartError::new(
+        format!("{name} already has XDP program {id} attached"),
+        format!("stop its owner (`bpftool prog show id {id}`) or `ip link set dev {name} xdp off`, or pick another interface; a second fastnet process cannot share {name}"),
+    )
+}
+
 /// The interface with fastnet's steering program attached and an XSK per queue in use,
 /// for one process of the family: slot 0 attached the program
 /// ([`AttachedIface::open`]); another process (typically a forked child) joins with
@@ -94,10 +102,7 @@ impl AttachedIface {
             )
         })?;
         if let Some(id) = link.xdp_prog_id {
-            return Err(StartError::new(
-                format!("{name} already has XDP program {id} attached"),
-                format!("stop its owner (`bpftool prog show id {id}`) or `ip link set dev {name} xdp off`, or pick another interface; a second fastnet process cannot share {name}"),
-            ));
+            return Err(foreign_program(name, id));
         }
         if link.mtu > MAX_XDP_MTU {
             return Err(StartError::new(
@@ -126,13 +131,20 @@ impl AttachedIface {
             StartError::new(format!("cannot load the XDP program ({e})"), fix)
         })?;
         program.attach(link.index, None).map_err(|e| {
+            if let (Some(libc::EBUSY | libc::EEXIST), Ok(Some(id))) = (
+                errno(&e),
+                netlink::link_by_name(name).map(|l| l.xdp_prog_id),
+            ) {
+                // Attached since we looked (e.g. two fastnet processes starting at once).
+                return foreign_program(name, id);
+            }
             let fix = match errno(&e) {
                 Some(libc::EPERM) | Some(libc::EACCES) => "run as root or grant CAP_NET_ADMIN".to_string(),
                 Some(libc::EBUSY) | Some(libc::EEXIST) => format!("another XDP program was attached to {name} meanwhile: stop its owner or `ip link set dev {name} xdp off`"),
                 Some(libc::ERANGE) => format!("lower the MTU: `ip link set dev {name} mtu 1500` (on a veth, on both ends)"),
                 _ => format!("`fastnet doctor --iface {name}` tells why"),
             };
-            StartError::new(format!("cannot attach XDP to {name} ({e})"), fix)
+            StartError::new(format!("cannot attach XDP to {name} (BPF_LINK_CREATE: {e})"), fix)
         })?;
         let prog_id = crate::bpf::prog_id(program.prog_fd()).unwrap_or(0);
         let config = XskConfig {

@@ -344,11 +344,8 @@ impl XdpProgram {
                 Err(e) => last = Some(e),
             }
         }
-        let e = last.expect("at least one mode");
-        Err(io::Error::new(
-            e.kind(),
-            format!("attaching XDP (BPF_LINK_CREATE) to ifindex {ifindex}: {e}"),
-        ))
+        // The OS error as it is (callers tell EEXIST and EPERM apart by its number).
+        Err(last.expect("at least one mode"))
     }
 
     /// Detaches now (closing the link).
