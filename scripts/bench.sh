@@ -347,7 +347,7 @@ time.sleep(int(sys.argv[3]) + 5)' "$SERVER_IP" "$REDIS_PORT" "$IDLE_SECONDS" >"$
     hold=$!
     for _ in $(seq 100); do grep -q open "$LOGS/idle.$mode.out" && break; sleep 0.1; done
     if ! grep -q open "$LOGS/idle.$mode.out"; then
-        kill "$hold" 2>/dev/null; wait "$hold" 2>/dev/null
+        kill "$hold" 2>/dev/null || true; wait "$hold" 2>/dev/null || true
         record_na "$IDLE_ROW" "$mode" "ms CPU / ${IDLE_SECONDS} s" lower "the connections did not open (see $LOGS/idle.$mode.out)"
         return
     fi
@@ -355,7 +355,7 @@ time.sleep(int(sys.argv[3]) + 5)' "$SERVER_IP" "$REDIS_PORT" "$IDLE_SECONDS" >"$
     u0=$(cg_usage server)
     sleep "$IDLE_SECONDS"
     u1=$(cg_usage server)
-    kill "$hold" 2>/dev/null; wait "$hold" 2>/dev/null
+    kill "$hold" 2>/dev/null || true; wait "$hold" 2>/dev/null || true
     ms=$(awk -v d=$((u1 - u0)) 'BEGIN{printf "%.1f", d/1e6}')
     record "$IDLE_ROW" "$mode" "$ms" "ms CPU / ${IDLE_SECONDS} s" lower "" "" "" ""
 }
