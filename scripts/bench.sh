@@ -113,11 +113,16 @@ chmod +x "$WORK/cgexec"
 cg_wrap() { if [ -n "$CG" ]; then echo "$WORK/cgexec $CG/$1"; fi; }
 cg_usage() { if [ -n "$CG" ]; then cat "$CG/$1/cpuacct.usage"; else echo 0; fi; }
 
-# Busy jiffies (everything but idle and iowait) of the server core and the client core,
-# then nanoseconds used by our server and client cgroups.
+# Busy jiffies (everything but idle and iowait) of the server's cores and the client's
+# (each a taskset list such as "0" or "0,1"), then nanoseconds used by our server and
+# client cgroups.
 cpu_busy() {
-    echo "$(awk -v s="cpu$SERVER_CPU" -v c="cpu$CLIENT_CPU" \
-        '$1==s{sb=$2+$3+$4+$7+$8+$9} $1==c{cb=$2+$3+$4+$7+$8+$9} END{print sb, cb}' /proc/stat)" \
+    echo "$(awk -v s="$SERVER_CPU" -v c="$CLIENT_CPU" '
+        BEGIN { n = split(s, a, ","); for (i = 1; i <= n; i++) S["cpu" a[i]] = 1
+                n = split(c, a, ","); for (i = 1; i <= n; i++) C["cpu" a[i]] = 1 }
+        ($1 in S) { sb += $2+$3+$4+$7+$8+$9 }
+        ($1 in C) { cb += $2+$3+$4+$7+$8+$9 }
+        END { print sb+0, cb+0 }' /proc/stat)" \
         "$(cg_usage server) $(cg_usage client)"
 }
 HZ=$(getconf CLK_TCK)
