@@ -60,7 +60,7 @@ impl TcpLayer {
         }
         // A full pool first gives up a TIME-WAIT nobody refers to: cookies (or a drop)
         // only when the pool is full of live connections.
-        if pending >= backlog || (self.free.is_empty() && !self.recycle_time_wait()) {
+        if pending >= backlog || (!self.has_free_slot() && !self.recycle_time_wait()) {
             if !self.cfg.syn_cookies {
                 self.stats.drops_listen_overflow += 1;
                 return;

@@ -177,31 +177,13 @@ impl TcpLayer {
             .isn_secret
             .unwrap_or_else(|| [prng.next_u64(), prng.next_u64()]);
         let n = cfg.max_sockets;
-        let mut slots = Vec::with_capacity(n);
-        let empty = TcpConfig {
-            rcvbuf: 0,
-            sndbuf: 0,
-            ..cfg.clone()
-        };
-        for i in 0..n {
-            slots.push(Slot {
-                kind: SlotKind::Free,
-                tcb: Tcb::new(&empty),
-                listener: None,
-                opts: cfg.default_options(),
-                user_open: false,
-                in_accept_queue: false,
-                in_table: false,
-                in_tx_queue: false,
-                active_pos: 0,
-                last_ready: Readiness::EMPTY,
-                tw_recyclable: false,
-            });
-            let _ = i;
-        }
+        // The pool's memory is reserved, not touched: slots are made as connections
+        // need them (`alloc_slot`). Filling all of them here cost every new stack
+        // (a forking server's child, once per connection) ~12 MB of page faults.
+        let slots = Vec::with_capacity(n);
         TcpLayer {
             slots,
-            free: (0..n as u32).rev().collect(),
+            free: Vec::with_capacity(n),
             active: Vec::with_capacity(n),
             deadlines: Vec::with_capacity(n),
             next_timer: u64::MAX,
@@ -235,5 +217,29 @@ mod size_tests {
         let n = core::mem::size_of::<super::Slot>();
         eprintln!("slot {n} bytes, tcb {}", core::mem::size_of::<super::Tcb>());
         assert!(n < 1536, "{n}");
+    }
+
+    /// A new layer touches no slot memory (a forked child's fresh stack paid for all
+    /// 8192 up front); slots are made one per socket, and a closed one is reused
+    /// before another is made.
+    #[test]
+    fn slots_are_made_as_sockets_need_them() {
+        use super::{TcpConfig, TcpLayer};
+        use std::net::SocketAddrV4;
+        let cfg = TcpConfig {
+            max_sockets: 8192,
+            ..TcpConfig::default()
+        };
+        let mut t = TcpLayer::new(cfg, 7);
+        assert_eq!(t.slots.len(), 0);
+        assert!(t.slots.capacity() >= 8192);
+        let at = |p| SocketAddrV4::new([10, 0, 0, 1].into(), p);
+        let a = t.listen(at(80), 16).unwrap();
+        let b = t.listen(at(81), 16).unwrap();
+        assert_eq!(t.slots.len(), 2);
+        t.close(a).unwrap();
+        let c = t.listen(at(82), 16).unwrap();
+        assert_eq!(t.slots.len(), 2, "the closed listener's slot is reused");
+        assert_ne!(b, c);
     }
 }

@@ -5,12 +5,24 @@ use crate::error::{Error, Result};
 use crate::socket::{Readiness, SocketHandle, SocketKind};
 
 use super::ring::Ring;
-use super::{conn_key, SlotKind, SocketOptions, State, TcpLayer};
+use super::{conn_key, Slot, SlotKind, SocketOptions, State, Tcb, TcpConfig, TcpLayer};
 
 impl TcpLayer {
+    /// A free slot can be had without ending a TIME-WAIT: one was freed, or the pool
+    /// has not made all of its `max_sockets` yet.
+    pub(super) fn has_free_slot(&self) -> bool {
+        !self.free.is_empty() || self.slots.len() < self.cfg.max_sockets
+    }
+
     pub(super) fn alloc_slot(&mut self, kind: SlotKind, opts: SocketOptions) -> Option<u32> {
         if self.free.is_empty() {
-            self.recycle_time_wait();
+            if self.slots.len() < self.cfg.max_sockets {
+                self.free.push(self.slots.len() as u32);
+                let slot = self.fresh_slot();
+                self.slots.push(slot);
+            } else {
+                self.recycle_time_wait();
+            }
         }
         let idx = self.free.pop()?;
         let pos = self.active.len();
@@ -116,6 +128,28 @@ impl TcpLayer {
         }
         debug_assert!(false, "tw_recyclable count without a recyclable slot");
         false
+    }
+
+    /// A slot never used: no buffers (a connection takes them in `alloc_slot`).
+    fn fresh_slot(&self) -> Slot {
+        let empty = TcpConfig {
+            rcvbuf: 0,
+            sndbuf: 0,
+            ..self.cfg.clone()
+        };
+        Slot {
+            kind: SlotKind::Free,
+            tcb: Tcb::new(&empty),
+            listener: None,
+            opts: self.cfg.default_options(),
+            user_open: false,
+            in_accept_queue: false,
+            in_table: false,
+            in_tx_queue: false,
+            active_pos: 0,
+            last_ready: Readiness::EMPTY,
+            tw_recyclable: false,
+        }
     }
 
     pub(super) fn free_slot(&mut self, idx: u32) {
