@@ -188,15 +188,25 @@ pub fn kernel_connections(topo: &Topology, side: Side, port: u16) -> usize {
         .count()
 }
 
-/// Part of the proof that the fast path carried a flow: fastnet's steering program is
-/// attached to `side`'s interface now (call while the server runs).
-pub fn assert_xdp_attached(topo: &Topology, side: Side) {
+/// `ip -d link show` of `side`'s interface (its XDP program, if any, on a `prog/xdp` line).
+pub fn link_details(topo: &Topology, side: Side) -> String {
     let out = topo
         .command(side, "ip")
         .args(["-d", "link", "show", "dev", topo.iface(side)])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Some XDP program is attached to `side`'s interface now.
+pub fn xdp_attached(topo: &Topology, side: Side) -> bool {
+    link_details(topo, side).contains("prog/xdp")
+}
+
+/// Part of the proof that the fast path carried a flow: fastnet's steering program is
+/// attached to `side`'s interface now (call while the server runs).
+pub fn assert_xdp_attached(topo: &Topology, side: Side) {
+    let text = link_details(topo, side);
     assert!(
         text.contains("prog/xdp") && text.contains("name fastnet_steer"),
         "fastnet's XDP program is not attached to {}:\n{text}",

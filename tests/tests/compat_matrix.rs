@@ -13,7 +13,7 @@
 
 use fastnet_e2e::apps::{
     exit_counters, kernel_connections, kernel_udp_datagrams, random_file, scratch, sha256_file,
-    spawn, Bg,
+    spawn, xdp_attached, Bg,
 };
 use fastnet_e2e::shim::fastnet_bin;
 use fastnet_e2e::{is_root, Side, Topology, TopologyOptions};
@@ -127,15 +127,7 @@ impl Ctx {
     }
 
     fn xdp_attached(&self) -> bool {
-        let out = self
-            .cmd(
-                self.fast,
-                "ip",
-                &["-d", "link", "show", "dev", self.t.iface(self.fast)],
-            )
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+        xdp_attached(&self.t, self.fast)
     }
 
     /// Every nonzero counter of the fastnet processes on the fast side's interface.

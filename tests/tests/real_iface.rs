@@ -8,7 +8,8 @@
 
 use fastnet_e2e::apps::{
     assert_fast_path_counters, assert_xdp_attached, exit_counters, fastnet_cmd, fastnet_redis,
-    kernel_connections, nginx_conf, random_file, scratch, sha256_file, spawn, wait_listening,
+    kernel_connections, link_details, nginx_conf, random_file, scratch, sha256_file, spawn,
+    wait_listening,
 };
 use fastnet_e2e::shim::fastnet_bin;
 use fastnet_e2e::{is_root, run_ok, QueueLayout, Side, Topology, TopologyOptions};
@@ -414,12 +415,7 @@ fn processes_starting_at_once_on_one_interface_start_or_name_the_owner() {
         }
     }
     assert!(outs.iter().any(|o| o.status.success()), "none started");
-    let link = t
-        .command(Side::Server, "ip")
-        .args(["-d", "link", "show", "dev", &t.server_if])
-        .output()
-        .unwrap();
-    let link = String::from_utf8_lossy(&link.stdout);
+    let link = link_details(&t, Side::Server);
     assert!(!link.contains("prog/xdp"), "left attached:\n{link}");
 }
 

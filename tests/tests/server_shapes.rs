@@ -7,7 +7,7 @@
 
 use fastnet_e2e::apps::{
     assert_xdp_attached, fastnet_cmd, kernel_connections, nginx_conf, scratch, spawn,
-    summed_exit_counters, wait_listening, Bg,
+    summed_exit_counters, wait_listening, xdp_attached, Bg,
 };
 use fastnet_e2e::{is_root, QueueLayout, Side, Topology, TopologyOptions};
 use std::collections::HashMap;
@@ -676,13 +676,8 @@ fn nginx_reload_and_a_worker_killed_with_kill_9_under_load() {
     // Nothing leaks: once nginx is gone the XDP program is too, and a kernel server
     // gets the port.
     let _ = stop_server(&mut srv, 0);
-    let out = t
-        .command(Side::Server, "ip")
-        .args(["-d", "link", "show", "dev", t.iface(Side::Server)])
-        .output()
-        .unwrap();
     assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("prog/xdp"),
+        !xdp_attached(&t, Side::Server),
         "the XDP program outlived nginx"
     );
     let mut k = t.command(Side::Server, "socat");
