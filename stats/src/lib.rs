@@ -105,6 +105,12 @@ counters! {
     /// Members of this process's family that exited and whose counters were added to
     /// this process's (see `StatsSegment::fold`).
     FamilyDeparted = "family.departed", Count;
+    /// Connections handed to the kernel at exit (TCP repair): the kernel finishes
+    /// delivering what the app wrote, and the process ends at once.
+    HandoffToKernelExit = "handoff.to_kernel.exit", Count;
+    /// Connections TCP repair could not hand to the kernel (not permitted, or the
+    /// kernel refused a step): they stayed in the stack (exit lingers for them).
+    HandoffFailed = "handoff.failed", Count;
     /// Listening sockets now.
     TcpListen = "tcp.state.listen", Gauge;
     /// Connections in SYN-SENT now.
@@ -121,6 +127,9 @@ counters! {
     TcpTimeWait = "tcp.state.time_wait", Gauge;
     /// Sockets carried by the fast path now.
     SocketsFast = "sockets.fast", Gauge;
+    /// Connections of this family handed to the kernel that the kernel still has: their
+    /// flow entries send them to the kernel until they end.
+    HandoffKernelFlows = "handoff.kernel_flows", Gauge;
     /// Sockets left to the kernel because the route is not the fast-path interface.
     KernelRoute = "sockets.kernel.route", Count;
     /// Sockets left to the kernel because they talk over loopback.

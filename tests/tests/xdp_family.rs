@@ -622,6 +622,10 @@ fn flow_map_and_group_verdicts_in_kernel_test_run() {
         prog.steer_flow(&flow(40002), 5).unwrap();
         assert_eq!(run(&tcp(40002)), XDP_DROP);
         assert!(prog.steer_flow(&flow(40002), 64).is_err());
+        // A flow handed to the kernel (TCP repair) passes, on a port that stays ours.
+        prog.flow_map().to_kernel(&flow(40004)).unwrap();
+        assert_eq!(run(&tcp(40004)), XDP_PASS);
+        assert!(prog.unsteer_flow(&flow(40004)).unwrap());
         // UDP with the same ports is another flow.
         assert_eq!(run(&frame(Transport::Udp, remote(40000), local)), XDP_PASS);
         // Unsteered: back to the owner.
@@ -632,7 +636,7 @@ fn flow_map_and_group_verdicts_in_kernel_test_run() {
         assert_eq!(run(&tcp(40003)), XDP_REDIRECT);
         assert_eq!(run(&tcp(40002)), XDP_DROP); // its entry (slot 5) wins
         let c = prog.counters().unwrap();
-        assert_eq!((c.redirected, c.dropped_no_xsk, c.passed), (2, 4, 2));
+        assert_eq!((c.redirected, c.dropped_no_xsk, c.passed), (2, 4, 3));
 
         // Group [1, 2]: slot 1 has an XSK, slot 2 none, so the verdict shows which
         // member the program chose; it must be the one `slot_for` predicts, the same

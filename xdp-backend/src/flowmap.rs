@@ -122,13 +122,19 @@ impl FlowMap {
     /// Sends `flow`'s frames to `slot` from now on (replacing any earlier slot: the
     /// program sees the old or the new slot, never no entry).
     pub fn steer(&self, flow: &FlowKey, slot: u32) -> io::Result<()> {
-        if slot >= crate::program::MAX_SLOTS {
+        if slot >= crate::program::MAX_SLOTS && slot != crate::program::KERNEL_SLOT {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("slot {slot} is not below {}", crate::program::MAX_SLOTS),
             ));
         }
         self.map.update(&flow.bytes(), &slot.to_ne_bytes())
+    }
+
+    /// Sends `flow`'s frames to the kernel's stack from now on (the connection is a
+    /// kernel socket's now), although its port stays ours.
+    pub fn to_kernel(&self, flow: &FlowKey) -> io::Result<()> {
+        self.steer(flow, crate::program::KERNEL_SLOT)
     }
 
     /// Removes `flow`'s entry (its frames follow the port map again). False when it

@@ -20,7 +20,7 @@ pub use family::FrameCensus;
 pub use flowmap::{FlowKey, FlowMap};
 pub use monitor::LinkMonitor;
 pub use portmap::{group_hash, PortEntry, PortMap, Transport, GROUP_MAX};
-pub use program::{AttachMode, XdpCounters, XdpProgram, MAX_QUEUES, MAX_SLOTS};
+pub use program::{AttachMode, XdpCounters, XdpProgram, KERNEL_SLOT, MAX_QUEUES, MAX_SLOTS};
 pub use queues::QueueCounts;
 pub use sys::{ethtool, is_cloexec};
 pub use xsk::{RxMode, XskConfig, XskSocket, XskStats};

@@ -31,6 +31,9 @@ const QUEUE_BITS: i32 = MAX_QUEUES.trailing_zeros() as i32;
 /// Processes of a family (slots) the program steers to: slot 0 attached the program.
 /// The XSKMAP is slot-major: index = slot * MAX_QUEUES + rx_queue.
 pub const MAX_SLOTS: u32 = 64;
+/// A flow map value that sends the flow to the kernel (a connection handed to a kernel
+/// socket through TCP repair, on a port that stays ours). Fits a positive immediate.
+pub const KERNEL_SLOT: u32 = 0xffff;
 
 /// The program's counters, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,7 +55,8 @@ pub struct XdpCounters {
 /// the verdict. Stack: fp-32..-16 the flow key (see `flowmap`), fp-8 the counter
 /// index, fp-4 the port key.
 ///
-/// For a claimed port: the flow map's slot if the flow has an entry, else the listener
+/// For a claimed port: the flow map's slot if the flow has an entry (the kernel for
+/// `KERNEL_SLOT`), else the listener
 /// group's `members[group_hash % n]`, else the owner slot; then the XSK at
 /// `slot * MAX_QUEUES + rx_queue`, DROP (counted as no XSK) when there is none.
 pub fn assemble(
@@ -165,6 +169,7 @@ pub fn assemble(
         .call(HELPER_MAP_LOOKUP_ELEM)
         .jmp_imm(Jmp::Eq, R0, 0, "no_flow")
         .load(Size::W, R8, R0, 0)
+        .jmp_imm(Jmp::Eq, R8, KERNEL_SLOT as i32, "pass")
         .ja("redirect")
         // Else the listener group, else the owner.
         .label("no_flow")

@@ -277,6 +277,13 @@ fn uses_socket(nr: i64) -> Option<usize> {
         | libc::SYS_accept4
         | libc::SYS_connect
         | libc::SYS_shutdown
+        // Options and names too: the fd is a tether until the connection comes home
+        // (a child's SO_SNDBUF before its first write was set on the tether, and lost).
+        | libc::SYS_setsockopt
+        | libc::SYS_getsockopt
+        | libc::SYS_getsockname
+        | libc::SYS_getpeername
+        | libc::SYS_ioctl
         | libc::SYS_epoll_wait
         | libc::SYS_epoll_pwait
         | libc::SYS_epoll_pwait2 => Some(0),

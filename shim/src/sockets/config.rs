@@ -44,6 +44,9 @@ pub struct Config {
     pub spin_us: u32,
     /// How long exit waits for written data to be delivered.
     pub linger_ms: u32,
+    /// At exit, connections with data or a FIN still to deliver become kernel sockets
+    /// (TCP repair) instead of lingering (`FASTNET_HANDOFF`).
+    pub handoff_at_exit: bool,
     pub loopback: LoopbackMode,
     /// Print the counters to the log at exit.
     pub stats_at_exit: bool,
@@ -58,6 +61,7 @@ impl Default for Config {
             poll: PollMode::Block,
             spin_us: 50,
             linger_ms: 2000,
+            handoff_at_exit: true,
             loopback: LoopbackMode::Off,
             stats_at_exit: false,
             log: LogLevel::Warn,
@@ -140,6 +144,13 @@ impl Config {
             match v.parse() {
                 Ok(n) => c.linger_ms = n,
                 Err(_) => bad("FASTNET_LINGER", &v, "a number of milliseconds"),
+            }
+        }
+        if let Some(v) = get("FASTNET_HANDOFF") {
+            match v.as_str() {
+                "off" => c.handoff_at_exit = false,
+                "exit" => c.handoff_at_exit = true,
+                _ => bad("FASTNET_HANDOFF", &v, "exit or off"),
             }
         }
         if let Some(v) = get("FASTNET_LOOPBACK") {

@@ -213,6 +213,11 @@ pub struct Engine {
     /// Connections this process asked their holders to relay (see `relay`): execvp
     /// tries execve once per directory of PATH, and one request is enough.
     pub relays_asked: Vec<super::mailbox::ConnKey>,
+    /// Connections handed to kernel sockets (see `kernel_handoff`): frames of theirs
+    /// that were already on our rings are dropped, never answered with a RST.
+    pub handed_to_kernel: Vec<super::mailbox::ConnKey>,
+    /// When `sweep_kernel_flows` looks next.
+    pub kernel_sweep_at: Instant,
 }
 
 /// When the stack last ran (µs on the engine's clock): the background driver only
@@ -278,6 +283,8 @@ impl Engine {
             tap: fastnet_capture::CaptureTap::new(kernel::getpid() as u32),
             family: None,
             relays_asked: Vec::new(),
+            handed_to_kernel: Vec::new(),
+            kernel_sweep_at: Instant::ZERO,
         }
     }
 
@@ -331,7 +338,9 @@ impl Engine {
         let now = self.now();
         LAST_DRIVE.store(now.micros(), std::sync::atomic::Ordering::Relaxed);
         self.tap.maybe_attach(now);
-        if self.family.as_ref().is_some_and(|m| m.filters_frames()) {
+        if !self.handed_to_kernel.is_empty()
+            || self.family.as_ref().is_some_and(|m| m.filters_frames())
+        {
             // Frames of connections on their way to or from another member of the
             // family are looked at first (see `handoff`).
             let mut frames = Vec::new();
@@ -643,6 +652,10 @@ impl Engine {
             seg.set(Counter::DropNoXsk, c.dropped_no_xsk);
         }
         seg.set(Counter::TxWakeups, wake);
+        seg.set(
+            Counter::HandoffKernelFlows,
+            super::family::kernel_flows() as u64,
+        );
         seg.set(Counter::HookLateMapped, rewriter::late_rewritten() as u64);
         seg.set(Counter::HookLateSud, rewriter::sud_sites() as u64);
         seg.set(Counter::HookSudTraps, rewriter::sud_traps());
@@ -775,13 +788,15 @@ impl Engine {
                     .ok()
                     .filter(|l| s.holds_port && l.ip().is_loopback() && self.dev.host.is_some())
                     .map(|l| l.port());
+                let steered = self.steers(h);
                 let tcp = &mut self.iface.tcp;
                 // Finished in the background (see `Closing`) when there is something to
                 // finish; otherwise closed at once: SO_LINGER 0 and unread data reset
                 // the connection, as in Linux. Loopback connections claim no port in
                 // the XDP map, but their port stays reserved (and, in host mode,
-                // registered) until the stack is done with them.
-                let finish = (s.claimed.is_some() || s.holds_port)
+                // registered) until the stack is done with them; a connection that
+                // moved here keeps its flow entry until then.
+                let finish = (s.claimed.is_some() || s.holds_port || steered)
                     && s.opts.linger != Some(Duration::ZERO)
                     && tcp.recv_queued(h).is_ok_and(|q| q == 0)
                     && matches!(
@@ -840,6 +855,11 @@ impl Engine {
     /// at exit also while one waits in FIN-WAIT-2 for the peer's FIN: the kernel would
     /// keep such an orphan and acknowledge that FIN, while ours would meet a kernel
     /// with no socket and the peer would retransmit it into a RST.
+    /// The connections the app closed that the stack still finishes.
+    pub fn closing_handles(&self) -> Vec<SocketHandle> {
+        self.closing.iter().map(|c| c.handle).collect()
+    }
+
     pub fn has_unsent(&self) -> bool {
         use stack::tcp::State;
         let busy = |h: SocketHandle| match self.iface.tcp.state(h) {

@@ -30,6 +30,9 @@ struct Page {
     /// Messages sent to each slot's mailbox (see `note_mail`): a member reads its
     /// mailbox before its rings only when this moved.
     mail: [AtomicU32; MAX_MEMBERS],
+    /// Flow entries that send a connection handed to the kernel there (see
+    /// `kernel_handoff`): while any exist, a driver looks for ended ones to remove.
+    kernel_flows: AtomicU32,
 }
 
 static PAGE: AtomicPtr<Page> = AtomicPtr::new(std::ptr::null_mut());
@@ -176,6 +179,27 @@ pub fn has_others() -> bool {
             p != 0 && p != me
         })
     })
+}
+
+/// Counts flow entries written for connections handed to the kernel.
+pub fn add_kernel_flows(n: u32) {
+    if let Some(pg) = page() {
+        pg.kernel_flows.fetch_add(n, Ordering::AcqRel);
+    }
+}
+
+/// Counts one such entry removed.
+pub fn remove_kernel_flow() {
+    if let Some(pg) = page() {
+        let _ = pg
+            .kernel_flows
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+}
+
+/// Flow entries of connections handed to the kernel that may still exist.
+pub fn kernel_flows() -> u32 {
+    page().map_or(0, |pg| pg.kernel_flows.load(Ordering::Acquire))
 }
 
 /// The live process in `slot`, if any.

@@ -404,12 +404,16 @@ impl Engine {
     }
 
     /// Whether the stack may see `frame` now; frames of connections that moved away
-    /// are forwarded, those of connections on their way here are parked.
+    /// are forwarded, those of connections on their way here are parked, those of
+    /// connections handed to the kernel are dropped.
     pub fn claim_frame(&mut self, frame: &[u8]) -> bool {
-        let Some(m) = self.family.as_mut() else {
+        let Some(conn) = frame_conn(frame) else {
             return true;
         };
-        let Some(conn) = frame_conn(frame) else {
+        if self.handed_to_kernel.contains(&conn) {
+            return false;
+        }
+        let Some(m) = self.family.as_mut() else {
             return true;
         };
         if let Some(parked) = m.expected.get_mut(&conn) {
@@ -948,6 +952,7 @@ impl Engine {
     /// cleaning up (kill -9) lose their slots, map entries and flows.
     pub fn tend_family(&mut self, reap: bool) {
         if reap {
+            self.sweep_kernel_flows();
             for slot in super::family::reap_dead() {
                 debug(format_args!("member {slot} died: its XDP entries go"));
                 self.dev.forget_slot(slot);
@@ -1098,6 +1103,22 @@ impl Engine {
     }
 
     /// A connection that moved here ended: the XDP program stops steering its flow.
+    /// True when this member steered `h`'s flow to itself (a connection that moved
+    /// here, or a handshake pinned here): the entry goes when the connection does.
+    pub fn steers(&self, h: SocketHandle) -> bool {
+        self.family
+            .as_ref()
+            .is_some_and(|m| m.steered.contains_key(&h))
+    }
+
+    /// Forgets that `h`'s flow was steered here without touching the entry (another
+    /// entry replaced it: the connection went to the kernel).
+    pub fn forget_steering(&mut self, h: SocketHandle) {
+        if let Some(m) = self.family.as_mut() {
+            m.steered.remove(&h);
+        }
+    }
+
     pub fn connection_gone(&mut self, h: SocketHandle) {
         let Some(m) = self.family.as_mut() else {
             return;

@@ -349,3 +349,169 @@ pub fn recv_with_fds(
     }
     Ok((n, got))
 }
+
+/// setsockopt(2) with a value of any plain type (`T` is what the option expects).
+pub fn setsockopt<T: Copy>(fd: i32, level: i32, name: i32, v: &T) -> Result<(), Errno> {
+    sys!(
+        libc::SYS_setsockopt,
+        fd,
+        level,
+        name,
+        v as *const T,
+        std::mem::size_of::<T>()
+    )
+    .map(|_| ())
+}
+
+/// getsockopt(2) into a value of a plain type; Err(EINVAL) when the kernel answers
+/// with a size other than `T`'s.
+pub fn getsockopt<T: Copy + Default>(fd: i32, level: i32, name: i32) -> Result<T, Errno> {
+    let mut v = T::default();
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    sys!(
+        libc::SYS_getsockopt,
+        fd,
+        level,
+        name,
+        &mut v as *mut T,
+        &mut len as *mut libc::socklen_t
+    )?;
+    if len as usize != std::mem::size_of::<T>() {
+        return Err(libc::EINVAL);
+    }
+    Ok(v)
+}
+
+/// Writes all of `buf` to a blocking socket (send(2) until done; never SIGPIPE).
+pub fn send_all(fd: i32, mut buf: &[u8]) -> Result<(), Errno> {
+    while !buf.is_empty() {
+        match sys!(
+            libc::SYS_sendto,
+            fd,
+            buf.as_ptr(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+            0,
+            0
+        ) {
+            Ok(n) => buf = &buf[n as usize..],
+            Err(libc::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Whether the kernel has a TCP connection (any state but LISTEN; TIME-WAIT counts)
+/// for this 4-tuple in this network namespace: one exact NETLINK_SOCK_DIAG lookup.
+pub fn tcp_connection_exists(
+    local: std::net::SocketAddrV4,
+    remote: std::net::SocketAddrV4,
+) -> Result<bool, Errno> {
+    /// `struct nlmsghdr` + `struct inet_diag_req_v2`.
+    #[repr(C)]
+    struct Request {
+        nlh: libc::nlmsghdr,
+        family: u8,
+        protocol: u8,
+        ext: u8,
+        pad: u8,
+        states: u32,
+        sport: [u8; 2],
+        dport: [u8; 2],
+        src: [u8; 16],
+        dst: [u8; 16],
+        ifindex: u32,
+        cookie: [u32; 2],
+    }
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const TCP_LISTEN: u8 = 10;
+    let mut req = Request {
+        nlh: libc::nlmsghdr {
+            nlmsg_len: std::mem::size_of::<Request>() as u32,
+            nlmsg_type: SOCK_DIAG_BY_FAMILY,
+            nlmsg_flags: libc::NLM_F_REQUEST as u16,
+            nlmsg_seq: 1,
+            nlmsg_pid: 0,
+        },
+        family: libc::AF_INET as u8,
+        protocol: libc::IPPROTO_TCP as u8,
+        ext: 0,
+        pad: 0,
+        states: u32::MAX,
+        sport: local.port().to_be_bytes(),
+        dport: remote.port().to_be_bytes(),
+        src: [0; 16],
+        dst: [0; 16],
+        ifindex: 0,
+        // INET_DIAG_NOCOOKIE
+        cookie: [u32::MAX; 2],
+    };
+    req.src[..4].copy_from_slice(&local.ip().octets());
+    req.dst[..4].copy_from_slice(&remote.ip().octets());
+    let fd = socket(
+        libc::AF_NETLINK,
+        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+        libc::NETLINK_SOCK_DIAG,
+    )?;
+    let sent = sys!(
+        libc::SYS_sendto,
+        fd,
+        &req as *const Request,
+        std::mem::size_of::<Request>(),
+        0,
+        0,
+        0
+    );
+    let mut buf = [0u8; 512];
+    let got = sent.and_then(|_| sys!(libc::SYS_recvfrom, fd, buf.as_mut_ptr(), buf.len(), 0, 0, 0));
+    let _ = close(fd);
+    let n = got? as usize;
+    let hdr = std::mem::size_of::<libc::nlmsghdr>();
+    if n < hdr + 4 {
+        return Err(libc::EIO);
+    }
+    let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+    if kind == SOCK_DIAG_BY_FAMILY {
+        // inet_diag_msg: family, state, ...
+        return Ok(buf[hdr + 1] != TCP_LISTEN);
+    }
+    if kind == libc::NLMSG_ERROR as u16 {
+        let code = i32::from_ne_bytes([buf[hdr], buf[hdr + 1], buf[hdr + 2], buf[hdr + 3]]);
+        return match -code {
+            libc::ENOENT => Ok(false),
+            e => Err(e),
+        };
+    }
+    Err(libc::EIO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+
+    #[test]
+    fn sock_diag_finds_a_connection_and_not_a_listener_or_a_stranger() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = match l.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        };
+        let c = TcpStream::connect(server).unwrap();
+        let client = match c.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        };
+        let (_accepted, _) = l.accept().unwrap();
+        assert_eq!(tcp_connection_exists(client, server), Ok(true));
+        assert_eq!(tcp_connection_exists(server, client), Ok(true));
+        // Only the listener matches this one: not a connection.
+        let stranger = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9);
+        assert_eq!(tcp_connection_exists(server, stranger), Ok(false));
+        assert_eq!(
+            tcp_connection_exists(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1), stranger),
+            Ok(false)
+        );
+    }
+}

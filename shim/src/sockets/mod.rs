@@ -13,14 +13,16 @@
 //! 3. **Engine** — `engine`: the stack, the interface and the fd table behind one lock,
 //!    driven by whoever holds it; `handoff`: sockets shared with the processes of the
 //!    family (connections move, tethers, listener groups); `relay`: connections
-//!    carried to a program exec'd with them.
+//!    carried to a program exec'd with them; `kernel_handoff`: connections handed to
+//!    kernel sockets.
 //! 4. **Interface** — `netdev`: the AF_XDP interface (or loopback only) the engine
 //!    drives; `hostlo`: loopback between two fastnet processes through shared memory.
 //! 5. **Parts** — `kernel` (raw system calls, the only place they are made), `log`,
 //!    `config`, `fdtable`, `sockaddr`, `appmem` (the app's memory), `cmsg` (UDP
 //!    ancillary data), `epoll` (the app's epoll sets), `lock` (a fork-safe lock),
 //!    `signals` (signals held while the shim holds its lock), `family` (the shared page
-//!    of a family of processes), `mailbox` (messages between them).
+//!    of a family of processes), `mailbox` (messages between them), `repair` (a
+//!    connection made a kernel socket through TCP repair).
 
 pub mod appmem;
 pub mod calls;
@@ -34,6 +36,7 @@ pub mod fdtable;
 pub mod handoff;
 pub mod hostlo;
 pub mod kernel;
+pub mod kernel_handoff;
 pub mod lock;
 pub mod log;
 pub mod mailbox;
@@ -42,6 +45,7 @@ pub mod options;
 pub mod process;
 pub mod readiness;
 pub mod relay;
+pub mod repair;
 pub mod signals;
 pub mod sockaddr;
 
@@ -59,6 +63,7 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("engine", 3, include_str!("engine.rs")),
     ("handoff", 3, include_str!("handoff.rs")),
     ("relay", 3, include_str!("relay.rs")),
+    ("kernel_handoff", 3, include_str!("kernel_handoff.rs")),
     ("netdev", 4, include_str!("netdev.rs")),
     ("hostlo", 4, include_str!("hostlo.rs")),
     ("kernel", 5, include_str!("kernel.rs")),
@@ -73,6 +78,7 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("signals", 5, include_str!("signals.rs")),
     ("family", 5, include_str!("family.rs")),
     ("mailbox", 5, include_str!("mailbox.rs")),
+    ("repair", 5, include_str!("repair.rs")),
 ];
 
 #[cfg(test)]

@@ -200,6 +200,31 @@ impl FastIface {
         self.attached()?.steer_flow(&key, slot)
     }
 
+    /// Sends `conn`'s frames to the kernel's stack (it is a kernel socket's now), although
+    /// its port stays ours.
+    pub fn flow_to_kernel(&self, conn: super::mailbox::ConnKey) -> std::io::Result<()> {
+        let key = FlowKey::new(Transport::Tcp, conn.local, conn.remote);
+        self.attached()?.steer_flow(&key, xdp_backend::KERNEL_SLOT)
+    }
+
+    /// The connections whose flow entries send them to the kernel.
+    pub fn kernel_flows(&self) -> Vec<super::mailbox::ConnKey> {
+        let Ok(a) = self.attached() else {
+            return Vec::new();
+        };
+        a.program()
+            .flow_map()
+            .flows()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(f, slot)| *slot == xdp_backend::KERNEL_SLOT && f.proto == Transport::Tcp)
+            .map(|(f, _)| super::mailbox::ConnKey {
+                local: f.local,
+                remote: f.remote,
+            })
+            .collect()
+    }
+
     /// Stops steering `conn` by its own entry (it ended).
     pub fn unsteer_flow(&self, conn: super::mailbox::ConnKey) -> std::io::Result<bool> {
         let key = FlowKey::new(Transport::Tcp, conn.local, conn.remote);

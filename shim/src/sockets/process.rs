@@ -258,6 +258,10 @@ pub fn at_exit() {
     let mut e = engine();
     let deadline = Instant::now() + Duration::from_millis(e.config.linger_ms as u64);
     e.drive();
+    if e.config.handoff_at_exit {
+        // What the app wrote goes on in kernel sockets; the process need not wait.
+        e.hand_closing_to_kernel();
+    }
     while e.has_unsent() && Instant::now() < deadline {
         let mut fds = [libc::pollfd {
             fd: -1,
@@ -604,7 +608,9 @@ fn plan_sleep(e: &Engine, bell: i32, mailbox: i32, set: &mut Vec<libc::pollfd>) 
         Some(at) => at.micros(),
         None => u64::MAX,
     };
-    let family_quiet = e.family.as_ref().is_none_or(|m| m.quiet()) && !super::family::has_others();
+    let family_quiet = e.family.as_ref().is_none_or(|m| m.quiet())
+        && !super::family::has_others()
+        && super::family::kernel_flows() == 0;
     if !family_quiet {
         deadline = deadline.min(now + FAMILY_IDLE_MS * 1000);
     }

@@ -150,6 +150,19 @@ impl TcpLayer {
     /// Takes a connection out of this stack: returns its state and frees the handle
     /// without sending anything. Only connections past the handshake can move.
     pub fn export(&mut self, now: Instant, h: SocketHandle) -> Result<ConnectionState> {
+        let st = self.snapshot(now, h)?;
+        let idx = self.conn_slot(h)?;
+        let s = &mut self.slots[idx as usize];
+        s.user_open = false;
+        s.tcb.set_closed_quietly();
+        self.readiness.forget(h);
+        self.on_conn_closed(idx);
+        Ok(st)
+    }
+
+    /// A connection's state as [`TcpLayer::export`] would give it, leaving the
+    /// connection where it is (to try a move that may fail before committing to it).
+    pub fn snapshot(&mut self, now: Instant, h: SocketHandle) -> Result<ConnectionState> {
         let idx = self.conn_slot(h)?;
         self.now = self.now.max(now);
         let s = &self.slots[idx as usize];
@@ -197,11 +210,6 @@ impl TcpLayer {
             rto_in: left(t.rto_at),
             close_in: left(t.close_at),
         };
-        let s = &mut self.slots[idx as usize];
-        s.user_open = false;
-        s.tcb.set_closed_quietly();
-        self.readiness.forget(h);
-        self.on_conn_closed(idx);
         Ok(st)
     }
 

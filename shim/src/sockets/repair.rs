@@ -1,0 +1,438 @@
+//! A fast-path connection becomes a kernel socket through Linux's TCP repair (issue
+//! 18): the kernel socket continues the connection where the stack left it, with the
+//! same sequence numbers, queues, options, windows and timestamp clock, so the peer
+//! sees nothing but the next segment.
+//!
+//! [`RepairPlan`] is the pure part: what the kernel must be told, from an exported
+//! [`ConnectionState`]. [`kernel_socket`] carries it out, in the order the kernel
+//! accepts (CRIU's order): repair on, both queue sequence numbers (only while the
+//! socket is closed), the MSS, bind and connect (in repair mode connect sends nothing and the
+//! socket is established at once), the options negotiated at the handshake (only
+//! before any data is queued), the timestamp clock, the queues (the receive queue, and
+//! the part of the send queue the peer has already been sent), the windows, repair
+//! off (the kernel then sends a window probe: an ACK that tells the peer nothing new),
+//! then the part of the send queue never sent, written as ordinary data, and our FIN
+//! if the app had closed or shut down writing.
+//!
+//! A FIN the peer sent is not something repair can tell the kernel: the kernel socket
+//! starts one sequence number short of it (it has the peer's data, not its FIN). The
+//! peer's FIN was already acknowledged, so the peer never sends it again, and the
+//! kernel's ACKs, one short, are merely old ACKs to it. The kernel socket then
+//! finishes our side (data, FIN) and ends in FIN-WAIT-2, which the kernel times out
+//! (`tcp_fin_timeout`) once the app no longer holds it.
+
+use super::kernel::{self, Errno};
+use stack::tcp::{ConnectionState, State};
+
+/// `TCP_REPAIR_QUEUE` values.
+const TCP_NO_QUEUE: i32 = 0;
+const TCP_RECV_QUEUE: i32 = 1;
+const TCP_SEND_QUEUE: i32 = 2;
+/// `TCP_REPAIR_OPTIONS` codes (the TCP option kinds).
+const TCPOPT_MSS: u32 = 2;
+const TCPOPT_WINDOW: u32 = 3;
+const TCPOPT_SACK_PERM: u32 = 4;
+const TCPOPT_TIMESTAMP: u32 = 8;
+
+/// `struct tcp_repair_opt`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct RepairOption {
+    pub code: u32,
+    pub value: u32,
+}
+
+/// `struct tcp_repair_window`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct RepairWindow {
+    pub snd_wl1: u32,
+    pub snd_wnd: u32,
+    pub max_window: u32,
+    pub rcv_wnd: u32,
+    pub rcv_wup: u32,
+}
+
+/// Why a connection cannot become a kernel socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RepairError {
+    /// Its state has nothing a kernel socket could continue (TIME-WAIT: only the wait
+    /// is left) or cannot be restored (a handshake under way).
+    NotMovable(State),
+    /// TCP repair needs CAP_NET_ADMIN in the network namespace.
+    NotPermitted,
+    /// The kernel refused a step (which one, and its errno).
+    Kernel(&'static str, Errno),
+}
+
+impl std::fmt::Display for RepairError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RepairError::NotMovable(s) => write!(f, "a connection in {s:?} cannot move"),
+            RepairError::NotPermitted => {
+                write!(f, "TCP repair is not permitted (needs CAP_NET_ADMIN)")
+            }
+            RepairError::Kernel(step, e) => write!(
+                f,
+                "the kernel refused {step}: {}",
+                std::io::Error::from_raw_os_error(*e)
+            ),
+        }
+    }
+}
+
+/// What the kernel socket is told, computed from an exported connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepairPlan<'a> {
+    pub local: std::net::SocketAddrV4,
+    pub remote: std::net::SocketAddrV4,
+    /// Sequence number of the first byte of the send queue (SND.UNA, or one before it
+    /// when our FIN was already acknowledged).
+    pub send_seq: u32,
+    /// The send queue's bytes already sent (restored as in flight).
+    pub sent: &'a [u8],
+    /// The send queue's bytes never sent (written after repair, as ordinary data).
+    pub unsent: &'a [u8],
+    /// Sequence number of the first unread byte.
+    pub recv_seq: u32,
+    /// Received, unread.
+    pub unread: &'a [u8],
+    pub options: Vec<RepairOption>,
+    /// Our TSval now (the kernel's clock for this socket continues from it).
+    pub timestamp: Option<u32>,
+    pub window: RepairWindow,
+    /// Our FIN follows the data (the app closed or shut down writing).
+    pub shut_write: bool,
+    /// The app closed the socket (none of its fds name it).
+    pub recv_shut: bool,
+}
+
+impl<'a> RepairPlan<'a> {
+    pub fn new(st: &'a ConnectionState) -> Result<RepairPlan<'a>, RepairError> {
+        let peer_fin = match st.state {
+            State::Established | State::FinWait1 | State::FinWait2 => false,
+            State::CloseWait | State::Closing | State::LastAck => true,
+            s => return Err(RepairError::NotMovable(s)),
+        };
+        // Our FIN is in sequence space once sent; acknowledged only in FIN-WAIT-2.
+        let fin_acked = st.state == State::FinWait2;
+        let send_seq = st.snd_una.wrapping_sub(fin_acked as u32);
+        let in_flight = st.snd_max.wrapping_sub(st.snd_una) as usize;
+        let (sent, unsent) = if fin_acked {
+            (&st.send_queue[..0], &st.send_queue[..0])
+        } else {
+            st.send_queue.split_at(in_flight.min(st.send_queue.len()))
+        };
+        let rcv_nxt = st.rcv_nxt.wrapping_sub(peer_fin as u32);
+        let recv_seq = rcv_nxt.wrapping_sub(st.recv_queue.len() as u32);
+        let mut options = vec![RepairOption {
+            code: TCPOPT_MSS,
+            value: u32::from(st.peer_mss),
+        }];
+        if let (Some(snd), Some(rcv)) = (st.snd_wscale, st.rcv_wscale) {
+            options.push(RepairOption {
+                code: TCPOPT_WINDOW,
+                value: u32::from(snd) | u32::from(rcv) << 16,
+            });
+        }
+        if st.sack {
+            options.push(RepairOption {
+                code: TCPOPT_SACK_PERM,
+                value: 0,
+            });
+        }
+        if st.timestamps.is_some() {
+            options.push(RepairOption {
+                code: TCPOPT_TIMESTAMP,
+                value: 0,
+            });
+        }
+        // The right edge we advertised stays where it is (the kernel never shrinks a
+        // window it is told was offered).
+        let window = RepairWindow {
+            snd_wl1: st.snd_wl1,
+            snd_wnd: st.snd_wnd,
+            max_window: st.max_snd_wnd.max(st.snd_wnd),
+            rcv_wnd: st.rcv_adv.wrapping_sub(rcv_nxt).min(i32::MAX as u32),
+            rcv_wup: rcv_nxt,
+        };
+        Ok(RepairPlan {
+            local: st.local,
+            remote: st.remote,
+            send_seq,
+            sent,
+            unsent,
+            recv_seq,
+            unread: &st.recv_queue,
+            options,
+            timestamp: st.timestamps.map(|(now, _)| now),
+            window,
+            shut_write: st.fin_queued,
+            recv_shut: st.read_shut,
+        })
+    }
+
+    /// The peer's MSS (the clamp on the segments the kernel sends).
+    fn mss(&self) -> Option<u32> {
+        self.options
+            .iter()
+            .find(|o| o.code == TCPOPT_MSS)
+            .map(|o| o.value)
+    }
+
+    /// Buffer room the kernel socket needs to take the queues at once (the kernel
+    /// counts per-packet overhead too: twice the data, plus a margin).
+    fn buffers(&self) -> (i32, i32) {
+        let room = |n: usize| (2 * n + (256 << 10)).min(i32::MAX as usize / 2) as i32;
+        (
+            room(self.sent.len() + self.unsent.len()),
+            room(self.unread.len() + self.window.rcv_wnd as usize),
+        )
+    }
+}
+
+/// A kernel TCP socket (blocking, close-on-exec) that continues the connection
+/// `plan` describes. Nothing is sent until repair is off; on error the socket is
+/// closed and the connection is still wholly the caller's.
+pub fn kernel_socket(plan: &RepairPlan) -> Result<i32, RepairError> {
+    let fd = kernel::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+        .map_err(|e| RepairError::Kernel("socket", e))?;
+    match restore(fd, plan) {
+        Ok(()) => Ok(fd),
+        Err(e) => {
+            // Still in repair mode if it failed before the end: closes without a RST.
+            let _ = kernel::close(fd);
+            Err(e)
+        }
+    }
+}
+
+fn restore(fd: i32, plan: &RepairPlan) -> Result<(), RepairError> {
+    let tcp = |name: i32, v: i32, step: &'static str| {
+        kernel::setsockopt(fd, libc::IPPROTO_TCP, name, &v)
+            .map_err(|e| RepairError::Kernel(step, e))
+    };
+    match kernel::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR, &1i32) {
+        Ok(()) => {}
+        Err(libc::EPERM) => return Err(RepairError::NotPermitted),
+        Err(e) => return Err(RepairError::Kernel("TCP_REPAIR", e)),
+    }
+    let (sndbuf, rcvbuf) = plan.buffers();
+    let _ = kernel::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &sndbuf);
+    let _ = kernel::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf);
+    tcp(libc::TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE")?;
+    tcp(
+        libc::TCP_QUEUE_SEQ,
+        plan.recv_seq as i32,
+        "TCP_QUEUE_SEQ (receive)",
+    )?;
+    tcp(libc::TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
+    tcp(
+        libc::TCP_QUEUE_SEQ,
+        plan.send_seq as i32,
+        "TCP_QUEUE_SEQ (send)",
+    )?;
+    // The kernel sizes its segments at connect from the MSS clamp; the repair option
+    // below sets the clamp only after that, so it is given here too (else 536).
+    if let Some(mss) = plan.mss() {
+        tcp(libc::TCP_MAXSEG, mss as i32, "TCP_MAXSEG")?;
+    }
+    let mut a = [0u8; 28];
+    let n = super::sockaddr::write(plan.local, false, &mut a);
+    kernel::bind(fd, &a[..n]).map_err(|e| RepairError::Kernel("bind", e))?;
+    let n = super::sockaddr::write(plan.remote, false, &mut a);
+    kernel::connect(fd, &a[..n]).map_err(|e| RepairError::Kernel("connect", e))?;
+    for o in &plan.options {
+        kernel::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR_OPTIONS, o)
+            .map_err(|e| RepairError::Kernel("TCP_REPAIR_OPTIONS", e))?;
+    }
+    if let Some(ts) = plan.timestamp {
+        tcp(libc::TCP_TIMESTAMP, ts as i32, "TCP_TIMESTAMP")?;
+    }
+    if !plan.unread.is_empty() {
+        tcp(libc::TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE")?;
+        kernel::send_all(fd, plan.unread)
+            .map_err(|e| RepairError::Kernel("writing the receive queue", e))?;
+    }
+    if !plan.sent.is_empty() {
+        tcp(libc::TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
+        kernel::send_all(fd, plan.sent)
+            .map_err(|e| RepairError::Kernel("writing the send queue", e))?;
+    }
+    kernel::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW, &plan.window)
+        .map_err(|e| RepairError::Kernel("TCP_REPAIR_WINDOW", e))?;
+    tcp(libc::TCP_REPAIR_QUEUE, TCP_NO_QUEUE, "TCP_REPAIR_QUEUE")?;
+    tcp(libc::TCP_REPAIR, 0, "TCP_REPAIR off")?;
+    // From here the kernel owns the connection: what is left is ordinary socket use.
+    if !plan.unsent.is_empty() {
+        kernel::send_all(fd, plan.unsent)
+            .map_err(|e| RepairError::Kernel("writing unsent data", e))?;
+    }
+    if plan.shut_write {
+        kernel::shutdown(fd, libc::SHUT_WR).map_err(|e| RepairError::Kernel("shutdown", e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stack::tcp::{CongestionAlgorithm, TcpConfig};
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    fn state(s: State) -> ConnectionState {
+        ConnectionState {
+            state: s,
+            local: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), 80),
+            remote: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 40000),
+            iss: 1000,
+            irs: 5000,
+            snd_una: 2000,
+            snd_nxt: 2300,
+            snd_max: 2300,
+            snd_wnd: 65535 << 7,
+            snd_wl1: 5900,
+            snd_wl2: 2000,
+            max_snd_wnd: 65535 << 7,
+            rcv_nxt: 6000,
+            rcv_adv: 6000 + 131072,
+            snd_wscale: Some(7),
+            rcv_wscale: Some(9),
+            peer_mss: 1460,
+            our_mss: 1460,
+            timestamps: Some((777, 888)),
+            sack: true,
+            send_queue: (0..500u32).map(|i| i as u8).collect(),
+            recv_queue: vec![7; 100],
+            fin_queued: false,
+            read_shut: false,
+            srtt_us: 1000,
+            rttvar_us: 500,
+            rto_us: 200_000,
+            backoff: 0,
+            cwnd: 14600,
+            ssthresh: u32::MAX,
+            congestion: CongestionAlgorithm::default(),
+            options: TcpConfig::default().default_socket_options(),
+            rto_in: None,
+            close_in: None,
+        }
+    }
+
+    #[test]
+    fn established_splits_the_send_queue_at_what_was_sent() {
+        let st = state(State::Established);
+        let p = RepairPlan::new(&st).unwrap();
+        assert_eq!(p.send_seq, 2000);
+        assert_eq!((p.sent.len(), p.unsent.len()), (300, 200));
+        assert_eq!(p.sent[299], 43); // byte 299 of 0..500 as u8
+        assert_eq!(p.unsent[0], 44);
+        assert_eq!(p.recv_seq, 6000 - 100);
+        assert_eq!(p.unread.len(), 100);
+        assert_eq!(
+            p.options,
+            vec![
+                RepairOption {
+                    code: 2,
+                    value: 1460
+                },
+                RepairOption {
+                    code: 3,
+                    value: 7 | 9 << 16
+                },
+                RepairOption { code: 4, value: 0 },
+                RepairOption { code: 8, value: 0 },
+            ]
+        );
+        assert_eq!(p.timestamp, Some(777));
+        assert_eq!(
+            p.window,
+            RepairWindow {
+                snd_wl1: 5900,
+                snd_wnd: 65535 << 7,
+                max_window: 65535 << 7,
+                rcv_wnd: 131072,
+                rcv_wup: 6000,
+            }
+        );
+        assert!(!p.shut_write);
+    }
+
+    #[test]
+    fn our_fin_sent_is_not_data_and_follows_it() {
+        // FIN-WAIT-1: 500 bytes and the FIN sent (SND.MAX counts the FIN).
+        let mut st = state(State::FinWait1);
+        st.snd_max = 2501;
+        st.snd_nxt = 2501;
+        st.fin_queued = true;
+        let p = RepairPlan::new(&st).unwrap();
+        assert_eq!((p.send_seq, p.sent.len(), p.unsent.len()), (2000, 500, 0));
+        assert!(p.shut_write);
+        // FIN-WAIT-2: everything and the FIN acknowledged; the kernel starts at the FIN.
+        let mut st = state(State::FinWait2);
+        st.snd_una = 2501;
+        st.snd_max = 2501;
+        st.send_queue.clear();
+        st.fin_queued = true;
+        let p = RepairPlan::new(&st).unwrap();
+        assert_eq!((p.send_seq, p.sent.len(), p.unsent.len()), (2500, 0, 0));
+        assert!(p.shut_write);
+    }
+
+    #[test]
+    fn the_peers_fin_is_left_out_of_the_receive_sequence() {
+        for s in [State::CloseWait, State::LastAck, State::Closing] {
+            let mut st = state(s);
+            st.rcv_nxt = 6001; // the peer's FIN at 6000
+            st.rcv_adv = 6001 + 1000;
+            let p = RepairPlan::new(&st).unwrap();
+            assert_eq!(p.recv_seq, 6000 - 100, "{s:?}");
+            assert_eq!((p.window.rcv_wup, p.window.rcv_wnd), (6000, 1001), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn no_options_that_were_not_negotiated() {
+        let mut st = state(State::Established);
+        st.snd_wscale = None;
+        st.rcv_wscale = None;
+        st.sack = false;
+        st.timestamps = None;
+        let p = RepairPlan::new(&st).unwrap();
+        assert_eq!(
+            p.options,
+            vec![RepairOption {
+                code: 2,
+                value: 1460
+            }]
+        );
+        assert_eq!(p.timestamp, None);
+    }
+
+    #[test]
+    fn handshakes_and_time_wait_do_not_move() {
+        for s in [
+            State::SynSent,
+            State::SynReceived,
+            State::TimeWait,
+            State::Closed,
+            State::Listen,
+        ] {
+            assert_eq!(
+                RepairPlan::new(&state(s)).unwrap_err(),
+                RepairError::NotMovable(s)
+            );
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let mut st = state(State::Established);
+        st.snd_una = u32::MAX - 10;
+        st.snd_max = 20;
+        st.rcv_nxt = 50;
+        let p = RepairPlan::new(&st).unwrap();
+        assert_eq!(p.sent.len(), 31);
+        assert_eq!(p.recv_seq, 50u32.wrapping_sub(100));
+    }
+}

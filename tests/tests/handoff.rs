@@ -1,0 +1,282 @@
+//! Connections handed from the stack to the kernel (issue 18), at exit: a process
+//! that wrote more than the peer has read yet, closed and exited ends at once, and
+//! the kernel delivers the rest (TCP repair); the peer gets every byte and no RST.
+//! A forking server's child does the same while its parent lives on, and the flow
+//! entry that sends the connection to the kernel goes once the kernel is done with it.
+//! Without CAP_NET_ADMIN the exit lingers as before, says so in one line, and still
+//! delivers everything.
+
+use fastnet_e2e::apps::{
+    exit_counters, fastnet_cmd, random_file, scratch, sha256_file, spawn, wait_listening, Bg,
+};
+use fastnet_e2e::shim::fastnet_bin;
+use fastnet_e2e::{is_root, Side, Topology, TopologyOptions};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const READER: &str = include_str!("../py/slow_reader.py");
+const DROPPING_WRITER: &str = include_str!("../py/dropping_writer.py");
+const FORKING_SENDER: &str = include_str!("../py/forking_sender.py");
+
+/// The slow kernel reader in the client namespace, listening on `port` once this returns.
+fn slow_reader(t: &Topology, dir: &Path, port: u16, rate: u32) -> Bg {
+    let script = dir.join("slow_reader.py");
+    std::fs::write(&script, READER).unwrap();
+    let ready = dir.join(format!("ready-{port}"));
+    let mut c = t.command(Side::Client, "python3");
+    c.arg(&script)
+        .arg("listen")
+        .arg(port.to_string())
+        .arg(rate.to_string())
+        .arg(&ready);
+    let mut bg = spawn(c, &dir.join(format!("reader-{port}.log")));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        if let Ok(Some(st)) = bg.child.try_wait() {
+            panic!("reader exited ({st}):\n{}", bg.output());
+        }
+        assert!(Instant::now() < deadline, "reader did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bg
+}
+
+/// What the reader printed when its peer closed: `(bytes, sha256)`.
+fn reader_result(bg: &mut Bg) -> (usize, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(_)) = bg.child.try_wait() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reader still reading:\n{}",
+            bg.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = std::fs::read_to_string(&bg.log).unwrap();
+    let mut w = out.split_whitespace();
+    match (w.next().and_then(|n| n.parse().ok()), w.next()) {
+        (Some(n), Some(h)) => (n, h.to_string()),
+        _ => panic!("reader: {out}"),
+    }
+}
+
+/// `ss` of the kernel's TCP sockets to `peer` in `side`'s namespace: (state, Send-Q).
+fn kernel_sockets_to(t: &Topology, side: Side, peer: &str) -> Vec<(String, u64)> {
+    let out = t
+        .command(side, "ss")
+        .args(["-Htn", "state", "all", "dst", peer])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.first()?.to_string(), f.get(2)?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The kernel's count of retransmitted segments in `side`'s namespace (nstat).
+fn kernel_retransmits(t: &Topology, side: Side) -> u64 {
+    let out = t
+        .command(side, "nstat")
+        .args(["-az", "TcpRetransSegs"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("TcpRetransSegs")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_process_that_closed_with_megabytes_unread_exits_at_once_and_the_kernel_delivers_them() {
+    assert!(is_root(), "end-to-end tests need root");
+    let t = Topology::up(&TopologyOptions::for_tests()).expect("topology");
+    let dir = scratch("handoff-exit");
+    let file = dir.join("data.bin");
+    random_file(&file, 10 << 20, 18);
+    let want = sha256_file(&file);
+    let port = 7300;
+    // 2.5 MB/s (20 Mbit/s): the 10 MB take four seconds to read.
+    let mut reader = slow_reader(&t, &dir, port, 2_500_000);
+    let before = kernel_retransmits(&t, Side::Server);
+    let peer = format!("{}:{port}", t.addr(Side::Client));
+    let mut w = fastnet_cmd(&t, Side::Server, "socat");
+    w.arg("-u")
+        .arg(format!("FILE:{}", file.display()))
+        .arg(format!("TCP:{peer},sndbuf=2097152"))
+        .env("FASTNET_LOG", "info");
+    let out = w.output().unwrap();
+    // The writer is gone (waitpid returned): what it wrote and the reader has not read
+    // is in a kernel socket now, sending.
+    let left = kernel_sockets_to(&t, Side::Server, &peer);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "socat failed:\n{log}");
+    let c = exit_counters(&log);
+    assert_eq!(c.get("handoff.to_kernel.exit"), Some(&1), "{log}");
+    assert!(
+        c.get("tx.bytes").copied().unwrap_or(0) >= 1 << 20,
+        "the fast path carried the start:\n{log}"
+    );
+    assert!(
+        log.contains("1 connection(s) handed to the kernel"),
+        "{log}"
+    );
+    let queued: u64 = left.iter().map(|(_, q)| q).sum();
+    assert!(
+        left.iter().any(|(s, _)| s == "FIN-WAIT-1") && queued > 500_000,
+        "at exit the kernel should hold the connection with > 500 KB to send: {left:?}\n{log}"
+    );
+    let (n, got) = reader_result(&mut reader);
+    assert_eq!((n, got), (10 << 20, want), "the reader's bytes");
+    eprintln!(
+        "handed to the kernel with {queued} bytes to send; kernel retransmissions after: {}, the stack's before: {}",
+        kernel_retransmits(&t, Side::Server) - before,
+        c.get("tcp.retransmits").copied().unwrap_or(0)
+    );
+    // The kernel finishes the connection as any other: FIN sent and acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while kernel_sockets_to(&t, Side::Server, &peer)
+        .iter()
+        .any(|(s, _)| s == "FIN-WAIT-1")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the kernel's FIN was never acknowledged"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn without_cap_net_admin_exit_lingers_says_so_and_delivers_everything() {
+    assert!(is_root(), "end-to-end tests need root");
+    let t = Topology::up(&TopologyOptions::for_tests()).expect("topology");
+    let dir = scratch("handoff-unpriv");
+    let _ = std::process::Command::new("chmod")
+        .arg("755")
+        .arg(&dir)
+        .status();
+    let file = dir.join("data.bin");
+    random_file(&file, 1 << 20, 19);
+    let _ = std::process::Command::new("chmod")
+        .arg("644")
+        .arg(&file)
+        .status();
+    let want = sha256_file(&file);
+    let script = dir.join("dropping_writer.py");
+    std::fs::write(&script, DROPPING_WRITER).unwrap();
+    let port = 7301;
+    let mut reader = slow_reader(&t, &dir, port, 1_000_000);
+    let mut w = fastnet_cmd(&t, Side::Server, "python3");
+    w.arg(&script)
+        .arg(t.addr(Side::Client).to_string())
+        .arg(port.to_string())
+        .arg(&file);
+    let out = w.output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "writer failed:\n{log}");
+    let warn = "TCP repair is not permitted (needs CAP_NET_ADMIN): lingering for 1 connection(s)";
+    assert_eq!(log.matches(warn).count(), 1, "one line says why:\n{log}");
+    let c = exit_counters(&log);
+    assert_eq!(c.get("handoff.failed"), Some(&1), "{log}");
+    assert_eq!(c.get("handoff.to_kernel.exit"), None, "{log}");
+    let (n, got) = reader_result(&mut reader);
+    assert_eq!((n, got), (1 << 20, want), "the reader's bytes");
+}
+
+/// A gauge of `pid` from `fastnet stat --json`.
+fn gauge(pid: u32, name: &str) -> Option<u64> {
+    let out = std::process::Command::new(fastnet_bin())
+        .args(["stat", "--json", &pid.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let at = text.find(&format!("\"{name}\":"))? + name.len() + 3;
+    text[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_forking_servers_child_exits_at_once_and_its_kernel_flow_entry_goes_when_done() {
+    assert!(is_root(), "end-to-end tests need root");
+    let t = Topology::up(&TopologyOptions::for_tests()).expect("topology");
+    let dir = scratch("handoff-fork");
+    let file = dir.join("data.bin");
+    random_file(&file, 8 << 20, 20);
+    let want = sha256_file(&file);
+    let script = dir.join("forking_sender.py");
+    std::fs::write(&script, FORKING_SENDER).unwrap();
+    let reader_script = dir.join("slow_reader.py");
+    std::fs::write(&reader_script, READER).unwrap();
+    let port = 7302;
+    let mut s = fastnet_cmd(&t, Side::Server, "python3");
+    s.arg(&script).arg(port.to_string()).arg(&file);
+    let mut server = spawn(s, &dir.join("server.log"));
+    wait_listening(&t, Side::Server, port, &mut server);
+    let pid = server.pid();
+    // The reader ends with a RST, so neither side keeps the 4-tuple in TIME-WAIT.
+    let mut r = t.command(Side::Client, "python3");
+    r.arg(&reader_script)
+        .args([
+            "connect",
+            &t.addr(Side::Server).to_string(),
+            &port.to_string(),
+        ])
+        .args(["2500000", "rst"]);
+    let mut reader = spawn(r, &dir.join("reader.log"));
+    // The child wrote everything into its 2 MB buffer and exited: the kernel holds the
+    // rest of the connection, in FIN-WAIT-1, while the reader still reads.
+    let peer = format!("{}", t.addr(Side::Client));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let held = loop {
+        let held: Vec<(String, u64)> = kernel_sockets_to(&t, Side::Server, &peer);
+        if held.iter().any(|(s, q)| s == "FIN-WAIT-1" && *q > 500_000) {
+            break held;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no kernel socket took the child's connection: {held:?}\n{}",
+            server.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The parent counts the entry (its `fastnet stat` is refreshed as it ticks).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gauge(pid, "handoff.kernel_flows") != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the family does not count the kernel's flow: {:?} {held:?}",
+            gauge(pid, "handoff.kernel_flows")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (n, got) = reader_result(&mut reader);
+    assert_eq!((n, got), (8 << 20, want), "the reader's bytes");
+    // The kernel's connection ended (RST): the parent's driver removes the entry.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gauge(pid, "handoff.kernel_flows") != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "the flow entry stayed: {:?}",
+            gauge(pid, "handoff.kernel_flows")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = server.stop();
+    let c = exit_counters(&log);
+    assert_eq!(c.get("handoff.to_kernel.exit"), Some(&1), "{log}");
+}
