@@ -108,6 +108,8 @@ counters! {
     /// Connections handed to the kernel at exit (TCP repair): the kernel finishes
     /// delivering what the app wrote, and the process ends at once.
     HandoffToKernelExit = "handoff.to_kernel.exit", Count;
+    /// Connections handed to the kernel on request (`fastnet handoff --to kernel`).
+    HandoffToKernelVerb = "handoff.to_kernel.verb", Count;
     /// Connections TCP repair could not hand to the kernel (not permitted, or the
     /// kernel refused a step): they stayed in the stack (exit lingers for them).
     HandoffFailed = "handoff.failed", Count;
@@ -395,6 +397,15 @@ fn reason_offset() -> usize {
 /// Path of a process's segment.
 pub fn segment_path(pid: u32) -> PathBuf {
     Path::new(SHM_DIR).join(format!("fastnet-{pid}.stats"))
+}
+
+/// The abstract Unix socket address (`struct sockaddr_un` bytes) on which the fastnet
+/// process `pid` takes control requests (`fastnet handoff`), in its network namespace.
+pub fn control_address(pid: u32) -> Vec<u8> {
+    let mut a = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+    a.push(0);
+    a.extend_from_slice(format!("fastnet-ctl-{pid}").as_bytes());
+    a
 }
 
 /// A mapped segment (writer or reader).

@@ -3,11 +3,14 @@
 //! the kernel delivers the rest (TCP repair); the peer gets every byte and no RST.
 //! A forking server's child does the same while its parent lives on, and the flow
 //! entry that sends the connection to the kernel goes once the kernel is done with it.
+//! `fastnet handoff` moves a running redis-server's connections to the kernel under
+//! redis-benchmark, and no request fails.
 //! Without CAP_NET_ADMIN the exit lingers as before, says so in one line, and still
 //! delivers everything.
 
 use fastnet_e2e::apps::{
-    exit_counters, fastnet_cmd, random_file, scratch, sha256_file, spawn, wait_listening, Bg,
+    exit_counters, fastnet_cmd, fastnet_redis, random_file, scratch, sha256_file, spawn,
+    wait_listening, Bg,
 };
 use fastnet_e2e::shim::fastnet_bin;
 use fastnet_e2e::{is_root, Side, Topology, TopologyOptions};
@@ -279,4 +282,78 @@ fn a_forking_servers_child_exits_at_once_and_its_kernel_flow_entry_goes_when_don
     let log = server.stop();
     let c = exit_counters(&log);
     assert_eq!(c.get("handoff.to_kernel.exit"), Some(&1), "{log}");
+}
+
+#[test]
+fn fastnet_handoff_moves_a_busy_redis_servers_connections_to_the_kernel() {
+    assert!(is_root(), "end-to-end tests need root");
+    let t = Topology::up(&TopologyOptions::for_tests()).expect("topology");
+    let dir = scratch("handoff-verb");
+    let port = 6393;
+    let mut server = spawn(
+        fastnet_redis(&t, Side::Server, port),
+        &dir.join("redis.log"),
+    );
+    wait_listening(&t, Side::Server, port, &mut server);
+    let pid = server.pid();
+    let mut b = t.command(Side::Client, "redis-benchmark");
+    b.args([
+        "-h",
+        &t.addr(Side::Server).to_string(),
+        "-p",
+        &port.to_string(),
+    ])
+    .args(["-c", "20", "-n", "300000", "-t", "set,get", "--csv"]);
+    let mut bench = spawn(b, &dir.join("bench.log"));
+    // Under way: the 20 connections are the stack's.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gauge(pid, "tcp.state.established") != Some(20) {
+        assert!(Instant::now() < deadline, "benchmark did not connect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(apps_kernel_established(&t), 0, "the fast path holds them");
+    let out = std::process::Command::new(fastnet_bin())
+        .args(["handoff", "--pid", &pid.to_string(), "--to", "kernel"])
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{answer}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(answer.starts_with("ok moved=20 kept=0"), "{answer}");
+    // The kernel holds them now, with redis still serving them.
+    assert_eq!(apps_kernel_established(&t), 20);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Ok(Some(st)) = bench.child.try_wait() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "benchmark still running");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let report = std::fs::read_to_string(&bench.log).unwrap();
+    assert!(status.success(), "{report}");
+    assert!(!report.contains("Error"), "{report}");
+    for test in ["\"SET\"", "\"GET\""] {
+        assert!(report.contains(test), "{test} finished:\n{report}");
+    }
+    let log = server.stop();
+    let c = exit_counters(&log);
+    assert_eq!(c.get("handoff.to_kernel.verb"), Some(&20), "{log}");
+    // A request that is not handed over is answered, not dropped.
+    let out = std::process::Command::new(fastnet_bin())
+        .args(["handoff", "--pid", &pid.to_string(), "--to", "stack"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+/// Established kernel TCP connections in the server's namespace.
+fn apps_kernel_established(t: &Topology) -> usize {
+    kernel_sockets_to(t, Side::Server, &t.addr(Side::Client).to_string())
+        .iter()
+        .filter(|(s, _)| s == "ESTAB")
+        .count()
 }

@@ -67,6 +67,19 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Move a running fastnet process's TCP connections to the kernel (TCP repair),
+    /// through its control socket; prints what moved and why the others stayed.
+    Handoff {
+        /// The process (as `fastnet stat` lists it).
+        #[arg(long)]
+        pid: u32,
+        /// Only connections with this local or remote port.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Where the connections go: `kernel` (`stack` is not built yet).
+        #[arg(long, value_parser = ["kernel", "stack"])]
+        to: String,
+    },
     /// Write man pages and shell completions into a directory (for packaging).
     #[command(hide = true)]
     GenDocs {

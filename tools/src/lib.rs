@@ -4,6 +4,7 @@ pub mod cli;
 pub mod doctor;
 pub mod exporter;
 pub mod gendocs;
+pub mod handoff;
 pub mod netns;
 pub mod pcap;
 pub mod stat;

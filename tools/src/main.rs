@@ -53,6 +53,9 @@ fn real_main() -> Result<()> {
                 json,
             },
         )?,
+        Cmd::Handoff { pid, port, to } => {
+            std::process::exit(fastnet_tools::handoff::main(pid, port, &to)?);
+        }
         Cmd::Exporter { listen } => fastnet_tools::exporter::main(&listen)?,
         Cmd::GenDocs { out } => fastnet_tools::gendocs::generate(&out)?,
         Cmd::Pcap {

@@ -557,8 +557,22 @@ pub fn in_netns<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> io::Result<T> {
-    let path = format!("/var/run/netns/{ns}");
-    let file = std::fs::File::open(&path)?;
+    in_netns_at(&format!("/var/run/netns/{ns}"), f)
+}
+
+/// As [`in_netns`], in the network namespace of process `pid`.
+pub fn in_netns_of<T: Send + 'static>(
+    pid: u32,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<T> {
+    in_netns_at(&format!("/proc/{pid}/ns/net"), f)
+}
+
+fn in_netns_at<T: Send + 'static>(
+    path: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<T> {
+    let file = std::fs::File::open(path)?;
     std::thread::spawn(move || {
         // SAFETY: setns(2) with a namespace fd we hold open; CLONE_NEWNET moves only
         // the calling thread, which is ours and ends after `f`.

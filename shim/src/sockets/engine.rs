@@ -218,6 +218,8 @@ pub struct Engine {
     pub handed_to_kernel: Vec<super::mailbox::ConnKey>,
     /// When `sweep_kernel_flows` looks next.
     pub kernel_sweep_at: Instant,
+    /// Requests of `fastnet handoff` (see `control`).
+    pub control: Option<super::control::ControlSocket>,
 }
 
 /// When the stack last ran (µs on the engine's clock): the background driver only
@@ -285,6 +287,7 @@ impl Engine {
             relays_asked: Vec::new(),
             handed_to_kernel: Vec::new(),
             kernel_sweep_at: Instant::ZERO,
+            control: None,
         }
     }
 

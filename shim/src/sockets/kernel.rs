@@ -152,6 +152,10 @@ pub fn getpid() -> i32 {
     sys!(libc::SYS_getpid).unwrap_or(0) as i32
 }
 
+pub fn getuid() -> u32 {
+    sys!(libc::SYS_getuid).unwrap_or(0) as u32
+}
+
 /// Raises `sig` on the calling thread (SIGPIPE on a write to a closed connection).
 pub fn raise(sig: i32) {
     let _ = sys!(libc::SYS_tgkill, getpid(), gettid(), sig);
@@ -400,6 +404,63 @@ pub fn send_all(fd: i32, mut buf: &[u8]) -> Result<(), Errno> {
         }
     }
     Ok(())
+}
+
+/// One datagram from a Unix socket with SO_PASSCRED set, never blocking: (bytes,
+/// sender address bytes used in `from`, the sender's uid as the kernel vouches for it).
+pub fn recv_with_creds(
+    fd: i32,
+    buf: &mut [u8],
+    from: &mut [u8; 128],
+) -> Result<(usize, usize, Option<u32>), Errno> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let mut cbuf = [0u64; 8];
+    // SAFETY: msghdr is plain data; the fields set below are all the kernel reads.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = from.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_namelen = from.len() as u32;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    let n = sys!(
+        libc::SYS_recvmsg,
+        fd,
+        &mut msg as *mut libc::msghdr,
+        libc::MSG_DONTWAIT
+    )? as usize;
+    let mut uid = None;
+    // SAFETY: the kernel filled msg_control with msg_controllen bytes of cmsgs; the
+    // CMSG_* walkers stay inside it, and SCM_CREDENTIALS carries a struct ucred.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
+                let cred = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::ucred);
+                uid = Some(cred.uid);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n, (msg.msg_namelen as usize).min(from.len()), uid))
+}
+
+/// sendto(2) a datagram to `addr` (a sockaddr's bytes), never blocking.
+pub fn send_to(fd: i32, buf: &[u8], addr: &[u8]) -> Result<usize, Errno> {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    sys!(
+        libc::SYS_sendto,
+        fd,
+        buf.as_ptr(),
+        buf.len(),
+        flags,
+        addr.as_ptr(),
+        addr.len()
+    )
+    .map(|n| n as usize)
 }
 
 /// Whether the kernel has a TCP connection (any state but LISTEN; TIME-WAIT counts)

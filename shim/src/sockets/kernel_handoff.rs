@@ -15,7 +15,8 @@
 //! become kernel sockets, which the kernel finishes as it finishes any socket a
 //! process closed, and the process ends at once instead of lingering.
 
-use super::engine::Engine;
+use super::control::Request;
+use super::engine::{Engine, FastSocket, Kind};
 use super::log::{debug, log};
 use super::mailbox::ConnKey;
 use super::repair::{self, RepairError, RepairPlan};
@@ -149,5 +150,149 @@ impl Engine {
                 ));
             }
         }
+    }
+}
+
+impl Engine {
+    /// Opens this process's control socket (a process without one still runs; only
+    /// `fastnet handoff` cannot reach it).
+    pub fn open_control(&mut self) {
+        match super::control::ControlSocket::open(super::kernel::getpid() as u32) {
+            Ok(c) => {
+                rewriter::filter::mark_fd(c.fd(), true);
+                self.control = Some(c);
+            }
+            Err(e) => debug(format_args!("no control socket (errno {e})")),
+        }
+    }
+
+    /// Answers the requests waiting on the control socket.
+    pub fn serve_control(&mut self) {
+        let Some(c) = self.control.take() else {
+            return;
+        };
+        while let Some((req, from)) = c.next() {
+            let answer = match req {
+                Err(e) => format!("error {e}"),
+                Ok(Request::Handoff {
+                    to_kernel: false, ..
+                }) => "error moving connections from the kernel to the stack is not built yet"
+                    .to_string(),
+                Ok(Request::Handoff {
+                    to_kernel: true,
+                    port,
+                }) => {
+                    let (moved, kept) = self.hand_app_sockets_to_kernel(port);
+                    let mut a = format!("ok moved={moved} kept={}", kept.len());
+                    for why in kept {
+                        a += &format!("\nkept: {why}");
+                    }
+                    a
+                }
+            };
+            c.reply(&from, &answer);
+        }
+        self.control = Some(c);
+    }
+
+    /// Moves the app's TCP connections (on `port`, local or remote, if given) to kernel
+    /// sockets under the same fd numbers; returns how many moved and why the others
+    /// stayed.
+    pub fn hand_app_sockets_to_kernel(&mut self, port: Option<u16>) -> (usize, Vec<String>) {
+        let mut moved = 0;
+        let mut kept = Vec::new();
+        let fds: Vec<i32> = self.fds.fds().collect();
+        for fd in fds {
+            let Some(s) = self.fds.get(fd).copied() else {
+                continue;
+            };
+            let Kind::TcpStream(h) = s.kind else {
+                continue;
+            };
+            let ports = (
+                self.iface.tcp.local_addr(h).map(|a| a.port()),
+                self.iface.tcp.peer_addr(h).map(|a| a.port()),
+            );
+            if port.is_some_and(|p| ports.0 != Ok(p) && ports.1 != Ok(p)) {
+                continue;
+            }
+            let names = self
+                .fds
+                .fds()
+                .filter(|&o| self.fds.get(o).is_some_and(|x| x.kind == s.kind))
+                .count();
+            let busy = if self.is_tethered(&s) {
+                Some("shared with another process")
+            } else if names > 1 {
+                Some("named by more than one fd")
+            } else if self.waiters.iter().any(|w| w.handle == h) {
+                Some("a thread waits in it")
+            } else {
+                None
+            };
+            if let Some(why) = busy {
+                kept.push(format!("fd {fd}: {why}"));
+                continue;
+            }
+            match self.hand_to_kernel(h) {
+                Ok(kfd) => {
+                    self.adopt_kernel_socket(fd, kfd, &s, h);
+                    moved += 1;
+                    self.count(Counter::HandoffToKernelVerb);
+                }
+                Err(e) => {
+                    self.count(Counter::HandoffFailed);
+                    kept.push(format!("fd {fd}: {e}"));
+                    if e == RepairError::NotPermitted {
+                        break;
+                    }
+                }
+            }
+        }
+        log(
+            super::config::LogLevel::Info,
+            format_args!(
+                "handoff: {moved} connection(s) moved to the kernel on request, {} kept",
+                kept.len()
+            ),
+        );
+        (moved, kept)
+    }
+
+    /// Puts kernel socket `kfd` (the connection `h` was) in place of the app's fast-path
+    /// socket `fd`: same fd number and flags, the options that matter, the same place
+    /// in the app's epoll sets (real kernel epolls, which take it directly); from now
+    /// on the fd is the kernel's.
+    fn adopt_kernel_socket(&mut self, fd: i32, kfd: i32, s: &FastSocket, h: SocketHandle) {
+        use super::kernel;
+        let cloexec =
+            kernel::fcntl(fd, libc::F_GETFD, 0).is_ok_and(|f| f & libc::FD_CLOEXEC as i64 != 0);
+        if s.nonblocking {
+            let _ = kernel::fcntl(kfd, libc::F_SETFL, (libc::O_RDWR | libc::O_NONBLOCK) as i64);
+        }
+        if s.opts.nodelay {
+            let _ = kernel::setsockopt_int(kfd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+        }
+        if s.opts.keepalive.is_some() {
+            let _ = kernel::setsockopt_int(kfd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+        }
+        let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
+        if kernel::dup3(kfd, fd, flags).is_err() {
+            debug(format_args!("handoff: fd {fd}: dup3 failed"));
+        }
+        let _ = kernel::close(kfd);
+        for ep in s.epolls.iter() {
+            let Some(set) = self.epolls.get_mut(&ep) else {
+                continue;
+            };
+            if let Some((events, data)) = set.interest(fd) {
+                set.forget(fd);
+                let _ = kernel::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, events, data);
+            }
+        }
+        self.fds.remove(fd);
+        self.handle_fd_forget(h);
+        self.unclaim_entry(s.claimed);
+        rewriter::filter::mark_fd(fd, false);
     }
 }

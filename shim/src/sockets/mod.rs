@@ -22,12 +22,14 @@
 //!    ancillary data), `epoll` (the app's epoll sets), `lock` (a fork-safe lock),
 //!    `signals` (signals held while the shim holds its lock), `family` (the shared page
 //!    of a family of processes), `mailbox` (messages between them), `repair` (a
-//!    connection made a kernel socket through TCP repair).
+//!    connection made a kernel socket through TCP repair), `control` (requests from
+//!    `fastnet handoff`).
 
 pub mod appmem;
 pub mod calls;
 pub mod cmsg;
 pub mod config;
+pub mod control;
 pub mod data;
 pub mod engine;
 pub mod epoll;
@@ -69,6 +71,7 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("kernel", 5, include_str!("kernel.rs")),
     ("log", 5, include_str!("log.rs")),
     ("config", 5, include_str!("config.rs")),
+    ("control", 5, include_str!("control.rs")),
     ("fdtable", 5, include_str!("fdtable.rs")),
     ("sockaddr", 5, include_str!("sockaddr.rs")),
     ("appmem", 5, include_str!("appmem.rs")),

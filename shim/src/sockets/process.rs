@@ -222,6 +222,7 @@ pub fn start() -> bool {
             return;
         }
         let mut engine = Engine::new(config, dev, stats);
+        engine.open_control();
         match super::mailbox::Mailbox::open(0) {
             Ok(m) => engine.family = Some(super::handoff::Membership::new(0, m)),
             Err(e) => log(
@@ -415,6 +416,11 @@ pub fn join_family() -> bool {
     fresh.family = Some(super::handoff::Membership::new(slot, mailbox));
     fresh.inherit_fds(&g, parent);
     fresh.epolls = std::mem::take(&mut g.epolls);
+    // The parent's control socket is named after the parent: this process has its own.
+    if let Some(c) = g.control.take() {
+        c.close();
+    }
+    fresh.open_control();
     for fd in fresh.dev.owned_fds() {
         rewriter::filter::mark_fd(fd, true);
     }
@@ -525,6 +531,9 @@ fn driver_loop() {
         // whether or not the app drives the stack itself.
         e.serve_mailbox();
         family_ticks = family_ticks.wrapping_add(1);
+        if was_asleep || family_ticks.is_multiple_of(FAMILY_CHECK_TICKS) {
+            e.serve_control();
+        }
         e.tend_family(was_asleep || family_ticks.is_multiple_of(FAMILY_CHECK_TICKS));
         if e.pump_relays() {
             e.drive();
@@ -620,7 +629,8 @@ fn plan_sleep(e: &Engine, bell: i32, mailbox: i32, set: &mut Vec<libc::pollfd>) 
         d => (d - now).div_ceil(1000).min(i32::MAX as u64) as i32,
     };
     set.clear();
-    let fds = [bell, mailbox]
+    let control = e.control.as_ref().map_or(-1, |c| c.fd());
+    let fds = [bell, mailbox, control]
         .into_iter()
         .chain(e.dev.poll_fds())
         .chain(e.dev.monitor_fds())
@@ -649,6 +659,7 @@ pub fn internal_fds_sorted(e: &Engine) -> Vec<i32> {
     if let Some(m) = &e.family {
         v.extend(m.owned_fds());
     }
+    v.extend(e.control.as_ref().map(|c| c.fd()));
     v.extend(INTERNAL.lock().iter().copied());
     v.sort_unstable();
     v.dedup();
