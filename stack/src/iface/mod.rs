@@ -8,6 +8,7 @@ mod ip_out;
 mod loopback;
 mod neighbor;
 mod packet_ring;
+pub mod reassembly;
 mod stats;
 pub mod udp;
 
