@@ -19,7 +19,13 @@ fuzz_target!(|data: &[u8]| {
         let q = Ipv6Packet::new_checked(&out[..]).expect("emitted IPv6 parses");
         assert_eq!(Ipv6Repr::parse(&q).expect("re-parse"), r);
     }
-    for limits in [WalkLimits::DEFAULT, WalkLimits { max_headers: 2, max_bytes: 64 }] {
+    for limits in [
+        WalkLimits::DEFAULT,
+        WalkLimits {
+            max_headers: 2,
+            max_bytes: 64,
+        },
+    ] {
         let walked = ipv6_ext::walk(p.next_header(), payload, limits);
         let mut headers = 0;
         let mut it = ExtHeaders::new(p.next_header(), payload, limits);
@@ -28,7 +34,9 @@ fuzz_target!(|data: &[u8]| {
             headers += 1;
             assert!(h.offset + h.bytes.len() <= payload.len());
             for o in h.options().flatten() {
-                assert!(o.offset + 2 + o.data.len() <= h.offset + h.bytes.len() || o.data.is_empty());
+                assert!(
+                    o.offset + 2 + o.data.len() <= h.offset + h.bytes.len() || o.data.is_empty()
+                );
             }
             let _ = h.fragment();
         }

@@ -8,7 +8,7 @@
 //! f(ident, i) unless corrupted, so a correct datagram is known without a model.
 use core::net::Ipv6Addr;
 use libfuzzer_sys::fuzz_target;
-use stack::iface::reassembly::{FragmentKey, ReassemblyConfig, Reassembler};
+use stack::iface::reassembly::{FragmentKey, Reassembler, ReassemblyConfig};
 use stack::time::Instant;
 use stack::wire::FragmentRepr;
 
@@ -42,13 +42,21 @@ fuzz_target!(|data: &[u8]| {
         };
         let start = offset as usize * 8;
         let bytes: Vec<u8> = (start..start + len)
-            .map(|i| if corrupt { !byte(ident, i) } else { byte(ident, i) })
+            .map(|i| {
+                if corrupt {
+                    !byte(ident, i)
+                } else {
+                    byte(ident, i)
+                }
+            })
             .collect();
         let key = FragmentKey { src, dst, ident };
         let out = r.insert(now, key, &frag, &bytes);
         if frag.is_atomic() {
             // Passed through whole, apart from any datagram in progress.
-            let d = out.expect("atomic fragments are never dropped").expect("whole");
+            let d = out
+                .expect("atomic fragments are never dropped")
+                .expect("whole");
             assert_eq!((d.key, &d.payload), (key, &bytes));
             continue;
         }
