@@ -122,8 +122,8 @@ impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
     pub fn echo_seq(&self) -> u16 {
         read_u16(self.buffer.as_ref(), 6)
     }
-    /// The 32-bit field after the checksum: Packet Too Big's MTU, Parameter Problem's
-    /// pointer, RA's reachable time is elsewhere.
+    /// The 32-bit field after the checksum: Packet Too Big's MTU or Parameter
+    /// Problem's pointer.
     pub fn word(&self) -> u32 {
         let b = self.buffer.as_ref();
         u32::from_be_bytes([b[4], b[5], b[6], b[7]])
@@ -340,7 +340,8 @@ impl<'a> Icmpv6Repr<'a> {
     ) -> Result<Icmpv6Repr<'a>> {
         let buf: &'a T = packet.buffer;
         let buf: &'a [u8] = buf.as_ref();
-        if buf.len() < min_len(packet.msg_type()) {
+        // Checked again: the view may have been made unchecked.
+        if buf.len() < HEADER_LEN || buf.len() < min_len(buf[0]) {
             return Err(WireError::Truncated);
         }
         if verify_checksum && !packet.verify_checksum(src, dst) {
@@ -847,6 +848,21 @@ mod tests {
         Icmpv6Packet::new_unchecked(&mut with_prefix[..]).fill_checksum(A, all);
         let p = Icmpv6Packet::new_checked(&with_prefix[..]).unwrap();
         assert_eq!(Icmpv6Repr::parse(&p, A, all, true).unwrap(), r);
+    }
+
+    #[test]
+    fn unchecked_short_views_are_truncated() {
+        for len in [0, 7, 23] {
+            let mut b = vec![0u8; len];
+            if let Some(t) = b.first_mut() {
+                *t = TYPE_NEIGHBOR_SOLICIT;
+            }
+            let p = Icmpv6Packet::new_unchecked(&b[..]);
+            assert_eq!(
+                Icmpv6Repr::parse(&p, A, B, false).unwrap_err(),
+                WireError::Truncated
+            );
+        }
     }
 
     #[test]
