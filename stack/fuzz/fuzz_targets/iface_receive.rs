@@ -5,20 +5,27 @@
 //! Input: records of `kind, len (2 bytes), bytes`. Kind 0 hands `bytes` over as a raw
 //! frame; the other kinds wrap `bytes` in valid Ethernet/IPv4 headers with correct
 //! checksums (as a TCP segment to the listener, a UDP datagram, an ICMP message, an
-//! ARP packet), so the fuzzer reaches the layers behind the checksums.
-use core::net::{Ipv4Addr, SocketAddrV4};
+//! ARP packet; over IPv6 an ICMPv6 message to our address or our solicited-node group,
+//! or any next header and payload), so the fuzzer reaches the layers behind the
+//! checksums.
+use core::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use libfuzzer_sys::fuzz_target;
 use stack::device::QueueDevice;
 use stack::iface::{Interface, InterfaceConfig};
 use stack::tcp::TcpConfig;
 use stack::time::Instant;
 use stack::wire::checksum;
-use stack::wire::{EtherType, EthernetFrame, EthernetRepr, Ipv4Cidr, Ipv4Repr, MacAddr};
+use stack::wire::ipv6::{self, next_header};
+use stack::wire::{
+    EtherType, EthernetFrame, EthernetRepr, Ipv4Cidr, Ipv4Repr, Ipv6Cidr, Ipv6Repr, MacAddr,
+};
 
 const MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
 const PEER_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
 const IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const IP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
+const PEER6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
 
 fn frame(ethertype: EtherType, payload: &[u8]) -> Vec<u8> {
     let e = EthernetRepr {
@@ -62,8 +69,30 @@ fn ip_frame(protocol: u8, mut l4: Vec<u8>, csum_at: usize, pseudo: bool) -> Vec<
     frame(EtherType::Ipv4, &p)
 }
 
+/// An IPv6 frame from the peer to `dst` (at its MAC), hop limit 255.
+fn ipv6_frame(dst: Ipv6Addr, first_header: u8, payload: &[u8]) -> Vec<u8> {
+    let ip = Ipv6Repr {
+        src: PEER6,
+        dst,
+        next_header: first_header,
+        payload_len: payload.len(),
+        hop_limit: 255,
+        traffic_class: 0,
+        flow_label: 0,
+    };
+    let mut p = vec![0u8; ip.buffer_len()];
+    ip.emit(&mut p);
+    p[40..].copy_from_slice(payload);
+    let mut f = frame(EtherType::Ipv6, &p);
+    if ipv6::is_multicast(dst) {
+        f[..6].copy_from_slice(&ipv6::multicast_mac(dst).0);
+    }
+    f
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut cfg = InterfaceConfig::new(MAC, Ipv4Cidr::new(IP, 24));
+    cfg.ipv6_addrs = vec![Ipv6Cidr::new(IP6, 64)];
     cfg.udp.max_sockets = 4;
     cfg.udp.rx_buffer = 4096;
     cfg.udp.tx_buffer = 4096;
@@ -86,7 +115,7 @@ fuzz_target!(|data: &[u8]| {
     let mut rest = data;
     let mut buf = [0u8; 2048];
     while rest.len() >= 3 {
-        let kind = rest[0] % 5;
+        let kind = rest[0] % 7;
         let len = (u16::from_be_bytes([rest[1], rest[2]]) as usize).min(rest.len() - 3);
         let bytes = &rest[3..3 + len];
         rest = &rest[3 + len..];
@@ -109,7 +138,26 @@ fuzz_target!(|data: &[u8]| {
                 ip_frame(17, l4, 6, true)
             }
             3 => ip_frame(1, bytes.to_vec(), 2, false),
-            _ => frame(EtherType::Arp, bytes),
+            4 => frame(EtherType::Arp, bytes),
+            5 => {
+                // ICMPv6 with a correct checksum, to us or our solicited-node group.
+                let dst = if rest.len() % 2 == 0 {
+                    IP6
+                } else {
+                    ipv6::solicited_node(IP6)
+                };
+                let mut l4 = bytes.to_vec();
+                if l4.len() >= 4 {
+                    l4[2..4].fill(0);
+                    let c = checksum::transport_checksum(PEER6, dst, next_header::ICMPV6, &l4);
+                    l4[2..4].copy_from_slice(&c.to_be_bytes());
+                }
+                ipv6_frame(dst, next_header::ICMPV6, &l4)
+            }
+            _ => match bytes.split_first() {
+                Some((&nh, payload)) => ipv6_frame(IP6, nh, payload),
+                None => ipv6_frame(IP6, next_header::NO_NEXT_HEADER, &[]),
+            },
         };
         iface.receive(now, &f);
         iface.dispatch(now, &mut dev);

@@ -5,9 +5,11 @@
 //! `dispatch(now, device)` to send what is due, and again at `poll_at()`.
 
 mod ip_out;
+mod ipv6_rx;
 mod loopback;
 mod neighbor;
 mod packet_ring;
+pub mod reassembly;
 mod stats;
 pub mod udp;
 
@@ -22,8 +24,8 @@ use crate::tcp::{TcpConfig, TcpLayer};
 use crate::time::Instant;
 use crate::wire::{
     arp, checksum, ethernet, icmp, ipv4, tcp, ArpOperation, ArpPacket, ArpRepr, EtherType,
-    EthernetFrame, EthernetRepr, IcmpPacket, IcmpRepr, Ipv4Cidr, Ipv4Packet, Ipv4Repr, MacAddr,
-    UdpPacket, UdpRepr, WireError,
+    EthernetFrame, EthernetRepr, IcmpPacket, IcmpRepr, Ipv4Cidr, Ipv4Packet, Ipv4Repr, Ipv6Cidr,
+    MacAddr, UdpPacket, UdpRepr, WireError,
 };
 use core::net::{Ipv4Addr, SocketAddrV4};
 use std::collections::VecDeque;
@@ -45,6 +47,10 @@ pub struct InterfaceConfig {
     pub mac: MacAddr,
     /// Addresses with their prefixes; the first is the primary (source via gateway).
     pub addrs: Vec<Ipv4Cidr>,
+    /// IPv6 addresses. Empty (the default): IPv6 frames are dropped as an unknown
+    /// EtherType. Otherwise the interface answers Neighbor Solicitations for them and
+    /// echo requests to them (see `ipv6_rx`).
+    pub ipv6_addrs: Vec<Ipv6Cidr>,
     pub gateway: Option<Ipv4Addr>,
     pub neighbor_mode: NeighborMode,
     pub neighbor: NeighborConfig,
@@ -76,6 +82,7 @@ impl InterfaceConfig {
         InterfaceConfig {
             mac,
             addrs: vec![addr],
+            ipv6_addrs: Vec::new(),
             gateway: None,
             neighbor_mode: NeighborMode::OwnArp,
             neighbor: NeighborConfig::default(),
@@ -146,6 +153,7 @@ impl HeldFrames {
 pub(crate) struct Core {
     pub mac: MacAddr,
     pub addrs: Vec<Ipv4Cidr>,
+    pub ipv6_addrs: Vec<Ipv6Cidr>,
     pub gateway: Option<Ipv4Addr>,
     pub neighbor_mode: NeighborMode,
     pub neighbors: NeighborCache,
@@ -240,6 +248,7 @@ impl Interface {
             core: Core {
                 mac: config.mac,
                 addrs: config.addrs,
+                ipv6_addrs: config.ipv6_addrs,
                 gateway: config.gateway,
                 neighbor_mode: config.neighbor_mode,
                 neighbors: NeighborCache::new(config.neighbor),
@@ -307,6 +316,13 @@ impl Interface {
         };
         self.tcp
             .connect(SocketAddrV4::new(ip, local.port()), remote)
+    }
+
+    pub fn ipv6_addrs(&self) -> &[Ipv6Cidr] {
+        &self.core.ipv6_addrs
+    }
+    pub fn set_ipv6_addrs(&mut self, addrs: Vec<Ipv6Cidr>) {
+        self.core.ipv6_addrs = addrs;
     }
 
     pub fn set_addrs(&mut self, addrs: Vec<Ipv4Cidr>) {
@@ -514,15 +530,22 @@ impl Interface {
             Ok(r) => r,
             Err(_) => return st.drop(DropReason::VlanMismatch),
         };
-        if eth.dst != self.core.mac && !eth.dst.is_broadcast() {
-            return st.drop(DropReason::EthernetNotForUs);
+        // IPv6 multicast (ND) comes to 33:33 MACs of the groups we listen to.
+        if eth.dst != self.core.mac
+            && !eth.dst.is_broadcast()
+            && !(eth.ethertype == EtherType::Ipv6 && self.core.accepts_ipv6_mac(eth.dst))
+        {
+            return self.core.stats.drop(DropReason::EthernetNotForUs);
         }
         if eth.vlan != self.core.vlan {
-            return st.drop(DropReason::VlanMismatch);
+            return self.core.stats.drop(DropReason::VlanMismatch);
         }
         match eth.ethertype {
             EtherType::Arp => self.receive_arp(now, eth_frame.payload()),
             EtherType::Ipv4 => self.receive_ipv4(now, &eth, eth_frame.payload(), verify),
+            EtherType::Ipv6 if !self.core.ipv6_addrs.is_empty() => {
+                self.receive_ipv6(&eth, eth_frame.payload(), verify)
+            }
             _ => self.core.stats.drop(DropReason::UnknownEthertype),
         }
     }
@@ -805,6 +828,8 @@ fn dispatch_udp(udp: &mut UdpLayer, out: &mut IpOut<'_>) {
     }
 }
 
+#[cfg(test)]
+mod ipv6_tests;
 #[cfg(test)]
 mod loopback_tests;
 #[cfg(test)]

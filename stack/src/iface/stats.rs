@@ -53,10 +53,29 @@ pub enum DropReason {
     TxTooBig,
     /// A packet for a next hop being resolved found the held-frames queue full.
     NeighborQueueFull,
+    /// IPv6 header truncated or payload length beyond the frame.
+    Ipv6Truncated,
+    /// IPv6 version field not 6.
+    Ipv6Malformed,
+    /// Destination neither one of our IPv6 addresses nor a group we listen to.
+    Ipv6NotForUs,
+    /// Source is multicast or one of our own addresses.
+    Ipv6BadSource,
+    /// A malformed or refused extension-header chain (`wire::ipv6_ext::ExtHeaderError`).
+    Ipv6ExtHeaders,
+    /// An IPv6 fragment: not reassembled yet.
+    Ipv6Fragment,
+    /// Upper layer other than ICMPv6 (TCP and UDP over IPv6 are not served yet).
+    Ipv6UnknownProtocol,
+    /// ICMPv6 message too short, malformed, or an ND message with a hop limit not 255.
+    Icmpv6Malformed,
+    Icmpv6BadChecksum,
+    /// ICMPv6 message the stack does not act on (or an NS for another target).
+    Icmpv6Ignored,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 27;
+    pub const COUNT: usize = 37;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::EthernetTruncated,
         DropReason::EthernetNotForUs,
@@ -85,6 +104,16 @@ impl DropReason {
         DropReason::NeighborFailed,
         DropReason::TxTooBig,
         DropReason::NeighborQueueFull,
+        DropReason::Ipv6Truncated,
+        DropReason::Ipv6Malformed,
+        DropReason::Ipv6NotForUs,
+        DropReason::Ipv6BadSource,
+        DropReason::Ipv6ExtHeaders,
+        DropReason::Ipv6Fragment,
+        DropReason::Ipv6UnknownProtocol,
+        DropReason::Icmpv6Malformed,
+        DropReason::Icmpv6BadChecksum,
+        DropReason::Icmpv6Ignored,
     ];
 
     pub const fn index(self) -> usize {
@@ -121,6 +150,16 @@ impl DropReason {
             DropReason::NeighborFailed => "neighbor_failed",
             DropReason::TxTooBig => "tx_too_big",
             DropReason::NeighborQueueFull => "neighbor_queue_full",
+            DropReason::Ipv6Truncated => "ipv6_truncated",
+            DropReason::Ipv6Malformed => "ipv6_malformed",
+            DropReason::Ipv6NotForUs => "ipv6_not_for_us",
+            DropReason::Ipv6BadSource => "ipv6_bad_source",
+            DropReason::Ipv6ExtHeaders => "ipv6_ext_headers",
+            DropReason::Ipv6Fragment => "ipv6_fragment",
+            DropReason::Ipv6UnknownProtocol => "ipv6_unknown_protocol",
+            DropReason::Icmpv6Malformed => "icmpv6_malformed",
+            DropReason::Icmpv6BadChecksum => "icmpv6_bad_checksum",
+            DropReason::Icmpv6Ignored => "icmpv6_ignored",
         }
     }
 }
@@ -138,6 +177,9 @@ pub struct Stats {
     pub arp_replies_sent: u64,
     pub icmp_echo_replies_sent: u64,
     pub icmp_unreachables_sent: u64,
+    pub icmpv6_echo_replies_sent: u64,
+    /// Neighbor Advertisements sent in answer to solicitations for our addresses.
+    pub nd_advertisements_sent: u64,
     pub udp_datagrams_received: u64,
     pub udp_datagrams_sent: u64,
     /// IPv4 fragments sent (UDP datagrams larger than the MTU).
@@ -150,20 +192,30 @@ pub struct Stats {
     /// Frames to local addresses handed to another stack on this host (host loopback).
     pub host_frames: u64,
     pub host_bytes: u64,
-    drops: [u64; DropReason::COUNT],
+    drops: DropCounts,
+}
+
+/// One counter per drop reason (a newtype: arrays over 32 have no `Default`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct DropCounts([u64; DropReason::COUNT]);
+
+impl Default for DropCounts {
+    fn default() -> Self {
+        DropCounts([0; DropReason::COUNT])
+    }
 }
 
 impl Stats {
     /// Frames/packets dropped for `reason`.
     pub fn dropped(&self, reason: DropReason) -> u64 {
-        self.drops[reason.index()]
+        self.drops.0[reason.index()]
     }
     /// All drops, whatever the reason.
     pub fn dropped_total(&self) -> u64 {
-        self.drops.iter().sum()
+        self.drops.0.iter().sum()
     }
     pub(crate) fn drop(&mut self, reason: DropReason) {
-        self.drops[reason.index()] += 1;
+        self.drops.0[reason.index()] += 1;
     }
 }
 
@@ -185,6 +237,13 @@ impl fmt::Display for Stats {
             self.udp_datagrams_sent,
             self.tcp_segments_received
         )?;
+        if self.icmpv6_echo_replies_sent + self.nd_advertisements_sent != 0 {
+            writeln!(
+                f,
+                "icmpv6 echo sent {}, nd advertisements sent {}",
+                self.icmpv6_echo_replies_sent, self.nd_advertisements_sent
+            )?;
+        }
         for r in DropReason::ALL {
             let n = self.dropped(r);
             if n != 0 {

@@ -4,7 +4,7 @@
 //! handling needed for buffers under 16 GiB, and LLVM vectorizes the loop), fold, and
 //! byte-swap at the end (RFC 1071 §2(B): the sum is byte-order independent).
 
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 /// Adds `data` (as if it started at an even offset) to a native-endian 64-bit partial
 /// sum. Full-size segments take a 256-bit vector loop where the CPU has AVX2.
@@ -133,29 +133,57 @@ pub fn checksum(data: &[u8]) -> u16 {
     !sum(data)
 }
 
-/// The folded sum of the IPv4 pseudo-header (RFC 793/768): source, destination,
-/// zero, protocol, and the transport length.
+/// An address that goes into a transport pseudo-header: IPv4 (RFC 793/768) or IPv6
+/// (RFC 8200 §8.1). One generic pseudo-header sum serves both families.
+pub trait PseudoHeaderAddr: Copy {
+    /// The sum of the address's big-endian 16-bit words, unfolded (at most 8 × 0xffff).
+    fn word_sum(self) -> u32;
+    /// Whether a UDP checksum field of zero means "no checksum" (IPv4) rather than a
+    /// malformed datagram (IPv6, RFC 8200 §8.1).
+    const UDP_ZERO_CHECKSUM_MEANS_NONE: bool;
+}
+
+impl PseudoHeaderAddr for Ipv4Addr {
+    #[inline]
+    fn word_sum(self) -> u32 {
+        let b = self.to_bits();
+        (b >> 16) + (b & 0xffff)
+    }
+    const UDP_ZERO_CHECKSUM_MEANS_NONE: bool = true;
+}
+
+impl PseudoHeaderAddr for Ipv6Addr {
+    #[inline]
+    fn word_sum(self) -> u32 {
+        self.segments().iter().map(|&w| w as u32).sum()
+    }
+    const UDP_ZERO_CHECKSUM_MEANS_NONE: bool = false;
+}
+
+/// The folded sum of the pseudo-header: source, destination, the protocol (IPv6: next
+/// header) and the transport length. IPv6's 32-bit length and 24 zero bits sum the same
+/// as IPv4's 16-bit length and 8 zero bits for any length that fits 16 bits (jumbograms
+/// are not supported).
 #[inline]
-pub fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16) -> u16 {
-    let s = src.octets();
-    let d = dst.octets();
-    let mut acc = u32::from_be_bytes([s[0], s[1], 0, 0]) >> 16;
-    acc += u16::from_be_bytes([s[2], s[3]]) as u32;
-    acc += u16::from_be_bytes([d[0], d[1]]) as u32;
-    acc += u16::from_be_bytes([d[2], d[3]]) as u32;
-    acc += protocol as u32;
-    acc += length as u32;
-    // Six 16-bit terms: two fixed folds suffice (no loop).
+pub fn pseudo_header_sum<A: PseudoHeaderAddr>(src: A, dst: A, protocol: u8, length: u16) -> u16 {
+    // At most 18 16-bit terms: two fixed folds suffice (no loop).
+    let mut acc = src.word_sum() + dst.word_sum() + protocol as u32 + length as u32;
     acc = (acc & 0xffff) + (acc >> 16);
     acc = (acc & 0xffff) + (acc >> 16);
     acc as u16
 }
 
-/// The checksum field value for a transport segment (TCP/UDP) with its pseudo-header.
-/// `segment` includes the transport header with the checksum field as it is (zero when
-/// computing, the received value when verifying: then a correct segment gives 0).
+/// The checksum field value for a transport segment (TCP/UDP/ICMPv6) with its
+/// pseudo-header. `segment` includes the transport header with the checksum field as it
+/// is (zero when computing, the received value when verifying: then a correct segment
+/// gives 0).
 #[inline]
-pub fn transport_checksum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &[u8]) -> u16 {
+pub fn transport_checksum<A: PseudoHeaderAddr>(
+    src: A,
+    dst: A,
+    protocol: u8,
+    segment: &[u8],
+) -> u16 {
     let len = segment.len() as u16;
     !add(pseudo_header_sum(src, dst, protocol, len), sum(segment))
 }
@@ -279,6 +307,24 @@ mod tests {
             0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
         ];
         assert_eq!(checksum(&h), 0);
+    }
+
+    #[test]
+    fn ipv6_pseudo_header_by_hand() {
+        // fd77::1 -> fe80::abcd:2, next header 58, length 0x1234: the words of
+        // RFC 8200 §8.1's pseudo-header summed one by one.
+        let src: core::net::Ipv6Addr = "fd77::1".parse().unwrap();
+        let dst: core::net::Ipv6Addr = "fe80::abcd:2".parse().unwrap();
+        let words: u32 = 0xfd77 + 0x0001 + 0xfe80 + 0xabcd + 0x0002 + 0x1234 + 58;
+        let folded = ((words & 0xffff) + (words >> 16)) as u16;
+        assert_eq!(pseudo_header_sum(src, dst, 58, 0x1234), folded);
+        // An IPv4 address and its v4-mapped form give the same sum: ::ffff: adds 0xffff,
+        // one's-complement zero.
+        let v4 = Ipv4Addr::new(10, 77, 0, 1);
+        assert_eq!(
+            pseudo_header_sum(v4, v4, 17, 8),
+            pseudo_header_sum(v4.to_ipv6_mapped(), v4.to_ipv6_mapped(), 17, 8)
+        );
     }
 
     #[test]

@@ -9,14 +9,20 @@ pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
+pub mod icmpv6;
 pub mod ipv4;
+pub mod ipv6;
+pub mod ipv6_ext;
 pub mod tcp;
 pub mod udp;
 
 pub use arp::{ArpOperation, ArpPacket, ArpRepr};
 pub use ethernet::{EtherType, EthernetFrame, EthernetRepr, MacAddr};
 pub use icmp::{IcmpPacket, IcmpRepr};
+pub use icmpv6::{Icmpv6Packet, Icmpv6Repr};
 pub use ipv4::{Ipv4Cidr, Ipv4Packet, Ipv4Repr};
+pub use ipv6::{Ipv6Cidr, Ipv6Packet, Ipv6Repr};
+pub use ipv6_ext::{ExtChain, ExtHeaderError, ExtHeaders, FragmentRepr, WalkLimits};
 pub use udp::{UdpPacket, UdpRepr};
 
 use core::fmt;

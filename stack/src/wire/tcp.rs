@@ -2,9 +2,9 @@
 //! ([`TcpRepr`]) that parses and emits every option the stack speaks: MSS, window
 //! scale, SACK-permitted, SACK blocks and timestamps.
 
+use super::checksum::PseudoHeaderAddr;
 use core::cmp::Ordering;
 use core::fmt;
-use core::net::Ipv4Addr;
 use core::ops::{Add, AddAssign, Sub};
 
 /// A TCP sequence number: arithmetic and comparisons wrap modulo 2^32 (RFC 9293 3.4).
@@ -209,8 +209,8 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     pub fn segment_len(&self) -> usize {
         self.payload().len() + self.syn() as usize + self.fin() as usize
     }
-    /// Verifies the checksum over the IPv4 pseudo-header and the whole segment.
-    pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+    /// Verifies the checksum over the pseudo-header (IPv4 or IPv6) and the whole segment.
+    pub fn verify_checksum<A: PseudoHeaderAddr>(&self, src: A, dst: A) -> bool {
         super::checksum::transport_checksum(src, dst, 6, self.buffer.as_ref()) == 0
     }
 }
@@ -257,7 +257,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         &mut self.buffer.as_mut()[hl..]
     }
     /// Computes and stores the checksum (for hosts that do not offload it).
-    pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+    pub fn fill_checksum<A: PseudoHeaderAddr>(&mut self, src: A, dst: A) {
         self.set_checksum(0);
         let c = super::checksum::transport_checksum(src, dst, 6, self.buffer.as_ref());
         self.set_checksum(c);
@@ -536,6 +536,7 @@ impl TcpRepr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn seq_numbers_wrap() {
@@ -697,5 +698,21 @@ mod tests {
             super::super::checksum::transport_checksum(src, dst, 6, &seg),
             !(words as u16)
         );
+    }
+
+    #[test]
+    fn ipv6_checksum_known_value() {
+        // The same segment from fd77::1 to fd77::2: scapy 2.8.0 gives checksum 0x09ec
+        // (`raw(IPv6(...)/TCP(sport=1, dport=2, flags="S", window=0)/Raw(b"\xab"))`).
+        let mut seg = [
+            0u8, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x02, 0, 0, 0, 0, 0, 0, 0xab,
+        ];
+        let src: Ipv6Addr = "fd77::1".parse().unwrap();
+        let dst: Ipv6Addr = "fd77::2".parse().unwrap();
+        let mut p = TcpPacket::new_checked(&mut seg[..]).unwrap();
+        p.fill_checksum(src, dst);
+        assert_eq!(p.checksum(), 0x09ec);
+        assert!(p.verify_checksum(src, dst));
+        assert!(!p.verify_checksum(src, src));
     }
 }

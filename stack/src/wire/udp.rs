@@ -1,8 +1,7 @@
 //! UDP (RFC 768).
 
-use super::checksum;
+use super::checksum::{self, PseudoHeaderAddr};
 use super::{read_u16, write_u16, Result, WireError};
-use core::net::Ipv4Addr;
 
 pub const HEADER_LEN: usize = 8;
 /// Offset of the checksum field.
@@ -56,10 +55,11 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..self.len() as usize]
     }
-    /// Verifies the checksum with the pseudo-header; a zero field means "none" (IPv4).
-    pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+    /// Verifies the checksum with the pseudo-header; a zero field means "none" over
+    /// IPv4 and is invalid over IPv6 (RFC 8200 §8.1).
+    pub fn verify_checksum<A: PseudoHeaderAddr>(&self, src: A, dst: A) -> bool {
         if self.checksum() == 0 {
-            return true;
+            return A::UDP_ZERO_CHECKSUM_MEANS_NONE;
         }
         let d = &self.buffer.as_ref()[..self.len() as usize];
         checksum::transport_checksum(src, dst, 17, d) == 0
@@ -76,10 +76,10 @@ pub struct UdpRepr {
 impl UdpRepr {
     /// Parses a checked view; verifies the checksum when `verify_checksum`.
     /// Port 0 as destination is malformed.
-    pub fn parse<T: AsRef<[u8]>>(
+    pub fn parse<T: AsRef<[u8]>, A: PseudoHeaderAddr>(
         packet: &UdpPacket<T>,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: A,
+        dst: A,
         verify_checksum: bool,
     ) -> Result<UdpRepr> {
         if packet.dst_port() == 0 {
@@ -102,11 +102,11 @@ impl UdpRepr {
     }
     /// Writes header and payload into `buf` (`8 + payload.len()` bytes) and, when
     /// `fill_checksum`, the checksum (computed while copying the payload).
-    pub fn emit(
+    pub fn emit<A: PseudoHeaderAddr>(
         &self,
         buf: &mut [u8],
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: A,
+        dst: A,
         payload: &[u8],
         fill_checksum: bool,
     ) {
@@ -140,6 +140,8 @@ pub const fn nonzero_checksum(c: u16) -> u16 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    use core::net::{Ipv4Addr, Ipv6Addr};
 
     const SRC: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
     const DST: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -183,6 +185,35 @@ mod tests {
                 "len {len}"
             );
         }
+    }
+
+    #[test]
+    fn ipv6_checksum_known_value_and_zero_invalid() {
+        // scapy 2.8.0: raw(IPv6(src="fd77::1", dst="fd77::2")/UDP(sport=5000, dport=53)
+        // /Raw(b"hello")) has UDP bytes 1388 0035 000d ad52 "hello".
+        let (src, dst): (Ipv6Addr, Ipv6Addr) =
+            ("fd77::1".parse().unwrap(), "fd77::2".parse().unwrap());
+        let r = UdpRepr {
+            src_port: 5000,
+            dst_port: 53,
+        };
+        let mut b = [0u8; 13];
+        r.emit(&mut b, src, dst, b"hello", true);
+        assert_eq!(&b[..8], &[0x13, 0x88, 0, 0x35, 0, 0x0d, 0xad, 0x52]);
+        let p = UdpPacket::new_checked(&b[..]).unwrap();
+        assert_eq!(UdpRepr::parse(&p, src, dst, true).unwrap(), r);
+        assert_eq!(
+            UdpRepr::parse(&p, dst, dst, true).unwrap_err(),
+            WireError::Checksum
+        );
+        // Over IPv6 a zero checksum is not "none" but invalid (RFC 8200 §8.1).
+        b[6] = 0;
+        b[7] = 0;
+        let p = UdpPacket::new_checked(&b[..]).unwrap();
+        assert_eq!(
+            UdpRepr::parse(&p, src, dst, true).unwrap_err(),
+            WireError::Checksum
+        );
     }
 
     #[test]
