@@ -383,16 +383,8 @@ fn a_syn_to_a_pool_full_of_time_wait_gets_a_real_connection() {
         );
         let l = p.b.listen(TcpPair::addr_b(SERVER_PORT), 8).unwrap();
         for _ in 0..5 {
-            let c =
-                p.a.connect(TcpPair::addr_a(0), TcpPair::addr_b(SERVER_PORT))
-                    .unwrap();
-            let limit = later(&p, secs(1));
-            let mut s = None;
-            assert!(p.run_until(limit, |p| {
-                s = s.or_else(|| p.b.accept(l).ok());
-                s.is_some()
-            }));
-            p.b.close(s.unwrap()).unwrap();
+            let (c, s) = connect_accepted(&mut p, l);
+            p.b.close(s).unwrap();
             p.run_for(Duration::from_millis(20));
             p.a.close(c).unwrap();
             p.run_for(Duration::from_millis(20));
@@ -538,4 +530,35 @@ fn a_burst_beyond_the_backlog_gets_through_while_the_app_accepts_late() {
     assert_eq!(p.b.stats().resets_sent, 0, "{:?}", p.b.stats());
     assert_eq!(accepted.len(), clients.len());
     assert!(got.iter().all(|g| g == &data));
+}
+
+#[test]
+fn a_full_pool_reports_new_syns_to_the_host_instead_of_answering_them() {
+    // Three slots: the listener and two connections fill the pool.
+    let small = TcpConfig {
+        max_sockets: 3,
+        overflow_to_host: true,
+        ..cfg()
+    };
+    let mut p = TcpPair::with_configs(cfg(), small, lossless(), lossless(), 29);
+    let l = p.b.listen(TcpPair::addr_b(SERVER_PORT), 8).unwrap();
+    let mut served: Vec<_> = (0..2).map(|_| connect_accepted(&mut p, l)).collect();
+    let third = TcpPair::addr_a(40003);
+    let c = p.a.connect(third, TcpPair::addr_b(SERVER_PORT)).unwrap();
+    p.run_for(Duration::from_millis(300));
+    // Neither answered (no SYN-ACK, no cookie) nor lost: the host is told once.
+    assert_eq!(p.a.state(c).unwrap(), State::SynSent);
+    assert_eq!(p.b.stats().syn_cookies_sent, 0);
+    assert_eq!(
+        p.b.take_overflow(),
+        vec![(TcpPair::addr_b(SERVER_PORT), third)]
+    );
+    assert!(p.b.take_overflow().is_empty());
+    assert!(p.b.stats().syn_overflow >= 1);
+    // Room again: the SYN's retransmission is served here.
+    let (c0, s0) = served.pop().unwrap();
+    p.b.abort(s0).unwrap();
+    p.a.abort(c0).unwrap();
+    let limit = later(&p, secs(5));
+    assert!(p.run_until(limit, |p| p.a.state(c).unwrap() == State::Established));
 }

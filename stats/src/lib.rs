@@ -110,6 +110,9 @@ counters! {
     HandoffToKernelExit = "handoff.to_kernel.exit", Count;
     /// Connections handed to the kernel on request (`fastnet handoff --to kernel`).
     HandoffToKernelVerb = "handoff.to_kernel.verb", Count;
+    /// New connections the kernel took because the stack's socket slots were all in use
+    /// (`FASTNET_MAX_SOCKETS`): their SYN's retransmission reaches the kernel's listener.
+    HandoffToKernelSlots = "handoff.to_kernel.slots", Count;
     /// Connections TCP repair could not hand to the kernel (not permitted, or the
     /// kernel refused a step): they stayed in the stack (exit lingers for them).
     HandoffFailed = "handoff.failed", Count;

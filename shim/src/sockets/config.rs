@@ -47,6 +47,9 @@ pub struct Config {
     /// At exit, connections with data or a FIN still to deliver become kernel sockets
     /// (TCP repair) instead of lingering (`FASTNET_HANDOFF`).
     pub handoff_at_exit: bool,
+    /// TCP socket slots of the stack (`FASTNET_MAX_SOCKETS`); beyond, new connections
+    /// go to the kernel.
+    pub max_sockets: usize,
     pub loopback: LoopbackMode,
     /// Print the counters to the log at exit.
     pub stats_at_exit: bool,
@@ -62,6 +65,7 @@ impl Default for Config {
             spin_us: 50,
             linger_ms: 2000,
             handoff_at_exit: true,
+            max_sockets: 8192,
             loopback: LoopbackMode::Off,
             stats_at_exit: false,
             log: LogLevel::Warn,
@@ -151,6 +155,16 @@ impl Config {
                 "off" => c.handoff_at_exit = false,
                 "exit" => c.handoff_at_exit = true,
                 _ => bad("FASTNET_HANDOFF", &v, "exit or off"),
+            }
+        }
+        if let Some(v) = get("FASTNET_MAX_SOCKETS") {
+            match v.parse() {
+                Ok(n) if (2..=1 << 20).contains(&n) => c.max_sockets = n,
+                _ => bad(
+                    "FASTNET_MAX_SOCKETS",
+                    &v,
+                    "a number of sockets from 2 to 1048576",
+                ),
             }
         }
         if let Some(v) = get("FASTNET_LOOPBACK") {

@@ -218,6 +218,8 @@ pub struct Engine {
     pub handed_to_kernel: Vec<super::mailbox::ConnKey>,
     /// When `sweep_kernel_flows` looks next.
     pub kernel_sweep_at: Instant,
+    /// Kernel flow entries whose connection the kernel did not have, since when.
+    pub kernel_flow_absent: Vec<(super::mailbox::ConnKey, Instant)>,
     /// Requests of `fastnet handoff` (see `control`).
     pub control: Option<super::control::ControlSocket>,
 }
@@ -262,7 +264,10 @@ impl Engine {
         // TIME-WAIT lets it through instead of stalling the connect by an RTO.
         let secret = host_secret().unwrap_or(seed);
         let tcp = TcpConfig {
-            max_sockets: 8192,
+            max_sockets: config.max_sockets,
+            // A connection the full pool cannot take goes to the kernel (see
+            // `kernel_handoff`), which needs the XDP program to send its flow there.
+            overflow_to_host: dev.has_xdp(),
             isn_secret: Some([secret, secret.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15]),
             ..TcpConfig::default()
         };
@@ -287,6 +292,7 @@ impl Engine {
             relays_asked: Vec::new(),
             handed_to_kernel: Vec::new(),
             kernel_sweep_at: Instant::ZERO,
+            kernel_flow_absent: Vec::new(),
             control: None,
         }
     }
@@ -378,6 +384,7 @@ impl Engine {
         if kick || dev.tx_unkicked() >= TX_BATCH {
             dev.flush();
         }
+        self.overflow_to_kernel();
         self.notify();
         self.reap_closing();
         self.publish_stats();

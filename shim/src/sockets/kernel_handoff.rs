@@ -126,6 +126,10 @@ impl Engine {
 
 /// How often a driver looks for ended connections among the kernel flow entries.
 const SWEEP_EVERY_US: u64 = 1_000_000;
+/// How long the kernel must have had no connection for an entry before it goes: a SYN
+/// the full pool sent to the kernel is only there once the client sends it again
+/// (after 1 s, then 3, then 7).
+const KERNEL_FLOW_GRACE_US: u64 = 8_000_000;
 
 impl Engine {
     /// Removes the flow entries of connections handed to the kernel that the kernel no
@@ -139,16 +143,36 @@ impl Engine {
             return;
         }
         self.kernel_sweep_at = now + stack::time::Duration::from_micros(SWEEP_EVERY_US);
-        for conn in self.dev.kernel_flows() {
-            if super::kernel::tcp_connection_exists(conn.local, conn.remote) == Ok(false)
-                && self.dev.unsteer_flow(conn).unwrap_or(false)
-            {
+        let flows = self.dev.kernel_flows();
+        self.kernel_flow_absent.retain(|(c, _)| flows.contains(c));
+        for conn in flows {
+            let at = self.kernel_flow_absent.iter().position(|(c, _)| *c == conn);
+            if super::kernel::tcp_connection_exists(conn.local, conn.remote) != Ok(false) {
+                if let Some(i) = at {
+                    self.kernel_flow_absent.swap_remove(i);
+                }
+                continue;
+            }
+            // Absent: ended, or (a SYN the full pool sent here) not begun yet, until
+            // the client sends its SYN again. Only an absence that lasts ends it.
+            let since = match at {
+                Some(i) => self.kernel_flow_absent[i].1,
+                None => {
+                    self.kernel_flow_absent.push((conn, now));
+                    continue;
+                }
+            };
+            if now.micros() < since.micros() + KERNEL_FLOW_GRACE_US {
+                continue;
+            }
+            if self.dev.unsteer_flow(conn).unwrap_or(false) {
                 super::family::remove_kernel_flow();
                 self.handed_to_kernel.retain(|c| *c != conn);
                 debug(format_args!(
                     "handoff {conn:?}: the kernel's connection ended"
                 ));
             }
+            self.kernel_flow_absent.retain(|(c, _)| *c != conn);
         }
     }
 }
@@ -294,5 +318,35 @@ impl Engine {
         self.handle_fd_forget(h);
         self.unclaim_entry(s.claimed);
         rewriter::filter::mark_fd(fd, false);
+    }
+}
+
+impl Engine {
+    /// New connections the full pool could not take go to the kernel: their flow
+    /// entries send the SYN's retransmission to the kernel's listener (the listener's
+    /// shadow), whose connections `accept` returns too. Later ones on the same 4-tuple
+    /// are the stack's again once the kernel's connection ended (`sweep_kernel_flows`).
+    pub fn overflow_to_kernel(&mut self) {
+        let syns = self.iface.tcp.take_overflow();
+        if syns.is_empty() {
+            return;
+        }
+        static TOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !TOLD.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            log(
+                super::config::LogLevel::Info,
+                format_args!(
+                    "all {} socket slots in use (FASTNET_MAX_SOCKETS): new connections go to the kernel",
+                    self.config.max_sockets
+                ),
+            );
+        }
+        for (local, remote) in syns {
+            let conn = ConnKey { local, remote };
+            if self.dev.flow_to_kernel(conn).is_ok() {
+                super::family::add_kernel_flows(1);
+                self.count(Counter::HandoffToKernelSlots);
+            }
+        }
     }
 }

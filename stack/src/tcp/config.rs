@@ -76,6 +76,11 @@ pub struct TcpConfig {
     pub ephemeral_ports: (u16, u16),
     /// Answer SYNs with cookies when a listener's SYN queue (or the pool) is full.
     pub syn_cookies: bool,
+    /// When the pool is full, a new connection's SYN is neither answered nor dropped
+    /// silently: it is reported ([`super::TcpLayer::take_overflow`]) for the host to
+    /// send the connection elsewhere (fastnet: to the kernel, which takes the SYN's
+    /// retransmission). Cookies then only answer a full SYN queue.
+    pub overflow_to_host: bool,
     /// RFC 6528 secret for ISNs and cookies; `None` derives one from the seed.
     pub isn_secret: Option<[u64; 2]>,
     /// Challenge ACKs per connection per second (RFC 5961 7).
@@ -112,6 +117,7 @@ impl Default for TcpConfig {
             max_retries: 15,
             ephemeral_ports: (32768, 60999),
             syn_cookies: true,
+            overflow_to_host: false,
             isn_secret: None,
             challenge_ack_limit: 10,
             control_queue: 256,

@@ -14,6 +14,8 @@ use super::{conn_key, Control, Listener, SlotKind, SocketOptions, State, TcpConf
 
 /// Handshakes `take_handshakes` keeps between two calls at most.
 const HANDSHAKE_LOG: usize = 4096;
+/// SYNs of a full pool kept for the host at most (`take_overflow`).
+const OVERFLOW_LOG: usize = 4096;
 
 impl TcpLayer {
     pub(super) fn listen_input(
@@ -60,7 +62,15 @@ impl TcpLayer {
         }
         // A full pool first gives up a TIME-WAIT nobody refers to: cookies (or a drop)
         // only when the pool is full of live connections.
-        if pending >= backlog || (!self.has_free_slot() && !self.recycle_time_wait()) {
+        let pool_full = pending < backlog && !self.has_free_slot() && !self.recycle_time_wait();
+        if pool_full && self.cfg.overflow_to_host {
+            if self.overflow.len() < OVERFLOW_LOG && !self.overflow.contains(&(local, remote)) {
+                self.overflow.push((local, remote));
+            }
+            self.stats.syn_overflow += 1;
+            return;
+        }
+        if pending >= backlog || pool_full {
             if !self.cfg.syn_cookies {
                 self.stats.drops_listen_overflow += 1;
                 return;
@@ -135,6 +145,11 @@ impl TcpLayer {
             log.push(Self::handle(idx));
         }
         self.mark_tx(idx);
+    }
+
+    /// The SYNs the full pool reported since the last call (see `overflow_to_host`).
+    pub fn take_overflow(&mut self) -> Vec<(SocketAddrV4, SocketAddrV4)> {
+        std::mem::take(&mut self.overflow)
     }
 
     pub(super) fn conn_cfg(&self, opts: SocketOptions) -> TcpConfig {

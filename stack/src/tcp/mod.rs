@@ -153,6 +153,9 @@ pub struct TcpLayer {
     /// Handshakes begun since the host last asked (`take_handshakes`), when it asked
     /// to be told (`record_handshakes`); at most `HANDSHAKE_LOG` are kept.
     handshakes: Option<Vec<SocketHandle>>,
+    /// SYNs of new connections the full pool could not take, by (local, remote), for
+    /// the host (`overflow_to_host`); at most `OVERFLOW_LOG` are kept.
+    overflow: Vec<(SocketAddrV4, SocketAddrV4)>,
     /// Buffer storage of connections that no longer need it (freed, or in TIME-WAIT),
     /// for the next connections: a server that closes first keeps buffers for the
     /// connections it serves at once, not for every TIME-WAIT too.
@@ -194,6 +197,7 @@ impl TcpLayer {
             tx_queue: Vec::with_capacity(n),
             readiness: ReadinessQueue::with_capacity(n),
             handshakes: None,
+            overflow: Vec::new(),
             spare_rings: Vec::with_capacity(2 * n),
             tw_recyclable: 0,
             tw_cursor: 0,

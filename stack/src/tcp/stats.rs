@@ -25,6 +25,8 @@ pub struct TcpStats {
     pub keepalive_probes: u64,
     pub keepalive_timeouts: u64,
     pub syn_cookies_sent: u64,
+    /// SYNs the full pool reported to the host instead of answering (`overflow_to_host`).
+    pub syn_overflow: u64,
     pub syn_cookies_accepted: u64,
     pub syn_cookies_rejected: u64,
     pub time_wait_reused: u64,

@@ -46,6 +46,21 @@ pub fn establish(p: &mut TcpPair) -> (SocketHandle, SocketHandle, SocketHandle) 
     (l, c, server.unwrap())
 }
 
+/// a connects to b's listener `l` (from an ephemeral port); returns (client on a, the
+/// connection b accepted) once b accepted it.
+pub fn connect_accepted(p: &mut TcpPair, l: SocketHandle) -> (SocketHandle, SocketHandle) {
+    let c =
+        p.a.connect(TcpPair::addr_a(0), TcpPair::addr_b(SERVER_PORT))
+            .unwrap();
+    let limit = later(p, secs(1));
+    let mut s = None;
+    assert!(p.run_until(limit, |p| {
+        s = s.or_else(|| p.b.accept(l).ok());
+        s.is_some()
+    }));
+    (c, s.unwrap())
+}
+
 pub fn pattern(len: usize, salt: u8) -> Vec<u8> {
     (0..len).map(|i| ((i * 7 + i / 251) as u8) ^ salt).collect()
 }
