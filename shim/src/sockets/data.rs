@@ -805,12 +805,27 @@ pub fn sendmmsg(fd: i32, msgs: i64, n: u32, flags: i32) -> i64 {
 
 /// sendfile from a file to a fast-path TCP socket: read in chunks, send each.
 pub fn sendfile(out_fd: i32, in_fd: i32, offp: i64, count: usize) -> i64 {
+    if !rewriter::filter::is_fd_marked(out_fd) {
+        if !rewriter::filter::is_fd_marked(in_fd) {
+            return PASSTHROUGH;
+        }
+        return super::splice::sendfile_to_pipe(out_fd, in_fd, offp, count);
+    }
     {
         let e = engine();
         match ours(&e, out_fd).map(|s| s.kind) {
             Some(Kind::TcpStream(_)) => {}
             _ => return PASSTHROUGH,
         }
+    }
+    // Linux reads in_fd through the page cache: a socket or a pipe cannot be read
+    // with an offset (ESPIPE), nor without one (EINVAL: not seekable).
+    if let Ok(libc::S_IFSOCK | libc::S_IFIFO) = kernel::file_type(in_fd) {
+        return err(if offp != 0 {
+            libc::ESPIPE
+        } else {
+            libc::EINVAL
+        });
     }
     thread_local! {
         static CHUNK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
