@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,6 +129,15 @@ static void errors_of(int s, void (*feed)(int), int feed_arg, char *out, size_t 
     r[n++] = ERRNO_OF(splice(s, NULL, p[1], NULL, 10, SPLICE_F_NONBLOCK));
     /* Zero length: 0, whatever else. */
     r[n++] = (int)splice(s, NULL, p[1], NULL, 0, 0);
+    /* Pipe -> socket: an empty pipe with SPLICE_F_NONBLOCK is EAGAIN; one whose
+     * writer is gone is end of file (0). */
+    int e[2];
+    if (pipe(e) < 0)
+        die("pipe");
+    r[n++] = ERRNO_OF(splice(e[0], NULL, s, NULL, 10, SPLICE_F_NONBLOCK));
+    close(e[1]);
+    r[n++] = (int)splice(e[0], NULL, s, NULL, 10, 0);
+    close(e[0]);
     fcntl(s, F_SETFL, fl);
     char got[8];
     read_all(s, got, 5);
@@ -165,6 +175,44 @@ static int move_all(int from, int to, size_t n) {
         }
     }
     return 1;
+}
+
+/* A thread that, once the main thread may be blocked, reads `want` bytes of a pipe
+ * and keeps the last 10. */
+struct drain {
+    int fd;
+    size_t want, got;
+    char tail[10];
+};
+static void *drainer(void *arg) {
+    struct drain *d = arg;
+    char buf[4096];
+    usleep(100000);
+    while (d->got < d->want) {
+        ssize_t k = read(d->fd, buf, sizeof buf);
+        if (k <= 0)
+            break;
+        for (ssize_t i = 0; i < k; i++) {
+            size_t at = d->got + i;
+            if (at >= d->want - 10)
+                d->tail[at - (d->want - 10)] = buf[i];
+        }
+        d->got += k;
+    }
+    return NULL;
+}
+
+/* A thread that, once the main thread may be blocked, writes `n` bytes into a pipe. */
+struct feeder {
+    int fd;
+    const char *data;
+    size_t n;
+};
+static void *feeder(void *arg) {
+    struct feeder *f = arg;
+    usleep(100000);
+    write_all(f->fd, f->data, f->n);
+    return NULL;
 }
 
 /* Reads `n` bytes of echo from `s` and checks they equal `want`. */
@@ -360,10 +408,52 @@ int main(int argc, char **argv) {
     CHECK("kernel_socket_into_fast_path", ok, "moved %zu", moved);
     expect_echo("kernel_socket_into_fast_path_bytes", fast, data + 3, 60000);
 
+    /* ---- A full blocking pipe: splice waits for room (a reader drains it). */
+    char fill[4096];
+    memset(fill, 'f', sizeof fill);
+    fcntl(p[1], F_SETFL, O_NONBLOCK);
+    size_t filled = 0;
+    ssize_t w;
+    while ((w = write(p[1], fill, sizeof fill)) > 0)
+        filled += w;
+    fcntl(p[1], F_SETFL, 0);
+    write_all(fast, "0123456789", 10);
+    wait_readable(fast);
+    struct drain d = {.fd = p[0], .want = filled + 10};
+    pthread_t th;
+    pthread_create(&th, NULL, drainer, &d);
+    n = splice(fast, NULL, p[1], NULL, 10, SPLICE_F_MOVE);
+    pthread_join(th, NULL);
+    CHECK("blocking_pipe_full_waits", n == 10 && d.got == filled + 10 &&
+                                          memcmp(d.tail, "0123456789", 10) == 0,
+          "n=%zd got %zu of %zu", n, d.got, filled + 10);
+
+    /* ---- An empty blocking pipe: splice into the socket waits for data. */
+    struct feeder fd_ = {.fd = p[1], .data = data, .n = 30000};
+    pthread_create(&th, NULL, feeder, &fd_);
+    moved = 0;
+    while (moved < 30000) {
+        n = splice(p[0], NULL, fast, NULL, 30000 - moved, SPLICE_F_MOVE);
+        if (n <= 0)
+            break;
+        moved += n;
+    }
+    pthread_join(th, NULL);
+    CHECK("blocking_pipe_empty_waits", moved == 30000, "moved %zu (%s)", moved, strerror(errno));
+    expect_echo("blocking_pipe_empty_bytes", fast, data, 30000);
+
     /* ---- End of stream: the peer shuts its side after ours; splice says 0. */
     shutdown(fast, SHUT_WR);
     n = splice(fast, NULL, p[1], NULL, 100, SPLICE_F_MOVE);
     CHECK("eof_is_zero", n == 0, "n=%zd (%s)", n, strerror(errno));
+
+    /* ---- Into a socket shut for writing: EPIPE on both (SIGPIPE ignored). */
+    shutdown(kern, SHUT_WR);
+    write_all(p[1], "x", 1);
+    int fast_epipe = ERRNO_OF(splice(p[0], NULL, fast, NULL, 1, SPLICE_F_NONBLOCK));
+    int kern_epipe = ERRNO_OF(splice(p[0], NULL, kern, NULL, 1, SPLICE_F_NONBLOCK));
+    CHECK("shut_socket_is_epipe", fast_epipe == EPIPE && kern_epipe == EPIPE,
+          "fast %s kernel %s", strerrorname_np(fast_epipe), strerrorname_np(kern_epipe));
 
     printf("%s\n", failures ? "some failed" : "all ok");
     return failures ? 1 : 0;
