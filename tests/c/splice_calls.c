@@ -275,6 +275,45 @@ int main(int argc, char **argv) {
     n = sendfile(fast, file, &off, 1000);
     CHECK("sendfile_at_eof_is_zero", n == 0, "n=%zd", n);
 
+    /* ---- sendfile of the whole file on a nonblocking socket: partial counts and
+     * EAGAIN as the send buffer fills, the offset always where the count says. */
+    int fast_fl0 = fcntl(fast, F_GETFL);
+    fcntl(fast, F_SETFL, fast_fl0 | O_NONBLOCK);
+    int sndbuf = 65536;
+    setsockopt(fast, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    char *echo = malloc(size);
+    size_t echoed = 0;
+    int partials = 0, again = 0;
+    off = 0;
+    int sf_ok = 1;
+    while (echoed < size && sf_ok) {
+        if (off < (loff_t)size) {
+            loff_t before = off;
+            n = sendfile(fast, file, &off, size - off);
+            if (n > 0 && off != before + n)
+                sf_ok = 0;
+            if (n > 0 && n < (ssize_t)size - before)
+                partials++;
+            if (n < 0 && errno == EAGAIN)
+                again++;
+            else if (n <= 0)
+                sf_ok = 0;
+        }
+        ssize_t k = read(fast, echo + echoed, size - echoed);
+        if (k > 0)
+            echoed += k;
+        else if (k == 0 || errno != EAGAIN)
+            sf_ok = 0;
+        else {
+            struct pollfd pf = {.fd = fast, .events = POLLIN | (off < (loff_t)size ? POLLOUT : 0)};
+            poll(&pf, 1, 1000);
+        }
+    }
+    fcntl(fast, F_SETFL, fast_fl0);
+    CHECK("sendfile_nonblocking", sf_ok && partials > 0 && memcmp(echo, data, size) == 0,
+          "echoed %zu of %zu, %d partial, %d EAGAIN", echoed, size, partials, again);
+    free(echo);
+
     /* ---- file -> pipe -> fast-path socket. */
     int p[2];
     if (pipe(p) < 0)

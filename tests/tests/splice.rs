@@ -223,6 +223,7 @@ fn splice_sendfile_tee_copy_file_range_on_a_fast_path_socket() {
         "sendfile_partial_at_eof",
         "sendfile_partial_bytes",
         "sendfile_at_eof_is_zero",
+        "sendfile_nonblocking",
         "file_pipe_socket",
         "file_pipe_socket_bytes",
         "socket_pipe_file",
@@ -243,7 +244,7 @@ fn splice_sendfile_tee_copy_file_range_on_a_fast_path_socket() {
         );
     }
     assert!(log.contains("all ok") && !log.contains("FAIL"), "{log}");
-    // The echoes came through the stack: 80100 B of sendfile, 64 KiB of file → pipe
+    // The echoes came through the stack: 80100 B and the 300000 B file of sendfile, 64 KiB of file → pipe
     // → socket, 100000 B to a file, 20000 B of sendfile into a pipe, 200000 B from
     // the unix socket, 60000 B from the kernel socket, 30000 B from a pipe (each way).
     assert_fast_path_counters(&log, 525_000, queues());
