@@ -15,7 +15,7 @@
 //! a socket (never intercepted: EINVAL for a socket either way).
 
 use super::calls::{err, ours};
-use super::engine::Kind;
+use super::engine::{Engine, Kind};
 use super::kernel;
 use super::process::{self, block_on, engine, Attempt, Deadline};
 use fastnet_stats::Counter;
@@ -67,18 +67,7 @@ pub fn splice(fd_in: i32, off_in: i64, fd_out: i32, off_out: i64, len: usize, fl
     }
     let (from, to) = {
         let e = engine();
-        let stream = |fd: i32| {
-            ours(&e, fd).and_then(|s| match s.kind {
-                Kind::TcpStream(h) => Some(Stream {
-                    h,
-                    nonblocking: s.nonblocking,
-                    rcvtimeo: s.rcvtimeo,
-                    sndtimeo: s.sndtimeo,
-                }),
-                _ => None,
-            })
-        };
-        (stream(fd_in), stream(fd_out))
+        (stream(&e, fd_in), stream(&e, fd_out))
     };
     let is_pipe = |fd: i32| kernel::file_type(fd) == Ok(libc::S_IFIFO);
     match (from, to) {
@@ -86,6 +75,19 @@ pub fn splice(fd_in: i32, off_in: i64, fd_out: i32, off_out: i64, len: usize, fl
         (None, Some(s)) if is_pipe(fd_in) => pipe_to_socket(fd_in, s, len, flags),
         _ => PASSTHROUGH,
     }
+}
+
+/// The connected fast-path TCP socket behind `fd`, if it is one.
+fn stream(e: &Engine, fd: i32) -> Option<Stream> {
+    ours(e, fd).and_then(|s| match s.kind {
+        Kind::TcpStream(h) => Some(Stream {
+            h,
+            nonblocking: s.nonblocking,
+            rcvtimeo: s.rcvtimeo,
+            sndtimeo: s.sndtimeo,
+        }),
+        _ => None,
+    })
 }
 
 /// sendfile(2) from a fast-path TCP socket into a pipe: Linux splices (a socket can be
@@ -96,16 +98,8 @@ pub fn sendfile_to_pipe(out_fd: i32, in_fd: i32, offp: i64, count: usize) -> i64
     }
     let from = {
         let e = engine();
-        match ours(&e, in_fd).map(|s| (s, ours(&e, out_fd).is_some())) {
-            Some((s, false)) => match s.kind {
-                Kind::TcpStream(h) => Stream {
-                    h,
-                    nonblocking: s.nonblocking,
-                    rcvtimeo: s.rcvtimeo,
-                    sndtimeo: s.sndtimeo,
-                },
-                _ => return PASSTHROUGH,
-            },
+        match (stream(&e, in_fd), ours(&e, out_fd)) {
+            (Some(s), None) => s,
             _ => return PASSTHROUGH,
         }
     };
