@@ -578,3 +578,31 @@ fn writable_again_only_when_a_third_of_the_send_buffer_is_free() {
     assert!(p.a.readiness(c).writable());
     assert!(woke, "the writer is woken when room came back");
 }
+
+#[test]
+fn discard_drops_what_a_peek_saw_and_send_room_is_what_send_takes() {
+    let mut p = pair(23);
+    let (_l, c, s) = establish(&mut p);
+    let data = pattern(3000, 7);
+    p.a.send(c, &data).unwrap();
+    p.run_for(Duration::from_millis(10));
+    let mut head = [0u8; 1000];
+    assert_eq!(p.b.peek(s, &mut head), Ok(1000));
+    assert_eq!(p.b.discard(s, 1000), Ok(1000));
+    assert_eq!(p.b.recv_queued(s), Ok(2000));
+    let mut rest = vec![0u8; 4000];
+    assert_eq!(p.b.recv(s, &mut rest), Ok(2000));
+    assert_eq!(&rest[..2000], &data[1000..]);
+    assert_eq!(p.b.discard(s, 10), Err(Error::WouldBlock));
+    assert_eq!(p.b.discard(s, 0), Err(Error::WouldBlock));
+    // The send buffer (64 KiB in this pair) takes exactly its room.
+    let room = p.b.send_room(s).unwrap();
+    assert_eq!(room, 64 * 1024);
+    let big = pattern(room + 500, 3);
+    assert_eq!(p.b.send(s, &big), Ok(room));
+    assert_eq!(p.b.send_room(s), Ok(0));
+    // After the peer's FIN, a discard says end of stream as a read does.
+    p.a.shutdown(c, Shutdown::Write).unwrap();
+    p.run_for(Duration::from_millis(50));
+    assert_eq!(p.b.discard(s, 10), Ok(0));
+}

@@ -85,6 +85,11 @@ counters! {
     TcpActiveOpens = "tcp.active_opens", Count;
     /// Connections peers opened to this process's listeners (SYNs taken).
     TcpPassiveOpens = "tcp.passive_opens", Count;
+    /// Bytes splice(2) (or sendfile(2) into a pipe) moved from fast-path sockets into
+    /// pipes.
+    SpliceToPipe = "splice.to_pipe_bytes", Count;
+    /// Bytes splice(2) moved from pipes into fast-path sockets.
+    SpliceFromPipe = "splice.from_pipe_bytes", Count;
     /// Times this process joined its family's fast path (a forked child using a
     /// socket it inherited): 0 or 1.
     FamilyJoins = "family.joins", Count;

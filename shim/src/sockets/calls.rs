@@ -49,6 +49,10 @@ const ALWAYS: &[i64] = &[
     // An fd naming a connection that crosses exec is relayed by its holder (`relay`).
     libc::SYS_execve,
     libc::SYS_execveat,
+    // Either end may be ours (splice: the first and third arguments; sendfile: the
+    // first and second, a socket read into a pipe).
+    libc::SYS_splice,
+    libc::SYS_sendfile,
 ];
 
 /// Calls handled only when their first argument is a marked fd (ours or an app epoll).
@@ -77,7 +81,6 @@ const ON_OUR_FDS: &[i64] = &[
     libc::SYS_ioctl,
     libc::SYS_close,
     libc::SYS_dup,
-    libc::SYS_sendfile,
     libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,
     libc::SYS_epoll_pwait2,
@@ -165,6 +168,18 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
         if !active() {
             return PASSTHROUGH;
         }
+    }
+    let other_end = match a.nr {
+        libc::SYS_splice => Some(a.args[2]),
+        libc::SYS_sendfile => Some(a.args[1]),
+        _ => None,
+    };
+    if other_end.is_some_and(|o| {
+        !rewriter::filter::is_fd_marked(a.args[0] as i32)
+            && !rewriter::filter::is_fd_marked(o as i32)
+    }) {
+        // Pipes and files only: the kernel's, at the cost of this check.
+        return PASSTHROUGH;
     }
     if in_shared_memory_child(a.nr) {
         // A vfork/posix_spawn child runs in the parent's memory until it execs: the
@@ -305,6 +320,8 @@ fn not_member(a: &mut SyscallArgs) -> i64 {
             let e = engine();
             !super::readiness::fds_named_by(a, |fd| e.fds.contains(fd)).is_empty()
         }
+        libc::SYS_splice => fast(a.args[0]) || fast(a.args[2]),
+        libc::SYS_sendfile => fast(a.args[0]) || fast(a.args[1]),
         nr => uses_socket(nr).is_some_and(|i| fast(a.args[i])),
     };
     if wants && process::join_family() {
@@ -347,6 +364,7 @@ fn bring_named_fds_home(a: &SyscallArgs) -> Result<(), i32> {
                     .collect()
             }
             libc::SYS_sendfile => vec![a.args[0] as i32, a.args[1] as i32],
+            libc::SYS_splice => vec![a.args[0] as i32, a.args[2] as i32],
             _ => vec![a.args[0] as i32],
         }
         .into_iter()
@@ -393,6 +411,7 @@ fn handle_call(a: &mut SyscallArgs) -> i64 {
         libc::SYS_recvmmsg => super::data::recvmmsg(fd, a1, a2 as u32, a3 as i32),
         libc::SYS_sendmmsg => super::data::sendmmsg(fd, a1, a2 as u32, a3 as i32),
         libc::SYS_sendfile => super::data::sendfile(fd, a1 as i32, a2, a3 as usize),
+        libc::SYS_splice => super::splice::splice(fd, a1, a2 as i32, a3, a4 as usize, a5 as u32),
         libc::SYS_getsockopt => super::options::getsockopt(fd, a1 as i32, a2 as i32, a3, a4),
         libc::SYS_setsockopt => super::options::setsockopt(fd, a1 as i32, a2 as i32, a3, a4 as u32),
         libc::SYS_getsockname => super::options::getname(fd, a1, a2, false),

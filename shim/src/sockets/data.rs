@@ -805,12 +805,30 @@ pub fn sendmmsg(fd: i32, msgs: i64, n: u32, flags: i32) -> i64 {
 
 /// sendfile from a file to a fast-path TCP socket: read in chunks, send each.
 pub fn sendfile(out_fd: i32, in_fd: i32, offp: i64, count: usize) -> i64 {
-    {
+    if !rewriter::filter::is_fd_marked(out_fd) {
+        if !rewriter::filter::is_fd_marked(in_fd) {
+            return PASSTHROUGH;
+        }
+        return super::splice::sendfile_to_pipe(out_fd, in_fd, offp, count);
+    }
+    let (h, nonblocking) = {
         let e = engine();
-        match ours(&e, out_fd).map(|s| s.kind) {
-            Some(Kind::TcpStream(_)) => {}
+        match ours(&e, out_fd) {
+            Some(s) => match s.kind {
+                Kind::TcpStream(h) => (h, s.nonblocking),
+                _ => return PASSTHROUGH,
+            },
             _ => return PASSTHROUGH,
         }
+    };
+    // Linux reads in_fd through the page cache: a socket or a pipe cannot be read
+    // with an offset (ESPIPE), nor without one (EINVAL: not seekable).
+    if let Ok(libc::S_IFSOCK | libc::S_IFIFO) = kernel::file_type(in_fd) {
+        return err(if offp != 0 {
+            libc::ESPIPE
+        } else {
+            libc::EINVAL
+        });
     }
     thread_local! {
         static CHUNK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -831,7 +849,17 @@ pub fn sendfile(out_fd: i32, in_fd: i32, offp: i64, count: usize) -> i64 {
             c.resize(256 * 1024, 0);
         }
         while total < count {
-            let want = (count - total).min(c.len());
+            let mut want = (count - total).min(c.len());
+            if nonblocking {
+                // No more than the send buffer takes now (at least a byte, so the
+                // file's end or error still answers first): the rest would be read
+                // again by the next call.
+                let room = engine().iface.tcp.send_room(h).unwrap_or(0);
+                if room == 0 && total > 0 {
+                    break;
+                }
+                want = want.min(room.max(1));
+            }
             let n = match off {
                 Some(o) => kernel::pread(in_fd, &mut c[..want], o),
                 None => kernel::read(in_fd, &mut c[..want]),

@@ -672,8 +672,12 @@ impl Engine {
     }
 
     pub fn count(&self, c: Counter) {
+        self.count_n(c, 1);
+    }
+
+    pub fn count_n(&self, c: Counter, n: u64) {
         if let Some(s) = &self.stats {
-            s.add(c, 1);
+            s.add(c, n);
         }
     }
 

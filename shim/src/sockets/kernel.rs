@@ -144,6 +144,30 @@ pub fn pread(fd: i32, buf: &mut [u8], off: i64) -> Result<usize, Errno> {
     sys!(libc::SYS_pread64, fd, buf.as_mut_ptr(), buf.len(), off).map(|n| n as usize)
 }
 
+/// The file type bits of `fd` (`st_mode & S_IFMT`).
+pub fn file_type(fd: i32) -> Result<u32, Errno> {
+    // SAFETY: all-zero is a valid `stat` for the kernel to fill.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    sys!(libc::SYS_fstat, fd, &mut st as *mut libc::stat)?;
+    Ok(st.st_mode & libc::S_IFMT)
+}
+
+/// A pipe of the shim's own (`O_NONBLOCK | O_CLOEXEC`): `[read end, write end]`.
+pub fn pipe_nonblocking() -> Result<[i32; 2], Errno> {
+    let mut fds = [-1i32; 2];
+    sys!(
+        libc::SYS_pipe2,
+        fds.as_mut_ptr(),
+        libc::O_NONBLOCK | libc::O_CLOEXEC
+    )?;
+    Ok(fds)
+}
+
+/// splice(2) between two pipes (no offsets): moves up to `len` bytes.
+pub fn splice_pipes(from: i32, to: i32, len: usize, flags: u32) -> Result<usize, Errno> {
+    sys!(libc::SYS_splice, from, 0, to, 0, len, flags).map(|n| n as usize)
+}
+
 pub fn gettid() -> i32 {
     sys!(libc::SYS_gettid).unwrap_or(0) as i32
 }

@@ -6,7 +6,7 @@
 //!
 //! 1. **Calls** — what the hook sends here: `calls` (which calls come here, the life of
 //!    a socket, exit), `data` (send/recv), `options` (options, fcntl, dup, ioctl),
-//!    `readiness` (epoll, poll, select).
+//!    `readiness` (epoll, poll, select), `splice` (splice between a socket and a pipe).
 //! 2. **Process** — `process`: this process's fast path: the engine it drives behind
 //!    one lock, its start, its background driver, fork and exit, joining the family,
 //!    how a thread sleeps until a socket changes.
@@ -50,6 +50,7 @@ pub mod relay;
 pub mod repair;
 pub mod signals;
 pub mod sockaddr;
+pub mod splice;
 
 pub use calls::{exit_work, handle};
 pub use process::init;
@@ -61,6 +62,7 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("data", 1, include_str!("data.rs")),
     ("options", 1, include_str!("options.rs")),
     ("readiness", 1, include_str!("readiness.rs")),
+    ("splice", 1, include_str!("splice.rs")),
     ("process", 2, include_str!("process.rs")),
     ("engine", 3, include_str!("engine.rs")),
     ("handoff", 3, include_str!("handoff.rs")),

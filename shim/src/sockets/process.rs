@@ -726,6 +726,9 @@ fn with_low_fds_taken<T>(f: impl FnOnce() -> T) -> T {
 thread_local! {
     /// This thread's eventfd for sleeping in blocking calls (-1 until first needed).
     static WAKE_FD: Cell<i32> = const { Cell::new(-1) };
+    /// This thread's own pipe for splicing with the app's pipes (`[-1, -1]` until
+    /// first needed; see `splice`).
+    static SPLICE_PIPE: Cell<[i32; 2]> = const { Cell::new([-1, -1]) };
 }
 
 /// In a forked child: the forking thread's eventfd is the parent thread's too (the
@@ -743,10 +746,13 @@ fn forget_parents_wake_fd() {
         let _ = kernel::close(bell);
     }
     let old = WAKE_FD.with(|c| c.replace(-1));
-    if old >= 0 {
-        INTERNAL.lock().retain(|&fd| fd != old);
-        rewriter::filter::mark_fd(old, false);
-        let _ = kernel::close(old);
+    let old_pipe = SPLICE_PIPE.with(|c| c.replace([-1, -1]));
+    for old in [old, old_pipe[0], old_pipe[1]] {
+        if old >= 0 {
+            INTERNAL.lock().retain(|&fd| fd != old);
+            rewriter::filter::mark_fd(old, false);
+            let _ = kernel::close(old);
+        }
     }
 }
 
@@ -760,6 +766,34 @@ pub fn thread_wake_fd() -> Result<i32, i32> {
         add_internal(fd);
         c.set(fd);
         Ok(fd)
+    })
+}
+
+/// This thread's own nonblocking pipe, `[read end, write end]`, kept empty between
+/// calls: bytes pass through it between the stack and an app's pipe, so a pipe-to-pipe
+/// splice with SPLICE_F_NONBLOCK moves them without blocking whatever the app's pipe's
+/// own mode (see `splice`). A forked child makes its own, as for the eventfd.
+pub fn thread_pipe() -> Result<[i32; 2], i32> {
+    SPLICE_PIPE.with(|c| {
+        if c.get()[0] >= 0 {
+            return Ok(c.get());
+        }
+        let [r, w] = kernel::pipe_nonblocking()?;
+        let r = kernel::move_high(r, HIGH_FD_FLOOR);
+        let w = kernel::move_high(w, HIGH_FD_FLOOR);
+        let (r, w) = match (r, w) {
+            (Ok(r), Ok(w)) => (r, w),
+            (r, w) => {
+                for fd in [r, w].into_iter().flatten() {
+                    let _ = kernel::close(fd);
+                }
+                return Err(libc::EMFILE);
+            }
+        };
+        add_internal(r);
+        add_internal(w);
+        c.set([r, w]);
+        Ok([r, w])
     })
 }
 

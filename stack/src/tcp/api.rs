@@ -141,18 +141,44 @@ impl TcpLayer {
         self.recv_inner(h, buf, true)
     }
 
+    /// Drops up to `n` received bytes as a read would (after a peek, once their copy
+    /// went elsewhere: a splice into a pipe); returns how many. `Ok(0)` for `n == 0`
+    /// or end of stream.
+    pub fn discard(&mut self, h: SocketHandle, n: usize) -> Result<usize> {
+        self.take_received(h, Take::Discard(n))
+    }
+
+    /// Room in the send buffer: what a [`TcpLayer::send`] now would take at most.
+    pub fn send_room(&self, h: SocketHandle) -> Result<usize> {
+        let idx = self.conn_slot(h)?;
+        Ok(self.slots[idx as usize].tcb.send_buf.free())
+    }
+
     fn recv_inner(&mut self, h: SocketHandle, buf: &mut [u8], peek: bool) -> Result<usize> {
+        if peek {
+            self.take_received(h, Take::Peek(buf))
+        } else {
+            self.take_received(h, Take::Read(buf))
+        }
+    }
+
+    fn take_received(&mut self, h: SocketHandle, take: Take<'_>) -> Result<usize> {
         let idx = self.conn_slot(h)?;
         let t = &mut self.slots[idx as usize].tcb;
         if !t.recv_buf.is_empty() {
-            if buf.is_empty() {
+            let peek = matches!(take, Take::Peek(_));
+            let n = match take {
+                Take::Peek(buf) => t.recv_buf.peek_at(0, buf),
+                Take::Read(buf) => t.recv_buf.read(buf),
+                Take::Discard(n) => {
+                    let n = n.min(t.recv_buf.len());
+                    t.recv_buf.consume(n);
+                    n
+                }
+            };
+            if n == 0 {
                 return Ok(0);
             }
-            let n = if peek {
-                t.recv_buf.peek_at(0, buf)
-            } else {
-                t.recv_buf.read(buf)
-            };
             if !peek {
                 t.on_app_read();
                 let ack = t.ack_now;
@@ -467,4 +493,14 @@ impl TcpLayer {
             Err(e) => format!("{e}"),
         }
     }
+}
+
+/// What a receive does with the queued bytes.
+enum Take<'a> {
+    /// Copies them out and drops them (recv).
+    Read(&'a mut [u8]),
+    /// Copies them out and leaves them queued (MSG_PEEK).
+    Peek(&'a mut [u8]),
+    /// Drops up to this many without copying.
+    Discard(usize),
 }
