@@ -322,6 +322,10 @@ fn not_member(a: &mut SyscallArgs) -> i64 {
         }
         libc::SYS_splice => fast(a.args[0]) || fast(a.args[2]),
         libc::SYS_sendfile => fast(a.args[0]) || fast(a.args[1]),
+        // O_NONBLOCK set before the first use went to the tether and was lost.
+        libc::SYS_fcntl => {
+            matches!(a.args[1] as i32, libc::F_SETFL | libc::F_GETFL) && fast(a.args[0])
+        }
         nr => uses_socket(nr).is_some_and(|i| fast(a.args[i])),
     };
     if wants && process::join_family() {
