@@ -562,3 +562,53 @@ fn a_full_pool_reports_new_syns_to_the_host_instead_of_answering_them() {
     let limit = later(&p, secs(5));
     assert!(p.run_until(limit, |p| p.a.state(c).unwrap() == State::Established));
 }
+
+#[test]
+fn an_imported_connection_with_unknown_ts_recent_takes_any_peer_clock() {
+    // The kernel does not tell TS.Recent (fastnet reads connections out of it with TCP
+    // repair): 0 means unknown, and the next segment sets it whatever the peer's clock,
+    // even one past 2^31 that PAWS would compare as older than 0.
+    let mut p = TcpPair::new(cfg(), lossless(), 26);
+    let (_l, c, _s) = establish(&mut p);
+    let now = p.now;
+    let mut state = p.a.export(now, c).unwrap();
+    let (ours, _) = state.timestamps.expect("timestamps negotiated");
+    state.timestamps = Some((ours, 0));
+    let mut fresh = TcpLayer::new(cfg(), 998);
+    let c2 = fresh.import(now, &state).unwrap();
+    let data = TcpRepr {
+        src_port: state.remote.port(),
+        dst_port: state.local.port(),
+        seq: SeqNumber(state.rcv_nxt),
+        ack: SeqNumber(state.snd_una),
+        flags: flags::ACK | flags::PSH,
+        window: 65535,
+        timestamps: Some((0x9000_0000, ours)),
+        ..TcpRepr::default()
+    };
+    fresh.receive(
+        now,
+        *state.remote.ip(),
+        *state.local.ip(),
+        &segment(&data, b"hello"),
+    );
+    let mut got = Vec::new();
+    read_all(&mut fresh, c2, &mut got).unwrap();
+    assert_eq!(got, b"hello");
+    // From then on PAWS holds: an older clock is refused.
+    let old = TcpRepr {
+        seq: SeqNumber(state.rcv_nxt + 5),
+        timestamps: Some((0x8000_0000, ours)),
+        ..data
+    };
+    fresh.receive(
+        now,
+        *state.remote.ip(),
+        *state.local.ip(),
+        &segment(&old, b"stale"),
+    );
+    got.clear();
+    read_all(&mut fresh, c2, &mut got).unwrap();
+    assert!(got.is_empty());
+    assert_eq!(fresh.stats().drops_paws, 1);
+}

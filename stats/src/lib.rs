@@ -115,6 +115,9 @@ counters! {
     HandoffToKernelExit = "handoff.to_kernel.exit", Count;
     /// Connections handed to the kernel on request (`fastnet handoff --to kernel`).
     HandoffToKernelVerb = "handoff.to_kernel.verb", Count;
+    /// Kernel connections of the app moved into the stack on request (`fastnet handoff
+    /// --to stack`).
+    HandoffToStackVerb = "handoff.to_stack.verb", Count;
     /// New connections the kernel took because the stack's socket slots were all in use
     /// (`FASTNET_MAX_SOCKETS`): their SYN's retransmission reaches the kernel's listener.
     HandoffToKernelSlots = "handoff.to_kernel.slots", Count;

@@ -3,8 +3,8 @@
 //! the kernel delivers the rest (TCP repair); the peer gets every byte and no RST.
 //! A forking server's child does the same while its parent lives on, and the flow
 //! entry that sends the connection to the kernel goes once the kernel is done with it.
-//! `fastnet handoff` moves a running redis-server's connections to the kernel under
-//! redis-benchmark, and no request fails.
+//! `fastnet handoff` moves a running redis-server's connections to the kernel and back
+//! into the stack, three times, under redis-benchmark, and no request fails.
 //! With 16 socket slots, 100 concurrent connections are all served: those the stack
 //! has no slot for are the kernel's.
 //! Without CAP_NET_ADMIN the exit lingers as before, says so in one line, and still
@@ -290,7 +290,7 @@ fn a_forking_servers_child_exits_at_once_and_its_kernel_flow_entry_goes_when_don
 }
 
 #[test]
-fn fastnet_handoff_moves_a_busy_redis_servers_connections_to_the_kernel() {
+fn fastnet_handoff_moves_a_busy_redis_servers_connections_to_the_kernel_and_back() {
     assert!(is_root(), "end-to-end tests need root");
     let t = Topology::up(&TopologyOptions::for_tests()).expect("topology");
     let dir = scratch("handoff-verb");
@@ -308,7 +308,7 @@ fn fastnet_handoff_moves_a_busy_redis_servers_connections_to_the_kernel() {
         "-p",
         &port.to_string(),
     ])
-    .args(["-c", "20", "-n", "300000", "-t", "set,get", "--csv"]);
+    .args(["-c", "20", "-n", "1000000", "-t", "set,get", "--csv"]);
     let mut bench = spawn(b, &dir.join("bench.log"));
     // Under way: the 20 connections are the stack's.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -317,25 +317,66 @@ fn fastnet_handoff_moves_a_busy_redis_servers_connections_to_the_kernel() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(apps_kernel_established(&t), 0, "the fast path holds them");
-    let out = std::process::Command::new(fastnet_bin())
-        .args(["handoff", "--pid", &pid.to_string(), "--to", "kernel"])
-        .output()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Kernel, stack, kernel, ...: three round trips while the benchmark runs.
+    let handoff = |to: &str| {
+        let out = std::process::Command::new(fastnet_bin())
+            .args(["handoff", "--pid", &pid.to_string(), "--to", to])
+            .output()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{answer}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        answer
+    };
+    for round in 0..3 {
+        let answer = handoff("kernel");
+        assert!(
+            answer.starts_with("ok moved=20 kept=0"),
+            "round {round}: {answer}"
+        );
+        // The kernel holds them now, with redis still serving them.
+        expect_kernel_established(&t, 20, round);
+        let answer = handoff("stack");
+        assert!(
+            answer.starts_with("ok moved=20 kept=0"),
+            "round {round}: {answer}"
+        );
+        expect_kernel_established(&t, 0, round);
+        // The stack has them again (its counters are published within ~50 ms).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while gauge(pid, "tcp.state.established") != Some(20) {
+            assert!(Instant::now() < deadline, "round {round}: not in the stack");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     assert!(
-        out.status.success(),
-        "{answer}{}",
-        String::from_utf8_lossy(&out.stderr)
+        bench.child.try_wait().unwrap().is_none(),
+        "the benchmark ended before the moves did: make it longer"
     );
-    assert!(answer.starts_with("ok moved=20 kept=0"), "{answer}");
-    // The kernel holds them now, with redis still serving them.
-    assert_eq!(apps_kernel_established(&t), 20);
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Ok(Some(st)) = bench.child.try_wait() {
             break st;
         }
-        assert!(Instant::now() < deadline, "benchmark still running");
+        if Instant::now() >= deadline {
+            let ss = t
+                .command(Side::Client, "ss")
+                .args(["-tin", "state", "established"])
+                .output()
+                .unwrap();
+            let stat = std::process::Command::new(fastnet_bin())
+                .args(["stat", &pid.to_string()])
+                .output()
+                .unwrap();
+            panic!(
+                "benchmark still running:\n{}\n{}",
+                String::from_utf8_lossy(&ss.stdout),
+                String::from_utf8_lossy(&stat.stdout)
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     };
     let report = std::fs::read_to_string(&bench.log).unwrap();
@@ -346,13 +387,31 @@ fn fastnet_handoff_moves_a_busy_redis_servers_connections_to_the_kernel() {
     }
     let log = server.stop();
     let c = exit_counters(&log);
-    assert_eq!(c.get("handoff.to_kernel.verb"), Some(&20), "{log}");
-    // A request that is not handed over is answered, not dropped.
+    assert_eq!(c.get("handoff.to_kernel.verb"), Some(&60), "{log}");
+    assert_eq!(c.get("handoff.to_stack.verb"), Some(&60), "{log}");
+    // The process is gone: the verb says so and fails.
     let out = std::process::Command::new(fastnet_bin())
         .args(["handoff", "--pid", &pid.to_string(), "--to", "stack"])
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// Waits (5 s at most) until the server's namespace has `n` established kernel TCP
+/// connections with the client (`ss` may come back short while sockets change).
+fn expect_kernel_established(t: &Topology, n: usize, round: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = apps_kernel_established(t);
+        if now == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "round {round}: {now} kernel connections, not {n}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Established kernel TCP connections in the server's namespace.

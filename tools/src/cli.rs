@@ -67,8 +67,9 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Move a running fastnet process's TCP connections to the kernel (TCP repair),
-    /// through its control socket; prints what moved and why the others stayed.
+    /// Move a running fastnet process's TCP connections between its stack and the
+    /// kernel (TCP repair), through its control socket; prints what moved and why the
+    /// others stayed.
     Handoff {
         /// The process (as `fastnet stat` lists it).
         #[arg(long)]
@@ -76,7 +77,8 @@ pub enum Cmd {
         /// Only connections with this local or remote port.
         #[arg(long)]
         port: Option<u16>,
-        /// Where the connections go: `kernel` (`stack` is not built yet).
+        /// Where the connections go: `kernel` (its fast-path connections become kernel
+        /// sockets) or `stack` (its kernel connections on the interface come in).
         #[arg(long, value_parser = ["kernel", "stack"])]
         to: String,
     },

@@ -70,6 +70,17 @@ pub fn accept4(fd: i32, addr: &mut [u8; 128], flags: i32) -> Result<(i32, usize)
     Ok((r as i32, len as usize))
 }
 
+pub fn getpeername(fd: i32, addr: &mut [u8; 128]) -> Result<usize, Errno> {
+    let mut len: u32 = addr.len() as u32;
+    sys!(
+        libc::SYS_getpeername,
+        fd,
+        addr.as_mut_ptr(),
+        &mut len as *mut u32
+    )?;
+    Ok(len as usize)
+}
+
 pub fn getsockname(fd: i32, addr: &mut [u8; 128]) -> Result<usize, Errno> {
     let mut len: u32 = addr.len() as u32;
     sys!(
@@ -394,7 +405,11 @@ pub fn setsockopt<T: Copy>(fd: i32, level: i32, name: i32, v: &T) -> Result<(), 
 /// getsockopt(2) into a value of a plain type; Err(EINVAL) when the kernel answers
 /// with a size other than `T`'s.
 pub fn getsockopt<T: Copy + Default>(fd: i32, level: i32, name: i32) -> Result<T, Errno> {
-    let mut v = T::default();
+    getsockopt_into(fd, level, name, T::default())
+}
+
+/// `getsockopt` starting from `v` (for types without `Default`, e.g. zeroed C structs).
+pub fn getsockopt_into<T: Copy>(fd: i32, level: i32, name: i32, mut v: T) -> Result<T, Errno> {
     let mut len = std::mem::size_of::<T>() as libc::socklen_t;
     sys!(
         libc::SYS_getsockopt,
@@ -407,6 +422,13 @@ pub fn getsockopt<T: Copy + Default>(fd: i32, level: i32, name: i32) -> Result<T
     if len as usize != std::mem::size_of::<T>() {
         return Err(libc::EINVAL);
     }
+    Ok(v)
+}
+
+/// ioctl(2) with an int result (SIOCINQ, SIOCOUTQ, SIOCOUTQNSD).
+pub fn ioctl_int(fd: i32, request: u64) -> Result<i32, Errno> {
+    let mut v: i32 = 0;
+    sys!(libc::SYS_ioctl, fd, request, &mut v as *mut i32)?;
     Ok(v)
 }
 

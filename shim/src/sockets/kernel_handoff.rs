@@ -198,15 +198,12 @@ impl Engine {
         while let Some((req, from)) = c.next() {
             let answer = match req {
                 Err(e) => format!("error {e}"),
-                Ok(Request::Handoff {
-                    to_kernel: false, ..
-                }) => "error moving connections from the kernel to the stack is not built yet"
-                    .to_string(),
-                Ok(Request::Handoff {
-                    to_kernel: true,
-                    port,
-                }) => {
-                    let (moved, kept) = self.hand_app_sockets_to_kernel(port);
+                Ok(Request::Handoff { to_kernel, port }) => {
+                    let (moved, kept) = if to_kernel {
+                        self.hand_app_sockets_to_kernel(port)
+                    } else {
+                        self.hand_app_sockets_to_stack(port)
+                    };
                     let mut a = format!("ok moved={moved} kept={}", kept.len());
                     for why in kept {
                         a += &format!("\nkept: {why}");
@@ -348,5 +345,229 @@ impl Engine {
                 self.count(Counter::HandoffToKernelSlots);
             }
         }
+    }
+}
+
+/// The fd numbers open in this process now.
+fn open_fds() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The epoll fds of this process and, for `fd`, its (events, data) in each that holds
+/// it (from /proc/self/fdinfo: the kernel does not say otherwise).
+fn kernel_epoll_interests(fd: i32) -> Vec<(i32, u32, u64)> {
+    let mut out = Vec::new();
+    for epfd in open_fds() {
+        let is_epoll = std::fs::read_link(format!("/proc/self/fd/{epfd}"))
+            .is_ok_and(|l| l.as_os_str() == "anon_inode:[eventpoll]");
+        if !is_epoll {
+            continue;
+        }
+        let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{epfd}")) else {
+            continue;
+        };
+        for line in info.lines() {
+            let mut w = line.split_whitespace();
+            if w.next() != Some("tfd:") || w.next().and_then(|t| t.parse().ok()) != Some(fd) {
+                continue;
+            }
+            let (mut events, mut data) = (None, None);
+            while let Some(k) = w.next() {
+                match k {
+                    "events:" => events = w.next().and_then(|v| u32::from_str_radix(v, 16).ok()),
+                    "data:" => data = w.next().and_then(|v| u64::from_str_radix(v, 16).ok()),
+                    _ => {}
+                }
+            }
+            if let (Some(ev), Some(d)) = (events, data) {
+                out.push((epfd, ev, d));
+            }
+        }
+    }
+    out
+}
+
+impl Engine {
+    /// The app's kernel TCP connections on the fast-path interface's address (on `port`,
+    /// local or remote, if given): fds that are not ours.
+    fn kernel_connections_of_app(&self, port: Option<u16>) -> Vec<(i32, ConnKey)> {
+        let mut out = Vec::new();
+        for fd in open_fds() {
+            if self.fds.contains(fd) || fd >= super::kernel::HIGH_FD_FLOOR {
+                continue;
+            }
+            let tcp = super::kernel::getsockopt::<i32>(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)
+                == Ok(libc::IPPROTO_TCP);
+            if !tcp {
+                continue;
+            }
+            let (mut a, mut b) = ([0u8; 128], [0u8; 128]);
+            let (Ok(n), Ok(m)) = (
+                super::kernel::getsockname(fd, &mut a),
+                super::kernel::getpeername(fd, &mut b),
+            ) else {
+                continue;
+            };
+            use super::sockaddr::{parse, AppAddr};
+            let (Ok(AppAddr::V4(local)), Ok(AppAddr::V4(remote))) =
+                (parse(&a[..n]), parse(&b[..m]))
+            else {
+                continue;
+            };
+            if *local.ip() != self.dev.addr
+                || port.is_some_and(|p| local.port() != p && remote.port() != p)
+            {
+                continue;
+            }
+            out.push((fd, ConnKey { local, remote }));
+        }
+        out
+    }
+
+    /// Moves the app's kernel TCP connections on the fast-path interface (on `port` if
+    /// given) into the stack, under the same fd numbers; returns how many moved and
+    /// why the others stayed. The flows are steered here first (frames from then on
+    /// wait in our rings while this runs under the engine's lock), then each
+    /// connection is read in repair mode, imported, and its kernel socket closed still
+    /// in repair mode (no FIN, no RST).
+    pub fn hand_app_sockets_to_stack(&mut self, port: Option<u16>) -> (usize, Vec<String>) {
+        let mut moved = 0;
+        let mut kept = Vec::new();
+        let slot = super::family::slot().unwrap_or(0);
+        let mut steered = Vec::new();
+        for (fd, conn) in self.kernel_connections_of_app(port) {
+            let interests = kernel_epoll_interests(fd);
+            if let Some(&(ep, _, _)) = interests
+                .iter()
+                .find(|(ep, _, _)| !self.epolls.contains_key(ep))
+            {
+                kept.push(format!(
+                    "fd {fd}: in epoll {ep}, which holds no fast-path socket yet"
+                ));
+                continue;
+            }
+            if self
+                .claim(xdp_backend::portmap::Transport::Tcp, conn.local.port())
+                .is_err()
+            {
+                kept.push(format!(
+                    "fd {fd}: port {} cannot be claimed",
+                    conn.local.port()
+                ));
+                continue;
+            }
+            let was_kernel = self.dev.kernel_flows().contains(&conn);
+            if let Err(e) = self.dev.steer_flow(conn, slot) {
+                self.unclaim(xdp_backend::portmap::Transport::Tcp, conn.local.port());
+                kept.push(format!("fd {fd}: steering: {e}"));
+                continue;
+            }
+            if was_kernel {
+                super::family::remove_kernel_flow();
+            }
+            steered.push((fd, conn, interests));
+        }
+        if !steered.is_empty() {
+            // Segments the XDP program passed just before the switch reach the kernel
+            // socket first (and are in what repair reads).
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        for (fd, conn, interests) in steered {
+            match self.take_from_kernel(fd, conn, &interests) {
+                Ok(()) => {
+                    moved += 1;
+                    self.count(Counter::HandoffToStackVerb);
+                }
+                Err(why) => {
+                    // Back to the kernel, untouched.
+                    let _ = self.dev.flow_to_kernel(conn);
+                    super::family::add_kernel_flows(1);
+                    self.unclaim(xdp_backend::portmap::Transport::Tcp, conn.local.port());
+                    self.count(Counter::HandoffFailed);
+                    kept.push(format!("fd {fd}: {why}"));
+                }
+            }
+        }
+        log(
+            super::config::LogLevel::Info,
+            format_args!(
+                "handoff: {moved} connection(s) moved to the stack on request, {} kept",
+                kept.len()
+            ),
+        );
+        (moved, kept)
+    }
+
+    fn take_from_kernel(
+        &mut self,
+        fd: i32,
+        conn: ConnKey,
+        interests: &[(i32, u32, u64)],
+    ) -> Result<(), String> {
+        use super::kernel;
+        let opts = self.iface.tcp.config().default_socket_options();
+        let nodelay = kernel::getsockopt::<i32>(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY) == Ok(1);
+        let st = repair::read_kernel_socket(fd, stack::tcp::SocketOptions { nodelay, ..opts })
+            .map_err(|e| e.to_string())?;
+        let now = self.now();
+        let h = match self.iface.tcp.import(now, &st) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = kernel::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR, &-1i32);
+                return Err(format!("the stack cannot take it: {e:?}"));
+            }
+        };
+        let fl = kernel::fcntl(fd, libc::F_GETFL, 0).unwrap_or(0);
+        let cloexec =
+            kernel::fcntl(fd, libc::F_GETFD, 0).is_ok_and(|f| f & libc::FD_CLOEXEC as i64 != 0);
+        // The fd number gets a fresh unconnected socket (as an accepted connection's
+        // has); the repaired kernel socket, closed with it, goes without a word.
+        let shadow = kernel::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0)
+            .and_then(|s| {
+                let r = kernel::dup3(s, fd, if cloexec { libc::O_CLOEXEC } else { 0 });
+                let _ = kernel::close(s);
+                r
+            });
+        if let Err(e) = shadow {
+            let _ = self.iface.tcp.export(now, h);
+            let _ = kernel::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR, &-1i32);
+            return Err(format!("no placeholder socket (errno {e})"));
+        }
+        let mut s = FastSocket {
+            kind: Kind::TcpStream(h),
+            v6: false,
+            nonblocking: fl & libc::O_NONBLOCK as i64 != 0,
+            rcvtimeo: None,
+            sndtimeo: None,
+            opts: st.options,
+            keepalive_params: Default::default(),
+            claimed: Some((xdp_backend::portmap::Transport::Tcp, conn.local.port())),
+            epolls: Default::default(),
+            primary_fd: fd,
+            holds_port: false,
+            recv_cmsgs: Default::default(),
+        };
+        for &(ep, events, data) in interests {
+            if let Some(set) = self.epolls.get_mut(&ep) {
+                if set.add(fd, events, data).is_ok() {
+                    set.set_fast(fd, true);
+                    s.epolls.insert(ep);
+                    set.wake();
+                }
+            }
+        }
+        if self.fds.insert(fd, s).is_err() {
+            return Err("the fd table is full".into());
+        }
+        self.bind_handle(h, fd);
+        self.handed_to_kernel.retain(|c| *c != conn);
+        rewriter::filter::mark_fd(fd, true);
+        Ok(())
     }
 }

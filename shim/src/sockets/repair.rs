@@ -1,5 +1,6 @@
 //! A fast-path connection becomes a kernel socket through Linux's TCP repair (issue
-//! 18): the kernel socket continues the connection where the stack left it, with the
+//! 18), and a kernel connection is read out of the kernel the same way
+//! (`read_kernel_socket`) to continue in the stack: the kernel socket continues the connection where the stack left it, with the
 //! same sequence numbers, queues, options, windows and timestamp clock, so the peer
 //! sees nothing but the next segment.
 //!
@@ -272,6 +273,147 @@ fn restore(fd: i32, plan: &RepairPlan) -> Result<(), RepairError> {
         kernel::shutdown(fd, libc::SHUT_WR).map_err(|e| RepairError::Kernel("shutdown", e))?;
     }
     Ok(())
+}
+
+/// `ioctl`s of a socket's queues.
+const SIOCINQ: u64 = 0x541b;
+const SIOCOUTQ: u64 = 0x5411;
+const SIOCOUTQNSD: u64 = 0x894b;
+/// `tcp_info.tcpi_options` bits.
+const TCPI_OPT_TIMESTAMPS: u8 = 1;
+const TCPI_OPT_SACK: u8 = 2;
+const TCPI_OPT_WSCALE: u8 = 4;
+
+/// The state of kernel TCP connection `fd` (ESTABLISHED, IPv4), read in repair mode,
+/// which stays on: the kernel sends nothing for it any more, and closing `fd` then
+/// ends it without a FIN or RST. On error, repair is off again (the connection goes on
+/// in the kernel, untouched).
+pub fn read_kernel_socket(
+    fd: i32,
+    opts: stack::tcp::SocketOptions,
+) -> Result<ConnectionState, RepairError> {
+    match kernel::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR, &1i32) {
+        Ok(()) => {}
+        Err(libc::EPERM) => return Err(RepairError::NotPermitted),
+        Err(e) => return Err(RepairError::Kernel("TCP_REPAIR", e)),
+    }
+    let r = read_in_repair(fd, opts);
+    if r.is_err() {
+        // -1: off without the window probe (nothing changed).
+        let _ = kernel::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR, &-1i32);
+    }
+    r
+}
+
+fn read_in_repair(
+    fd: i32,
+    opts: stack::tcp::SocketOptions,
+) -> Result<ConnectionState, RepairError> {
+    let k = |step: &'static str| move |e| RepairError::Kernel(step, e);
+    // SAFETY: tcp_info is plain integers; zero is a valid value of each.
+    let zero: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let info = kernel::getsockopt_into(fd, libc::IPPROTO_TCP, libc::TCP_INFO, zero)
+        .map_err(k("TCP_INFO"))?;
+    if info.tcpi_state != 1 {
+        return Err(RepairError::NotMovable(State::Closed));
+    }
+    let addr = |name: fn(i32, &mut [u8; 128]) -> Result<usize, Errno>| {
+        let mut b = [0u8; 128];
+        let n = name(fd, &mut b).map_err(k("getsockname"))?;
+        match super::sockaddr::parse(&b[..n]) {
+            Ok(super::sockaddr::AppAddr::V4(a)) => Ok(a),
+            _ => Err(RepairError::NotMovable(State::Established)),
+        }
+    };
+    let local = addr(kernel::getsockname)?;
+    let remote = addr(kernel::getpeername)?;
+    let queue = |q: i32| {
+        kernel::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR_QUEUE, &q)
+            .map_err(k("TCP_REPAIR_QUEUE"))
+    };
+    let peek = |len: i32| -> Result<Vec<u8>, RepairError> {
+        let mut v = vec![0u8; len.max(0) as usize];
+        let n = if v.is_empty() {
+            0
+        } else {
+            kernel::recv_now(fd, &mut v, true).map_err(k("peeking a queue"))?
+        };
+        v.truncate(n);
+        Ok(v)
+    };
+    queue(TCP_SEND_QUEUE)?;
+    let write_seq: i32 = kernel::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_QUEUE_SEQ)
+        .map_err(k("TCP_QUEUE_SEQ"))?;
+    let outq = kernel::ioctl_int(fd, SIOCOUTQ).map_err(k("SIOCOUTQ"))?;
+    let unsent = kernel::ioctl_int(fd, SIOCOUTQNSD).map_err(k("SIOCOUTQNSD"))?;
+    let send_queue = peek(outq)?;
+    queue(TCP_RECV_QUEUE)?;
+    let rcv_nxt: i32 = kernel::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_QUEUE_SEQ)
+        .map_err(k("TCP_QUEUE_SEQ"))?;
+    let inq = kernel::ioctl_int(fd, SIOCINQ).map_err(k("SIOCINQ"))?;
+    let recv_queue = peek(inq)?;
+    queue(TCP_NO_QUEUE)?;
+    if send_queue.len() != outq as usize || recv_queue.len() != inq as usize {
+        return Err(RepairError::Kernel("peeking a queue", libc::EIO));
+    }
+    let w: RepairWindow = kernel::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW)
+        .map_err(k("TCP_REPAIR_WINDOW"))?;
+    let ts = info.tcpi_options & TCPI_OPT_TIMESTAMPS != 0;
+    let timestamps = if ts {
+        let now: i32 = kernel::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_TIMESTAMP)
+            .map_err(k("TCP_TIMESTAMP"))?;
+        // TS.Recent is not readable: the peer's next segment sets it.
+        Some((now as u32, 0))
+    } else {
+        None
+    };
+    let ws = info.tcpi_options & TCPI_OPT_WSCALE != 0;
+    let (snd_ws, rcv_ws) = (
+        info.tcpi_snd_rcv_wscale & 0xf,
+        info.tcpi_snd_rcv_wscale >> 4,
+    );
+    let snd_una = (write_seq as u32).wrapping_sub(outq as u32);
+    let snd_max = (write_seq as u32).wrapping_sub(unsent as u32);
+    let rcv_nxt = rcv_nxt as u32;
+    let mss = info.tcpi_snd_mss as u16 + if ts { 12 } else { 0 };
+    Ok(ConnectionState {
+        state: State::Established,
+        local,
+        remote,
+        iss: snd_una.wrapping_sub(1),
+        irs: rcv_nxt
+            .wrapping_sub(recv_queue.len() as u32)
+            .wrapping_sub(1),
+        snd_una,
+        snd_nxt: snd_max,
+        snd_max,
+        snd_wnd: w.snd_wnd,
+        snd_wl1: w.snd_wl1,
+        snd_wl2: snd_una,
+        max_snd_wnd: w.max_window,
+        rcv_nxt,
+        rcv_adv: w.rcv_wup.wrapping_add(w.rcv_wnd),
+        snd_wscale: ws.then_some(snd_ws),
+        rcv_wscale: ws.then_some(rcv_ws),
+        peer_mss: mss,
+        our_mss: info.tcpi_advmss as u16,
+        timestamps,
+        sack: info.tcpi_options & TCPI_OPT_SACK != 0,
+        send_queue,
+        recv_queue,
+        fin_queued: false,
+        read_shut: false,
+        srtt_us: info.tcpi_rtt as u64,
+        rttvar_us: info.tcpi_rttvar as u64,
+        rto_us: info.tcpi_rto as u64,
+        backoff: 0,
+        cwnd: info.tcpi_snd_cwnd.saturating_mul(info.tcpi_snd_mss),
+        ssthresh: info.tcpi_snd_ssthresh.saturating_mul(info.tcpi_snd_mss),
+        congestion: Default::default(),
+        options: opts,
+        rto_in: None,
+        close_in: None,
+    })
 }
 
 #[cfg(test)]

@@ -666,7 +666,9 @@ impl Tcb {
             return false; // a duplicate ACK: the full path counts it
         }
         match (self.ts_ok, seg.timestamps) {
-            (true, Some((val, _))) if (val.wrapping_sub(self.ts_recent) as i32) >= 0 => {
+            (true, Some((val, _)))
+                if self.ts_recent == 0 || (val.wrapping_sub(self.ts_recent) as i32) >= 0 =>
+            {
                 self.ts_recent = val;
             }
             (true, _) => return false,
@@ -807,8 +809,9 @@ impl Tcb {
             seg
         };
         let seg_len = seg.segment_len();
-        // PAWS (RFC 7323 5.3).
-        if self.ts_ok && !seg.rst() {
+        // PAWS (RFC 7323 5.3). TS.Recent 0 is unknown (a connection read out of the
+        // kernel, which does not tell it): the next segment sets it.
+        if self.ts_ok && !seg.rst() && self.ts_recent != 0 {
             if let Some((val, _)) = seg.timestamps {
                 if (val.wrapping_sub(self.ts_recent) as i32) < 0 {
                     stats.drops_paws += 1;
@@ -886,7 +889,8 @@ impl Tcb {
         }
         if self.ts_ok && acceptable {
             if let Some((val, _)) = seg.timestamps {
-                if seg.seq <= self.rcv_nxt && (val.wrapping_sub(self.ts_recent) as i32) >= 0 {
+                let newer = self.ts_recent == 0 || (val.wrapping_sub(self.ts_recent) as i32) >= 0;
+                if seg.seq <= self.rcv_nxt && newer {
                     self.ts_recent = val;
                 }
             }
