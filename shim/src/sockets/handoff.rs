@@ -1109,6 +1109,10 @@ impl Engine {
         let Some(me) = self.family.as_ref().map(|m| m.slot) else {
             return;
         };
+        // Alone in the family, every port it claims is its own (no map lookup).
+        if !super::family::has_others() {
+            return;
+        }
         let entry = self.dev.port_entry(Transport::Tcp, local.port());
         if !sent_elsewhere(entry.as_ref(), remote, me) {
             return;
