@@ -693,3 +693,288 @@ fn nginx_reload_and_a_worker_killed_with_kill_9_under_load() {
     let _ = kernel_srv.child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Kernel peer in the client namespace for [`a_forked_child_s_own_sockets`]: a UDP echo,
+/// TCP sinks on two ports that check every byte of each connection (2 on the first
+/// port, 1 on the second), and a client of the child's new listener (tried until it
+/// listens) that sends 1 MiB and checks the echo.
+const CHILD_SOCKETS_PEER: &str = r#"
+import socket, sys, threading, time
+server_ip, sink_port, sink2_port, listen_port, udp_port = sys.argv[1], *map(int, sys.argv[2:6])
+data = bytes((i * 7 + i // 251) & 255 for i in range(1 << 20))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("0.0.0.0", udp_port))
+def echo():
+    while True:
+        d, a = u.recvfrom(2048)
+        u.sendto(d, a)
+threading.Thread(target=echo, daemon=True).start()
+def listener(port):
+    l = socket.socket()
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind(("0.0.0.0", port))
+    l.listen(4)
+    l.settimeout(120)
+    return l
+l, l2 = listener(sink_port), listener(sink2_port)
+print("peer ready", flush=True)
+def sink(c, a):
+    got = bytearray()
+    while True:
+        d = c.recv(1 << 16)
+        if not d: break
+        got.extend(d)
+    print("sink got %d bytes from %s:%d %s" % (len(got), a[0], a[1], "exact" if bytes(got) == data else "MISMATCH"), flush=True)
+def client():
+    deadline = time.time() + 60
+    while True:
+        try:
+            s = socket.create_connection((server_ip, listen_port), timeout=60)
+            break
+        except OSError as e:
+            if time.time() > deadline: raise
+            time.sleep(0.05)
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    back = bytearray()
+    while True:
+        d = s.recv(1 << 16)
+        if not d: break
+        back.extend(d)
+    print("echo got %d bytes %s" % (len(back), "exact" if bytes(back) == data else "MISMATCH"), flush=True)
+threads = [threading.Thread(target=client)]
+threads[0].start()
+for lst in [l, l, l2]:
+    t = threading.Thread(target=sink, args=lst.accept())
+    t.start()
+    threads.append(t)
+for t in threads: t.join()
+"#;
+
+/// A kernel listener on port argv[1] that accepts one connection and prints what came.
+const KERNEL_ACCEPTS_ONE: &str = r#"
+import socket, sys
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("0.0.0.0", int(sys.argv[1])))
+l.listen(1)
+l.settimeout(30)
+print("up", flush=True)
+c, _ = l.accept()
+c.settimeout(10)
+print("kernel accepted", c.recv(100), flush=True)
+"#;
+
+/// A process that started the fast path forks; the child makes sockets of its own: a
+/// UDP socket, a connection out, a listener on a fresh port, and a connection out from
+/// the port of a connection the founder holds (both bound with SO_REUSEADDR). Their
+/// frames must come to the child's stack (the XDP port map names the child's slot for
+/// the ports it claimed, the flow map the child for its connection on the founder's
+/// port), not to the founder's, which knows none of them and would reset them.
+#[test]
+fn a_forked_child_s_own_sockets() {
+    const SINK: u16 = 7405;
+    const SINK2: u16 = 7408;
+    const LISTEN: u16 = 7406;
+    const UDP: u16 = 7407;
+    const SIZE: u64 = 1 << 20;
+    let t = topo();
+    let dir = scratch("child-sockets");
+    let go = dir.join("go");
+    let mut p = t.command(Side::Client, PY);
+    p.args([
+        "-c",
+        CHILD_SOCKETS_PEER,
+        &t.server_ip.to_string(),
+        &SINK.to_string(),
+        &SINK2.to_string(),
+        &LISTEN.to_string(),
+        &UDP.to_string(),
+    ]);
+    let mut peer = spawn(p, &dir.join("peer.log"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !peer.output().contains("peer ready") {
+        assert!(Instant::now() < deadline, "peer:\n{}", peer.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let script = format!(
+        r#"
+import os, socket, time
+peer, go = "{peer}", "{go}"
+data = bytes((i * 7 + i // 251) & 255 for i in range(1 << 20))
+shared = socket.socket()   # the founder starts the fast path
+shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+shared.bind(("0.0.0.0", 0))
+shared.connect((peer, {SINK}))
+shared.sendall(data)
+port = shared.getsockname()[1]
+print("founder port", port, flush=True)
+pid = os.fork()
+if pid == 0:
+    print("child", os.getpid(), flush=True)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(20)
+    u.sendto(b"a datagram of the child", (peer, {UDP}))
+    d, a = u.recvfrom(2048)
+    print("udp echo", d.decode(), flush=True)
+    l = socket.socket()
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind(("0.0.0.0", {LISTEN}))
+    l.listen(4)
+    c = socket.socket()
+    c.settimeout(60)
+    c.connect((peer, {SINK}))
+    c.sendall(data)
+    c2 = socket.socket()
+    c2.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    c2.bind(("0.0.0.0", port))
+    c2.settimeout(60)
+    c2.connect((peer, {SINK2}))
+    c2.sendall(data)
+    print("sent", flush=True)
+    while not os.path.exists(go): time.sleep(0.01)
+    c.close()
+    c2.close()
+    l.settimeout(60)
+    s, _ = l.accept()
+    n = 0
+    while True:
+        d = s.recv(1 << 16)
+        if not d: break
+        s.sendall(d)
+        n += len(d)
+    s.close()
+    print("echoed", n, flush=True)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+shared.close()
+print("child status", status, flush=True)
+while not os.path.exists(go + ".done"): time.sleep(0.01)
+"#,
+        peer = t.client_ip,
+        go = go.display(),
+    );
+    let mut c = fastnet_cmd(&t, Side::Server, PY);
+    c.args(["-c", &script]).env("FASTNET_LOG", "debug");
+    let mut srv = spawn(c, &dir.join("server.log"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !srv.output().contains("\nsent\n") {
+        assert!(
+            Instant::now() < deadline && !srv.output().contains("Traceback"),
+            "the child's connections out did not carry their bytes:\n{}\npeer:\n{}",
+            srv.output(),
+            peer.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // While the connections are up: the peer has them, the server's kernel does not.
+    assert_xdp_attached(&t, Side::Server);
+    let ss = |side| {
+        let out = t.command(side, "ss").args(["-tan"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        (
+            kernel_connections(&t, Side::Client, SINK),
+            kernel_connections(&t, Side::Client, SINK2)
+        ),
+        (2, 1),
+        "the peer's connections:\n{}\nserver:\n{}\npeer:\n{}",
+        ss(Side::Client),
+        srv.output(),
+        peer.output()
+    );
+    assert_eq!(
+        (
+            kernel_connections(&t, Side::Server, SINK),
+            kernel_connections(&t, Side::Server, SINK2)
+        ),
+        (0, 0),
+        "the kernel carried the child's connections:\n{}",
+        ss(Side::Server)
+    );
+    std::fs::write(&go, "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !srv.output().contains("child status") {
+        assert!(Instant::now() < deadline, "{}", srv.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = peer.child.wait();
+    let peer_out = peer.output();
+    // The child's ports went back to the kernel with it, while the founder (and the
+    // XDP program) live on: a kernel listener on its listener's port gets a connection.
+    let mut k = t.command(Side::Server, PY);
+    k.args(["-c", KERNEL_ACCEPTS_ONE, &LISTEN.to_string()]);
+    let mut kernel = spawn(k, &dir.join("kernel.log"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kernel.output().contains("up") {
+        assert!(Instant::now() < deadline, "{}", kernel.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let connect = format!(
+        "import socket; socket.create_connection(('{}', {LISTEN}), timeout=10).sendall(b'after the child')",
+        t.server_ip
+    );
+    let out = t
+        .command(Side::Client, PY)
+        .args(["-c", &connect])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = kernel.child.wait();
+    assert!(
+        kernel
+            .output()
+            .contains("kernel accepted b'after the child'"),
+        "{}",
+        kernel.output()
+    );
+    assert_xdp_attached(&t, Side::Server);
+    std::fs::write(dir.join("go.done"), "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !srv.output().contains("counters:") || srv.child.try_wait().ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "{}", srv.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = srv.output();
+    let port: u16 = log
+        .lines()
+        .find_map(|l| l.strip_prefix("founder port ")?.trim().parse().ok())
+        .expect("founder's port");
+    let from_port = format!("sink got {SIZE} bytes from {}:{port} exact", t.server_ip);
+    let exact = format!("sink got {SIZE} bytes from {}:", t.server_ip);
+    assert_eq!(
+        (
+            peer_out.matches(&exact).count(),
+            peer_out.matches(&from_port).count(),
+            peer_out
+                .matches(&format!("echo got {SIZE} bytes exact"))
+                .count(),
+        ),
+        (3, 2, 1),
+        "peer:\n{peer_out}\nserver:\n{log}"
+    );
+    assert!(!peer_out.contains("MISMATCH"), "{peer_out}");
+    assert!(log.contains("udp echo a datagram of the child"), "{log}");
+    assert!(log.contains(&format!("echoed {SIZE}")), "{log}");
+    assert!(log.contains("child status 0"), "{log}");
+    // The child's own stack carried them.
+    let child: u32 = log
+        .lines()
+        .find_map(|l| l.strip_prefix("child ")?.trim().parse().ok())
+        .expect("child pid");
+    let by_pid = counters_by_pid(&log);
+    let cc = by_pid
+        .get(&child)
+        .unwrap_or_else(|| panic!("no counters of the child {child}:\n{log}"));
+    let get = |k: &str| cc.get(k).copied().unwrap_or(0);
+    assert_eq!(get("family.joins"), 1, "{log}");
+    assert!(get("tx.bytes") >= 3 * SIZE, "{log}");
+    assert!(get("rx.bytes") >= SIZE, "{log}");
+    assert!(!log.contains("kernel: "), "a socket fell back:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -698,6 +698,20 @@ fn flow_map_and_group_verdicts_in_kernel_test_run() {
         cut[17] = 30; // total length within the frame
         assert_eq!(run(&cut), XDP_DROP);
         assert_eq!(prog.counters().unwrap().malformed, before + 1);
+
+        // A port whose owner is gone: its group's first slot takes it; with an empty
+        // group it goes back to the kernel (frames pass); released, it stays so.
+        ports.hand_on(Transport::Tcp, 80).unwrap();
+        let entry = ports.entry(Transport::Tcp, 80).unwrap().unwrap();
+        assert_eq!(entry.owner, 3);
+        for s in 3..3 + xdp_backend::GROUP_MAX as u32 {
+            assert!(ports.leave_group(Transport::Tcp, 80, s).unwrap());
+        }
+        ports.hand_on(Transport::Tcp, 80).unwrap();
+        assert!(!ports.is_claimed(Transport::Tcp, 80).unwrap());
+        assert_eq!(run(&tcp(41002)), XDP_PASS);
+        ports.hand_on(Transport::Tcp, 80).unwrap();
+        assert!(!ports.is_claimed(Transport::Tcp, 80).unwrap());
         drop(xsk);
     });
 }

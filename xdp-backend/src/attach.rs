@@ -259,11 +259,16 @@ impl AttachedIface {
     }
 
     /// Removes every trace of `slot` (a process of the family that died or left): its
-    /// sockets in the XSKMAP, its port ownerships and listener-group places, and the
-    /// flows steered to it.
+    /// sockets in the XSKMAP, its listener-group places, the flows steered to it, and
+    /// its port ownerships (see [`crate::portmap::PortMap::hand_on`]).
     pub fn forget_slot(&self, slot: u32) -> io::Result<()> {
         self.unregister_slot(slot)?;
-        self.program.port_map().remove_slot(slot)?;
+        let ports = self.program.port_map();
+        // Left to a dead slot, the ports it owned would have their frames dropped, or
+        // sent to whichever process takes the slot next.
+        for (proto, port) in ports.remove_slot(slot)? {
+            ports.hand_on(proto, port)?;
+        }
         self.program.flow_map().remove_slot(slot)?;
         Ok(())
     }

@@ -310,6 +310,23 @@ impl PortMap {
         Ok(owned)
     }
 
+    /// A port whose owner is gone goes to the first slot of its listener group, or,
+    /// with an empty group, back to the kernel (the owner's sockets went with it).
+    /// A port released meanwhile stays released.
+    pub fn hand_on(&self, proto: Transport, port: u16) -> io::Result<()> {
+        let Some(entry) = self.entry(proto, port)? else {
+            return Ok(());
+        };
+        let done = match entry.members.first() {
+            Some(&heir) => self.set_owner(proto, port, heir),
+            None => self.release(proto, port).map(|_| ()),
+        };
+        match done {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Every claimed (transport, port), unordered.
     pub fn claimed(&self) -> io::Result<Vec<(Transport, u16)>> {
         Ok(self

@@ -998,6 +998,9 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
         e.host_register(Transport::Tcp, local);
     }
     e.bind_handle(h, fd);
+    if claim_of(port).is_some() {
+        e.pin_connecting(h, local, dst);
+    }
     debug(format_args!(
         "fd {fd}: connecting {local} -> {dst} (fast path)"
     ));

@@ -32,7 +32,7 @@ use stack::time::Instant;
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
 use std::time::Duration;
-use xdp_backend::portmap::Transport;
+use xdp_backend::portmap::{PortEntry, Transport};
 
 /// An fd of this process whose socket is not (yet) in this process's stack.
 #[derive(Clone, Copy, Debug)]
@@ -1044,22 +1044,17 @@ impl Engine {
     /// (see `pin_accepted`): from the SYN on, so that a change of the group while the
     /// handshake completes does not send its ACK to another member.
     pub fn pin_handshakes(&mut self) {
-        let Some(m) = self.family.as_ref().filter(|m| !m.pinned_ports.is_empty()) else {
+        if self
+            .family
+            .as_ref()
+            .is_none_or(|m| m.pinned_ports.is_empty())
+        {
             return;
-        };
-        let me = m.slot;
+        }
         for (h, local, remote) in self.iface.tcp.take_handshakes() {
             let m = self.family.as_ref().expect("member");
-            if !m.pinned_ports.contains(&local.port()) {
-                continue;
-            }
-            let conn = ConnKey { local, remote };
-            if self.dev.steer_flow(conn, me).is_ok() {
-                self.family
-                    .as_mut()
-                    .expect("member")
-                    .steered
-                    .insert(h, conn);
+            if m.pinned_ports.contains(&local.port()) {
+                self.pin_here(h, ConnKey { local, remote });
             }
         }
     }
@@ -1092,14 +1087,37 @@ impl Engine {
         if !m.pinned_ports.contains(&local.port()) {
             return;
         }
-        let conn = ConnKey { local, remote };
+        self.pin_here(h, ConnKey { local, remote });
+    }
+
+    /// Steers `conn` (connection `h`) to this member in the flow map; the entry goes
+    /// with the connection (`connection_gone`).
+    fn pin_here(&mut self, h: SocketHandle, conn: ConnKey) {
+        let Some(m) = self.family.as_mut() else {
+            return;
+        };
         if self.dev.steer_flow(conn, m.slot).is_ok() {
-            self.family
-                .as_mut()
-                .expect("member")
-                .steered
-                .insert(h, conn);
+            m.steered.insert(h, conn);
         }
+    }
+
+    /// A connection this process opens (`h`, from `local` to `remote`): when the port
+    /// map sends its frames to another member (that member claimed the port first: an
+    /// app bound both sockets to it with SO_REUSEADDR), its flow is pinned here, from
+    /// before its SYN goes; the entry goes with the connection.
+    pub fn pin_connecting(&mut self, h: SocketHandle, local: SocketAddrV4, remote: SocketAddrV4) {
+        let Some(me) = self.family.as_ref().map(|m| m.slot) else {
+            return;
+        };
+        // Alone in the family, every port it claims is its own (no map lookup).
+        if !super::family::has_others() {
+            return;
+        }
+        let entry = self.dev.port_entry(Transport::Tcp, local.port());
+        if !sent_elsewhere(entry.as_ref(), remote, me) {
+            return;
+        }
+        self.pin_here(h, ConnKey { local, remote });
     }
 
     /// A connection that moved here ended: the XDP program stops steering its flow.
@@ -1129,6 +1147,12 @@ impl Engine {
             let _ = self.dev.unsteer_flow(conn);
         }
     }
+}
+
+/// True when the port map (`entry`, None: the port is not claimed) sends a frame from
+/// `remote` that no flow entry claims to a slot other than `me`.
+fn sent_elsewhere(entry: Option<&PortEntry>, remote: SocketAddrV4, me: u32) -> bool {
+    entry.is_some_and(|e| e.slot_for(remote) != me)
 }
 
 /// True when no process names the connection any more: the tether reads end-of-file
@@ -1177,4 +1201,32 @@ fn read_state(fd: i32) -> Option<ConnectionState> {
         }
     }
     ConnectionState::decode(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn a_connection_is_pinned_only_when_the_port_map_sends_it_elsewhere() {
+        let remote = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 7103);
+        let owned = |owner, members: Vec<u32>| PortEntry {
+            owner,
+            members,
+            pid: 0,
+        };
+        // A port this member claimed: its frames come here already.
+        assert!(!sent_elsewhere(Some(&owned(1, vec![])), remote, 1));
+        // The founder's port (slot 0), or another member's: pinned.
+        assert!(sent_elsewhere(Some(&owned(0, vec![])), remote, 1));
+        assert!(sent_elsewhere(Some(&owned(3, vec![])), remote, 0));
+        // A listener group decides by the remote end, whoever owns the port.
+        let group = owned(0, vec![1, 2]);
+        let to = group.slot_for(remote);
+        assert!(!sent_elsewhere(Some(&group), remote, to));
+        assert!(sent_elsewhere(Some(&group), remote, 3 - to));
+        // Not claimed: nothing to pin against.
+        assert!(!sent_elsewhere(None, remote, 1));
+    }
 }

@@ -298,10 +298,13 @@ impl FastIface {
         port.check()
     }
 
-    /// Steers `port` to the fast path. Call before the shadow listens or connects.
+    /// Steers `port` to the fast path, owned by this member's slot: frames of the port
+    /// that no flow entry claims come to this process (a forked child's own connection,
+    /// listener or UDP socket; slot 0 is the founder's, whose stack knows none of them).
+    /// A port claimed already keeps its owner. Call before the shadow listens or connects.
     pub fn claim(&self, t: Transport, port: u16) -> std::io::Result<()> {
         match &self.port {
-            Some(p) => p.program().port_map().claim(t, port),
+            Some(p) => p.claim_port(t, port).map(|_| ()),
             None => Ok(()),
         }
     }
