@@ -3,6 +3,7 @@
 //! Data calls are in `data.rs`, options in `options.rs`, readiness in `readiness.rs`.
 
 use super::appmem;
+use super::engine::CALLS_IN_FLIGHT;
 use super::engine::{Engine, FastSocket, Kind};
 use super::kernel;
 use super::log::debug;
@@ -192,6 +193,9 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
     if !super::family::drives() {
         return not_member(a);
     }
+    // Counted from before the call first looks a socket up: a move to or from the
+    // kernel waits until no such call is in flight (see `CallsInFlight`).
+    let _in_flight = (!waits_for_readiness(a.nr)).then(CallsInFlight::enter);
     if let Err(x) = bring_named_fds_home(a) {
         return err(x);
     }
@@ -270,6 +274,39 @@ fn in_shared_memory_child(nr: i64) -> bool {
         nr,
         libc::SYS_close | libc::SYS_dup2 | libc::SYS_dup3 | libc::SYS_close_range | libc::SYS_fcntl
     ) && kernel::getpid() != super::family::pid()
+}
+
+/// Counts an app thread's call inside the socket layer (see `CALLS_IN_FLIGHT`).
+struct CallsInFlight;
+
+impl CallsInFlight {
+    fn enter() -> CallsInFlight {
+        CALLS_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        CallsInFlight
+    }
+}
+
+impl Drop for CallsInFlight {
+    fn drop(&mut self) {
+        CALLS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The calls that wait for readiness of many fds (they hold no connection's handle
+/// across the engine's lock).
+fn waits_for_readiness(nr: i64) -> bool {
+    matches!(
+        nr,
+        libc::SYS_epoll_wait
+            | libc::SYS_epoll_pwait
+            | libc::SYS_epoll_pwait2
+            | libc::SYS_poll
+            | libc::SYS_ppoll
+            | libc::SYS_select
+            | libc::SYS_pselect6
+            | libc::SYS_accept
+            | libc::SYS_accept4
+    )
 }
 
 /// Calls that use an existing socket (the argument naming it): a forked child making

@@ -222,7 +222,16 @@ pub struct Engine {
     pub kernel_flow_absent: Vec<(super::mailbox::ConnKey, Instant)>,
     /// Requests of `fastnet handoff` (see `control`).
     pub control: Option<super::control::ControlSocket>,
+    /// A request waiting for the app's calls in flight to finish: (request, sender,
+    /// since when).
+    pub pending_control: Option<(super::control::Request, Vec<u8>, Instant)>,
 }
+
+/// Calls of the app's threads inside the socket layer now, other than the waits for
+/// readiness (epoll, poll, select, accept): such a call may have looked a connection's
+/// handle up before it takes the engine's lock, so a connection moves between the
+/// stack and the kernel only while none is in flight (see `kernel_handoff`).
+pub static CALLS_IN_FLIGHT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// When the stack last ran (µs on the engine's clock): the background driver only
 /// steps in when the app's threads have not driven it for a while.
@@ -294,6 +303,7 @@ impl Engine {
             kernel_sweep_at: Instant::ZERO,
             kernel_flow_absent: Vec::new(),
             control: None,
+            pending_control: None,
         }
     }
 

@@ -38,6 +38,9 @@ impl Engine {
     /// Makes connection `h` a kernel socket; returns its fd (blocking, close-on-exec),
     /// which the caller owns. On error the connection is still the stack's, unchanged.
     pub fn hand_to_kernel(&mut self, h: SocketHandle) -> Result<i32, RepairError> {
+        // Frames already on our rings go into the state first (else they are lost and
+        // the peer sends them again after a timeout).
+        self.drive();
         let now = self.now();
         let st = self
             .iface
@@ -124,6 +127,9 @@ impl Engine {
     }
 }
 
+/// How long a move waits for the app's calls in flight to finish.
+const CALLS_WAIT_US: u64 = 200_000;
+
 /// How often a driver looks for ended connections among the kernel flow entries.
 const SWEEP_EVERY_US: u64 = 1_000_000;
 /// How long the kernel must have had no connection for an entry before it goes: a SYN
@@ -190,28 +196,51 @@ impl Engine {
         }
     }
 
-    /// Answers the requests waiting on the control socket.
+    /// Answers the requests waiting on the control socket. A move waits (200 ms at
+    /// most, the driver coming back every tick) until no app thread is inside a call
+    /// of the socket layer, which may hold a connection's handle from before the move.
     pub fn serve_control(&mut self) {
         let Some(c) = self.control.take() else {
             return;
         };
-        while let Some((req, from)) = c.next() {
-            let answer = match req {
-                Err(e) => format!("error {e}"),
-                Ok(Request::Handoff { to_kernel, port }) => {
-                    let (moved, kept) = if to_kernel {
-                        self.hand_app_sockets_to_kernel(port)
-                    } else {
-                        self.hand_app_sockets_to_stack(port)
-                    };
-                    let mut a = format!("ok moved={moved} kept={}", kept.len());
-                    for why in kept {
-                        a += &format!("\nkept: {why}");
+        loop {
+            if self.pending_control.is_none() {
+                match c.next() {
+                    Some((Ok(req), from)) => self.pending_control = Some((req, from, self.now())),
+                    Some((Err(e), from)) => {
+                        c.reply(&from, &format!("error {e}"));
+                        continue;
                     }
-                    a
+                    None => break,
                 }
+            }
+            let Some((req, from, since)) = self.pending_control.take() else {
+                break;
             };
-            c.reply(&from, &answer);
+            let in_flight =
+                super::engine::CALLS_IN_FLIGHT.load(std::sync::atomic::Ordering::SeqCst);
+            if in_flight > 0 {
+                if self.now().micros() < since.micros() + CALLS_WAIT_US {
+                    self.pending_control = Some((req, from, since));
+                } else {
+                    c.reply(
+                        &from,
+                        "error an app thread stays inside a socket call (a blocking read?): nothing moved",
+                    );
+                }
+                break;
+            }
+            let Request::Handoff { to_kernel, port } = req;
+            let (moved, kept) = if to_kernel {
+                self.hand_app_sockets_to_kernel(port)
+            } else {
+                self.hand_app_sockets_to_stack(port)
+            };
+            let mut a = format!("ok moved={moved} kept={}", kept.len());
+            for why in kept {
+                a += &format!("\nkept: {why}");
+            }
+            c.reply(&from, &a);
         }
         self.control = Some(c);
     }

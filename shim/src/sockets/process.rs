@@ -487,6 +487,7 @@ fn driver_loop() {
     let bell = thread_wake_fd().unwrap_or(-1);
     DRIVER_BELL.store(bell, Ordering::Release);
     let mut mailbox = -1;
+    let mut control = -1;
     // What to sleep on: while the stack is busy (a thread drove it within the last
     // tick, frames wait) the driver ticks every millisecond, woken early by mail;
     // once it is idle, it sleeps until a frame, a message, a link change, a thread
@@ -494,14 +495,18 @@ fn driver_loop() {
     let mut sleep = Sleep::Tick;
     let mut wait_set: Vec<libc::pollfd> = Vec::with_capacity(16);
     loop {
+        let mut asked = false;
         let woke = match sleep {
-            Sleep::Tick if mailbox >= 0 => {
-                let mut p = [libc::pollfd {
-                    fd: mailbox,
+            Sleep::Tick if mailbox >= 0 || control >= 0 => {
+                // Mail, and requests of `fastnet handoff`, end the tick early.
+                let mut p = [mailbox, control].map(|fd| libc::pollfd {
+                    fd,
                     events: libc::POLLIN,
                     revents: 0,
-                }];
-                kernel::poll(&mut p, tick.as_millis() as i32).is_ok_and(|n| n > 0)
+                });
+                let woke = kernel::poll(&mut p, tick.as_millis() as i32).is_ok_and(|n| n > 0);
+                asked = p[1].revents & libc::POLLIN != 0;
+                woke
             }
             Sleep::Tick => {
                 std::thread::sleep(tick);
@@ -527,11 +532,16 @@ fn driver_loop() {
         };
         let was_asleep = matches!(sleep, Sleep::Until(_));
         mailbox = e.family.as_ref().map_or(-1, |f| f.mailbox.fd());
+        control = e.control.as_ref().map_or(-1, |c| c.fd());
         // Other members' requests and forwarded frames, closed tethers: every tick,
         // whether or not the app drives the stack itself.
         e.serve_mailbox();
         family_ticks = family_ticks.wrapping_add(1);
-        if was_asleep || family_ticks.is_multiple_of(FAMILY_CHECK_TICKS) {
+        if asked
+            || was_asleep
+            || e.pending_control.is_some()
+            || family_ticks.is_multiple_of(FAMILY_CHECK_TICKS)
+        {
             e.serve_control();
         }
         e.tend_family(was_asleep || family_ticks.is_multiple_of(FAMILY_CHECK_TICKS));
@@ -608,7 +618,9 @@ fn plan_sleep(e: &Engine, bell: i32, mailbox: i32, set: &mut Vec<libc::pollfd>) 
         || e
             .family
             .as_ref()
-            .is_some_and(|m| m.mail_waiting() || m.mail_to_send() || m.relaying());
+            .is_some_and(|m| m.mail_waiting() || m.mail_to_send() || m.relaying())
+        // A move waits for the app's calls in flight.
+        || e.pending_control.is_some();
     if busy {
         return Sleep::Tick;
     }

@@ -106,6 +106,8 @@ pub struct RepairPlan<'a> {
     pub shut_write: bool,
     /// The app closed the socket (none of its fds name it).
     pub recv_shut: bool,
+    /// SO_SNDBUF and SO_RCVBUF as the app would set them (half what it reads back).
+    pub app_buffers: (i32, i32),
 }
 
 impl<'a> RepairPlan<'a> {
@@ -150,11 +152,24 @@ impl<'a> RepairPlan<'a> {
         }
         // The right edge we advertised stays where it is (the kernel never shrinks a
         // window it is told was offered).
+        // The kernel refuses SND.WL1 past RCV.NXT + RCV.WND (sequence comparisons), so
+        // neither may wrap: a right edge behind RCV.NXT is no window, and SND.WL1 (the
+        // segment that last moved the peer's window) is never past RCV.NXT for it.
+        let ahead = |a: u32, b: u32| (a.wrapping_sub(b) as i32) > 0;
+        let rcv_wnd = if ahead(st.rcv_adv, rcv_nxt) {
+            st.rcv_adv.wrapping_sub(rcv_nxt).min(1 << 30)
+        } else {
+            0
+        };
         let window = RepairWindow {
-            snd_wl1: st.snd_wl1,
+            snd_wl1: if ahead(st.snd_wl1, rcv_nxt) {
+                rcv_nxt
+            } else {
+                st.snd_wl1
+            },
             snd_wnd: st.snd_wnd,
             max_window: st.max_snd_wnd.max(st.snd_wnd),
-            rcv_wnd: st.rcv_adv.wrapping_sub(rcv_nxt).min(i32::MAX as u32),
+            rcv_wnd,
             rcv_wup: rcv_nxt,
         };
         Ok(RepairPlan {
@@ -170,6 +185,10 @@ impl<'a> RepairPlan<'a> {
             window,
             shut_write: st.fin_queued,
             recv_shut: st.read_shut,
+            app_buffers: (
+                (st.options.sndbuf / 2).min(i32::MAX as usize) as i32,
+                (st.options.rcvbuf / 2).min(i32::MAX as usize) as i32,
+            ),
         })
     }
 
@@ -260,8 +279,16 @@ fn restore(fd: i32, plan: &RepairPlan) -> Result<(), RepairError> {
         kernel::send_all(fd, plan.sent)
             .map_err(|e| RepairError::Kernel("writing the send queue", e))?;
     }
-    kernel::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW, &plan.window)
-        .map_err(|e| RepairError::Kernel("TCP_REPAIR_WINDOW", e))?;
+    if let Err(e) = kernel::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW, &plan.window)
+    {
+        super::log::debug(format_args!(
+            "TCP_REPAIR_WINDOW {:?} refused; receive sequence {} + {} unread",
+            plan.window,
+            plan.recv_seq,
+            plan.unread.len()
+        ));
+        return Err(RepairError::Kernel("TCP_REPAIR_WINDOW", e));
+    }
     tcp(libc::TCP_REPAIR_QUEUE, TCP_NO_QUEUE, "TCP_REPAIR_QUEUE")?;
     tcp(libc::TCP_REPAIR, 0, "TCP_REPAIR off")?;
     // From here the kernel owns the connection: what is left is ordinary socket use.
@@ -272,6 +299,10 @@ fn restore(fd: i32, plan: &RepairPlan) -> Result<(), RepairError> {
     if plan.shut_write {
         kernel::shutdown(fd, libc::SHUT_WR).map_err(|e| RepairError::Kernel("shutdown", e))?;
     }
+    // The queues are in: from now on the app sees the buffer sizes it had (the kernel
+    // keeps what is queued beyond them).
+    let _ = kernel::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &plan.app_buffers.0);
+    let _ = kernel::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &plan.app_buffers.1);
     Ok(())
 }
 
@@ -284,7 +315,9 @@ const TCPI_OPT_TIMESTAMPS: u8 = 1;
 const TCPI_OPT_SACK: u8 = 2;
 const TCPI_OPT_WSCALE: u8 = 4;
 
-/// The state of kernel TCP connection `fd` (ESTABLISHED, IPv4), read in repair mode,
+/// The state of kernel TCP connection `fd` (ESTABLISHED, CLOSE-WAIT, or FIN-WAIT-1/2
+/// after the app shut down writing; IPv4; FINs count in the sequence numbers as in the
+/// stack), read in repair mode,
 /// which stays on: the kernel sends nothing for it any more, and closing `fd` then
 /// ends it without a FIN or RST. On error, repair is off again (the connection goes on
 /// in the kernel, untouched).
@@ -314,9 +347,20 @@ fn read_in_repair(
     let zero: libc::tcp_info = unsafe { std::mem::zeroed() };
     let info = kernel::getsockopt_into(fd, libc::IPPROTO_TCP, libc::TCP_INFO, zero)
         .map_err(k("TCP_INFO"))?;
-    if info.tcpi_state != 1 {
-        return Err(RepairError::NotMovable(State::Closed));
-    }
+    // Linux's TCP_* state numbers.
+    let state = match info.tcpi_state {
+        1 => State::Established,
+        8 => State::CloseWait,
+        2 => return Err(RepairError::NotMovable(State::SynSent)),
+        3 => return Err(RepairError::NotMovable(State::SynReceived)),
+        4 => State::FinWait1,
+        5 => State::FinWait2,
+        6 => return Err(RepairError::NotMovable(State::TimeWait)),
+        9 => return Err(RepairError::NotMovable(State::LastAck)),
+        10 => return Err(RepairError::NotMovable(State::Listen)),
+        11 => return Err(RepairError::NotMovable(State::Closing)),
+        _ => return Err(RepairError::NotMovable(State::Closed)),
+    };
     let addr = |name: fn(i32, &mut [u8; 128]) -> Result<usize, Errno>| {
         let mut b = [0u8; 128];
         let n = name(fd, &mut b).map_err(k("getsockname"))?;
@@ -353,7 +397,9 @@ fn read_in_repair(
     let inq = kernel::ioctl_int(fd, SIOCINQ).map_err(k("SIOCINQ"))?;
     let recv_queue = peek(inq)?;
     queue(TCP_NO_QUEUE)?;
-    if send_queue.len() != outq as usize || recv_queue.len() != inq as usize {
+    let fin_in_queue = state == State::FinWait1;
+    if send_queue.len() + fin_in_queue as usize != outq as usize || recv_queue.len() != inq as usize
+    {
         return Err(RepairError::Kernel("peeking a queue", libc::EIO));
     }
     let w: RepairWindow = kernel::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW)
@@ -372,12 +418,15 @@ fn read_in_repair(
         info.tcpi_snd_rcv_wscale & 0xf,
         info.tcpi_snd_rcv_wscale >> 4,
     );
+    // Our FIN, once queued, is in the kernel's sequence space and SIOCOUTQ (one past
+    // the data), not in the bytes peeked; acknowledged in FIN-WAIT-2.
+    let fin_queued = matches!(state, State::FinWait1 | State::FinWait2);
     let snd_una = (write_seq as u32).wrapping_sub(outq as u32);
     let snd_max = (write_seq as u32).wrapping_sub(unsent as u32);
     let rcv_nxt = rcv_nxt as u32;
     let mss = info.tcpi_snd_mss as u16 + if ts { 12 } else { 0 };
     Ok(ConnectionState {
-        state: State::Established,
+        state,
         local,
         remote,
         iss: snd_una.wrapping_sub(1),
@@ -401,7 +450,7 @@ fn read_in_repair(
         sack: info.tcpi_options & TCPI_OPT_SACK != 0,
         send_queue,
         recv_queue,
-        fin_queued: false,
+        fin_queued,
         read_shut: false,
         srtt_us: info.tcpi_rtt as u64,
         rttvar_us: info.tcpi_rttvar as u64,
@@ -531,6 +580,17 @@ mod tests {
             assert_eq!(p.recv_seq, 6000 - 100, "{s:?}");
             assert_eq!((p.window.rcv_wup, p.window.rcv_wnd), (6000, 1001), "{s:?}");
         }
+    }
+
+    #[test]
+    fn the_window_never_wraps_past_what_the_kernel_accepts() {
+        // A right edge behind RCV.NXT (stale) is no window, not 4 GB; SND.WL1 from a
+        // segment past RCV.NXT (out of order) is brought back to it.
+        let mut st = state(State::Established);
+        st.rcv_adv = 6000 - 10;
+        st.snd_wl1 = 6100;
+        let p = RepairPlan::new(&st).unwrap();
+        assert_eq!((p.window.rcv_wnd, p.window.snd_wl1), (0, 6000));
     }
 
     #[test]
