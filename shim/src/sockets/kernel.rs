@@ -347,34 +347,16 @@ pub fn recv_with_fds(
     buf: &mut [u8],
     fds: &mut [i32; 4],
 ) -> Result<(usize, usize), Errno> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    let mut cbuf = [0u64; 8];
-    // SAFETY: as in send_with_fds.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = std::mem::size_of_val(&cbuf);
-    let n = sys!(
-        libc::SYS_recvmsg,
-        sock,
-        &mut msg as *mut libc::msghdr,
-        libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC
-    )? as usize;
     let mut got = 0;
-    // SAFETY: the kernel filled msg_control with msg_controllen bytes of cmsgs; the
-    // CMSG_* walkers stay inside it.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(c);
-                let len = (*c).cmsg_len - (data as usize - c as usize);
-                for i in 0..len / 4 {
-                    let fd = std::ptr::read_unaligned(data.add(i * 4) as *const i32);
+    let (n, _) = recv_msg(
+        sock,
+        buf,
+        None,
+        libc::MSG_CMSG_CLOEXEC,
+        |level, kind, data| {
+            if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+                for raw in data.chunks_exact(4) {
+                    let fd = i32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]);
                     if got < fds.len() {
                         fds[got] = fd;
                         got += 1;
@@ -383,10 +365,58 @@ pub fn recv_with_fds(
                     }
                 }
             }
+        },
+    )?;
+    Ok((n, got))
+}
+
+/// recvmsg(2) of one datagram, never blocking, with room for 64 bytes of control
+/// messages, each handed to `cmsg(level, type, data)`; `from` gets the sender's
+/// address. Returns (bytes, address bytes used in `from`).
+fn recv_msg(
+    sock: i32,
+    buf: &mut [u8],
+    from: Option<&mut [u8; 128]>,
+    flags: i32,
+    mut cmsg: impl FnMut(i32, i32, &[u8]),
+) -> Result<(usize, usize), Errno> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let mut cbuf = [0u64; 8];
+    // SAFETY: msghdr is plain data; the fields set below are all the kernel reads.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    if let Some(from) = from {
+        msg.msg_name = from.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_namelen = from.len() as u32;
+    }
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    let n = sys!(
+        libc::SYS_recvmsg,
+        sock,
+        &mut msg as *mut libc::msghdr,
+        libc::MSG_DONTWAIT | flags
+    )? as usize;
+    // SAFETY: the kernel filled msg_control with msg_controllen bytes of cmsgs; the
+    // CMSG_* walkers stay inside it, and each message's data ends at its cmsg_len.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let data = libc::CMSG_DATA(c);
+            let len = (*c).cmsg_len - (data as usize - c as usize);
+            cmsg(
+                (*c).cmsg_level,
+                (*c).cmsg_type,
+                std::slice::from_raw_parts(data, len),
+            );
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    Ok((n, got))
+    Ok((n, msg.msg_namelen as usize))
 }
 
 /// setsockopt(2) with a value of any plain type (`T` is what the option expects).
@@ -459,39 +489,17 @@ pub fn recv_with_creds(
     buf: &mut [u8],
     from: &mut [u8; 128],
 ) -> Result<(usize, usize, Option<u32>), Errno> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    let mut cbuf = [0u64; 8];
-    // SAFETY: msghdr is plain data; the fields set below are all the kernel reads.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = from.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_namelen = from.len() as u32;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = std::mem::size_of_val(&cbuf);
-    let n = sys!(
-        libc::SYS_recvmsg,
-        fd,
-        &mut msg as *mut libc::msghdr,
-        libc::MSG_DONTWAIT
-    )? as usize;
     let mut uid = None;
-    // SAFETY: the kernel filled msg_control with msg_controllen bytes of cmsgs; the
-    // CMSG_* walkers stay inside it, and SCM_CREDENTIALS carries a struct ucred.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
-                let cred = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::ucred);
-                uid = Some(cred.uid);
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
+    let (n, len) = recv_msg(fd, buf, Some(from), 0, |level, kind, data| {
+        if level == libc::SOL_SOCKET
+            && kind == libc::SCM_CREDENTIALS
+            && data.len() >= std::mem::size_of::<libc::ucred>()
+        {
+            // struct ucred { pid, uid, gid }
+            uid = Some(u32::from_ne_bytes([data[4], data[5], data[6], data[7]]));
         }
-    }
-    Ok((n, (msg.msg_namelen as usize).min(from.len()), uid))
+    })?;
+    Ok((n, len.min(128), uid))
 }
 
 /// sendto(2) a datagram to `addr` (a sockaddr's bytes), never blocking.
