@@ -215,7 +215,9 @@ pub struct Engine {
     pub relays_asked: Vec<super::mailbox::ConnKey>,
     /// Connections handed to kernel sockets (see `kernel_handoff`): frames of theirs
     /// that were already on our rings are dropped, never answered with a RST.
-    pub handed_to_kernel: Vec<super::mailbox::ConnKey>,
+    /// (Kept a second: after that none can still be on our rings, and while any is
+    /// kept every received frame takes the slower filtering path.)
+    pub handed_to_kernel: Vec<(super::mailbox::ConnKey, Instant)>,
     /// When `sweep_kernel_flows` looks next.
     pub kernel_sweep_at: Instant,
     /// Kernel flow entries whose connection the kernel did not have, since when.

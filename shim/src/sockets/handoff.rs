@@ -410,7 +410,7 @@ impl Engine {
         let Some(conn) = frame_conn(frame) else {
             return true;
         };
-        if self.handed_to_kernel.contains(&conn) {
+        if self.handed_to_kernel.iter().any(|(c, _)| *c == conn) {
             return false;
         }
         let Some(m) = self.family.as_mut() else {
@@ -953,6 +953,7 @@ impl Engine {
     pub fn tend_family(&mut self, reap: bool) {
         if reap {
             self.sweep_kernel_flows();
+            self.forget_handed_frames();
             for slot in super::family::reap_dead() {
                 debug(format_args!("member {slot} died: its XDP entries go"));
                 self.dev.forget_slot(slot);

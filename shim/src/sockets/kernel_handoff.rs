@@ -60,10 +60,18 @@ impl Engine {
         // The kernel entry replaced ours: the end of the stack's connection must not
         // remove it.
         self.forget_steering(h);
-        self.handed_to_kernel.push(conn);
+        self.handed_to_kernel.push((conn, now));
         super::family::add_kernel_flows(1);
         let _ = self.iface.tcp.export(now, h);
         Ok(fd)
+    }
+
+    /// Stops looking for frames of connections handed to the kernel over a second ago:
+    /// frames on our rings at the move are long processed.
+    pub fn forget_handed_frames(&mut self) {
+        let now = self.now();
+        self.handed_to_kernel
+            .retain(|(_, at)| now.micros() < at.micros() + 1_000_000);
     }
 
     /// At exit: every connection the app closed that still has data or a FIN to
@@ -173,7 +181,7 @@ impl Engine {
             }
             if self.dev.unsteer_flow(conn).unwrap_or(false) {
                 super::family::remove_kernel_flow();
-                self.handed_to_kernel.retain(|c| *c != conn);
+                self.handed_to_kernel.retain(|(c, _)| *c != conn);
                 debug(format_args!(
                     "handoff {conn:?}: the kernel's connection ended"
                 ));
@@ -595,7 +603,7 @@ impl Engine {
             return Err("the fd table is full".into());
         }
         self.bind_handle(h, fd);
-        self.handed_to_kernel.retain(|c| *c != conn);
+        self.handed_to_kernel.retain(|(c, _)| *c != conn);
         rewriter::filter::mark_fd(fd, true);
         Ok(())
     }
