@@ -714,3 +714,78 @@ print(s.recv(100))";
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A wrapper that opens sockets of other families before it starts the real server
+/// (a shell without HOME looks the user up: glibc opens AF_UNIX sockets to nscd and to
+/// systemd's user database; pyenv's `python3` is such a shell) leaves the interface to
+/// the server. Before, any socket(2) started the fast path, the wrapper took the
+/// interface and the server it ran fell back to the kernel.
+#[test]
+fn a_wrapper_opening_unix_and_netlink_sockets_leaves_the_interface_to_its_server() {
+    let t = topo();
+    let dir = scratch("wrapper-sockets");
+    let server = r#"
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7210)); s.listen(1)
+c, _ = s.accept()
+while True:
+    d = c.recv(65536)
+    if not d: break
+    c.sendall(d)
+c.close()
+"#;
+    let wrapper = r#"
+import socket, subprocess, sys
+u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+n = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+print("wrapper", __import__("os").getpid(), flush=True)
+sys.exit(subprocess.call([sys.executable, "-c", sys.argv[1]]))
+"#;
+    let mut c = fastnet_cmd(&t, Side::Server, PY);
+    c.args(["-c", wrapper, server]).env("FASTNET_LOG", "info");
+    let mut s = spawn(c, &dir.join("server.log"));
+    wait_listening(&t, Side::Server, 7210, &mut s);
+    let client = format!(
+        r#"
+import socket
+s = socket.create_connection(("{server}", 7210), timeout=10)
+data = bytes(range(256)) * 4096
+s.sendall(data); s.shutdown(socket.SHUT_WR)
+got = b""
+while True:
+    d = s.recv(65536)
+    if not d: break
+    got += d
+print("echoed", len(got), got == data)
+"#,
+        server = t.server_ip
+    );
+    let out = run_ok(t.command(Side::Client, PY).args(["-c", &client]));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "echoed 1048576 True"
+    );
+    let st = s.child.wait().unwrap();
+    let log = s.output();
+    assert!(st.success(), "{log}");
+    let wrapper_pid = log
+        .lines()
+        .find_map(|l| l.strip_prefix("wrapper "))
+        .expect("the wrapper's pid")
+        .trim()
+        .to_string();
+    let started: Vec<&str> = log.lines().filter(|l| l.contains("fast path on")).collect();
+    assert_eq!(started.len(), 1, "one process starts the fast path:\n{log}");
+    assert!(
+        !started[0].contains(&format!("fastnet[{wrapper_pid}]")),
+        "the wrapper took the interface:\n{log}"
+    );
+    let c = exit_counters(&log);
+    assert!(
+        c.get("rx.bytes").copied().unwrap_or(0) >= 1 << 20
+            && c.get("tcp.passive_opens") == Some(&1),
+        "the server's stack did not carry the echo:\n{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

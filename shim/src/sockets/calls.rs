@@ -159,7 +159,11 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
         return PASSTHROUGH;
     }
     if !active() {
-        if a.nr == libc::SYS_socket {
+        // Only an IP socket starts the fast path: glibc opens AF_UNIX sockets of its
+        // own (nscd, systemd's user database, when a shell without HOME looks the user
+        // up), and a wrapper doing that would take the interface from the program it
+        // runs, which then falls back to the kernel.
+        if a.nr == libc::SYS_socket && matches!(a.args[0] as i32, libc::AF_INET | libc::AF_INET6) {
             if process::start() {
                 register_filters();
             } else {
