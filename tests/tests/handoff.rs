@@ -5,6 +5,8 @@
 //! entry that sends the connection to the kernel goes once the kernel is done with it.
 //! `fastnet handoff` moves a running redis-server's connections to the kernel and back
 //! into the stack, three times, under redis-benchmark, and no request fails.
+//! A transfer each way keeps going, byte-exact, while its connection moves between the
+//! stack and the kernel every 100 ms or so.
 //! With 16 socket slots, 100 concurrent connections are all served: those the stack
 //! has no slot for are the kernel's.
 //! Without CAP_NET_ADMIN the exit lingers as before, says so in one line, and still
@@ -24,6 +26,9 @@ const DROPPING_WRITER: &str = include_str!("../py/dropping_writer.py");
 const FORKING_SENDER: &str = include_str!("../py/forking_sender.py");
 const PATTERN_SERVER: &str = include_str!("../py/pattern_server.py");
 const PATTERN_CLIENTS: &str = include_str!("../py/pattern_clients.py");
+const MOVE_SERVER: &str = include_str!("../py/move_server.py");
+const MOVE_CLIENT: &str = include_str!("../py/move_client.py");
+const MOVE_STREAM: &str = include_str!("../py/move_stream.py");
 
 /// The slow kernel reader in the client namespace, listening on `port` once this returns.
 fn slow_reader(t: &Topology, dir: &Path, port: u16, rate: u32) -> Bg {
@@ -468,4 +473,109 @@ fn with_sixteen_slots_a_hundred_concurrent_connections_are_all_served() {
     );
     assert!(log.contains("all 16 socket slots in use"), "{log}");
     eprintln!("100 connections: {fast} on the stack, {to_kernel} sent to the kernel");
+}
+
+#[test]
+fn a_transfer_each_way_survives_a_move_every_tenth_of_a_second() {
+    assert!(is_root(), "end-to-end tests need root");
+    let t = Topology::up(&TopologyOptions::for_tests()).expect("topology");
+    let dir = scratch("handoff-moves");
+    for (name, text) in [
+        ("move_server.py", MOVE_SERVER),
+        ("move_client.py", MOVE_CLIENT),
+        ("move_stream.py", MOVE_STREAM),
+    ] {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let port = 7306;
+    // 300 MB each way at 50 MB/s: six seconds of moves.
+    let (size, rate) = (300_000_000u64, 50_000_000u64);
+    let mut s = fastnet_cmd(&t, Side::Server, "python3");
+    s.arg(dir.join("move_server.py"))
+        .arg(port.to_string())
+        .arg(size.to_string())
+        .arg("7");
+    let mut server = spawn(s, &dir.join("server.log"));
+    wait_listening(&t, Side::Server, port, &mut server);
+    let pid = server.pid();
+    let retrans_before = kernel_retransmits(&t, Side::Client);
+    let mut c = t.command(Side::Client, "python3");
+    c.arg(dir.join("move_client.py"))
+        .arg(t.addr(Side::Server).to_string())
+        .arg(port.to_string())
+        .arg(size.to_string())
+        .arg("7")
+        .arg(rate.to_string());
+    let mut client = spawn(c, &dir.join("client.log"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gauge(pid, "tcp.state.established") != Some(1) {
+        assert!(Instant::now() < deadline, "client did not connect");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut moves = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Until either side is done (the server exits once it has everything).
+    while client.child.try_wait().unwrap().is_none() && server.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "transfer still running after {moves} moves"
+        );
+        let to = if moves % 2 == 0 { "kernel" } else { "stack" };
+        let out = std::process::Command::new(fastnet_bin())
+            .args(["handoff", "--pid", &pid.to_string(), "--to", to])
+            .output()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+        if answer.starts_with("ok moved=1 ") {
+            moves += 1;
+        } else {
+            eprintln!("move {moves} to the {to}: {answer}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "client did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let report = std::fs::read_to_string(&client.log).unwrap();
+    let w: Vec<&str> = report.split_whitespace().collect();
+    // sent-sha S got N H want W
+    assert_eq!(w.len(), 7, "client: {report}");
+    let (sent_sha, got, got_sha, want) = (w[1], w[3], w[4], w[6]);
+    assert_eq!(
+        (got, got_sha),
+        (size.to_string().as_str(), want),
+        "client received"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "server did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = server.output();
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("got "))
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        line,
+        format!("got {size} {sent_sha}"),
+        "server received:\n{log}"
+    );
+    let c = exit_counters(&log);
+    let (to_k, to_s) = (
+        c.get("handoff.to_kernel.verb").copied().unwrap_or(0),
+        c.get("handoff.to_stack.verb").copied().unwrap_or(0),
+    );
+    assert!(
+        moves >= 20 && to_k + to_s == moves,
+        "{moves} moves, counted {to_k} + {to_s}:\n{log}"
+    );
+    eprintln!(
+        "{moves} moves, 300 MB each way byte-exact; retransmissions: peer {}, stack {}",
+        kernel_retransmits(&t, Side::Client) - retrans_before,
+        c.get("tcp.retransmits").copied().unwrap_or(0)
+    );
 }
