@@ -42,6 +42,8 @@ check go golang-go
 # system Python (a pyenv `python3` earlier on PATH would not see Debian's module).
 /usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 || need="$need python3-prometheus-client"
 check man man-db
+# The handoff tests drop 1% of the kernel peer's segments (this kernel has no netem).
+check nft nftables
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "missing packages:$need; install them with: sudo apt-get install -y$need" >&2

@@ -7,7 +7,7 @@ use stack::error::Error;
 use stack::sim::{LinkConfig, TcpPair, ADDR_B};
 use stack::tcp::{State, TcpConfig, TcpLayer};
 use stack::time::Duration;
-use stack::wire::tcp::{flags, SeqNumber, TcpRepr};
+use stack::wire::tcp::{flags, SeqNumber, TcpPacket, TcpRepr};
 use std::net::Ipv4Addr;
 
 #[test]
@@ -611,4 +611,88 @@ fn an_imported_connection_with_unknown_ts_recent_takes_any_peer_clock() {
     read_all(&mut fresh, c2, &mut got).unwrap();
     assert!(got.is_empty());
     assert_eq!(fresh.stats().drops_paws, 1);
+}
+
+/// The segments `a` has put on its link: (sequence, flags, payload length).
+fn sent_by_a(p: &mut TcpPair) -> Vec<(u32, u16, usize)> {
+    let mut out = Vec::new();
+    let at = later(p, secs(5));
+    while let Some(pkt) = p.a_to_b.deliver(at) {
+        let (_, _, _, tcp) = stack::sim::ipv4::parse(&pkt).expect("an IPv4 packet");
+        let view = TcpPacket::new_checked(tcp).expect("a TCP segment");
+        let r = TcpRepr::parse(&view).expect("a valid TCP segment");
+        out.push((r.seq.0, r.flags, r.payload_len));
+    }
+    out
+}
+
+/// After a move (the connection imported from another holder, here in FIN-WAIT-1 with
+/// its FIN unacknowledged), the new holder sends the FIN again and an ACK that the
+/// peer takes as a window update: sequence SND.MAX, never SND.UNA - 1 (left of the
+/// peer's window, dropped with the window it carries).
+#[test]
+fn an_imported_connection_probes_its_peer_with_segments_the_peer_accepts() {
+    let mut p = TcpPair::new(cfg(), lossless(), 27);
+    let (_l, c, _s) = establish(&mut p);
+    p.a.send(c, b"last words").unwrap();
+    p.run_for(Duration::from_millis(500));
+    cut(&mut p, true);
+    p.a.shutdown(c, stack::tcp::Shutdown::Write).unwrap();
+    p.run_for(Duration::from_millis(5));
+    let state = p.a.export(p.now, c).unwrap();
+    assert_eq!(state.state, State::FinWait1);
+    assert_eq!(state.snd_max, state.snd_una + 1, "the FIN is in flight");
+    cut(&mut p, false);
+    let mut fresh = TcpLayer::new(cfg(), 997);
+    let c2 = fresh.import(p.now, &state).unwrap();
+    assert_eq!(
+        fresh.probe_peer(c2, stack::tcp::MoveProbe::Arrived),
+        Ok(true)
+    );
+    p.a = fresh;
+    p.dispatch();
+    let sent = sent_by_a(&mut p);
+    assert!(
+        sent.contains(&(state.snd_una, flags::FIN | flags::ACK, 0)),
+        "the FIN again: {sent:?}"
+    );
+    assert!(
+        sent.contains(&(state.snd_max, flags::ACK, 0)),
+        "an ACK at SND.MAX: {sent:?}"
+    );
+    assert!(
+        sent.iter()
+            .all(|&(seq, _, _)| seq == state.snd_una || seq == state.snd_max),
+        "{sent:?}"
+    );
+}
+
+/// Before a connection leaves for another holder (the kernel), its first
+/// unacknowledged segment goes once more, and nothing else: data the next holder does
+/// not know was sent would be acknowledged to it as unsent.
+#[test]
+fn a_leaving_connection_sends_only_its_first_unacknowledged_segment() {
+    let mut p = TcpPair::new(cfg(), lossless(), 28);
+    let (_l, c, _s) = establish(&mut p);
+    cut(&mut p, true);
+    p.a.send(c, &pattern(1000, 3)).unwrap();
+    p.run_for(Duration::from_millis(1));
+    cut(&mut p, false);
+    // Written by the app, not sent yet (the stack has not run since): window and
+    // congestion window have room for it.
+    let queued = p.a.send(c, &pattern(150_000, 4)).unwrap();
+    assert!(queued > 10_000);
+    let before = p.a.snapshot(p.now, c).unwrap();
+    assert_eq!(
+        before.snd_max - before.snd_una,
+        1000,
+        "1000 bytes in flight"
+    );
+    assert_eq!(p.a.probe_peer(c, stack::tcp::MoveProbe::Leaving), Ok(true));
+    p.dispatch();
+    let sent = sent_by_a(&mut p);
+    // The retransmission stops at SND.MAX, though a full segment would take more.
+    assert_eq!(sent, vec![(before.snd_una, flags::ACK, 1000)]);
+    let after = p.a.snapshot(p.now, c).unwrap();
+    assert_eq!(after.snd_max, before.snd_max, "nothing new went out");
 }

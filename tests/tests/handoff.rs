@@ -91,6 +91,37 @@ fn kernel_sockets_to(t: &Topology, side: Side, peer: &str) -> Vec<(String, u64)>
         .collect()
 }
 
+/// `ss -tinoem` of `side`'s TCP sockets other than listeners.
+fn ss_info(t: &Topology, side: Side) -> String {
+    let out = t
+        .command(side, "ss")
+        .args(["-tinoem", "state", "connected"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The client's (bytes_acked, bytes_received) on its connection: what moves while a
+/// transfer goes on.
+fn client_progress(t: &Topology) -> (u64, u64) {
+    let info = ss_info(t, Side::Client);
+    let field = |name: &str| {
+        info.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("bytes_acked:"), field("bytes_received:"))
+}
+
+/// `fastnet stat --json` of `pid`.
+fn server_stat(pid: u32) -> String {
+    let out = std::process::Command::new(fastnet_bin())
+        .args(["stat", "--json", &pid.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The kernel's count of retransmitted segments in `side`'s namespace (nstat).
 fn kernel_retransmits(t: &Topology, side: Side) -> u64 {
     let out = t
@@ -476,10 +507,57 @@ fn with_sixteen_slots_a_hundred_concurrent_connections_are_all_served() {
 }
 
 #[test]
-fn a_transfer_each_way_survives_a_move_every_tenth_of_a_second() {
+fn a_gigabyte_each_way_survives_a_move_every_tenth_of_a_second() {
+    transfer_with_moves(1_000_000_000, None);
+}
+
+#[test]
+fn a_transfer_each_way_survives_moves_with_one_percent_loss() {
+    transfer_with_moves(300_000_000, Some(1));
+}
+
+/// Drops `percent`% of the TCP segments `side` sends and receives (nftables in its
+/// namespace, which goes with the topology).
+fn drop_percent(t: &Topology, side: Side, percent: u32) {
+    let rules = format!(
+        "table inet fastnet_loss {{\n\
+         chain input {{ type filter hook input priority 0; meta l4proto tcp numgen random mod 100 < {percent} counter drop; }}\n\
+         chain output {{ type filter hook output priority 0; meta l4proto tcp numgen random mod 100 < {percent} counter drop; }}\n\
+         }}\n"
+    );
+    let mut nft = t.command(side, "nft");
+    nft.args(["-f", "-"]).stdin(std::process::Stdio::piped());
+    let mut child = nft.spawn().expect("nft (nftables) runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft refused {rules}");
+}
+
+/// The kernel's count of segments `side`'s nftables loss rules dropped.
+fn dropped_by_rules(t: &Topology, side: Side) -> String {
+    let out = t
+        .command(side, "nft")
+        .args(["list", "table", "inet", "fastnet_loss"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A transfer of `size` bytes each way between an asyncio server under fastnet and a
+/// kernel client (50 MB/s each way), its connection moved kernel <-> stack every
+/// ~100 ms, with `loss`% of the client's segments dropped each way.
+fn transfer_with_moves(size: u64, loss: Option<u32>) {
     assert!(is_root(), "end-to-end tests need root");
     let t = Topology::up(&TopologyOptions::for_tests()).expect("topology");
     let dir = scratch("handoff-moves");
+    if let Some(percent) = loss {
+        drop_percent(&t, Side::Client, percent);
+    }
     for (name, text) in [
         ("move_server.py", MOVE_SERVER),
         ("move_client.py", MOVE_CLIENT),
@@ -488,8 +566,7 @@ fn a_transfer_each_way_survives_a_move_every_tenth_of_a_second() {
         std::fs::write(dir.join(name), text).unwrap();
     }
     let port = 7306;
-    // 300 MB each way at 50 MB/s: six seconds of moves.
-    let (size, rate) = (300_000_000u64, 50_000_000u64);
+    let rate = 50_000_000u64;
     let mut s = fastnet_cmd(&t, Side::Server, "python3");
     s.arg(dir.join("move_server.py"))
         .arg(port.to_string())
@@ -513,12 +590,34 @@ fn a_transfer_each_way_survives_a_move_every_tenth_of_a_second() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut moves = 0;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    // Rounds (a move and ~100 ms each) in which the client's socket neither sent nor
+    // received a byte: a stall, not slowness, once there are many in a row.
+    let (mut progress, mut idle_rounds) = (client_progress(&t), 0);
     // Until either side is done (the server exits once it has everything).
     while client.child.try_wait().unwrap().is_none() && server.child.try_wait().unwrap().is_none() {
         assert!(
             Instant::now() < deadline,
             "transfer still running after {moves} moves"
+        );
+        let now = client_progress(&t);
+        // No socket: the client is done with the network (and checks its bytes).
+        if now != progress || now == (0, 0) {
+            (progress, idle_rounds) = (now, 0);
+        } else {
+            idle_rounds += 1;
+        }
+        assert!(
+            idle_rounds < 50,
+            "the transfer stalled after {moves} moves: the client's socket\n{}\n{}\nthe server's kernel socket\n{}\nthe server\n{}",
+            ss_info(&t, Side::Client),
+            String::from_utf8_lossy(&t.command(Side::Client, "nstat").args(["-az"]).output().unwrap().stdout)
+                .lines()
+                .filter(|l| !l.contains(" 0 "))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            ss_info(&t, Side::Server),
+            server_stat(pid)
         );
         let to = if moves % 2 == 0 { "kernel" } else { "stack" };
         let out = std::process::Command::new(fastnet_bin())
@@ -573,9 +672,27 @@ fn a_transfer_each_way_survives_a_move_every_tenth_of_a_second() {
         moves >= 20 && to_k + to_s == moves,
         "{moves} moves, counted {to_k} + {to_s}:\n{log}"
     );
+    let dropped = if loss.is_some() {
+        let rules = dropped_by_rules(&t, Side::Client);
+        let counts: Vec<u64> = rules
+            .split("packets ")
+            .skip(1)
+            .filter_map(|w| w.split_whitespace().next()?.parse().ok())
+            .collect();
+        assert!(
+            counts.len() == 2 && counts.iter().all(|&n| n > 0),
+            "the loss rules dropped nothing each way:\n{rules}"
+        );
+        format!(", segments dropped (in, out): {counts:?}")
+    } else {
+        String::new()
+    };
+    let peer = kernel_retransmits(&t, Side::Client) - retrans_before;
     eprintln!(
-        "{moves} moves, 300 MB each way byte-exact; retransmissions: peer {}, stack {}",
-        kernel_retransmits(&t, Side::Client) - retrans_before,
+        "{moves} moves, {} MB each way byte-exact{dropped}; retransmissions: peer {peer} \
+         ({:.1} per move), stack {}",
+        size / 1_000_000,
+        peer as f64 / moves as f64,
         c.get("tcp.retransmits").copied().unwrap_or(0)
     );
 }

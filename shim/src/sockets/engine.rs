@@ -386,6 +386,16 @@ impl Engine {
         dev.receive_host(RX_BUDGET, &mut |frame| iface.receive_local(now, frame));
         self.pin_handshakes();
         self.resolve_neighbors(now);
+        self.transmit(now, kick);
+        self.overflow_to_kernel();
+        self.notify();
+        self.reap_closing();
+        self.publish_stats();
+    }
+
+    /// Sends what the stack has due; kicked now with `kick` (else once a batch
+    /// gathered).
+    pub fn transmit(&mut self, now: Instant, kick: bool) {
         let Engine {
             dev, iface, tap, ..
         } = self;
@@ -396,10 +406,6 @@ impl Engine {
         if kick || dev.tx_unkicked() >= TX_BATCH {
             dev.flush();
         }
-        self.overflow_to_kernel();
-        self.notify();
-        self.reap_closing();
-        self.publish_stats();
     }
 
     /// Follows a change of the interface the kernel told us about: a new count of

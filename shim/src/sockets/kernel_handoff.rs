@@ -47,6 +47,10 @@ impl Engine {
             .tcp
             .snapshot(now, h)
             .map_err(|_| RepairError::NotMovable(State::Closed))?;
+        if super::log::debugging() {
+            let tcb = self.iface.tcp.debug_summary(h);
+            debug(format_args!("handoff: to the kernel: {tcb}"));
+        }
         let fd = repair::kernel_socket(&RepairPlan::new(&st)?)?;
         let conn = ConnKey {
             local: st.local,
@@ -56,6 +60,13 @@ impl Engine {
             // The program may be gone already (loopback-only, or the link went away):
             // then every frame reaches the kernel anyway.
             debug(format_args!("handoff {conn:?}: no flow entry: {e}"));
+        }
+        // The kernel's timer starts at its initial 1 s and its window probe at repair
+        // off is one the peer rate-limits: the first unacknowledged segment goes again
+        // now, from here, and the peer's answer (window, SACK blocks) reaches the
+        // kernel. A peer ACK lost in the move would otherwise cost a timeout.
+        if self.iface.tcp.probe_peer(h, stack::tcp::MoveProbe::Leaving) == Ok(true) {
+            self.transmit(now, true);
         }
         // The kernel entry replaced ours: the end of the stack's connection must not
         // remove it.
@@ -560,6 +571,13 @@ impl Engine {
                 return Err(format!("the stack cannot take it: {e:?}"));
             }
         };
+        // What the peer last said may have reached neither holder: its answer to this
+        // brings the window and SACK blocks (the kernel's timer is not carried over).
+        let _ = self.iface.tcp.probe_peer(h, stack::tcp::MoveProbe::Arrived);
+        if super::log::debugging() {
+            let tcb = self.iface.tcp.debug_summary(h);
+            debug(format_args!("handoff: from the kernel: {tcb}"));
+        }
         let fl = kernel::fcntl(fd, libc::F_GETFL, 0).unwrap_or(0);
         let cloexec =
             kernel::fcntl(fd, libc::F_GETFD, 0).is_ok_and(|f| f & libc::FD_CLOEXEC as i64 != 0);

@@ -17,6 +17,11 @@ pub fn tracing() -> bool {
     LOG.get().is_some_and(|l| l.0 == LogLevel::Trace)
 }
 
+/// True with FASTNET_LOG=debug or trace (for lines that cost something to make).
+pub fn debugging() -> bool {
+    LOG.get().is_some_and(|l| l.0 >= LogLevel::Debug)
+}
+
 /// Writes one log line (stderr or FASTNET_LOG_FILE; never stdout).
 pub fn log(level: LogLevel, msg: std::fmt::Arguments<'_>) {
     let (max, fd) = LOG.get().copied().unwrap_or((LogLevel::Warn, 2));

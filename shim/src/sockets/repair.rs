@@ -181,7 +181,11 @@ impl<'a> RepairPlan<'a> {
             recv_seq,
             unread: &st.recv_queue,
             options,
-            timestamp: st.timestamps.map(|(now, _)| now),
+            // Linux reads the low bit of TCP_TIMESTAMP as "microsecond clock"
+            // (tcp_usec_ts, 6.7+): an odd value would make the socket's TSval run a
+            // thousand times faster. Rounded up to even, the clock is at most a tick
+            // ahead of what we sent (never behind: the peer's PAWS would drop it).
+            timestamp: st.timestamps.map(|(now, _)| now.wrapping_add(1) & !1),
             window,
             shut_write: st.fin_queued,
             recv_shut: st.read_shut,
@@ -385,31 +389,53 @@ fn read_in_repair(
         v.truncate(n);
         Ok(v)
     };
-    queue(TCP_SEND_QUEUE)?;
-    let write_seq: i32 = kernel::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_QUEUE_SEQ)
-        .map_err(k("TCP_QUEUE_SEQ"))?;
-    let outq = kernel::ioctl_int(fd, SIOCOUTQ).map_err(k("SIOCOUTQ"))?;
-    let unsent = kernel::ioctl_int(fd, SIOCOUTQNSD).map_err(k("SIOCOUTQNSD"))?;
-    let send_queue = peek(outq)?;
-    queue(TCP_RECV_QUEUE)?;
-    let rcv_nxt: i32 = kernel::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_QUEUE_SEQ)
-        .map_err(k("TCP_QUEUE_SEQ"))?;
-    let inq = kernel::ioctl_int(fd, SIOCINQ).map_err(k("SIOCINQ"))?;
-    let recv_queue = peek(inq)?;
-    queue(TCP_NO_QUEUE)?;
     let fin_in_queue = state == State::FinWait1;
-    if send_queue.len() + fin_in_queue as usize != outq as usize || recv_queue.len() != inq as usize
-    {
-        return Err(RepairError::Kernel("peeking a queue", libc::EIO));
-    }
+    // The receive queue first, then the send queue, and the socket stays on the send
+    // queue until it is closed: there, Linux "sends" new data without transmitting it
+    // (repair's way of restoring sent data). On any other queue its pacing or loss
+    // probe timer may transmit data after we read SND.NXT, and the peer's ACK of it
+    // would be one of unsent data to the stack. Segments still in the kernel's receive
+    // path when the flow was switched may land while we read: read again until SIOCINQ
+    // and SIOCOUTQ held still around the whole read.
+    let mut attempts = 0;
+    let (rcv_nxt, recv_queue, write_seq, outq, unsent, send_queue) = loop {
+        queue(TCP_RECV_QUEUE)?;
+        let rcv_nxt: i32 = kernel::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_QUEUE_SEQ)
+            .map_err(k("TCP_QUEUE_SEQ"))?;
+        let inq = kernel::ioctl_int(fd, SIOCINQ).map_err(k("SIOCINQ"))?;
+        let recv_queue = peek(inq)?;
+        queue(TCP_SEND_QUEUE)?;
+        let write_seq: i32 = kernel::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_QUEUE_SEQ)
+            .map_err(k("TCP_QUEUE_SEQ"))?;
+        let outq = kernel::ioctl_int(fd, SIOCOUTQ).map_err(k("SIOCOUTQ"))?;
+        let unsent = kernel::ioctl_int(fd, SIOCOUTQNSD).map_err(k("SIOCOUTQNSD"))?;
+        let send_queue = peek(outq)?;
+        let still = kernel::ioctl_int(fd, SIOCINQ) == Ok(inq)
+            && kernel::ioctl_int(fd, SIOCOUTQ) == Ok(outq);
+        let whole = send_queue.len() + fin_in_queue as usize == outq as usize
+            && recv_queue.len() == inq as usize;
+        if still && whole {
+            break (rcv_nxt, recv_queue, write_seq, outq, unsent, send_queue);
+        }
+        attempts += 1;
+        if attempts == 5 {
+            return Err(RepairError::Kernel(
+                "reading the queues (they kept changing)",
+                libc::EAGAIN,
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    };
     let w: RepairWindow = kernel::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW)
         .map_err(k("TCP_REPAIR_WINDOW"))?;
     let ts = info.tcpi_options & TCPI_OPT_TIMESTAMPS != 0;
     let timestamps = if ts {
         let now: i32 = kernel::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_TIMESTAMP)
             .map_err(k("TCP_TIMESTAMP"))?;
-        // TS.Recent is not readable: the peer's next segment sets it.
-        Some((now as u32, 0))
+        // TS.Recent is not readable: the peer's next segment sets it. A millisecond
+        // clock reads with its low bit cleared (see `RepairPlan::timestamp`): the
+        // clock is that or one more, and we must not run behind what it sent.
+        Some((now as u32 | 1, 0))
     } else {
         None
     };
@@ -535,7 +561,11 @@ mod tests {
                 RepairOption { code: 8, value: 0 },
             ]
         );
-        assert_eq!(p.timestamp, Some(777));
+        assert_eq!(
+            p.timestamp,
+            Some(778),
+            "odd would be Linux's microsecond clock"
+        );
         assert_eq!(
             p.window,
             RepairWindow {

@@ -7,7 +7,9 @@ use crate::error::{Error, Result};
 use crate::socket::{Readiness, SocketHandle};
 use crate::time::Duration;
 
-use super::{conn_key, Control, Keepalive, Shutdown, SlotKind, SocketOptions, State, TcpLayer};
+use super::{
+    conn_key, Control, Keepalive, MoveProbe, Shutdown, SlotKind, SocketOptions, State, TcpLayer,
+};
 
 impl TcpLayer {
     /// Starts an active open from `local` (a concrete address of this host; port 0
@@ -352,6 +354,17 @@ impl TcpLayer {
     pub fn recv_queued(&self, h: SocketHandle) -> Result<usize> {
         let idx = self.conn_slot(h)?;
         Ok(self.slots[idx as usize].tcb.recv_buf.len())
+    }
+
+    /// Around a move: the connection's next segment makes the peer answer at once
+    /// (see `Tcb::probe_peer`). Returns whether a segment is due.
+    pub fn probe_peer(&mut self, h: SocketHandle, probe: MoveProbe) -> Result<bool> {
+        let idx = self.conn_slot(h)?;
+        let due = self.slots[idx as usize].tcb.probe_peer(probe);
+        if due {
+            self.mark_tx(idx);
+        }
+        Ok(due)
     }
 
     /// Bytes sent but not acknowledged plus not yet sent (SIOCOUTQ).

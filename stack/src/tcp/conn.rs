@@ -90,12 +90,22 @@ pub enum Verdict {
     Closed,
 }
 
+/// Which side of a move a connection is on (see [`Tcb::probe_peer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoveProbe {
+    /// Just imported: the holder before may have missed what the peer said last.
+    Arrived,
+    /// Exported right after: the next holder (the kernel) knows only the state.
+    Leaving,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PlanSource {
     Normal,
     Retransmit,
     Probe,
     Keepalive,
+    WindowUpdate,
 }
 
 /// What [`Tcb::output`] left.
@@ -232,6 +242,13 @@ pub struct Tcb {
     pub ack_now: bool,
     pub bytes_unacked: u32,
     pub probe_due: bool,
+    /// About to leave this stack (exported right after): only the retransmission
+    /// `probe_peer` asked for goes out, nothing the next holder would not know of.
+    pub leaving: bool,
+    /// A pure ACK at SND.MAX goes first, whatever else is due: the one segment the
+    /// peer takes as a window update (a retransmission's sequence number is left of
+    /// its SND.WL1).
+    pub window_update_due: bool,
     pub keepalive_due: bool,
     pub ka_probes: u32,
     pub last_rcv: Instant,
@@ -315,6 +332,8 @@ impl Tcb {
             ack_now: false,
             bytes_unacked: 0,
             probe_due: false,
+            leaving: false,
+            window_update_due: false,
             keepalive_due: false,
             ka_probes: 0,
             last_rcv: Instant::ZERO,
@@ -420,6 +439,34 @@ impl Tcb {
 
     fn flight(&self) -> u32 {
         self.snd_nxt - self.snd_una
+    }
+
+    /// Makes the next output a segment the peer answers at once: the first
+    /// unacknowledged one again when data is in flight; on arrival also a zero-window
+    /// probe when unsent data waits on a closed window, and an ACK with our window.
+    /// The answer brings the peer's window and SACK blocks to a holder that has seen
+    /// neither (a connection that moves). Returns whether a segment is due.
+    pub fn probe_peer(&mut self, probe: MoveProbe) -> bool {
+        if !self.state.can_send_data() {
+            return false;
+        }
+        let in_flight = self.snd_una != self.snd_max;
+        match probe {
+            MoveProbe::Leaving => {
+                self.leaving = true;
+                self.rtx_pending = in_flight;
+                in_flight
+            }
+            MoveProbe::Arrived => {
+                if in_flight {
+                    self.rtx_pending = true;
+                } else if self.snd_wnd == 0 && !self.send_buf.is_empty() {
+                    self.probe_due = true;
+                }
+                self.window_update_due = true;
+                true
+            }
+        }
     }
 
     /// Bytes presumed in the network (RFC 6675 "pipe", simplified).
@@ -1305,6 +1352,12 @@ impl Tcb {
             }
             _ => {}
         }
+        if self.window_update_due {
+            self.window_update_due = false;
+            let mut p = ctl(self.snd_max, false, false, false);
+            p.source = PlanSource::WindowUpdate;
+            return Some(p);
+        }
         if self.keepalive_due {
             self.keepalive_due = false;
             let mut p = ctl(self.snd_una - 1, false, false, false);
@@ -1329,7 +1382,16 @@ impl Tcb {
             };
             if self.rtx_pending {
                 self.rtx_pending = false;
-                let mut p = seg_at(self.snd_una, end, false, self);
+                // Only what was sent goes again (SND.MAX is one past a sent FIN): a
+                // retransmission that took unsent bytes along would not advance SND.MAX,
+                // and the peer's ACK of them would be one of unsent data.
+                let sent_end = if self.snd_max > end {
+                    end
+                } else {
+                    self.snd_max
+                };
+                let mut p = seg_at(self.snd_una, sent_end, false, self);
+                p.fin = self.fin_queued && p.seq + p.len == end && self.snd_max > end;
                 p.source = PlanSource::Retransmit;
                 if p.len > 0 || p.fin {
                     if let Some(r) = self.recovery.as_mut() {
@@ -1337,6 +1399,9 @@ impl Tcb {
                     }
                     return Some(p);
                 }
+            }
+            if self.leaving {
+                return None;
             }
             let pipe = self.pipe();
             let cwnd = self.cc.cwnd;
@@ -1421,6 +1486,7 @@ impl Tcb {
         if self.ack_now
             || self.rtx_pending
             || self.probe_due
+            || self.window_update_due
             || self.keepalive_due
             || self.recovery.is_some()
         {
@@ -1468,6 +1534,7 @@ impl Tcb {
                     PlanSource::Retransmit => self.rtx_pending = true,
                     PlanSource::Probe => self.probe_due = true,
                     PlanSource::Keepalive => self.keepalive_due = true,
+                    PlanSource::WindowUpdate => self.window_update_due = true,
                 }
                 return Output::Blocked;
             }
