@@ -29,6 +29,8 @@ const PATTERN_CLIENTS: &str = include_str!("../py/pattern_clients.py");
 const MOVE_SERVER: &str = include_str!("../py/move_server.py");
 const MOVE_CLIENT: &str = include_str!("../py/move_client.py");
 const MOVE_STREAM: &str = include_str!("../py/move_stream.py");
+const OPTIONS_SERVER: &str = include_str!("../py/options_server.py");
+const OPTIONS_CLIENT: &str = include_str!("../py/options_client.py");
 
 /// The slow kernel reader in the client namespace, listening on `port` once this returns.
 fn slow_reader(t: &Topology, dir: &Path, port: u16, rate: u32) -> Bg {
@@ -238,6 +240,18 @@ fn without_cap_net_admin_exit_lingers_says_so_and_delivers_everything() {
     assert_eq!((n, got), (1 << 20, want), "the reader's bytes");
 }
 
+/// `fastnet handoff --pid PID --to TO`: whether it exited 0, and what it printed
+/// (its stderr after its stdout).
+fn handoff_verb(pid: u32, to: &str) -> (bool, String) {
+    let out = std::process::Command::new(fastnet_bin())
+        .args(["handoff", "--pid", &pid.to_string(), "--to", to])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 /// A gauge of `pid` from `fastnet stat --json`.
 fn gauge(pid: u32, name: &str) -> Option<u64> {
     let out = std::process::Command::new(fastnet_bin())
@@ -355,16 +369,8 @@ fn fastnet_handoff_moves_a_busy_redis_servers_connections_to_the_kernel_and_back
     assert_eq!(apps_kernel_established(&t), 0, "the fast path holds them");
     // Kernel, stack, kernel, ...: three round trips while the benchmark runs.
     let handoff = |to: &str| {
-        let out = std::process::Command::new(fastnet_bin())
-            .args(["handoff", "--pid", &pid.to_string(), "--to", to])
-            .output()
-            .unwrap();
-        let answer = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{answer}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (ok, answer) = handoff_verb(pid, to);
+        assert!(ok, "{answer}");
         answer
     };
     for round in 0..3 {
@@ -426,11 +432,7 @@ fn fastnet_handoff_moves_a_busy_redis_servers_connections_to_the_kernel_and_back
     assert_eq!(c.get("handoff.to_kernel.verb"), Some(&60), "{log}");
     assert_eq!(c.get("handoff.to_stack.verb"), Some(&60), "{log}");
     // The process is gone: the verb says so and fails.
-    let out = std::process::Command::new(fastnet_bin())
-        .args(["handoff", "--pid", &pid.to_string(), "--to", "stack"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    assert!(!handoff_verb(pid, "stack").0);
 }
 
 /// Waits (5 s at most) until the server's namespace has `n` established kernel TCP
@@ -620,11 +622,7 @@ fn transfer_with_moves(size: u64, loss: Option<u32>) {
             server_stat(pid)
         );
         let to = if moves % 2 == 0 { "kernel" } else { "stack" };
-        let out = std::process::Command::new(fastnet_bin())
-            .args(["handoff", "--pid", &pid.to_string(), "--to", to])
-            .output()
-            .unwrap();
-        let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (_, answer) = handoff_verb(pid, to);
         if answer.starts_with("ok moved=1 ") {
             moves += 1;
         } else {
@@ -694,5 +692,77 @@ fn transfer_with_moves(size: u64, loss: Option<u32>) {
         size / 1_000_000,
         peer as f64 / moves as f64,
         c.get("tcp.retransmits").copied().unwrap_or(0)
+    );
+}
+
+/// Timeouts, keepalive parameters, TCP_USER_TIMEOUT, SO_LINGER and TCP_NODELAY the app
+/// set read back the same after its connection moved to the kernel and back.
+#[test]
+fn socket_options_the_app_set_survive_moves_both_ways() {
+    assert!(is_root(), "end-to-end tests need root");
+    let t = Topology::up(&TopologyOptions::for_tests()).expect("topology");
+    let dir = scratch("handoff-options");
+    std::fs::write(dir.join("options_server.py"), OPTIONS_SERVER).unwrap();
+    std::fs::write(dir.join("options_client.py"), OPTIONS_CLIENT).unwrap();
+    let port = 7308;
+    let mut s = fastnet_cmd(&t, Side::Server, "python3");
+    s.arg(dir.join("options_server.py")).arg(port.to_string());
+    let mut server = spawn(s, &dir.join("server.log"));
+    wait_listening(&t, Side::Server, port, &mut server);
+    let pid = server.pid();
+    let mut c = t.command(Side::Client, "python3");
+    c.arg(dir.join("options_client.py"))
+        .arg(t.addr(Side::Server).to_string())
+        .arg(port.to_string())
+        .arg(&dir);
+    let mut client = spawn(c, &dir.join("client.log"));
+    let answers = |n: usize, client: &mut Bg| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&client.log).unwrap_or_default();
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| l.starts_with("rcvtimeo="))
+                .map(String::from)
+                .collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(Instant::now() < deadline, "no answer {n}:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let handoff = |to: &str| {
+        let (_, answer) = handoff_verb(pid, to);
+        assert!(answer.starts_with("ok moved=1 "), "to the {to}: {answer}");
+    };
+    // On the stack, after the move to the kernel, and back on the stack.
+    std::fs::write(dir.join("go-0"), "").unwrap();
+    answers(1, &mut client);
+    handoff("kernel");
+    std::fs::write(dir.join("go-1"), "").unwrap();
+    answers(2, &mut client);
+    handoff("stack");
+    std::fs::write(dir.join("go-2"), "").unwrap();
+    let got = answers(3, &mut client);
+    let _ = client.child.wait();
+    let log = server.stop();
+    // The timeouts as a kernel socket keeps them (rounded up to its tick).
+    let timeouts = log
+        .lines()
+        .find_map(|l| l.strip_prefix("kernel keeps "))
+        .expect("the server's reference line");
+    let want = format!(
+        "{timeouts} keepalive=1 idle=30 intvl=7 cnt=4 user_timeout=12000 linger=(1, 9) nodelay=1"
+    );
+    assert_eq!(got, vec![want; 3], "stack, kernel, stack again");
+    let c = exit_counters(&log);
+    assert_eq!(
+        (
+            c.get("handoff.to_kernel.verb"),
+            c.get("handoff.to_stack.verb")
+        ),
+        (Some(&1), Some(&1)),
+        "{log}"
     );
 }

@@ -41,6 +41,36 @@ pub fn socket(domain: i32, ty: i32, proto: i32) -> Result<i32, Errno> {
     sys!(libc::SYS_socket, domain, ty, proto).map(|f| f as i32)
 }
 
+/// The kernel's HZ as socket timeouts show it: SO_RCVTIMEO/SO_SNDTIMEO are kept in
+/// jiffies, so what the app sets reads back rounded up to a tick. Asked once, of a
+/// throwaway socket (a timeout of 1 µs reads back as one tick); None if it cannot be.
+pub fn socket_timeout_hz() -> Option<u32> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static HZ: AtomicU32 = AtomicU32::new(0); // 0: not asked yet; u32::MAX: unknown
+    match HZ.load(Ordering::Relaxed) {
+        0 => {}
+        u32::MAX => return None,
+        hz => return Some(hz),
+    }
+    let probe = || -> Option<u32> {
+        let fd = socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0).ok()?;
+        let one = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 1,
+        };
+        // SAFETY: timeval is plain integers; zero is a valid value.
+        let zero: libc::timeval = unsafe { std::mem::zeroed() };
+        let back = setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &one)
+            .and_then(|()| getsockopt_into(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, zero));
+        let _ = close(fd);
+        let tick = back.ok()?.tv_usec as u32;
+        (tick > 0 && back.ok()?.tv_sec == 0).then(|| (1_000_000 + tick / 2) / tick)
+    };
+    let hz = probe();
+    HZ.store(hz.unwrap_or(u32::MAX), Ordering::Relaxed);
+    hz
+}
+
 pub fn close(fd: i32) -> Result<(), Errno> {
     sys!(libc::SYS_close, fd).map(|_| ())
 }

@@ -15,6 +15,7 @@
 //! become kernel sockets, which the kernel finishes as it finishes any socket a
 //! process closed, and the process ends at once instead of lingering.
 
+use super::carried_options::CarriedOptions;
 use super::control::Request;
 use super::engine::{Engine, FastSocket, Kind};
 use super::log::{debug, log};
@@ -339,12 +340,7 @@ impl Engine {
         if s.nonblocking {
             let _ = kernel::fcntl(kfd, libc::F_SETFL, (libc::O_RDWR | libc::O_NONBLOCK) as i64);
         }
-        if s.opts.nodelay {
-            let _ = kernel::setsockopt_int(kfd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
-        }
-        if s.opts.keepalive.is_some() {
-            let _ = kernel::setsockopt_int(kfd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
-        }
+        CarriedOptions::of_fast_socket(s).apply_to_kernel(kfd);
         let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
         if kernel::dup3(kfd, fd, flags).is_err() {
             debug(format_args!("handoff: fd {fd}: dup3 failed"));
@@ -559,10 +555,9 @@ impl Engine {
         interests: &[(i32, u32, u64)],
     ) -> Result<(), String> {
         use super::kernel;
-        let opts = self.iface.tcp.config().default_socket_options();
-        let nodelay = kernel::getsockopt::<i32>(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY) == Ok(1);
-        let st = repair::read_kernel_socket(fd, stack::tcp::SocketOptions { nodelay, ..opts })
-            .map_err(|e| e.to_string())?;
+        let carried =
+            CarriedOptions::of_kernel_socket(fd, self.iface.tcp.config().default_socket_options());
+        let st = repair::read_kernel_socket(fd, carried.opts).map_err(|e| e.to_string())?;
         let now = self.now();
         let h = match self.iface.tcp.import(now, &st) {
             Ok(h) => h,
@@ -598,10 +593,10 @@ impl Engine {
             kind: Kind::TcpStream(h),
             v6: false,
             nonblocking: fl & libc::O_NONBLOCK as i64 != 0,
-            rcvtimeo: None,
-            sndtimeo: None,
+            rcvtimeo: carried.rcvtimeo,
+            sndtimeo: carried.sndtimeo,
             opts: st.options,
-            keepalive_params: Default::default(),
+            keepalive_params: carried.keepalive_params,
             claimed: Some((xdp_backend::portmap::Transport::Tcp, conn.local.port())),
             epolls: Default::default(),
             primary_fd: fd,

@@ -14,7 +14,7 @@
 //!    driven by whoever holds it; `handoff`: sockets shared with the processes of the
 //!    family (connections move, tethers, listener groups); `relay`: connections
 //!    carried to a program exec'd with them; `kernel_handoff`: connections handed to
-//!    kernel sockets.
+//!    kernel sockets, `carried_options`: the socket options that go with them.
 //! 4. **Interface** — `netdev`: the AF_XDP interface (or loopback only) the engine
 //!    drives; `hostlo`: loopback between two fastnet processes through shared memory.
 //! 5. **Parts** — `kernel` (raw system calls, the only place they are made), `log`,
@@ -27,6 +27,7 @@
 
 pub mod appmem;
 pub mod calls;
+pub mod carried_options;
 pub mod cmsg;
 pub mod config;
 pub mod control;
@@ -68,6 +69,7 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("handoff", 3, include_str!("handoff.rs")),
     ("relay", 3, include_str!("relay.rs")),
     ("kernel_handoff", 3, include_str!("kernel_handoff.rs")),
+    ("carried_options", 3, include_str!("carried_options.rs")),
     ("netdev", 4, include_str!("netdev.rs")),
     ("hostlo", 4, include_str!("hostlo.rs")),
     ("kernel", 5, include_str!("kernel.rs")),

@@ -44,6 +44,19 @@ fn write_opt<T: Copy>(val: i64, lenp: i64, v: T) -> i64 {
     }
 }
 
+/// A socket timeout as Linux keeps it (in jiffies, rounded up: 1.25 s reads back as
+/// 1.252 s with HZ=250), so getsockopt answers what it would on a kernel socket and
+/// the value survives a move to one unchanged.
+fn as_kernel_keeps_it(d: std::time::Duration) -> std::time::Duration {
+    let Some(hz) = kernel::socket_timeout_hz() else {
+        return d;
+    };
+    let (hz, tick_us) = (hz as u64, 1_000_000 / hz as u64);
+    let jiffies = d.as_secs() * hz + (d.subsec_micros() as u64).div_ceil(tick_us);
+    std::time::Duration::from_secs(jiffies / hz)
+        + std::time::Duration::from_micros((jiffies % hz) * 1_000_000 / hz)
+}
+
 fn timeval_of(d: Option<std::time::Duration>) -> libc::timeval {
     let d = d.unwrap_or_default();
     libc::timeval {
@@ -184,6 +197,7 @@ pub fn setsockopt(fd: i32, level: i32, name: i32, val: i64, len: u32) -> i64 {
                 ))
                 .filter(|d| !d.is_zero())
             };
+            let d = d.map(as_kernel_keeps_it);
             if name == libc::SO_RCVTIMEO {
                 s.rcvtimeo = d;
             } else {
