@@ -1,0 +1,8 @@
+//! Multipath TCP (RFC 8684), sans-IO like the rest of the stack.
+//!
+//! - [`crypto`]: keys, tokens, initial data sequence numbers and the HMACs of MP_JOIN and
+//!   ADD_ADDR (§3.1, §3.2, §3.4.1).
+//!
+//! The option's wire format is [`crate::wire::mptcp`].
+
+pub mod crypto;
