@@ -878,17 +878,19 @@ pub fn dss_checksum<'a>(
     acc.finish()
 }
 
+/// Bytes from a hex string, for tests that quote captured options.
+#[cfg(test)]
+pub(crate) fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     /// Parses `bytes`, checks the result, and checks that emitting it gives `bytes` back.
     fn known(bytes: &str, want: MptcpRepr) {
