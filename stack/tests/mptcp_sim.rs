@@ -9,6 +9,8 @@ mod tcp_common;
 use tcp_common::*;
 
 use core::net::Ipv4Addr;
+use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 use stack::ip_tx::{IpProtocol, IpTx};
 use stack::mptcp::conn::{MptcpConn, State as MpState, Verdict, OPTION_SPACE};
 use stack::sim::{ipv4, LinkConfig, SimIpTx, TcpPair};
@@ -283,12 +285,7 @@ fn mptcp_both(checksums: bool, seed: u64) -> [Option<MptcpConn>; 2] {
 }
 
 fn transfer_under_loss(seed: u64, checksums: bool) {
-    let mut m = MptcpPair::new(LinkConfig::lossy(0.05), seed, mptcp_both(checksums, seed));
-    let a_data = pattern(300_000, seed as u8);
-    let b_data = pattern(200_000, !(seed as u8));
-    let (a_got, b_got) = m.exchange(&a_data, &b_data);
-    assert!(b_got == a_data, "a->b differs (seed {seed})");
-    assert!(a_got == b_data, "b->a differs (seed {seed})");
+    let m = transfer(seed, checksums, 0.05, 300_000, 200_000);
     let links = (&m.p.a_to_b.stats, &m.p.b_to_a.stats);
     assert!(
         links.0.lost > 0 && links.0.reordered > 0 && links.1.lost > 0,
@@ -296,12 +293,25 @@ fn transfer_under_loss(seed: u64, checksums: bool) {
     );
     assert!(m.p.a.stats().retransmits > 0);
     for side in 0..2 {
+        assert!(m.conn(side).counters().mappings_ok > 100);
+    }
+}
+
+/// A byte-exact exchange with MPTCP on both sides; checks what every such exchange must
+/// show and returns the pair for more.
+fn transfer(seed: u64, checksums: bool, loss: f64, a_len: usize, b_len: usize) -> MptcpPair {
+    let mut m = MptcpPair::new(LinkConfig::lossy(loss), seed, mptcp_both(checksums, seed));
+    let a_data = pattern(a_len, seed as u8);
+    let b_data = pattern(b_len, !(seed as u8));
+    let (a_got, b_got) = m.exchange(&a_data, &b_data);
+    assert!(b_got == a_data, "a->b differs (seed {seed})");
+    assert!(a_got == b_data, "b->a differs (seed {seed})");
+    for side in 0..2 {
         let c = m.conn(side);
         let n = c.counters();
         assert_eq!(c.state(), MpState::Established, "side {side}: {c:?}");
         assert_eq!(c.checksums(), checksums);
         assert_eq!(n.refused, 0, "side {side}: {n:?}");
-        assert!(n.mappings_ok > 100, "side {side}: {n:?}");
         if checksums {
             assert!(n.checksums_ok >= n.mappings_ok - n.checksums_unchecked);
             assert_eq!(n.checksums_unchecked, 0, "one segment, one mapping");
@@ -318,6 +328,17 @@ fn transfer_under_loss(seed: u64, checksums: bool) {
     // Every segment carried an option, retransmissions included.
     assert_eq!(m.wire.with_option, m.wire.segments, "{:?}", m.wire);
     assert_eq!(m.wire.refused, [0, 0]);
+    m
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, rng_seed: RngSeed::Fixed(2020), failure_persistence: None, .. ProptestConfig::default() })]
+    #[test]
+    fn mptcp_byte_exact_over_many_seeds(seed in any::<u64>(), checksums in any::<bool>(),
+                                        loss in 0.0f64..0.1, a_len in 0usize..120_000,
+                                        b_len in 0usize..120_000) {
+        transfer(seed, checksums, loss, a_len, b_len);
+    }
 }
 
 #[test]

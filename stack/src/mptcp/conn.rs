@@ -104,6 +104,13 @@ pub struct MptcpConn {
     counters: MptcpCounters,
 }
 
+/// A mapping's data-level length: the segment's data, and its DATA_FIN. An IP packet
+/// cannot carry more than fits in 16 bits (saturating only keeps arbitrary input from
+/// panicking).
+fn data_len(payload: usize, fin: bool) -> u16 {
+    u16::try_from(payload + fin as usize).unwrap_or(u16::MAX)
+}
+
 impl MptcpConn {
     /// A connection that will send a SYN with MP_CAPABLE. `key` must be random (§3.1)
     /// and unique among the host's connections (its token names the connection).
@@ -144,7 +151,7 @@ impl MptcpConn {
     pub fn state(&self) -> State {
         self.state
     }
-    /// Both keys are known and checksums were agreed as this says.
+    /// DSS checksums are in use (after the handshake: one side asking is enough).
     pub fn checksums(&self) -> bool {
         self.checksums
     }
@@ -241,7 +248,7 @@ impl MptcpConn {
                 }
             } else {
                 // The first data: its DSN is implied (IDSN + 1, subflow sequence 1).
-                let len = payload.len() as u16;
+                let len = data_len(payload.len(), false);
                 let dsn = self.local.idsn.wrapping_add(1);
                 CapableKeys::WithData {
                     sender: self.local_key,
@@ -261,10 +268,15 @@ impl MptcpConn {
         let mapping = if !payload.is_empty() || seg.fin() {
             let o = Self::offset(seg.seq, isn, &mut self.snd_high);
             let dsn = self.local.idsn.wrapping_add(1).wrapping_add(o);
-            let fin = seg.fin() as u16;
             // A DATA_FIN alone maps no subflow byte: subflow sequence 0 (§3.3.1).
-            let subflow_seq = if payload.is_empty() { 0 } else { o as u32 + 1 };
-            let data_len = payload.len() as u16 + fin;
+            let subflow_seq = if payload.is_empty() {
+                0
+            } else {
+                (o as u32).wrapping_add(1)
+            };
+            // The DATA_FIN counts in the length, and so in the checksum's pseudo-header
+            // (as Linux computes it).
+            let data_len = data_len(payload.len(), seg.fin());
             if seg.fin() {
                 self.data_fin_sent = Some(dsn.wrapping_add(payload.len() as u64));
             }
@@ -319,15 +331,16 @@ impl MptcpConn {
             }
         }
         if seg.syn() {
-            self.remote_isn = Some(seg.seq);
             let expected = match self.role {
                 Role::Server => !seg.has_ack(),
                 Role::Client => seg.has_ack(),
             };
             if !expected || self.state != State::Handshake {
-                // A retransmitted SYN or SYN-ACK: already decided.
+                // A retransmitted SYN or SYN-ACK (already decided), or one TCP will
+                // answer as it does without MPTCP.
                 return Verdict::Accept;
             }
+            self.remote_isn = Some(seg.seq);
             match capable {
                 Some(c) if c.version == VERSION && c.flags & capable_flags::HMAC_SHA256 != 0 => {
                     self.checksums |= c.checksum_required();
@@ -414,7 +427,9 @@ impl MptcpConn {
             }
             Some(m) => {
                 if dss.data_fin && self.remote.is_some() {
-                    let fin = self.expand_remote(m.dsn) + u64::from(m.data_len) - 1;
+                    let fin = self
+                        .expand_remote(m.dsn)
+                        .wrapping_add(u64::from(m.data_len) - 1);
                     self.data_fin_received = Some(fin);
                 }
                 self.check_mapping(seg, &m, payload)
