@@ -40,6 +40,8 @@ struct MptcpPair {
     strip_b_to_a: bool,
     wire: Wire,
     scratch: Vec<u8>,
+    /// Each side's connection, once established.
+    handles: [Option<SocketHandle>; 2],
 }
 
 /// The sending side's IP layer: the segment TCP built, with the MPTCP option added.
@@ -105,6 +107,7 @@ impl MptcpPair {
             strip_b_to_a: false,
             wire: Wire::default(),
             scratch: Vec::new(),
+            handles: [None, None],
         }
     }
 
@@ -175,6 +178,12 @@ impl MptcpPair {
                 &mut self.p.a
             };
             layer.receive(now, src, dst, &seg);
+            // A DATA_FIN TCP does not acknowledge by itself.
+            if let (Some(c), Some(h)) = (self.mp[to].as_ref(), self.handles[to]) {
+                if c.wants_ack() {
+                    layer.send_ack(h).unwrap();
+                }
+            }
         }
     }
 
@@ -221,6 +230,7 @@ impl MptcpPair {
             }),
             "handshake did not complete"
         );
+        self.handles = [Some(c), server];
         (c, server.unwrap())
     }
 
@@ -403,4 +413,19 @@ fn both_sides_fall_back_when_a_middlebox_strips_the_options() {
     assert_eq!(m.wire.refused, [0, 0]);
     // a sent MP_CAPABLE only on its SYN; b only on its SYN-ACK.
     assert_eq!(m.wire.with_option, [1, 1]);
+}
+
+#[test]
+fn send_ack_makes_an_idle_connection_send_one_pure_ack() {
+    // The hook MPTCP needs for a DATA_FIN TCP does not see: an ACK with nothing new.
+    let mut p = TcpPair::new(cfg(), LinkConfig::default(), 9);
+    let (_l, c, _s) = establish(&mut p);
+    p.run_for(secs(1));
+    let before = p.a_to_b.stats.sent;
+    p.run_for(secs(1));
+    assert_eq!(p.a_to_b.stats.sent, before, "idle: nothing to send");
+    p.a.send_ack(c).unwrap();
+    p.run_for(secs(1));
+    assert_eq!(p.a_to_b.stats.sent, before + 1);
+    assert!(p.a.send_ack(SocketHandle::tcp(u32::MAX)).is_err());
 }

@@ -6,11 +6,14 @@
 //!
 //! With one subflow the data sequence space maps one to one onto the subflow's: the
 //! byte at subflow sequence number ISN + 1 + n is data sequence number IDSN + 1 + n, on
-//! both sides, and a DATA_FIN goes with the subflow's FIN. So the mapping of each
-//! segment is computed from its sequence number (a retransmission carries the same
-//! mapping), the data ACK from its ACK number, and a received mapping that does not
-//! follow the same rule (the peer scheduled data over another subflow, which this
-//! connection did not accept) is refused.
+//! both sides. So the mapping of each segment is computed from its sequence number (a
+//! retransmission carries the same mapping), the data ACK from its ACK number, and a
+//! received mapping that does not follow the same rule (the peer scheduled data over
+//! another subflow, which this connection did not accept) is refused. Our DATA_FIN goes
+//! with the subflow's FIN; Linux sends its own DATA_FIN first, alone on an ACK and
+//! possibly before the subflow carried all the data, and its FIN only once the DATA_FIN
+//! is acknowledged: the data ACK then covers it, and [`MptcpConn::wants_ack`] tells the
+//! host to make TCP send that ACK.
 //!
 //! Fallback (§3.7): a SYN or SYN-ACK without MP_CAPABLE (the peer does not speak MPTCP,
 //! or a middlebox removed the option), a version other than 1, a server's first segment
@@ -19,8 +22,8 @@
 //!
 //! Not here yet: more subflows (MP_JOIN, ADD_ADDR), MP_FAIL after a checksum failure
 //! (a failed checksum refuses the segment), checking checksums of mappings that span
-//! several segments (Linux maps a whole GSO burst at once; such a mapping is accepted
-//! unchecked when its start matches and is counted).
+//! several segments: Linux maps what it queued at once, so against Linux nearly every
+//! mapping spans segments and is accepted unchecked (counted) when its start matches.
 
 use crate::wire::mptcp::{
     capable_flags, dss_checksum, mptcp_options, CapableKeys, DataSeq, Dss, DssMapping, MpCapable,
@@ -101,6 +104,10 @@ pub struct MptcpConn {
     /// DSN of our DATA_FIN and of the peer's, once sent / received.
     data_fin_sent: Option<u64>,
     data_fin_received: Option<u64>,
+    /// The peer's DATA_FIN came without its subflow FIN and waits for our data ACK.
+    ack_data_fin: bool,
+    /// Where the peer's subflow FIN sits (offset of the byte after its data).
+    peer_fin: Option<u32>,
     counters: MptcpCounters,
 }
 
@@ -141,6 +148,8 @@ impl MptcpConn {
             data_ack: None,
             data_fin_sent: None,
             data_fin_received: None,
+            ack_data_fin: false,
+            peer_fin: None,
             counters: MptcpCounters::default(),
         }
     }
@@ -178,6 +187,12 @@ impl MptcpConn {
         let idsn = self.remote?.idsn;
         self.data_fin_received
             .map(|d| d.wrapping_sub(idsn.wrapping_add(1)))
+    }
+    /// The peer's DATA_FIN came on a segment TCP will not acknowledge by itself (no
+    /// subflow FIN, no data): the host must make TCP send an ACK, which then carries the
+    /// data ACK of the DATA_FIN (the peer closes its subflow only after that).
+    pub fn wants_ack(&self) -> bool {
+        self.ack_data_fin
     }
     pub fn counters(&self) -> MptcpCounters {
         self.counters
@@ -261,7 +276,14 @@ impl MptcpConn {
         let data_ack = match (seg.has_ack(), self.remote, self.remote_isn) {
             (true, Some(remote), Some(risn)) => {
                 let o = Self::offset(seg.ack, risn, &mut self.rcv_high);
-                Some(DataSeq::Full(remote.idsn.wrapping_add(1).wrapping_add(o)))
+                let mut ack = remote.idsn.wrapping_add(1).wrapping_add(o);
+                // A DATA_FIN that came without the subflow's FIN (Linux sends it first,
+                // and the FIN only once it is acknowledged): TCP's ACK stops short of it.
+                if self.data_fin_received == Some(ack) {
+                    ack = ack.wrapping_add(1);
+                    self.ack_data_fin = false;
+                }
+                Some(DataSeq::Full(ack))
             }
             _ => None,
         };
@@ -360,6 +382,9 @@ impl MptcpConn {
         if self.state != State::Established {
             return Verdict::Accept;
         }
+        if let (true, Some(risn)) = (seg.fin(), self.remote_isn) {
+            self.peer_fin = Some((seg.seq + payload.len()) - (risn + 1u32));
+        }
         if let Some(c) = capable {
             if let CapableKeys::Both { sender, receiver }
             | CapableKeys::WithData {
@@ -381,7 +406,7 @@ impl MptcpConn {
                             data_len,
                             checksum,
                         };
-                        return self.check_mapping(seg, &m, payload);
+                        return self.check_mapping(seg, &m, false, payload);
                     }
                 }
             }
@@ -426,13 +451,16 @@ impl MptcpConn {
                 Verdict::Accept
             }
             Some(m) => {
-                if dss.data_fin && self.remote.is_some() {
+                let v = self.check_mapping(seg, &m, dss.data_fin, payload);
+                if v == Verdict::Accept && dss.data_fin && self.remote.is_some() {
                     let fin = self
                         .expand_remote(m.dsn)
                         .wrapping_add(u64::from(m.data_len) - 1);
                     self.data_fin_received = Some(fin);
+                    // Without the subflow's FIN TCP sees nothing to acknowledge.
+                    self.ack_data_fin = !seg.fin();
                 }
-                self.check_mapping(seg, &m, payload)
+                v
             }
             None => Verdict::Accept,
         }
@@ -450,7 +478,13 @@ impl MptcpConn {
 
     /// A received mapping must be the one-to-one one (see the module's doc), and its
     /// checksum right when it covers just this segment.
-    fn check_mapping(&mut self, seg: &TcpRepr, m: &DssMapping, payload: &[u8]) -> Verdict {
+    fn check_mapping(
+        &mut self,
+        seg: &TcpRepr,
+        m: &DssMapping,
+        data_fin: bool,
+        payload: &[u8],
+    ) -> Verdict {
         let (Some(remote), Some(risn)) = (self.remote, self.remote_isn) else {
             // The peer's key is not known yet (its third ACK was lost and this data
             // came with a DSS): nothing to check against.
@@ -461,8 +495,15 @@ impl MptcpConn {
         let data_offset = dsn.wrapping_sub(remote.idsn.wrapping_add(1));
         let fin_only = m.subflow_seq == 0 && m.data_len == 1;
         let subflow_offset = if fin_only {
-            // The DATA_FIN goes with the subflow's FIN, after this segment's data.
-            (seg.seq + payload.len()) - (risn + 1u32)
+            // A DATA_FIN alone is tied to no subflow byte: Linux sends it when the app
+            // shuts down, on whatever ACK goes next, before the subflow carried all the
+            // data. It must only not contradict the subflow: be where its FIN is, once
+            // that came, and not before data already acknowledged.
+            let before_acked = data_offset.wrapping_add(1) < self.rcv_high;
+            if before_acked || self.peer_fin.is_some_and(|f| f != data_offset as u32) {
+                return Verdict::Reset;
+            }
+            data_offset as u32
         } else {
             m.subflow_seq.wrapping_sub(1)
         };
@@ -477,7 +518,7 @@ impl MptcpConn {
             payload.is_empty()
         } else {
             (seg.seq - (risn + 1u32)) == subflow_offset
-                && usize::from(m.data_len) == payload.len() + seg.fin() as usize
+                && usize::from(m.data_len) == payload.len() + data_fin as usize
         };
         if !covers_segment {
             self.counters.checksums_unchecked += 1;
@@ -600,6 +641,61 @@ mod tests {
         let mut bad = s_data;
         bad[500] ^= 1;
         assert_eq!(c.incoming(&data, &hex(SERVER_DATA), &bad), Verdict::Reset);
+    }
+
+    #[test]
+    fn a_data_fin_without_the_subflow_fin_is_acknowledged_as_linux_does() {
+        // Run B's first connection (frames 14–22): Linux's client sends "hello", then a
+        // DATA_FIN on a pure ACK, and closes its subflow only once that DATA_FIN is
+        // acknowledged. Our server must answer with the data ACK Linux's server sent.
+        const C_ISN: u32 = 1591546727;
+        const S_ISN: u32 = 4099516304;
+        let mut s = MptcpConn::server(0x4ce2d292b209badc, true);
+        let syn = seg(flags::SYN, C_ISN, 0, 0);
+        assert_eq!(s.incoming(&syn, &hex("1e040181"), &[]), Verdict::Accept);
+        let syn_ack = seg(flags::SYN | flags::ACK, S_ISN, C_ISN + 1, 0);
+        assert_eq!(
+            bytes(s.outgoing(&syn_ack, &[])),
+            hex("1e0c01814ce2d292b209badc")
+        );
+        let third = seg(flags::ACK, C_ISN + 1, S_ISN + 1, 0);
+        let o = hex("1e140181742cab2d0f931ebd4ce2d292b209badc");
+        assert_eq!(s.incoming(&third, &o, &[]), Verdict::Accept);
+        let hello = seg(flags::ACK | flags::PSH, C_ISN + 1, S_ISN + 1, 5);
+        let o = hex("1e18200d4c272640330a6b38ff74bf7e0000000100055ef1");
+        assert_eq!(s.incoming(&hello, &o, b"hello"), Verdict::Accept);
+        // Frame 20: the data ACK of "hello".
+        let ack = seg(flags::ACK, S_ISN + 1, C_ISN + 6, 0);
+        assert_eq!(
+            bytes(s.outgoing(&ack, &[])),
+            hex("1e0c2003330a6b38ff74bf83")
+        );
+        assert!(!s.wants_ack());
+        // Frame 21: the DATA_FIN alone, no TCP FIN.
+        let fin = seg(flags::ACK, C_ISN + 6, S_ISN + 1, 0);
+        let o = hex("1e18201d4c272640330a6b38ff74bf83000000000001a2c3");
+        assert_eq!(s.incoming(&fin, &o, &[]), Verdict::Accept);
+        assert_eq!(s.peer_data_fin(), Some(5));
+        assert!(s.wants_ack());
+        // Frame 22: TCP's ACK (same ACK number) now carries the data ACK of the DATA_FIN.
+        assert_eq!(
+            bytes(s.outgoing(&ack, &[])),
+            hex("1e0c2003330a6b38ff74bf84")
+        );
+        assert!(!s.wants_ack());
+        // Frame 24: the subflow FIN. The DATA_FIN again on a later ACK (its sequence
+        // number now past the FIN) is still in its place; one elsewhere is not.
+        let tcp_fin = seg(flags::ACK | flags::FIN, C_ISN + 6, S_ISN + 1, 0);
+        assert_eq!(
+            s.incoming(&tcp_fin, &hex("1e0820014c272641"), &[]),
+            Verdict::Accept
+        );
+        let after_fin = seg(flags::ACK, C_ISN + 7, S_ISN + 1, 0);
+        assert_eq!(s.incoming(&after_fin, &o, &[]), Verdict::Accept);
+        let wrong = hex("1e18201d4c272640330a6b38ff74bf84000000000001a2c2");
+        assert_eq!(s.incoming(&after_fin, &wrong, &[]), Verdict::Reset);
+        let n = s.counters();
+        assert_eq!((n.mappings_ok, n.checksums_ok, n.refused), (3, 3, 1));
     }
 
     /// A client and a server after the handshake (keys 1 and 2, ISNs 100 and 5000) and
