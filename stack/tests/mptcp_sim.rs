@@ -13,12 +13,13 @@ use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use stack::ip_tx::{IpProtocol, IpTx};
 use stack::mptcp::conn::{MptcpConn, State as MpState, Verdict, OPTION_SPACE};
+use stack::mptcp::segment::with_option;
 use stack::sim::{ipv4, LinkConfig, SimIpTx, TcpPair};
 use stack::socket::SocketHandle;
 use stack::time::Instant;
 use stack::wire::checksum::transport_checksum;
 use stack::wire::mptcp::{mptcp_options, OPTION_KIND};
-use stack::wire::tcp::{TcpPacket, TcpRepr, MAX_HEADER_LEN};
+use stack::wire::tcp::{TcpPacket, TcpRepr};
 
 /// What the harness saw on the wire, per direction (0: a to b, 1: b to a).
 #[derive(Debug, Default)]
@@ -40,6 +41,7 @@ struct MptcpPair {
     strip_b_to_a: bool,
     wire: Wire,
     scratch: Vec<u8>,
+    out: Vec<u8>,
     /// Each side's connection, once established.
     handles: [Option<SocketHandle>; 2],
 }
@@ -49,6 +51,7 @@ struct MptcpTx<'a> {
     inner: SimIpTx<'a>,
     conn: Option<&'a mut MptcpConn>,
     scratch: &'a mut Vec<u8>,
+    out: &'a mut Vec<u8>,
     wire: &'a mut Wire,
 }
 
@@ -72,30 +75,21 @@ impl IpTx for MptcpTx<'_> {
         fill(self.scratch);
         let seg = &self.scratch[..];
         let pkt = TcpPacket::new_checked(seg).expect("TCP built a segment");
-        let mut repr = TcpRepr::parse(&pkt).expect("TCP built a parsable segment");
-        let payload = pkt.payload();
-        let Some(option) = self.conn.as_mut().and_then(|c| c.outgoing(&repr, payload)) else {
+        let repr = TcpRepr::parse(&pkt).expect("TCP built a parsable segment");
+        let Some(option) = self
+            .conn
+            .as_mut()
+            .and_then(|c| c.outgoing(&repr, pkt.payload()))
+        else {
             return self
                 .inner
                 .send(src, dst, proto, len, &mut |b| b.copy_from_slice(seg));
         };
-        let option_len = option.buffer_len();
-        let padded = option_len.next_multiple_of(4);
-        // TCP filled the option space with SACK blocks: leave some out (as Linux does).
-        while repr.header_len() + padded > MAX_HEADER_LEN {
-            repr.sack.len -= 1;
-            self.wire.sack_trimmed += 1;
-        }
-        let std_len = repr.header_len();
-        let hl = std_len + padded;
+        let trimmed = with_option(seg, &option, self.out).expect("the option fits");
+        self.wire.sack_trimmed += trimmed as u64;
+        let out = &self.out[..];
         self.inner
-            .send(src, dst, proto, hl + payload.len(), &mut |b| {
-                repr.emit(b);
-                TcpPacket::new_unchecked(&mut b[..]).set_header_len_and_flags(hl, repr.flags);
-                option.emit(&mut b[std_len..]);
-                b[std_len + option_len..hl].fill(1); // NOP
-                b[hl..].copy_from_slice(payload);
-            })
+            .send(src, dst, proto, out.len(), &mut |b| b.copy_from_slice(out))
     }
 }
 
@@ -107,6 +101,7 @@ impl MptcpPair {
             strip_b_to_a: false,
             wire: Wire::default(),
             scratch: Vec::new(),
+            out: Vec::new(),
             handles: [None, None],
         }
     }
@@ -122,6 +117,7 @@ impl MptcpPair {
             },
             conn: ma.as_mut(),
             scratch: &mut self.scratch,
+            out: &mut self.out,
             wire: &mut self.wire,
         };
         self.p.a.dispatch(now, &mut tx);
@@ -133,6 +129,7 @@ impl MptcpPair {
             },
             conn: mb.as_mut(),
             scratch: &mut self.scratch,
+            out: &mut self.out,
             wire: &mut self.wire,
         };
         self.p.b.dispatch(now, &mut tx);

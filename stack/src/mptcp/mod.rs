@@ -4,8 +4,10 @@
 //!   ADD_ADDR (§3.1, §3.2, §3.4.1).
 //! - [`conn`]: the connection over a single subflow: the MP_CAPABLE handshake, fallback
 //!   to TCP, DSS mappings and data ACKs, DATA_FIN.
+//! - [`segment`]: a TCP segment with the connection's option added.
 //!
 //! The option's wire format is [`crate::wire::mptcp`].
 
 pub mod conn;
 pub mod crypto;
+pub mod segment;
