@@ -20,14 +20,18 @@
 //! after the SYN without an MPTCP option, a first data segment without a mapping, or an
 //! infinite mapping turn the connection into plain TCP: no options from then on.
 //!
+//! Checksums: a received mapping may span several segments (Linux maps what it queued
+//! at once); its data is summed as the segments arrive in order and checked when the
+//! last byte came. A gap abandons that mapping's check (counted), the data being TCP's
+//! to reassemble, not kept here.
+//!
 //! Not here yet: more subflows (MP_JOIN, ADD_ADDR), MP_FAIL after a checksum failure
-//! (a failed checksum refuses the segment), checking checksums of mappings that span
-//! several segments: Linux maps what it queued at once, so against Linux nearly every
-//! mapping spans segments and is accepted unchecked (counted) when its start matches.
+//! (a failed checksum refuses the segment, which resets the subflow).
 
+use crate::wire::checksum::Accumulator;
 use crate::wire::mptcp::{
-    capable_flags, dss_checksum, mptcp_options, CapableKeys, DataSeq, Dss, DssMapping, MpCapable,
-    MptcpRepr, VERSION,
+    capable_flags, dss_checksum, dss_checksum_start, mptcp_options, CapableKeys, DataSeq, Dss,
+    DssMapping, MpCapable, MptcpRepr, VERSION,
 };
 use crate::wire::tcp::{SeqNumber, TcpRepr};
 
@@ -78,6 +82,17 @@ pub struct MptcpCounters {
     pub refused: u64,
 }
 
+/// A received mapping's checksum, summed as its data arrives (subflow offsets).
+#[derive(Debug)]
+struct RxChecksum {
+    start: u32,
+    end: u32,
+    /// The next byte to add.
+    next: u32,
+    acc: Accumulator,
+    sum: u16,
+}
+
 #[derive(Debug)]
 pub struct MptcpConn {
     role: Role,
@@ -108,6 +123,8 @@ pub struct MptcpConn {
     ack_data_fin: bool,
     /// Where the peer's subflow FIN sits (offset of the byte after its data).
     peer_fin: Option<u32>,
+    /// The checksum of the received mapping whose data is arriving.
+    rx_sum: Option<RxChecksum>,
     counters: MptcpCounters,
 }
 
@@ -150,6 +167,7 @@ impl MptcpConn {
             data_fin_received: None,
             ack_data_fin: false,
             peer_fin: None,
+            rx_sum: None,
             counters: MptcpCounters::default(),
         }
     }
@@ -426,8 +444,12 @@ impl MptcpConn {
             // stripped: fall back. Later ones may sit inside a longer mapping.
             if !payload.is_empty() && !self.mapping_seen {
                 self.fall_back();
+                return Verdict::Accept;
             }
-            return Verdict::Accept;
+            return match self.remote_isn {
+                Some(risn) => self.add_to_checksum(seg.seq - (risn + 1u32), payload),
+                None => Verdict::Accept,
+            };
         };
         // A data ACK shows that the server has our key (§3.1; Linux waits for the same).
         if self.role == Role::Client && dss.data_ack.is_some() {
@@ -514,18 +536,62 @@ impl MptcpConn {
         let Some(sum) = m.checksum.filter(|_| self.checksums) else {
             return Verdict::Accept;
         };
-        let covers_segment = if fin_only {
-            payload.is_empty()
-        } else {
-            (seg.seq - (risn + 1u32)) == subflow_offset
-                && usize::from(m.data_len) == payload.len() + data_fin as usize
+        if fin_only {
+            if dss_checksum(dsn, 0, 1, []) != sum {
+                return Verdict::Reset;
+            }
+            self.counters.checksums_ok += 1;
+            return Verdict::Accept;
+        }
+        let same = self
+            .rx_sum
+            .as_ref()
+            .is_some_and(|r| r.start == subflow_offset && r.sum == sum);
+        if !same {
+            if self.rx_sum.take().is_some() {
+                // The mapping before this one never came whole, in order.
+                self.counters.checksums_unchecked += 1;
+            }
+            let bytes = u32::from(m.data_len) - data_fin as u32;
+            self.rx_sum = Some(RxChecksum {
+                start: subflow_offset,
+                end: subflow_offset.wrapping_add(bytes),
+                next: subflow_offset,
+                acc: dss_checksum_start(dsn, m.subflow_seq, m.data_len),
+                sum,
+            });
+        }
+        let offset = seg.seq - (risn + 1u32);
+        self.add_to_checksum(offset, payload)
+    }
+
+    /// Adds a segment's data to the checksum of the mapping it continues; checks the
+    /// checksum when the mapping is complete. A gap (a lost or reordered segment)
+    /// abandons the mapping's check: its bytes are not kept to wait for the gap.
+    fn add_to_checksum(&mut self, offset: u32, payload: &[u8]) -> Verdict {
+        let Some(r) = self.rx_sum.as_mut() else {
+            return Verdict::Accept;
         };
-        if !covers_segment {
+        let skip = r.next.wrapping_sub(offset);
+        if skip as i32 >= payload.len() as i32 {
+            return Verdict::Accept; // old data, already added (or before this mapping)
+        }
+        if (skip as i32) < 0 {
+            self.rx_sum = None;
             self.counters.checksums_unchecked += 1;
             return Verdict::Accept;
         }
-        let data = if fin_only { &[][..] } else { payload };
-        if dss_checksum(dsn, m.subflow_seq, m.data_len, [data]) != sum {
+        let want = r.end.wrapping_sub(r.next) as usize;
+        let piece = &payload[skip as usize..];
+        let piece = &piece[..piece.len().min(want)];
+        r.acc.add_bytes(piece);
+        r.next = r.next.wrapping_add(piece.len() as u32);
+        if r.next != r.end {
+            return Verdict::Accept;
+        }
+        let ok = r.acc.finish() == r.sum;
+        self.rx_sum = None;
+        if !ok {
             return Verdict::Reset;
         }
         self.counters.checksums_ok += 1;
@@ -696,6 +762,52 @@ mod tests {
         assert_eq!(s.incoming(&after_fin, &wrong, &[]), Verdict::Reset);
         let n = s.counters();
         assert_eq!((n.mappings_ok, n.checksums_ok, n.refused), (3, 3, 1));
+    }
+
+    #[test]
+    fn a_mapping_over_several_segments_is_checked_once_it_is_whole() {
+        // As Linux sends: one 3000-byte mapping, the DSS repeated on each segment (or
+        // left off), the checksum over all of it.
+        let (mut c, _) = pair(true);
+        let data: Vec<u8> = (0..3000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let idsn = KeyDerived::new(2).idsn;
+        let dsn = idsn.wrapping_add(1);
+        let dss = MptcpRepr::Dss(Dss {
+            data_ack: None,
+            mapping: Some(DssMapping {
+                dsn: DataSeq::Full(dsn),
+                subflow_seq: 1,
+                data_len: 3000,
+                checksum: Some(dss_checksum(dsn, 1, 3000, [&data[..]])),
+            }),
+            data_fin: false,
+        });
+        let o = options(&dss);
+        let part = |i: usize| seg(flags::ACK, 5001 + 1000 * i as u32, 101, 1000);
+        let piece = |i: usize| &data[1000 * i..1000 * (i + 1)];
+        // In order, the middle one without an option, the first one again (a duplicate).
+        assert_eq!(c.incoming(&part(0), &o, piece(0)), Verdict::Accept);
+        assert_eq!(c.incoming(&part(1), &[], piece(1)), Verdict::Accept);
+        assert_eq!(c.incoming(&part(0), &o, piece(0)), Verdict::Accept);
+        assert_eq!(c.counters().checksums_ok, 0);
+        assert_eq!(c.incoming(&part(2), &o, piece(2)), Verdict::Accept);
+        assert_eq!(c.counters().checksums_ok, 1);
+        // A flipped byte in the middle segment: refused when the mapping is whole.
+        let (mut c, _) = pair(true);
+        let mut bad = piece(1).to_vec();
+        bad[10] ^= 0x40;
+        assert_eq!(c.incoming(&part(0), &o, piece(0)), Verdict::Accept);
+        assert_eq!(c.incoming(&part(1), &o, &bad), Verdict::Accept);
+        assert_eq!(c.incoming(&part(2), &o, piece(2)), Verdict::Reset);
+        // A gap: the check is given up, counted, and the data accepted.
+        let (mut c, _) = pair(true);
+        assert_eq!(c.incoming(&part(0), &o, piece(0)), Verdict::Accept);
+        assert_eq!(c.incoming(&part(2), &o, piece(2)), Verdict::Accept);
+        let n = c.counters();
+        assert_eq!(
+            (n.checksums_ok, n.checksums_unchecked, n.refused),
+            (0, 1, 0)
+        );
     }
 
     /// A client and a server after the handshake (keys 1 and 2, ISNs 100 and 5000) and

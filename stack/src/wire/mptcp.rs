@@ -861,6 +861,16 @@ pub fn dss_checksum<'a>(
     data_len: u16,
     data: impl IntoIterator<Item = &'a [u8]>,
 ) -> u16 {
+    let mut acc = dss_checksum_start(dsn, subflow_seq, data_len);
+    for piece in data {
+        acc.add_bytes(piece);
+    }
+    acc.finish()
+}
+
+/// The sum of a DSS checksum's pseudo-header, for a receiver that adds the mapping's
+/// data as its segments arrive; `finish()` after the last byte is the checksum.
+pub fn dss_checksum_start(dsn: u64, subflow_seq: u32, data_len: u16) -> Accumulator {
     let mut pseudo = [0u8; 16];
     let mut f = FieldsMut {
         b: &mut pseudo,
@@ -872,10 +882,7 @@ pub fn dss_checksum<'a>(
     f.u16(0);
     let mut acc = Accumulator::new();
     acc.add_bytes(&pseudo);
-    for piece in data {
-        acc.add_bytes(piece);
-    }
-    acc.finish()
+    acc
 }
 
 /// Bytes from a hex string, for tests that quote captured options.
