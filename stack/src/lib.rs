@@ -16,6 +16,7 @@ pub mod device;
 pub mod error;
 pub mod iface;
 pub mod ip_tx;
+pub mod mptcp;
 pub mod sim;
 pub mod socket;
 pub mod tcp;

@@ -412,6 +412,16 @@ impl TcpLayer {
         Ok(())
     }
 
+    /// An ACK goes out with the next dispatch even if TCP has nothing to acknowledge:
+    /// for a layer above TCP whose peer waits for an answer TCP does not see (MPTCP's
+    /// data ACK of a DATA_FIN that came without a FIN).
+    pub fn send_ack(&mut self, h: SocketHandle) -> Result<()> {
+        let idx = self.conn_slot(h)?;
+        self.slots[idx as usize].tcb.ack_now = true;
+        self.mark_tx(idx);
+        Ok(())
+    }
+
     /// TCP_QUICKACK set: a delayed ACK that is pending goes out with the next dispatch.
     pub fn quick_ack(&mut self, h: SocketHandle) -> Result<()> {
         let idx = self.conn_slot(h)?;

@@ -13,6 +13,7 @@ pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
 pub mod ipv6_ext;
+pub mod mptcp;
 pub mod tcp;
 pub mod udp;
 
@@ -23,6 +24,7 @@ pub use icmpv6::{Icmpv6Packet, Icmpv6Repr};
 pub use ipv4::{Ipv4Cidr, Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Cidr, Ipv6Packet, Ipv6Repr};
 pub use ipv6_ext::{ExtChain, ExtHeaderError, ExtHeaders, FragmentRepr, WalkLimits};
+pub use mptcp::{MptcpOption, MptcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
 
 use core::fmt;

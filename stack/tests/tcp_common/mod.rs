@@ -109,7 +109,7 @@ pub fn exchange(
     (a_got, b_got)
 }
 
-fn pump(t: &mut TcpLayer, h: SocketHandle, data: &[u8], sent: &mut usize, shut: &mut bool) {
+pub fn pump(t: &mut TcpLayer, h: SocketHandle, data: &[u8], sent: &mut usize, shut: &mut bool) {
     while *sent < data.len() {
         match t.send(h, &data[*sent..]) {
             Ok(n) => *sent += n,
@@ -123,7 +123,7 @@ fn pump(t: &mut TcpLayer, h: SocketHandle, data: &[u8], sent: &mut usize, shut: 
     }
 }
 
-fn drain(t: &mut TcpLayer, h: SocketHandle, buf: &mut [u8], got: &mut Vec<u8>, eof: &mut bool) {
+pub fn drain(t: &mut TcpLayer, h: SocketHandle, buf: &mut [u8], got: &mut Vec<u8>, eof: &mut bool) {
     if *eof {
         return;
     }
