@@ -3,8 +3,8 @@
 //! Data calls are in `data.rs`, options in `options.rs`, readiness in `readiness.rs`.
 
 use super::appmem;
-use super::engine::CALLS_IN_FLIGHT;
 use super::engine::{Engine, FastSocket, Kind};
+use super::engine::{CALLS_IN_FLIGHT, MOVE_PENDING};
 use super::kernel;
 use super::log::debug;
 use super::process::{self, active, block_on, engine, Attempt, Deadline};
@@ -284,9 +284,19 @@ fn in_shared_memory_child(nr: i64) -> bool {
 struct CallsInFlight;
 
 impl CallsInFlight {
+    /// Counts this call in, waiting at the door while a move is pending (the mover
+    /// holds the door closed at most `CALLS_WAIT_US`).
     fn enter() -> CallsInFlight {
-        CALLS_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-        CallsInFlight
+        loop {
+            CALLS_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+            if !MOVE_PENDING.load(Ordering::SeqCst) {
+                return CallsInFlight;
+            }
+            CALLS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+            while MOVE_PENDING.load(Ordering::SeqCst) {
+                kernel::sched_yield();
+            }
+        }
     }
 }
 

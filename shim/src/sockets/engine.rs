@@ -235,6 +235,13 @@ pub struct Engine {
 /// stack and the kernel only while none is in flight (see `kernel_handoff`).
 pub static CALLS_IN_FLIGHT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// A move waits for `CALLS_IN_FLIGHT` to reach 0: meanwhile no new call enters (each
+/// waits at the door, see `calls::CallsInFlight`), so once it is 0 it stays 0 until
+/// the move is done. Without the door a call that came in just after the count was
+/// read acted on what it had looked up before the move (a fast fd's epoll interest
+/// written to the kernel's epoll, or the reverse: the app's epoll lost the fd).
+pub static MOVE_PENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// When the stack last ran (µs on the engine's clock): the background driver only
 /// steps in when the app's threads have not driven it for a while.
 pub static LAST_DRIVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

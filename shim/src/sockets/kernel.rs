@@ -71,6 +71,10 @@ pub fn socket_timeout_hz() -> Option<u32> {
     hz
 }
 
+pub fn sched_yield() {
+    let _ = sys!(libc::SYS_sched_yield);
+}
+
 pub fn close(fd: i32) -> Result<(), Errno> {
     sys!(libc::SYS_close, fd).map(|_| ())
 }

@@ -237,12 +237,14 @@ impl Engine {
             let Some((req, from, since)) = self.pending_control.take() else {
                 break;
             };
-            let in_flight =
-                super::engine::CALLS_IN_FLIGHT.load(std::sync::atomic::Ordering::SeqCst);
-            if in_flight > 0 {
+            use std::sync::atomic::Ordering::SeqCst;
+            // The door closes first: no call enters while the ones inside finish.
+            super::engine::MOVE_PENDING.store(true, SeqCst);
+            if super::engine::CALLS_IN_FLIGHT.load(SeqCst) > 0 {
                 if self.now().micros() < since.micros() + CALLS_WAIT_US {
                     self.pending_control = Some((req, from, since));
                 } else {
+                    super::engine::MOVE_PENDING.store(false, SeqCst);
                     c.reply(
                         &from,
                         "error an app thread stays inside a socket call (a blocking read?): nothing moved",
@@ -256,6 +258,7 @@ impl Engine {
             } else {
                 self.hand_app_sockets_to_stack(port)
             };
+            super::engine::MOVE_PENDING.store(false, SeqCst);
             let mut a = format!("ok moved={moved} kept={}", kept.len());
             for why in kept {
                 a += &format!("\nkept: {why}");
