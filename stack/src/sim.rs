@@ -7,7 +7,7 @@
 //! tested without the interface; [`IfacePair`] runs two [`Interface`]s over the same
 //! [`Link`]s, each driven only when the shim would drive it.
 
-use core::net::{Ipv4Addr, SocketAddrV4};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::collections::BinaryHeap;
 
 use crate::device::{ChecksumOffload, Device, DeviceCaps};
@@ -17,7 +17,7 @@ use crate::tcp::hash::Prng;
 use crate::tcp::{TcpConfig, TcpLayer};
 use crate::time::{Duration, Instant};
 use crate::wire::checksum::transport_checksum;
-use crate::wire::{Ipv4Cidr, MacAddr};
+use crate::wire::{Ipv4Cidr, Ipv6Cidr, MacAddr};
 
 /// How a link misbehaves. Probabilities are per packet.
 #[derive(Clone, Debug)]
@@ -262,18 +262,23 @@ pub struct SimIpTx<'a> {
 }
 
 impl IpTx for SimIpTx<'_> {
-    fn max_segment(&self, _dst: Ipv4Addr) -> usize {
+    fn max_segment(&self, _dst: IpAddr) -> usize {
         self.link.cfg.mtu - ipv4::HEADER
     }
 
+    /// IPv4 only: [`IfacePair`] carries IPv6.
     fn send(
         &mut self,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: IpAddr,
+        dst: IpAddr,
         proto: IpProtocol,
         len: usize,
         fill: &mut dyn FnMut(&mut [u8]),
     ) -> bool {
+        let (IpAddr::V4(src), IpAddr::V4(dst)) = (src, dst) else {
+            self.link.stats.lost += 1;
+            return true;
+        };
         if let Some(b) = self.budget.as_mut() {
             if *b == 0 {
                 return false;
@@ -503,6 +508,9 @@ pub struct IfacePair {
 
 pub const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 1]);
 pub const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 2]);
+/// The IPv6 addresses [`IfacePair::with_ipv6`] gives `a` and `b` (in fd77::/64).
+pub const ADDR6_A: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
+pub const ADDR6_B: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
 
 impl IfacePair {
     /// Both interfaces with `neighbor_mode` (and otherwise default settings) over two
@@ -530,6 +538,15 @@ impl IfacePair {
             resolve_delay: Duration::from_micros(100),
             kernel_knows_peer: [None, None],
         }
+    }
+
+    /// Gives `a` and `b` IPv6 addresses too ([`ADDR6_A`], [`ADDR6_B`], one /64): both
+    /// then speak IPv4 and IPv6 on the segment. IPv6 neighbours are resolved by the
+    /// interfaces' own Neighbor Discovery (the host plays no kernel for IPv6 here).
+    pub fn with_ipv6(mut self) -> Self {
+        self.a.set_ipv6_addrs(vec![Ipv6Cidr::new(ADDR6_A, 64)]);
+        self.b.set_ipv6_addrs(vec![Ipv6Cidr::new(ADDR6_B, 64)]);
+        self
     }
 
     /// The host of one side: answer what the interface misses from the kernel's table,

@@ -1,15 +1,15 @@
-//! The IPv6 receive path (issue 21, first step): header and extension-header checks
-//! with a drop reason each, Neighbor Solicitations for our addresses answered, echo
-//! requests answered. TCP and UDP over IPv6 are not served yet (dropped and counted as
-//! [`DropReason::Ipv6UnknownProtocol`]), fragments are not reassembled yet
-//! ([`DropReason::Ipv6Fragment`]), and nothing is learned from advertisements (the
-//! neighbour cache is IPv4's). The path is on only when the interface has IPv6
+//! The IPv6 receive path: header and extension-header checks with a drop reason each;
+//! TCP segments to the TCP layer; Neighbor Solicitations for our addresses answered,
+//! and neighbours learned from solicitations and advertisements (RFC 4861 §7.2.3 and
+//! §7.2.5); echo requests answered. The path is on only when the interface has IPv6
 //! addresses ([`super::InterfaceConfig::ipv6_addrs`]).
 
 use super::{Core, DropReason, Interface};
+use crate::time::Instant;
 use crate::wire::icmpv6::{self, NaFlags};
 use crate::wire::ipv6::{self, next_header};
 use crate::wire::ipv6_ext::{self, WalkLimits};
+use crate::wire::{checksum, tcp};
 use crate::wire::{
     EtherType, EthernetRepr, Icmpv6Packet, Icmpv6Repr, Ipv6Packet, Ipv6Repr, MacAddr, WireError,
 };
@@ -18,6 +18,22 @@ use core::net::Ipv6Addr;
 impl Core {
     pub fn is_own_ipv6(&self, ip: Ipv6Addr) -> bool {
         self.ipv6_addrs.iter().any(|c| c.addr == ip)
+    }
+    /// Source address toward `dst`: the address whose prefix holds it; for a
+    /// link-local `dst`, a link-local address; else, with an IPv6 gateway, the first
+    /// that is not link-local. None without a route or an address.
+    pub fn ipv6_source_for(&self, dst: Ipv6Addr) -> Option<Ipv6Addr> {
+        let link_local = ipv6::is_link_local(dst);
+        if let Some(c) = self.ipv6_addrs.iter().find(|c| c.contains(dst)) {
+            return Some(c.addr);
+        }
+        if !link_local && self.ipv6_gateway.is_none() {
+            return None;
+        }
+        self.ipv6_addrs
+            .iter()
+            .find(|c| ipv6::is_link_local(c.addr) == link_local)
+            .map(|c| c.addr)
     }
     /// Multicast groups the interface listens to: all-nodes and the solicited-node
     /// group of each of its addresses.
@@ -42,7 +58,13 @@ impl Core {
 }
 
 impl Interface {
-    pub(super) fn receive_ipv6(&mut self, eth: &EthernetRepr, payload: &[u8], verify: bool) {
+    pub(super) fn receive_ipv6(
+        &mut self,
+        now: Instant,
+        eth: &EthernetRepr,
+        payload: &[u8],
+        verify: bool,
+    ) {
         let core = &mut self.core;
         let packet = match Ipv6Packet::new_checked(payload) {
             Ok(p) => p,
@@ -57,7 +79,12 @@ impl Interface {
         if !unicast && !core.is_ipv6_group(ip.dst) {
             return core.stats.drop(DropReason::Ipv6NotForUs);
         }
-        if ipv6::is_multicast(ip.src) || core.is_own_ipv6(ip.src) {
+        // A v4-mapped address is never on the wire (RFC 4291 §2.5.5.2); accepting one
+        // would let a packet pose as an IPv4 peer.
+        if ipv6::is_multicast(ip.src)
+            || core.is_own_ipv6(ip.src)
+            || ip.src.to_ipv4_mapped().is_some()
+        {
             return core.stats.drop(DropReason::Ipv6BadSource);
         }
         let payload = packet.payload();
@@ -70,13 +97,24 @@ impl Interface {
         }
         let l4 = &payload[chain.upper_offset..];
         match chain.upper_protocol {
-            next_header::ICMPV6 => self.receive_icmpv6(eth, &ip, unicast, l4, verify),
+            next_header::ICMPV6 => self.receive_icmpv6(now, eth, &ip, unicast, l4, verify),
+            next_header::TCP => {
+                if !unicast || l4.len() < tcp::HEADER_LEN || ipv6::is_unspecified(ip.src) {
+                    return core.stats.drop(DropReason::TcpMalformed);
+                }
+                if verify && checksum::transport_checksum(ip.src, ip.dst, 6, l4) != 0 {
+                    return core.stats.drop(DropReason::TcpBadChecksum);
+                }
+                core.stats.tcp_segments_received += 1;
+                self.tcp.receive(now, ip.src, ip.dst, l4);
+            }
             _ => core.stats.drop(DropReason::Ipv6UnknownProtocol),
         }
     }
 
     fn receive_icmpv6(
         &mut self,
+        now: Instant,
         eth: &EthernetRepr,
         ip: &Ipv6Repr,
         unicast: bool,
@@ -117,6 +155,11 @@ impl Interface {
                 target,
                 source_lladdr,
             } if core.is_own_ipv6(target) => {
+                // The solicitor's MAC (RFC 4861 §7.2.3): it is about to talk to us.
+                if let (Some(mac), false) = (source_lladdr, ipv6::is_unspecified(ip.src)) {
+                    core.neighbors6.insert(ip.src, mac, now, true);
+                    core.wake = true;
+                }
                 // A DAD probe (from ::) is answered to all-nodes, unsolicited (RFC 4861
                 // §7.2.4); the kernel owns DAD for the address, so this only defends it.
                 let dad = ipv6::is_unspecified(ip.src);
@@ -136,6 +179,19 @@ impl Interface {
                 };
                 if queue_ipv6_reply(core, dst_mac, target, dst, icmpv6::ND_HOP_LIMIT, &reply) {
                     core.stats.nd_advertisements_sent += 1;
+                }
+            }
+            // Only a resolution in progress (or an entry held) is updated: an
+            // advertisement nobody asked for creates nothing (RFC 4861 §7.2.5).
+            Icmpv6Repr::NeighborAdvert {
+                target,
+                target_lladdr: Some(mac),
+                ..
+            } if !core.is_own_ipv6(target) => {
+                if core.neighbors6.refresh(target, mac, now) {
+                    core.wake = true;
+                } else {
+                    core.stats.drop(DropReason::Icmpv6Ignored);
                 }
             }
             _ => core.stats.drop(DropReason::Icmpv6Ignored),

@@ -45,7 +45,7 @@ fn transfer(dst: Ipv4Addr, listen_on: Ipv4Addr) {
     assert_eq!(i.tcp.peer_addr(a).unwrap(), i.tcp.local_addr(c).unwrap());
     // Linux picks the source from the route: 127.0.0.1 for all of 127/8.
     let src = if dst.is_loopback() { LO } else { dst };
-    assert_eq!(*i.tcp.local_addr(c).unwrap().ip(), src);
+    assert_eq!(i.tcp.local_addr(c).unwrap().ip(), src);
     // 4 MB one way, 1 MB the other, byte-exact.
     let up: Vec<u8> = (0..4 << 20)
         .map(|k: u32| (k.wrapping_mul(2654435761) >> 13) as u8)

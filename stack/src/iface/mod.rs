@@ -5,6 +5,7 @@
 //! `dispatch(now, device)` to send what is due, and again at `poll_at()`.
 
 mod ip_out;
+mod ipv6_out;
 mod ipv6_rx;
 mod loopback;
 mod neighbor;
@@ -27,7 +28,7 @@ use crate::wire::{
     EthernetFrame, EthernetRepr, IcmpPacket, IcmpRepr, Ipv4Cidr, Ipv4Packet, Ipv4Repr, Ipv6Cidr,
     MacAddr, UdpPacket, UdpRepr, WireError,
 };
-use core::net::{Ipv4Addr, SocketAddrV4};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::collections::VecDeque;
 
 /// Who resolves next hops to MACs.
@@ -52,6 +53,9 @@ pub struct InterfaceConfig {
     /// echo requests to them (see `ipv6_rx`).
     pub ipv6_addrs: Vec<Ipv6Cidr>,
     pub gateway: Option<Ipv4Addr>,
+    /// IPv6 next hop for destinations outside `ipv6_addrs`' prefixes (link-local ones
+    /// are always on-link). None: those are unreachable.
+    pub ipv6_gateway: Option<Ipv6Addr>,
     pub neighbor_mode: NeighborMode,
     pub neighbor: NeighborConfig,
     /// 802.1Q VLAN id: received frames must carry it, sent frames get it. None: untagged.
@@ -84,6 +88,7 @@ impl InterfaceConfig {
             addrs: vec![addr],
             ipv6_addrs: Vec::new(),
             gateway: None,
+            ipv6_gateway: None,
             neighbor_mode: NeighborMode::OwnArp,
             neighbor: NeighborConfig::default(),
             vlan: None,
@@ -129,7 +134,8 @@ impl ReplyQueue {
 /// the MAC filled in) once it resolves. Buffers allocated once and recycled.
 #[derive(Debug)]
 pub(crate) struct HeldFrames {
-    pub frames: VecDeque<(Ipv4Addr, Vec<u8>)>,
+    /// Each frame with the next hop it waits for.
+    pub frames: VecDeque<(IpAddr, Vec<u8>)>,
     pub spare: Vec<Vec<u8>>,
 }
 
@@ -155,8 +161,11 @@ pub(crate) struct Core {
     pub addrs: Vec<Ipv4Cidr>,
     pub ipv6_addrs: Vec<Ipv6Cidr>,
     pub gateway: Option<Ipv4Addr>,
+    pub ipv6_gateway: Option<Ipv6Addr>,
     pub neighbor_mode: NeighborMode,
     pub neighbors: NeighborCache,
+    /// IPv6 neighbours (Neighbor Discovery, or the host's in External mode).
+    pub neighbors6: NeighborCache<Ipv6Addr>,
     pub vlan: Option<u16>,
     pub mtu: usize,
     pub ttl: u8,
@@ -250,8 +259,10 @@ impl Interface {
                 addrs: config.addrs,
                 ipv6_addrs: config.ipv6_addrs,
                 gateway: config.gateway,
+                ipv6_gateway: config.ipv6_gateway,
                 neighbor_mode: config.neighbor_mode,
                 neighbors: NeighborCache::new(config.neighbor),
+                neighbors6: NeighborCache::new(config.neighbor),
                 vlan: config.vlan,
                 mtu: config.mtu,
                 ttl: config.ttl,
@@ -302,20 +313,37 @@ impl Interface {
     /// address that is not the interface's.
     pub fn tcp_connect(
         &mut self,
-        local: Option<SocketAddrV4>,
-        remote: SocketAddrV4,
+        local: Option<SocketAddr>,
+        remote: impl Into<SocketAddr>,
     ) -> crate::error::Result<crate::socket::SocketHandle> {
-        let local = local.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-        let ip = if local.ip().is_unspecified() {
-            self.source_addr(*remote.ip())
-                .ok_or(crate::error::Error::NetworkUnreachable)?
-        } else if self.has_addr(*local.ip()) {
-            *local.ip()
-        } else {
-            return Err(crate::error::Error::AddrNotAvailable);
+        use crate::error::Error;
+        let remote = remote.into();
+        let unspecified = match remote {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         };
-        self.tcp
-            .connect(SocketAddrV4::new(ip, local.port()), remote)
+        let local = local.unwrap_or(SocketAddr::new(unspecified, 0));
+        if local.is_ipv4() != remote.is_ipv4() {
+            return Err(Error::InvalidInput);
+        }
+        let ip = match (local.ip(), remote.ip()) {
+            (l, r) if l.is_unspecified() => self
+                .source_ip(r)
+                .ok_or(crate::error::Error::NetworkUnreachable)?,
+            (IpAddr::V4(l), _) if self.has_addr(l) => l.into(),
+            (IpAddr::V6(l), _) if self.core.is_own_ipv6(l) => l.into(),
+            _ => return Err(Error::AddrNotAvailable),
+        };
+        self.tcp.connect(SocketAddr::new(ip, local.port()), remote)
+    }
+
+    /// [`Interface::source_addr`] for either family: for IPv6, the address whose
+    /// prefix holds `dst`, else (link-local `dst`: a link-local address) the first.
+    pub fn source_ip(&self, dst: IpAddr) -> Option<IpAddr> {
+        match dst {
+            IpAddr::V4(d) => self.source_addr(d).map(IpAddr::V4),
+            IpAddr::V6(d) => self.core.ipv6_source_for(d).map(IpAddr::V6),
+        }
     }
 
     pub fn ipv6_addrs(&self) -> &[Ipv6Cidr] {
@@ -361,6 +389,26 @@ impl Interface {
         self.core.neighbors.missing()
     }
 
+    /// [`Interface::set_neighbor`] for an IPv6 next hop.
+    pub fn set_neighbor6(&mut self, ip: Ipv6Addr, mac: MacAddr) {
+        self.core.neighbors6.insert(ip, mac, Instant::ZERO, false);
+        self.core.wake = true;
+    }
+    /// [`Interface::neighbor`] for an IPv6 next hop (learned from NS/NA or set).
+    pub fn neighbor6(&self, ip: Ipv6Addr, now: Instant) -> Option<MacAddr> {
+        self.core.neighbors6.get(ip, now)
+    }
+    /// [`Interface::missing_neighbors`] for IPv6.
+    pub fn missing_neighbors6(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
+        self.core.neighbors6.missing()
+    }
+    pub fn ipv6_gateway(&self) -> Option<Ipv6Addr> {
+        self.core.ipv6_gateway
+    }
+    pub fn set_ipv6_gateway(&mut self, gateway: Option<Ipv6Addr>) {
+        self.core.ipv6_gateway = gateway;
+    }
+
     /// The oldest readiness change not yet taken: UDP sockets first, then TCP.
     pub fn pop_readiness_change(&mut self) -> Option<ReadinessChange> {
         self.udp
@@ -380,7 +428,13 @@ impl Interface {
             return Some(Instant::ZERO);
         }
         let mut at = self.tcp.poll_at();
-        if let Some(n) = self.core.neighbors.poll_at() {
+        for n in [
+            self.core.neighbors.poll_at(),
+            self.core.neighbors6.poll_at(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             at = Some(at.map_or(n, |t| t.min(n)));
         }
         at
@@ -452,6 +506,7 @@ impl Interface {
             dispatch_udp(&mut self.udp, &mut out);
         }
         self.core.neighbors.retire_unwanted(now);
+        self.core.neighbors6.retire_unwanted(now);
     }
 
     /// Takes one received Ethernet frame (without FCS).
@@ -544,7 +599,7 @@ impl Interface {
             EtherType::Arp => self.receive_arp(now, eth_frame.payload()),
             EtherType::Ipv4 => self.receive_ipv4(now, &eth, eth_frame.payload(), verify),
             EtherType::Ipv6 if !self.core.ipv6_addrs.is_empty() => {
-                self.receive_ipv6(&eth, eth_frame.payload(), verify)
+                self.receive_ipv6(now, &eth, eth_frame.payload(), verify)
             }
             _ => self.core.stats.drop(DropReason::UnknownEthertype),
         }

@@ -180,6 +180,8 @@ pub struct Stats {
     pub icmpv6_echo_replies_sent: u64,
     /// Neighbor Advertisements sent in answer to solicitations for our addresses.
     pub nd_advertisements_sent: u64,
+    /// Neighbor Solicitations sent to resolve an IPv6 next hop.
+    pub nd_solicitations_sent: u64,
     pub udp_datagrams_received: u64,
     pub udp_datagrams_sent: u64,
     /// IPv4 fragments sent (UDP datagrams larger than the MTU).

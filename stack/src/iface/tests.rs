@@ -706,13 +706,13 @@ fn tcp_connect_picks_the_source_and_resolves_the_peer() {
     assert_eq!(i.tcp_connect(None, far), Err(Error::NetworkUnreachable));
     assert_eq!(
         i.tcp_connect(
-            Some(SocketAddrV4::new(IP_B, 0)),
+            Some(SocketAddrV4::new(IP_B, 0).into()),
             SocketAddrV4::new(IP_B, 80)
         ),
         Err(Error::AddrNotAvailable)
     );
     let h = i.tcp_connect(None, SocketAddrV4::new(IP_B, 80)).unwrap();
-    assert_eq!(*i.tcp.local_addr(h).unwrap().ip(), IP_A);
+    assert_eq!(i.tcp.local_addr(h).unwrap().ip(), IP_A);
     // The SYN waits for ARP: the first dispatch sends the request only.
     let mut dev = QueueDevice::new(1500);
     i.dispatch(T0, &mut dev);
