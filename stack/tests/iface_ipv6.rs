@@ -194,3 +194,139 @@ fn ipv6_connect_errors() {
     let c = p.a.tcp_connect(None, v6(far, 80)).unwrap();
     assert_eq!(p.a.tcp.local_addr(c).unwrap().ip(), IpAddr::V6(ADDR6_A));
 }
+
+/// Runs the pair until `cond` holds, for at most `s` simulated seconds.
+fn run(p: &mut IfacePair, s: u64, cond: impl FnMut(&mut IfacePair) -> bool) -> bool {
+    let limit = p.now + secs(s);
+    p.run_until(limit, cond)
+}
+
+/// UDP echo over IPv6: a datagram to b's socket on [::]:7 is sent back to where it
+/// came from; b sees a's IPv6 address and port, a gets the echo from b's address. An
+/// IPv4 wildcard socket on the same port gets nothing of it.
+#[test]
+fn udp_echo_over_ipv6() {
+    let mut p = pair(LinkConfig::default(), 65);
+    let echo = p.b.udp.open().unwrap();
+    p.b.udp
+        .bind(echo, v6(std::net::Ipv6Addr::UNSPECIFIED, 7))
+        .unwrap();
+    let echo4 = p.b.udp.open().unwrap();
+    p.b.udp
+        .bind(echo4, SocketAddrV4::new([0, 0, 0, 0].into(), 7))
+        .unwrap();
+    let c = p.a.udp.open().unwrap();
+    p.a.udp.connect(c, v6(ADDR6_B, 7)).unwrap();
+    let local = p.a.udp.local_addr(c).unwrap().unwrap();
+    assert!(local.is_ipv6() && local.port() != 0, "{local}");
+    assert_eq!(p.a.udp.send_to(c, b"hello over v6", None), Ok(13));
+    let mut buf = [0u8; 64];
+    let got = run(&mut p, 1, |p| {
+        if let Ok(r) = p.b.udp.recv_from(echo, &mut buf) {
+            assert_eq!(r.from, SocketAddr::new(ADDR6_A.into(), local.port()));
+            assert_eq!(r.info.to, v6(ADDR6_B, 7));
+            assert_eq!(r.info.ttl, 64, "the hop limit");
+            let n = r.len;
+            let data = buf[..n].to_vec();
+            assert_eq!(p.b.udp.send_to(echo, &data, Some(r.from)), Ok(n));
+        }
+        p.a.udp.next_datagram_len(c) == Ok(13)
+    });
+    assert!(got, "a {}\nb {}", p.a.stats(), p.b.stats());
+    let r = p.a.udp.recv_from(c, &mut buf).unwrap();
+    assert_eq!(&buf[..r.len], b"hello over v6");
+    assert_eq!(r.from, v6(ADDR6_B, 7));
+    assert_eq!(p.b.udp.recv_from(echo4, &mut buf), Err(Error::WouldBlock));
+    assert_eq!(p.b.stats().udp_datagrams_received, 1);
+    assert_eq!(p.a.stats().udp_datagrams_received, 1);
+}
+
+/// A datagram larger than the MTU leaves in IPv6 fragments, which arrive reordered
+/// and are put back together byte-exact at the other end.
+#[test]
+fn large_udp_datagram_over_ipv6_is_fragmented_and_reassembled() {
+    let link = LinkConfig {
+        reorder: 0.5,
+        ..LinkConfig::default()
+    };
+    let mut p = pair(link, 66);
+    let rx = p.b.udp.open().unwrap();
+    p.b.udp.bind(rx, v6(ADDR6_B, 9000)).unwrap();
+    let tx = p.a.udp.open().unwrap();
+    let data = pattern(20_000, 9);
+    // 1500 - 40 - 8 = 1452, rounded down to 1448 bytes of the datagram a fragment.
+    let fragments = (8 + data.len()).div_ceil(1448) as u64;
+    let mut buf = vec![0u8; 65536];
+    let mut got = Vec::new();
+    for round in 0..4 {
+        assert_eq!(
+            p.a.udp.send_to(tx, &data, Some(v6(ADDR6_B, 9000))),
+            Ok(data.len())
+        );
+        let done = run(&mut p, 1, |p| match p.b.udp.recv_from(rx, &mut buf) {
+            Ok(r) => {
+                got = buf[..r.len].to_vec();
+                true
+            }
+            Err(_) => false,
+        });
+        assert!(
+            done,
+            "round {round}: {:?}\n{}",
+            p.b.reassembly_stats(),
+            p.b.stats()
+        );
+        assert!(got == data, "round {round}: bytes differ");
+    }
+    assert_eq!(p.a.stats().ipv6_fragments_sent, 4 * fragments);
+    assert_eq!(p.b.reassembly_stats().reassembled, 4);
+    assert!(p.a_to_b.stats.reordered > 0);
+    assert_eq!(
+        p.b.reassembly_stats().overlap + p.b.reassembly_stats().timed_out,
+        0
+    );
+}
+
+/// UDP to an IPv6 port without a socket is answered with an ICMPv6 port unreachable,
+/// which the sender's connected socket reports as ECONNREFUSED.
+#[test]
+fn udp_to_a_closed_ipv6_port_is_refused() {
+    let mut p = pair(LinkConfig::default(), 67);
+    let c = p.a.udp.open().unwrap();
+    p.a.udp.connect(c, v6(ADDR6_B, 4444)).unwrap();
+    p.a.udp.send_to(c, b"anyone?", None).unwrap();
+    let refused = run(&mut p, 1, |p| p.a.udp.readiness(c).unwrap().error());
+    assert!(refused, "a {}\nb {}", p.a.stats(), p.b.stats());
+    assert_eq!(p.b.stats().icmpv6_unreachables_sent, 1);
+    assert_eq!(p.a.udp.take_error(c), Ok(Some(Error::ConnectionRefused)));
+}
+
+/// The families do not mix on one UDP socket either: a socket bound to IPv4 cannot
+/// send to an IPv6 address; v4-mapped addresses are the socket layer's to map.
+#[test]
+fn udp_family_errors() {
+    let mut p = pair(LinkConfig::default(), 68);
+    let s = p.a.udp.open().unwrap();
+    p.a.udp
+        .bind(s, SocketAddrV4::new([0, 0, 0, 0].into(), 5353))
+        .unwrap();
+    assert_eq!(
+        p.a.udp.send_to(s, b"x", Some(v6(ADDR6_B, 53))),
+        Err(Error::InvalidInput)
+    );
+    let t = p.a.udp.open().unwrap();
+    assert_eq!(
+        p.a.udp.bind(t, v6(ADDR_B.to_ipv6_mapped(), 53)),
+        Err(Error::InvalidInput)
+    );
+    // The IPv6 wildcard on the same port is another socket's, as with IPV6_V6ONLY.
+    assert_eq!(
+        p.a.udp.bind(t, v6(std::net::Ipv6Addr::UNSPECIFIED, 5353)),
+        Ok(())
+    );
+    let far: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
+    assert_eq!(
+        p.a.udp.send_to(t, b"x", Some(v6(far, 53))),
+        Err(Error::NetworkUnreachable)
+    );
+}

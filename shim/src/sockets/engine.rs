@@ -868,7 +868,7 @@ impl Engine {
             Kind::Udp(h) => {
                 self.handle_fd.remove(&h);
                 if let Ok(Some(l)) = self.iface.udp.local_addr(h) {
-                    self.host_unregister(Transport::Udp, l);
+                    self.host_unregister(Transport::Udp, stack_v4(l));
                 }
                 let _ = self.iface.udp.close(h);
                 self.unclaim_entry(s.claimed);

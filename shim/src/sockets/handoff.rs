@@ -346,7 +346,9 @@ impl Engine {
                     AwayKind::Listener { local, backlog }
                 }
                 Kind::Udp(h) => match stale.iface.udp.local_addr(h) {
-                    Ok(Some(local)) => AwayKind::Udp { local },
+                    Ok(Some(local)) => AwayKind::Udp {
+                        local: stack_v4(local),
+                    },
                     _ => continue,
                 },
                 // No stack state yet: the socket is simply this process's.

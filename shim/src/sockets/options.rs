@@ -456,7 +456,7 @@ pub fn getname(fd: i32, addr: i64, lenp: i64, peer: bool) -> i64 {
     let a = match (s.kind, peer) {
         (Kind::TcpStream(h), false) => e.iface.tcp.local_addr(h).map(stack_v4),
         (Kind::TcpStream(h), true) => e.iface.tcp.peer_addr(h).map(stack_v4),
-        (Kind::Udp(h), true) => e.iface.udp.peer_addr(h),
+        (Kind::Udp(h), true) => e.iface.udp.peer_addr(h).map(stack_v4),
         _ => return PASSTHROUGH,
     };
     drop(e);

@@ -9,7 +9,7 @@ use crate::time::Instant;
 use crate::wire::{
     arp, checksum, ipv4, ipv6, udp, ArpOperation, ArpRepr, EtherType, MacAddr, UdpRepr,
 };
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// What happened to one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -322,18 +322,18 @@ impl<'a> IpOut<'a> {
     }
 
     /// Sends one UDP datagram, checksumming the payload while copying it; larger than
-    /// the MTU, as IPv4 fragments (as Linux does for UDP without IP_PMTUDISC_DO).
-    pub(crate) fn send_udp(
-        &mut self,
-        src: SocketAddrV4,
-        dst: SocketAddrV4,
-        payload: &[u8],
-    ) -> Outcome {
+    /// the MTU, as IPv4 or IPv6 fragments (as Linux does for UDP without
+    /// IP_PMTUDISC_DO / IPV6_DONTFRAG).
+    pub(crate) fn send_udp(&mut self, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Outcome {
         let repr = UdpRepr {
             src_port: src.port(),
             dst_port: dst.port(),
         };
-        let (s, d) = (*src.ip(), *dst.ip());
+        let (s, d) = match (src.ip(), dst.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => (s, d),
+            (IpAddr::V6(s), IpAddr::V6(d)) => return self.send_udp6(repr, s, d, payload),
+            _ => return Outcome::Dropped(DropReason::NoRoute),
+        };
         let fill_checksum = !self.caps.checksum.tx_fill && !self.core.is_local(d);
         if ipv4::HEADER_LEN + udp::HEADER_LEN + payload.len() > self.mtu_to(d) {
             return self.send_udp_fragments(repr, s, d, payload);
@@ -379,18 +379,7 @@ impl IpOut<'_> {
             return Outcome::DeviceFull;
         }
         let total = udp::HEADER_LEN + payload.len();
-        let mut header = [0u8; udp::HEADER_LEN];
-        repr.emit_header(&mut header, payload.len());
-        let mut acc = checksum::Accumulator::with_sum(checksum::pseudo_header_sum(
-            src,
-            dst,
-            17,
-            total as u16,
-        ));
-        acc.add_bytes(&header);
-        acc.add_bytes(payload);
-        header[udp::CHECKSUM_OFFSET..]
-            .copy_from_slice(&udp::nonzero_checksum(acc.finish()).to_be_bytes());
+        let header = udp_header_summed(repr, src, dst, payload);
         let eth = self.core.eth_header(mac, EtherType::Ipv4);
         let hl = eth.header_len();
         let per_frag = (self.mtu() - ipv4::HEADER_LEN) & !7;
@@ -411,41 +400,66 @@ impl IpOut<'_> {
                 dscp_ecn: 0,
             };
             let frame_len = hl + ipv4::HEADER_LEN + len;
-            let sent = self.dev.transmit(frame_len, &mut |b| {
+            let o = self.emit_frame(frame_len, None, &mut |b| {
                 eth.emit(b);
                 ip.emit(&mut b[hl..], false);
                 let flags_offset = ((off / 8) as u16) | if more { 0x2000 } else { 0 };
                 b[hl + 6..hl + 8].copy_from_slice(&flags_offset.to_be_bytes());
                 let c = checksum::checksum(&b[hl..hl + ipv4::HEADER_LEN]);
                 b[hl + 10..hl + 12].copy_from_slice(&c.to_be_bytes());
-                // This fragment's bytes of the datagram (header, then payload).
-                let out = &mut b[hl + ipv4::HEADER_LEN..];
-                for (k, byte) in out.iter_mut().enumerate().take(len) {
-                    let at = off + k;
-                    if at < udp::HEADER_LEN {
-                        *byte = header[at];
-                    } else {
-                        break;
-                    }
-                }
-                let from = off.max(udp::HEADER_LEN);
-                let skip = from - off;
-                out[skip..len]
-                    .copy_from_slice(&payload[from - udp::HEADER_LEN..off + len - udp::HEADER_LEN]);
+                copy_datagram_part(&mut b[hl + ipv4::HEADER_LEN..], &header, payload, off, len);
             });
-            if !sent {
+            if o != Outcome::Sent {
                 // Fragments already sent are wasted; the datagram is retried whole.
-                self.core.stats.tx_device_full += 1;
-                self.core.device_full = true;
-                return Outcome::DeviceFull;
+                return o;
             }
-            self.core.stats.tx_frames += 1;
-            self.core.stats.tx_bytes += frame_len as u64;
             self.core.stats.ipv4_fragments_sent += 1;
             off += len;
         }
         Outcome::Sent
     }
+}
+
+/// The UDP header of a datagram sent in fragments, with its checksum over the whole
+/// datagram (computed in software: NICs do not checksum fragments).
+pub(super) fn udp_header_summed<A: checksum::PseudoHeaderAddr>(
+    repr: UdpRepr,
+    src: A,
+    dst: A,
+    payload: &[u8],
+) -> [u8; udp::HEADER_LEN] {
+    let total = udp::HEADER_LEN + payload.len();
+    let mut header = [0u8; udp::HEADER_LEN];
+    repr.emit_header(&mut header, payload.len());
+    let mut acc =
+        checksum::Accumulator::with_sum(checksum::pseudo_header_sum(src, dst, 17, total as u16));
+    acc.add_bytes(&header);
+    acc.add_bytes(payload);
+    header[udp::CHECKSUM_OFFSET..]
+        .copy_from_slice(&udp::nonzero_checksum(acc.finish()).to_be_bytes());
+    header
+}
+
+/// Writes bytes `[off, off + len)` of a UDP datagram (`header`, then `payload`) to the
+/// start of `out`: one fragment's share.
+pub(super) fn copy_datagram_part(
+    out: &mut [u8],
+    header: &[u8; udp::HEADER_LEN],
+    payload: &[u8],
+    off: usize,
+    len: usize,
+) {
+    for (k, byte) in out.iter_mut().enumerate().take(len) {
+        let at = off + k;
+        if at < udp::HEADER_LEN {
+            *byte = header[at];
+        } else {
+            break;
+        }
+    }
+    let from = off.max(udp::HEADER_LEN);
+    let skip = from - off;
+    out[skip..len].copy_from_slice(&payload[from - udp::HEADER_LEN..off + len - udp::HEADER_LEN]);
 }
 
 /// Writes the TCP or UDP checksum of `seg` (with the pseudo-header of `src` and `dst`,

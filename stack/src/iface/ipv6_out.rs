@@ -1,15 +1,17 @@
 //! The IPv6 output path: on-link or via the IPv6 gateway, the next hop's MAC from the
 //! IPv6 neighbour cache (resolved with Neighbor Solicitations, RFC 4861 §7.2.2, when
 //! we own neighbour discovery), the IPv6 and Ethernet headers, transport checksums with
-//! the IPv6 pseudo-header. No extension headers and no fragmentation are sent: TCP's
-//! MSS fits the MTU (MTU − 60), and a UDP datagram larger than the MTU is dropped
-//! (EMSGSIZE is the socket layer's to give).
+//! the IPv6 pseudo-header. The only extension header sent is the Fragment header of a
+//! UDP datagram larger than the MTU (TCP's MSS fits the MTU: MTU − 60).
 
-use super::ip_out::{fill_transport_checksum, IpOut, Outcome, TransportSum};
+use super::ip_out::{
+    copy_datagram_part, fill_transport_checksum, udp_header_summed, IpOut, Outcome, TransportSum,
+};
 use super::{DropReason, Lookup, NeighborMode};
 use crate::wire::icmpv6::{self, Icmpv6Repr};
 use crate::wire::ipv6::{self, next_header};
-use crate::wire::{EtherType, Ipv6Repr, MacAddr};
+use crate::wire::ipv6_ext::{FragmentRepr, FRAGMENT_HEADER_LEN};
+use crate::wire::{udp, EtherType, Ipv6Repr, MacAddr, UdpRepr};
 use core::net::{IpAddr, Ipv6Addr};
 
 impl IpOut<'_> {
@@ -128,5 +130,74 @@ impl IpOut<'_> {
             }
         };
         self.emit_frame(total, held_for.map(IpAddr::V6), &mut build)
+    }
+
+    /// Sends one UDP datagram over IPv6; larger than the MTU, in fragments (RFC 8200
+    /// §4.5: every fragment but the last a multiple of 8 bytes, one identification).
+    pub(crate) fn send_udp6(
+        &mut self,
+        repr: UdpRepr,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        payload: &[u8],
+    ) -> Outcome {
+        let len = udp::HEADER_LEN + payload.len();
+        if ipv6::HEADER_LEN + len <= self.mtu() {
+            let fill_checksum = !self.caps.checksum.tx_fill;
+            return self.send_ip6(src, dst, 17, len, TransportSum::Filled, false, |seg| {
+                repr.emit(seg, src, dst, payload, fill_checksum);
+                0
+            });
+        }
+        if self.core.device_full {
+            return Outcome::DeviceFull;
+        }
+        let mac = match self.resolve6(dst) {
+            Ok(m) => m,
+            Err(o) => return o,
+        };
+        if self.core.device_full {
+            return Outcome::DeviceFull;
+        }
+        let header = udp_header_summed(repr, src, dst, payload);
+        let eth = self.core.eth_header(mac, EtherType::Ipv6);
+        let hl = eth.header_len();
+        let per_frag = (self.mtu() - ipv6::HEADER_LEN - FRAGMENT_HEADER_LEN) & !7;
+        let ident = self.core.next_ident6;
+        self.core.next_ident6 = ident.wrapping_add(1);
+        let mut off = 0usize;
+        while off < len {
+            let n = per_frag.min(len - off);
+            let ip = Ipv6Repr {
+                src,
+                dst,
+                next_header: next_header::FRAGMENT,
+                payload_len: FRAGMENT_HEADER_LEN + n,
+                hop_limit: self.core.ttl,
+                traffic_class: 0,
+                flow_label: 0,
+            };
+            let frag = FragmentRepr {
+                next_header: next_header::UDP,
+                offset: off as u16,
+                more_fragments: off + n < len,
+                ident,
+            };
+            let frame_len = hl + ipv6::HEADER_LEN + FRAGMENT_HEADER_LEN + n;
+            let o = self.emit_frame(frame_len, None, &mut |b| {
+                eth.emit(b);
+                ip.emit(&mut b[hl..]);
+                let at = hl + ipv6::HEADER_LEN;
+                frag.emit(&mut b[at..]);
+                copy_datagram_part(&mut b[at + FRAGMENT_HEADER_LEN..], &header, payload, off, n);
+            });
+            if o != Outcome::Sent {
+                // Fragments already sent are wasted; the datagram is retried whole.
+                return o;
+            }
+            self.core.stats.ipv6_fragments_sent += 1;
+            off += n;
+        }
+        Outcome::Sent
     }
 }

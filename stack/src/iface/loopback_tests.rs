@@ -144,7 +144,7 @@ fn udp_between_loopback_sockets_and_port_unreachable() {
         .send_to(
             b,
             &big,
-            Some(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 5000)),
+            Some(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 5000).into()),
         )
         .unwrap();
     settle(&mut i, &mut dev, &mut now);
@@ -152,7 +152,7 @@ fn udp_between_loopback_sockets_and_port_unreachable() {
     let r = i.udp.recv_from(a, &mut buf).unwrap();
     assert_eq!(r.len, big.len(), "one datagram, not fragmented");
     assert_eq!(&buf[..r.len], &big[..]);
-    assert_eq!(r.from, SocketAddrV4::new(LO, 5001));
+    assert_eq!(r.from, SocketAddrV4::new(LO, 5001).into());
     // A connected socket sending to a port nobody has gets ECONNREFUSED, as on Linux.
     i.udp.connect(a, SocketAddrV4::new(LO, 5999)).unwrap();
     i.udp.send_to(a, b"x", None).unwrap();

@@ -74,6 +74,8 @@ pub struct InterfaceConfig {
     pub held_frames: usize,
     /// Seeds everything random (ephemeral ports, TCP ISNs): same seed, same run.
     pub seed: u64,
+    /// Limits of the IPv6 fragment reassembly buffer.
+    pub reassembly: reassembly::ReassemblyConfig,
     /// `Some(mtu)`: packets to the interface's own addresses and to all of
     /// 127.0.0.0/8 are delivered to itself with this MTU, never to the device (see
     /// `loopback`). None: everything goes to the device.
@@ -99,6 +101,7 @@ impl InterfaceConfig {
             reply_slots: 32,
             held_frames: 64,
             seed: 0,
+            reassembly: reassembly::ReassemblyConfig::default(),
             loopback_mtu: None,
         }
     }
@@ -172,6 +175,8 @@ pub(crate) struct Core {
     pub rx_checksum_verified: bool,
     pub stats: Stats,
     pub next_ident: u16,
+    /// Identification of the next IPv6 datagram sent in fragments.
+    pub next_ident6: u32,
     pub replies: ReplyQueue,
     pub held: HeldFrames,
     /// Something became sendable (a neighbour resolved): dispatch soon.
@@ -185,6 +190,8 @@ pub(crate) struct Core {
     pub loopback_mtu: Option<usize>,
     /// Frames to local addresses, delivered at the end of a dispatch.
     pub looped: loopback::LoopedFrames,
+    /// IPv6 fragments being put back together.
+    pub reassembly: reassembly::Reassembler,
 }
 
 impl Core {
@@ -251,6 +258,8 @@ impl Interface {
         let mut udp = UdpLayer::new(config.udp, config.seed);
         udp.local_addrs = config.addrs.clone();
         udp.gateway = config.gateway;
+        udp.local_addrs6 = config.ipv6_addrs.clone();
+        udp.gateway6 = config.ipv6_gateway;
         udp.mtu = config.mtu;
         udp.loopback = config.loopback_mtu.is_some();
         Interface {
@@ -269,6 +278,7 @@ impl Interface {
                 rx_checksum_verified: config.checksum.rx_verified,
                 stats: Stats::default(),
                 next_ident: (config.seed >> 16) as u16,
+                next_ident6: (config.seed >> 32) as u32,
                 replies: ReplyQueue::new(config.reply_slots.max(1), frame_len),
                 held: HeldFrames::new(config.held_frames, frame_len),
                 wake: false,
@@ -276,6 +286,7 @@ impl Interface {
                 last_route: None,
                 loopback_mtu: config.loopback_mtu,
                 looped: Default::default(),
+                reassembly: reassembly::Reassembler::new(config.reassembly),
             },
             udp,
             tcp: TcpLayer::new(tcp, config.seed),
@@ -297,6 +308,11 @@ impl Interface {
     pub fn stats(&self) -> &Stats {
         &self.core.stats
     }
+    /// Counters of the IPv6 fragment reassembly (datagrams put together, fragments
+    /// dropped by reason).
+    pub fn reassembly_stats(&self) -> &reassembly::ReassemblyStats {
+        self.core.reassembly.stats()
+    }
     /// Whether `ip` is one of the interface's addresses.
     pub fn has_addr(&self, ip: Ipv4Addr) -> bool {
         self.core.is_own_addr(ip)
@@ -304,7 +320,10 @@ impl Interface {
     /// The source address the interface uses toward `dst` (for connect without bind);
     /// None when `dst` is off-link and there is no gateway, or there is no address.
     pub fn source_addr(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
-        self.udp.source_for(dst)
+        match self.udp.source_for(dst.into()) {
+            Some(IpAddr::V4(a)) => Some(a),
+            _ => None,
+        }
     }
 
     /// connect(2) for TCP: like [`TcpLayer::connect`], but an unspecified local address
@@ -340,16 +359,14 @@ impl Interface {
     /// [`Interface::source_addr`] for either family: for IPv6, the address whose
     /// prefix holds `dst`, else (link-local `dst`: a link-local address) the first.
     pub fn source_ip(&self, dst: IpAddr) -> Option<IpAddr> {
-        match dst {
-            IpAddr::V4(d) => self.source_addr(d).map(IpAddr::V4),
-            IpAddr::V6(d) => self.core.ipv6_source_for(d).map(IpAddr::V6),
-        }
+        self.udp.source_for(dst)
     }
 
     pub fn ipv6_addrs(&self) -> &[Ipv6Cidr] {
         &self.core.ipv6_addrs
     }
     pub fn set_ipv6_addrs(&mut self, addrs: Vec<Ipv6Cidr>) {
+        self.udp.local_addrs6 = addrs.clone();
         self.core.ipv6_addrs = addrs;
     }
 
@@ -407,6 +424,7 @@ impl Interface {
     }
     pub fn set_ipv6_gateway(&mut self, gateway: Option<Ipv6Addr>) {
         self.core.ipv6_gateway = gateway;
+        self.udp.gateway6 = gateway;
     }
 
     /// The oldest readiness change not yet taken: UDP sockets first, then TCP.
@@ -428,9 +446,11 @@ impl Interface {
             return Some(Instant::ZERO);
         }
         let mut at = self.tcp.poll_at();
+        // The reassembly deadline frees the memory of an unfinished datagram.
         for n in [
             self.core.neighbors.poll_at(),
             self.core.neighbors6.poll_at(),
+            self.core.reassembly.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -507,6 +527,14 @@ impl Interface {
         }
         self.core.neighbors.retire_unwanted(now);
         self.core.neighbors6.retire_unwanted(now);
+        if self
+            .core
+            .reassembly
+            .next_deadline()
+            .is_some_and(|t| t <= now)
+        {
+            self.core.reassembly.expire(now);
+        }
     }
 
     /// Takes one received Ethernet frame (without FCS).
@@ -736,10 +764,15 @@ impl Interface {
                 if !core.is_own_addr(q_src) && !core.is_local(q_src) {
                     return core.stats.drop(DropReason::IcmpIgnored);
                 }
+                let error = if code == icmp::CODE_PORT_UNREACHABLE {
+                    crate::error::Error::ConnectionRefused
+                } else {
+                    crate::error::Error::HostUnreachable
+                };
                 self.udp.icmp_unreachable(
-                    SocketAddrV4::new(q_src, sport),
-                    SocketAddrV4::new(q_dst, dport),
-                    code,
+                    SocketAddrV4::new(q_src, sport).into(),
+                    SocketAddrV4::new(q_dst, dport).into(),
+                    error,
                 );
             }
             _ => core.stats.drop(DropReason::IcmpIgnored),
@@ -770,22 +803,16 @@ impl Interface {
         };
         let src = SocketAddrV4::new(ip.src, udp.src_port);
         let dst = SocketAddrV4::new(ip.dst, udp.dst_port);
-        let full_before = self.udp.rx_buffer_full;
         let info = RxInfo {
-            to: dst,
+            to: dst.into(),
             tos: ip.dscp_ecn,
             ttl: ip.ttl,
             arrival: now,
         };
-        if self.udp.deliver(src, info, packet.payload(), !unicast) {
-            if self.udp.rx_buffer_full != full_before {
-                core.stats.drop(DropReason::UdpBufferFull);
-            } else {
-                core.stats.udp_datagrams_received += 1;
-            }
+        if self.deliver_udp(src.into(), info, packet.payload(), !unicast) {
             return;
         }
-        core.stats.drop(DropReason::UdpNoSocket);
+        let core = &mut self.core;
         if unicast {
             // ICMP port unreachable quoting the IP header and 8 bytes (RFC 792/1122).
             let quote = &ip_packet[..(hl + 8).min(ip_packet.len())];
@@ -805,6 +832,24 @@ impl Interface {
                 core.stats.icmp_unreachables_sent += 1;
             }
         }
+    }
+}
+
+impl Interface {
+    /// Hands a received datagram to its socket, counted; false (counted) when no
+    /// socket takes it.
+    fn deliver_udp(&mut self, src: SocketAddr, info: RxInfo, payload: &[u8], bcast: bool) -> bool {
+        let full_before = self.udp.rx_buffer_full;
+        if self.udp.deliver(src, info, payload, bcast) {
+            if self.udp.rx_buffer_full != full_before {
+                self.core.stats.drop(DropReason::UdpBufferFull);
+            } else {
+                self.core.stats.udp_datagrams_received += 1;
+            }
+            return true;
+        }
+        self.core.stats.drop(DropReason::UdpNoSocket);
+        false
     }
 }
 

@@ -59,6 +59,7 @@ pub use cc::CongestionAlgorithm;
 pub use config::{Keepalive, Shutdown, SocketOptions, TcpConfig};
 pub use conn::State;
 use conn::Tcb;
+pub(crate) use demux::endpoint;
 use demux::{conn_key, ConnKey, FxBuild};
 pub use export::ConnectionState;
 use hash::Prng;
