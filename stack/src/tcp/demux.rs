@@ -141,7 +141,8 @@ impl TcpLayer {
         }
         let payload = packet.payload();
         if let Some(idx) = self.lookup_conn(src, seg.src_port, dst, seg.dst_port) {
-            if !self.time_wait_reusable(idx, &seg) {
+            // Only a SYN may reuse a TIME-WAIT: the common case decides without a call.
+            if !seg.syn() || !self.time_wait_reusable(idx, &seg) {
                 self.conn_input(idx, &seg, payload);
                 return;
             }
