@@ -187,7 +187,7 @@ impl TcpLayer {
     ) -> Option<u32> {
         // Ports first, then addresses, against the slot's own: no key computed and no
         // socket address built on this path (building and copying `SocketAddr`s here
-        // cost the IPv4 ping-pong benchmark ~8%: store-forwarding stalls).
+        // was its hottest spot in the IPv4 benchmark: store-forwarding stalls).
         let last = self.last_conn;
         if let Some(s) = self.slots.get(last as usize) {
             let t = &s.tcb;
