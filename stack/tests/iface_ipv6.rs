@@ -330,3 +330,24 @@ fn udp_family_errors() {
         Err(Error::NetworkUnreachable)
     );
 }
+
+/// External neighbours (AF_XDP: the kernel owns Neighbor Discovery): the interface
+/// sends no solicitation, lists the IPv6 next hop it lacks for its host, and the SYN
+/// held meanwhile leaves once the host has set it, without a retransmission.
+#[test]
+fn tcp_over_ipv6_with_neighbours_from_the_host() {
+    let mut p = IfacePair::new(NeighborMode::External, cfg(), lossless(), 69).with_ipv6();
+    let l = p.b.tcp.listen(v6(ADDR6_B, SERVER_PORT), 8).unwrap();
+    let c = p.a.tcp_connect(None, v6(ADDR6_B, SERVER_PORT)).unwrap();
+    let mut f = Flow::new(c, l, 100_000, 50_000, 5);
+    let done = run(&mut p, 10, |p| f.step(&mut p.a, &mut p.b));
+    assert!(done, "a {:?}\nb {:?}", p.a.tcp.stats(), p.b.tcp.stats());
+    f.assert_exact();
+    assert_eq!(p.a.neighbor6(ADDR6_B, p.now), Some(MAC_B));
+    assert_eq!(p.b.neighbor6(ADDR6_A, p.now), Some(MAC_A));
+    assert_eq!(p.a.missing_neighbors6().count(), 0);
+    assert_eq!(p.a.stats().nd_solicitations_sent, 0);
+    assert_eq!(p.b.stats().nd_solicitations_sent, 0);
+    assert_eq!(p.a.tcp.stats().retransmits, 0, "{:?}", p.a.tcp.stats());
+    assert_eq!(p.b.tcp.stats().retransmits, 0, "{:?}", p.b.tcp.stats());
+}

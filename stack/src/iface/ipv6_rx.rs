@@ -5,7 +5,7 @@
 //! addresses ([`super::InterfaceConfig::ipv6_addrs`]).
 
 use super::reassembly::FragmentKey;
-use super::{Core, DropReason, Interface, RxInfo};
+use super::{Core, DropReason, Interface, NeighborMode, RxInfo};
 use crate::time::Instant;
 use crate::wire::icmpv6::{self, NaFlags};
 use crate::wire::ipv6::{self, next_header};
@@ -253,7 +253,11 @@ impl Interface {
                 source_lladdr,
             } if core.is_own_ipv6(target) => {
                 // The solicitor's MAC (RFC 4861 §7.2.3): it is about to talk to us.
-                if let (Some(mac), false) = (source_lladdr, ipv6::is_unspecified(ip.src)) {
+                // (External neighbours: the host's table is the only source.)
+                let own_nd = core.neighbor_mode == NeighborMode::OwnArp;
+                if let (Some(mac), false, true) =
+                    (source_lladdr, ipv6::is_unspecified(ip.src), own_nd)
+                {
                     core.neighbors6.insert(ip.src, mac, now, true);
                     core.wake = true;
                 }
@@ -309,7 +313,7 @@ impl Interface {
                 target,
                 target_lladdr: Some(mac),
                 ..
-            } if !core.is_own_ipv6(target) => {
+            } if !core.is_own_ipv6(target) && core.neighbor_mode == NeighborMode::OwnArp => {
                 if core.neighbors6.refresh(target, mac, now) {
                     core.wake = true;
                 } else {
