@@ -37,11 +37,15 @@ impl TcpLayer {
         if local.ip().is_unspecified() {
             return Err(Error::AddrNotAvailable);
         }
-        let broadcast = matches!(remote.ip(), IpAddr::V4(a) if a.is_broadcast());
+        // Both ends unicast: `receive` relies on it to skip address checks for a
+        // segment that finds its connection.
+        let broadcast = |a: SocketAddr| matches!(a.ip(), IpAddr::V4(a) if a.is_broadcast());
         if remote.port() == 0
             || remote.ip().is_unspecified()
-            || broadcast
+            || broadcast(remote)
             || remote.ip().is_multicast()
+            || broadcast(local)
+            || local.ip().is_multicast()
         {
             return Err(Error::InvalidInput);
         }

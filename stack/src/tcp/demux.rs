@@ -135,11 +135,9 @@ impl TcpLayer {
             self.stats.drops_malformed += 1;
             return;
         }
-        if !is_unicast(src) || !is_unicast(dst) || src.is_ipv4() != dst.is_ipv4() {
-            self.stats.drops_malformed += 1;
-            return;
-        }
         let payload = packet.payload();
+        // A connection's addresses are unicast and of one family (connect and the
+        // listeners check), so a segment that finds one needs no address checks.
         if let Some(idx) = self.lookup_conn(src, seg.src_port, dst, seg.dst_port) {
             // Only a SYN may reuse a TIME-WAIT: the common case decides without a call.
             if !seg.syn() || !self.time_wait_reusable(idx, &seg) {
@@ -150,6 +148,9 @@ impl TcpLayer {
             let s = &mut self.slots[idx as usize];
             s.tcb.state = State::Closed;
             self.on_conn_closed(idx);
+        } else if !is_unicast(src) || !is_unicast(dst) || src.is_ipv4() != dst.is_ipv4() {
+            self.stats.drops_malformed += 1;
+            return;
         }
         let local = SocketAddr::new(dst, seg.dst_port);
         let remote = SocketAddr::new(src, seg.src_port);
