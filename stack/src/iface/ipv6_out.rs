@@ -11,7 +11,7 @@ use super::{DropReason, Lookup, NeighborMode};
 use crate::wire::icmpv6::{self, Icmpv6Repr};
 use crate::wire::ipv6::{self, next_header};
 use crate::wire::ipv6_ext::{FragmentRepr, FRAGMENT_HEADER_LEN};
-use crate::wire::{udp, EtherType, Ipv6Repr, MacAddr, UdpRepr};
+use crate::wire::{udp, EtherType, Ipv6Packet, Ipv6Repr, MacAddr, UdpRepr};
 use core::net::{IpAddr, Ipv6Addr};
 
 impl IpOut<'_> {
@@ -120,6 +120,7 @@ impl IpOut<'_> {
         let hl = eth.header_len();
         let total = hl + ipv6::HEADER_LEN + len;
         let offload = self.caps.checksum.tx_fill;
+        let secret = self.core.flow_secret;
         let mut build = |b: &mut [u8]| {
             eth.emit(b);
             ip.emit(&mut b[hl..]);
@@ -127,6 +128,11 @@ impl IpOut<'_> {
             let tail_sum = fill(seg);
             if !offload {
                 fill_transport_checksum(seg, src, dst, protocol, transport_sum, tail_sum);
+            }
+            // The ports are known once the transport wrote its header.
+            if let Some(ports) = seg.first_chunk::<4>().map(|p| u32::from_be_bytes(*p)) {
+                let label = flow_label(secret, src, dst, protocol, ports);
+                Ipv6Packet::new_unchecked(&mut b[hl..]).set_version_class_flow(0, label);
             }
         };
         self.emit_frame(total, held_for.map(IpAddr::V6), &mut build)
@@ -168,6 +174,7 @@ impl IpOut<'_> {
         let mut off = 0usize;
         while off < len {
             let n = per_frag.min(len - off);
+            let ports = (repr.src_port as u32) << 16 | repr.dst_port as u32;
             let ip = Ipv6Repr {
                 src,
                 dst,
@@ -175,7 +182,7 @@ impl IpOut<'_> {
                 payload_len: FRAGMENT_HEADER_LEN + n,
                 hop_limit: self.core.ttl,
                 traffic_class: 0,
-                flow_label: 0,
+                flow_label: flow_label(self.core.flow_secret, src, dst, 17, ports),
             };
             let frag = FragmentRepr {
                 next_header: next_header::UDP,
@@ -200,4 +207,18 @@ impl IpOut<'_> {
         }
         Outcome::Sent
     }
+}
+
+/// The flow label of a transport flow (RFC 6437): a keyed hash of its addresses,
+/// protocol and ports (`ports`: source port in the high half), the same for every
+/// packet of the flow, never 0, unpredictable without the interface's seed.
+fn flow_label(secret: u64, src: Ipv6Addr, dst: Ipv6Addr, protocol: u8, ports: u32) -> u32 {
+    let (s, d) = (src.to_bits(), dst.to_bits());
+    let words = [s as u64, (s >> 64) as u64, d as u64, (d >> 64) as u64];
+    let mut h = secret ^ ((protocol as u64) << 32 | ports as u64);
+    for w in words {
+        h = (h.rotate_left(23) ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    let label = ((h ^ (h >> 29)) >> 40) as u32 & 0xf_ffff;
+    label.max(1)
 }

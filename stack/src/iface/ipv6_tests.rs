@@ -498,3 +498,38 @@ fn overlapping_ipv6_fragments_drop_the_datagram() {
     assert_eq!(i.reassembly_stats().reassembled, 1);
     assert_eq!(i.udp.next_datagram_len(u), Ok(40));
 }
+
+/// Every packet of a TCP connection over IPv6 carries the same non-zero flow label
+/// (RFC 6437), and another connection (another source port) another one.
+#[test]
+fn a_connection_keeps_its_flow_label() {
+    let mut i = iface6();
+    i.tcp.listen(SocketAddr::new(IP6_A.into(), 80), 4).unwrap();
+    i.set_neighbor6(IP6_B, MAC_B);
+    let mut dev = QueueDevice::new(1500);
+    let label = |f: &[u8]| Ipv6Packet::new_checked(&f[14..]).unwrap().flow_label();
+    let syn = tcp_syn6(IP6_B, IP6_A, 80);
+    let frame = frame6(MAC_A, IP6_B, IP6_A, 64, next_header::TCP, &[], &syn);
+    i.receive(T0, &frame);
+    i.dispatch(T0, &mut dev);
+    let first = label(&dev.frames.pop_front().unwrap());
+    assert_ne!(first, 0);
+    // The SYN-ACK's retransmission: the same flow, the same label.
+    let later = T0 + crate::time::Duration::from_secs(3);
+    i.dispatch(later, &mut dev);
+    let again = dev.frames.pop_front().expect("a retransmitted SYN-ACK");
+    assert_eq!(sent6(&again).2[13], 0x12);
+    assert_eq!(label(&again), first);
+    // Another source port: another flow.
+    let mut other = syn.clone();
+    other[0..2].copy_from_slice(&40001u16.to_be_bytes());
+    other[16..18].fill(0);
+    let c = checksum::transport_checksum(IP6_B, IP6_A, 6, &other);
+    other[16..18].copy_from_slice(&c.to_be_bytes());
+    let frame = frame6(MAC_A, IP6_B, IP6_A, 64, next_header::TCP, &[], &other);
+    i.receive(later, &frame);
+    i.dispatch(later, &mut dev);
+    let second = label(&dev.frames.pop_back().unwrap());
+    assert_ne!(second, 0);
+    assert_ne!(second, first);
+}

@@ -177,6 +177,8 @@ pub(crate) struct Core {
     pub next_ident: u16,
     /// Identification of the next IPv6 datagram sent in fragments.
     pub next_ident6: u32,
+    /// Keys the IPv6 flow labels (`ipv6_out::flow_label`).
+    pub flow_secret: u64,
     pub replies: ReplyQueue,
     pub held: HeldFrames,
     /// Something became sendable (a neighbour resolved): dispatch soon.
@@ -279,6 +281,7 @@ impl Interface {
                 stats: Stats::default(),
                 next_ident: (config.seed >> 16) as u16,
                 next_ident6: (config.seed >> 32) as u32,
+                flow_secret: config.seed.rotate_left(17) ^ 0x666c_6f77_6c61_6265,
                 replies: ReplyQueue::new(config.reply_slots.max(1), frame_len),
                 held: HeldFrames::new(config.held_frames, frame_len),
                 wake: false,
