@@ -511,7 +511,7 @@ impl IpTx for IpOut<'_> {
     fn max_segment(&self, dst: IpAddr) -> usize {
         match dst {
             IpAddr::V4(d) => self.mtu_to(d) - ipv4::HEADER_LEN,
-            IpAddr::V6(_) => self.mtu() - ipv6::HEADER_LEN,
+            IpAddr::V6(d) => self.mtu6_to(d) - ipv6::HEADER_LEN,
         }
     }
 

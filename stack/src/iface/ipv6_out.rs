@@ -14,6 +14,22 @@ use crate::wire::ipv6_ext::{FragmentRepr, FRAGMENT_HEADER_LEN};
 use crate::wire::{udp, EtherType, Ipv6Packet, Ipv6Repr, MacAddr, UdpRepr};
 use core::net::{IpAddr, Ipv6Addr};
 
+impl super::Core {
+    /// The IPv6 header of a packet the stack originates (flow label 0: the caller
+    /// sets it once it knows the flow).
+    fn ipv6_header(&self, src: Ipv6Addr, dst: Ipv6Addr, protocol: u8, len: usize) -> Ipv6Repr {
+        Ipv6Repr {
+            src,
+            dst,
+            next_header: protocol,
+            payload_len: len,
+            hop_limit: self.ttl,
+            traffic_class: 0,
+            flow_label: 0,
+        }
+    }
+}
+
 impl IpOut<'_> {
     /// The destination MAC for `dst`, resolving it if needed; `Err(Pending)` comes with
     /// the next hop being resolved in `self.unresolved6`.
@@ -57,13 +73,10 @@ impl IpOut<'_> {
             .core
             .eth_header(ipv6::multicast_mac(dst), EtherType::Ipv6);
         let ip = Ipv6Repr {
-            src,
-            dst,
-            next_header: next_header::ICMPV6,
-            payload_len: msg.buffer_len(),
             hop_limit: icmpv6::ND_HOP_LIMIT,
-            traffic_class: 0,
-            flow_label: 0,
+            ..self
+                .core
+                .ipv6_header(src, dst, next_header::ICMPV6, msg.buffer_len())
         };
         let hl = eth.header_len();
         let len = hl + ipv6::HEADER_LEN + msg.buffer_len();
@@ -93,6 +106,9 @@ impl IpOut<'_> {
         hold: bool,
         mut fill: impl FnMut(&mut [u8]) -> u16,
     ) -> Outcome {
+        if self.core.is_local6(dst) {
+            return self.send_local6(src, dst, protocol, len, &mut fill);
+        }
         if self.core.device_full {
             return Outcome::DeviceFull;
         }
@@ -108,15 +124,7 @@ impl IpOut<'_> {
             return Outcome::DeviceFull;
         }
         let eth = self.core.eth_header(mac, EtherType::Ipv6);
-        let ip = Ipv6Repr {
-            src,
-            dst,
-            next_header: protocol,
-            payload_len: len,
-            hop_limit: self.core.ttl,
-            traffic_class: 0,
-            flow_label: 0,
-        };
+        let ip = self.core.ipv6_header(src, dst, protocol, len);
         let hl = eth.header_len();
         let total = hl + ipv6::HEADER_LEN + len;
         let offload = self.caps.checksum.tx_fill;
@@ -138,6 +146,46 @@ impl IpOut<'_> {
         self.emit_frame(total, held_for.map(IpAddr::V6), &mut build)
     }
 
+    /// `send_ip6` to a local address (loopback on): into the looped queue, delivered at
+    /// the end of the dispatch, transport checksum left zero (never verified there).
+    fn send_local6(
+        &mut self,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        protocol: u8,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> u16,
+    ) -> Outcome {
+        if ipv6::HEADER_LEN + len > self.mtu6_to(dst) {
+            return Outcome::Dropped(DropReason::TxTooBig);
+        }
+        let Some(mut b) = self.core.looped.take() else {
+            // As a full device ring: the transport keeps the data for the next dispatch.
+            self.core.stats.tx_device_full += 1;
+            return Outcome::DeviceFull;
+        };
+        let eth = self.core.eth_header(self.core.mac, EtherType::Ipv6);
+        let ip = self.core.ipv6_header(src, dst, protocol, len);
+        let hl = eth.header_len();
+        let total = hl + ipv6::HEADER_LEN + len;
+        b.resize(total, 0);
+        eth.emit(&mut b);
+        ip.emit(&mut b[hl..]);
+        fill(&mut b[hl + ipv6::HEADER_LEN..]);
+        self.core.looped.ready.push_back(b);
+        self.core.stats.tx_frames += 1;
+        self.core.stats.tx_bytes += total as u64;
+        Outcome::Sent
+    }
+
+    /// The MTU toward IPv6 `dst`: local delivery has its own (loopback on).
+    pub(super) fn mtu6_to(&self, dst: Ipv6Addr) -> usize {
+        match self.core.loopback_mtu {
+            Some(m) if self.core.is_local6(dst) => m,
+            _ => self.mtu(),
+        }
+    }
+
     /// Sends one UDP datagram over IPv6; larger than the MTU, in fragments (RFC 8200
     /// §4.5: every fragment but the last a multiple of 8 bytes, one identification).
     pub(crate) fn send_udp6(
@@ -148,12 +196,16 @@ impl IpOut<'_> {
         payload: &[u8],
     ) -> Outcome {
         let len = udp::HEADER_LEN + payload.len();
-        if ipv6::HEADER_LEN + len <= self.mtu() {
-            let fill_checksum = !self.caps.checksum.tx_fill;
+        if ipv6::HEADER_LEN + len <= self.mtu6_to(dst) {
+            let fill_checksum = !self.caps.checksum.tx_fill && !self.core.is_local6(dst);
             return self.send_ip6(src, dst, 17, len, TransportSum::Filled, false, |seg| {
                 repr.emit(seg, src, dst, payload, fill_checksum);
                 0
             });
+        }
+        if self.core.is_local6(dst) {
+            // Local delivery does not reassemble: its MTU is sized so no datagram needs it.
+            return Outcome::Dropped(DropReason::TxTooBig);
         }
         if self.core.device_full {
             return Outcome::DeviceFull;
@@ -176,13 +228,10 @@ impl IpOut<'_> {
             let n = per_frag.min(len - off);
             let ports = (repr.src_port as u32) << 16 | repr.dst_port as u32;
             let ip = Ipv6Repr {
-                src,
-                dst,
-                next_header: next_header::FRAGMENT,
-                payload_len: FRAGMENT_HEADER_LEN + n,
-                hop_limit: self.core.ttl,
-                traffic_class: 0,
                 flow_label: flow_label(self.core.flow_secret, src, dst, 17, ports),
+                ..self
+                    .core
+                    .ipv6_header(src, dst, next_header::FRAGMENT, FRAGMENT_HEADER_LEN + n)
             };
             let frag = FragmentRepr {
                 next_header: next_header::UDP,

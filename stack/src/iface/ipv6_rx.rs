@@ -25,6 +25,11 @@ impl Core {
     pub fn is_own_ipv6(&self, ip: Ipv6Addr) -> bool {
         self.ipv6_addrs.iter().any(|c| c.addr == ip)
     }
+    /// True when packets to `ip` are delivered locally (loopback on, and `ip` one of
+    /// ours: give the interface ::1 to have it).
+    pub fn is_local6(&self, ip: Ipv6Addr) -> bool {
+        self.loopback_mtu.is_some() && self.is_own_ipv6(ip)
+    }
     /// Source address toward `dst` (see [`super::udp::ipv6_source`]).
     pub fn ipv6_source_for(&self, dst: Ipv6Addr) -> Option<Ipv6Addr> {
         super::udp::ipv6_source(&self.ipv6_addrs, self.ipv6_gateway, dst)
@@ -75,8 +80,9 @@ impl Interface {
         }
         // A v4-mapped address is never on the wire (RFC 4291 §2.5.5.2); accepting one
         // would let a packet pose as an IPv4 peer.
+        // Our own source comes only from local delivery (loopback on).
         if ipv6::is_multicast(ip.src)
-            || core.is_own_ipv6(ip.src)
+            || (core.is_own_ipv6(ip.src) && core.loopback_mtu.is_none())
             || ip.src.to_ipv4_mapped().is_some()
         {
             return core.stats.drop(DropReason::Ipv6BadSource);
