@@ -9,7 +9,7 @@
 //! `cargo run --release -p stack --example tcp_vs_smoltcp [-- MB ROUNDTRIPS MTU]`
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::time::Duration as CpuTime;
 
 use stack::error::Error;
@@ -53,17 +53,20 @@ impl Wire {
 }
 
 impl IpTx for Wire {
-    fn max_segment(&self, _dst: Ipv4Addr) -> usize {
+    fn max_segment(&self, _dst: IpAddr) -> usize {
         self.mtu - ipv4::HEADER
     }
     fn send(
         &mut self,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: IpAddr,
+        dst: IpAddr,
         proto: IpProtocol,
         len: usize,
         fill: &mut dyn FnMut(&mut [u8]),
     ) -> bool {
+        let (IpAddr::V4(src), IpAddr::V4(dst)) = (src, dst) else {
+            unreachable!("the benchmark's addresses are IPv4")
+        };
         let mut p = self.pool.pop().unwrap_or_default();
         p.clear();
         p.resize(ipv4::HEADER + len, 0);

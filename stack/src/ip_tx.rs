@@ -1,6 +1,7 @@
-//! The contract between IPv4 (in `iface`) and the transports above it (TCP, UDP, ICMP).
+//! The contract between IP (IPv4 and IPv6, in `iface`) and the transports above it
+//! (TCP, UDP, ICMP).
 
-use core::net::Ipv4Addr;
+use core::net::IpAddr;
 
 /// IP protocol numbers the stack carries (the discriminants are the numbers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -18,15 +19,16 @@ impl IpProtocol {
     }
 }
 
-/// How a transport hands one IPv4 packet down.
+/// How a transport hands one IP packet down (IPv4 or IPv6, by the addresses' family;
+/// `src` and `dst` are always of the same family).
 ///
 /// The transport writes its header and payload with `fill`; the IP layer then fills the
 /// transport checksum (TCP at offset 16, UDP at offset 6, using the pseudo-header)
-/// unless the device offloads it, writes the IPv4 and Ethernet headers, and queues the
+/// unless the device offloads it, writes the IP and Ethernet headers, and queues the
 /// frame. Fusing the checksum into the copy is the IP layer's business, not the caller's.
 pub trait IpTx {
     /// Largest transport segment (header + payload) one packet to `dst` may carry.
-    fn max_segment(&self, dst: Ipv4Addr) -> usize;
+    fn max_segment(&self, dst: IpAddr) -> usize;
 
     /// Sends one packet. Returns false, without calling `fill`, only when the device has
     /// no room now: the transport keeps the data and tries again on a later dispatch.
@@ -36,8 +38,8 @@ pub trait IpTx {
     /// retransmission and timeouts deal with the loss.
     fn send(
         &mut self,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: IpAddr,
+        dst: IpAddr,
         proto: IpProtocol,
         len: usize,
         fill: &mut dyn FnMut(&mut [u8]),
@@ -51,8 +53,8 @@ pub trait IpTx {
     /// default does.
     fn send_summed(
         &mut self,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: IpAddr,
+        dst: IpAddr,
         proto: IpProtocol,
         len: usize,
         summed_from: usize,

@@ -7,7 +7,7 @@
 //! tested without the interface; [`IfacePair`] runs two [`Interface`]s over the same
 //! [`Link`]s, each driven only when the shim would drive it.
 
-use core::net::{Ipv4Addr, SocketAddrV4};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::collections::BinaryHeap;
 
 use crate::device::{ChecksumOffload, Device, DeviceCaps};
@@ -17,7 +17,7 @@ use crate::tcp::hash::Prng;
 use crate::tcp::{TcpConfig, TcpLayer};
 use crate::time::{Duration, Instant};
 use crate::wire::checksum::transport_checksum;
-use crate::wire::{Ipv4Cidr, MacAddr};
+use crate::wire::{Ipv4Cidr, Ipv6Cidr, MacAddr};
 
 /// How a link misbehaves. Probabilities are per packet.
 #[derive(Clone, Debug)]
@@ -262,18 +262,23 @@ pub struct SimIpTx<'a> {
 }
 
 impl IpTx for SimIpTx<'_> {
-    fn max_segment(&self, _dst: Ipv4Addr) -> usize {
+    fn max_segment(&self, _dst: IpAddr) -> usize {
         self.link.cfg.mtu - ipv4::HEADER
     }
 
+    /// IPv4 only: [`IfacePair`] carries IPv6.
     fn send(
         &mut self,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: IpAddr,
+        dst: IpAddr,
         proto: IpProtocol,
         len: usize,
         fill: &mut dyn FnMut(&mut [u8]),
     ) -> bool {
+        let (IpAddr::V4(src), IpAddr::V4(dst)) = (src, dst) else {
+            self.link.stats.lost += 1;
+            return true;
+        };
         if let Some(b) = self.budget.as_mut() {
             if *b == 0 {
                 return false;
@@ -497,12 +502,16 @@ pub struct IfacePair {
     pub a_to_b: Link,
     pub b_to_a: Link,
     pub resolve_delay: Duration,
-    /// Per side: when its kernel's table has the peer (None: not yet resolving).
-    kernel_knows_peer: [Option<Instant>; 2],
+    /// Per side and family (IPv4, IPv6): when its kernel's table has the peer (None:
+    /// not yet resolving).
+    kernel_knows_peer: [[Option<Instant>; 2]; 2],
 }
 
 pub const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 1]);
 pub const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 2]);
+/// The IPv6 addresses [`IfacePair::with_ipv6`] gives `a` and `b` (in fd77::/64).
+pub const ADDR6_A: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
+pub const ADDR6_B: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
 
 impl IfacePair {
     /// Both interfaces with `neighbor_mode` (and otherwise default settings) over two
@@ -528,35 +537,49 @@ impl IfacePair {
             a_to_b: Link::new(link.clone(), p.next_u64()),
             b_to_a: Link::new(link, p.next_u64()),
             resolve_delay: Duration::from_micros(100),
-            kernel_knows_peer: [None, None],
+            kernel_knows_peer: [[None, None], [None, None]],
         }
+    }
+
+    /// Gives `a` and `b` IPv6 addresses too ([`ADDR6_A`], [`ADDR6_B`], one /64): both
+    /// then speak IPv4 and IPv6 on the segment; IPv6 neighbours come from Neighbor
+    /// Discovery or, in External mode, from the host as IPv4's do.
+    pub fn with_ipv6(mut self) -> Self {
+        self.a.set_ipv6_addrs(vec![Ipv6Cidr::new(ADDR6_A, 64)]);
+        self.b.set_ipv6_addrs(vec![Ipv6Cidr::new(ADDR6_B, 64)]);
+        self
     }
 
     /// The host of one side: answer what the interface misses from the kernel's table,
     /// then dispatch.
     fn drive(&mut self, side: usize) {
         let now = self.now;
-        let (iface, link, peer, peer_mac) = if side == 0 {
-            (&mut self.a, &mut self.a_to_b, ADDR_B, MAC_B)
+        let (iface, link, peer, peer6, peer_mac) = if side == 0 {
+            (&mut self.a, &mut self.a_to_b, ADDR_B, ADDR6_B, MAC_B)
         } else {
-            (&mut self.b, &mut self.b_to_a, ADDR_A, MAC_A)
+            (&mut self.b, &mut self.b_to_a, ADDR_A, ADDR6_A, MAC_A)
         };
-        let wants_peer = iface.missing_neighbors().any(|ip| ip == peer);
-        if wants_peer {
-            match self.kernel_knows_peer[side] {
-                Some(at) if now >= at => iface.set_neighbor(peer, peer_mac),
+        let wants = [
+            iface.missing_neighbors().any(|ip| ip == peer),
+            iface.missing_neighbors6().any(|ip| ip == peer6),
+        ];
+        for (family, _) in wants.iter().enumerate().filter(|(_, &w)| w) {
+            match self.kernel_knows_peer[family][side] {
+                Some(at) if now >= at => match family {
+                    0 => iface.set_neighbor(peer, peer_mac),
+                    _ => iface.set_neighbor6(peer6, peer_mac),
+                },
                 Some(_) => {}
                 None => {
-                    // The ARP request goes out now; the peer's kernel learns us from it.
+                    // The ARP request (or NS) goes out now; the peer's kernel learns
+                    // us from it.
                     let learn = |k: &mut Option<Instant>, at: Instant| {
                         *k = Some(k.map_or(at, |t| t.min(at)));
                     };
                     let d = self.resolve_delay;
-                    learn(&mut self.kernel_knows_peer[side], now + d);
-                    learn(
-                        &mut self.kernel_knows_peer[1 - side],
-                        now + Duration(d.0 / 2),
-                    );
+                    let known = &mut self.kernel_knows_peer[family];
+                    learn(&mut known[side], now + d);
+                    learn(&mut known[1 - side], now + Duration(d.0 / 2));
                 }
             }
         }

@@ -8,7 +8,7 @@
 mod tcp_common;
 use tcp_common::*;
 
-use core::net::Ipv4Addr;
+use core::net::IpAddr;
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use stack::ip_tx::{IpProtocol, IpTx};
@@ -56,7 +56,7 @@ struct MptcpTx<'a> {
 }
 
 impl IpTx for MptcpTx<'_> {
-    fn max_segment(&self, dst: Ipv4Addr) -> usize {
+    fn max_segment(&self, dst: IpAddr) -> usize {
         // TCP sizes its segments to leave room for the largest option.
         let reserve = if self.conn.is_some() { OPTION_SPACE } else { 0 };
         self.inner.max_segment(dst) - reserve
@@ -64,8 +64,8 @@ impl IpTx for MptcpTx<'_> {
 
     fn send(
         &mut self,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: IpAddr,
+        dst: IpAddr,
         proto: IpProtocol,
         len: usize,
         fill: &mut dyn FnMut(&mut [u8]),

@@ -551,7 +551,7 @@ fn a_full_pool_reports_new_syns_to_the_host_instead_of_answering_them() {
     assert_eq!(p.b.stats().syn_cookies_sent, 0);
     assert_eq!(
         p.b.take_overflow(),
-        vec![(TcpPair::addr_b(SERVER_PORT), third)]
+        vec![(TcpPair::addr_b(SERVER_PORT).into(), third.into())]
     );
     assert!(p.b.take_overflow().is_empty());
     assert!(p.b.stats().syn_overflow >= 1);
@@ -588,8 +588,8 @@ fn an_imported_connection_with_unknown_ts_recent_takes_any_peer_clock() {
     };
     fresh.receive(
         now,
-        *state.remote.ip(),
-        *state.local.ip(),
+        state.remote.ip(),
+        state.local.ip(),
         &segment(&data, b"hello"),
     );
     let mut got = Vec::new();
@@ -603,8 +603,8 @@ fn an_imported_connection_with_unknown_ts_recent_takes_any_peer_clock() {
     };
     fresh.receive(
         now,
-        *state.remote.ip(),
-        *state.local.ip(),
+        state.remote.ip(),
+        state.local.ip(),
         &segment(&old, b"stale"),
     );
     got.clear();

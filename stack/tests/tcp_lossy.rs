@@ -106,13 +106,13 @@ struct Recording<'a> {
 }
 
 impl stack::ip_tx::IpTx for Recording<'_> {
-    fn max_segment(&self, dst: std::net::Ipv4Addr) -> usize {
+    fn max_segment(&self, dst: std::net::IpAddr) -> usize {
         self.tx.max_segment(dst)
     }
     fn send(
         &mut self,
-        src: std::net::Ipv4Addr,
-        dst: std::net::Ipv4Addr,
+        src: std::net::IpAddr,
+        dst: std::net::IpAddr,
         proto: stack::ip_tx::IpProtocol,
         len: usize,
         fill: &mut dyn FnMut(&mut [u8]),

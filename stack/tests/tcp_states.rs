@@ -464,8 +464,11 @@ fn readiness_changes_are_reported_once() {
     assert_eq!(&buf[..5], b"hello");
     assert!(!p.b.readiness(s).readable());
     assert_eq!(p.b.recv(s, &mut buf), Err(Error::WouldBlock));
-    assert_eq!(p.a.local_addr(c).unwrap().ip(), &ADDR_A);
-    assert_eq!(p.a.peer_addr(c).unwrap(), TcpPair::addr_b(SERVER_PORT));
+    assert_eq!(p.a.local_addr(c).unwrap().ip(), ADDR_A);
+    assert_eq!(
+        p.a.peer_addr(c).unwrap(),
+        TcpPair::addr_b(SERVER_PORT).into()
+    );
     assert_eq!(p.b.accept(l), Err(Error::WouldBlock));
     assert_eq!(
         p.b.listen(TcpPair::addr_b(SERVER_PORT), 1),

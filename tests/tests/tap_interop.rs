@@ -293,7 +293,7 @@ fn udp_both_ways_and_icmp_errors() {
                 i.udp.recv_from(s, &mut buf).ok().map(|r| (r.len, r.from))
             })
             .expect("datagram from the kernel");
-        assert_eq!(*from.ip(), KERNEL_IP);
+        assert_eq!(from.ip(), KERNEL_IP);
         stack
             .with(|i| i.udp.send_to(s, &buf[..n], Some(from)))
             .unwrap();
@@ -336,7 +336,7 @@ fn udp_both_ways_and_icmp_errors() {
             i.udp.send_to(
                 s,
                 b"from the stack",
-                Some(SocketAddrV4::new(KERNEL_IP, 7100)),
+                Some(SocketAddrV4::new(KERNEL_IP, 7100).into()),
             )
         })
         .unwrap();
@@ -344,7 +344,7 @@ fn udp_both_ways_and_icmp_errors() {
     stack
         .with(|i| {
             i.udp
-                .send_to(s, &big, Some(SocketAddrV4::new(KERNEL_IP, 7100)))
+                .send_to(s, &big, Some(SocketAddrV4::new(KERNEL_IP, 7100).into()))
         })
         .unwrap();
     let (data, from, got_big) = server.join().unwrap();

@@ -8,7 +8,7 @@ use super::engine::{CALLS_IN_FLIGHT, MOVE_PENDING};
 use super::kernel;
 use super::log::debug;
 use super::process::{self, active, block_on, engine, Attempt, Deadline};
-use super::sockaddr::{self, AppAddr};
+use super::sockaddr::{self, stack_v4, AppAddr};
 use fastnet_stats::Counter;
 use rewriter::{SyscallArgs, PASSTHROUGH};
 use stack::error::Error;
@@ -863,12 +863,13 @@ fn adopt_accepted(
             return err(x);
         }
     };
-    let peer = e.iface.tcp.peer_addr(h).ok();
+    let peer = e.iface.tcp.peer_addr(h).map(stack_v4).ok();
     // The connection keeps its port steered to us even after the listener closes.
     let local = e
         .iface
         .tcp
         .local_addr(h)
+        .map(stack_v4)
         .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
     let claimed = claim_for(Transport::Tcp, local).filter(|&(t, p)| e.claim(t, p).is_ok());
     if let Some(stale) = e.fds.remove(cfd) {

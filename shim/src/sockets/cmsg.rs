@@ -232,7 +232,8 @@ pub fn write_recv(
             w.put(libc::SOL_SOCKET, ty, bytes_of(&tv))?;
         }
     }
-    let dst = info.to.ip().octets();
+    let to = super::sockaddr::stack_v4(info.to);
+    let dst = to.ip().octets();
     if want.pktinfo6 {
         let mut addr = [0u8; 16];
         addr[10] = 0xff;
@@ -264,7 +265,7 @@ pub fn write_recv(
     }
     if want.origdstaddr {
         let mut sa = [0u8; 16];
-        super::sockaddr::write(info.to, false, &mut sa);
+        super::sockaddr::write(to, false, &mut sa);
         w.put(libc::SOL_IP, libc::IP_ORIGDSTADDR, &sa)?;
     }
     Ok(())

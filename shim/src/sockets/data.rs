@@ -10,7 +10,7 @@ use super::cmsg;
 use super::engine::{Engine, Kind};
 use super::kernel;
 use super::process::{block_on, engine, Attempt, Deadline};
-use super::sockaddr::{self, AppAddr};
+use super::sockaddr::{self, stack_v4, AppAddr};
 use rewriter::PASSTHROUGH;
 use stack::error::Error;
 use stack::iface::RxInfo;
@@ -306,7 +306,7 @@ fn udp_recv(
                     return Attempt::Done(Ok(Datagram {
                         len: d.len,
                         full: d.datagram_len,
-                        from: Some(d.from),
+                        from: Some(stack_v4(d.from)),
                         origin: Origin::Stack(d.info),
                     }))
                 }
@@ -399,7 +399,10 @@ fn udp_send(
     let r = if iov.len() == 1 {
         // SAFETY: the app passed this buffer for this call to read from.
         match unsafe { appmem::slice(iov[0].iov_base as i64, iov[0].iov_len) } {
-            Ok(b) => e.iface.udp.send_to_from(h, b, dst, src),
+            Ok(b) => e
+                .iface
+                .udp
+                .send_to_from(h, b, dst.map(Into::into), src.map(Into::into)),
             Err(x) => return err(x),
         }
     } else {
@@ -413,7 +416,9 @@ fn udp_send(
                     Err(_) => return Err(Error::InvalidInput),
                 }
             }
-            e.iface.udp.send_to_from(h, &g, dst, src)
+            e.iface
+                .udp
+                .send_to_from(h, &g, dst.map(Into::into), src.map(Into::into))
         })
     };
     let r = match r {
@@ -438,7 +443,7 @@ fn udp_dst(
     if addr == 0 {
         // The connected peer: checked only where it is this host (no route lookup
         // per datagram).
-        let Some(peer) = h.and_then(|h| e.iface.udp.peer_addr(h).ok()) else {
+        let Some(peer) = h.and_then(|h| e.iface.udp.peer_addr(h).ok().map(stack_v4)) else {
             return Ok(None);
         };
         return match e.is_host_addr(*peer.ip()) {
@@ -647,15 +652,16 @@ pub fn recvmsg(fd: i32, msg: i64, flags: i32) -> i64 {
                         .from
                         .is_some_and(|f| f.ip().is_loopback() || *f.ip() == iface_addr);
                     // Traffic from this host arrives on lo, as Linux reports it.
+                    let to = stack_v4(info.to);
                     let at = cmsg::Arrival {
-                        ifindex: if from_host || info.to.ip().is_loopback() {
+                        ifindex: if from_host || to.ip().is_loopback() {
                             LOOPBACK_IFINDEX
                         } else {
                             ifindex
                         },
                         spec_dst: cmsg::spec_dst(
-                            info.to,
-                            info.to.ip().is_loopback() || *info.to.ip() == iface_addr,
+                            to,
+                            to.ip().is_loopback() || *to.ip() == iface_addr,
                             iface_addr,
                         ),
                     };

@@ -11,6 +11,7 @@ use super::epoll::EpollSet;
 use super::fdtable::FdTable;
 use super::kernel;
 use super::netdev::{FastIface, LOOPBACK_MTU};
+use super::sockaddr::stack_v4;
 use fastnet_stats::{Counter, OptionCall, StatsSegment};
 use stack::iface::{Interface, InterfaceConfig, NeighborMode};
 use stack::socket::{Readiness, SocketHandle, SocketKind};
@@ -806,7 +807,7 @@ impl Engine {
             Kind::TcpFresh | Kind::UdpFresh => self.unclaim_entry(s.claimed),
             Kind::TcpListener(h) => {
                 self.handle_fd.remove(&h);
-                if let Ok(l) = self.iface.tcp.local_addr(h) {
+                if let Ok(l) = self.iface.tcp.local_addr(h).map(stack_v4) {
                     self.host_unregister(Transport::Tcp, l);
                 }
                 // Out of the port's listener group first (the claim), then what the
@@ -824,6 +825,7 @@ impl Engine {
                     .iface
                     .tcp
                     .local_addr(h)
+                    .map(stack_v4)
                     .ok()
                     .filter(|l| s.holds_port && l.ip().is_loopback() && self.dev.host.is_some())
                     .map(|l| l.port());
@@ -879,7 +881,7 @@ impl Engine {
             Kind::Udp(h) => {
                 self.handle_fd.remove(&h);
                 if let Ok(Some(l)) = self.iface.udp.local_addr(h) {
-                    self.host_unregister(Transport::Udp, l);
+                    self.host_unregister(Transport::Udp, stack_v4(l));
                 }
                 let _ = self.iface.udp.close(h);
                 self.unclaim_entry(s.claimed);

@@ -25,6 +25,7 @@ use super::engine::{Engine, FastSocket, Kind};
 use super::kernel;
 use super::log::debug;
 use super::mailbox::{ConnKey, Mailbox, Message};
+use super::sockaddr::stack_v4;
 use fastnet_stats::Counter;
 use stack::socket::SocketHandle;
 use stack::tcp::ConnectionState;
@@ -236,7 +237,13 @@ impl Engine {
             .fds
             .fds()
             .filter_map(|fd| match self.fds.get(fd)?.kind {
-                Kind::TcpListener(h) => self.iface.tcp.local_addr(h).ok().map(|a| a.port()),
+                Kind::TcpListener(h) => self
+                    .iface
+                    .tcp
+                    .local_addr(h)
+                    .map(stack_v4)
+                    .ok()
+                    .map(|a| a.port()),
                 _ => None,
             })
             .collect();
@@ -318,9 +325,10 @@ impl Engine {
             };
             let what = match s.kind {
                 Kind::TcpStream(h) => {
-                    let (Ok(local), Ok(remote)) =
-                        (stale.iface.tcp.local_addr(h), stale.iface.tcp.peer_addr(h))
-                    else {
+                    let (Ok(local), Ok(remote)) = (
+                        stale.iface.tcp.local_addr(h).map(stack_v4),
+                        stale.iface.tcp.peer_addr(h).map(stack_v4),
+                    ) else {
                         continue;
                     };
                     AwayKind::Conn {
@@ -329,15 +337,18 @@ impl Engine {
                     }
                 }
                 Kind::TcpListener(h) => {
-                    let (Ok(local), Ok(backlog)) =
-                        (stale.iface.tcp.local_addr(h), stale.iface.tcp.backlog(h))
-                    else {
+                    let (Ok(local), Ok(backlog)) = (
+                        stale.iface.tcp.local_addr(h).map(stack_v4),
+                        stale.iface.tcp.backlog(h),
+                    ) else {
                         continue;
                     };
                     AwayKind::Listener { local, backlog }
                 }
                 Kind::Udp(h) => match stale.iface.udp.local_addr(h) {
-                    Ok(Some(local)) => AwayKind::Udp { local },
+                    Ok(Some(local)) => AwayKind::Udp {
+                        local: stack_v4(local),
+                    },
                     _ => continue,
                 },
                 // No stack state yet: the socket is simply this process's.
@@ -818,6 +829,7 @@ impl Engine {
             .iface
             .tcp
             .local_addr(lh)
+            .map(stack_v4)
             .ok()
             .and_then(|local| self.dev.port_entry(Transport::Tcp, local.port()))
             .filter(|e| !e.members.is_empty() && !e.members.contains(&me));
@@ -832,14 +844,17 @@ impl Engine {
         for (l, r) in self.iface.tcp.handshakes_of(lh) {
             let _ = self.dev.steer_flow(
                 ConnKey {
-                    local: l,
-                    remote: r,
+                    local: stack_v4(l),
+                    remote: stack_v4(r),
                 },
                 me,
             );
         }
         while let Ok(h) = self.iface.tcp.accept(lh) {
-            let (Ok(l), Ok(r)) = (self.iface.tcp.local_addr(h), self.iface.tcp.peer_addr(h)) else {
+            let (Ok(l), Ok(r)) = (
+                self.iface.tcp.local_addr(h).map(stack_v4),
+                self.iface.tcp.peer_addr(h).map(stack_v4),
+            ) else {
                 let _ = self.iface.tcp.abort(h);
                 continue;
             };
@@ -1027,7 +1042,7 @@ impl Engine {
         let Some(m) = self.family.as_mut() else {
             return false;
         };
-        let Ok(local) = self.iface.tcp.local_addr(lh) else {
+        let Ok(local) = self.iface.tcp.local_addr(lh).map(stack_v4) else {
             return false;
         };
         if !m.pinned_ports.contains(&local.port()) {
@@ -1055,6 +1070,7 @@ impl Engine {
         for (h, local, remote) in self.iface.tcp.take_handshakes() {
             let m = self.family.as_ref().expect("member");
             if m.pinned_ports.contains(&local.port()) {
+                let (local, remote) = (stack_v4(local), stack_v4(remote));
                 self.pin_here(h, ConnKey { local, remote });
             }
         }
@@ -1081,8 +1097,10 @@ impl Engine {
         if m.steered.contains_key(&h) {
             return;
         }
-        let (Ok(local), Ok(remote)) = (self.iface.tcp.local_addr(h), self.iface.tcp.peer_addr(h))
-        else {
+        let (Ok(local), Ok(remote)) = (
+            self.iface.tcp.local_addr(h).map(stack_v4),
+            self.iface.tcp.peer_addr(h).map(stack_v4),
+        ) else {
             return;
         };
         if !m.pinned_ports.contains(&local.port()) {

@@ -21,6 +21,7 @@ use super::engine::{Engine, FastSocket, Kind};
 use super::log::{debug, log};
 use super::mailbox::ConnKey;
 use super::repair::{self, RepairError, RepairPlan};
+use super::sockaddr::stack_v4;
 use fastnet_stats::Counter;
 use stack::socket::SocketHandle;
 use stack::tcp::State;
@@ -54,8 +55,8 @@ impl Engine {
         }
         let fd = repair::kernel_socket(&RepairPlan::new(&st)?)?;
         let conn = ConnKey {
-            local: st.local,
-            remote: st.remote,
+            local: stack_v4(st.local),
+            remote: stack_v4(st.remote),
         };
         if let Err(e) = self.dev.flow_to_kernel(conn) {
             // The program may be gone already (loopback-only, or the link went away):
@@ -283,8 +284,8 @@ impl Engine {
                 continue;
             };
             let ports = (
-                self.iface.tcp.local_addr(h).map(|a| a.port()),
-                self.iface.tcp.peer_addr(h).map(|a| a.port()),
+                self.iface.tcp.local_addr(h).map(stack_v4).map(|a| a.port()),
+                self.iface.tcp.peer_addr(h).map(stack_v4).map(|a| a.port()),
             );
             if port.is_some_and(|p| ports.0 != Ok(p) && ports.1 != Ok(p)) {
                 continue;
@@ -386,6 +387,7 @@ impl Engine {
             );
         }
         for (local, remote) in syns {
+            let (local, remote) = (stack_v4(local), stack_v4(remote));
             let conn = ConnKey { local, remote };
             if self.dev.flow_to_kernel(conn).is_ok() {
                 super::family::add_kernel_flows(1);

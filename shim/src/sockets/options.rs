@@ -12,6 +12,7 @@ use super::cmsg;
 use super::engine::{Engine, FastSocket, Kind};
 use super::kernel;
 use super::process::{engine, is_internal};
+use super::sockaddr::stack_v4;
 use fastnet_stats::{Counter, OptionCall};
 use rewriter::PASSTHROUGH;
 use stack::tcp::{CongestionState, State, TcpInfo};
@@ -467,9 +468,9 @@ pub fn getname(fd: i32, addr: i64, lenp: i64, peer: bool) -> i64 {
         return PASSTHROUGH;
     };
     let a = match (s.kind, peer) {
-        (Kind::TcpStream(h), false) => e.iface.tcp.local_addr(h),
-        (Kind::TcpStream(h), true) => e.iface.tcp.peer_addr(h),
-        (Kind::Udp(h), true) => e.iface.udp.peer_addr(h),
+        (Kind::TcpStream(h), false) => e.iface.tcp.local_addr(h).map(stack_v4),
+        (Kind::TcpStream(h), true) => e.iface.tcp.peer_addr(h).map(stack_v4),
+        (Kind::Udp(h), true) => e.iface.udp.peer_addr(h).map(stack_v4),
         _ => return PASSTHROUGH,
     };
     drop(e);

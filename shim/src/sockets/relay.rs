@@ -25,6 +25,7 @@ use super::handoff::AwayKind;
 use super::kernel;
 use super::log::debug;
 use super::mailbox::{ConnKey, Mailbox, Message};
+use super::sockaddr::stack_v4;
 use fastnet_stats::Counter;
 use stack::error::Error;
 use stack::socket::SocketHandle;
@@ -74,9 +75,10 @@ impl Engine {
                     let Some(Kind::TcpStream(h)) = self.fds.get(fd).map(|s| s.kind) else {
                         continue;
                     };
-                    let (Ok(local), Ok(remote)) =
-                        (self.iface.tcp.local_addr(h), self.iface.tcp.peer_addr(h))
-                    else {
+                    let (Ok(local), Ok(remote)) = (
+                        self.iface.tcp.local_addr(h).map(stack_v4),
+                        self.iface.tcp.peer_addr(h).map(stack_v4),
+                    ) else {
                         continue;
                     };
                     if service_fd(fd) {

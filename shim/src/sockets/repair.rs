@@ -23,6 +23,7 @@
 //! (`tcp_fin_timeout`) once the app no longer holds it.
 
 use super::kernel::{self, Errno};
+use super::sockaddr::stack_v4;
 use stack::tcp::{ConnectionState, State};
 
 /// `TCP_REPAIR_QUEUE` values.
@@ -173,8 +174,8 @@ impl<'a> RepairPlan<'a> {
             rcv_wup: rcv_nxt,
         };
         Ok(RepairPlan {
-            local: st.local,
-            remote: st.remote,
+            local: stack_v4(st.local),
+            remote: stack_v4(st.remote),
             send_seq,
             sent,
             unsent,
@@ -453,8 +454,8 @@ fn read_in_repair(
     let mss = info.tcpi_snd_mss as u16 + if ts { 12 } else { 0 };
     Ok(ConnectionState {
         state,
-        local,
-        remote,
+        local: local.into(),
+        remote: remote.into(),
         iss: snd_una.wrapping_sub(1),
         irs: rcv_nxt
             .wrapping_sub(recv_queue.len() as u32)
@@ -500,8 +501,8 @@ mod tests {
     fn state(s: State) -> ConnectionState {
         ConnectionState {
             state: s,
-            local: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), 80),
-            remote: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 40000),
+            local: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), 80).into(),
+            remote: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 40000).into(),
             iss: 1000,
             irs: 5000,
             snd_una: 2000,

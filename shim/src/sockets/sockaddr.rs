@@ -4,7 +4,7 @@
 //! The app's buffers are raw memory; these functions take byte slices the caller built
 //! from (pointer, length) after checking both, so the parsing itself is safe code.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 
 pub const AF_INET: u16 = libc::AF_INET as u16;
 pub const AF_INET6: u16 = libc::AF_INET6 as u16;
@@ -18,6 +18,19 @@ pub enum AppAddr {
     V4(SocketAddrV4),
     /// Native IPv6: always the kernel's.
     V6Native,
+}
+
+/// An address of a stack socket as the fast path sees it. The stack speaks IPv6 too,
+/// but the shim gives it no IPv6 address yet (issue 21's shim part), so its sockets
+/// are IPv4; a v4-mapped address maps back, any other IPv6 one to 0.0.0.0.
+pub fn stack_v4(a: SocketAddr) -> SocketAddrV4 {
+    match a {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(a) => SocketAddrV4::new(
+            a.ip().to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+            a.port(),
+        ),
+    }
 }
 
 /// Why an address was refused: the errno Linux gives.

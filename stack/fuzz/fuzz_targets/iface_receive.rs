@@ -6,9 +6,10 @@
 //! frame; the other kinds wrap `bytes` in valid Ethernet/IPv4 headers with correct
 //! checksums (as a TCP segment to the listener, a UDP datagram, an ICMP message, an
 //! ARP packet; over IPv6 an ICMPv6 message to our address or our solicited-node group,
-//! or any next header and payload), so the fuzzer reaches the layers behind the
-//! checksums.
-use core::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+//! a TCP segment to the IPv6 listener, a UDP datagram to the IPv6 socket, or any next
+//! header and payload, fragments included), so the fuzzer reaches the layers behind
+//! the checksums.
+use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use libfuzzer_sys::fuzz_target;
 use stack::device::QueueDevice;
 use stack::iface::{Interface, InterfaceConfig};
@@ -69,6 +70,16 @@ fn ip_frame(protocol: u8, mut l4: Vec<u8>, csum_at: usize, pseudo: bool) -> Vec<
     frame(EtherType::Ipv4, &p)
 }
 
+/// `l4` with its checksum at `csum_at` fixed for the peer → IP6 pseudo-header.
+fn with_checksum6(protocol: u8, mut l4: Vec<u8>, csum_at: usize) -> Vec<u8> {
+    if l4.len() >= csum_at + 2 {
+        l4[csum_at..csum_at + 2].fill(0);
+        let c = checksum::transport_checksum(PEER6, IP6, protocol, &l4);
+        l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    l4
+}
+
 /// An IPv6 frame from the peer to `dst` (at its MAC), hop limit 255.
 fn ipv6_frame(dst: Ipv6Addr, first_header: u8, payload: &[u8]) -> Vec<u8> {
     let ip = Ipv6Repr {
@@ -110,12 +121,21 @@ fuzz_target!(|data: &[u8]| {
         .bind(u, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 53))
         .unwrap();
     let listener = iface.tcp.listen(SocketAddrV4::new(IP, 80), 4).ok();
+    let u6 = iface.udp.open().unwrap();
+    iface
+        .udp
+        .bind(u6, SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 53))
+        .unwrap();
+    let listener6 = iface
+        .tcp
+        .listen(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 80), 4)
+        .ok();
     let mut dev = QueueDevice::new(1500);
     let mut now = Instant::from_millis(1);
     let mut rest = data;
     let mut buf = [0u8; 2048];
     while rest.len() >= 3 {
-        let kind = rest[0] % 7;
+        let kind = rest[0] % 9;
         let len = (u16::from_be_bytes([rest[1], rest[2]]) as usize).min(rest.len() - 3);
         let bytes = &rest[3..3 + len];
         rest = &rest[3 + len..];
@@ -154,6 +174,22 @@ fuzz_target!(|data: &[u8]| {
                 }
                 ipv6_frame(dst, next_header::ICMPV6, &l4)
             }
+            7 => {
+                // TCP over IPv6 to the listener's port, checksum fixed.
+                let mut l4 = bytes.to_vec();
+                if l4.len() >= 4 {
+                    l4[2] = 0;
+                    l4[3] = 80;
+                }
+                ipv6_frame(IP6, next_header::TCP, &with_checksum6(6, l4, 16))
+            }
+            8 => {
+                let mut l4 = vec![0, 9, 0, 53, 0, 0, 0, 0];
+                l4.extend_from_slice(bytes);
+                let n = l4.len() as u16;
+                l4[4..6].copy_from_slice(&n.to_be_bytes());
+                ipv6_frame(IP6, next_header::UDP, &with_checksum6(17, l4, 6))
+            }
             _ => match bytes.split_first() {
                 Some((&nh, payload)) => ipv6_frame(IP6, nh, payload),
                 None => ipv6_frame(IP6, next_header::NO_NEXT_HEADER, &[]),
@@ -162,7 +198,10 @@ fuzz_target!(|data: &[u8]| {
         iface.receive(now, &f);
         iface.dispatch(now, &mut dev);
         while iface.udp.recv_from(u, &mut buf).is_ok() {}
-        if let Some(l) = listener {
+        while let Ok(r) = iface.udp.recv_from(u6, &mut buf) {
+            let _ = iface.udp.send_to(u6, &buf[..r.len], Some(r.from));
+        }
+        for l in [listener, listener6].into_iter().flatten() {
             while let Ok(c) = iface.tcp.accept(l) {
                 let _ = iface.tcp.recv(c, &mut buf);
                 let _ = iface.tcp.send(c, b"reply");

@@ -1,12 +1,15 @@
 //! The IPv4 output path: routing, neighbour lookup (sending ARP requests when we own
-//! ARP), the IPv4 and Ethernet headers, transport checksums, and the device.
+//! ARP), the IPv4 and Ethernet headers, transport checksums, and the device. IPv6's
+//! (Neighbor Discovery instead of ARP) is in `ipv6_out`; the [`IpTx`] here takes both.
 
 use super::{Core, DropReason, NeighborMode, Stats};
 use crate::device::{Device, DeviceCaps};
 use crate::ip_tx::{IpProtocol, IpTx};
 use crate::time::Instant;
-use crate::wire::{arp, checksum, ipv4, udp, ArpOperation, ArpRepr, EtherType, MacAddr, UdpRepr};
-use core::net::{Ipv4Addr, SocketAddrV4};
+use crate::wire::{
+    arp, checksum, ipv4, ipv6, udp, ArpOperation, ArpRepr, EtherType, MacAddr, UdpRepr,
+};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// What happened to one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,12 +39,14 @@ pub(crate) enum TransportSum {
 
 /// The interface's transmit side for one dispatch: the [`IpTx`] TCP sends through.
 pub struct IpOut<'a> {
-    core: &'a mut Core,
-    dev: &'a mut dyn Device,
-    caps: DeviceCaps,
-    now: Instant,
+    pub(super) core: &'a mut Core,
+    pub(super) dev: &'a mut dyn Device,
+    pub(super) caps: DeviceCaps,
+    pub(super) now: Instant,
     /// The next hop of the last `resolve` that returned `Pending`.
     unresolved: Ipv4Addr,
+    /// The same for `resolve6`.
+    pub(super) unresolved6: Ipv6Addr,
 }
 
 impl<'a> IpOut<'a> {
@@ -53,6 +58,7 @@ impl<'a> IpOut<'a> {
             caps,
             now,
             unresolved: Ipv4Addr::UNSPECIFIED,
+            unresolved6: Ipv6Addr::UNSPECIFIED,
         }
     }
 
@@ -64,7 +70,7 @@ impl<'a> IpOut<'a> {
         self.core.device_full
     }
 
-    fn mtu(&self) -> usize {
+    pub(super) fn mtu(&self) -> usize {
         self.core.mtu.min(self.caps.mtu)
     }
 
@@ -124,7 +130,11 @@ impl<'a> IpOut<'a> {
             let Some((hop, mut frame)) = self.core.held.frames.pop_front() else {
                 return;
             };
-            match self.core.neighbors.lookup(hop, self.now, own_arp) {
+            let lookup = match hop {
+                IpAddr::V4(h) => self.core.neighbors.lookup(h, self.now, own_arp),
+                IpAddr::V6(h) => self.core.neighbors6.lookup(h, self.now, own_arp),
+            };
+            match lookup {
                 super::Lookup::Found(mac) => {
                     frame[0..6].copy_from_slice(&mac.0);
                     let len = frame.len();
@@ -140,7 +150,7 @@ impl<'a> IpOut<'a> {
                 }
                 super::Lookup::Pending { send_request } => {
                     if send_request {
-                        self.send_arp_request(hop);
+                        self.send_request(hop);
                     }
                     self.core.held.frames.push_back((hop, frame));
                 }
@@ -149,6 +159,14 @@ impl<'a> IpOut<'a> {
                     self.core.held.spare.push(frame);
                 }
             }
+        }
+    }
+
+    /// Asks for `hop`'s MAC: an ARP request, or a Neighbor Solicitation.
+    fn send_request(&mut self, hop: IpAddr) {
+        match hop {
+            IpAddr::V4(h) => self.send_arp_request(h),
+            IpAddr::V6(h) => self.send_neighbor_solicit(h),
         }
     }
 
@@ -222,47 +240,28 @@ impl<'a> IpOut<'a> {
             ip.emit(&mut b[hl..], !offload);
             let seg = &mut b[hl + ipv4::HEADER_LEN..];
             let tail_sum = fill(seg);
-            if transport_sum == TransportSum::Filled {
-                return;
-            }
-            match protocol {
+            if protocol == 1 && transport_sum != TransportSum::Filled {
                 // ICMP: no pseudo-header, never offloaded.
-                1 => fill_icmp_checksum(seg),
-                6 | 17 if !offload => {
-                    let at = if protocol == 6 {
-                        16
-                    } else {
-                        udp::CHECKSUM_OFFSET
-                    };
-                    if seg.len() >= at + 2 {
-                        seg[at] = 0;
-                        seg[at + 1] = 0;
-                        let mut c = match transport_sum {
-                            // The caller summed the bytes from `from` on while copying
-                            // them: only the header is read again here.
-                            TransportSum::SummedFrom(from)
-                                if from >= at + 2 && from <= seg.len() =>
-                            {
-                                let pseudo = checksum::pseudo_header_sum(
-                                    src,
-                                    dst,
-                                    protocol,
-                                    seg.len() as u16,
-                                );
-                                let head = checksum::sum(&seg[..from]);
-                                !checksum::add(checksum::add(pseudo, head), tail_sum)
-                            }
-                            _ => checksum::transport_checksum(src, dst, protocol, seg),
-                        };
-                        if protocol == 17 {
-                            c = udp::nonzero_checksum(c);
-                        }
-                        seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
-                    }
-                }
-                _ => {}
+                fill_icmp_checksum(seg);
+            } else if !offload {
+                fill_transport_checksum(seg, src, dst, protocol, transport_sum, tail_sum);
             }
         };
+        let o = self.emit_frame(total, held_for.map(IpAddr::V4), &mut build);
+        if matches!(o, Outcome::Sent | Outcome::Held) {
+            self.core.next_ident = self.core.next_ident.wrapping_add(1);
+        }
+        o
+    }
+
+    /// Transmits the frame `build` writes (`total` bytes), or with `held_for`, builds
+    /// it into the queue of frames waiting for that next hop to resolve.
+    pub(super) fn emit_frame(
+        &mut self,
+        total: usize,
+        held_for: Option<IpAddr>,
+        build: &mut dyn FnMut(&mut [u8]),
+    ) -> Outcome {
         if let Some(hop) = held_for {
             let Some(mut b) = self.core.held.take() else {
                 return Outcome::Dropped(DropReason::NeighborQueueFull);
@@ -270,16 +269,13 @@ impl<'a> IpOut<'a> {
             b.resize(total, 0);
             build(&mut b);
             self.core.held.frames.push_back((hop, b));
-            self.core.next_ident = self.core.next_ident.wrapping_add(1);
             return Outcome::Held;
         }
-        let sent = self.dev.transmit(total, &mut build);
-        if !sent {
+        if !self.dev.transmit(total, build) {
             self.core.stats.tx_device_full += 1;
             self.core.device_full = true;
             return Outcome::DeviceFull;
         }
-        self.core.next_ident = self.core.next_ident.wrapping_add(1);
         self.core.stats.tx_frames += 1;
         self.core.stats.tx_bytes += total as u64;
         Outcome::Sent
@@ -326,18 +322,18 @@ impl<'a> IpOut<'a> {
     }
 
     /// Sends one UDP datagram, checksumming the payload while copying it; larger than
-    /// the MTU, as IPv4 fragments (as Linux does for UDP without IP_PMTUDISC_DO).
-    pub(crate) fn send_udp(
-        &mut self,
-        src: SocketAddrV4,
-        dst: SocketAddrV4,
-        payload: &[u8],
-    ) -> Outcome {
+    /// the MTU, as IPv4 or IPv6 fragments (as Linux does for UDP without
+    /// IP_PMTUDISC_DO / IPV6_DONTFRAG).
+    pub(crate) fn send_udp(&mut self, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Outcome {
         let repr = UdpRepr {
             src_port: src.port(),
             dst_port: dst.port(),
         };
-        let (s, d) = (*src.ip(), *dst.ip());
+        let (s, d) = match (src.ip(), dst.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => (s, d),
+            (IpAddr::V6(s), IpAddr::V6(d)) => return self.send_udp6(repr, s, d, payload),
+            _ => return Outcome::Dropped(DropReason::NoRoute),
+        };
         let fill_checksum = !self.caps.checksum.tx_fill && !self.core.is_local(d);
         if ipv4::HEADER_LEN + udp::HEADER_LEN + payload.len() > self.mtu_to(d) {
             return self.send_udp_fragments(repr, s, d, payload);
@@ -383,18 +379,7 @@ impl IpOut<'_> {
             return Outcome::DeviceFull;
         }
         let total = udp::HEADER_LEN + payload.len();
-        let mut header = [0u8; udp::HEADER_LEN];
-        repr.emit_header(&mut header, payload.len());
-        let mut acc = checksum::Accumulator::with_sum(checksum::pseudo_header_sum(
-            src,
-            dst,
-            17,
-            total as u16,
-        ));
-        acc.add_bytes(&header);
-        acc.add_bytes(payload);
-        header[udp::CHECKSUM_OFFSET..]
-            .copy_from_slice(&udp::nonzero_checksum(acc.finish()).to_be_bytes());
+        let header = udp_header_summed(repr, src, dst, payload);
         let eth = self.core.eth_header(mac, EtherType::Ipv4);
         let hl = eth.header_len();
         let per_frag = (self.mtu() - ipv4::HEADER_LEN) & !7;
@@ -415,41 +400,103 @@ impl IpOut<'_> {
                 dscp_ecn: 0,
             };
             let frame_len = hl + ipv4::HEADER_LEN + len;
-            let sent = self.dev.transmit(frame_len, &mut |b| {
+            let o = self.emit_frame(frame_len, None, &mut |b| {
                 eth.emit(b);
                 ip.emit(&mut b[hl..], false);
                 let flags_offset = ((off / 8) as u16) | if more { 0x2000 } else { 0 };
                 b[hl + 6..hl + 8].copy_from_slice(&flags_offset.to_be_bytes());
                 let c = checksum::checksum(&b[hl..hl + ipv4::HEADER_LEN]);
                 b[hl + 10..hl + 12].copy_from_slice(&c.to_be_bytes());
-                // This fragment's bytes of the datagram (header, then payload).
-                let out = &mut b[hl + ipv4::HEADER_LEN..];
-                for (k, byte) in out.iter_mut().enumerate().take(len) {
-                    let at = off + k;
-                    if at < udp::HEADER_LEN {
-                        *byte = header[at];
-                    } else {
-                        break;
-                    }
-                }
-                let from = off.max(udp::HEADER_LEN);
-                let skip = from - off;
-                out[skip..len]
-                    .copy_from_slice(&payload[from - udp::HEADER_LEN..off + len - udp::HEADER_LEN]);
+                copy_datagram_part(&mut b[hl + ipv4::HEADER_LEN..], &header, payload, off, len);
             });
-            if !sent {
+            if o != Outcome::Sent {
                 // Fragments already sent are wasted; the datagram is retried whole.
-                self.core.stats.tx_device_full += 1;
-                self.core.device_full = true;
-                return Outcome::DeviceFull;
+                return o;
             }
-            self.core.stats.tx_frames += 1;
-            self.core.stats.tx_bytes += frame_len as u64;
             self.core.stats.ipv4_fragments_sent += 1;
             off += len;
         }
         Outcome::Sent
     }
+}
+
+/// The UDP header of a datagram sent in fragments, with its checksum over the whole
+/// datagram (computed in software: NICs do not checksum fragments).
+pub(super) fn udp_header_summed<A: checksum::PseudoHeaderAddr>(
+    repr: UdpRepr,
+    src: A,
+    dst: A,
+    payload: &[u8],
+) -> [u8; udp::HEADER_LEN] {
+    let total = udp::HEADER_LEN + payload.len();
+    let mut header = [0u8; udp::HEADER_LEN];
+    repr.emit_header(&mut header, payload.len());
+    let mut acc =
+        checksum::Accumulator::with_sum(checksum::pseudo_header_sum(src, dst, 17, total as u16));
+    acc.add_bytes(&header);
+    acc.add_bytes(payload);
+    header[udp::CHECKSUM_OFFSET..]
+        .copy_from_slice(&udp::nonzero_checksum(acc.finish()).to_be_bytes());
+    header
+}
+
+/// Writes bytes `[off, off + len)` of a UDP datagram (`header`, then `payload`) to the
+/// start of `out`: one fragment's share.
+pub(super) fn copy_datagram_part(
+    out: &mut [u8],
+    header: &[u8; udp::HEADER_LEN],
+    payload: &[u8],
+    off: usize,
+    len: usize,
+) {
+    for (k, byte) in out.iter_mut().enumerate().take(len) {
+        let at = off + k;
+        if at < udp::HEADER_LEN {
+            *byte = header[at];
+        } else {
+            break;
+        }
+    }
+    let from = off.max(udp::HEADER_LEN);
+    let skip = from - off;
+    out[skip..len].copy_from_slice(&payload[from - udp::HEADER_LEN..off + len - udp::HEADER_LEN]);
+}
+
+/// Writes the TCP or UDP checksum of `seg` (with the pseudo-header of `src` and `dst`,
+/// IPv4 or IPv6) unless `transport_sum` says the caller did. With `SummedFrom(from)`,
+/// `tail_sum` is the sum of the bytes from `from` on, which are not read again.
+pub(super) fn fill_transport_checksum<A: checksum::PseudoHeaderAddr>(
+    seg: &mut [u8],
+    src: A,
+    dst: A,
+    protocol: u8,
+    transport_sum: TransportSum,
+    tail_sum: u16,
+) {
+    let at = match protocol {
+        6 => 16,
+        17 => udp::CHECKSUM_OFFSET,
+        _ => return,
+    };
+    if transport_sum == TransportSum::Filled || seg.len() < at + 2 {
+        return;
+    }
+    seg[at] = 0;
+    seg[at + 1] = 0;
+    let mut c = match transport_sum {
+        // The caller summed the bytes from `from` on while copying them: only the
+        // header is read again here.
+        TransportSum::SummedFrom(from) if from >= at + 2 && from <= seg.len() => {
+            let pseudo = checksum::pseudo_header_sum(src, dst, protocol, seg.len() as u16);
+            let head = checksum::sum(&seg[..from]);
+            !checksum::add(checksum::add(pseudo, head), tail_sum)
+        }
+        _ => checksum::transport_checksum(src, dst, protocol, seg),
+    };
+    if protocol == 17 {
+        c = udp::nonzero_checksum(c);
+    }
+    seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Writes the checksum of the ICMP message `seg` (no pseudo-header).
@@ -461,50 +508,52 @@ fn fill_icmp_checksum(seg: &mut [u8]) {
 }
 
 impl IpTx for IpOut<'_> {
-    fn max_segment(&self, dst: Ipv4Addr) -> usize {
-        self.mtu_to(dst) - ipv4::HEADER_LEN
+    fn max_segment(&self, dst: IpAddr) -> usize {
+        match dst {
+            IpAddr::V4(d) => self.mtu_to(d) - ipv4::HEADER_LEN,
+            IpAddr::V6(d) => self.mtu6_to(d) - ipv6::HEADER_LEN,
+        }
     }
 
     fn send(
         &mut self,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: IpAddr,
+        dst: IpAddr,
         proto: IpProtocol,
         len: usize,
         fill: &mut dyn FnMut(&mut [u8]),
     ) -> bool {
-        let fill = |b: &mut [u8]| {
+        self.send_summed(src, dst, proto, len, usize::MAX, &mut |b| {
             fill(b);
             0
-        };
-        let o = self.send_ip(
-            src,
-            dst,
-            proto.number(),
-            len,
-            TransportSum::Compute,
-            true,
-            fill,
-        );
-        self.transport_outcome(o)
+        })
     }
 
     fn send_summed(
         &mut self,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: IpAddr,
+        dst: IpAddr,
         proto: IpProtocol,
         len: usize,
         summed_from: usize,
         fill: &mut dyn FnMut(&mut [u8]) -> u16,
     ) -> bool {
         // An odd start would need the sum byte-swapped; no transport header is odd.
-        let sum = if summed_from.is_multiple_of(2) {
+        // (`send` passes usize::MAX: nothing summed.)
+        let sum = if summed_from != usize::MAX && summed_from.is_multiple_of(2) {
             TransportSum::SummedFrom(summed_from)
         } else {
             TransportSum::Compute
         };
-        let o = self.send_ip(src, dst, proto.number(), len, sum, true, fill);
+        let o = match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                self.send_ip(s, d, proto.number(), len, sum, true, fill)
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                self.send_ip6(s, d, proto.number(), len, sum, true, fill)
+            }
+            _ => Outcome::Dropped(DropReason::NoRoute),
+        };
         self.transport_outcome(o)
     }
 }

@@ -1,23 +1,38 @@
-//! The IPv6 receive path (issue 21, first step): header and extension-header checks
-//! with a drop reason each, Neighbor Solicitations for our addresses answered, echo
-//! requests answered. TCP and UDP over IPv6 are not served yet (dropped and counted as
-//! [`DropReason::Ipv6UnknownProtocol`]), fragments are not reassembled yet
-//! ([`DropReason::Ipv6Fragment`]), and nothing is learned from advertisements (the
-//! neighbour cache is IPv4's). The path is on only when the interface has IPv6
+//! The IPv6 receive path: header and extension-header checks with a drop reason each;
+//! TCP segments to the TCP layer; Neighbor Solicitations for our addresses answered,
+//! and neighbours learned from solicitations and advertisements (RFC 4861 §7.2.3 and
+//! §7.2.5); echo requests answered. The path is on only when the interface has IPv6
 //! addresses ([`super::InterfaceConfig::ipv6_addrs`]).
 
-use super::{Core, DropReason, Interface};
+use super::reassembly::FragmentKey;
+use super::{Core, DropReason, Interface, NeighborMode, RxInfo};
+use crate::time::Instant;
 use crate::wire::icmpv6::{self, NaFlags};
 use crate::wire::ipv6::{self, next_header};
+use crate::wire::ipv6_ext::FragmentRepr;
 use crate::wire::ipv6_ext::{self, WalkLimits};
+use crate::wire::{checksum, tcp};
 use crate::wire::{
     EtherType, EthernetRepr, Icmpv6Packet, Icmpv6Repr, Ipv6Packet, Ipv6Repr, MacAddr, WireError,
 };
-use core::net::Ipv6Addr;
+use crate::wire::{UdpPacket, UdpRepr};
+use core::net::{Ipv6Addr, SocketAddr};
+
+/// The IPv6 minimum link MTU (RFC 8200 §5).
+const MIN_MTU: usize = 1280;
 
 impl Core {
     pub fn is_own_ipv6(&self, ip: Ipv6Addr) -> bool {
         self.ipv6_addrs.iter().any(|c| c.addr == ip)
+    }
+    /// True when packets to `ip` are delivered locally (loopback on, and `ip` one of
+    /// ours: give the interface ::1 to have it).
+    pub fn is_local6(&self, ip: Ipv6Addr) -> bool {
+        self.loopback_mtu.is_some() && self.is_own_ipv6(ip)
+    }
+    /// Source address toward `dst` (see [`super::udp::ipv6_source`]).
+    pub fn ipv6_source_for(&self, dst: Ipv6Addr) -> Option<Ipv6Addr> {
+        super::udp::ipv6_source(&self.ipv6_addrs, self.ipv6_gateway, dst)
     }
     /// Multicast groups the interface listens to: all-nodes and the solicited-node
     /// group of each of its addresses.
@@ -42,7 +57,13 @@ impl Core {
 }
 
 impl Interface {
-    pub(super) fn receive_ipv6(&mut self, eth: &EthernetRepr, payload: &[u8], verify: bool) {
+    pub(super) fn receive_ipv6(
+        &mut self,
+        now: Instant,
+        eth: &EthernetRepr,
+        payload: &[u8],
+        verify: bool,
+    ) {
         let core = &mut self.core;
         let packet = match Ipv6Packet::new_checked(payload) {
             Ok(p) => p,
@@ -57,7 +78,13 @@ impl Interface {
         if !unicast && !core.is_ipv6_group(ip.dst) {
             return core.stats.drop(DropReason::Ipv6NotForUs);
         }
-        if ipv6::is_multicast(ip.src) || core.is_own_ipv6(ip.src) {
+        // A v4-mapped address is never on the wire (RFC 4291 §2.5.5.2); accepting one
+        // would let a packet pose as an IPv4 peer.
+        // Our own source comes only from local delivery (loopback on).
+        if ipv6::is_multicast(ip.src)
+            || (core.is_own_ipv6(ip.src) && core.loopback_mtu.is_none())
+            || ip.src.to_ipv4_mapped().is_some()
+        {
             return core.stats.drop(DropReason::Ipv6BadSource);
         }
         let payload = packet.payload();
@@ -65,18 +92,132 @@ impl Interface {
             Ok(c) => c,
             Err(_) => return core.stats.drop(DropReason::Ipv6ExtHeaders),
         };
-        if chain.fragment.is_some() {
-            return core.stats.drop(DropReason::Ipv6Fragment);
-        }
         let l4 = &payload[chain.upper_offset..];
+        if let Some(frag) = chain.fragment {
+            return self.receive_fragment(now, eth, &ip, unicast, &frag, l4, verify);
+        }
         match chain.upper_protocol {
-            next_header::ICMPV6 => self.receive_icmpv6(eth, &ip, unicast, l4, verify),
+            next_header::ICMPV6 => self.receive_icmpv6(now, eth, &ip, unicast, l4, verify),
+            next_header::TCP => self.receive_tcp6(now, &ip, unicast, l4, verify),
+            next_header::UDP => {
+                let whole = packet.packet_bytes();
+                self.receive_udp6(now, eth, &ip, unicast, l4, verify, Some(whole))
+            }
             _ => core.stats.drop(DropReason::Ipv6UnknownProtocol),
+        }
+    }
+
+    fn receive_tcp6(
+        &mut self,
+        now: Instant,
+        ip: &Ipv6Repr,
+        unicast: bool,
+        l4: &[u8],
+        verify: bool,
+    ) {
+        let st = &mut self.core.stats;
+        if !unicast || l4.len() < tcp::HEADER_LEN || ipv6::is_unspecified(ip.src) {
+            return st.drop(DropReason::TcpMalformed);
+        }
+        if verify && checksum::transport_checksum(ip.src, ip.dst, 6, l4) != 0 {
+            return st.drop(DropReason::TcpBadChecksum);
+        }
+        st.tcp_segments_received += 1;
+        self.tcp.receive(now, ip.src, ip.dst, l4);
+    }
+
+    /// A UDP datagram over IPv6. `whole` is the IPv6 packet it came in (quoted in a
+    /// port unreachable), None for one put together from fragments (not answered).
+    #[allow(clippy::too_many_arguments)]
+    fn receive_udp6(
+        &mut self,
+        now: Instant,
+        eth: &EthernetRepr,
+        ip: &Ipv6Repr,
+        unicast: bool,
+        l4: &[u8],
+        verify: bool,
+        whole: Option<&[u8]>,
+    ) {
+        let st = &mut self.core.stats;
+        let packet = match UdpPacket::new_checked(l4) {
+            Ok(p) => p,
+            Err(_) => return st.drop(DropReason::UdpMalformed),
+        };
+        // Only unicast: the stack joins no multicast group but ND's.
+        if !unicast {
+            return st.drop(DropReason::UdpNoSocket);
+        }
+        let udp = match UdpRepr::parse(&packet, ip.src, ip.dst, verify) {
+            Ok(u) => u,
+            Err(WireError::Checksum) => return st.drop(DropReason::UdpBadChecksum),
+            Err(_) => return st.drop(DropReason::UdpMalformed),
+        };
+        let info = RxInfo {
+            to: SocketAddr::new(ip.dst.into(), udp.dst_port),
+            tos: ip.traffic_class,
+            ttl: ip.hop_limit,
+            arrival: now,
+        };
+        let src = SocketAddr::new(ip.src.into(), udp.src_port);
+        if self.deliver_udp(src, info, packet.payload(), false) {
+            return;
+        }
+        let Some(whole) = whole else { return };
+        // ICMPv6 port unreachable quoting as much of the packet as the minimum MTU
+        // takes (RFC 4443 §2.4, §3.1).
+        let room = MIN_MTU - ipv6::HEADER_LEN - icmpv6::HEADER_LEN;
+        let msg = Icmpv6Repr::DstUnreachable {
+            code: icmpv6::unreachable::PORT_UNREACHABLE,
+            invoking: &whole[..whole.len().min(room)],
+        };
+        let core = &mut self.core;
+        let hop_limit = core.ttl;
+        if queue_ipv6_reply(core, eth.src, ip.dst, ip.src, hop_limit, &msg) {
+            core.stats.icmpv6_unreachables_sent += 1;
+        }
+    }
+
+    /// A fragment: into the reassembly buffer; a datagram it completes is received
+    /// (UDP and TCP: the stack sends no other fragmented traffic it expects back).
+    #[allow(clippy::too_many_arguments)]
+    fn receive_fragment(
+        &mut self,
+        now: Instant,
+        eth: &EthernetRepr,
+        ip: &Ipv6Repr,
+        unicast: bool,
+        frag: &FragmentRepr,
+        data: &[u8],
+        verify: bool,
+    ) {
+        let key = FragmentKey {
+            src: ip.src,
+            dst: ip.dst,
+            ident: frag.ident,
+        };
+        let whole = match self.core.reassembly.insert(now, key, frag, data) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            // The reason is counted in `reassembly_stats`.
+            Err(_) => return self.core.stats.drop(DropReason::Ipv6Fragment),
+        };
+        // The fragmentable part may start with more extension headers.
+        let chain = match ipv6_ext::walk(whole.next_header, &whole.payload, WalkLimits::DEFAULT) {
+            Ok(c) if c.fragment.is_none() => c,
+            _ => return self.core.stats.drop(DropReason::Ipv6ExtHeaders),
+        };
+        let l4 = &whole.payload[chain.upper_offset..];
+        match chain.upper_protocol {
+            next_header::UDP => self.receive_udp6(now, eth, ip, unicast, l4, verify, None),
+            next_header::TCP => self.receive_tcp6(now, ip, unicast, l4, verify),
+            _ => self.core.stats.drop(DropReason::Ipv6Fragment),
         }
     }
 
     fn receive_icmpv6(
         &mut self,
+        now: Instant,
         eth: &EthernetRepr,
         ip: &Ipv6Repr,
         unicast: bool,
@@ -117,6 +258,15 @@ impl Interface {
                 target,
                 source_lladdr,
             } if core.is_own_ipv6(target) => {
+                // The solicitor's MAC (RFC 4861 §7.2.3): it is about to talk to us.
+                // (External neighbours: the host's table is the only source.)
+                let own_nd = core.neighbor_mode == NeighborMode::OwnArp;
+                if let (Some(mac), false, true) =
+                    (source_lladdr, ipv6::is_unspecified(ip.src), own_nd)
+                {
+                    core.neighbors6.insert(ip.src, mac, now, true);
+                    core.wake = true;
+                }
                 // A DAD probe (from ::) is answered to all-nodes, unsolicited (RFC 4861
                 // §7.2.4); the kernel owns DAD for the address, so this only defends it.
                 let dad = ipv6::is_unspecified(ip.src);
@@ -136,6 +286,44 @@ impl Interface {
                 };
                 if queue_ipv6_reply(core, dst_mac, target, dst, icmpv6::ND_HOP_LIMIT, &reply) {
                     core.stats.nd_advertisements_sent += 1;
+                }
+            }
+            // The quoted packet: our IPv6 header, then UDP's ports (a quote with
+            // extension headers is not looked into).
+            Icmpv6Repr::DstUnreachable { code, invoking } => {
+                let quoted = Ipv6Packet::new_checked(invoking)
+                    .ok()
+                    .and_then(|p| Ipv6Repr::parse(&p).ok())
+                    .filter(|q| q.next_header == next_header::UDP && core.is_own_ipv6(q.src));
+                let (Some(q), Some(ports)) =
+                    (quoted, invoking.get(ipv6::HEADER_LEN..ipv6::HEADER_LEN + 4))
+                else {
+                    return core.stats.drop(DropReason::Icmpv6Ignored);
+                };
+                let sport = u16::from_be_bytes([ports[0], ports[1]]);
+                let dport = u16::from_be_bytes([ports[2], ports[3]]);
+                let error = if code == icmpv6::unreachable::PORT_UNREACHABLE {
+                    crate::error::Error::ConnectionRefused
+                } else {
+                    crate::error::Error::HostUnreachable
+                };
+                self.udp.icmp_unreachable(
+                    SocketAddr::new(q.src.into(), sport),
+                    SocketAddr::new(q.dst.into(), dport),
+                    error,
+                );
+            }
+            // Only a resolution in progress (or an entry held) is updated: an
+            // advertisement nobody asked for creates nothing (RFC 4861 §7.2.5).
+            Icmpv6Repr::NeighborAdvert {
+                target,
+                target_lladdr: Some(mac),
+                ..
+            } if !core.is_own_ipv6(target) && core.neighbor_mode == NeighborMode::OwnArp => {
+                if core.neighbors6.refresh(target, mac, now) {
+                    core.wake = true;
+                } else {
+                    core.stats.drop(DropReason::Icmpv6Ignored);
                 }
             }
             _ => core.stats.drop(DropReason::Icmpv6Ignored),

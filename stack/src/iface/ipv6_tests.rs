@@ -7,6 +7,7 @@ use crate::wire::icmpv6::{NaFlags, ND_HOP_LIMIT};
 use crate::wire::ipv6::{self, next_header};
 use crate::wire::{Icmpv6Packet, Icmpv6Repr, Ipv6Cidr, Ipv6Packet, Ipv6Repr};
 use core::net::Ipv6Addr;
+use core::net::SocketAddr;
 
 const MAC_A: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xa]);
 const MAC_B: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb]);
@@ -285,16 +286,24 @@ fn ipv6_drops_are_counted_by_reason() {
         &frame6(MAC_A, IP6_B, IP6_A, 64, next_header::DST_OPTIONS, &ext, &l4),
     );
     expect(&i, DropReason::Ipv6ExtHeaders);
+    // A first fragment with more to come whose length is not a multiple of 8.
     let frag = [next_header::ICMPV6, 0, 0, 1, 0, 0, 0, 7];
     i.receive(
         T0,
-        &frame6(MAC_A, IP6_B, IP6_A, 64, next_header::FRAGMENT, &frag, &l4),
+        &frame6(
+            MAC_A,
+            IP6_B,
+            IP6_A,
+            64,
+            next_header::FRAGMENT,
+            &frag,
+            &l4[..6],
+        ),
     );
     expect(&i, DropReason::Ipv6Fragment);
-    i.receive(
-        T0,
-        &frame6(MAC_A, IP6_B, IP6_A, 64, next_header::UDP, &[], &[0u8; 8]),
-    );
+    assert_eq!(i.reassembly_stats().unaligned, 1);
+    const SCTP: u8 = 132;
+    i.receive(T0, &frame6(MAC_A, IP6_B, IP6_A, 64, SCTP, &[], &[0u8; 8]));
     expect(&i, DropReason::Ipv6UnknownProtocol);
     i.receive(T0, &icmp_frame(IP6_B, IP6_A, 64, &l4[..4]));
     expect(&i, DropReason::Icmpv6Malformed);
@@ -323,4 +332,204 @@ fn without_ipv6_addresses_ipv6_stays_unknown() {
     i.receive(T0, &icmp_frame(IP6_B, sn, 255, &l4));
     assert_eq!(i.stats().dropped(DropReason::EthernetNotForUs), 1);
     assert_eq!(i.stats().nd_advertisements_sent, 0);
+}
+
+/// A 20-byte TCP header (SYN from B's port 40000 to A's `port`) with the checksum
+/// of B → A over IPv6.
+fn tcp_syn6(src: Ipv6Addr, dst: Ipv6Addr, port: u16) -> Vec<u8> {
+    let mut s = vec![0u8; 20];
+    s[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    s[2..4].copy_from_slice(&port.to_be_bytes());
+    s[4..8].copy_from_slice(&1000u32.to_be_bytes());
+    s[12] = 5 << 4;
+    s[13] = 0x02;
+    s[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    let c = checksum::transport_checksum(src, dst, 6, &s);
+    s[16..18].copy_from_slice(&c.to_be_bytes());
+    s
+}
+
+/// A UDP datagram from B's port 5000 to A's `port` over IPv6, with its checksum.
+fn udp6(src: Ipv6Addr, dst: Ipv6Addr, port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; 8 + payload.len()];
+    let repr = UdpRepr {
+        src_port: 5000,
+        dst_port: port,
+    };
+    repr.emit(&mut b, src, dst, payload, true);
+    b
+}
+
+/// Malformed TCP and UDP over IPv6: each dropped and counted by its reason, nothing
+/// reaching the transports; then well-formed ones do.
+#[test]
+fn malformed_ipv6_tcp_and_udp_are_counted_and_dropped() {
+    let mut i = iface6();
+    let l = i.tcp.listen(SocketAddr::new(IP6_A.into(), 80), 4).unwrap();
+    let u = i.udp.open().unwrap();
+    i.udp.bind(u, SocketAddr::new(IP6_A.into(), 53)).unwrap();
+    let tcp = |i: &mut Interface, src: Ipv6Addr, dst: Ipv6Addr, l4: &[u8]| {
+        let mac = if ipv6::is_multicast(dst) {
+            ipv6::multicast_mac(dst)
+        } else {
+            MAC_A
+        };
+        i.receive(T0, &frame6(mac, src, dst, 64, next_header::TCP, &[], l4));
+    };
+    let udp = |i: &mut Interface, l4: &[u8]| {
+        i.receive(
+            T0,
+            &frame6(MAC_A, IP6_B, IP6_A, 64, next_header::UDP, &[], l4),
+        );
+    };
+    let count = |i: &Interface, r: DropReason| i.stats().dropped(r);
+    let syn = tcp_syn6(IP6_B, IP6_A, 80);
+    tcp(&mut i, IP6_B, IP6_A, &syn[..12]);
+    assert_eq!(count(&i, DropReason::TcpMalformed), 1);
+    let mut bad = syn.clone();
+    bad[16] ^= 0x55;
+    tcp(&mut i, IP6_B, IP6_A, &bad);
+    assert_eq!(count(&i, DropReason::TcpBadChecksum), 1);
+    let to_group = tcp_syn6(IP6_B, ipv6::ALL_NODES, 80);
+    tcp(&mut i, IP6_B, ipv6::ALL_NODES, &to_group);
+    assert_eq!(
+        count(&i, DropReason::TcpMalformed),
+        2,
+        "TCP to a multicast group"
+    );
+    let mapped = Ipv4Addr::new(10, 77, 0, 9).to_ipv6_mapped();
+    tcp(&mut i, mapped, IP6_A, &tcp_syn6(mapped, IP6_A, 80));
+    assert_eq!(
+        count(&i, DropReason::Ipv6BadSource),
+        1,
+        "a v4-mapped source"
+    );
+
+    let dgram = udp6(IP6_B, IP6_A, 53, b"query");
+    udp(&mut i, &dgram[..6]);
+    assert_eq!(count(&i, DropReason::UdpMalformed), 1);
+    let mut zero = dgram.clone();
+    zero[6..8].copy_from_slice(&[0, 0]);
+    udp(&mut i, &zero);
+    assert_eq!(
+        count(&i, DropReason::UdpBadChecksum),
+        1,
+        "no checksum over IPv6"
+    );
+    let mut bad = dgram.clone();
+    bad[9] ^= 1;
+    udp(&mut i, &bad);
+    assert_eq!(count(&i, DropReason::UdpBadChecksum), 2);
+    udp(&mut i, &udp6(IP6_B, IP6_A, 0, b"query"));
+    assert_eq!(count(&i, DropReason::UdpMalformed), 2, "destination port 0");
+    let mut long = dgram.clone();
+    long[4..6].copy_from_slice(&40u16.to_be_bytes());
+    udp(&mut i, &long);
+    assert_eq!(
+        count(&i, DropReason::UdpMalformed),
+        3,
+        "length past the packet"
+    );
+    assert_eq!(i.stats().dropped_total(), 9, "{}", i.stats());
+    assert_eq!(i.tcp.stats().segments_in, 0);
+    assert_eq!(i.udp.next_datagram_len(u), Ok(0));
+
+    // The well-formed ones arrive.
+    tcp(&mut i, IP6_B, IP6_A, &syn);
+    udp(&mut i, &dgram);
+    assert_eq!(i.tcp.stats().segments_in, 1);
+    let mut buf = [0u8; 16];
+    let r = i.udp.recv_from(u, &mut buf).unwrap();
+    assert_eq!(&buf[..r.len], b"query");
+    assert_eq!(r.from, SocketAddr::new(IP6_B.into(), 5000));
+    // The SYN is answered with a SYN-ACK over IPv6, MSS 1500 - 60.
+    i.set_neighbor6(IP6_B, MAC_B);
+    let mut dev = QueueDevice::new(1500);
+    i.dispatch(T0, &mut dev);
+    let (e, ip, seg) = sent6(&dev.frames.pop_front().unwrap());
+    assert_eq!((e.dst, ip.src, ip.dst), (MAC_B, IP6_A, IP6_B));
+    assert_eq!(ip.next_header, next_header::TCP);
+    assert_eq!(checksum::transport_checksum(IP6_A, IP6_B, 6, &seg), 0);
+    assert_eq!(seg[13], 0x12, "SYN-ACK");
+    assert_eq!(&seg[20..24], &[2, 4, 0x05, 0xa0], "MSS option 1440");
+    let _ = l;
+}
+
+/// An overlapping fragment drops the whole datagram (RFC 5722), its later fragments
+/// too; counted by reason.
+#[test]
+fn overlapping_ipv6_fragments_drop_the_datagram() {
+    let mut i = iface6();
+    let u = i.udp.open().unwrap();
+    i.udp.bind(u, SocketAddr::new(IP6_A.into(), 53)).unwrap();
+    let dgram = udp6(IP6_B, IP6_A, 53, &[7u8; 40]);
+    let frag = |offset: u16, more: bool| {
+        let mut h = [0u8; 8];
+        crate::wire::ipv6_ext::FragmentRepr {
+            next_header: next_header::UDP,
+            offset,
+            more_fragments: more,
+            ident: 99,
+        }
+        .emit(&mut h);
+        h
+    };
+    let send = |i: &mut Interface, h: [u8; 8], data: &[u8]| {
+        i.receive(
+            T0,
+            &frame6(MAC_A, IP6_B, IP6_A, 64, next_header::FRAGMENT, &h, data),
+        );
+    };
+    send(&mut i, frag(0, true), &dgram[..24]);
+    send(&mut i, frag(16, true), &dgram[16..32]);
+    assert_eq!(i.reassembly_stats().overlap, 1);
+    send(&mut i, frag(24, false), &dgram[24..]);
+    assert_eq!(i.reassembly_stats().datagram_dropped, 1);
+    assert_eq!(i.stats().dropped(DropReason::Ipv6Fragment), 2);
+    assert_eq!(i.udp.next_datagram_len(u), Ok(0));
+    // The same datagram under another identification, in order, arrives whole.
+    let frag2 = |offset: u16, more: bool| {
+        let mut h = frag(offset, more);
+        h[7] = 100;
+        h
+    };
+    send(&mut i, frag2(24, false), &dgram[24..]);
+    send(&mut i, frag2(0, true), &dgram[..24]);
+    assert_eq!(i.reassembly_stats().reassembled, 1);
+    assert_eq!(i.udp.next_datagram_len(u), Ok(40));
+}
+
+/// Every packet of a TCP connection over IPv6 carries the same non-zero flow label
+/// (RFC 6437), and another connection (another source port) another one.
+#[test]
+fn a_connection_keeps_its_flow_label() {
+    let mut i = iface6();
+    i.tcp.listen(SocketAddr::new(IP6_A.into(), 80), 4).unwrap();
+    i.set_neighbor6(IP6_B, MAC_B);
+    let mut dev = QueueDevice::new(1500);
+    let label = |f: &[u8]| Ipv6Packet::new_checked(&f[14..]).unwrap().flow_label();
+    let syn = tcp_syn6(IP6_B, IP6_A, 80);
+    let frame = frame6(MAC_A, IP6_B, IP6_A, 64, next_header::TCP, &[], &syn);
+    i.receive(T0, &frame);
+    i.dispatch(T0, &mut dev);
+    let first = label(&dev.frames.pop_front().unwrap());
+    assert_ne!(first, 0);
+    // The SYN-ACK's retransmission: the same flow, the same label.
+    let later = T0 + crate::time::Duration::from_secs(3);
+    i.dispatch(later, &mut dev);
+    let again = dev.frames.pop_front().expect("a retransmitted SYN-ACK");
+    assert_eq!(sent6(&again).2[13], 0x12);
+    assert_eq!(label(&again), first);
+    // Another source port: another flow.
+    let mut other = syn.clone();
+    other[0..2].copy_from_slice(&40001u16.to_be_bytes());
+    other[16..18].fill(0);
+    let c = checksum::transport_checksum(IP6_B, IP6_A, 6, &other);
+    other[16..18].copy_from_slice(&c.to_be_bytes());
+    let frame = frame6(MAC_A, IP6_B, IP6_A, 64, next_header::TCP, &[], &other);
+    i.receive(later, &frame);
+    i.dispatch(later, &mut dev);
+    let second = label(&dev.frames.pop_back().unwrap());
+    assert_ne!(second, 0);
+    assert_ne!(second, first);
 }

@@ -9,10 +9,16 @@ use crate::socket::Readiness;
 const MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xc]);
 const OWN: Ipv4Addr = Ipv4Addr::new(10, 77, 9, 1);
 const LO: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+const OWN6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 9);
 
 fn looping_iface() -> Interface {
     let mut c = InterfaceConfig::new(MAC, Ipv4Cidr::new(OWN, 24));
     c.addrs.push(Ipv4Cidr::new(LO, 8));
+    // ::1 is the interface's like 127.0.0.1, as on Linux's lo.
+    c.ipv6_addrs = vec![
+        Ipv6Cidr::new(OWN6, 64),
+        Ipv6Cidr::new(Ipv6Addr::LOCALHOST, 128),
+    ];
     c.neighbor_mode = NeighborMode::External;
     c.loopback_mtu = Some(65535);
     Interface::new(c, TcpConfig::default())
@@ -31,12 +37,13 @@ fn settle(i: &mut Interface, dev: &mut QueueDevice, now: &mut Instant) {
     }
 }
 
-fn transfer(dst: Ipv4Addr, listen_on: Ipv4Addr) {
+fn transfer(dst: impl Into<IpAddr>, listen_on: impl Into<IpAddr>) {
+    let (dst, listen_on) = (dst.into(), listen_on.into());
     let mut i = looping_iface();
     let mut dev = QueueDevice::new(1500);
     let mut now = Instant::from_millis(1);
-    let l = i.tcp.listen(SocketAddrV4::new(listen_on, 7000), 8).unwrap();
-    let c = i.tcp_connect(None, SocketAddrV4::new(dst, 7000)).unwrap();
+    let l = i.tcp.listen(SocketAddr::new(listen_on, 7000), 8).unwrap();
+    let c = i.tcp_connect(None, SocketAddr::new(dst, 7000)).unwrap();
     settle(&mut i, &mut dev, &mut now);
     let a = i
         .tcp
@@ -44,8 +51,11 @@ fn transfer(dst: Ipv4Addr, listen_on: Ipv4Addr) {
         .expect("connection accepted within one settle");
     assert_eq!(i.tcp.peer_addr(a).unwrap(), i.tcp.local_addr(c).unwrap());
     // Linux picks the source from the route: 127.0.0.1 for all of 127/8.
-    let src = if dst.is_loopback() { LO } else { dst };
-    assert_eq!(*i.tcp.local_addr(c).unwrap().ip(), src);
+    let src = match dst {
+        IpAddr::V4(d) if d.is_loopback() => LO.into(),
+        d => d,
+    };
+    assert_eq!(i.tcp.local_addr(c).unwrap().ip(), src);
     // 4 MB one way, 1 MB the other, byte-exact.
     let up: Vec<u8> = (0..4 << 20)
         .map(|k: u32| (k.wrapping_mul(2654435761) >> 13) as u8)
@@ -107,6 +117,16 @@ fn tcp_to_127_0_0_1_through_a_wildcard_listener() {
 }
 
 #[test]
+fn tcp_to_ipv6_loopback_through_a_wildcard_listener() {
+    transfer(Ipv6Addr::LOCALHOST, Ipv6Addr::UNSPECIFIED);
+}
+
+#[test]
+fn tcp_to_own_ipv6_address() {
+    transfer(OWN6, OWN6);
+}
+
+#[test]
 fn tcp_to_another_127_address_bound_listener() {
     transfer(Ipv4Addr::new(127, 3, 2, 1), Ipv4Addr::new(127, 3, 2, 1));
 }
@@ -144,7 +164,7 @@ fn udp_between_loopback_sockets_and_port_unreachable() {
         .send_to(
             b,
             &big,
-            Some(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 5000)),
+            Some(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 5000).into()),
         )
         .unwrap();
     settle(&mut i, &mut dev, &mut now);
@@ -152,7 +172,7 @@ fn udp_between_loopback_sockets_and_port_unreachable() {
     let r = i.udp.recv_from(a, &mut buf).unwrap();
     assert_eq!(r.len, big.len(), "one datagram, not fragmented");
     assert_eq!(&buf[..r.len], &big[..]);
-    assert_eq!(r.from, SocketAddrV4::new(LO, 5001));
+    assert_eq!(r.from, SocketAddrV4::new(LO, 5001).into());
     // A connected socket sending to a port nobody has gets ECONNREFUSED, as on Linux.
     i.udp.connect(a, SocketAddrV4::new(LO, 5999)).unwrap();
     i.udp.send_to(a, b"x", None).unwrap();
@@ -210,4 +230,30 @@ fn small_buffers_do_not_wait_for_timers() {
         now = Instant::from_micros(now.micros() + 20);
     }
     assert!(got == data);
+}
+
+/// UDP between two sockets on ::1: delivered locally with the sender's address, none
+/// to the device.
+#[test]
+fn udp_between_ipv6_loopback_sockets() {
+    let mut i = looping_iface();
+    let mut dev = QueueDevice::new(1500);
+    let mut now = Instant::from_millis(1);
+    let lo6 = |p| SocketAddr::new(Ipv6Addr::LOCALHOST.into(), p);
+    let a = i.udp.open().unwrap();
+    let b = i.udp.open().unwrap();
+    i.udp.bind(b, lo6(6000)).unwrap();
+    i.udp.connect(a, lo6(6000)).unwrap();
+    let big = vec![0x5a; 9000];
+    assert_eq!(i.udp.send_to(a, &big, None), Ok(9000));
+    settle(&mut i, &mut dev, &mut now);
+    let mut buf = vec![0u8; 10_000];
+    let r = i.udp.recv_from(b, &mut buf).unwrap();
+    assert!(r.len == 9000 && buf[..9000] == big[..]);
+    assert_eq!(r.from, lo6(i.udp.local_addr(a).unwrap().unwrap().port()));
+    assert_eq!(
+        i.stats().ipv6_fragments_sent,
+        0,
+        "one looped frame, no fragments"
+    );
 }

@@ -5,6 +5,7 @@
 //! `dispatch(now, device)` to send what is due, and again at `poll_at()`.
 
 mod ip_out;
+mod ipv6_out;
 mod ipv6_rx;
 mod loopback;
 mod neighbor;
@@ -27,7 +28,7 @@ use crate::wire::{
     EthernetFrame, EthernetRepr, IcmpPacket, IcmpRepr, Ipv4Cidr, Ipv4Packet, Ipv4Repr, Ipv6Cidr,
     MacAddr, UdpPacket, UdpRepr, WireError,
 };
-use core::net::{Ipv4Addr, SocketAddrV4};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::collections::VecDeque;
 
 /// Who resolves next hops to MACs.
@@ -52,6 +53,9 @@ pub struct InterfaceConfig {
     /// echo requests to them (see `ipv6_rx`).
     pub ipv6_addrs: Vec<Ipv6Cidr>,
     pub gateway: Option<Ipv4Addr>,
+    /// IPv6 next hop for destinations outside `ipv6_addrs`' prefixes (link-local ones
+    /// are always on-link). None: those are unreachable.
+    pub ipv6_gateway: Option<Ipv6Addr>,
     pub neighbor_mode: NeighborMode,
     pub neighbor: NeighborConfig,
     /// 802.1Q VLAN id: received frames must carry it, sent frames get it. None: untagged.
@@ -70,6 +74,8 @@ pub struct InterfaceConfig {
     pub held_frames: usize,
     /// Seeds everything random (ephemeral ports, TCP ISNs): same seed, same run.
     pub seed: u64,
+    /// Limits of the IPv6 fragment reassembly buffer.
+    pub reassembly: reassembly::ReassemblyConfig,
     /// `Some(mtu)`: packets to the interface's own addresses and to all of
     /// 127.0.0.0/8 are delivered to itself with this MTU, never to the device (see
     /// `loopback`). None: everything goes to the device.
@@ -84,6 +90,7 @@ impl InterfaceConfig {
             addrs: vec![addr],
             ipv6_addrs: Vec::new(),
             gateway: None,
+            ipv6_gateway: None,
             neighbor_mode: NeighborMode::OwnArp,
             neighbor: NeighborConfig::default(),
             vlan: None,
@@ -94,6 +101,7 @@ impl InterfaceConfig {
             reply_slots: 32,
             held_frames: 64,
             seed: 0,
+            reassembly: reassembly::ReassemblyConfig::default(),
             loopback_mtu: None,
         }
     }
@@ -129,7 +137,8 @@ impl ReplyQueue {
 /// the MAC filled in) once it resolves. Buffers allocated once and recycled.
 #[derive(Debug)]
 pub(crate) struct HeldFrames {
-    pub frames: VecDeque<(Ipv4Addr, Vec<u8>)>,
+    /// Each frame with the next hop it waits for.
+    pub frames: VecDeque<(IpAddr, Vec<u8>)>,
     pub spare: Vec<Vec<u8>>,
 }
 
@@ -155,14 +164,21 @@ pub(crate) struct Core {
     pub addrs: Vec<Ipv4Cidr>,
     pub ipv6_addrs: Vec<Ipv6Cidr>,
     pub gateway: Option<Ipv4Addr>,
+    pub ipv6_gateway: Option<Ipv6Addr>,
     pub neighbor_mode: NeighborMode,
     pub neighbors: NeighborCache,
+    /// IPv6 neighbours (Neighbor Discovery, or the host's in External mode).
+    pub neighbors6: NeighborCache<Ipv6Addr>,
     pub vlan: Option<u16>,
     pub mtu: usize,
     pub ttl: u8,
     pub rx_checksum_verified: bool,
     pub stats: Stats,
     pub next_ident: u16,
+    /// Identification of the next IPv6 datagram sent in fragments.
+    pub next_ident6: u32,
+    /// Keys the IPv6 flow labels (`ipv6_out::flow_label`).
+    pub flow_secret: u64,
     pub replies: ReplyQueue,
     pub held: HeldFrames,
     /// Something became sendable (a neighbour resolved): dispatch soon.
@@ -176,6 +192,8 @@ pub(crate) struct Core {
     pub loopback_mtu: Option<usize>,
     /// Frames to local addresses, delivered at the end of a dispatch.
     pub looped: loopback::LoopedFrames,
+    /// IPv6 fragments being put back together.
+    pub reassembly: reassembly::Reassembler,
 }
 
 impl Core {
@@ -242,6 +260,8 @@ impl Interface {
         let mut udp = UdpLayer::new(config.udp, config.seed);
         udp.local_addrs = config.addrs.clone();
         udp.gateway = config.gateway;
+        udp.local_addrs6 = config.ipv6_addrs.clone();
+        udp.gateway6 = config.ipv6_gateway;
         udp.mtu = config.mtu;
         udp.loopback = config.loopback_mtu.is_some();
         Interface {
@@ -250,14 +270,18 @@ impl Interface {
                 addrs: config.addrs,
                 ipv6_addrs: config.ipv6_addrs,
                 gateway: config.gateway,
+                ipv6_gateway: config.ipv6_gateway,
                 neighbor_mode: config.neighbor_mode,
                 neighbors: NeighborCache::new(config.neighbor),
+                neighbors6: NeighborCache::new(config.neighbor),
                 vlan: config.vlan,
                 mtu: config.mtu,
                 ttl: config.ttl,
                 rx_checksum_verified: config.checksum.rx_verified,
                 stats: Stats::default(),
                 next_ident: (config.seed >> 16) as u16,
+                next_ident6: (config.seed >> 32) as u32,
+                flow_secret: config.seed.rotate_left(17) ^ 0x666c_6f77_6c61_6265,
                 replies: ReplyQueue::new(config.reply_slots.max(1), frame_len),
                 held: HeldFrames::new(config.held_frames, frame_len),
                 wake: false,
@@ -265,6 +289,7 @@ impl Interface {
                 last_route: None,
                 loopback_mtu: config.loopback_mtu,
                 looped: Default::default(),
+                reassembly: reassembly::Reassembler::new(config.reassembly),
             },
             udp,
             tcp: TcpLayer::new(tcp, config.seed),
@@ -286,6 +311,11 @@ impl Interface {
     pub fn stats(&self) -> &Stats {
         &self.core.stats
     }
+    /// Counters of the IPv6 fragment reassembly (datagrams put together, fragments
+    /// dropped by reason).
+    pub fn reassembly_stats(&self) -> &reassembly::ReassemblyStats {
+        self.core.reassembly.stats()
+    }
     /// Whether `ip` is one of the interface's addresses.
     pub fn has_addr(&self, ip: Ipv4Addr) -> bool {
         self.core.is_own_addr(ip)
@@ -293,7 +323,10 @@ impl Interface {
     /// The source address the interface uses toward `dst` (for connect without bind);
     /// None when `dst` is off-link and there is no gateway, or there is no address.
     pub fn source_addr(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
-        self.udp.source_for(dst)
+        match self.udp.source_for(dst.into()) {
+            Some(IpAddr::V4(a)) => Some(a),
+            _ => None,
+        }
     }
 
     /// connect(2) for TCP: like [`TcpLayer::connect`], but an unspecified local address
@@ -302,26 +335,41 @@ impl Interface {
     /// address that is not the interface's.
     pub fn tcp_connect(
         &mut self,
-        local: Option<SocketAddrV4>,
-        remote: SocketAddrV4,
+        local: Option<SocketAddr>,
+        remote: impl Into<SocketAddr>,
     ) -> crate::error::Result<crate::socket::SocketHandle> {
-        let local = local.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-        let ip = if local.ip().is_unspecified() {
-            self.source_addr(*remote.ip())
-                .ok_or(crate::error::Error::NetworkUnreachable)?
-        } else if self.has_addr(*local.ip()) {
-            *local.ip()
-        } else {
-            return Err(crate::error::Error::AddrNotAvailable);
+        use crate::error::Error;
+        let remote = remote.into();
+        let unspecified = match remote {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         };
-        self.tcp
-            .connect(SocketAddrV4::new(ip, local.port()), remote)
+        let local = local.unwrap_or(SocketAddr::new(unspecified, 0));
+        if local.is_ipv4() != remote.is_ipv4() {
+            return Err(Error::InvalidInput);
+        }
+        let ip = match (local.ip(), remote.ip()) {
+            (l, r) if l.is_unspecified() => self
+                .source_ip(r)
+                .ok_or(crate::error::Error::NetworkUnreachable)?,
+            (IpAddr::V4(l), _) if self.has_addr(l) => l.into(),
+            (IpAddr::V6(l), _) if self.core.is_own_ipv6(l) => l.into(),
+            _ => return Err(Error::AddrNotAvailable),
+        };
+        self.tcp.connect(SocketAddr::new(ip, local.port()), remote)
+    }
+
+    /// [`Interface::source_addr`] for either family: for IPv6, the address whose
+    /// prefix holds `dst`, else (link-local `dst`: a link-local address) the first.
+    pub fn source_ip(&self, dst: IpAddr) -> Option<IpAddr> {
+        self.udp.source_for(dst)
     }
 
     pub fn ipv6_addrs(&self) -> &[Ipv6Cidr] {
         &self.core.ipv6_addrs
     }
     pub fn set_ipv6_addrs(&mut self, addrs: Vec<Ipv6Cidr>) {
+        self.udp.local_addrs6 = addrs.clone();
         self.core.ipv6_addrs = addrs;
     }
 
@@ -361,6 +409,27 @@ impl Interface {
         self.core.neighbors.missing()
     }
 
+    /// [`Interface::set_neighbor`] for an IPv6 next hop.
+    pub fn set_neighbor6(&mut self, ip: Ipv6Addr, mac: MacAddr) {
+        self.core.neighbors6.insert(ip, mac, Instant::ZERO, false);
+        self.core.wake = true;
+    }
+    /// [`Interface::neighbor`] for an IPv6 next hop (learned from NS/NA or set).
+    pub fn neighbor6(&self, ip: Ipv6Addr, now: Instant) -> Option<MacAddr> {
+        self.core.neighbors6.get(ip, now)
+    }
+    /// [`Interface::missing_neighbors`] for IPv6.
+    pub fn missing_neighbors6(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
+        self.core.neighbors6.missing()
+    }
+    pub fn ipv6_gateway(&self) -> Option<Ipv6Addr> {
+        self.core.ipv6_gateway
+    }
+    pub fn set_ipv6_gateway(&mut self, gateway: Option<Ipv6Addr>) {
+        self.core.ipv6_gateway = gateway;
+        self.udp.gateway6 = gateway;
+    }
+
     /// The oldest readiness change not yet taken: UDP sockets first, then TCP.
     pub fn pop_readiness_change(&mut self) -> Option<ReadinessChange> {
         self.udp
@@ -380,7 +449,15 @@ impl Interface {
             return Some(Instant::ZERO);
         }
         let mut at = self.tcp.poll_at();
-        if let Some(n) = self.core.neighbors.poll_at() {
+        // The reassembly deadline frees the memory of an unfinished datagram.
+        for n in [
+            self.core.neighbors.poll_at(),
+            self.core.neighbors6.poll_at(),
+            self.core.reassembly.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             at = Some(at.map_or(n, |t| t.min(n)));
         }
         at
@@ -452,6 +529,15 @@ impl Interface {
             dispatch_udp(&mut self.udp, &mut out);
         }
         self.core.neighbors.retire_unwanted(now);
+        self.core.neighbors6.retire_unwanted(now);
+        if self
+            .core
+            .reassembly
+            .next_deadline()
+            .is_some_and(|t| t <= now)
+        {
+            self.core.reassembly.expire(now);
+        }
     }
 
     /// Takes one received Ethernet frame (without FCS).
@@ -544,7 +630,7 @@ impl Interface {
             EtherType::Arp => self.receive_arp(now, eth_frame.payload()),
             EtherType::Ipv4 => self.receive_ipv4(now, &eth, eth_frame.payload(), verify),
             EtherType::Ipv6 if !self.core.ipv6_addrs.is_empty() => {
-                self.receive_ipv6(&eth, eth_frame.payload(), verify)
+                self.receive_ipv6(now, &eth, eth_frame.payload(), verify)
             }
             _ => self.core.stats.drop(DropReason::UnknownEthertype),
         }
@@ -681,10 +767,15 @@ impl Interface {
                 if !core.is_own_addr(q_src) && !core.is_local(q_src) {
                     return core.stats.drop(DropReason::IcmpIgnored);
                 }
+                let error = if code == icmp::CODE_PORT_UNREACHABLE {
+                    crate::error::Error::ConnectionRefused
+                } else {
+                    crate::error::Error::HostUnreachable
+                };
                 self.udp.icmp_unreachable(
-                    SocketAddrV4::new(q_src, sport),
-                    SocketAddrV4::new(q_dst, dport),
-                    code,
+                    SocketAddrV4::new(q_src, sport).into(),
+                    SocketAddrV4::new(q_dst, dport).into(),
+                    error,
                 );
             }
             _ => core.stats.drop(DropReason::IcmpIgnored),
@@ -715,22 +806,16 @@ impl Interface {
         };
         let src = SocketAddrV4::new(ip.src, udp.src_port);
         let dst = SocketAddrV4::new(ip.dst, udp.dst_port);
-        let full_before = self.udp.rx_buffer_full;
         let info = RxInfo {
-            to: dst,
+            to: dst.into(),
             tos: ip.dscp_ecn,
             ttl: ip.ttl,
             arrival: now,
         };
-        if self.udp.deliver(src, info, packet.payload(), !unicast) {
-            if self.udp.rx_buffer_full != full_before {
-                core.stats.drop(DropReason::UdpBufferFull);
-            } else {
-                core.stats.udp_datagrams_received += 1;
-            }
+        if self.deliver_udp(src.into(), info, packet.payload(), !unicast) {
             return;
         }
-        core.stats.drop(DropReason::UdpNoSocket);
+        let core = &mut self.core;
         if unicast {
             // ICMP port unreachable quoting the IP header and 8 bytes (RFC 792/1122).
             let quote = &ip_packet[..(hl + 8).min(ip_packet.len())];
@@ -750,6 +835,24 @@ impl Interface {
                 core.stats.icmp_unreachables_sent += 1;
             }
         }
+    }
+}
+
+impl Interface {
+    /// Hands a received datagram to its socket, counted; false (counted) when no
+    /// socket takes it.
+    fn deliver_udp(&mut self, src: SocketAddr, info: RxInfo, payload: &[u8], bcast: bool) -> bool {
+        let full_before = self.udp.rx_buffer_full;
+        if self.udp.deliver(src, info, payload, bcast) {
+            if self.udp.rx_buffer_full != full_before {
+                self.core.stats.drop(DropReason::UdpBufferFull);
+            } else {
+                self.core.stats.udp_datagrams_received += 1;
+            }
+            return true;
+        }
+        self.core.stats.drop(DropReason::UdpNoSocket);
+        false
     }
 }
 

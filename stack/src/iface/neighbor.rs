@@ -1,4 +1,5 @@
-//! Neighbour (ARP) cache: IPv4 next hop → MAC, with expiry and resolution retries.
+//! Neighbour cache: next hop → MAC, with expiry and resolution retries; one per family
+//! (ARP for IPv4, Neighbor Discovery for IPv6).
 //!
 //! Two modes: with our own ARP (TAP, simulator) entries are learned from ARP and expire;
 //! with external neighbours (AF_XDP, where the kernel owns ARP) the host sets entries
@@ -39,8 +40,8 @@ enum State {
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Entry {
-    ip: Ipv4Addr,
+struct Entry<A> {
+    ip: A,
     state: State,
     /// Last time the entry was used or confirmed: the least recently used is evicted.
     touched: Instant,
@@ -83,13 +84,13 @@ impl Default for NeighborConfig {
 /// The cache. Fixed capacity, allocated at start; the least recently used entry is
 /// evicted when full.
 #[derive(Debug)]
-pub struct NeighborCache {
+pub struct NeighborCache<A = Ipv4Addr> {
     cfg: NeighborConfig,
-    entries: Vec<Entry>,
+    entries: Vec<Entry<A>>,
     last_hit: core::cell::Cell<usize>,
 }
 
-impl NeighborCache {
+impl<A: Copy + PartialEq> NeighborCache<A> {
     pub fn new(cfg: NeighborConfig) -> Self {
         let capacity = cfg.capacity.max(1);
         NeighborCache {
@@ -99,7 +100,7 @@ impl NeighborCache {
         }
     }
 
-    fn position(&self, ip: Ipv4Addr) -> Option<usize> {
+    fn position(&self, ip: A) -> Option<usize> {
         // Most traffic goes to one next hop (the gateway, or the one peer): try the
         // entry that answered last before scanning.
         let hint = self.last_hit.get();
@@ -111,7 +112,7 @@ impl NeighborCache {
         Some(i)
     }
 
-    fn slot_for(&mut self, ip: Ipv4Addr, now: Instant) -> usize {
+    fn slot_for(&mut self, ip: A, now: Instant) -> usize {
         if let Some(i) = self.position(ip) {
             return i;
         }
@@ -140,7 +141,7 @@ impl NeighborCache {
 
     /// Records `ip` at `mac`. `expires`: whether the entry ages out (learned by ARP) or
     /// stays until removed (set by the host from the kernel's table).
-    pub fn insert(&mut self, ip: Ipv4Addr, mac: MacAddr, now: Instant, expires: bool) {
+    pub fn insert(&mut self, ip: A, mac: MacAddr, now: Instant, expires: bool) {
         let expires = expires.then(|| now + self.cfg.reachable_time);
         let i = self.slot_for(ip, now);
         self.entries[i].state = State::Reachable { mac, expires };
@@ -149,7 +150,7 @@ impl NeighborCache {
 
     /// Updates `ip` only if it is already cached (gratuitous ARP, replies to others).
     /// Returns whether it was.
-    pub fn refresh(&mut self, ip: Ipv4Addr, mac: MacAddr, now: Instant) -> bool {
+    pub fn refresh(&mut self, ip: A, mac: MacAddr, now: Instant) -> bool {
         match self.position(ip) {
             Some(i) => {
                 let expires = match self.entries[i].state {
@@ -166,7 +167,7 @@ impl NeighborCache {
 
     /// Marks `ip` unresolvable until `failed_hold` has passed: lookups answer Failed
     /// (what waits for it is dropped), then the next one asks again.
-    pub fn fail(&mut self, ip: Ipv4Addr, now: Instant) {
+    pub fn fail(&mut self, ip: A, now: Instant) {
         let i = self.slot_for(ip, now);
         self.entries[i].state = State::Failed {
             until: now + self.cfg.failed_hold,
@@ -174,14 +175,14 @@ impl NeighborCache {
         self.entries[i].touched = now;
     }
 
-    pub fn remove(&mut self, ip: Ipv4Addr) {
+    pub fn remove(&mut self, ip: A) {
         if let Some(i) = self.position(ip) {
             self.entries.swap_remove(i);
         }
     }
 
     /// The MAC of `ip` if known and not expired, without side effects.
-    pub fn get(&self, ip: Ipv4Addr, now: Instant) -> Option<MacAddr> {
+    pub fn get(&self, ip: A, now: Instant) -> Option<MacAddr> {
         match self.position(ip).map(|i| self.entries[i].state) {
             Some(State::Reachable { mac, expires }) if expires.is_none_or(|t| now < t) => Some(mac),
             _ => None,
@@ -191,7 +192,7 @@ impl NeighborCache {
     /// Looks `ip` up for sending; starts or continues resolution when it is unknown.
     /// With `resolve` false (external neighbours) a miss only records the wish.
     #[inline]
-    pub fn lookup(&mut self, ip: Ipv4Addr, now: Instant, resolve: bool) -> Lookup {
+    pub fn lookup(&mut self, ip: A, now: Instant, resolve: bool) -> Lookup {
         // The common case, inlined: the entry that answered last, still reachable.
         let hint = self.last_hit.get();
         if let Some(e) = self.entries.get_mut(hint).filter(|e| e.ip == ip) {
@@ -205,7 +206,7 @@ impl NeighborCache {
         self.lookup_slow(ip, now, resolve)
     }
 
-    fn lookup_slow(&mut self, ip: Ipv4Addr, now: Instant, resolve: bool) -> Lookup {
+    fn lookup_slow(&mut self, ip: A, now: Instant, resolve: bool) -> Lookup {
         let cfg = self.cfg;
         let i = match self.position(ip) {
             Some(i) => i,
@@ -277,7 +278,7 @@ impl NeighborCache {
     }
 
     /// Next hops being resolved (or wanted, with external neighbours) without a MAC.
-    pub fn missing(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    pub fn missing(&self) -> impl Iterator<Item = A> + '_ {
         self.entries
             .iter()
             .filter(|e| matches!(e.state, State::Incomplete { .. }))
@@ -299,7 +300,7 @@ impl NeighborCache {
     /// Drops resolutions nobody asked for since their probe fell due (the packets that
     /// wanted them were sent elsewhere or given up), so `poll_at` does not stay due.
     pub fn retire_unwanted(&mut self, now: Instant) {
-        let unwanted = |e: &Entry| match e.state {
+        let unwanted = |e: &Entry<A>| match e.state {
             State::Incomplete { next_probe, .. } => next_probe <= now,
             _ => false,
         };

@@ -63,9 +63,11 @@ pub enum DropReason {
     Ipv6BadSource,
     /// A malformed or refused extension-header chain (`wire::ipv6_ext::ExtHeaderError`).
     Ipv6ExtHeaders,
-    /// An IPv6 fragment: not reassembled yet.
+    /// An IPv6 fragment the reassembly buffer dropped (the reason is counted in
+    /// `Interface::reassembly_stats`), or a reassembled datagram of a protocol other
+    /// than UDP and TCP.
     Ipv6Fragment,
-    /// Upper layer other than ICMPv6 (TCP and UDP over IPv6 are not served yet).
+    /// Upper layer other than ICMPv6, TCP and UDP.
     Ipv6UnknownProtocol,
     /// ICMPv6 message too short, malformed, or an ND message with a hop limit not 255.
     Icmpv6Malformed,
@@ -178,12 +180,18 @@ pub struct Stats {
     pub icmp_echo_replies_sent: u64,
     pub icmp_unreachables_sent: u64,
     pub icmpv6_echo_replies_sent: u64,
+    /// ICMPv6 port unreachables sent for UDP to a port without a socket.
+    pub icmpv6_unreachables_sent: u64,
     /// Neighbor Advertisements sent in answer to solicitations for our addresses.
     pub nd_advertisements_sent: u64,
+    /// Neighbor Solicitations sent to resolve an IPv6 next hop.
+    pub nd_solicitations_sent: u64,
     pub udp_datagrams_received: u64,
     pub udp_datagrams_sent: u64,
     /// IPv4 fragments sent (UDP datagrams larger than the MTU).
     pub ipv4_fragments_sent: u64,
+    /// IPv6 fragments sent (UDP datagrams larger than the MTU).
+    pub ipv6_fragments_sent: u64,
     pub tcp_segments_received: u64,
     /// Frames to local addresses delivered without the device (loopback on); they
     /// count in rx/tx too.

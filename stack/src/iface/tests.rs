@@ -150,7 +150,7 @@ fn udp_send_resolves_neighbor_then_sends_with_checksum() {
     let mut dev = QueueDevice::new(1500);
     let s = i.udp.open().unwrap();
     let dst = SocketAddrV4::new(IP_B, 9000);
-    assert_eq!(i.udp.send_to(s, b"hello", Some(dst)), Ok(5));
+    assert_eq!(i.udp.send_to(s, b"hello", Some(dst.into())), Ok(5));
     assert_eq!(i.poll_at(), Some(Instant::ZERO));
     i.dispatch(T0, &mut dev);
     // Only an ARP request so far; the datagram waits.
@@ -189,7 +189,7 @@ fn arp_gives_up_after_three_probes_and_drops_datagram() {
     let mut dev = QueueDevice::new(1500);
     let s = i.udp.open().unwrap();
     i.udp
-        .send_to(s, b"x", Some(SocketAddrV4::new(IP_B, 1)))
+        .send_to(s, b"x", Some(SocketAddrV4::new(IP_B, 1).into()))
         .unwrap();
     let mut now = T0;
     for _ in 0..3 {
@@ -245,7 +245,7 @@ fn udp_receive_bind_connect_and_errors() {
     assert_eq!(i.udp.next_datagram_len(s), Ok(7));
     // Truncated like Linux: 4 bytes copied, the datagram was 7, and it is consumed.
     let r = i.udp.recv_from(s, &mut buf).unwrap();
-    assert_eq!((r.len, r.datagram_len, r.from), (4, 7, from));
+    assert_eq!((r.len, r.datagram_len, r.from), (4, 7, from.into()));
     assert_eq!(&buf, b"abcd");
     assert_eq!(i.udp.recv_from(s, &mut buf), Err(Error::WouldBlock));
     assert!(!i.pop_readiness_change().unwrap().readiness.readable());
@@ -271,16 +271,16 @@ fn udp_receive_bind_connect_and_errors() {
     assert_eq!(i.udp.send_to(s, &big[..1472], None), Ok(1472));
     let bc = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 255), 9);
     assert_eq!(
-        i.udp.send_to(t, b"b", Some(bc)),
+        i.udp.send_to(t, b"b", Some(bc.into())),
         Err(Error::PermissionDenied)
     );
     i.udp.set_broadcast(t, true).unwrap();
-    assert_eq!(i.udp.send_to(t, b"b", Some(bc)), Ok(1));
+    assert_eq!(i.udp.send_to(t, b"b", Some(bc.into())), Ok(1));
     assert_eq!(
         i.udp.send_to(
             t,
             b"x",
-            Some(SocketAddrV4::new(Ipv4Addr::new(8, 8, 8, 8), 53))
+            Some(SocketAddrV4::new(Ipv4Addr::new(8, 8, 8, 8), 53).into())
         ),
         Err(Error::NetworkUnreachable)
     );
@@ -331,7 +331,7 @@ fn large_datagram_leaves_as_fragments_that_reassemble() {
     let s = i.udp.open().unwrap();
     let data: Vec<u8> = (0..4000u32).map(|k| (k * 31 + 7) as u8).collect();
     i.udp
-        .send_to(s, &data, Some(SocketAddrV4::new(IP_B, 9)))
+        .send_to(s, &data, Some(SocketAddrV4::new(IP_B, 9).into()))
         .unwrap();
     let mut dev = QueueDevice::new(1500);
     i.dispatch(T0, &mut dev);
@@ -361,7 +361,7 @@ fn udp_send_buffer_full_is_eagain_and_not_writable() {
     let mut i = iface(MAC_A, IP_A);
     let s = i.udp.open().unwrap();
     i.udp.set_send_buffer_size(s, 4096).unwrap();
-    let dst = Some(SocketAddrV4::new(IP_B, 9));
+    let dst = Some(SocketAddrV4::new(IP_B, 9).into());
     let d = [7u8; 1000];
     for _ in 0..4 {
         assert_eq!(i.udp.send_to(s, &d, dst), Ok(1000));
@@ -439,7 +439,7 @@ fn two_interfaces_exchange_udp_with_own_arp() {
         .unwrap();
     for n in 0..10u8 {
         a.udp
-            .send_to(sa, &[n; 100], Some(SocketAddrV4::new(IP_B, 53)))
+            .send_to(sa, &[n; 100], Some(SocketAddrV4::new(IP_B, 53).into()))
             .unwrap();
     }
     let mut now = T0;
@@ -458,7 +458,7 @@ fn two_interfaces_exchange_udp_with_own_arp() {
     for n in 0..10u8 {
         let r = b.udp.recv_from(sb, &mut buf).unwrap();
         assert_eq!(r.len, 100);
-        assert_eq!(*r.from.ip(), IP_A);
+        assert_eq!(r.from.ip(), IP_A);
         assert!(buf[..100].iter().all(|&x| x == n));
     }
     assert_eq!(a.stats().arp_requests_sent, 1);
@@ -636,7 +636,7 @@ fn external_neighbors_list_missing_next_hop_via_gateway() {
     let mut dev = QueueDevice::new(1500);
     let s = i.udp.open().unwrap();
     let far = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 53);
-    i.udp.send_to(s, b"q", Some(far)).unwrap();
+    i.udp.send_to(s, b"q", Some(far.into())).unwrap();
     i.dispatch(T0, &mut dev);
     assert!(dev.frames.is_empty(), "no ARP in external mode");
     assert_eq!(i.missing_neighbors().collect::<Vec<_>>(), vec![gw]);
@@ -675,8 +675,8 @@ fn external_neighbor_failure_drops_the_held_frames() {
     let t = i.udp.open().unwrap();
     let dead = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 99), 53);
     let alive = SocketAddrV4::new(IP_B, 53);
-    i.udp.send_to(s, b"1", Some(dead)).unwrap();
-    i.udp.send_to(t, b"2", Some(alive)).unwrap();
+    i.udp.send_to(s, b"1", Some(dead.into())).unwrap();
+    i.udp.send_to(t, b"2", Some(alive.into())).unwrap();
     i.dispatch(T0, &mut dev);
     assert!(dev.frames.is_empty());
     assert_eq!(i.missing_neighbors().count(), 2);
@@ -694,7 +694,7 @@ fn external_neighbor_failure_drops_the_held_frames() {
     assert_eq!(ip.dst, IP_B);
     // A later datagram to the failed hop, after the hold, asks for it again.
     let later = T0 + Duration::from_secs(60);
-    i.udp.send_to(s, b"3", Some(dead)).unwrap();
+    i.udp.send_to(s, b"3", Some(dead.into())).unwrap();
     i.dispatch(later, &mut dev);
     assert_eq!(i.missing_neighbors().collect::<Vec<_>>(), vec![*dead.ip()]);
 }
@@ -706,13 +706,13 @@ fn tcp_connect_picks_the_source_and_resolves_the_peer() {
     assert_eq!(i.tcp_connect(None, far), Err(Error::NetworkUnreachable));
     assert_eq!(
         i.tcp_connect(
-            Some(SocketAddrV4::new(IP_B, 0)),
+            Some(SocketAddrV4::new(IP_B, 0).into()),
             SocketAddrV4::new(IP_B, 80)
         ),
         Err(Error::AddrNotAvailable)
     );
     let h = i.tcp_connect(None, SocketAddrV4::new(IP_B, 80)).unwrap();
-    assert_eq!(*i.tcp.local_addr(h).unwrap().ip(), IP_A);
+    assert_eq!(i.tcp.local_addr(h).unwrap().ip(), IP_A);
     // The SYN waits for ARP: the first dispatch sends the request only.
     let mut dev = QueueDevice::new(1500);
     i.dispatch(T0, &mut dev);
@@ -758,7 +758,7 @@ fn readiness_changes_of_udp_and_tcp_come_through_one_queue() {
     let c = a.tcp_connect(None, SocketAddrV4::new(IP_B, 80)).unwrap();
     let s = a.udp.open().unwrap();
     a.udp
-        .send_to(s, b"q", Some(SocketAddrV4::new(IP_B, 53)))
+        .send_to(s, b"q", Some(SocketAddrV4::new(IP_B, 53).into()))
         .unwrap();
     exchange(&mut a, &mut b, T0);
     let mut changed = Vec::new();
@@ -834,7 +834,7 @@ fn device_full_keeps_work_for_later() {
     let s = i.udp.open().unwrap();
     for _ in 0..3 {
         i.udp
-            .send_to(s, b"d", Some(SocketAddrV4::new(IP_B, 5)))
+            .send_to(s, b"d", Some(SocketAddrV4::new(IP_B, 5).into()))
             .unwrap();
     }
     let mut dev = QueueDevice::new(1500);
@@ -855,7 +855,7 @@ fn checksum_offload_leaves_fields_zero() {
     i.set_neighbor(IP_B, MAC_B);
     let s = i.udp.open().unwrap();
     i.udp
-        .send_to(s, b"off", Some(SocketAddrV4::new(IP_B, 5)))
+        .send_to(s, b"off", Some(SocketAddrV4::new(IP_B, 5).into()))
         .unwrap();
     let mut dev = QueueDevice::new(1500);
     dev.checksum.tx_fill = true;
@@ -1123,7 +1123,7 @@ fn next_hop_follows_gateway_and_address_changes() {
     let s = i.udp.open().unwrap();
     let far = SocketAddrV4::new(far_ip, 53);
     let send_and_see = |i: &mut Interface| {
-        i.udp.send_to(s, b"q", Some(far)).unwrap();
+        i.udp.send_to(s, b"q", Some(far.into())).unwrap();
         let mut dev = QueueDevice::new(1500);
         i.dispatch(T0, &mut dev);
         assert_eq!(dev.frames.len(), 1);
@@ -1181,11 +1181,11 @@ fn udp_datagram_keeps_destination_tos_ttl_and_arrival() {
     let peeked = i.udp.peek_from(s, &mut buf).unwrap();
     let r = i.udp.recv_from(s, &mut buf).unwrap();
     assert_eq!(peeked, r);
-    assert_eq!(r.from, from);
+    assert_eq!(r.from, from.into());
     assert_eq!(
         r.info,
         RxInfo {
-            to,
+            to: to.into(),
             tos: 0xb8,
             ttl: 17,
             arrival: at
@@ -1209,20 +1209,36 @@ fn udp_send_with_chosen_source_address() {
     // Not an address of this interface, or not a unicast one: as Linux's route lookup
     // answers.
     assert_eq!(
-        i.udp
-            .send_to_from(s, b"x", Some(dst), Some(Ipv4Addr::new(10, 9, 9, 9))),
+        i.udp.send_to_from(
+            s,
+            b"x",
+            Some(dst.into()),
+            Some(Ipv4Addr::new(10, 9, 9, 9).into())
+        ),
         Err(Error::NetworkUnreachable)
     );
     assert_eq!(
-        i.udp
-            .send_to_from(s, b"x", Some(dst), Some(Ipv4Addr::new(224, 0, 0, 1))),
+        i.udp.send_to_from(
+            s,
+            b"x",
+            Some(dst.into()),
+            Some(Ipv4Addr::new(224, 0, 0, 1).into())
+        ),
         Err(Error::InvalidInput)
     );
-    assert_eq!(i.udp.send_to_from(s, b"a", Some(dst), Some(second)), Ok(1));
-    // Unspecified: the route's source, as without the control message.
     assert_eq!(
         i.udp
-            .send_to_from(s, b"b", Some(dst), Some(Ipv4Addr::UNSPECIFIED)),
+            .send_to_from(s, b"a", Some(dst.into()), Some(second.into())),
+        Ok(1)
+    );
+    // Unspecified: the route's source, as without the control message.
+    assert_eq!(
+        i.udp.send_to_from(
+            s,
+            b"b",
+            Some(dst.into()),
+            Some(Ipv4Addr::UNSPECIFIED.into())
+        ),
         Ok(1)
     );
     i.dispatch(T0, &mut dev);

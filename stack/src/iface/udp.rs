@@ -1,5 +1,7 @@
 //! UDP sockets: bind/connect/send_to/recv_from with per-socket buffers, readiness, and
-//! errors as Linux gives them.
+//! errors as Linux gives them. IPv4 and IPv6: a socket takes the family of the
+//! address it is bound to (or, unbound, of its first destination); the families'
+//! wildcards (0.0.0.0, ::) are separate, as with IPV6_V6ONLY.
 //!
 //! Sends are queued in the socket's send buffer and leave on the next
 //! `Interface::dispatch`; received datagrams wait in the receive buffer.
@@ -7,15 +9,19 @@
 use super::packet_ring::PacketRing;
 use crate::error::{Error, Result};
 use crate::socket::{Readiness, ReadinessChange, ReadinessQueue, ReadinessTracker, SocketHandle};
+use crate::tcp::endpoint;
 use crate::time::Instant;
-use crate::wire::{ipv4, udp};
-use core::net::{Ipv4Addr, SocketAddrV4};
+use crate::wire::{ipv4, udp, Ipv6Cidr};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::collections::{HashMap, VecDeque};
 
 /// Linux's default ephemeral port range (net.ipv4.ip_local_port_range).
 pub const EPHEMERAL_PORTS: core::ops::RangeInclusive<u16> = 32768..=60999;
 /// Largest UDP payload in an IPv4 packet.
 pub const MAX_PAYLOAD: usize = 65535 - ipv4::HEADER_LEN - udp::HEADER_LEN;
+/// Largest UDP payload in an IPv6 packet (no jumbograms): the IPv6 payload length
+/// does not count the IPv6 header.
+pub const MAX_PAYLOAD_V6: usize = 65535 - udp::HEADER_LEN;
 
 /// Sizes of the UDP layer, fixed at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +53,7 @@ pub struct UdpRecv {
     pub len: usize,
     /// The datagram's full length (larger than `len` when it was truncated: MSG_TRUNC).
     pub datagram_len: usize,
-    pub from: SocketAddrV4,
+    pub from: SocketAddr,
     /// What the datagram's headers said on arrival (the ancillary data of recvmsg).
     pub info: RxInfo,
 }
@@ -58,9 +64,10 @@ pub struct UdpRecv {
 pub struct RxInfo {
     /// The destination address and port the datagram carried (a broadcast address for
     /// a broadcast).
-    pub to: SocketAddrV4,
-    /// The IPv4 header's TOS byte (DSCP and ECN).
+    pub to: SocketAddr,
+    /// The IPv4 header's TOS byte, or IPv6's traffic class (DSCP and ECN).
     pub tos: u8,
+    /// TTL, or IPv6's hop limit.
     pub ttl: u8,
     /// When the stack received it (the host's clock, as passed in).
     pub arrival: Instant,
@@ -68,22 +75,22 @@ pub struct RxInfo {
 
 #[derive(Clone, Copy, Debug)]
 struct RxMeta {
-    from: SocketAddrV4,
+    from: SocketAddr,
     info: RxInfo,
 }
 
 /// Send-queue metadata: the chosen source address and the destination.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TxMeta {
-    pub src: SocketAddrV4,
-    pub dst: SocketAddrV4,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
 }
 
 #[derive(Debug)]
 struct UdpSocket {
     /// Bound address (IP may be unspecified); None until bound.
-    local: Option<SocketAddrV4>,
-    remote: Option<SocketAddrV4>,
+    local: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
     rx: PacketRing<RxMeta>,
     tx: PacketRing<TxMeta>,
     /// Pending error (SO_ERROR), e.g. ECONNREFUSED from an ICMP port unreachable.
@@ -109,6 +116,8 @@ pub struct UdpLayer {
     /// The interface's addresses and MTU (kept in sync by the interface).
     pub(crate) local_addrs: Vec<ipv4::Ipv4Cidr>,
     pub(crate) gateway: Option<Ipv4Addr>,
+    pub(crate) local_addrs6: Vec<Ipv6Cidr>,
+    pub(crate) gateway6: Option<Ipv6Addr>,
     pub(crate) mtu: usize,
     /// Loopback on: every 127.0.0.0/8 address is local (bind may name any of them).
     pub(crate) loopback: bool,
@@ -132,6 +141,8 @@ impl UdpLayer {
             next_ephemeral: *EPHEMERAL_PORTS.start() + (seed % span) as u16,
             local_addrs: Vec::new(),
             gateway: None,
+            local_addrs6: Vec::new(),
+            gateway6: None,
             mtu: 1500,
             loopback: false,
             rx_buffer_full: 0,
@@ -201,25 +212,35 @@ impl UdpLayer {
         }
     }
 
-    fn is_local_addr(&self, ip: Ipv4Addr) -> bool {
-        (self.loopback && ip.is_loopback()) || self.local_addrs.iter().any(|c| c.addr == ip)
+    fn is_local_addr(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(ip) => {
+                (self.loopback && ip.is_loopback()) || self.local_addrs.iter().any(|c| c.addr == ip)
+            }
+            IpAddr::V6(ip) => self.local_addrs6.iter().any(|c| c.addr == ip),
+        }
     }
 
-    fn port_conflicts(&self, ip: Ipv4Addr, port: u16, reuse: bool) -> bool {
+    fn port_conflicts(&self, ip: IpAddr, port: u16, reuse: bool) -> bool {
         let Some(v) = self.ports.get(&port) else {
             return false;
         };
         v.iter().any(|&i| {
-            let Some(s) = self.sockets[i as usize].as_ref() else {
+            let Some(their) = self.sockets[i as usize].as_ref().and_then(|s| s.local) else {
                 return false;
             };
-            let their = s.local.map(|a| *a.ip()).unwrap_or(Ipv4Addr::UNSPECIFIED);
-            let overlap = their == ip || their.is_unspecified() || ip.is_unspecified();
-            overlap && !(reuse && s.reuse_addr)
+            let reuses = reuse
+                && self.sockets[i as usize]
+                    .as_ref()
+                    .is_some_and(|s| s.reuse_addr);
+            let their = their.ip();
+            let overlap = their.is_ipv4() == ip.is_ipv4()
+                && (their == ip || their.is_unspecified() || ip.is_unspecified());
+            overlap && !reuses
         })
     }
 
-    fn pick_ephemeral(&mut self, ip: Ipv4Addr, reuse: bool) -> Result<u16> {
+    fn pick_ephemeral(&mut self, ip: IpAddr, reuse: bool) -> Result<u16> {
         let start = *EPHEMERAL_PORTS.start();
         let span = *EPHEMERAL_PORTS.end() - start + 1;
         for _ in 0..span {
@@ -236,17 +257,19 @@ impl UdpLayer {
         Err(Error::AddrInUse)
     }
 
-    /// bind(2). Port 0 picks an ephemeral port. EINVAL if already bound,
-    /// EADDRNOTAVAIL for an address not on the interface, EADDRINUSE on conflict
-    /// (unless both sockets set SO_REUSEADDR).
-    pub fn bind(&mut self, h: SocketHandle, addr: SocketAddrV4) -> Result<()> {
+    /// bind(2). Port 0 picks an ephemeral port. EINVAL if already bound (or for a
+    /// v4-mapped IPv6 address: the socket layer maps those to IPv4), EADDRNOTAVAIL for
+    /// an address not on the interface, EADDRINUSE on conflict (unless both sockets
+    /// set SO_REUSEADDR).
+    pub fn bind(&mut self, h: SocketHandle, addr: impl Into<SocketAddr>) -> Result<()> {
+        let addr = endpoint(addr.into());
         let s = self.socket(h)?;
-        if s.local.is_some() {
+        if s.local.is_some() || is_v4_mapped(addr.ip()) {
             return Err(Error::InvalidInput);
         }
         let reuse = s.reuse_addr;
-        let ip = *addr.ip();
-        if !ip.is_unspecified() && !self.is_local_addr(ip) && !ip.is_broadcast() {
+        let ip = addr.ip();
+        if !ip.is_unspecified() && !self.is_local_addr(ip) && !is_v4_broadcast(ip) {
             return Err(Error::AddrNotAvailable);
         }
         let port = if addr.port() == 0 {
@@ -257,53 +280,73 @@ impl UdpLayer {
             }
             addr.port()
         };
-        self.socket_mut(h)?.local = Some(SocketAddrV4::new(ip, port));
+        self.socket_mut(h)?.local = Some(SocketAddr::new(ip, port));
         self.ports.entry(port).or_default().push(h.index);
         Ok(())
     }
 
-    fn autobind(&mut self, h: SocketHandle) -> Result<SocketAddrV4> {
-        if let Some(a) = self.socket(h)?.local {
-            return Ok(a);
+    /// The socket's local address, bound now (to the wildcard of `peer`'s family) if
+    /// it was not; EINVAL when it is bound to the other family.
+    fn autobind(&mut self, h: SocketHandle, peer: IpAddr) -> Result<SocketAddr> {
+        let local = match self.socket(h)?.local {
+            Some(a) => a,
+            None => {
+                self.bind(h, SocketAddr::new(unspecified_like(peer), 0))?;
+                self.socket(h)?.local.expect("just bound")
+            }
+        };
+        if local.is_ipv4() != peer.is_ipv4() {
+            return Err(Error::InvalidInput);
         }
-        self.bind(h, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
-        Ok(self.socket(h)?.local.expect("just bound"))
+        Ok(local)
     }
 
     /// The source address the interface uses toward `dst`: the address on `dst`'s
     /// network, else the first address (via the gateway). None without a route.
-    pub fn source_for(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+    pub fn source_for(&self, dst: IpAddr) -> Option<IpAddr> {
+        let dst = match dst {
+            IpAddr::V4(d) => d,
+            IpAddr::V6(d) => {
+                return ipv6_source(&self.local_addrs6, self.gateway6, d).map(IpAddr::V6)
+            }
+        };
         if let Some(c) = self.local_addrs.iter().find(|c| c.contains(dst)) {
-            return Some(c.addr);
+            return Some(c.addr.into());
         }
         if dst.is_broadcast() {
-            return self.local_addrs.first().map(|c| c.addr);
+            return self.local_addrs.first().map(|c| c.addr.into());
         }
         self.gateway?;
-        self.local_addrs.first().map(|c| c.addr)
+        self.local_addrs.first().map(|c| c.addr.into())
     }
 
-    fn is_broadcast_dst(&self, dst: Ipv4Addr) -> bool {
-        dst.is_broadcast() || self.local_addrs.iter().any(|c| c.broadcast() == Some(dst))
+    fn is_broadcast_dst(&self, dst: IpAddr) -> bool {
+        match dst {
+            IpAddr::V4(d) => {
+                d.is_broadcast() || self.local_addrs.iter().any(|c| c.broadcast() == Some(d))
+            }
+            IpAddr::V6(_) => false,
+        }
     }
 
     /// connect(2): sets the default destination and filters received datagrams to it.
     /// Binds an ephemeral port first if unbound. An unspecified address disconnects.
-    pub fn connect(&mut self, h: SocketHandle, remote: SocketAddrV4) -> Result<()> {
+    pub fn connect(&mut self, h: SocketHandle, remote: impl Into<SocketAddr>) -> Result<()> {
+        let remote = endpoint(remote.into());
         self.socket(h)?;
         if remote.ip().is_unspecified() {
             return self.disconnect(h);
         }
-        if remote.port() == 0 {
+        if remote.port() == 0 || is_v4_mapped(remote.ip()) {
             return Err(Error::InvalidInput);
         }
-        if self.source_for(*remote.ip()).is_none() {
+        if self.source_for(remote.ip()).is_none() {
             return Err(Error::NetworkUnreachable);
         }
-        if self.is_broadcast_dst(*remote.ip()) && !self.socket(h)?.broadcast {
+        if self.is_broadcast_dst(remote.ip()) && !self.socket(h)?.broadcast {
             return Err(Error::PermissionDenied);
         }
-        self.autobind(h)?;
+        self.autobind(h, remote.ip())?;
         let s = self.socket_mut(h)?;
         s.remote = Some(remote);
         s.error = None;
@@ -317,15 +360,16 @@ impl UdpLayer {
     }
 
     /// sendto(2)/send(2): queues one datagram. `dst` None uses the connected peer.
-    /// Datagrams larger than the MTU leave as IPv4 fragments.
-    /// Errors: EDESTADDRREQ (no destination), EMSGSIZE (over 65507 bytes, or larger
-    /// than the send buffer), ENETUNREACH, EACCES (broadcast without
-    /// SO_BROADCAST), EAGAIN (send buffer full), or a pending error (ECONNREFUSED).
+    /// Datagrams larger than the MTU leave as IPv4 or IPv6 fragments.
+    /// Errors: EDESTADDRREQ (no destination), EMSGSIZE (over 65507 bytes, 65527 over
+    /// IPv6, or larger than the send buffer), ENETUNREACH, EACCES (broadcast without
+    /// SO_BROADCAST), EINVAL (a destination of the other family than the socket's),
+    /// EAGAIN (send buffer full), or a pending error (ECONNREFUSED).
     pub fn send_to(
         &mut self,
         h: SocketHandle,
         data: &[u8],
-        dst: Option<SocketAddrV4>,
+        dst: Option<SocketAddr>,
     ) -> Result<usize> {
         self.send_to_from(h, data, dst, None)
     }
@@ -337,14 +381,14 @@ impl UdpLayer {
         &mut self,
         h: SocketHandle,
         data: &[u8],
-        dst: Option<SocketAddrV4>,
-        src: Option<Ipv4Addr>,
+        dst: Option<SocketAddr>,
+        src: Option<IpAddr>,
     ) -> Result<usize> {
         let src = src.filter(|ip| !ip.is_unspecified());
         if let Some(ip) = src {
             // Linux's output route lookup: EINVAL for a multicast or limited-broadcast
             // source, ENETUNREACH for one that is not local.
-            if ip.is_multicast() || ip.is_broadcast() {
+            if ip.is_multicast() || is_v4_broadcast(ip) {
                 return Err(Error::InvalidInput);
             }
             if !self.is_local_addr(ip) {
@@ -357,33 +401,39 @@ impl UdpLayer {
             return Err(e);
         }
         let s = self.socket(h)?;
-        let dst = dst.or(s.remote).ok_or(Error::DestinationRequired)?;
-        if dst.port() == 0 {
+        let dst = endpoint(dst.or(s.remote).ok_or(Error::DestinationRequired)?);
+        if dst.port() == 0
+            || is_v4_mapped(dst.ip())
+            || src.is_some_and(|ip| ip.is_ipv4() != dst.is_ipv4())
+        {
             return Err(Error::InvalidInput);
         }
-        if data.len() > MAX_PAYLOAD || data.len() > s.tx.capacity() {
+        let max = if dst.is_ipv4() {
+            MAX_PAYLOAD
+        } else {
+            MAX_PAYLOAD_V6
+        };
+        if data.len() > max || data.len() > s.tx.capacity() {
             return Err(Error::MessageTooLong);
         }
-        let bcast = self.is_broadcast_dst(*dst.ip());
+        let bcast = self.is_broadcast_dst(dst.ip());
         if bcast && !s.broadcast {
             return Err(Error::PermissionDenied);
         }
-        let route_src = self
-            .source_for(*dst.ip())
-            .ok_or(Error::NetworkUnreachable)?;
+        let route_src = self.source_for(dst.ip()).ok_or(Error::NetworkUnreachable)?;
         if !s.tx.can_push(data.len()) {
             return Err(Error::WouldBlock);
         }
-        let local = self.autobind(h)?;
+        let local = self.autobind(h, dst.ip())?;
         let src_ip = if let Some(ip) = src {
             ip
-        } else if local.ip().is_unspecified() || local.ip().is_broadcast() {
+        } else if local.ip().is_unspecified() || is_v4_broadcast(local.ip()) {
             route_src
         } else {
-            *local.ip()
+            local.ip()
         };
         let meta = TxMeta {
-            src: SocketAddrV4::new(src_ip, local.port()),
+            src: SocketAddr::new(src_ip, local.port()),
             dst,
         };
         let s = self.socket_mut(h)?;
@@ -435,12 +485,12 @@ impl UdpLayer {
         Ok(self.socket(h)?.tx.queued_bytes())
     }
 
-    pub fn local_addr(&self, h: SocketHandle) -> Result<Option<SocketAddrV4>> {
+    pub fn local_addr(&self, h: SocketHandle) -> Result<Option<SocketAddr>> {
         Ok(self.socket(h)?.local)
     }
 
     /// getpeername(2): ENOTCONN when not connected.
-    pub fn peer_addr(&self, h: SocketHandle) -> Result<SocketAddrV4> {
+    pub fn peer_addr(&self, h: SocketHandle) -> Result<SocketAddr> {
         self.socket(h)?.remote.ok_or(Error::NotConnected)
     }
 
@@ -550,18 +600,19 @@ impl UdpLayer {
     /// Finds the socket that takes a datagram: a connected socket matching the source
     /// beats one bound to the exact address, which beats a wildcard bind.
     /// Whether a datagram to `dst` would find a socket here (from any source).
-    pub fn has_receiver(&self, dst: SocketAddrV4) -> bool {
+    pub fn has_receiver(&self, dst: impl Into<SocketAddr>) -> bool {
+        let dst = dst.into();
         self.ports.get(&dst.port()).is_some_and(|v| {
             v.iter().any(|&i| {
                 self.sockets[i as usize]
                     .as_ref()
                     .and_then(|s| s.local)
-                    .is_some_and(|l| l.ip().is_unspecified() || l.ip() == dst.ip())
+                    .is_some_and(|l| takes_address(l.ip(), dst.ip()))
             })
         })
     }
 
-    fn demux(&self, src: SocketAddrV4, dst: SocketAddrV4) -> Option<u32> {
+    fn demux(&self, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
         let v = self.ports.get(&dst.port())?;
         let mut best: Option<(u8, u32)> = None;
         for &i in v {
@@ -569,11 +620,11 @@ impl UdpLayer {
                 continue;
             };
             let Some(local) = s.local else { continue };
+            if !takes_address(local.ip(), dst.ip()) {
+                continue;
+            }
             let mut score = 0u8;
             if !local.ip().is_unspecified() {
-                if *local.ip() != *dst.ip() {
-                    continue;
-                }
                 score += 1;
             }
             if let Some(remote) = s.remote {
@@ -595,7 +646,7 @@ impl UdpLayer {
     /// (or that broadcast) address whose peer, if connected, is the sender.
     pub(crate) fn deliver(
         &mut self,
-        src: SocketAddrV4,
+        src: SocketAddr,
         info: RxInfo,
         payload: &[u8],
         broadcast: bool,
@@ -617,7 +668,7 @@ impl UdpLayer {
                 continue;
             };
             let Some(local) = s.local else { continue };
-            let addr_ok = local.ip().is_unspecified() || *local.ip() == *dst.ip();
+            let addr_ok = takes_address(local.ip(), dst.ip());
             if addr_ok && s.remote.is_none_or(|r| r == src) {
                 self.push_rx(i, meta, payload);
                 any = true;
@@ -640,9 +691,9 @@ impl UdpLayer {
     }
 
     /// An ICMP destination unreachable quoted a datagram we sent from `local` to
-    /// `remote`: a socket connected to `remote` gets ECONNREFUSED (port unreachable) or
-    /// EHOSTUNREACH, as Linux reports it only on connected sockets.
-    pub(crate) fn icmp_unreachable(&mut self, local: SocketAddrV4, remote: SocketAddrV4, code: u8) {
+    /// `remote`: a socket connected to `remote` gets `error` (ECONNREFUSED for a port
+    /// unreachable, else EHOSTUNREACH), as Linux reports it only on connected sockets.
+    pub(crate) fn icmp_unreachable(&mut self, local: SocketAddr, remote: SocketAddr, error: Error) {
         let Some(i) = self.demux(remote, local) else {
             return;
         };
@@ -652,11 +703,7 @@ impl UdpLayer {
         if s.remote != Some(remote) {
             return;
         }
-        s.error = Some(if code == crate::wire::icmp::CODE_PORT_UNREACHABLE {
-            Error::ConnectionRefused
-        } else {
-            Error::HostUnreachable
-        });
+        s.error = Some(error);
         self.update_readiness(SocketHandle::udp(i));
     }
 
@@ -698,4 +745,48 @@ impl UdpLayer {
     pub(crate) fn tx_pending_count(&self) -> usize {
         self.tx_pending.len()
     }
+}
+
+/// Whether a socket bound to `local` takes a datagram to `dst`: the same address, or
+/// the wildcard of `dst`'s family.
+fn takes_address(local: IpAddr, dst: IpAddr) -> bool {
+    local == dst || (local.is_unspecified() && local.is_ipv4() == dst.is_ipv4())
+}
+
+/// The unspecified address of `ip`'s family.
+fn unspecified_like(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
+
+fn is_v4_broadcast(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V4(a) if a.is_broadcast())
+}
+
+fn is_v4_mapped(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(a) if a.to_ipv4_mapped().is_some())
+}
+
+/// Source address toward IPv6 `dst` among `addrs`: the one whose prefix holds it;
+/// for a link-local `dst`, a link-local one; else, with a gateway, the first that is
+/// not link-local. None without a route or an address.
+pub(crate) fn ipv6_source(
+    addrs: &[Ipv6Cidr],
+    gateway: Option<Ipv6Addr>,
+    dst: Ipv6Addr,
+) -> Option<Ipv6Addr> {
+    use crate::wire::ipv6::is_link_local;
+    if let Some(c) = addrs.iter().find(|c| c.contains(dst)) {
+        return Some(c.addr);
+    }
+    let link_local = is_link_local(dst);
+    if !link_local && gateway.is_none() {
+        return None;
+    }
+    addrs
+        .iter()
+        .find(|c| is_link_local(c.addr) == link_local)
+        .map(|c| c.addr)
 }

@@ -1,43 +1,62 @@
 //! The socket API for connections: connect, send, recv, shutdown, close, abort,
 //! addresses, errors, options, and what `ss -ti` would show.
 
-use core::net::SocketAddrV4;
+use core::net::{IpAddr, SocketAddr};
 
 use crate::error::{Error, Result};
 use crate::socket::{Readiness, SocketHandle};
 use crate::time::Duration;
 
+use super::demux::endpoint;
 use super::{
     conn_key, Control, Keepalive, MoveProbe, Shutdown, SlotKind, SocketOptions, State, TcpLayer,
 };
+
+fn is_v4_mapped(a: SocketAddr) -> bool {
+    matches!(a, SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some())
+}
 
 impl TcpLayer {
     /// Starts an active open from `local` (a concrete address of this host; port 0
     /// picks an ephemeral port) to `remote`. The handle becomes writable once
     /// established; failures show as an error ([`TcpLayer::take_error`]).
-    pub fn connect(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> Result<SocketHandle> {
+    pub fn connect(
+        &mut self,
+        local: impl Into<SocketAddr>,
+        remote: impl Into<SocketAddr>,
+    ) -> Result<SocketHandle> {
         let opts = self.cfg.default_options();
         self.connect_with(local, remote, opts)
     }
 
     pub fn connect_with(
         &mut self,
-        local: SocketAddrV4,
-        remote: SocketAddrV4,
+        local: impl Into<SocketAddr>,
+        remote: impl Into<SocketAddr>,
         opts: SocketOptions,
     ) -> Result<SocketHandle> {
+        let (local, remote) = (endpoint(local.into()), endpoint(remote.into()));
         if local.ip().is_unspecified() {
             return Err(Error::AddrNotAvailable);
         }
+        // Both ends unicast: `receive` relies on it to skip address checks for a
+        // segment that finds its connection.
+        let broadcast = |a: SocketAddr| matches!(a.ip(), IpAddr::V4(a) if a.is_broadcast());
         if remote.port() == 0
             || remote.ip().is_unspecified()
-            || remote.ip().is_broadcast()
+            || broadcast(remote)
             || remote.ip().is_multicast()
+            || broadcast(local)
+            || local.ip().is_multicast()
         {
             return Err(Error::InvalidInput);
         }
+        // v4-mapped addresses are IPv4 (the socket layer maps them); never on the wire.
+        if local.is_ipv4() != remote.is_ipv4() || is_v4_mapped(local) || is_v4_mapped(remote) {
+            return Err(Error::InvalidInput);
+        }
         let local = if local.port() == 0 {
-            SocketAddrV4::new(*local.ip(), self.ephemeral_port(local, remote)?)
+            SocketAddr::new(local.ip(), self.ephemeral_port(local, remote)?)
         } else {
             if let Some(&old) = self.conns.get(&conn_key(local, remote)) {
                 // A TIME-WAIT leftover with timestamps may be reused (tcp_tw_reuse).
@@ -77,7 +96,7 @@ impl TcpLayer {
         Ok(Self::handle(idx))
     }
 
-    fn ephemeral_port(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> Result<u16> {
+    fn ephemeral_port(&mut self, local: SocketAddr, remote: SocketAddr) -> Result<u16> {
         let (lo, hi) = self.cfg.ephemeral_ports;
         if lo == 0 || lo > hi {
             return Err(Error::AddrNotAvailable);
@@ -86,11 +105,8 @@ impl TcpLayer {
         let start = self.prng.below(n);
         for k in 0..n {
             let port = lo + ((start + k) % n) as u16;
-            let l = SocketAddrV4::new(*local.ip(), port);
-            if self.conns.contains_key(&conn_key(l, remote))
-                || self.listeners.contains_key(&(u32::from(*local.ip()), port))
-                || self.listeners.contains_key(&(0, port))
-            {
+            let l = SocketAddr::new(local.ip(), port);
+            if self.conns.contains_key(&conn_key(l, remote)) || self.listener_at(l).is_some() {
                 continue;
             }
             return Ok(port);
@@ -319,12 +335,12 @@ impl TcpLayer {
         self.on_conn_closed(idx);
     }
 
-    pub fn local_addr(&self, h: SocketHandle) -> Result<SocketAddrV4> {
+    pub fn local_addr(&self, h: SocketHandle) -> Result<SocketAddr> {
         let idx = self.slot_of(h)?;
         Ok(self.slots[idx as usize].tcb.local)
     }
 
-    pub fn peer_addr(&self, h: SocketHandle) -> Result<SocketAddrV4> {
+    pub fn peer_addr(&self, h: SocketHandle) -> Result<SocketAddr> {
         let idx = self.conn_slot(h)?;
         let t = &self.slots[idx as usize].tcb;
         if t.state == State::Closed && !t.broken {

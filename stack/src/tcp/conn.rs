@@ -3,7 +3,7 @@
 //! ([`super::TcpLayer`]) finds the connection, handles LISTEN and closed ports, and owns
 //! the socket table; this file only knows its own connection.
 
-use core::net::SocketAddrV4;
+use core::net::SocketAddr;
 
 use super::cc::Congestion;
 use super::ring::{Assembler, Ring};
@@ -179,8 +179,8 @@ pub struct ConnCounters {
 #[derive(Debug)]
 pub struct Tcb {
     pub state: State,
-    pub local: SocketAddrV4,
-    pub remote: SocketAddrV4,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
 
     pub iss: SeqNumber,
     pub snd_una: SeqNumber,
@@ -285,12 +285,22 @@ pub struct Tcb {
     pub defer_until: Option<Instant>,
 }
 
+/// The MSS to assume for a peer whose SYN carried none (RFC 9293 §3.7.1: 536 for
+/// IPv4; 1220 for IPv6, whose minimum MTU is 1280, RFC 8200).
+pub(super) fn default_mss(remote: SocketAddr) -> u16 {
+    if remote.is_ipv4() {
+        536
+    } else {
+        1220
+    }
+}
+
 impl Tcb {
     pub fn new(cfg: &TcpConfig) -> Tcb {
         Tcb {
             state: State::Closed,
-            local: SocketAddrV4::new([0, 0, 0, 0].into(), 0),
-            remote: SocketAddrV4::new([0, 0, 0, 0].into(), 0),
+            local: SocketAddr::new([0, 0, 0, 0].into(), 0),
+            remote: SocketAddr::new([0, 0, 0, 0].into(), 0),
             iss: SeqNumber(0),
             snd_una: SeqNumber(0),
             snd_nxt: SeqNumber(0),
@@ -626,7 +636,7 @@ impl Tcb {
 
     /// Reads the peer's SYN options.
     pub fn take_syn_options(&mut self, seg: &TcpRepr, cfg: &TcpConfig) {
-        self.peer_mss = seg.mss.unwrap_or(536).max(64);
+        self.peer_mss = seg.mss.unwrap_or(default_mss(self.remote)).max(64);
         match seg.window_scale {
             Some(ws) if cfg.window_scaling => {
                 self.ws_ok = true;
@@ -1559,7 +1569,7 @@ impl Tcb {
             if self.our_mss == 0 || self.state == State::SynSent || self.state == State::SynReceived
             {
                 let path = out
-                    .max_segment(*self.remote.ip())
+                    .max_segment(self.remote.ip())
                     .saturating_sub(20)
                     .min(65535) as u16;
                 self.our_mss = path.min(cfg.mss).max(64);
@@ -1613,7 +1623,7 @@ impl Tcb {
         let total = hl + plan.len as usize;
         let offset = (plan.seq - self.snd_una) as usize;
         let send_buf = &self.send_buf;
-        let (local, remote) = (*self.local.ip(), *self.remote.ip());
+        let (local, remote) = (self.local.ip(), self.remote.ip());
         let sent = if plan.len >= SUM_WHILE_COPYING_FROM {
             // The payload is summed while it is copied; the IP layer sums only the
             // header instead of reading the payload again.

@@ -3,7 +3,7 @@
 //! segments handed to the connection and what follows (accept queue, deferred accept).
 
 use core::hash::{BuildHasherDefault, Hasher};
-use core::net::{Ipv4Addr, SocketAddrV4};
+use core::net::{IpAddr, SocketAddr};
 
 use crate::time::Instant;
 use crate::wire::tcp::{TcpPacket, TcpRepr};
@@ -34,19 +34,72 @@ impl Hasher for FxHasher {
     fn write_u64(&mut self, n: u64) {
         self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
+    fn write_u128(&mut self, n: u128) {
+        self.write_u64(n as u64);
+        self.write_u64((n >> 64) as u64);
+    }
     fn write_usize(&mut self, n: usize) {
         self.write_u64(n as u64)
     }
 }
 
 pub(super) type FxBuild = BuildHasherDefault<FxHasher>;
-pub(super) type ConnKey = (u32, u16, u32, u16);
+/// A connection's 4-tuple as the tables key it: addresses as 128-bit numbers, IPv4
+/// ones in their v4-mapped form (`::ffff:a.b.c.d`), which no IPv6 packet carries (the
+/// IPv6 receive path drops them), so the two families never collide.
+pub(super) type ConnKey = (u128, u16, u128, u16);
 
-pub(super) fn conn_key(local: SocketAddrV4, remote: SocketAddrV4) -> ConnKey {
+/// An address as the tables key it (see [`ConnKey`]).
+#[inline]
+pub(super) fn ip_key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(a) => a.to_bits(),
+    }
+}
+
+/// The key of a listener on the wildcard address of `ip`'s family (0.0.0.0 or ::).
+#[inline]
+pub(super) fn wildcard_key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(_) => ip_key(IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED)),
+        IpAddr::V6(_) => 0,
+    }
+}
+
+/// A listener's key: its address and port.
+#[inline]
+pub(super) fn listen_key(local: SocketAddr) -> (u128, u16) {
+    (ip_key(local.ip()), local.port())
+}
+
+/// `a` without what the tables do not compare (an IPv6 flow label and scope id), so
+/// an address from the app equals the one built from a packet.
+#[inline]
+pub(crate) fn endpoint(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) if v6.flowinfo() != 0 || v6.scope_id() != 0 => {
+            SocketAddr::new(IpAddr::V6(*v6.ip()), v6.port())
+        }
+        _ => a,
+    }
+}
+
+/// Whether `ip` may be a TCP peer's or our own address in a segment: not multicast,
+/// broadcast or unspecified (and no v4-mapped IPv6 address, RFC 4291 §2.5.5.2).
+fn is_unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => !(a.is_broadcast() || a.is_multicast() || a.is_unspecified()),
+        IpAddr::V6(a) => !(a.is_multicast() || a.is_unspecified() || a.to_ipv4_mapped().is_some()),
+    }
+}
+
+#[inline]
+pub(super) fn conn_key(local: SocketAddr, remote: SocketAddr) -> ConnKey {
     (
-        u32::from(*local.ip()),
+        ip_key(local.ip()),
         local.port(),
-        u32::from(*remote.ip()),
+        ip_key(remote.ip()),
         remote.port(),
     )
 }
@@ -55,7 +108,19 @@ impl TcpLayer {
     // ----- input -----
 
     /// Takes one TCP segment (header + payload) whose checksum the IP layer verified.
-    pub fn receive(&mut self, now: Instant, src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) {
+    /// `src` and `dst` are of one family (IPv4 or IPv6).
+    #[inline]
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        src: impl Into<IpAddr>,
+        dst: impl Into<IpAddr>,
+        segment: &[u8],
+    ) {
+        self.receive_segment(now, src.into(), dst.into(), segment)
+    }
+
+    fn receive_segment(&mut self, now: Instant, src: IpAddr, dst: IpAddr, segment: &[u8]) {
         self.now = now;
         self.stats.segments_in += 1;
         let packet = match TcpPacket::new_checked(segment) {
@@ -70,20 +135,12 @@ impl TcpLayer {
             self.stats.drops_malformed += 1;
             return;
         }
-        if src.is_broadcast()
-            || src.is_multicast()
-            || src.is_unspecified()
-            || dst.is_broadcast()
-            || dst.is_multicast()
-        {
-            self.stats.drops_malformed += 1;
-            return;
-        }
         let payload = packet.payload();
-        let local = SocketAddrV4::new(dst, seg.dst_port);
-        let remote = SocketAddrV4::new(src, seg.src_port);
-        if let Some(idx) = self.lookup_conn(local, remote) {
-            if !self.time_wait_reusable(idx, &seg) {
+        // A connection's addresses are unicast and of one family (connect and the
+        // listeners check), so a segment that finds one needs no address checks.
+        if let Some(idx) = self.lookup_conn(src, seg.src_port, dst, seg.dst_port) {
+            // Only a SYN may reuse a TIME-WAIT: the common case decides without a call.
+            if !seg.syn() || !self.time_wait_reusable(idx, &seg) {
                 self.conn_input(idx, &seg, payload);
                 return;
             }
@@ -91,12 +148,13 @@ impl TcpLayer {
             let s = &mut self.slots[idx as usize];
             s.tcb.state = State::Closed;
             self.on_conn_closed(idx);
+        } else if !is_unicast(src) || !is_unicast(dst) || src.is_ipv4() != dst.is_ipv4() {
+            self.stats.drops_malformed += 1;
+            return;
         }
-        let lidx = self
-            .listeners
-            .get(&(u32::from(dst), seg.dst_port))
-            .or_else(|| self.listeners.get(&(0, seg.dst_port)))
-            .copied();
+        let local = SocketAddr::new(dst, seg.dst_port);
+        let remote = SocketAddr::new(src, seg.src_port);
+        let lidx = self.listener_at(local);
         match lidx {
             Some(l) => self.listen_input(l, local, remote, &seg, payload),
             None => {
@@ -106,22 +164,46 @@ impl TcpLayer {
         }
     }
 
+    /// The listener a segment to `local` goes to: the one on its address, else the one
+    /// on its family's wildcard address.
+    #[inline]
+    pub(super) fn listener_at(&self, local: SocketAddr) -> Option<u32> {
+        let port = local.port();
+        self.listeners
+            .get(&(ip_key(local.ip()), port))
+            .or_else(|| self.listeners.get(&(wildcard_key(local.ip()), port)))
+            .copied()
+    }
+
     /// The connection slot for a 4-tuple. The last one found is tried first (most
     /// segments belong to the connection the previous one did), checked against the
     /// slot itself, so a connection that left the table is never returned.
     #[inline]
-    fn lookup_conn(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> Option<u32> {
-        let key = conn_key(local, remote);
-        let (last_key, last) = self.last_conn;
-        if last_key == key {
-            if let Some(s) = self.slots.get(last as usize) {
-                if s.in_table && s.tcb.local == local && s.tcb.remote == remote {
-                    return Some(last);
-                }
+    fn lookup_conn(
+        &mut self,
+        src: IpAddr,
+        src_port: u16,
+        dst: IpAddr,
+        dst_port: u16,
+    ) -> Option<u32> {
+        // Ports first, then addresses, against the slot's own: no key computed and no
+        // socket address built on this path (building and copying `SocketAddr`s here
+        // was its hottest spot in the IPv4 benchmark: store-forwarding stalls).
+        let last = self.last_conn;
+        if let Some(s) = self.slots.get(last as usize) {
+            let t = &s.tcb;
+            if s.in_table
+                && t.local.port() == dst_port
+                && t.remote.port() == src_port
+                && t.local.ip() == dst
+                && t.remote.ip() == src
+            {
+                return Some(last);
             }
         }
+        let key = (ip_key(dst), dst_port, ip_key(src), src_port);
         let idx = *self.conns.get(&key)?;
-        self.last_conn = (key, idx);
+        self.last_conn = idx;
         Some(idx)
     }
 
@@ -135,11 +217,7 @@ impl TcpLayer {
         if t.state != State::TimeWait || !seg.syn() || seg.has_ack() || seg.rst() {
             return false;
         }
-        let has_listener = self
-            .listeners
-            .contains_key(&(u32::from(*t.local.ip()), t.local.port()))
-            || self.listeners.contains_key(&(0, t.local.port()));
-        if !has_listener {
+        if self.listener_at(t.local).is_none() {
             return false;
         }
         match (t.ts_ok, seg.timestamps) {

@@ -2,7 +2,7 @@
 //! from the kernel's TCP_REPAIR). Out-of-order data and the SACK scoreboard are not
 //! carried: the peer retransmits what it has not seen acknowledged.
 
-use core::net::SocketAddrV4;
+use core::net::SocketAddr;
 
 use super::cc::{Congestion, CongestionAlgorithm};
 use super::conn::State;
@@ -17,8 +17,8 @@ use crate::wire::tcp::SeqNumber;
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConnectionState {
     pub state: State,
-    pub local: SocketAddrV4,
-    pub remote: SocketAddrV4,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
     pub iss: u32,
     pub irs: u32,
     pub snd_una: u32,
@@ -60,8 +60,13 @@ pub struct ConnectionState {
 
 impl TcpLayer {
     /// The open connection with these addresses (one the app has a handle to).
-    pub fn find(&self, local: SocketAddrV4, remote: SocketAddrV4) -> Option<SocketHandle> {
-        let idx = *self.conns.get(&super::conn_key(local, remote))?;
+    pub fn find(
+        &self,
+        local: impl Into<SocketAddr>,
+        remote: impl Into<SocketAddr>,
+    ) -> Option<SocketHandle> {
+        let key = super::conn_key(local.into(), remote.into());
+        let idx = *self.conns.get(&key)?;
         let h = SocketHandle::tcp(idx);
         self.conn_slot(h).ok().map(|_| h)
     }
@@ -79,7 +84,7 @@ impl TcpLayer {
     /// The connections still in their handshake under listener `l` (SYN-RECEIVED), by
     /// their addresses: another process taking over the listener's new connections
     /// must leave these to this one until they are established.
-    pub fn handshakes_of(&self, l: SocketHandle) -> Vec<(SocketAddrV4, SocketAddrV4)> {
+    pub fn handshakes_of(&self, l: SocketHandle) -> Vec<(SocketAddr, SocketAddr)> {
         let Ok(lidx) = self.slot_of(l) else {
             return Vec::new();
         };
@@ -103,7 +108,7 @@ impl TcpLayer {
 
     /// The handshakes begun since the last call, by handle and addresses (those still
     /// in SYN-RECEIVED, or past it).
-    pub fn take_handshakes(&mut self) -> Vec<(SocketHandle, SocketAddrV4, SocketAddrV4)> {
+    pub fn take_handshakes(&mut self) -> Vec<(SocketHandle, SocketAddr, SocketAddr)> {
         let Some(log) = self.handshakes.as_mut() else {
             return Vec::new();
         };
@@ -117,12 +122,9 @@ impl TcpLayer {
     }
 
     /// The listener that takes connections to `local` (its address, or the wildcard).
-    pub fn listener_for(&self, local: SocketAddrV4) -> Option<SocketHandle> {
-        let idx = self
-            .listeners
-            .get(&(u32::from(*local.ip()), local.port()))
-            .or_else(|| self.listeners.get(&(0, local.port())))?;
-        Some(SocketHandle::tcp(*idx))
+    pub fn listener_for(&self, local: impl Into<SocketAddr>) -> Option<SocketHandle> {
+        let idx = self.listener_at(local.into())?;
+        Some(SocketHandle::tcp(idx))
     }
 
     /// Installs an exported connection in listener `l`'s accept queue, as if its

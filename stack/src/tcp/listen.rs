@@ -2,14 +2,15 @@
 //! answers (SYN cookies) when the queue or the pool is full, and the calls that
 //! create, accept from and close a listener.
 
-use core::net::SocketAddrV4;
+use core::net::SocketAddr;
 use std::collections::VecDeque;
 
 use crate::error::{Error, Result};
 use crate::socket::SocketHandle;
 use crate::wire::tcp::TcpRepr;
 
-use super::conn::window_shift_for;
+use super::conn::{default_mss, window_shift_for};
+use super::demux::{endpoint, listen_key};
 use super::{conn_key, Control, Listener, SlotKind, SocketOptions, State, TcpConfig, TcpLayer};
 
 /// Handshakes `take_handshakes` keeps between two calls at most.
@@ -21,8 +22,8 @@ impl TcpLayer {
     pub(super) fn listen_input(
         &mut self,
         lidx: u32,
-        local: SocketAddrV4,
-        remote: SocketAddrV4,
+        local: SocketAddr,
+        remote: SocketAddr,
         seg: &TcpRepr,
         payload: &[u8],
     ) {
@@ -77,7 +78,12 @@ impl TcpLayer {
             }
             // Stateless answer: everything we need later is in the cookie (and in the
             // low bits of our timestamp: peer window scale and SACK-permitted).
-            let iss = self.make_cookie(local, remote, seg.seq, seg.mss.unwrap_or(536));
+            let iss = self.make_cookie(
+                local,
+                remote,
+                seg.seq,
+                seg.mss.unwrap_or(default_mss(remote)),
+            );
             let ws = seg.window_scale.filter(|_| self.cfg.window_scaling);
             let ts = seg
                 .timestamps
@@ -148,7 +154,7 @@ impl TcpLayer {
     }
 
     /// The SYNs the full pool reported since the last call (see `overflow_to_host`).
-    pub fn take_overflow(&mut self) -> Vec<(SocketAddrV4, SocketAddrV4)> {
+    pub fn take_overflow(&mut self) -> Vec<(SocketAddr, SocketAddr)> {
         std::mem::take(&mut self.overflow)
     }
 
@@ -164,8 +170,8 @@ impl TcpLayer {
     fn cookie_connection(
         &mut self,
         lidx: u32,
-        local: SocketAddrV4,
-        remote: SocketAddrV4,
+        local: SocketAddr,
+        remote: SocketAddr,
         seg: &TcpRepr,
         payload: &[u8],
         mss: u16,
@@ -234,14 +240,13 @@ impl TcpLayer {
     }
 
     /// Whether a listener would take a SYN to `local` (bound to its address or to any).
-    pub fn has_listener(&self, local: SocketAddrV4) -> bool {
-        self.listeners
-            .contains_key(&(u32::from(*local.ip()), local.port()))
-            || self.listeners.contains_key(&(0, local.port()))
+    pub fn has_listener(&self, local: impl Into<SocketAddr>) -> bool {
+        self.listener_at(local.into()).is_some()
     }
 
-    /// Listens on `local` (IP 0.0.0.0 = every address) with default options.
-    pub fn listen(&mut self, local: SocketAddrV4, backlog: usize) -> Result<SocketHandle> {
+    /// Listens on `local` (0.0.0.0 = every IPv4 address, :: = every IPv6 one: the
+    /// families are separate, as with IPV6_V6ONLY) with default options.
+    pub fn listen(&mut self, local: impl Into<SocketAddr>, backlog: usize) -> Result<SocketHandle> {
         let opts = self.cfg.default_options();
         self.listen_with(local, backlog, opts)
     }
@@ -249,14 +254,15 @@ impl TcpLayer {
     /// Listens with options that accepted connections inherit.
     pub fn listen_with(
         &mut self,
-        local: SocketAddrV4,
+        local: impl Into<SocketAddr>,
         backlog: usize,
         opts: SocketOptions,
     ) -> Result<SocketHandle> {
+        let local = endpoint(local.into());
         if local.port() == 0 {
             return Err(Error::InvalidInput);
         }
-        let key = (u32::from(*local.ip()), local.port());
+        let key = listen_key(local);
         if self.listeners.contains_key(&key) {
             return Err(Error::AddrInUse);
         }
@@ -296,8 +302,7 @@ impl TcpLayer {
 
     pub(super) fn close_listener(&mut self, idx: u32) {
         let l = self.slots[idx as usize].listener.take().expect("listener");
-        self.listeners
-            .remove(&(u32::from(*l.addr.ip()), l.addr.port()));
+        self.listeners.remove(&listen_key(l.addr));
         // Connections still in the handshake or waiting for accept are reset.
         let mut children = Vec::new();
         for &i in &self.active {

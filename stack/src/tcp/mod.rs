@@ -51,7 +51,7 @@ mod slots;
 mod state_codec;
 mod stats;
 
-use core::net::SocketAddrV4;
+use core::net::SocketAddr;
 use std::collections::{HashMap, VecDeque};
 
 pub use api::ConnectionInfo;
@@ -59,6 +59,7 @@ pub use cc::CongestionAlgorithm;
 pub use config::{Keepalive, Shutdown, SocketOptions, TcpConfig};
 use conn::Tcb;
 pub use conn::{MoveProbe, State};
+pub(crate) use demux::endpoint;
 use demux::{conn_key, ConnKey, FxBuild};
 pub use export::ConnectionState;
 use hash::Prng;
@@ -74,14 +75,14 @@ use crate::wire::tcp::SeqNumber;
 #[derive(Clone, Copy, Debug)]
 enum Control {
     Rst {
-        local: SocketAddrV4,
-        remote: SocketAddrV4,
+        local: SocketAddr,
+        remote: SocketAddr,
         seq: SeqNumber,
         ack: Option<SeqNumber>,
     },
     CookieSynAck {
-        local: SocketAddrV4,
-        remote: SocketAddrV4,
+        local: SocketAddr,
+        remote: SocketAddr,
         iss: SeqNumber,
         ack: SeqNumber,
         window_scale: Option<u8>,
@@ -93,7 +94,7 @@ enum Control {
 
 #[derive(Debug)]
 struct Listener {
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     backlog: usize,
     accept_queue: VecDeque<u32>,
     syn_pending: usize,
@@ -144,9 +145,10 @@ pub struct TcpLayer {
     /// due costs the same with 10 connections or 10000.
     next_timer: u64,
     conns: HashMap<ConnKey, u32, FxBuild>,
-    /// The 4-tuple and slot of the last connection `receive` found (see `lookup_conn`).
-    last_conn: (ConnKey, u32),
-    listeners: HashMap<(u32, u16), u32, FxBuild>,
+    /// The slot of the last connection `receive` found (see `lookup_conn`).
+    last_conn: u32,
+    /// Listeners by (address key, port): see `demux::ip_key`.
+    listeners: HashMap<(u128, u16), u32, FxBuild>,
     control: VecDeque<Control>,
     tx_queue: Vec<u32>,
     readiness: ReadinessQueue,
@@ -155,7 +157,7 @@ pub struct TcpLayer {
     handshakes: Option<Vec<SocketHandle>>,
     /// SYNs of new connections the full pool could not take, by (local, remote), for
     /// the host (`overflow_to_host`); at most `OVERFLOW_LOG` are kept.
-    overflow: Vec<(SocketAddrV4, SocketAddrV4)>,
+    overflow: Vec<(SocketAddr, SocketAddr)>,
     /// Buffer storage of connections that no longer need it (freed, or in TIME-WAIT),
     /// for the next connections: a server that closes first keeps buffers for the
     /// connections it serves at once, not for every TIME-WAIT too.
@@ -191,7 +193,7 @@ impl TcpLayer {
             deadlines: Vec::with_capacity(n),
             next_timer: u64::MAX,
             conns: HashMap::with_capacity_and_hasher(2 * n, FxBuild::default()),
-            last_conn: ((0, 0, 0, 0), 0),
+            last_conn: 0,
             listeners: HashMap::with_capacity_and_hasher(64, FxBuild::default()),
             control: VecDeque::with_capacity(cfg.control_queue),
             tx_queue: Vec::with_capacity(n),
@@ -229,7 +231,7 @@ mod size_tests {
     #[test]
     fn slots_are_made_as_sockets_need_them() {
         use super::{TcpConfig, TcpLayer};
-        use std::net::SocketAddrV4;
+        use std::net::SocketAddr;
         let cfg = TcpConfig {
             max_sockets: 8192,
             ..TcpConfig::default()
@@ -237,7 +239,7 @@ mod size_tests {
         let mut t = TcpLayer::new(cfg, 7);
         assert_eq!(t.slots.len(), 0);
         assert!(t.slots.capacity() >= 8192);
-        let at = |p| SocketAddrV4::new([10, 0, 0, 1].into(), p);
+        let at = |p| SocketAddr::new([10, 0, 0, 1].into(), p);
         let a = t.listen(at(80), 16).unwrap();
         let b = t.listen(at(81), 16).unwrap();
         assert_eq!(t.slots.len(), 2);

@@ -1,7 +1,7 @@
 //! Output: control segments (RSTs, cookie SYN-ACKs), timers, and the connections
 //! queued to transmit; when the layer next needs to run.
 
-use core::net::SocketAddrV4;
+use core::net::SocketAddr;
 
 use crate::error::Error;
 use crate::ip_tx::{IpProtocol, IpTx};
@@ -21,7 +21,7 @@ impl TcpLayer {
     }
 
     /// The RST answering `seg` (RFC 9293 3.10.7.1), for a port with no socket.
-    pub(super) fn reset_for(&mut self, local: SocketAddrV4, remote: SocketAddrV4, seg: &TcpRepr) {
+    pub(super) fn reset_for(&mut self, local: SocketAddr, remote: SocketAddr, seg: &TcpRepr) {
         if seg.rst() {
             return;
         }
@@ -180,7 +180,7 @@ impl TcpLayer {
                 timestamps,
                 rcvbuf,
             } => {
-                let path = out.max_segment(*remote.ip()).saturating_sub(20).min(65535) as u16;
+                let path = out.max_segment(remote.ip()).saturating_sub(20).min(65535) as u16;
                 let repr = TcpRepr {
                     src_port: local.port(),
                     dst_port: remote.port(),
@@ -200,8 +200,8 @@ impl TcpLayer {
         let _ = now;
         let len = repr.header_len();
         let ok = out.send(
-            *local.ip(),
-            *remote.ip(),
+            local.ip(),
+            remote.ip(),
             IpProtocol::Tcp,
             len,
             &mut |b: &mut [u8]| {

@@ -5,7 +5,7 @@
 //! version: a reader of another version refuses the state instead of misreading it.
 //! Decoding checks every length and every enum value; it never panics on any input.
 
-use core::net::{Ipv4Addr, SocketAddrV4};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::cc::CongestionAlgorithm;
 use super::conn::State;
@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 use crate::time::Duration;
 
 const MAGIC: u32 = 0x6663_7374; // "fcst"
-const VERSION: u16 = 1;
+/// 2: addresses carry their family (IPv6).
+const VERSION: u16 = 2;
 /// Upper bound on either queue: far above any buffer the stack sizes (a bad length
 /// must not make the reader allocate gigabytes).
 const MAX_QUEUE: usize = 256 << 20;
@@ -177,8 +178,18 @@ impl Writer {
     fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn addr(&mut self, a: SocketAddrV4) {
-        self.0.extend_from_slice(&a.ip().octets());
+    /// The family (4 or 6), the address's octets, the port.
+    fn addr(&mut self, a: SocketAddr) {
+        match a.ip() {
+            IpAddr::V4(ip) => {
+                self.u8(4);
+                self.0.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                self.u8(6);
+                self.0.extend_from_slice(&ip.octets());
+            }
+        }
         self.u16(a.port());
     }
     fn bytes(&mut self, b: &[u8]) {
@@ -235,9 +246,13 @@ impl Reader<'_> {
     fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(self.take()?))
     }
-    fn addr(&mut self) -> Result<SocketAddrV4> {
-        let ip = Ipv4Addr::from(self.take::<4>()?);
-        Ok(SocketAddrV4::new(ip, self.u16()?))
+    fn addr(&mut self) -> Result<SocketAddr> {
+        let ip = match self.u8()? {
+            4 => IpAddr::V4(Ipv4Addr::from(self.take::<4>()?)),
+            6 => IpAddr::V6(Ipv6Addr::from(self.take::<16>()?)),
+            _ => return Err(Error::InvalidInput),
+        };
+        Ok(SocketAddr::new(ip, self.u16()?))
     }
     fn bytes(&mut self) -> Result<Vec<u8>> {
         let n = self.u32()? as usize;
@@ -291,6 +306,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// An IPv6 address from the 16 bytes, or an IPv4 one from the first 4.
+    fn ip_of((v6, b): (bool, [u8; 16])) -> IpAddr {
+        if v6 {
+            IpAddr::V6(b.into())
+        } else {
+            IpAddr::V4([b[0], b[1], b[2], b[3]].into())
+        }
+    }
+
     fn state() -> impl Strategy<Value = ConnectionState> {
         let seqs = proptest::array::uniform11(any::<u32>());
         let queues = (
@@ -307,9 +331,9 @@ mod tests {
         );
         let misc = (
             0..State::ALL.len(),
-            any::<[u8; 4]>(),
+            any::<(bool, [u8; 16])>(),
             any::<u16>(),
-            any::<[u8; 4]>(),
+            any::<(bool, [u8; 16])>(),
             any::<u16>(),
             proptest::option::of(any::<u8>()),
             proptest::option::of(any::<u8>()),
@@ -323,8 +347,8 @@ mod tests {
             let (st, la, lp, ra, rp, sws, rws, ts, flags, rtt, cc, timers) = m;
             ConnectionState {
                 state: State::ALL[st],
-                local: SocketAddrV4::new(la.into(), lp),
-                remote: SocketAddrV4::new(ra.into(), rp),
+                local: SocketAddr::new(ip_of(la), lp),
+                remote: SocketAddr::new(ip_of(ra), rp),
                 iss: s[0],
                 irs: s[1],
                 snd_una: s[2],
@@ -405,8 +429,8 @@ mod tests {
         let st = ConnectionState::decode(
             &ConnectionState {
                 state: State::Established,
-                local: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), 80),
-                remote: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 40000),
+                local: SocketAddr::new(Ipv4Addr::new(10, 77, 0, 1).into(), 80),
+                remote: SocketAddr::new(Ipv4Addr::new(10, 77, 0, 2).into(), 40000),
                 iss: 1,
                 irs: 2,
                 snd_una: 3,
@@ -452,9 +476,11 @@ mod tests {
         )
         .unwrap();
         let mut bytes = st.encode();
-        bytes[4] = 2; // version 2
+        bytes[4] = 1; // version 1 (IPv4 addresses only)
         assert_eq!(ConnectionState::decode(&bytes), Err(Error::InvalidInput));
-        bytes[4] = 1;
+        bytes[4] = 3; // a later one
+        assert_eq!(ConnectionState::decode(&bytes), Err(Error::InvalidInput));
+        bytes[4] = VERSION as u8;
         bytes[6] = State::ALL.len() as u8; // no such state
         assert_eq!(ConnectionState::decode(&bytes), Err(Error::InvalidInput));
     }
