@@ -592,6 +592,7 @@ fn transfer_with_moves(size: u64, loss: Option<u32>) {
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut moves = 0;
+    let mut took_us: Vec<u64> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(240);
     // Rounds (a move and ~100 ms each) in which the client's socket neither sent nor
     // received a byte: a stall, not slowness, once there are many in a row.
@@ -625,6 +626,13 @@ fn transfer_with_moves(size: u64, loss: Option<u32>) {
         let (_, answer) = handoff_verb(pid, to);
         if answer.starts_with("ok moved=1 ") {
             moves += 1;
+            if let Some(us) = answer
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("took_us="))
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                took_us.push(us);
+            }
         } else {
             eprintln!("move {moves} to the {to}: {answer}");
         }
@@ -686,12 +694,20 @@ fn transfer_with_moves(size: u64, loss: Option<u32>) {
         String::new()
     };
     let peer = kernel_retransmits(&t, Side::Client) - retrans_before;
+    took_us.sort_unstable();
+    assert_eq!(
+        took_us.len(),
+        moves as usize,
+        "every answer says how long it took"
+    );
     eprintln!(
         "{moves} moves, {} MB each way byte-exact{dropped}; retransmissions: peer {peer} \
-         ({:.1} per move), stack {}",
+         ({:.1} per move), stack {}; a move took {} us (median), {} us (max)",
         size / 1_000_000,
         peer as f64 / moves as f64,
-        c.get("tcp.retransmits").copied().unwrap_or(0)
+        c.get("tcp.retransmits").copied().unwrap_or(0),
+        took_us[took_us.len() / 2],
+        took_us[took_us.len() - 1]
     );
 }
 

@@ -254,13 +254,16 @@ impl Engine {
                 break;
             }
             let Request::Handoff { to_kernel, port } = req;
+            let started = self.now();
             let (moved, kept) = if to_kernel {
                 self.hand_app_sockets_to_kernel(port)
             } else {
                 self.hand_app_sockets_to_stack(port)
             };
             super::engine::MOVE_PENDING.store(false, SeqCst);
-            let mut a = format!("ok moved={moved} kept={}", kept.len());
+            // How long the app's socket calls waited at the door for the moves.
+            let took = self.now().micros().saturating_sub(started.micros());
+            let mut a = format!("ok moved={moved} kept={} took_us={took}", kept.len());
             for why in kept {
                 a += &format!("\nkept: {why}");
             }
