@@ -163,10 +163,15 @@ fn tcp_info_fields_mean_what_the_kernels_mean() {
         rtt.abs_diff(srtt) * 5 <= srtt,
         "TCP_INFO rtt {rtt} us, stack srtt {srtt} us"
     );
-    // Every retransmission the process made was this connection's (the only one).
-    assert_eq!(
-        fcv["total_retrans"],
-        fast_counters.get("tcp.retransmits").copied().unwrap_or(0)
+    // Every retransmission the process made was this connection's (the only one). The
+    // process's count is read at exit, the connection's before its close: on a loaded
+    // machine a late ACK can make the FIN (or the tail before it) go again in between
+    // (seen once: 0 in TCP_INFO, 1 at exit), never more than twice.
+    let at_exit = fast_counters.get("tcp.retransmits").copied().unwrap_or(0);
+    assert!(
+        fcv["total_retrans"] <= at_exit && at_exit - fcv["total_retrans"] <= 2,
+        "TCP_INFO total_retrans {} vs the process's tcp.retransmits {at_exit}",
+        fcv["total_retrans"]
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
