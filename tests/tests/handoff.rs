@@ -254,11 +254,7 @@ fn handoff_verb(pid: u32, to: &str) -> (bool, String) {
 
 /// A gauge of `pid` from `fastnet stat --json`.
 fn gauge(pid: u32, name: &str) -> Option<u64> {
-    let out = std::process::Command::new(fastnet_bin())
-        .args(["stat", "--json", &pid.to_string()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = server_stat(pid);
     let at = text.find(&format!("\"{name}\":"))? + name.len() + 3;
     text[at..]
         .split(|c: char| !c.is_ascii_digit())

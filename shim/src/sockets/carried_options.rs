@@ -114,12 +114,8 @@ impl CarriedOptions {
             (libc::SO_RCVTIMEO, self.rcvtimeo),
             (libc::SO_SNDTIMEO, self.sndtimeo),
         ] {
-            if let Some(d) = d {
-                let tv = libc::timeval {
-                    tv_sec: d.as_secs() as libc::time_t,
-                    tv_usec: d.subsec_micros() as libc::suseconds_t,
-                };
-                let _ = kernel::setsockopt(fd, libc::SOL_SOCKET, name, &tv);
+            if d.is_some() {
+                let _ = kernel::setsockopt(fd, libc::SOL_SOCKET, name, &kernel::timeval_of(d));
             }
         }
     }

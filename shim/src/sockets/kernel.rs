@@ -259,6 +259,15 @@ pub fn move_high_copy(fd: i32) -> Result<i32, Errno> {
     fcntl(fd, libc::F_DUPFD_CLOEXEC, HIGH_FD_FLOOR as i64).map(|f| f as i32)
 }
 
+/// A socket timeout as `struct timeval` (None, "no timeout", is zero).
+pub fn timeval_of(d: Option<std::time::Duration>) -> libc::timeval {
+    let d = d.unwrap_or_default();
+    libc::timeval {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_usec: d.subsec_micros() as libc::suseconds_t,
+    }
+}
+
 /// Bounds how long a blocking send on `fd` waits (SO_SNDTIMEO).
 pub fn set_send_timeout(fd: i32, ms: i64) -> Result<(), Errno> {
     let tv = libc::timeval {

@@ -58,14 +58,6 @@ fn as_kernel_keeps_it(d: std::time::Duration) -> std::time::Duration {
         + std::time::Duration::from_micros((jiffies % hz) * 1_000_000 / hz)
 }
 
-fn timeval_of(d: Option<std::time::Duration>) -> libc::timeval {
-    let d = d.unwrap_or_default();
-    libc::timeval {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_usec: d.subsec_micros() as libc::suseconds_t,
-    }
-}
-
 /// Pushes the socket's options into the stack socket, if it has one.
 fn apply(e: &mut Engine, s: &FastSocket) -> i64 {
     let r = match s.kind {
@@ -337,8 +329,12 @@ pub fn getsockopt(fd: i32, level: i32, name: i32, val: i64, lenp: i64) -> i64 {
                 l_linger: s.opts.linger.map_or(0, |d| (d.micros() / 1_000_000) as i32),
             },
         ),
-        (libc::SOL_SOCKET, libc::SO_RCVTIMEO) => write_opt(val, lenp, timeval_of(s.rcvtimeo)),
-        (libc::SOL_SOCKET, libc::SO_SNDTIMEO) => write_opt(val, lenp, timeval_of(s.sndtimeo)),
+        (libc::SOL_SOCKET, libc::SO_RCVTIMEO) => {
+            write_opt(val, lenp, kernel::timeval_of(s.rcvtimeo))
+        }
+        (libc::SOL_SOCKET, libc::SO_SNDTIMEO) => {
+            write_opt(val, lenp, kernel::timeval_of(s.sndtimeo))
+        }
         (libc::IPPROTO_TCP, libc::TCP_INFO) => match s.kind {
             // The shadow's TCP_INFO would describe an unconnected socket.
             Kind::TcpStream(h) => match e.iface.tcp.tcp_info(h) {
