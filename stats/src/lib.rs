@@ -186,6 +186,15 @@ counters! {
     RingCompletion = "ring.completion", Gauge;
     /// sendto() kicks of the XSK TX rings (copy mode needs one per batch).
     TxWakeups = "xsk.tx_wakeups", Count;
+    /// Times a queue's shared rings (fill, completion, TX pool) were found in use by
+    /// another socket on the queue: 0 while each process of a family has its queues
+    /// to itself.
+    XskLockWaits = "xsk.lock_waits", Count;
+    /// The RX queue this process transmits on: the one most of its frames arrive on.
+    XskTxQueue = "xsk.tx_queue", Gauge;
+    /// Frames received on a queue other than the one this process transmits on (a
+    /// flow the NIC's hash put on another queue than its listener's member).
+    RxOtherQueues = "rx.other_queues", Count;
     /// System calls the shim handled itself (not yet published: 0).
     SyscallsHandled = "shim.syscalls_handled", Count;
     /// `syscall` sites rewritten in code mapped executable after start (dlopen,

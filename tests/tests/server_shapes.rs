@@ -10,7 +10,7 @@ use fastnet_e2e::apps::{
     summed_exit_counters, wait_listening, xdp_attached, Bg,
 };
 use fastnet_e2e::{is_root, QueueLayout, Side, Topology, TopologyOptions};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -501,6 +501,7 @@ fn nginx_two_workers_and_auto_share_one_listener() {
         );
         assert_wrk_clean(&wrk_out);
         let by_pid = counters_by_pid(&log);
+        let mut tx_queues = BTreeSet::new();
         for pid in &pids {
             let c = by_pid
                 .get(pid)
@@ -514,7 +515,35 @@ fn nginx_two_workers_and_auto_share_one_listener() {
                 get("tcp.passive_opens") + get("family.moved_in") > 0 && get("rx.bytes") > 100_000,
                 "{workers}: worker {pid} took no share of the load:\n{log}"
             );
+            // Shared nothing on the packet path: the program gives each worker the new
+            // connections of its own queue, the worker sends on that queue, and no
+            // other process touches its rings (a stray frame of a flow the client
+            // moved to the other queue may still come).
+            let (frames, other, waits) = (
+                get("rx.frames"),
+                get("rx.other_queues"),
+                get("xsk.lock_waits"),
+            );
+            eprintln!(
+                "{workers}: worker {pid}: rx.frames={frames} rx.other_queues={other} \
+                 xsk.lock_waits={waits} xsk.tx_queue={}",
+                get("xsk.tx_queue")
+            );
+            assert!(
+                other * 20 <= frames,
+                "{workers}: worker {pid} got {other} of {frames} frames on another queue:\n{log}"
+            );
+            assert!(
+                waits * 100 <= frames,
+                "{workers}: worker {pid} waited {waits} times for a queue's lock:\n{log}"
+            );
+            tx_queues.insert(get("xsk.tx_queue"));
         }
+        assert_eq!(
+            tx_queues.len(),
+            2,
+            "{workers}: both workers send on one queue"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

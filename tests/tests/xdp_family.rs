@@ -6,7 +6,7 @@
 //! over; a child's sockets keep working after the parent closed its own.
 
 use fastnet_e2e::{is_root, QueueLayout, Topology, TopologyOptions};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -100,16 +100,18 @@ fn syn_source_port(f: &[u8]) -> Option<u16> {
     (f[tcp + 13] & 0x02 != 0).then(|| u16::from_be_bytes([f[tcp], f[tcp + 1]]))
 }
 
-/// Receives on every socket once: echoes UDP, reports SYNs. Returns frames handled.
-fn serve(xsks: &mut [XskSocket], tag: [u8; 2], on_syn: &mut dyn FnMut(u16)) -> usize {
+/// Receives on every socket once: echoes UDP, reports SYNs (source port, RX queue).
+/// Returns frames handled.
+fn serve(xsks: &mut [XskSocket], tag: [u8; 2], on_syn: &mut dyn FnMut(u16, u32)) -> usize {
     let mut n = 0;
     for x in xsks.iter_mut() {
         let mut replies = Vec::new();
+        let queue = x.queue();
         n += x.receive(64, |f| {
             if let Some(r) = udp_echo(f, tag) {
                 replies.push(r);
             } else if let Some(p) = syn_source_port(f) {
-                on_syn(p);
+                on_syn(p, queue);
             }
         });
         for r in &replies {
@@ -129,11 +131,12 @@ fn wait_any(xsks: &mut [XskSocket]) {
 // ---------------------------------------------------------------------------------
 // The forked child: joins as a slot, serves, reports over a pipe.
 
-/// Reports from a child: `R` ready (port 0), `S` a SYN with its source port.
-fn report(fd: RawFd, kind: u8, port: u16) {
-    let msg = [kind, (port >> 8) as u8, port as u8];
-    // SAFETY: writing 3 bytes from our stack to a pipe (atomic below PIPE_BUF).
-    unsafe { libc::write(fd, msg.as_ptr().cast(), 3) };
+/// Reports from a child: `R` ready (port 0), `S` a SYN with its source port and the
+/// RX queue it came on.
+fn report(fd: RawFd, kind: u8, port: u16, queue: u32) {
+    let msg = [kind, queue as u8, (port >> 8) as u8, port as u8];
+    // SAFETY: writing 4 bytes from our stack to a pipe (atomic below PIPE_BUF).
+    unsafe { libc::write(fd, msg.as_ptr().cast(), 4) };
 }
 
 /// The body of a forked child: joins the family of `inherited` as `slot` (dropping
@@ -159,17 +162,17 @@ fn child_main(
     } else {
         std::mem::forget(inherited);
     }
-    report(fd, b'R', 0);
+    report(fd, b'R', 0, 0);
     loop {
-        if serve(me.xsks_mut(), tag, &mut |p| report(fd, b'S', p)) == 0 {
+        if serve(me.xsks_mut(), tag, &mut |p, q| report(fd, b'S', p, q)) == 0 {
             wait_any(me.xsks_mut());
         }
     }
 }
 
-fn read_reports(fd: RawFd, quiet: Duration) -> Vec<(u8, u16)> {
+fn read_reports(fd: RawFd, quiet: Duration) -> Vec<(u8, u16, u32)> {
     let mut out = Vec::new();
-    let mut buf = [0u8; 3];
+    let mut buf = [0u8; 4];
     loop {
         let mut p = libc::pollfd {
             fd,
@@ -180,10 +183,10 @@ fn read_reports(fd: RawFd, quiet: Duration) -> Vec<(u8, u16)> {
         if unsafe { libc::poll(&mut p, 1, quiet.as_millis() as i32) } <= 0 {
             return out;
         }
-        // SAFETY: reading 3 bytes into our buffer from the pipe we created.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 3) };
-        assert_eq!(n, 3, "short report");
-        out.push((buf[0], u16::from_be_bytes([buf[1], buf[2]])));
+        // SAFETY: reading 4 bytes into our buffer from the pipe we created.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 4) };
+        assert_eq!(n, 4, "short report");
+        out.push((buf[0], u16::from_be_bytes([buf[2], buf[3]]), buf[1] as u32));
     }
 }
 
@@ -196,10 +199,10 @@ fn wait_report(fd: RawFd, kind: u8) {
             events: libc::POLLIN,
             revents: 0,
         };
-        let mut buf = [0u8; 3];
-        // SAFETY: one pollfd on our stack; reading 3 bytes into our buffer.
+        let mut buf = [0u8; 4];
+        // SAFETY: one pollfd on our stack; reading 4 bytes into our buffer.
         if unsafe { libc::poll(&mut p, 1, 100) } > 0
-            && unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 3) } == 3
+            && unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 4) } == 4
             && buf[0] == kind
         {
             return;
@@ -227,7 +230,8 @@ struct Server {
     iface: Option<AttachedIface>,
     /// A handle on the program that outlives `iface` (the parent closes its sockets).
     program: XdpProgram,
-    syn_ports: Vec<u16>,
+    /// SYNs slot 0 received: (source port, RX queue).
+    syn_ports: Vec<(u16, u32)>,
     children: Vec<libc::pid_t>,
     pipe: (RawFd, RawFd),
 }
@@ -301,7 +305,7 @@ fn start_server(ns: &str, iface: &str) -> (Sender<Job>, std::thread::JoinHandle<
             }
             if let Some(i) = st.iface.as_mut() {
                 let mut syns = Vec::new();
-                if serve(i.xsks_mut(), *b"P0", &mut |p| syns.push(p)) == 0 {
+                if serve(i.xsks_mut(), *b"P0", &mut |p, q| syns.push((p, q))) == 0 {
                     wait_any(i.xsks_mut());
                 }
                 st.syn_ports.extend(syns);
@@ -432,7 +436,10 @@ fn family_end_to_end(queues: QueueLayout) {
         udp_exchange(server, client, 30001, 10, *b"C1");
     });
 
-    // A listener group of slots 0 and 1 spreads connections' SYNs by the group hash.
+    // A listener group of slots 0 and 1 spreads connections' SYNs: by the group hash
+    // on one queue; on two, by the queue they arrive on (each member its own).
+    let queues_in_use = on_server(&jobs, |st| st.iface().program().queues_in_use().unwrap());
+    assert_eq!(queues_in_use, queues.in_use());
     on_server(&jobs, |st| {
         let ports = st.iface().program().port_map();
         ports.claim(Transport::Tcp, GROUP_PORT).unwrap();
@@ -444,12 +451,12 @@ fn family_end_to_end(queues: QueueLayout) {
         syn_burst(server, 64, Duration::from_millis(500))
     });
     let (parent_syns, child_syns, entry) = on_server(&jobs, |st| {
-        let child: BTreeSet<u16> = read_reports(st.pipe.0, Duration::from_millis(300))
+        let child: BTreeMap<u16, u32> = read_reports(st.pipe.0, Duration::from_millis(300))
             .into_iter()
             .filter(|r| r.0 == b'S')
-            .map(|r| r.1)
+            .map(|r| (r.1, r.2))
             .collect();
-        let parent: BTreeSet<u16> = st.syn_ports.iter().copied().collect();
+        let parent: BTreeMap<u16, u32> = st.syn_ports.iter().copied().collect();
         let entry = st
             .iface()
             .program()
@@ -460,19 +467,26 @@ fn family_end_to_end(queues: QueueLayout) {
         (parent, child, entry)
     });
     assert_eq!(entry.members, vec![0, 1]);
+    let mut queues_seen = BTreeSet::new();
     for &p in &client_ports {
-        let slot = entry.slot_for(SocketAddrV4::new(client, p));
-        let (mine, other) = if slot == 0 {
-            (&parent_syns, &child_syns)
-        } else {
-            (&child_syns, &parent_syns)
+        let (slot, queue) = match (parent_syns.get(&p), child_syns.get(&p)) {
+            (Some(&q), None) => (0, q),
+            (None, Some(&q)) => (1, q),
+            seen => panic!("SYN from port {p} seen by (parent, child) {seen:?}"),
         };
-        assert!(mine.contains(&p), "SYN from port {p} missed slot {slot}");
-        assert!(
-            !other.contains(&p),
-            "SYN from port {p} reached the wrong slot"
+        queues_seen.insert(queue);
+        let remote = SocketAddrV4::new(client, p);
+        assert_eq!(
+            entry.slot_for(remote, queue, queues_in_use),
+            slot,
+            "SYN from port {p} on queue {queue} reached the wrong slot"
         );
+        if queues_in_use == 1 {
+            assert_eq!(entry.slot_by_hash(remote), slot);
+        }
     }
+    // 64 connections' SYNs leave the client on its queues by their own hash.
+    assert_eq!(queues_seen.len() as u32, queues_in_use, "{queues_seen:?}");
     assert!(
         !parent_syns.is_empty() && !child_syns.is_empty(),
         "{parent_syns:?} {child_syns:?}"
@@ -536,7 +550,7 @@ fn family_end_to_end(queues: QueueLayout) {
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             st.iface().xsks()[0].leak_family_lock();
-            report(st.pipe.1, b'L', 0);
+            report(st.pipe.1, b'L', 0, 0);
             loop {
                 // SAFETY: sleeping until killed.
                 unsafe { libc::pause() };
@@ -648,13 +662,29 @@ fn flow_map_and_group_verdicts_in_kernel_test_run() {
         assert_eq!((entry.owner, entry.members.clone()), (0, vec![1, 2]));
         let mut to = [0; 3];
         for port in 41000..41200 {
-            let want = entry.slot_for(remote(port));
+            let want = entry.slot_by_hash(remote(port));
             to[want as usize] += 1;
             let verdict = if want == 1 { XDP_REDIRECT } else { XDP_DROP };
             assert_eq!(run(&tcp(port)), verdict, "port {port}");
             assert_eq!(run(&tcp(port)), verdict, "port {port} again");
         }
         assert!(to[1] > 50 && to[2] > 50, "{to:?}");
+        // Told that two queues are in use, the program sends a group of two by the
+        // queue: test runs come on queue 0, so every flow goes to members[0] (slot 1,
+        // which has the XSK); with one queue in use, by the hash again.
+        assert_eq!(prog.queues_in_use().unwrap(), 0, "never written");
+        prog.set_queues_in_use(2).unwrap();
+        for port in 41000..41200 {
+            assert_eq!(entry.slot_for(remote(port), 0, 2), 1);
+            assert_eq!(run(&tcp(port)), XDP_REDIRECT, "port {port} by queue");
+        }
+        prog.set_queues_in_use(1).unwrap();
+        for port in 41000..41050 {
+            let want = entry.slot_for(remote(port), 0, 1);
+            assert_eq!(want, entry.slot_by_hash(remote(port)));
+            let verdict = if want == 1 { XDP_REDIRECT } else { XDP_DROP };
+            assert_eq!(run(&tcp(port)), verdict, "port {port} by hash again");
+        }
         // A steered flow is not moved by the group.
         prog.steer_flow(&flow(41000), 1).unwrap();
         assert_eq!(run(&tcp(41000)), XDP_REDIRECT);
@@ -731,7 +761,7 @@ impl Drop for KillOnDrop {
 /// Reads reports until one of each of `kinds` came; returns them in that order.
 fn read_kinds(fd: RawFd, kinds: &[u8]) -> Vec<u16> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut got: Vec<(u8, u16)> = Vec::new();
+    let mut got: Vec<(u8, u16, u32)> = Vec::new();
     while !kinds.iter().all(|k| got.iter().any(|r| r.0 == *k)) {
         assert!(Instant::now() < deadline, "reports {got:?}, want {kinds:?}");
         got.extend(read_reports(fd, Duration::from_millis(100)));
@@ -768,7 +798,7 @@ fn adopted_sockets_survive_the_parent_that_opened_them() {
             // SAFETY: as above, for the grandchild.
             let child = unsafe { libc::fork() };
             if child != 0 {
-                report(wr, b'C', child as u16);
+                report(wr, b'C', child as u16, 0);
                 // The parent lets go without dropping anything (the shim closes raw
                 // fds; exit runs no destructors of its state).
                 std::mem::forget(attached);
@@ -782,12 +812,12 @@ fn adopted_sockets_survive_the_parent_that_opened_them() {
             }
             for x in attached.xsks_mut() {
                 let c = x.census();
-                report(wr, b'M', c.members as u16);
-                report(wr, b'T', (c.tx_pool + c.tx_cached) as u16);
+                report(wr, b'M', c.members as u16, 0);
+                report(wr, b'T', (c.tx_pool + c.tx_cached) as u16, 0);
             }
-            report(wr, b'R', 0);
+            report(wr, b'R', 0, 0);
             loop {
-                if serve(attached.xsks_mut(), *b"A0", &mut |_| {}) == 0 {
+                if serve(attached.xsks_mut(), *b"A0", &mut |_, _| {}) == 0 {
                     wait_any(attached.xsks_mut());
                 }
             }

@@ -164,7 +164,24 @@ impl AttachedIface {
             program,
         };
         me.bind_queues()?;
+        me.tell_program_queues()?;
         Ok(me)
+    }
+
+    /// Writes the queues in use into the program's settings (listener groups go by
+    /// queue when they can).
+    fn tell_program_queues(&self) -> Result<(), StartError> {
+        self.program
+            .set_queues_in_use(self.queues.bindable())
+            .map_err(|e| {
+                StartError::new(
+                    format!(
+                        "cannot write the settings of the XDP program on {} ({e})",
+                        self.link.name
+                    ),
+                    format!("`fastnet doctor --iface {}` tells more", self.link.name),
+                )
+            })
     }
 
     /// Joins the family of `family` (the value this process inherited across fork
@@ -422,6 +439,9 @@ impl AttachedIface {
         }
         self.queues = after;
         self.bind_queues()?;
+        if self.slot == 0 {
+            self.tell_program_queues()?;
+        }
         Ok(LinkChange::Rebound { before, after })
     }
 

@@ -74,6 +74,9 @@ pub struct FrameCensus {
 /// The family lock, released on drop.
 pub(crate) struct Guard<'a> {
     lock: &'a AtomicU32,
+    /// The lock was held by someone else when we asked: another socket on this queue
+    /// (another process of the family, or a thread of ours) was using the rings.
+    pub(crate) waited: bool,
 }
 
 impl Drop for Guard<'_> {
@@ -128,7 +131,12 @@ impl FamilyPage {
                 .lock
                 .compare_exchange_weak(0, pid, Ordering::Acquire, Ordering::Relaxed)
             {
-                Ok(_) => return Guard { lock: &h.lock },
+                Ok(_) => {
+                    return Guard {
+                        lock: &h.lock,
+                        waited: spins > 0,
+                    }
+                }
                 Err(0) => continue,
                 Err(holder) => {
                     spins += 1;
@@ -142,7 +150,10 @@ impl FamilyPage {
                             .is_ok()
                         {
                             h.takeovers.fetch_add(1, Ordering::Relaxed);
-                            return Guard { lock: &h.lock };
+                            return Guard {
+                                lock: &h.lock,
+                                waited: true,
+                            };
                         }
                         continue;
                     }

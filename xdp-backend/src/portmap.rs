@@ -60,8 +60,8 @@ pub(crate) fn key(proto: Transport, port: u16) -> [u8; 4] {
 pub struct PortEntry {
     /// The slot that gets the port's frames when the group is empty.
     pub owner: u32,
-    /// The listener group: a frame with no flow-map entry goes to
-    /// `members[group_hash(remote) % members.len()]`.
+    /// The listener group: a frame with no flow-map entry goes to one of them (see
+    /// [`PortEntry::slot_for`]).
     pub members: Vec<u32>,
     /// PID of the process that wrote the entry last.
     pub pid: u32,
@@ -92,13 +92,33 @@ impl PortEntry {
         }
     }
 
-    /// The slot a frame of a flow from `remote` with no flow-map entry goes to.
-    pub fn slot_for(&self, remote: std::net::SocketAddrV4) -> u32 {
-        if self.members.is_empty() {
-            self.owner
+    /// The slot a frame of a flow from `remote` with no flow-map entry goes to when
+    /// it arrives on RX queue `queue` of an interface with `queues` in use (as the
+    /// program's `settings` say): by queue while the group has no more members than
+    /// queues, else by the hash of the remote end; the owner when the group is empty.
+    pub fn slot_for(&self, remote: std::net::SocketAddrV4, queue: u32, queues: u32) -> u32 {
+        let n = self.members.len();
+        if n > 0 && n as u32 <= queues {
+            self.members[queue as usize % n]
         } else {
-            self.members[group_hash(remote) as usize % self.members.len()]
+            self.slot_by_hash(remote)
         }
+    }
+
+    /// The slot the hash of the remote end picks (the owner when the group is empty):
+    /// where the program sends `remote`'s frames with more members than queues, and a
+    /// fair choice where the queue is not known.
+    pub fn slot_by_hash(&self, remote: std::net::SocketAddrV4) -> u32 {
+        match self.members.len() {
+            0 => self.owner,
+            n => self.members[group_hash(remote) as usize % n],
+        }
+    }
+
+    /// True when a frame from `remote` with no flow-map entry can go to a slot other
+    /// than `me`, on whichever queue it arrives.
+    pub fn may_go_elsewhere(&self, remote: std::net::SocketAddrV4, me: u32, queues: u32) -> bool {
+        (0..queues.max(1)).any(|q| self.slot_for(remote, q, queues) != me)
     }
 }
 
@@ -393,12 +413,28 @@ mod tests {
             members: vec![4, 9],
             pid: 0,
         };
-        assert!([4, 9].contains(&e.slot_for(a)));
+        // One queue in use: more members than queues, by hash.
+        assert_eq!(e.slot_for(a, 0, 1), e.members[group_hash(a) as usize % 2]);
+        assert!(e.may_go_elsewhere(a, 4, 1) != e.may_go_elsewhere(a, 9, 1));
+        // Two or more queues: by queue, whatever the remote end.
+        for queues in [2, 3, 4] {
+            for q in 0..queues {
+                assert_eq!(e.slot_for(a, q, queues), e.members[q as usize % 2]);
+            }
+            assert!(e.may_go_elsewhere(a, 4, queues) && e.may_go_elsewhere(a, 9, queues));
+        }
         let owner_only = PortEntry {
             owner: 5,
             members: vec![],
             pid: 0,
         };
-        assert_eq!(owner_only.slot_for(a), 5);
+        assert_eq!(owner_only.slot_for(a, 1, 2), 5);
+        assert!(!owner_only.may_go_elsewhere(a, 5, 2));
+        let alone = PortEntry {
+            owner: 0,
+            members: vec![7],
+            pid: 0,
+        };
+        assert!(!alone.may_go_elsewhere(a, 7, 4));
     }
 }

@@ -2,7 +2,7 @@
 //! a BPF link so that it goes away with the last process holding the link.
 
 use crate::bpf::asm::{Alu, Asm, Insn, Jmp, Reg, Size};
-use crate::bpf::{self, Map, MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_XSKMAP};
+use crate::bpf::{self, Map, MAP_TYPE_ARRAY, MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_XSKMAP};
 use crate::flowmap::{FlowKey, FlowMap};
 use crate::portmap::PortMap;
 use crate::sys;
@@ -14,7 +14,6 @@ pub const XDP_DROP: i32 = 1;
 pub const XDP_PASS: i32 = 2;
 pub const XDP_REDIRECT: i32 = 4;
 
-const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_REDIRECT_MAP: i32 = 51;
 
 /// Counter slots in the per-CPU counter array.
@@ -48,23 +47,33 @@ pub struct XdpCounters {
     pub malformed: u64,
 }
 
+/// The map fds the program refers to.
+#[derive(Clone, Copy, Debug)]
+pub struct ProgramMaps {
+    pub ports: i32,
+    pub flows: i32,
+    pub xsks: i32,
+    pub counters: i32,
+    /// One u32: the interface's queues in use (see [`XdpProgram::set_queues_in_use`]).
+    pub settings: i32,
+}
+
 /// Builds the program for these map fds.
 ///
 /// Registers: r6 ctx, r2/r3 data/data_end, r7 the current header (then the port map
-/// value), r8 lengths then the slot then the counter index, r9 the IP protocol then
-/// the verdict. Stack: fp-32..-16 the flow key (see `flowmap`), fp-8 the counter
-/// index, fp-4 the port key.
+/// value), r8 lengths then the member count, the slot, the counter index, r9 the IP
+/// protocol then the verdict. Stack: fp-32..-16 the flow key (see `flowmap`), fp-8 the
+/// settings key then the counter index, fp-4 the port key.
 ///
 /// For a claimed port: the flow map's slot if the flow has an entry (the kernel for
-/// `KERNEL_SLOT`), else the listener
-/// group's `members[group_hash % n]`, else the owner slot; then the XSK at
-/// `slot * MAX_QUEUES + rx_queue`, DROP (counted as no XSK) when there is none.
-pub fn assemble(
-    port_map_fd: i32,
-    flow_map_fd: i32,
-    xsk_map_fd: i32,
-    counters_fd: i32,
-) -> Vec<Insn> {
+/// `KERNEL_SLOT`), else a member of the listener group, else the owner slot; then the
+/// XSK at `slot * MAX_QUEUES + rx_queue`, DROP (counted as no XSK) when there is none.
+/// The group's member is `members[rx_queue % n]` when the group has no more members
+/// than the interface has queues in use: each member then takes the new connections
+/// of its own queues, so its frames and its sockets' rings are its own (the NIC's flow
+/// hash already spread the flows); with more members than queues,
+/// `members[group_hash % n]` (see `PortEntry::slot_for`).
+pub fn assemble(maps: ProgramMaps) -> Vec<Insn> {
     use crate::flowmap::{FP_KEY, FP_LOCAL_ADDR, FP_LOCAL_PORT, FP_REMOTE_ADDR, FP_REMOTE_PORT};
     use crate::portmap::{
         GROUP_HASH_MULTIPLIER, GROUP_MAX, VALUE_COUNT, VALUE_MEMBERS, VALUE_OWNER,
@@ -156,28 +165,31 @@ pub fn assemble(
         .store(Size::W, R10, FP_KEY, R9)
         .store(Size::H, R10, FP_LOCAL_PORT, R5)
         .store(Size::H, R10, FP_REMOTE_PORT, R4)
-        .load_map_fd(R1, port_map_fd)
-        .mov(R2, R10)
-        .alu64_imm(Alu::Add, R2, -4)
-        .call(HELPER_MAP_LOOKUP_ELEM)
+        .map_lookup(maps.ports, -4)
         .jmp_imm(Jmp::Eq, R0, 0, "pass")
         // Ours. A flow with an entry goes to its slot.
         .mov(R7, R0)
-        .load_map_fd(R1, flow_map_fd)
-        .mov(R2, R10)
-        .alu64_imm(Alu::Add, R2, FP_KEY as i32)
-        .call(HELPER_MAP_LOOKUP_ELEM)
+        .map_lookup(maps.flows, FP_KEY)
         .jmp_imm(Jmp::Eq, R0, 0, "no_flow")
         .load(Size::W, R8, R0, 0)
         .jmp_imm(Jmp::Eq, R8, KERNEL_SLOT as i32, "pass")
         .ja("redirect")
         // Else the listener group, else the owner.
         .label("no_flow")
-        .load(Size::W, R1, R7, VALUE_COUNT)
-        .jmp_imm(Jmp::Eq, R1, 0, "owner")
-        .jmp_imm(Jmp::Gt, R1, GROUP_MAX as i32, "owner") // never written so
+        .load(Size::W, R8, R7, VALUE_COUNT)
+        .jmp_imm(Jmp::Eq, R8, 0, "owner")
+        .jmp_imm(Jmp::Gt, R8, GROUP_MAX as i32, "owner") // never written so
+        // By queue when n <= the queues in use (0 until written: by hash).
+        .store_imm(Size::W, R10, -8, 0)
+        .map_lookup(maps.settings, -8)
+        .jmp_imm(Jmp::Eq, R0, 0, "by_hash")
+        .load(Size::W, R3, R0, 0)
+        .jmp_reg(Jmp::Gt, R8, R3, "by_hash")
+        .load(Size::W, R2, R6, 16) // xdp_md.rx_queue_index
+        .ja("member")
         // h = high 16 bits of (addr ^ port ^ port << 16) * GROUP_HASH_MULTIPLIER (u32),
         // exactly `portmap::group_hash`.
+        .label("by_hash")
         .load(Size::W, R2, R10, FP_REMOTE_ADDR)
         .load(Size::H, R3, R10, FP_REMOTE_PORT)
         .alu64_reg(Alu::Xor, R2, R3)
@@ -187,7 +199,8 @@ pub fn assemble(
         .alu64_imm(Alu::Mul, R2, GROUP_HASH_MULTIPLIER as i32)
         .alu64_imm(Alu::Lsh, R2, 32)
         .alu64_imm(Alu::Rsh, R2, 48)
-        .alu64_reg(Alu::Mod, R2, R1)
+        .label("member")
+        .alu64_reg(Alu::Mod, R2, R8)
         // n <= GROUP_MAX (a power of two), so the mask keeps the index and shows the
         // verifier it stays inside the value.
         .alu64_imm(Alu::And, R2, GROUP_MAX as i32 - 1)
@@ -206,7 +219,7 @@ pub fn assemble(
         .jmp_imm(Jmp::Ge, R8, MAX_SLOTS as i32, "no_xsk")
         .alu64_imm(Alu::Lsh, R8, QUEUE_BITS)
         .alu64_reg(Alu::Add, R2, R8)
-        .load_map_fd(R1, xsk_map_fd)
+        .load_map_fd(R1, maps.xsks)
         .mov_imm(R3, XDP_DROP)
         .call(HELPER_REDIRECT_MAP)
         .mov(R9, R0)
@@ -226,10 +239,7 @@ pub fn assemble(
         // counters[r8] += 1 (per-CPU slot: no atomics needed)
         .label("count")
         .store(Size::W, R10, -8, R8)
-        .load_map_fd(R1, counters_fd)
-        .mov(R2, R10)
-        .alu64_imm(Alu::Add, R2, -8)
-        .call(HELPER_MAP_LOOKUP_ELEM)
+        .map_lookup(maps.counters, -8)
         .jmp_imm(Jmp::Eq, R0, 0, "out")
         .load(Size::DW, R1, R0, 0)
         .alu64_imm(Alu::Add, R1, 1)
@@ -271,6 +281,7 @@ pub struct XdpProgram {
     flow_map: FlowMap,
     xsk_map: Map,
     counters: Map,
+    settings: Map,
     link: Option<(OwnedFd, AttachMode, u32)>,
     cpus: usize,
 }
@@ -288,12 +299,14 @@ impl XdpProgram {
             "fastnet_xsks",
         )?;
         let counters = Map::create(MAP_TYPE_PERCPU_ARRAY, 4, 8, COUNTERS, "fastnet_cnt")?;
-        let insns = assemble(
-            port_map.raw_fd(),
-            flow_map.raw_fd(),
-            xsk_map.raw_fd(),
-            counters.raw_fd(),
-        );
+        let settings = Map::create(MAP_TYPE_ARRAY, 4, 4, 1, "fastnet_set")?;
+        let insns = assemble(ProgramMaps {
+            ports: port_map.raw_fd(),
+            flows: flow_map.raw_fd(),
+            xsks: xsk_map.raw_fd(),
+            counters: counters.raw_fd(),
+            settings: settings.raw_fd(),
+        });
         let prog = bpf::load_xdp_program(&insns, "fastnet_steer")?;
         Ok(XdpProgram {
             prog,
@@ -301,6 +314,7 @@ impl XdpProgram {
             flow_map,
             xsk_map,
             counters,
+            settings,
             link: None,
             cpus: sys::possible_cpus()?,
         })
@@ -316,6 +330,7 @@ impl XdpProgram {
             flow_map: self.flow_map.try_clone()?,
             xsk_map: self.xsk_map.try_clone()?,
             counters: self.counters.try_clone()?,
+            settings: self.settings.try_clone()?,
             link: match &self.link {
                 Some((fd, mode, ifindex)) => {
                     Some((sys::dup_cloexec(fd.as_raw_fd())?, *mode, *ifindex))
@@ -411,6 +426,21 @@ impl XdpProgram {
         self.xsk_map.delete(&Self::xsk_key(slot, queue)?)
     }
 
+    /// Tells the program how many RX queues of the interface are in use: a listener
+    /// group with no more members than that takes new connections by queue (see
+    /// [`assemble`]). Written by the process that attached, again when the count
+    /// changes.
+    pub fn set_queues_in_use(&self, n: u32) -> io::Result<()> {
+        self.settings.update(&0u32.to_ne_bytes(), &n.to_ne_bytes())
+    }
+
+    /// What [`XdpProgram::set_queues_in_use`] wrote last (0: never).
+    pub fn queues_in_use(&self) -> io::Result<u32> {
+        let mut v = [0u8; 4];
+        self.settings.lookup(&0u32.to_ne_bytes(), &mut v)?;
+        Ok(u32::from_ne_bytes(v))
+    }
+
     pub fn counters(&self) -> io::Result<XdpCounters> {
         let slot = |i: i32| -> io::Result<u64> {
             let mut buf = vec![0u8; 8 * self.cpus];
@@ -451,6 +481,7 @@ impl XdpProgram {
             self.flow_map.raw_fd(),
             self.xsk_map.raw_fd(),
             self.counters.raw_fd(),
+            self.settings.raw_fd(),
         ];
         if let Some(l) = &self.link {
             v.push(l.0.as_raw_fd());
@@ -465,9 +496,15 @@ mod tests {
 
     #[test]
     fn program_references_each_map_and_ends_in_exit() {
-        let p = assemble(11, 12, 13, 14);
+        let p = assemble(ProgramMaps {
+            ports: 11,
+            flows: 12,
+            xsks: 13,
+            counters: 14,
+            settings: 15,
+        });
         let map_loads: Vec<i32> = p.iter().filter(|i| i.code == 0x18).map(|i| i.imm).collect();
-        assert_eq!(map_loads, vec![11, 12, 13, 14]);
+        assert_eq!(map_loads, vec![11, 12, 15, 13, 14]);
         assert!(p.iter().all(|i| i.code != 0x18 || i.src == 1));
         assert_eq!(p.last().unwrap().code, 0x95);
         // Every jump lands inside the program.

@@ -99,6 +99,9 @@ pub struct XskStats {
     pub kernel_fill_ring_empty: u64,
     /// Kernel: invalid TX descriptors.
     pub kernel_tx_invalid: u64,
+    /// Times this socket found its queue's lock (fill ring, completion ring, TX pool)
+    /// held by another socket on the queue: 0 while a process has its queue alone.
+    pub lock_waits: u64,
 }
 
 /// The memory shared by the sockets of one UMEM in this process (and, being
@@ -376,7 +379,8 @@ impl XskSocket {
             return;
         }
         let n = {
-            let _g = self.family.page.lock(self.pid);
+            let g = self.family.page.lock(self.pid);
+            self.stats.lock_waits += g.waited as u64;
             self.rings.fill.produce_addrs(&self.fill_pending)
         };
         self.fill_pending.drain(..n);
@@ -462,7 +466,8 @@ impl XskSocket {
         if self.rings.comp.available() == 0 {
             return 0;
         }
-        let _g = self.family.page.lock(self.pid);
+        let g = self.family.page.lock(self.pid);
+        self.stats.lock_waits += g.waited as u64;
         self.reclaim_locked()
     }
 
@@ -481,7 +486,8 @@ impl XskSocket {
     fn refill_tx_cache(&mut self) -> usize {
         {
             let page = &self.family.page;
-            let _g = page.lock(self.pid);
+            let g = page.lock(self.pid);
+            self.stats.lock_waits += g.waited as u64;
             self.reclaim_locked();
             if page.refill_cache_locked(self.member) > 0 {
                 return page.cache_len(self.member);
@@ -492,7 +498,8 @@ impl XskSocket {
             self.flush();
         }
         let page = &self.family.page;
-        let _g = page.lock(self.pid);
+        let g = page.lock(self.pid);
+        self.stats.lock_waits += g.waited as u64;
         self.reclaim_locked();
         if page.pool_len() == 0 {
             page.reap_locked();

@@ -675,12 +675,16 @@ impl Engine {
             seg.set(c, st[state.index()] as u64);
         }
         seg.set(Counter::SocketsFast, self.fds.sockets_in_use() as u64);
-        let (mut rx_drop, mut wake) = (0, 0);
+        let (mut rx_drop, mut wake, mut lock_waits) = (0, 0, 0);
         for x in self.dev.xsk_stats() {
             rx_drop += x.kernel_rx_dropped;
             wake += x.tx_wakeups;
+            lock_waits += x.lock_waits;
         }
         seg.set(Counter::DropRxRing, rx_drop);
+        seg.set(Counter::XskLockWaits, lock_waits);
+        seg.set(Counter::XskTxQueue, self.dev.tx_queue() as u64);
+        seg.set(Counter::RxOtherQueues, self.dev.rx_other_queues());
         if let Some(q) = self.dev.queues() {
             seg.set(Counter::IfaceQueues, q.bindable() as u64);
         }

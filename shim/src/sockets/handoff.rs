@@ -862,7 +862,8 @@ impl Engine {
                 local: l,
                 remote: r,
             };
-            let to = entry.slot_for(r);
+            // The frames' queue is not known here; the flow is pointed at `to` below.
+            let to = entry.slot_by_hash(r);
             // Its pin (from the handshake) is the member's to remove from now on.
             self.family.as_mut().expect("member").steered.remove(&h);
             let now = self.now();
@@ -1133,7 +1134,7 @@ impl Engine {
             return;
         }
         let entry = self.dev.port_entry(Transport::Tcp, local.port());
-        if !sent_elsewhere(entry.as_ref(), remote, me) {
+        if !sent_elsewhere(entry.as_ref(), remote, me, self.dev.queues_in_use()) {
             return;
         }
         self.pin_here(h, ConnKey { local, remote });
@@ -1168,10 +1169,11 @@ impl Engine {
     }
 }
 
-/// True when the port map (`entry`, None: the port is not claimed) sends a frame from
-/// `remote` that no flow entry claims to a slot other than `me`.
-fn sent_elsewhere(entry: Option<&PortEntry>, remote: SocketAddrV4, me: u32) -> bool {
-    entry.is_some_and(|e| e.slot_for(remote) != me)
+/// True when the port map (`entry`, None: the port is not claimed) may send a frame
+/// from `remote` that no flow entry claims to a slot other than `me` (on an interface
+/// with `queues` in use).
+fn sent_elsewhere(entry: Option<&PortEntry>, remote: SocketAddrV4, me: u32, queues: u32) -> bool {
+    entry.is_some_and(|e| e.may_go_elsewhere(remote, me, queues))
 }
 
 /// True when no process names the connection any more: the tether reads end-of-file
@@ -1236,16 +1238,20 @@ mod tests {
             pid: 0,
         };
         // A port this member claimed: its frames come here already.
-        assert!(!sent_elsewhere(Some(&owned(1, vec![])), remote, 1));
+        assert!(!sent_elsewhere(Some(&owned(1, vec![])), remote, 1, 1));
         // The founder's port (slot 0), or another member's: pinned.
-        assert!(sent_elsewhere(Some(&owned(0, vec![])), remote, 1));
-        assert!(sent_elsewhere(Some(&owned(3, vec![])), remote, 0));
-        // A listener group decides by the remote end, whoever owns the port.
+        assert!(sent_elsewhere(Some(&owned(0, vec![])), remote, 1, 1));
+        assert!(sent_elsewhere(Some(&owned(3, vec![])), remote, 0, 2));
+        // On one queue a listener group decides by the remote end, whoever owns the
+        // port.
         let group = owned(0, vec![1, 2]);
-        let to = group.slot_for(remote);
-        assert!(!sent_elsewhere(Some(&group), remote, to));
-        assert!(sent_elsewhere(Some(&group), remote, 3 - to));
+        let to = group.slot_by_hash(remote);
+        assert!(!sent_elsewhere(Some(&group), remote, to, 1));
+        assert!(sent_elsewhere(Some(&group), remote, 3 - to, 1));
+        // On two queues by the queue, which a connection's first frame has not told
+        // yet: any member may get it.
+        assert!(sent_elsewhere(Some(&group), remote, to, 2));
         // Not claimed: nothing to pin against.
-        assert!(!sent_elsewhere(None, remote, 1));
+        assert!(!sent_elsewhere(None, remote, 1, 2));
     }
 }

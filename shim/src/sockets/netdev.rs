@@ -34,6 +34,63 @@ pub struct FastIface {
     pub host: Option<super::hostlo::HostLoop>,
     /// AF_XDP sockets made for a child being forked (see `prepare_spares`).
     spares: Vec<std::os::fd::OwnedFd>,
+    /// Which socket frames leave on (see [`TxQueueChoice`]).
+    tx_choice: TxQueueChoice,
+}
+
+/// The queue a process transmits on: the one most of its frames arrived on lately.
+/// A family's listener group takes new connections by queue (see the steering
+/// program), so each member's frames arrive on its own queues; sending on one of them
+/// too keeps each queue's completion ring and TX pool to one process, with no other
+/// process waiting on its lock.
+#[derive(Debug, Default)]
+struct TxQueueChoice {
+    /// Index (into the sockets) sent on.
+    current: usize,
+    /// Frames received per socket since the last choice.
+    recent: Vec<u32>,
+    /// Their sum.
+    total: u32,
+    /// Frames received on other sockets than `current` (a counter).
+    elsewhere: u64,
+}
+
+/// Frames between two choices: enough that one connection's burst on another queue
+/// does not flip the queue (frames of one flow sent on two queues may be reordered).
+const TX_CHOICE_FRAMES: u32 = 1024;
+
+impl TxQueueChoice {
+    /// `n` frames came in on socket `i` (of `sockets`).
+    fn received(&mut self, i: usize, n: usize, sockets: usize) {
+        if n == 0 {
+            return;
+        }
+        if i != self.current {
+            self.elsewhere += n as u64;
+        }
+        self.recent.resize(sockets, 0);
+        self.recent[i] = self.recent[i].saturating_add(n as u32);
+        self.total = self.total.saturating_add(n as u32);
+        if self.total < TX_CHOICE_FRAMES {
+            return;
+        }
+        let best = (0..sockets).max_by_key(|&k| self.recent[k]).unwrap_or(0);
+        // Another queue must carry clearly more than the current one (hysteresis).
+        if self.recent[best] > self.recent.get(self.current).copied().unwrap_or(0) * 2 {
+            self.current = best;
+        }
+        self.recent.iter_mut().for_each(|r| *r = 0);
+        self.total = 0;
+    }
+
+    /// The socket to send on, among `sockets` (the count may have shrunk).
+    fn index(&self, sockets: usize) -> usize {
+        if self.current < sockets {
+            self.current
+        } else {
+            0
+        }
+    }
 }
 
 /// What the stack transmits through: the XSK (or [`NoDevice`]), and for frames to a
@@ -118,6 +175,7 @@ impl FastIface {
             none: NoDevice::default(),
             host: None,
             spares: Vec::new(),
+            tx_choice: TxQueueChoice::default(),
         })
     }
 
@@ -136,6 +194,7 @@ impl FastIface {
             none: NoDevice::default(),
             host: None,
             spares: Vec::new(),
+            tx_choice: TxQueueChoice::default(),
         }
     }
 
@@ -185,6 +244,7 @@ impl FastIface {
             none: NoDevice::default(),
             host: None,
             spares: Vec::new(),
+            tx_choice: TxQueueChoice::default(),
         })
     }
 
@@ -286,6 +346,11 @@ impl FastIface {
         self.port.as_ref().map(|p| p.queues)
     }
 
+    /// RX queues in use (0 without an interface), as the steering program knows them.
+    pub fn queues_in_use(&self) -> u32 {
+        self.port.as_ref().map_or(0, |p| p.queues.bindable())
+    }
+
     /// Drains the link monitor; when the interface changed, follows it (rebinds on a
     /// new queue count). Err: the fast path cannot go on on this interface.
     pub fn follow_link_changes(&mut self) -> Result<LinkChange, StartError> {
@@ -342,11 +407,30 @@ impl FastIface {
 
     /// Hands up to `budget` received frames per queue to `f`.
     pub fn receive(&mut self, budget: u32, mut f: impl FnMut(&[u8])) -> usize {
+        let Some(port) = self.port.as_mut() else {
+            return 0;
+        };
+        let xsks = port.xsks_mut();
+        let sockets = xsks.len();
         let mut n = 0;
-        for x in self.xsks_mut() {
-            n += x.receive(budget, &mut f);
+        for (i, x) in xsks.iter_mut().enumerate() {
+            let got = x.receive(budget, &mut f);
+            self.tx_choice.received(i, got, sockets);
+            n += got;
         }
         n
+    }
+
+    /// The RX queue frames are sent on (see [`TxQueueChoice`]).
+    pub fn tx_queue(&self) -> u32 {
+        let x = self.xsks();
+        x.get(self.tx_choice.index(x.len()))
+            .map_or(0, |x| x.queue())
+    }
+
+    /// Frames received on another queue than the one sent on.
+    pub fn rx_other_queues(&self) -> u64 {
+        self.tx_choice.elsewhere
     }
 
     /// Frames waiting on the RX rings.
@@ -355,10 +439,16 @@ impl FastIface {
         self.xsks().iter().map(|x| x.rx_available()).sum::<u32>() + host
     }
 
-    /// The socket frames are sent on. One TX queue is enough for a stack behind one
-    /// lock; spreading TX over queues comes with one stack per core.
+    /// The socket frames are sent on: one per process (its stack is behind one lock),
+    /// on the queue its frames arrive on (see [`TxQueueChoice`]).
     pub fn tx(&mut self) -> FastTx<'_> {
-        let out: &mut dyn Device = match self.port.as_mut().and_then(|p| p.xsks_mut().first_mut()) {
+        let choice = &self.tx_choice;
+        let socket = self.port.as_mut().and_then(|p| {
+            let x = p.xsks_mut();
+            let i = choice.index(x.len());
+            x.get_mut(i)
+        });
+        let out: &mut dyn Device = match socket {
             Some(x) => x,
             None => &mut self.none,
         };
@@ -445,5 +535,40 @@ impl FastIface {
         }
         cache.insert(ip, (r, now));
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tx_queue_follows_where_most_frames_arrive_with_hysteresis() {
+        let mut c = TxQueueChoice::default();
+        assert_eq!(c.index(2), 0);
+        // Everything arrives on socket 1: after a round of frames it is sent on.
+        for _ in 0..TX_CHOICE_FRAMES / 64 {
+            c.received(1, 64, 2);
+        }
+        assert_eq!(c.index(2), 1);
+        assert_eq!(c.elsewhere, TX_CHOICE_FRAMES as u64);
+        // A round split 40/60 does not move it back (not clearly more).
+        for _ in 0..16 {
+            c.received(0, 26, 2);
+            c.received(1, 38, 2);
+        }
+        assert_eq!(c.index(2), 1);
+        assert_eq!(c.elsewhere, TX_CHOICE_FRAMES as u64 + 16 * 26);
+        // A round mostly on socket 0 does.
+        for _ in 0..16 {
+            c.received(0, 56, 2);
+            c.received(1, 8, 2);
+        }
+        assert_eq!(c.index(2), 0);
+        // Empty batches count nothing; a socket gone falls back to the first.
+        c.received(1, 0, 2);
+        assert_eq!(c.total, 0);
+        c.current = 3;
+        assert_eq!(c.index(2), 0);
     }
 }

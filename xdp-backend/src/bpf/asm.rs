@@ -67,6 +67,9 @@ pub enum Jmp {
     Le = 0xb0,
 }
 
+/// `bpf_map_lookup_elem`'s helper number.
+pub const MAP_LOOKUP_ELEM: i32 = 1;
+
 const CLASS_LD: u8 = 0x00;
 const CLASS_LDX: u8 = 0x01;
 const CLASS_ST: u8 = 0x02;
@@ -250,6 +253,15 @@ impl Asm {
             imm: helper,
             ..Default::default()
         })
+    }
+
+    /// `r0 = bpf_map_lookup_elem(map_fd, fp + key_at)`: the key lies on the stack at
+    /// `key_at` (negative); r0 is the value or 0, r1-r5 are clobbered.
+    pub fn map_lookup(&mut self, map_fd: i32, key_at: i16) -> &mut Self {
+        self.load_map_fd(Reg::R1, map_fd)
+            .mov(Reg::R2, Reg::R10)
+            .alu64_imm(Alu::Add, Reg::R2, key_at as i32)
+            .call(MAP_LOOKUP_ELEM)
     }
 
     pub fn exit(&mut self) -> &mut Self {

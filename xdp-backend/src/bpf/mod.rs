@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 pub const MAP_TYPE_HASH: u32 = 1;
+pub const MAP_TYPE_ARRAY: u32 = 2;
 pub const MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 pub const MAP_TYPE_XSKMAP: u32 = 17;
 /// `BPF_F_NO_PREALLOC`: a hash map allocates elements on insert, not all at creation.
