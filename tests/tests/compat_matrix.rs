@@ -177,11 +177,7 @@ fn wait_tcp(ctx: &Ctx, side: Side, port: u16, bg: &mut Bg) -> Result<(), String>
                 tail(&bg.output())
             ));
         }
-        let out = ctx
-            .cmd(side, "ss", &["-Hltn", &format!("sport = :{port}")])
-            .output()
-            .unwrap();
-        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+        if listening(ctx, side, port) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -311,6 +307,18 @@ fn all_ok(outs: &[Output], check: impl Fn(usize, &str) -> bool) -> Result<(), St
 
 /// After the load: the counters, and the server still alive and free of crash messages.
 fn finish(ctx: &Ctx, srv: &mut Bg, ev: &mut Evidence) -> Result<(), String> {
+    settle(ctx, ev);
+    if let Ok(Some(st)) = srv.child.try_wait() {
+        return Err(format!(
+            "the fast-path process exited ({st}): {}",
+            tail(&srv.output())
+        ));
+    }
+    no_crash(&srv.output())
+}
+
+/// Whether XDP is attached, and the fast side's counters once they settled.
+fn settle(ctx: &Ctx, ev: &mut Evidence) {
     ev.xdp_attached = ctx.xdp_attached();
     // Bytes the clients' kernels still had in flight when the clients exited: wait
     // until the counters settle (3 s at most).
@@ -332,13 +340,10 @@ fn finish(ctx: &Ctx, srv: &mut Bg, ev: &mut Evidence) -> Result<(), String> {
     if std::env::var_os("FASTNET_COMPAT_DEBUG").is_some() {
         eprintln!("counters:{}", ctx.counter_dump());
     }
-    if let Ok(Some(st)) = srv.child.try_wait() {
-        return Err(format!(
-            "the fast-path process exited ({st}): {}",
-            tail(&srv.output())
-        ));
-    }
-    let log = srv.output();
+}
+
+/// A server's log free of crash messages.
+fn no_crash(log: &str) -> Result<(), String> {
     for bad in [
         "panicked",
         "Segmentation fault",
@@ -346,10 +351,171 @@ fn finish(ctx: &Ctx, srv: &mut Bg, ev: &mut Evidence) -> Result<(), String> {
         "about to kill",
     ] {
         if log.contains(bad) {
-            return Err(format!("{bad}: {}", tail(&log)));
+            return Err(format!("{bad}: {}", tail(log)));
         }
     }
     Ok(())
+}
+
+/// A server that daemonizes (forks, and the process fastnet started exits): found by
+/// its pid file; ended when dropped, also when the row failed (SIGTERM, then SIGKILL
+/// for it and its children).
+struct Daemon {
+    pid: i32,
+    /// Where it writes (its stderr after daemonizing), and where the process fastnet
+    /// started wrote: checked for crash messages and for a fall-back to the kernel.
+    logs: [PathBuf; 2],
+    /// The process fastnet started (exited): kept for its log, which goes with it.
+    _first: Bg,
+}
+
+impl Daemon {
+    /// Runs `c`, which daemonizes: its first process must exit with 0, `pid_file` name
+    /// a live process, and `port` listen.
+    fn start(
+        ctx: &Ctx,
+        c: Command,
+        pid_file: &Path,
+        log: &Path,
+        port: u16,
+    ) -> Result<Daemon, String> {
+        let mut first = ctx.start("server", c);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let st = loop {
+            if let Ok(Some(st)) = first.child.try_wait() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = first.child.kill();
+                let _ = first.child.wait();
+                return Err(format!(
+                    "did not daemonize in 20 s: {}",
+                    tail(&read(&first.log))
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if !st.success() {
+            return Err(format!(
+                "the first process exited ({st}): {}",
+                tail(&read(&first.log))
+            ));
+        }
+        let pid = loop {
+            let pid = std::fs::read_to_string(pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+                .filter(|&p| alive(p));
+            if let Some(pid) = pid {
+                break pid;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "no live process in {}: {}",
+                    pid_file.display(),
+                    tail(&read(&first.log))
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let d = Daemon {
+            pid,
+            logs: [log.to_path_buf(), first.log.clone()],
+            _first: first,
+        };
+        while !listening(ctx, Side::Server, port) {
+            if !alive(pid) || Instant::now() > deadline {
+                return Err(format!(
+                    "the daemon never listened on {port}: {}",
+                    tail(&d.output())
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(d)
+    }
+
+    fn output(&self) -> String {
+        self.logs.iter().map(|l| read(l)).collect()
+    }
+
+    /// After the load: the counters, and the daemon alive, on the fast path and free
+    /// of crash messages.
+    fn finish(&self, ctx: &Ctx, ev: &mut Evidence) -> Result<(), String> {
+        settle(ctx, ev);
+        let log = self.output();
+        if !alive(self.pid) {
+            return Err(format!("the daemon exited: {}", tail(&log)));
+        }
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains(fastnet_e2e::apps::FELL_BACK))
+        {
+            return Err(format!("the daemon runs on the kernel: {line}"));
+        }
+        no_crash(&log)
+    }
+
+    /// Ends it and checks that nothing of the fast path stays behind: the XDP program
+    /// goes with the last process of the family.
+    fn stop(self, ctx: &Ctx) -> Result<(), String> {
+        drop(self);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ctx.xdp_attached() {
+            if Instant::now() > deadline {
+                return Err("the XDP program stayed attached after the daemon stopped".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let kids: Vec<i32> =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect();
+        // SAFETY: kill(2) on the daemon this row started (its pid file names it).
+        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(self.pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for pid in std::iter::once(self.pid).chain(kids) {
+            if alive(pid) {
+                // SAFETY: as above, and its children (forked by it, e.g. workers).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// A log as it is so far (a daemon's: [`Bg::output`] would panic on a fall-back,
+/// which [`Daemon::finish`] reports as the row's failure instead).
+fn read(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// True while `pid` runs (a zombie does not count).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+        st.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// True when something listens on TCP `port` on `side`.
+fn listening(ctx: &Ctx, side: Side, port: u16) -> bool {
+    let out = ctx
+        .cmd(side, "ss", &["-Hltn", &format!("sport = :{port}")])
+        .output()
+        .unwrap();
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
 /// A web root with one file of `len` pseudo-random bytes; returns its sha256.
@@ -422,13 +588,18 @@ fn http_server(ctx: &Ctx, port: u16, srv: Command, client: &str) -> Result<Evide
 }
 
 fn nginx_conf(ctx: &Ctx, port: u16, workers: u32) -> String {
+    nginx_conf_with(ctx, port, workers, "off")
+}
+
+/// nginx's configuration with `daemon on|off` (Debian ships `on`, its default).
+fn nginx_conf_with(ctx: &Ctx, port: u16, workers: u32, daemon: &str) -> String {
     let d = ctx.dir.display();
     std::fs::create_dir_all(ctx.dir.join("tmp")).unwrap();
     let conf = ctx.path("nginx.conf");
     std::fs::write(
         &conf,
         format!(
-            "user nobody nogroup;\nworker_processes {workers};\ndaemon off;\npid {d}/nginx.pid;\n\
+            "user nobody nogroup;\nworker_processes {workers};\ndaemon {daemon};\npid {d}/nginx.pid;\n\
              error_log {d}/error.log;\nevents {{ worker_connections 1024; }}\n\
              http {{ access_log off; sendfile on;\n\
              client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
@@ -444,6 +615,39 @@ fn row_nginx(ctx: &Ctx, workers: u32) -> Result<Evidence, String> {
     let conf = nginx_conf(ctx, 8080, workers);
     let srv = ctx.fast_cmd("nginx", &["-c", &conf]);
     http_server(ctx, 8080, srv, "curl")
+}
+
+/// nginx as it ships: `daemon on` (the process fastnet started opens the listener,
+/// forks the master and exits; the master forks the workers), 2 workers.
+fn row_nginx_daemon(ctx: &Ctx) -> Result<Evidence, String> {
+    let sha = web_root(ctx, 4 << 20);
+    let conf = nginx_conf_with(ctx, 8080, 2, "on");
+    daemon_row(
+        ctx,
+        ctx.fast_cmd("nginx", &["-c", &conf]),
+        &ctx.dir.join("nginx.pid"),
+        &ctx.dir.join("error.log"),
+        8080,
+        |ctx, ev| downloads(ctx, "curl", &ctx.server_ip(), 8080, &sha, false, ev),
+    )
+}
+
+/// A daemonizing server under fastnet: started (see [`Daemon::start`]), loaded by
+/// `clients`, checked, stopped (the XDP program must go with it).
+fn daemon_row(
+    ctx: &Ctx,
+    c: Command,
+    pid_file: &Path,
+    log: &Path,
+    port: u16,
+    clients: impl Fn(&Ctx, &mut Evidence) -> Result<(), String>,
+) -> Result<Evidence, String> {
+    let mut ev = Evidence::default();
+    let d = Daemon::start(ctx, c, pid_file, log, port)?;
+    clients(ctx, &mut ev)?;
+    d.finish(ctx, &mut ev)?;
+    d.stop(ctx)?;
+    Ok(ev)
 }
 
 fn row_python_http(ctx: &Ctx) -> Result<Evidence, String> {
@@ -675,6 +879,36 @@ fn row_redis(ctx: &Ctx) -> Result<Evidence, String> {
     let mut ev = Evidence::default();
     let mut srv = ctx.start("server", ctx.fast_cmd("redis-server", &redis_args("6380")));
     wait_tcp(ctx, Side::Server, 6380, &mut srv)?;
+    redis_clients(ctx, &mut ev)?;
+    finish(ctx, &mut srv, &mut ev)?;
+    Ok(ev)
+}
+
+/// redis with `--daemonize yes` (it forks before it opens a socket; the first process
+/// exits).
+fn row_redis_daemon(ctx: &Ctx) -> Result<Evidence, String> {
+    let (pid_file, log) = (ctx.path("redis.pid"), ctx.path("redis.log"));
+    let mut args = redis_args("6380").to_vec();
+    args.extend([
+        "--daemonize",
+        "yes",
+        "--pidfile",
+        &pid_file,
+        "--logfile",
+        &log,
+    ]);
+    daemon_row(
+        ctx,
+        ctx.fast_cmd("redis-server", &args),
+        Path::new(&pid_file),
+        Path::new(&log),
+        6380,
+        redis_clients,
+    )
+}
+
+/// redis-benchmark and 9 clients that each check 100 values of their own, at once.
+fn redis_clients(ctx: &Ctx, ev: &mut Evidence) -> Result<(), String> {
     let ip = ctx.server_ip();
     // Each client sets then reads back its own 100 keys (values it can check), while
     // redis-benchmark runs alongside.
@@ -712,7 +946,7 @@ print("redis ok" if ok else "redis MISMATCH")
                 ctx.cmd(Side::Client, PY, &["-c", script, &ip, &i.to_string()])
             }
         },
-        &mut ev,
+        ev,
     )?;
     all_ok(&outs, |i, o| {
         if i == 0 {
@@ -720,21 +954,41 @@ print("redis ok" if ok else "redis MISMATCH")
         } else {
             o.contains("redis ok")
         }
-    })?;
+    })
+}
+
+const MEMCACHED_ARGS: [&str; 8] = ["-u", "nobody", "-p", "11212", "-U", "0", "-l", "0.0.0.0"];
+
+fn row_memcached(ctx: &Ctx) -> Result<Evidence, String> {
+    let mut ev = Evidence::default();
+    let mut srv = ctx.start("server", ctx.fast_cmd("memcached", &MEMCACHED_ARGS));
+    wait_tcp(ctx, Side::Server, 11212, &mut srv)?;
+    memcached_clients(ctx, &mut ev)?;
     finish(ctx, &mut srv, &mut ev)?;
     Ok(ev)
 }
 
-fn row_memcached(ctx: &Ctx) -> Result<Evidence, String> {
-    let mut ev = Evidence::default();
-    let mut srv = ctx.start(
-        "server",
-        ctx.fast_cmd(
-            "memcached",
-            &["-u", "nobody", "-p", "11212", "-U", "0", "-l", "0.0.0.0"],
-        ),
-    );
-    wait_tcp(ctx, Side::Server, 11212, &mut srv)?;
+/// memcached with `-d` (it forks and the first process exits).
+fn row_memcached_daemon(ctx: &Ctx) -> Result<Evidence, String> {
+    // memcached writes its pid file after it became `nobody`.
+    let run = ctx.dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let pid_file = run.join("memcached.pid").to_str().unwrap().to_string();
+    let mut args = MEMCACHED_ARGS.to_vec();
+    args.extend(["-d", "-P", &pid_file]);
+    daemon_row(
+        ctx,
+        ctx.fast_cmd("memcached", &args),
+        Path::new(&pid_file),
+        &ctx.dir.join("server.log"),
+        11212,
+        memcached_clients,
+    )
+}
+
+/// 10 clients that each set and get back 300 values of their own, at once.
+fn memcached_clients(ctx: &Ctx, ev: &mut Evidence) -> Result<(), String> {
     let ip = ctx.server_ip();
     let script = r#"
 import socket, sys
@@ -756,11 +1010,9 @@ print("memcached ok" if ok else "memcached MISMATCH")
         11212,
         PARALLEL,
         |i| ctx.cmd(Side::Client, PY, &["-c", script, &ip, &i.to_string()]),
-        &mut ev,
+        ev,
     )?;
-    all_ok(&outs, |_, o| o.contains("memcached ok"))?;
-    finish(ctx, &mut srv, &mut ev)?;
-    Ok(ev)
+    all_ok(&outs, |_, o| o.contains("memcached ok"))
 }
 
 /// The address host`i`.compat.test has in the rows' hosts file.
@@ -1265,8 +1517,11 @@ fn rows() -> Vec<Row> {
     vec![
         Row { name: "nginx-1-worker", version: &["nginx", "-v"], role: "HTTP server (1 worker), 10 curl downloads of 4 MB", fast: Server, quick: true, waits_on: None, run: |c| row_nginx(c, 1), min_rx: 10_000 },
         Row { name: "nginx-2-workers", version: &["nginx", "-v"], role: "HTTP server (2 workers), 10 curl downloads of 4 MB", fast: Server, quick: false, waits_on: None, run: |c| row_nginx(c, 2), min_rx: 10_000 },
+        Row { name: "nginx-daemon", version: &["nginx", "-v"], role: "HTTP server as shipped (`daemon on`: the process started opens the listener, forks the master and exits), 2 workers, 10 curl downloads of 4 MB; the XDP program goes when nginx stops", fast: Server, quick: true, waits_on: None, run: row_nginx_daemon, min_rx: 10_000 },
         Row { name: "redis", version: &["redis-server", "--version"], role: "key-value server: redis-benchmark -c10 plus 9 clients checking 100 values each", fast: Server, quick: true, waits_on: None, run: row_redis, min_rx: 100_000 },
+        Row { name: "redis-daemonize", version: &["redis-server", "--version"], role: "key-value server with --daemonize yes, redis-benchmark -c10 plus 9 checking clients; the XDP program goes when redis stops", fast: Server, quick: false, waits_on: None, run: row_redis_daemon, min_rx: 100_000 },
         Row { name: "memcached", version: &["memcached", "-V"], role: "cache server, 10 clients set/get 300 values each", fast: Server, quick: false, waits_on: None, run: row_memcached, min_rx: 100_000 },
+        Row { name: "memcached-daemon", version: &["memcached", "-V"], role: "cache server with -d (it becomes `nobody`, then forks and the first process exits, before it opens a socket), 10 clients set/get 300 values each; the XDP program goes when memcached stops", fast: Server, quick: false, waits_on: None, run: row_memcached_daemon, min_rx: 100_000 },
         Row { name: "dnsmasq", version: &["dnsmasq", "--version"], role: "UDP DNS server (IP_PKTINFO), 10 dig clients × 100 queries", fast: Server, quick: false, waits_on: None, run: row_dnsmasq, min_rx: 30_000 },
         Row { name: "python-http.server", version: &[PY, "--version"], role: "HTTP server, 10 wget downloads of 4 MB", fast: Server, quick: false, waits_on: None, run: row_python_http, min_rx: 1_000 },
         Row { name: "python-asyncio-echo", version: &[PY, "--version"], role: "asyncio echo server, 10 clients × 1 MB", fast: Server, quick: true, waits_on: None, run: row_asyncio, min_rx: 10 << 20 },

@@ -758,7 +758,19 @@ fn socket_options_the_app_set_survive_moves_both_ways() {
     std::fs::write(dir.join("go-2"), "").unwrap();
     let got = answers(3, &mut client);
     let _ = client.child.wait();
-    let log = server.stop();
+    // The server ends by itself at the client's end-of-file (and prints its counters
+    // at exit); a SIGTERM before that would kill it without them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut exited = false;
+    while !exited && Instant::now() < deadline {
+        exited = server.child.try_wait().unwrap().is_some();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = if exited {
+        server.output()
+    } else {
+        server.stop()
+    };
     // The timeouts as a kernel socket keeps them (rounded up to its tick).
     let timeouts = log
         .lines()

@@ -724,17 +724,7 @@ print(s.recv(100))";
 fn a_wrapper_opening_unix_and_netlink_sockets_leaves_the_interface_to_its_server() {
     let t = topo();
     let dir = scratch("wrapper-sockets");
-    let server = r#"
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 7210)); s.listen(1)
-c, _ = s.accept()
-while True:
-    d = c.recv(65536)
-    if not d: break
-    c.sendall(d)
-c.close()
-"#;
+    let server = &echo_server(7210);
     let wrapper = r#"
 import socket, subprocess, sys
 u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -746,21 +736,7 @@ sys.exit(subprocess.call([sys.executable, "-c", sys.argv[1]]))
     c.args(["-c", wrapper, server]).env("FASTNET_LOG", "info");
     let mut s = spawn(c, &dir.join("server.log"));
     wait_listening(&t, Side::Server, 7210, &mut s);
-    let client = format!(
-        r#"
-import socket
-s = socket.create_connection(("{server}", 7210), timeout=10)
-data = bytes(range(256)) * 4096
-s.sendall(data); s.shutdown(socket.SHUT_WR)
-got = b""
-while True:
-    d = s.recv(65536)
-    if not d: break
-    got += d
-print("echoed", len(got), got == data)
-"#,
-        server = t.server_ip
-    );
+    let client = echo_client(&t, 7210);
     let out = run_ok(t.command(Side::Client, PY).args(["-c", &client]));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -788,4 +764,204 @@ print("echoed", len(got), got == data)
         "the server's stack did not carry the echo:\n{log}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The shim's own fds (the interface's XSKs, BPF maps, program and link, netlink,
+/// mailbox, tethers) take no number the app expects its own opens to get: after the
+/// fast path starts, and in a forked child after it joined the family, every fd below
+/// 100 is one the app made, and the app's next open gets the lowest free number.
+/// The child uses a connection the parent opened (a client connection: its ephemeral
+/// port goes with it to the child; it used to go back to the kernel, which reset the
+/// connection at the peer's next segment).
+#[test]
+fn the_shim_s_fds_stay_out_of_the_app_s_numbers_also_in_a_joined_child() {
+    let t = topo();
+    let dir = scratch("fd-numbers");
+    let echo = &echo_server(7211);
+    let mut server = spawn(
+        {
+            let mut c = t.command(Side::Client, PY);
+            c.args(["-c", echo]);
+            c
+        },
+        &dir.join("echo.log"),
+    );
+    wait_listening(&t, Side::Client, 7211, &mut server);
+    let app = format!(
+        r#"
+import os, socket
+def low():
+    out = set()
+    for i in range(100):
+        try:
+            os.fstat(i); out.add(i)
+        except OSError:
+            pass
+    return out
+before = low()
+s = socket.create_connection(("{ip}", 7211), timeout=10)
+s.sendall(b"a"); assert s.recv(1) == b"a"
+after = low()
+print("parent", sorted(after - before - {{s.fileno()}}), flush=True)
+n = os.open("/dev/null", os.O_RDONLY)
+print("next lowest", n == min(set(range(100)) - after), flush=True)
+os.close(n)
+pid = os.fork()
+if pid == 0:
+    s.sendall(b"b"); assert s.recv(1) == b"b"
+    print("child", sorted(low() - after), flush=True)
+    os._exit(0)
+_, st = os.waitpid(pid, 0)
+print("parent after fork", sorted(low() - after), "child status", st, flush=True)
+"#,
+        ip = t.client_ip
+    );
+    let mut c = fastnet_cmd(&t, Side::Server, PY);
+    c.args(["-c", &app]).env("FASTNET_LOG", "info");
+    let out = run_ok(&mut c);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let log = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(log.contains("fast path on"), "{log}");
+    assert!(
+        log.contains("joined the fast path"),
+        "the child never joined:\n{log}"
+    );
+    for want in [
+        "parent []",
+        "next lowest True",
+        "child []",
+        "parent after fork [] child status 0",
+    ] {
+        assert!(text.lines().any(|l| l == want), "want {want:?}:\n{log}");
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A process that drops root before its first socket (memcached does, and with `-d`
+/// forks after that) cannot start the fast path as `nobody`: the shim starts it at the
+/// drop, while it may, and the daemon child joins with AF_XDP sockets made then. The
+/// background driver is made after the drop: no thread of the process keeps root.
+#[test]
+fn a_daemon_that_drops_root_before_its_first_socket_runs_on_the_fast_path() {
+    let t = topo();
+    let dir = scratch("drop-root");
+    let app = r#"
+import os, socket, sys
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+if os.fork():
+    os._exit(0)
+os.setsid()
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7212)); s.listen(1)
+c, _ = s.accept()
+while True:
+    d = c.recv(65536)
+    if not d: break
+    c.sendall(d)
+uids = set()
+for task in os.listdir("/proc/self/task"):
+    for line in open("/proc/self/task/%s/status" % task):
+        if line.startswith("Uid:"):
+            uids.update(line.split()[1:])
+print("threads", len(os.listdir("/proc/self/task")), "uids", sorted(uids), flush=True)
+"#;
+    let mut c = fastnet_cmd(&t, Side::Server, PY);
+    c.args(["-c", app]).env("FASTNET_LOG", "info");
+    let mut s = spawn(c, &dir.join("app.log"));
+    // The first process exits at once; its child listens.
+    let st = s.child.wait().unwrap();
+    assert!(st.success(), "{}", s.output());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while kernel_listeners(&t, 7212) == 0 {
+        assert!(Instant::now() < deadline, "nobody listens:\n{}", s.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let client = echo_client(&t, 7212);
+    let mut load = t.command(Side::Client, PY);
+    load.args(["-c", &client])
+        .stdout(std::process::Stdio::piped());
+    let mut load = load.spawn().unwrap();
+    // While the echo runs, the kernel holds no connection of the port.
+    let mut most = 0;
+    while load.try_wait().unwrap().is_none() {
+        most = most.max(kernel_connections(&t, Side::Server, 7212));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = load.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "echoed 1048576 True"
+    );
+    assert_eq!(most, 0, "the kernel held the connection");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.output().contains("uids") {
+        assert!(Instant::now() < deadline, "{}", s.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = s.output();
+    assert!(
+        log.contains("starting the fast path before the app drops root"),
+        "{log}"
+    );
+    assert!(log.contains("joined the fast path"), "{log}");
+    // The daemon has our driver thread too, and every thread is nobody's.
+    assert!(
+        log.lines().any(|l| l == "threads 2 uids ['65534']"),
+        "{log}"
+    );
+    let c = summed_exit_counters(&log);
+    assert!(
+        c.get("rx.bytes").copied().unwrap_or(0) >= 1 << 20,
+        "the daemon's stack did not carry the echo:\n{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// TCP listeners on `port` in the server's namespace (the kernel's view: the shadow
+/// socket of a fast-path listener shows there too).
+fn kernel_listeners(t: &Topology, port: u16) -> usize {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &t.server_ns, "ss", "-Hltn"])
+        .arg(format!("sport = :{port}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// A client that sends 1 MiB to `port` on the server side, reads the echo to
+/// end-of-file and prints `echoed 1048576 True` when every byte came back.
+fn echo_client(t: &Topology, port: u16) -> String {
+    format!(
+        r#"
+import socket
+s = socket.create_connection(("{server}", {port}), timeout=10)
+data = bytes(range(256)) * 4096
+s.sendall(data); s.shutdown(socket.SHUT_WR)
+got = b""
+while True:
+    d = s.recv(65536)
+    if not d: break
+    got += d
+print("echoed", len(got), got == data)
+"#,
+        server = t.server_ip
+    )
+}
+
+/// A server that echoes its first connection on `port` until end-of-file.
+fn echo_server(port: u16) -> String {
+    format!(
+        r#"
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", {port})); s.listen(4)
+c, _ = s.accept()
+while True:
+    d = c.recv(65536)
+    if not d: break
+    c.sendall(d)
+c.close()
+"#
+    )
 }

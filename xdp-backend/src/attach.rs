@@ -44,8 +44,22 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// The OS error number, also of an error that wrapped it in a message (and kept only
+/// its kind).
 fn errno(e: &io::Error) -> Option<i32> {
-    e.raw_os_error()
+    e.raw_os_error().or(match e.kind() {
+        io::ErrorKind::PermissionDenied => Some(libc::EPERM),
+        _ => None,
+    })
+}
+
+/// The fix for a permission refused while starting: root or the capabilities; for a
+/// process that is no longer root, why (it dropped root before its first socket).
+fn privilege_fix(caps: &str) -> String {
+    match crate::sys::geteuid() {
+        0 => format!("run as root, or grant {caps}"),
+        uid => format!("this process runs as uid {uid}, not root: a program that drops root before its first socket (e.g. `memcached -d -u USER`) cannot start the fast path itself; keep it root until it opened its sockets, or run it on the kernel (--fallback=kernel)"),
+    }
 }
 
 /// Another XDP program (another fastnet process's, or anyone's) holds `name`.
@@ -125,8 +139,8 @@ impl AttachedIface {
         let queues = read_queues(&link)?;
         let mut program = XdpProgram::load().map_err(|e| {
             let fix = match errno(&e) {
-                Some(libc::EPERM) | Some(libc::EACCES) => "run as root, or grant CAP_BPF + CAP_NET_ADMIN (CAP_SYS_ADMIN on kernels before 5.8); with them held, check kernel lockdown and `ulimit -l`",
-                _ => "`fastnet doctor` tells more",
+                Some(libc::EPERM) | Some(libc::EACCES) => privilege_fix("CAP_BPF + CAP_NET_ADMIN (CAP_SYS_ADMIN on kernels before 5.8); with them held, check kernel lockdown and `ulimit -l`"),
+                _ => "`fastnet doctor` tells more".to_string(),
             };
             StartError::new(format!("cannot load the XDP program ({e})"), fix)
         })?;

@@ -22,5 +22,5 @@ pub use monitor::LinkMonitor;
 pub use portmap::{group_hash, PortEntry, PortMap, Transport, GROUP_MAX};
 pub use program::{AttachMode, XdpCounters, XdpProgram, KERNEL_SLOT, MAX_QUEUES, MAX_SLOTS};
 pub use queues::QueueCounts;
-pub use sys::{ethtool, is_cloexec};
+pub use sys::{ethtool, is_cloexec, set_fd_floor};
 pub use xsk::{RxMode, XskConfig, XskSocket, XskStats};

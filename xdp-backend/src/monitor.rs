@@ -28,7 +28,7 @@ pub struct LinkMonitor {
 
 impl LinkMonitor {
     pub fn open() -> io::Result<LinkMonitor> {
-        let mut route = Socket::new(NETLINK_ROUTE)?;
+        let mut route = high_socket(NETLINK_ROUTE)?;
         route.bind_auto()?;
         route.add_membership(RTNLGRP_LINK)?;
         route.set_non_blocking(true)?;
@@ -101,9 +101,20 @@ pub fn link_messages_concern(mut buf: &[u8], ifindex: u32) -> bool {
     false
 }
 
+/// A netlink socket of `protocol`, kept (so numbered above the crate's fd floor).
+fn high_socket(protocol: isize) -> io::Result<Socket> {
+    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+    let s = Socket::new(protocol)?;
+    // SAFETY: the socket's fd is ours alone; ownership moves from `s` to the OwnedFd.
+    let fd = unsafe { OwnedFd::from_raw_fd(s.into_raw_fd()) };
+    let fd = crate::sys::above_floor(fd);
+    // SAFETY: as above, back into a netlink socket.
+    Ok(unsafe { Socket::from_raw_fd(fd.into_raw_fd()) })
+}
+
 /// A generic-netlink socket joined to ethtool's "monitor" multicast group.
 fn ethtool_monitor() -> io::Result<Socket> {
-    let mut s = Socket::new(NETLINK_GENERIC)?;
+    let mut s = high_socket(NETLINK_GENERIC)?;
     s.bind_auto()?;
     s.connect(&SocketAddr::new(0, 0))?;
     let mut msg = GenlMessage::from_payload(GenlCtrl {

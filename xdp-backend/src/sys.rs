@@ -44,7 +44,33 @@ pub fn bpf_fd(cmd: u32, attr: &mut [u8; 128]) -> io::Result<OwnedFd> {
     // bpf fds are created close-on-exec; setting it again costs nothing and makes it
     // hold on every kernel.
     set_cloexec(fd.as_raw_fd())?;
-    Ok(fd)
+    Ok(above_floor(fd))
+}
+
+/// The lowest number the fds this crate keeps get (0: wherever the kernel puts them).
+/// A library that lives in an application's process (the shim) sets it, so that its
+/// fds stay out of the numbers the application expects its own opens to get.
+static FD_FLOOR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Sets the floor of [`above_floor`] (see `FD_FLOOR`).
+pub fn set_fd_floor(floor: i32) {
+    FD_FLOOR.store(floor, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `fd` renumbered (close-on-exec) at the lowest free number at or above the floor;
+/// as it is without a floor, when it is there already, or when no number is free.
+pub fn above_floor(fd: OwnedFd) -> OwnedFd {
+    let floor = FD_FLOOR.load(std::sync::atomic::Ordering::Relaxed);
+    if floor <= 0 || fd.as_raw_fd() >= floor {
+        return fd;
+    }
+    // SAFETY: fcntl on an fd we own; no memory is passed.
+    let high = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };
+    if high < 0 {
+        return fd;
+    }
+    // SAFETY: fcntl returned a new fd that only we own (the old one closes on drop).
+    unsafe { OwnedFd::from_raw_fd(high) }
 }
 
 /// Writes little-endian fields into a bpf attribute block.
@@ -254,8 +280,15 @@ pub fn mmap_fd(fd: RawFd, len: usize, offset: i64) -> io::Result<NonNull<u8>> {
 
 /// A close-on-exec duplicate of `fd`.
 pub fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
+    let floor = FD_FLOOR.load(std::sync::atomic::Ordering::Relaxed).max(0);
     // SAFETY: fcntl on an fd number has no memory-safety preconditions.
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    let mut new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor) };
+    if new < 0 && floor > 0 {
+        // No free number above the floor (EMFILE) or the floor above the limit
+        // (EINVAL): anywhere will do.
+        // SAFETY: as above.
+        new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    }
     if new < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -271,7 +304,7 @@ pub fn xsk_socket() -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: socket(2) returned a new fd that only we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(above_floor(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// bind(2) of an AF_XDP socket (`struct sockaddr_xdp`).
@@ -357,6 +390,11 @@ pub fn process_alive(pid: u32) -> bool {
 pub fn getpid() -> u32 {
     // SAFETY: getpid has no preconditions.
     unsafe { libc::getpid() as u32 }
+}
+
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
 }
 
 /// if_nametoindex(3) in the calling thread's network namespace.

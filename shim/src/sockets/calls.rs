@@ -119,6 +119,9 @@ fn stay_on_kernel() {
         if !crate::trace::is_enabled() {
             rewriter::filter::handle_syscall(libc::SYS_socket as u32, false);
             rewriter::filter::handle_syscall(libc::SYS_rt_sigaction as u32, false);
+            for nr in process::PRIVILEGE_DROPS {
+                rewriter::filter::handle_syscall(nr as u32, false);
+            }
         }
         super::signals::unwrap_all();
         debug(format_args!(
@@ -157,6 +160,21 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
             process::engine().before_exec();
         }
         return PASSTHROUGH;
+    }
+    if process::PRIVILEGE_DROPS.contains(&a.nr) {
+        if active() || !process::may_start_before_dropping_root() {
+            return PASSTHROUGH;
+        }
+        if !process::start_before_dropping_root() {
+            stay_on_kernel();
+            return PASSTHROUGH;
+        }
+        register_filters();
+        // SAFETY: the app's own call, made here so that the driver thread is made
+        // after it (with the credentials the app chose).
+        let r = unsafe { kernel::raw(a.nr, a.args) };
+        process::spawn_driver();
+        return r;
     }
     if !active() {
         // Only an IP socket starts the fast path: glibc opens AF_UNIX sockets of its

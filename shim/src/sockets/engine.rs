@@ -783,6 +783,19 @@ impl Engine {
         }
     }
 
+    /// As `unclaim_entry`, for the claim of a connection that moved to member `to`:
+    /// when it was this process's last use of the port, the port goes to `to`.
+    pub fn unclaim_handing_to(&mut self, c: Option<(Transport, u16)>, to: u32) {
+        let Some((t, port)) = c else { return };
+        if let Some(n) = self.claims.get_mut(&(t, port)) {
+            *n -= 1;
+            if *n == 0 {
+                self.claims.remove(&(t, port));
+                self.dev.hand_over(t, port, to);
+            }
+        }
+    }
+
     /// Records that `fd` is the fd readiness of `h` is reported under.
     pub fn bind_handle(&mut self, h: SocketHandle, fd: i32) {
         self.handle_fd.insert(h, fd);

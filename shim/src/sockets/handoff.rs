@@ -545,7 +545,9 @@ impl Engine {
         }
         self.handle_fd_forget(h);
         if let Some(s) = socket {
-            self.unclaim_entry(s.claimed);
+            // A connecting socket's own port goes with it (left to the kernel, the
+            // peer's next segment would meet a RST).
+            self.unclaim_handing_to(s.claimed, to);
         }
         self.count(Counter::FamilyMovedOut);
         debug(format_args!("moved {conn:?} to member {to}"));
@@ -608,6 +610,12 @@ impl Engine {
             m.tethers.insert(h, t);
         }
         let fds = m.away_fds_of(conn);
+        // A connecting socket's own port (its claim came along in the copy of the
+        // socket inherited at fork): claimed here now, the holder hands it over.
+        let port_claim = fds
+            .iter()
+            .find_map(|fd| m.away.get(fd).and_then(|a| a.socket.claimed));
+        let port_claim = port_claim.filter(|_| self.claim_entry(port_claim).is_ok());
         let mut first: Option<i32> = None;
         let mut last_socket = None;
         for fd in fds {
@@ -620,7 +628,7 @@ impl Engine {
                 .expect("listed");
             let mut s = away.socket;
             s.kind = Kind::TcpStream(h);
-            s.claimed = None;
+            s.claimed = port_claim;
             last_socket = Some(s);
             match first {
                 None => {

@@ -246,6 +246,21 @@ pub fn raise_with_info(sig: i32, info: &libc::siginfo_t) -> Result<(), Errno> {
 /// The shim's own fds start here, out of the app's way (apps count up from 3).
 pub const HIGH_FD_FLOOR: i32 = 900;
 
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    unsafe { raw(libc::SYS_geteuid, [0; 6]) as u32 }
+}
+
+/// How many threads this process has (/proc/self/stat's num_threads), None when
+/// /proc cannot tell.
+pub fn threads_of_this_process() -> Option<u32> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name (which may hold spaces and parentheses): state is field
+    // 3, num_threads field 20.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(17)?.parse().ok()
+}
+
 /// Moves `fd` to the lowest free number ≥ `floor` (close-on-exec) and closes the old
 /// one: the shim's own fds live high, out of the app's way.
 pub fn move_high(fd: i32, floor: i32) -> Result<i32, Errno> {

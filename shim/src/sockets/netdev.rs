@@ -201,13 +201,18 @@ impl FastIface {
     /// Unbound AF_XDP sockets for a child about to be forked (see
     /// `AttachedIface::spare_sockets`): a worker that drops its privileges before it
     /// uses a socket can still join. The parent drops its copies after fork.
+    /// Without the privilege to make them (the app dropped root), the ones made before
+    /// it did (see `process::start_before_dropping_root`) serve the next child.
     pub fn prepare_spares(&mut self) {
-        if let Some(p) = &self.port {
-            self.spares = p.spare_sockets().unwrap_or_default();
-            for s in &self.spares {
-                use std::os::fd::AsRawFd;
-                rewriter::filter::mark_fd(s.as_raw_fd(), true);
-            }
+        use std::os::fd::AsRawFd;
+        let Some(p) = &self.port else { return };
+        let Ok(new) = p.spare_sockets() else { return };
+        for s in self.spares.drain(..) {
+            rewriter::filter::mark_fd(s.as_raw_fd(), false);
+        }
+        self.spares = new;
+        for s in &self.spares {
+            rewriter::filter::mark_fd(s.as_raw_fd(), true);
         }
     }
 
@@ -379,6 +384,25 @@ impl FastIface {
     /// port to a member still in the group; the last one gives it back to the kernel.
     pub fn release(&self, t: Transport, port: u16) {
         super::family::locked(|| self.release_locked(t, port));
+    }
+
+    /// As [`FastIface::release`], for a port whose last user here is a connection
+    /// that moved to member `to`: a port this member owns goes to `to` (its frames with
+    /// it), not back to the kernel, which would answer them with RSTs.
+    pub fn hand_over(&self, t: Transport, port: u16, to: u32) {
+        super::family::locked(|| {
+            let Some(p) = &self.port else { return };
+            let map = p.program().port_map();
+            match map.entry(t, port) {
+                Ok(Some(e)) if e.owner == p.slot() => {
+                    if e.members.contains(&p.slot()) {
+                        let _ = map.leave_group(t, port, p.slot());
+                    }
+                    let _ = map.set_owner(t, port, to);
+                }
+                _ => self.release_locked(t, port),
+            }
+        });
     }
 
     fn release_locked(&self, t: Transport, port: u16) {

@@ -159,17 +159,64 @@ pub fn init() {
     unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
     rewriter::filter::handle_syscall(libc::SYS_socket as u32, true);
     rewriter::filter::handle_syscall(libc::SYS_rt_sigaction as u32, true);
+    for nr in PRIVILEGE_DROPS {
+        rewriter::filter::handle_syscall(nr as u32, true);
+    }
 }
 
 /// Brings the fast path up (once per process); true when it runs.
 pub fn start() -> bool {
+    start_then(true)
+}
+
+/// Calls that drop root (or capabilities): the fast path needs root to start, so a
+/// process about to drop it starts it first (see [`start_before_dropping_root`]).
+pub const PRIVILEGE_DROPS: [i64; 4] = [
+    libc::SYS_setuid,
+    libc::SYS_setreuid,
+    libc::SYS_setresuid,
+    libc::SYS_capset,
+];
+
+/// True when [`start_before_dropping_root`] applies: the fast path is configured and
+/// not tried yet, in a root process that is not a vfork child and has one thread.
+pub fn may_start_before_dropping_root() -> bool {
+    CONFIG.get().is_some()
+        && START.state() == parking_lot::OnceState::New
+        && kernel::getpid() == super::family::pid()
+        && kernel::geteuid() == 0
+        && kernel::threads_of_this_process() == Some(1)
+}
+
+/// A process that has not started the fast path and is about to drop root (memcached
+/// becomes `nobody` before it opens its first socket, and with `-d` after it forked)
+/// starts it now, while it may: the sockets it opens later use what was opened as root
+/// (AF_XDP sockets, the program and its maps through their fds: no privilege needed).
+/// Only a single-threaded process, whose drop changes only its own thread's
+/// credentials: the background driver is spawned after the drop (`then`, run after
+/// the call), so it holds no root the app gave up. Returns whether it started.
+pub fn start_before_dropping_root() -> bool {
+    log(
+        LogLevel::Info,
+        format_args!("starting the fast path before the app drops root"),
+    );
+    if !start_then(false) {
+        return false;
+    }
+    // A daemon forks after it dropped root (memcached -d): its child joins with
+    // AF_XDP sockets made now, while making them is allowed.
+    engine().dev.prepare_spares();
+    true
+}
+
+fn start_then(spawn_driver_now: bool) -> bool {
     START.call_once(|| {
         let Some(config) = CONFIG.get().cloned() else {
             return;
         };
         let busy = config.poll == super::config::PollMode::Busy;
         let dev = match &config.iface {
-            Some(name) => match with_low_fds_taken(|| FastIface::open(name, busy)) {
+            Some(name) => match with_fd_floor(|| FastIface::open(name, busy)) {
                 Ok(d) => d,
                 Err(e) => {
                     let reason = e.to_string();
@@ -238,7 +285,9 @@ pub fn start() -> bool {
         }
         if ENGINE.set(FutexLock::new(engine)).is_ok() {
             ACTIVE.store(true, Ordering::Release);
-            spawn_driver();
+            if spawn_driver_now {
+                spawn_driver();
+            }
         }
     });
     active()
@@ -392,7 +441,7 @@ pub fn join_family() -> bool {
     if dead.is_some() {
         g.dev.forget_slot(slot);
     }
-    let joined = with_low_fds_taken(|| g.dev.join(slot))
+    let joined = with_fd_floor(|| g.dev.join(slot))
         .map_err(|e| e.to_string())
         .and_then(|dev| {
             let mailbox =
@@ -683,9 +732,11 @@ pub fn is_internal(e: &Engine, fd: i32) -> bool {
     fd >= HIGH_FD_FLOOR && internal_fds_sorted(e).binary_search(&fd).is_ok()
 }
 
-/// Runs `f` with every free fd below [`HIGH_FD_FLOOR`] taken, so the fds it opens
-/// (XSK, BPF maps and program, link) land high, out of the app's way.
-fn with_low_fds_taken<T>(f: impl FnOnce() -> T) -> T {
+/// Runs `f` with the interface's fds (XSKs, BPF maps and program, link, netlink)
+/// numbered from [`HIGH_FD_FLOOR`] up (lower when the fd limit is low), out of the
+/// app's way: each is renumbered as it is made (one fcntl), which costs a forked
+/// child's join a few syscalls where filling every low number first cost ~1,800.
+fn with_fd_floor<T>(f: impl FnOnce() -> T) -> T {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -706,33 +757,12 @@ fn with_low_fds_taken<T>(f: impl FnOnce() -> T) -> T {
     };
     // Leave room above the floor for what `f` opens.
     let floor = if r == 0 {
-        (lim.rlim_cur.saturating_sub(128) as i32).min(HIGH_FD_FLOOR)
+        (lim.rlim_cur.saturating_sub(128) as i32).clamp(0, HIGH_FD_FLOOR)
     } else {
         0
     };
-    let mut fillers = Vec::with_capacity(floor.max(0) as usize);
-    if let Ok(probe) = kernel::eventfd(libc::EFD_CLOEXEC) {
-        if probe < floor {
-            fillers.push(probe);
-            loop {
-                match kernel::fcntl(probe, libc::F_DUPFD_CLOEXEC, 0) {
-                    Ok(fd) if (fd as i32) < floor => fillers.push(fd as i32),
-                    Ok(fd) => {
-                        let _ = kernel::close(fd as i32);
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-        } else {
-            let _ = kernel::close(probe);
-        }
-    }
-    let out = f();
-    for fd in fillers {
-        let _ = kernel::close(fd);
-    }
-    out
+    xdp_backend::set_fd_floor(floor);
+    f()
 }
 
 thread_local! {
