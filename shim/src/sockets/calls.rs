@@ -209,6 +209,14 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
         // fds it closes or dups are its own copies, and our tables are the parent's.
         return PASSTHROUGH;
     }
+    if matches!(a.nr, libc::SYS_getsockname | libc::SYS_getpeername) {
+        let peer = a.nr == libc::SYS_getpeername;
+        if let Some(r) =
+            super::options::getname_in_place(a.args[0] as i32, a.args[1], a.args[2], peer)
+        {
+            return r;
+        }
+    }
     if let Some(r) = dup_inherited(a) {
         return r;
     }

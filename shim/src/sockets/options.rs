@@ -10,6 +10,7 @@ use super::appmem;
 use super::calls::{err, ours, release_to_kernel, stack_err};
 use super::cmsg;
 use super::engine::{Engine, FastSocket, Kind};
+use super::handoff::AwayKind;
 use super::kernel;
 use super::process::{engine, is_internal};
 use super::sockaddr::stack_v4;
@@ -458,6 +459,37 @@ const TCPI_OPT_SACK: u8 = 2;
 const TCPI_OPT_WSCALE: u8 = 4;
 
 /// getsockname / getpeername.
+/// getsockname/getpeername of a connection that lives in another process of the
+/// family (an away fd), or, in a forked child that has not joined, in its copy of the
+/// parent's stack: answered here, without fetching the connection. ncat `--exec`'s
+/// child asks both before it execs the command; fetching took the connection from the
+/// process serving it, whose read failed. None: the usual path.
+pub fn getname_in_place(fd: i32, addr: i64, lenp: i64, peer: bool) -> Option<i64> {
+    let e = engine();
+    let away = e
+        .family
+        .as_ref()
+        .and_then(|m| m.away.get(&fd))
+        .map(|a| (a.what, a.socket.v6));
+    let (a, v6) = match away {
+        Some((AwayKind::Conn { conn, .. }, v6)) => {
+            (if peer { conn.remote } else { conn.local }, v6)
+        }
+        Some(_) => return None,
+        None if !super::family::drives() && ours(&e, fd).is_some() => {
+            drop(e);
+            return Some(getname(fd, addr, lenp, peer));
+        }
+        None => return None,
+    };
+    drop(e);
+    // SAFETY: the app passed (addr, lenp) to getsockname/getpeername(2).
+    Some(match unsafe { appmem::write_sockaddr(addr, lenp, a, v6) } {
+        Ok(()) => 0,
+        Err(x) => err(x),
+    })
+}
+
 pub fn getname(fd: i32, addr: i64, lenp: i64, peer: bool) -> i64 {
     let e = engine();
     let Some(s) = ours(&e, fd) else {
