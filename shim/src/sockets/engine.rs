@@ -215,10 +215,14 @@ pub struct Engine {
     /// tries execve once per directory of PATH, and one request is enough.
     pub relays_asked: Vec<super::mailbox::ConnKey>,
     /// Connections handed to kernel sockets (see `kernel_handoff`): frames of theirs
-    /// that were already on our rings are dropped, never answered with a RST.
+    /// that were already on our rings go to the kernel through the loopback device
+    /// (`loopback_packets`), or are dropped; never answered with a RST.
     /// (Kept a second: after that none can still be on our rings, and while any is
     /// kept every received frame takes the slower filtering path.)
     pub handed_to_kernel: Vec<(super::mailbox::ConnKey, Instant)>,
+    /// Packet socket that passes such frames to the kernel (opened at the first move
+    /// to the kernel; None until then or if it cannot be opened).
+    pub loopback_packets: Option<i32>,
     /// When `sweep_kernel_flows` looks next.
     pub kernel_sweep_at: Instant,
     /// Kernel flow entries whose connection the kernel did not have, since when.
@@ -310,6 +314,7 @@ impl Engine {
             family: None,
             relays_asked: Vec::new(),
             handed_to_kernel: Vec::new(),
+            loopback_packets: None,
             kernel_sweep_at: Instant::ZERO,
             kernel_flow_absent: Vec::new(),
             control: None,
@@ -367,6 +372,22 @@ impl Engine {
         let now = self.now();
         LAST_DRIVE.store(now.micros(), std::sync::atomic::Ordering::Relaxed);
         self.tap.maybe_attach(now);
+        self.receive_frames(now);
+        let Engine { dev, iface, .. } = self;
+        dev.receive_host(RX_BUDGET, &mut |frame| iface.receive_local(now, frame));
+        self.pin_handshakes();
+        self.resolve_neighbors(now);
+        self.transmit(now, kick);
+        self.overflow_to_kernel();
+        self.notify();
+        self.reap_closing();
+        self.publish_stats();
+    }
+
+    /// Takes a batch of what the interface's rings hold into the stack; returns how
+    /// many frames. Nothing is sent: replies wait for the next transmit.
+    pub fn receive_frames(&mut self, now: Instant) -> usize {
+        let mut n = 0;
         if !self.handed_to_kernel.is_empty()
             || self.family.as_ref().is_some_and(|m| m.filters_frames())
         {
@@ -375,6 +396,7 @@ impl Engine {
             let mut frames = Vec::new();
             self.dev
                 .receive(RX_BUDGET, |frame| frames.push(frame.to_vec()));
+            n = frames.len();
             for frame in frames {
                 self.tap.frame(fastnet_capture::Direction::Rx, &frame);
                 if self.claim_frame(&frame) {
@@ -386,19 +408,12 @@ impl Engine {
                 dev, iface, tap, ..
             } = self;
             dev.receive(RX_BUDGET, |frame| {
+                n += 1;
                 tap.frame(fastnet_capture::Direction::Rx, frame);
                 iface.receive(now, frame)
             });
         }
-        let Engine { dev, iface, .. } = self;
-        dev.receive_host(RX_BUDGET, &mut |frame| iface.receive_local(now, frame));
-        self.pin_handshakes();
-        self.resolve_neighbors(now);
-        self.transmit(now, kick);
-        self.overflow_to_kernel();
-        self.notify();
-        self.reap_closing();
-        self.publish_stats();
+        n
     }
 
     /// Sends what the stack has due; kicked now with `kick` (else once a batch

@@ -212,6 +212,33 @@ impl Membership {
 }
 
 /// The connection a frame belongs to (None: not TCP over IPv4).
+impl Engine {
+    /// Hands `frame` (IPv4) of a connection handed to the kernel to the kernel's
+    /// receive path: it reached our rings after the last look before the flow switched,
+    /// and the kernel socket, live now, takes it as any segment (its sequence checks
+    /// place it). Dropped when that cannot be done (the peer sends it again).
+    fn pass_to_kernel(&mut self, frame: &[u8]) {
+        use stack::wire::{EthernetFrame, Ipv4Packet};
+        let eth = EthernetFrame::new_checked(frame).ok();
+        let packet = eth
+            .as_ref()
+            .and_then(|e| Ipv4Packet::new_checked(e.payload()).ok());
+        let passed = match (packet, self.loopback_packets) {
+            (Some(ip), Some(fd)) => {
+                // Checked: the buffer holds the whole packet (Ethernet may pad it).
+                let len = usize::from(ip.total_len());
+                kernel::to_kernel_via_loopback(fd, &ip.into_inner()[..len]).is_ok()
+            }
+            _ => false,
+        };
+        self.count(if passed {
+            Counter::HandoffFramesPassed
+        } else {
+            Counter::HandoffFramesDropped
+        });
+    }
+}
+
 fn frame_conn(frame: &[u8]) -> Option<ConnKey> {
     use stack::wire::tcp::TcpPacket;
     use stack::wire::{EthernetFrame, Ipv4Packet};
@@ -416,12 +443,13 @@ impl Engine {
 
     /// Whether the stack may see `frame` now; frames of connections that moved away
     /// are forwarded, those of connections on their way here are parked, those of
-    /// connections handed to the kernel are dropped.
+    /// connections handed to the kernel go to the kernel (`pass_to_kernel`).
     pub fn claim_frame(&mut self, frame: &[u8]) -> bool {
         let Some(conn) = frame_conn(frame) else {
             return true;
         };
         if self.handed_to_kernel.iter().any(|(c, _)| *c == conn) {
+            self.pass_to_kernel(frame);
             return false;
         }
         let Some(m) = self.family.as_mut() else {
@@ -1143,6 +1171,13 @@ impl Engine {
     /// True when this member steered `h`'s flow to itself (a connection that moved
     /// here, or a handshake pinned here): the entry goes when the connection does.
     pub fn steers(&self, h: SocketHandle) -> bool {
+        self.family
+            .as_ref()
+            .is_some_and(|m| m.steered.contains_key(&h))
+    }
+
+    /// True when `h`'s connection has a flow entry of its own pointing here.
+    pub fn has_own_flow_entry(&self, h: SocketHandle) -> bool {
         self.family
             .as_ref()
             .is_some_and(|m| m.steered.contains_key(&h))

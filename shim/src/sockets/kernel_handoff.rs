@@ -1,9 +1,10 @@
 //! Connections handed from the stack to kernel sockets (issue 18), through TCP repair
 //! (`repair`). The order keeps every byte and never confuses the peer: the kernel
 //! socket is made from a snapshot while the stack still holds the connection (if the
-//! kernel refuses, nothing changed); then the connection's flow goes to the kernel in
-//! the XDP program, and only then does the stack let the connection go, quietly.
-//! Frames that were already on our rings are dropped (the peer sends them again), not
+//! kernel refuses, nothing changed), with what the peer sent meanwhile added to its
+//! receive queue; then the connection's flow goes to the kernel in the XDP program, and
+//! only then does the stack let the connection go, quietly. Frames that reached our
+//! rings after the last look go to the kernel through the loopback device, never
 //! answered with a RST.
 //!
 //! The flow entry lives as long as the kernel has the connection (TIME-WAIT too): while
@@ -39,29 +40,81 @@ pub struct ExitHandoff {
 impl Engine {
     /// Makes connection `h` a kernel socket; returns its fd (blocking, close-on-exec),
     /// which the caller owns. On error the connection is still the stack's, unchanged.
+    ///
+    /// The kernel socket is built from a snapshot in repair mode while the flow still
+    /// comes here; what the peer sent meanwhile is taken into the stack, and the bytes
+    /// it added in order are written after the snapshot's into the socket's receive
+    /// queue. Only then, with the socket complete and out of repair, does the flow go to
+    /// the kernel: a socket that got the peer's segments itself while in repair mode
+    /// would put the late bytes after them (a repair write goes to RCV.NXT). What
+    /// reaches our rings between that last look and the switch (a few microseconds) is
+    /// dropped, and the peer sends it again.
     pub fn hand_to_kernel(&mut self, h: SocketHandle) -> Result<i32, RepairError> {
         // Frames already on our rings go into the state first (else they are lost and
         // the peer sends them again after a timeout).
         self.drive();
         let now = self.now();
-        let st = self
-            .iface
-            .tcp
-            .snapshot(now, h)
-            .map_err(|_| RepairError::NotMovable(State::Closed))?;
+        let snapshot = |e: &mut Engine| {
+            e.iface
+                .tcp
+                .snapshot(now, h)
+                .map_err(|_| RepairError::NotMovable(State::Closed))
+        };
+        let st = snapshot(self)?;
         if super::log::debugging() {
             let tcb = self.iface.tcp.debug_summary(h);
             debug(format_args!("handoff: to the kernel: {tcb}"));
         }
-        let fd = repair::kernel_socket(&RepairPlan::new(&st)?)?;
+        let plan = RepairPlan::new(&st)?;
+        let sock = repair::RepairedSocket::build(&plan)?;
+        // The peer's segments of the last moments (building took a while): into the
+        // stack, nothing answered (the stack lets the connection go without a word).
+        // (Bounded: other connections' frames may keep coming; this one's cannot pass
+        // the window, which nothing moves now.)
+        for _ in 0..LATE_BATCHES {
+            if self.receive_frames(now) == 0 {
+                break;
+            }
+        }
+        let late_st = snapshot(self)?;
+        let Some(late) = repair::received_since(&st, &late_st) else {
+            // The peer's FIN came meanwhile: the connection stays (it may move later).
+            return Err(RepairError::NotMovable(late_st.state));
+        };
+        let window = RepairPlan::new(&late_st)?.window;
+        let fd = sock.go_live(late, &window)?;
+        self.count_n(Counter::HandoffLateBytes, late.len() as u64);
         let conn = ConnKey {
             local: stack_v4(st.local),
             remote: stack_v4(st.remote),
         };
-        if let Err(e) = self.dev.flow_to_kernel(conn) {
-            // The program may be gone already (loopback-only, or the link went away):
-            // then every frame reaches the kernel anyway.
-            debug(format_args!("handoff {conn:?}: no flow entry: {e}"));
+        let steered = match self.dev.flow_to_kernel(conn) {
+            Ok(()) => true,
+            Err(e) => {
+                // The program may be gone already (loopback-only, or the link went
+                // away): then every frame reaches the kernel anyway.
+                debug(format_args!("handoff {conn:?}: no flow entry: {e}"));
+                false
+            }
+        };
+        if let Err(e) = repair::finish_live(fd, &plan) {
+            // Back in repair mode: closed, it says nothing; the flow comes here again.
+            let _ = super::kernel::close(fd);
+            if steered {
+                self.flow_back_from_kernel(h, conn);
+            }
+            return Err(e);
+        }
+        // Frames of it that reached our rings since the last look go to the kernel
+        // socket now, through the loopback device (`claim_frame`).
+        self.handed_to_kernel.push((conn, now));
+        if self.loopback_packets.is_none() {
+            self.loopback_packets = super::kernel::loopback_packet_socket().ok();
+        }
+        for _ in 0..LATE_BATCHES {
+            if self.receive_frames(now) == 0 {
+                break;
+            }
         }
         // The kernel's timer starts at its initial 1 s and its window probe at repair
         // off is one the peer rate-limits: the first unacknowledged segment goes again
@@ -73,10 +126,25 @@ impl Engine {
         // The kernel entry replaced ours: the end of the stack's connection must not
         // remove it.
         self.forget_steering(h);
-        self.handed_to_kernel.push((conn, now));
         super::family::add_kernel_flows(1);
         let _ = self.iface.tcp.export(now, h);
         Ok(fd)
+    }
+
+    /// Undoes `flow_to_kernel` for a connection that stays: its frames come here again
+    /// (through its own flow entry if it had one, else its port's).
+    fn flow_back_from_kernel(&mut self, h: SocketHandle, conn: ConnKey) {
+        let back = if self.has_own_flow_entry(h) {
+            let slot = super::family::slot().unwrap_or(0);
+            self.dev.steer_flow(conn, slot)
+        } else {
+            self.dev.unsteer_flow(conn).map(|_| ())
+        };
+        if let Err(e) = back {
+            debug(format_args!(
+                "handoff {conn:?}: flow entry not restored: {e}"
+            ));
+        }
     }
 
     /// Stops looking for frames of connections handed to the kernel over a second ago:
@@ -147,6 +215,9 @@ impl Engine {
         out
     }
 }
+
+/// How many batches of frames a move to the kernel takes in after its snapshot.
+const LATE_BATCHES: usize = 8;
 
 /// How long a move waits for the app's calls in flight to finish.
 const CALLS_WAIT_US: u64 = 200_000;
