@@ -30,6 +30,7 @@ const MOVE_SERVER: &str = include_str!("../py/move_server.py");
 const MOVE_CLIENT: &str = include_str!("../py/move_client.py");
 const MOVE_STREAM: &str = include_str!("../py/move_stream.py");
 const OPTIONS_SERVER: &str = include_str!("../py/options_server.py");
+const BUSY_SERVER: &str = include_str!("../py/busy_socket_server.py");
 const OPTIONS_CLIENT: &str = include_str!("../py/options_client.py");
 
 /// The slow kernel reader in the client namespace, listening on `port` once this returns.
@@ -751,6 +752,91 @@ fn transfer_with_moves(size: u64, loss: Option<u32>) {
         c.get("tcp.retransmits").copied().unwrap_or(0),
         took_us[took_us.len() / 2],
         took_us[took_us.len() - 1]
+    );
+}
+
+/// An app that calls its socket without pause (non-blocking reads and writes in a
+/// loop) while it moves between the stack and the kernel every ~20 ms: no call sees the
+/// socket while a move reads it in repair mode (a read would fail with EPERM, a write
+/// would be lost), and both streams arrive byte-exact.
+#[test]
+fn an_app_calling_its_socket_without_pause_survives_moves_both_ways() {
+    assert!(is_root(), "end-to-end tests need root");
+    let t = Topology::up(&TopologyOptions::for_tests()).expect("topology");
+    let dir = scratch("handoff-busy");
+    for (name, text) in [
+        ("busy_socket_server.py", BUSY_SERVER),
+        ("move_client.py", MOVE_CLIENT),
+        ("move_stream.py", MOVE_STREAM),
+    ] {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let (port, size) = (7309, 30_000_000u64);
+    let mut s = fastnet_cmd(&t, Side::Server, "python3");
+    s.arg(dir.join("busy_socket_server.py"))
+        .arg(port.to_string())
+        .arg(size.to_string())
+        .arg("7");
+    let mut server = spawn(s, &dir.join("server.log"));
+    wait_listening(&t, Side::Server, port, &mut server);
+    let pid = server.pid();
+    let mut c = t.command(Side::Client, "python3");
+    c.arg(dir.join("move_client.py"))
+        .arg(t.addr(Side::Server).to_string())
+        .arg(port.to_string())
+        .arg(size.to_string())
+        .arg("7")
+        .arg("10000000");
+    let mut client = spawn(c, &dir.join("client.log"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gauge(pid, "tcp.state.established") != Some(1) {
+        assert!(Instant::now() < deadline, "client did not connect");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut moves = [0u32; 2];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "server still running:\n{}",
+            server.output()
+        );
+        let i = (moves[0] + moves[1]) as usize % 2;
+        let (_, answer) = handoff_verb(pid, ["kernel", "stack"][i]);
+        if answer.starts_with("ok moved=1 ") {
+            moves[i] += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = server.output();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "client did not finish:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let report = std::fs::read_to_string(&client.log).unwrap();
+    let w: Vec<&str> = report.split_whitespace().collect();
+    assert_eq!(w.len(), 7, "client: {report}\nserver: {log}");
+    assert_eq!(
+        (w[3], w[4]),
+        (size.to_string().as_str(), w[6]),
+        "client received; server: {log}"
+    );
+    let got = log
+        .lines()
+        .find(|l| l.starts_with("got ") || l.starts_with("error "));
+    assert_eq!(
+        got,
+        Some(format!("got {size} {}", w[1]).as_str()),
+        "server: {log}"
+    );
+    assert!(
+        moves[1] >= 5,
+        "only {moves:?} moves (to the kernel, to the stack)"
+    );
+    eprintln!(
+        "{moves:?} moves (to the kernel, to the stack), {} MB each way byte-exact",
+        size / 1_000_000
     );
 }
 

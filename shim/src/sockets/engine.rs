@@ -247,6 +247,52 @@ pub static CALLS_IN_FLIGHT: std::sync::atomic::AtomicU32 = std::sync::atomic::At
 /// written to the kernel's epoll, or the reverse: the app's epoll lost the fd).
 pub static MOVE_PENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Kernel sockets that came from a move to the kernel (one bit per fd): the app's calls
+/// on them still come to the hook (the fd stays marked) and wait at the door, since a
+/// move back to the stack reads such a socket in repair mode, where a read fails
+/// (EPERM) and a write goes into the send queue already read (lost).
+static MOVED_KERNEL_FDS: [std::sync::atomic::AtomicU64; MOVED_FD_WORDS] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; MOVED_FD_WORDS];
+const MOVED_FD_WORDS: usize = rewriter::filter::MAX_FD / 64;
+
+/// Marks (or unmarks) `fd` as a kernel socket that came from a move to the kernel.
+pub fn set_moved_kernel_fd(fd: i32, moved: bool) {
+    let Ok(i) = usize::try_from(fd) else {
+        return;
+    };
+    let Some(word) = MOVED_KERNEL_FDS.get(i / 64) else {
+        return;
+    };
+    let bit = 1u64 << (i % 64);
+    if moved {
+        word.fetch_or(bit, std::sync::atomic::Ordering::SeqCst);
+    } else {
+        word.fetch_and(!bit, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Forgets the moved kernel sockets among fds `lo..=hi` (the app replaced or closed
+/// them by other means than close).
+pub fn forget_moved_kernel_fds(lo: u64, hi: u64) {
+    let last = hi.min(rewriter::filter::MAX_FD as u64 - 1);
+    for fd in lo..=last {
+        if fd % 64 == 0 && last - fd >= 63 {
+            MOVED_KERNEL_FDS[fd as usize / 64].store(0, std::sync::atomic::Ordering::SeqCst);
+        } else {
+            set_moved_kernel_fd(fd as i32, false);
+        }
+    }
+}
+
+/// True when `fd` is a kernel socket that came from a move to the kernel.
+pub fn is_moved_kernel_fd(fd: i32) -> bool {
+    usize::try_from(fd).ok().is_some_and(|i| {
+        MOVED_KERNEL_FDS
+            .get(i / 64)
+            .is_some_and(|w| w.load(std::sync::atomic::Ordering::SeqCst) & 1 << (i % 64) != 0)
+    })
+}
+
 /// When the stack last ran (µs on the engine's clock): the background driver only
 /// steps in when the app's threads have not driven it for a while.
 pub static LAST_DRIVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

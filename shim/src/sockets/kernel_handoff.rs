@@ -436,7 +436,9 @@ impl Engine {
         self.fds.remove(fd);
         self.handle_fd_forget(h);
         self.unclaim_entry(s.claimed);
-        rewriter::filter::mark_fd(fd, false);
+        // Still marked: the app's calls on it come to the hook and wait at the door
+        // while a move reads it in repair mode (`calls::on_moved_kernel_fd`).
+        super::engine::set_moved_kernel_fd(fd, true);
     }
 }
 
@@ -696,6 +698,7 @@ impl Engine {
         }
         self.bind_handle(h, fd);
         self.handed_to_kernel.retain(|(c, _)| *c != conn);
+        super::engine::set_moved_kernel_fd(fd, false);
         rewriter::filter::mark_fd(fd, true);
         Ok(())
     }
