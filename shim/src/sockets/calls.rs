@@ -242,7 +242,9 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
 /// fast-path fds; a close forgets the fd first.
 fn on_moved_kernel_fd(a: &SyscallArgs) -> Option<i64> {
     let fd = a.args[0] as i32;
-    if !ON_OUR_FDS.contains(&a.nr) || waits_for_readiness(a.nr) || !is_moved_kernel_fd(fd) {
+    // The bit first: one load on the hot path (args[0] of other calls is no fd, and
+    // may match a bit: the number decides then).
+    if !is_moved_kernel_fd(fd) || !ON_OUR_FDS.contains(&a.nr) || waits_for_readiness(a.nr) {
         return None;
     }
     let in_flight = CallsInFlight::enter();

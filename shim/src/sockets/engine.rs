@@ -289,7 +289,10 @@ pub fn is_moved_kernel_fd(fd: i32) -> bool {
     usize::try_from(fd).ok().is_some_and(|i| {
         MOVED_KERNEL_FDS
             .get(i / 64)
-            .is_some_and(|w| w.load(std::sync::atomic::Ordering::SeqCst) & 1 << (i % 64) != 0)
+            // Relaxed: a call that misses a bit just set takes the socket layer's
+            // path, which passes an fd it does not know to the kernel (as before the
+            // move was done; the door orders the rest).
+            .is_some_and(|w| w.load(std::sync::atomic::Ordering::Relaxed) & 1 << (i % 64) != 0)
     })
 }
 
