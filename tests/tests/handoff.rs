@@ -550,31 +550,33 @@ fn dropped_by_rules(t: &Topology, side: Side) -> String {
 /// A transfer of `size` bytes each way between an asyncio server under fastnet and a
 /// kernel client (50 MB/s each way), its connection moved kernel <-> stack every
 /// ~100 ms, with `loss`% of the client's segments dropped each way.
-fn transfer_with_moves(size: u64, loss: Option<u32>) {
-    assert!(is_root(), "end-to-end tests need root");
-    let t = Topology::up(&TopologyOptions::for_tests()).expect("topology");
-    let dir = scratch("handoff-moves");
-    if let Some(percent) = loss {
-        drop_percent(&t, Side::Client, percent);
-    }
+/// Starts `server` (a script and its text, run under fastnet on `port`, sending `size`
+/// bytes of stream 7) and the kernel client `move_client.py` (sending `size` bytes of
+/// stream 8 at `rate` bytes/s while reading); returns once they are connected, with the
+/// server's pid.
+fn start_transfer(
+    t: &Topology,
+    dir: &Path,
+    server: (&str, &str),
+    port: u16,
+    size: u64,
+    rate: u64,
+) -> (Bg, Bg, u32) {
     for (name, text) in [
-        ("move_server.py", MOVE_SERVER),
+        server,
         ("move_client.py", MOVE_CLIENT),
         ("move_stream.py", MOVE_STREAM),
     ] {
         std::fs::write(dir.join(name), text).unwrap();
     }
-    let port = 7306;
-    let rate = 50_000_000u64;
-    let mut s = fastnet_cmd(&t, Side::Server, "python3");
-    s.arg(dir.join("move_server.py"))
+    let mut s = fastnet_cmd(t, Side::Server, "python3");
+    s.arg(dir.join(server.0))
         .arg(port.to_string())
         .arg(size.to_string())
         .arg("7");
     let mut server = spawn(s, &dir.join("server.log"));
-    wait_listening(&t, Side::Server, port, &mut server);
+    wait_listening(t, Side::Server, port, &mut server);
     let pid = server.pid();
-    let retrans_before = kernel_retransmits(&t, Side::Client);
     let mut c = t.command(Side::Client, "python3");
     c.arg(dir.join("move_client.py"))
         .arg(t.addr(Side::Server).to_string())
@@ -582,12 +584,31 @@ fn transfer_with_moves(size: u64, loss: Option<u32>) {
         .arg(size.to_string())
         .arg("7")
         .arg(rate.to_string());
-    let mut client = spawn(c, &dir.join("client.log"));
+    let client = spawn(c, &dir.join("client.log"));
     let deadline = Instant::now() + Duration::from_secs(20);
     while gauge(pid, "tcp.state.established") != Some(1) {
         assert!(Instant::now() < deadline, "client did not connect");
         std::thread::sleep(Duration::from_millis(10));
     }
+    (server, client, pid)
+}
+
+fn transfer_with_moves(size: u64, loss: Option<u32>) {
+    assert!(is_root(), "end-to-end tests need root");
+    let t = Topology::up(&TopologyOptions::for_tests()).expect("topology");
+    let dir = scratch("handoff-moves");
+    if let Some(percent) = loss {
+        drop_percent(&t, Side::Client, percent);
+    }
+    let retrans_before = kernel_retransmits(&t, Side::Client);
+    let (mut server, mut client, pid) = start_transfer(
+        &t,
+        &dir,
+        ("move_server.py", MOVE_SERVER),
+        7306,
+        size,
+        50_000_000,
+    );
     let mut moves = 0;
     let mut took_us: Vec<u64> = Vec::new();
     // Peer retransmissions after each move: [to the kernel, to the stack].
@@ -767,35 +788,15 @@ fn an_app_calling_its_socket_without_pause_survives_moves_both_ways() {
     assert!(is_root(), "end-to-end tests need root");
     let t = Topology::up(&TopologyOptions::for_tests()).expect("topology");
     let dir = scratch("handoff-busy");
-    for (name, text) in [
+    let size = 30_000_000u64;
+    let (mut server, mut client, pid) = start_transfer(
+        &t,
+        &dir,
         ("busy_socket_server.py", BUSY_SERVER),
-        ("move_client.py", MOVE_CLIENT),
-        ("move_stream.py", MOVE_STREAM),
-    ] {
-        std::fs::write(dir.join(name), text).unwrap();
-    }
-    let (port, size) = (7309, 30_000_000u64);
-    let mut s = fastnet_cmd(&t, Side::Server, "python3");
-    s.arg(dir.join("busy_socket_server.py"))
-        .arg(port.to_string())
-        .arg(size.to_string())
-        .arg("7");
-    let mut server = spawn(s, &dir.join("server.log"));
-    wait_listening(&t, Side::Server, port, &mut server);
-    let pid = server.pid();
-    let mut c = t.command(Side::Client, "python3");
-    c.arg(dir.join("move_client.py"))
-        .arg(t.addr(Side::Server).to_string())
-        .arg(port.to_string())
-        .arg(size.to_string())
-        .arg("7")
-        .arg("10000000");
-    let mut client = spawn(c, &dir.join("client.log"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while gauge(pid, "tcp.state.established") != Some(1) {
-        assert!(Instant::now() < deadline, "client did not connect");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        7309,
+        size,
+        10_000_000,
+    );
     let mut moves = [0u32; 2];
     let deadline = Instant::now() + Duration::from_secs(60);
     while server.child.try_wait().unwrap().is_none() {
