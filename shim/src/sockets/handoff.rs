@@ -227,7 +227,9 @@ impl Engine {
             (Some(ip), Some(fd)) => {
                 // Checked: the buffer holds the whole packet (Ethernet may pad it).
                 let len = usize::from(ip.total_len());
-                kernel::to_kernel_via_loopback(fd, &ip.into_inner()[..len]).is_ok()
+                let mut packet = ip.into_inner()[..len].to_vec();
+                without_timestamps(&mut packet);
+                kernel::to_kernel_via_loopback(fd, &packet).is_ok()
             }
             _ => false,
         };
@@ -236,6 +238,25 @@ impl Engine {
         } else {
             Counter::HandoffFramesDropped
         });
+    }
+}
+
+/// Blanks the timestamps option of TCP segment `packet` (IPv4) and fills its checksum
+/// again. Such a segment waited on our rings while newer ones reached the kernel
+/// socket, whose TS.Recent they moved on: with its older timestamp PAWS would drop it
+/// (seen: 45 segments of a burst, `TcpExtPAWSEstab`); without one Linux skips PAWS.
+fn without_timestamps(packet: &mut [u8]) {
+    use stack::wire::tcp::TcpPacket;
+    use stack::wire::Ipv4Packet;
+    let Ok(mut ip) = Ipv4Packet::new_checked(&mut *packet) else {
+        return;
+    };
+    let (src, dst) = (ip.src(), ip.dst());
+    let Ok(mut tcp) = TcpPacket::new_checked(ip.payload_mut()) else {
+        return;
+    };
+    if tcp.blank_timestamps() {
+        tcp.fill_checksum(src, dst);
     }
 }
 
@@ -1171,13 +1192,6 @@ impl Engine {
     /// True when this member steered `h`'s flow to itself (a connection that moved
     /// here, or a handshake pinned here): the entry goes when the connection does.
     pub fn steers(&self, h: SocketHandle) -> bool {
-        self.family
-            .as_ref()
-            .is_some_and(|m| m.steered.contains_key(&h))
-    }
-
-    /// True when `h`'s connection has a flow entry of its own pointing here.
-    pub fn has_own_flow_entry(&self, h: SocketHandle) -> bool {
         self.family
             .as_ref()
             .is_some_and(|m| m.steered.contains_key(&h))

@@ -44,11 +44,10 @@ impl Engine {
     /// The kernel socket is built from a snapshot in repair mode while the flow still
     /// comes here; what the peer sent meanwhile is taken into the stack, and the bytes
     /// it added in order are written after the snapshot's into the socket's receive
-    /// queue. Only then, with the socket complete and out of repair, does the flow go to
-    /// the kernel: a socket that got the peer's segments itself while in repair mode
-    /// would put the late bytes after them (a repair write goes to RCV.NXT). What
-    /// reaches our rings between that last look and the switch (a few microseconds) is
-    /// dropped, and the peer sends it again.
+    /// queue: a socket that got the peer's segments itself while in repair mode would
+    /// put them after those (a repair write goes to RCV.NXT). Once the socket is live,
+    /// the frames that reach our rings go to it through the loopback device, and the
+    /// flow goes to the kernel.
     pub fn hand_to_kernel(&mut self, h: SocketHandle) -> Result<i32, RepairError> {
         // Frames already on our rings go into the state first (else they are lost and
         // the peer sends them again after a timeout).
@@ -83,39 +82,34 @@ impl Engine {
         };
         let window = RepairPlan::new(&late_st)?.window;
         let fd = sock.go_live(late, &window)?;
+        if let Err(e) = repair::finish_live(fd, &plan) {
+            // Back in repair mode: closed, it says nothing. Nothing reached it but
+            // what it sent itself (the flow is still ours): the stack carries on.
+            let _ = super::kernel::close(fd);
+            return Err(e);
+        }
         self.count_n(Counter::HandoffLateBytes, late.len() as u64);
         let conn = ConnKey {
             local: stack_v4(st.local),
             remote: stack_v4(st.remote),
         };
-        let steered = match self.dev.flow_to_kernel(conn) {
-            Ok(()) => true,
-            Err(e) => {
-                // The program may be gone already (loopback-only, or the link went
-                // away): then every frame reaches the kernel anyway.
-                debug(format_args!("handoff {conn:?}: no flow entry: {e}"));
-                false
-            }
-        };
-        if let Err(e) = repair::finish_live(fd, &plan) {
-            // Back in repair mode: closed, it says nothing; the flow comes here again.
-            let _ = super::kernel::close(fd);
-            if steered {
-                self.flow_back_from_kernel(h, conn);
-            }
-            return Err(e);
-        }
-        // Frames of it that reached our rings since the last look go to the kernel
-        // socket now, through the loopback device (`claim_frame`).
+        // From here the connection's frames on our rings go to the kernel socket
+        // through the loopback device (`claim_frame`): those that came since the last
+        // look now, before the switch, and the few that come before it takes effect
+        // just after. The peer's later segments reach the socket directly, and a hole
+        // before them makes the socket's duplicate ACKs (SACK blocks) ask the peer to
+        // send it again within microseconds (RACK waits a quarter of an RTT).
         self.handed_to_kernel.push((conn, now));
         if self.loopback_packets.is_none() {
             self.loopback_packets = super::kernel::loopback_packet_socket().ok();
         }
-        for _ in 0..LATE_BATCHES {
-            if self.receive_frames(now) == 0 {
-                break;
-            }
+        self.pass_late_frames(now);
+        if let Err(e) = self.dev.flow_to_kernel(conn) {
+            // The program may be gone already (loopback-only, or the link went away):
+            // then every frame reaches the kernel anyway.
+            debug(format_args!("handoff {conn:?}: no flow entry: {e}"));
         }
+        self.pass_late_frames(now);
         // The kernel's timer starts at its initial 1 s and its window probe at repair
         // off is one the peer rate-limits: the first unacknowledged segment goes again
         // now, from here, and the peer's answer (window, SACK blocks) reaches the
@@ -131,19 +125,13 @@ impl Engine {
         Ok(fd)
     }
 
-    /// Undoes `flow_to_kernel` for a connection that stays: its frames come here again
-    /// (through its own flow entry if it had one, else its port's).
-    fn flow_back_from_kernel(&mut self, h: SocketHandle, conn: ConnKey) {
-        let back = if self.has_own_flow_entry(h) {
-            let slot = super::family::slot().unwrap_or(0);
-            self.dev.steer_flow(conn, slot)
-        } else {
-            self.dev.unsteer_flow(conn).map(|_| ())
-        };
-        if let Err(e) = back {
-            debug(format_args!(
-                "handoff {conn:?}: flow entry not restored: {e}"
-            ));
+    /// Takes the frames on our rings in (a few batches): those of connections handed to
+    /// the kernel go to it (`claim_frame`).
+    fn pass_late_frames(&mut self, now: stack::time::Instant) {
+        for _ in 0..LATE_BATCHES {
+            if self.receive_frames(now) == 0 {
+                break;
+            }
         }
     }
 
