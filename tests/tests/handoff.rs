@@ -895,6 +895,12 @@ fn socket_options_the_app_set_survive_moves_both_ways() {
     std::fs::write(dir.join("go-2"), "").unwrap();
     let got = answers(3, &mut client);
     let _ = client.child.wait();
+    // The server ends once the client closed; a SIGTERM while it is still exiting would
+    // kill it before it prints its counters.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let log = server.stop();
     // The timeouts as a kernel socket keeps them (rounded up to its tick).
     let timeouts = log
