@@ -613,6 +613,50 @@ fn an_imported_connection_with_unknown_ts_recent_takes_any_peer_clock() {
     assert_eq!(fresh.stats().drops_paws, 1);
 }
 
+#[test]
+fn an_imported_connection_takes_the_whole_window_its_former_holder_offered() {
+    // The kernel read out with TCP repair had unread data and had offered a window on
+    // top of it (its buffer counts both): the stack must hold the queue and all of that
+    // window, or it drops data the peer was allowed to send (measured: 45 segments the
+    // peer sent again after a move).
+    let mut p = TcpPair::new(cfg(), lossless(), 28);
+    let (_l, c, _s) = establish(&mut p);
+    let now = p.now;
+    let mut state = p.a.export(now, c).unwrap();
+    let unread = vec![7u8; 100_000];
+    let window = state.options.rcvbuf as u32;
+    state.recv_queue = unread.clone();
+    state.rcv_adv = state.rcv_nxt.wrapping_add(window);
+    let mut fresh = TcpLayer::new(cfg(), 997);
+    let c2 = fresh.import(now, &state).unwrap();
+    let (ours, recent) = state.timestamps.expect("timestamps negotiated");
+    let mut seq = state.rcv_nxt;
+    while seq != state.rcv_adv {
+        let n = state.rcv_adv.wrapping_sub(seq).min(1000) as usize;
+        let data = TcpRepr {
+            src_port: state.remote.port(),
+            dst_port: state.local.port(),
+            seq: SeqNumber(seq),
+            ack: SeqNumber(state.snd_una),
+            flags: flags::ACK,
+            window: 65535,
+            timestamps: Some((recent, ours)),
+            ..TcpRepr::default()
+        };
+        fresh.receive(
+            now,
+            state.remote.ip(),
+            state.local.ip(),
+            &segment(&data, &vec![9u8; n]),
+        );
+        seq = seq.wrapping_add(n as u32);
+    }
+    let mut got = Vec::new();
+    read_all(&mut fresh, c2, &mut got).unwrap();
+    assert_eq!(got.len(), unread.len() + window as usize);
+    assert!(got[..unread.len()] == unread[..] && got[unread.len()..].iter().all(|&b| b == 9));
+}
+
 /// The segments `a` has put on its link: (sequence, flags, payload length).
 fn sent_by_a(p: &mut TcpPair) -> Vec<(u32, u16, usize)> {
     let mut out = Vec::new();

@@ -124,6 +124,16 @@ counters! {
     /// Connections TCP repair could not hand to the kernel (not permitted, or the
     /// kernel refused a step): they stayed in the stack (exit lingers for them).
     HandoffFailed = "handoff.failed", Count;
+    /// Bytes the peer sent while a connection was being rebuilt as a kernel socket,
+    /// carried into that socket's receive queue (the peer need not send them again).
+    HandoffLateBytes = "handoff.late_bytes", Count;
+    /// Frames of connections handed to the kernel that reached our rings after the
+    /// last look before the flow switched, passed to the kernel through the loopback
+    /// device.
+    HandoffFramesPassed = "handoff.frames_passed", Count;
+    /// Such frames that could not be passed (no packet socket): dropped (the peer sends
+    /// them again).
+    HandoffFramesDropped = "handoff.frames_dropped", Count;
     /// Listening sockets now.
     TcpListen = "tcp.state.listen", Gauge;
     /// Connections in SYN-SENT now.

@@ -3,8 +3,10 @@
 //! Data calls are in `data.rs`, options in `options.rs`, readiness in `readiness.rs`.
 
 use super::appmem;
+use super::engine::{
+    forget_moved_kernel_fds, is_moved_kernel_fd, set_moved_kernel_fd, CALLS_IN_FLIGHT, MOVE_PENDING,
+};
 use super::engine::{Engine, FastSocket, Kind};
-use super::engine::{CALLS_IN_FLIGHT, MOVE_PENDING};
 use super::kernel;
 use super::log::debug;
 use super::process::{self, active, block_on, engine, Attempt, Deadline};
@@ -209,6 +211,18 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
         // fds it closes or dups are its own copies, and our tables are the parent's.
         return PASSTHROUGH;
     }
+    match a.nr {
+        libc::SYS_dup2 | libc::SYS_dup3 => {
+            forget_moved_kernel_fds(a.args[1] as u32 as u64, a.args[1] as u32 as u64)
+        }
+        libc::SYS_close_range => {
+            forget_moved_kernel_fds(a.args[0] as u32 as u64, a.args[1] as u32 as u64)
+        }
+        _ => {}
+    }
+    if let Some(r) = on_moved_kernel_fd(a) {
+        return r;
+    }
     if matches!(a.nr, libc::SYS_getsockname | libc::SYS_getpeername) {
         let peer = a.nr == libc::SYS_getpeername;
         if let Some(r) =
@@ -246,6 +260,33 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
         ));
     }
     r
+}
+
+/// A call on a kernel socket that came from a move to the kernel: made here, by the
+/// kernel, counted at the door (a move back to the stack reads the socket in repair
+/// mode: it waits for the call, and the call waits for it). Readiness waits pass as on
+/// fast-path fds; a close forgets the fd first.
+fn on_moved_kernel_fd(a: &SyscallArgs) -> Option<i64> {
+    let fd = a.args[0] as i32;
+    // The bit first: one load on the hot path (args[0] of other calls is no fd, and
+    // may match a bit: the number decides then).
+    if !is_moved_kernel_fd(fd) || !ON_OUR_FDS.contains(&a.nr) || waits_for_readiness(a.nr) {
+        return None;
+    }
+    let in_flight = CallsInFlight::enter();
+    if !is_moved_kernel_fd(fd) {
+        // It moved back to the stack while this call waited at the door.
+        drop(in_flight);
+        return None;
+    }
+    if a.nr == libc::SYS_close {
+        set_moved_kernel_fd(fd, false);
+        rewriter::filter::mark_fd(fd, false);
+    }
+    // SAFETY: the app's own call with its own arguments.
+    let r = unsafe { kernel::raw(a.nr, a.args) };
+    drop(in_flight);
+    Some(r)
 }
 
 /// dup/dup2/dup3 of an inherited fast-path fd whose socket is not in this process's

@@ -215,10 +215,14 @@ pub struct Engine {
     /// tries execve once per directory of PATH, and one request is enough.
     pub relays_asked: Vec<super::mailbox::ConnKey>,
     /// Connections handed to kernel sockets (see `kernel_handoff`): frames of theirs
-    /// that were already on our rings are dropped, never answered with a RST.
+    /// that were already on our rings go to the kernel through the loopback device
+    /// (`loopback_packets`), or are dropped; never answered with a RST.
     /// (Kept a second: after that none can still be on our rings, and while any is
     /// kept every received frame takes the slower filtering path.)
     pub handed_to_kernel: Vec<(super::mailbox::ConnKey, Instant)>,
+    /// Packet socket that passes such frames to the kernel (opened at the first move
+    /// to the kernel; None until then or if it cannot be opened).
+    pub loopback_packets: Option<i32>,
     /// When `sweep_kernel_flows` looks next.
     pub kernel_sweep_at: Instant,
     /// Kernel flow entries whose connection the kernel did not have, since when.
@@ -242,6 +246,55 @@ pub static CALLS_IN_FLIGHT: std::sync::atomic::AtomicU32 = std::sync::atomic::At
 /// read acted on what it had looked up before the move (a fast fd's epoll interest
 /// written to the kernel's epoll, or the reverse: the app's epoll lost the fd).
 pub static MOVE_PENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Kernel sockets that came from a move to the kernel (one bit per fd): the app's calls
+/// on them still come to the hook (the fd stays marked) and wait at the door, since a
+/// move back to the stack reads such a socket in repair mode, where a read fails
+/// (EPERM) and a write goes into the send queue already read (lost).
+static MOVED_KERNEL_FDS: [std::sync::atomic::AtomicU64; MOVED_FD_WORDS] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; MOVED_FD_WORDS];
+const MOVED_FD_WORDS: usize = rewriter::filter::MAX_FD / 64;
+
+/// Marks (or unmarks) `fd` as a kernel socket that came from a move to the kernel.
+pub fn set_moved_kernel_fd(fd: i32, moved: bool) {
+    let Ok(i) = usize::try_from(fd) else {
+        return;
+    };
+    let Some(word) = MOVED_KERNEL_FDS.get(i / 64) else {
+        return;
+    };
+    let bit = 1u64 << (i % 64);
+    if moved {
+        word.fetch_or(bit, std::sync::atomic::Ordering::SeqCst);
+    } else {
+        word.fetch_and(!bit, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Forgets the moved kernel sockets among fds `lo..=hi` (the app replaced or closed
+/// them by other means than close).
+pub fn forget_moved_kernel_fds(lo: u64, hi: u64) {
+    let last = hi.min(rewriter::filter::MAX_FD as u64 - 1);
+    for fd in lo..=last {
+        if fd % 64 == 0 && last - fd >= 63 {
+            MOVED_KERNEL_FDS[fd as usize / 64].store(0, std::sync::atomic::Ordering::SeqCst);
+        } else {
+            set_moved_kernel_fd(fd as i32, false);
+        }
+    }
+}
+
+/// True when `fd` is a kernel socket that came from a move to the kernel.
+pub fn is_moved_kernel_fd(fd: i32) -> bool {
+    usize::try_from(fd).ok().is_some_and(|i| {
+        MOVED_KERNEL_FDS
+            .get(i / 64)
+            // Relaxed: a call that misses a bit just set takes the socket layer's
+            // path, which passes an fd it does not know to the kernel (as before the
+            // move was done; the door orders the rest).
+            .is_some_and(|w| w.load(std::sync::atomic::Ordering::Relaxed) & 1 << (i % 64) != 0)
+    })
+}
 
 /// When the stack last ran (µs on the engine's clock): the background driver only
 /// steps in when the app's threads have not driven it for a while.
@@ -310,6 +363,7 @@ impl Engine {
             family: None,
             relays_asked: Vec::new(),
             handed_to_kernel: Vec::new(),
+            loopback_packets: None,
             kernel_sweep_at: Instant::ZERO,
             kernel_flow_absent: Vec::new(),
             control: None,
@@ -367,6 +421,22 @@ impl Engine {
         let now = self.now();
         LAST_DRIVE.store(now.micros(), std::sync::atomic::Ordering::Relaxed);
         self.tap.maybe_attach(now);
+        self.receive_frames(now);
+        let Engine { dev, iface, .. } = self;
+        dev.receive_host(RX_BUDGET, &mut |frame| iface.receive_local(now, frame));
+        self.pin_handshakes();
+        self.resolve_neighbors(now);
+        self.transmit(now, kick);
+        self.overflow_to_kernel();
+        self.notify();
+        self.reap_closing();
+        self.publish_stats();
+    }
+
+    /// Takes a batch of what the interface's rings hold into the stack; returns how
+    /// many frames. Nothing is sent: replies wait for the next transmit.
+    pub fn receive_frames(&mut self, now: Instant) -> usize {
+        let mut n = 0;
         if !self.handed_to_kernel.is_empty()
             || self.family.as_ref().is_some_and(|m| m.filters_frames())
         {
@@ -375,6 +445,7 @@ impl Engine {
             let mut frames = Vec::new();
             self.dev
                 .receive(RX_BUDGET, |frame| frames.push(frame.to_vec()));
+            n = frames.len();
             for frame in frames {
                 self.tap.frame(fastnet_capture::Direction::Rx, &frame);
                 if self.claim_frame(&frame) {
@@ -386,19 +457,12 @@ impl Engine {
                 dev, iface, tap, ..
             } = self;
             dev.receive(RX_BUDGET, |frame| {
+                n += 1;
                 tap.frame(fastnet_capture::Direction::Rx, frame);
                 iface.receive(now, frame)
             });
         }
-        let Engine { dev, iface, .. } = self;
-        dev.receive_host(RX_BUDGET, &mut |frame| iface.receive_local(now, frame));
-        self.pin_handshakes();
-        self.resolve_neighbors(now);
-        self.transmit(now, kick);
-        self.overflow_to_kernel();
-        self.notify();
-        self.reap_closing();
-        self.publish_stats();
+        n
     }
 
     /// Sends what the stack has due; kicked now with `kick` (else once a batch

@@ -212,6 +212,54 @@ impl Membership {
 }
 
 /// The connection a frame belongs to (None: not TCP over IPv4).
+impl Engine {
+    /// Hands `frame` (IPv4) of a connection handed to the kernel to the kernel's
+    /// receive path: it reached our rings after the last look before the flow switched,
+    /// and the kernel socket, live now, takes it as any segment (its sequence checks
+    /// place it). Dropped when that cannot be done (the peer sends it again).
+    fn pass_to_kernel(&mut self, frame: &[u8]) {
+        use stack::wire::{EthernetFrame, Ipv4Packet};
+        let eth = EthernetFrame::new_checked(frame).ok();
+        let packet = eth
+            .as_ref()
+            .and_then(|e| Ipv4Packet::new_checked(e.payload()).ok());
+        let passed = match (packet, self.loopback_packets) {
+            (Some(ip), Some(fd)) => {
+                // Checked: the buffer holds the whole packet (Ethernet may pad it).
+                let len = usize::from(ip.total_len());
+                let mut packet = ip.into_inner()[..len].to_vec();
+                without_timestamps(&mut packet);
+                kernel::to_kernel_via_loopback(fd, &packet).is_ok()
+            }
+            _ => false,
+        };
+        self.count(if passed {
+            Counter::HandoffFramesPassed
+        } else {
+            Counter::HandoffFramesDropped
+        });
+    }
+}
+
+/// Blanks the timestamps option of TCP segment `packet` (IPv4) and fills its checksum
+/// again. Such a segment waited on our rings while newer ones reached the kernel
+/// socket, whose TS.Recent they moved on: with its older timestamp PAWS would drop it
+/// (seen: 45 segments of a burst, `TcpExtPAWSEstab`); without one Linux skips PAWS.
+fn without_timestamps(packet: &mut [u8]) {
+    use stack::wire::tcp::TcpPacket;
+    use stack::wire::Ipv4Packet;
+    let Ok(mut ip) = Ipv4Packet::new_checked(&mut *packet) else {
+        return;
+    };
+    let (src, dst) = (ip.src(), ip.dst());
+    let Ok(mut tcp) = TcpPacket::new_checked(ip.payload_mut()) else {
+        return;
+    };
+    if tcp.blank_timestamps() {
+        tcp.fill_checksum(src, dst);
+    }
+}
+
 fn frame_conn(frame: &[u8]) -> Option<ConnKey> {
     use stack::wire::tcp::TcpPacket;
     use stack::wire::{EthernetFrame, Ipv4Packet};
@@ -416,12 +464,13 @@ impl Engine {
 
     /// Whether the stack may see `frame` now; frames of connections that moved away
     /// are forwarded, those of connections on their way here are parked, those of
-    /// connections handed to the kernel are dropped.
+    /// connections handed to the kernel go to the kernel (`pass_to_kernel`).
     pub fn claim_frame(&mut self, frame: &[u8]) -> bool {
         let Some(conn) = frame_conn(frame) else {
             return true;
         };
         if self.handed_to_kernel.iter().any(|(c, _)| *c == conn) {
+            self.pass_to_kernel(frame);
             return false;
         }
         let Some(m) = self.family.as_mut() else {

@@ -274,6 +274,43 @@ pub fn move_high_copy(fd: i32) -> Result<i32, Errno> {
     fcntl(fd, libc::F_DUPFD_CLOEXEC, HIGH_FD_FLOOR as i64).map(|f| f as i32)
 }
 
+/// The loopback device's index, the same in every network namespace (Linux's
+/// `LOOPBACK_IFINDEX`).
+const LOOPBACK_IFINDEX: i32 = 1;
+
+/// A packet socket (close-on-exec, non-blocking, numbered high) that hands IPv4
+/// packets to the kernel's receive path (`to_kernel_via_loopback`). Protocol 0: it
+/// receives nothing (a protocol would copy every packet of the namespace to it).
+pub fn loopback_packet_socket() -> Result<i32, Errno> {
+    let fd = socket(
+        libc::AF_PACKET,
+        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        0,
+    )?;
+    move_high(fd, HIGH_FD_FLOOR)
+}
+
+/// Sends IPv4 `packet` out of the loopback device through packet socket `fd`: the
+/// loopback device turns it around, so the kernel receives it as if it had come from
+/// the wire (routed by its destination; dropped if reverse-path filtering is on).
+pub fn to_kernel_via_loopback(fd: i32, packet: &[u8]) -> Result<usize, Errno> {
+    // SAFETY: sockaddr_ll is plain integers; zero is a valid value of each.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+    to.sll_ifindex = LOOPBACK_IFINDEX;
+    sys!(
+        libc::SYS_sendto,
+        fd,
+        packet.as_ptr(),
+        packet.len(),
+        libc::MSG_DONTWAIT,
+        &to as *const libc::sockaddr_ll,
+        std::mem::size_of::<libc::sockaddr_ll>()
+    )
+    .map(|n| n as usize)
+}
+
 /// A socket timeout as `struct timeval` (None, "no timeout", is zero).
 pub fn timeval_of(d: Option<std::time::Duration>) -> libc::timeval {
     let d = d.unwrap_or_default();

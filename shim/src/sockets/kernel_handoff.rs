@@ -1,9 +1,10 @@
 //! Connections handed from the stack to kernel sockets (issue 18), through TCP repair
 //! (`repair`). The order keeps every byte and never confuses the peer: the kernel
 //! socket is made from a snapshot while the stack still holds the connection (if the
-//! kernel refuses, nothing changed); then the connection's flow goes to the kernel in
-//! the XDP program, and only then does the stack let the connection go, quietly.
-//! Frames that were already on our rings are dropped (the peer sends them again), not
+//! kernel refuses, nothing changed), with what the peer sent meanwhile added to its
+//! receive queue; then the connection's flow goes to the kernel in the XDP program, and
+//! only then does the stack let the connection go, quietly. Frames that reached our
+//! rings after the last look go to the kernel through the loopback device, never
 //! answered with a RST.
 //!
 //! The flow entry lives as long as the kernel has the connection (TIME-WAIT too): while
@@ -39,30 +40,76 @@ pub struct ExitHandoff {
 impl Engine {
     /// Makes connection `h` a kernel socket; returns its fd (blocking, close-on-exec),
     /// which the caller owns. On error the connection is still the stack's, unchanged.
+    ///
+    /// The kernel socket is built from a snapshot in repair mode while the flow still
+    /// comes here; what the peer sent meanwhile is taken into the stack, and the bytes
+    /// it added in order are written after the snapshot's into the socket's receive
+    /// queue: a socket that got the peer's segments itself while in repair mode would
+    /// put them after those (a repair write goes to RCV.NXT). Once the socket is live,
+    /// the frames that reach our rings go to it through the loopback device, and the
+    /// flow goes to the kernel.
     pub fn hand_to_kernel(&mut self, h: SocketHandle) -> Result<i32, RepairError> {
         // Frames already on our rings go into the state first (else they are lost and
         // the peer sends them again after a timeout).
         self.drive();
         let now = self.now();
-        let st = self
-            .iface
-            .tcp
-            .snapshot(now, h)
-            .map_err(|_| RepairError::NotMovable(State::Closed))?;
+        let snapshot = |e: &mut Engine| {
+            e.iface
+                .tcp
+                .snapshot(now, h)
+                .map_err(|_| RepairError::NotMovable(State::Closed))
+        };
+        let st = snapshot(self)?;
         if super::log::debugging() {
             let tcb = self.iface.tcp.debug_summary(h);
             debug(format_args!("handoff: to the kernel: {tcb}"));
         }
-        let fd = repair::kernel_socket(&RepairPlan::new(&st)?)?;
+        let plan = RepairPlan::new(&st)?;
+        let sock = repair::RepairedSocket::build(&plan)?;
+        // The peer's segments of the last moments (building took a while): into the
+        // stack, nothing answered (the stack lets the connection go without a word).
+        // (Bounded: other connections' frames may keep coming; this one's cannot pass
+        // the window, which nothing moves now.)
+        for _ in 0..LATE_BATCHES {
+            if self.receive_frames(now) == 0 {
+                break;
+            }
+        }
+        let late_st = snapshot(self)?;
+        let Some(late) = repair::received_since(&st, &late_st) else {
+            // The peer's FIN came meanwhile: the connection stays (it may move later).
+            return Err(RepairError::NotMovable(late_st.state));
+        };
+        let window = RepairPlan::new(&late_st)?.window;
+        let fd = sock.go_live(late, &window)?;
+        if let Err(e) = repair::finish_live(fd, &plan) {
+            // Back in repair mode: closed, it says nothing. Nothing reached it but
+            // what it sent itself (the flow is still ours): the stack carries on.
+            let _ = super::kernel::close(fd);
+            return Err(e);
+        }
+        self.count_n(Counter::HandoffLateBytes, late.len() as u64);
         let conn = ConnKey {
             local: stack_v4(st.local),
             remote: stack_v4(st.remote),
         };
+        // From here the connection's frames on our rings go to the kernel socket
+        // through the loopback device (`claim_frame`): those that came since the last
+        // look now, before the switch, and the few that come before it takes effect
+        // just after. The peer's later segments reach the socket directly, and a hole
+        // before them makes the socket's duplicate ACKs (SACK blocks) ask the peer to
+        // send it again within microseconds (RACK waits a quarter of an RTT).
+        self.handed_to_kernel.push((conn, now));
+        if self.loopback_packets.is_none() {
+            self.loopback_packets = super::kernel::loopback_packet_socket().ok();
+        }
+        self.pass_late_frames(now);
         if let Err(e) = self.dev.flow_to_kernel(conn) {
             // The program may be gone already (loopback-only, or the link went away):
             // then every frame reaches the kernel anyway.
             debug(format_args!("handoff {conn:?}: no flow entry: {e}"));
         }
+        self.pass_late_frames(now);
         // The kernel's timer starts at its initial 1 s and its window probe at repair
         // off is one the peer rate-limits: the first unacknowledged segment goes again
         // now, from here, and the peer's answer (window, SACK blocks) reaches the
@@ -73,10 +120,19 @@ impl Engine {
         // The kernel entry replaced ours: the end of the stack's connection must not
         // remove it.
         self.forget_steering(h);
-        self.handed_to_kernel.push((conn, now));
         super::family::add_kernel_flows(1);
         let _ = self.iface.tcp.export(now, h);
         Ok(fd)
+    }
+
+    /// Takes the frames on our rings in (a few batches): those of connections handed to
+    /// the kernel go to it (`claim_frame`).
+    fn pass_late_frames(&mut self, now: stack::time::Instant) {
+        for _ in 0..LATE_BATCHES {
+            if self.receive_frames(now) == 0 {
+                break;
+            }
+        }
     }
 
     /// Stops looking for frames of connections handed to the kernel over a second ago:
@@ -147,6 +203,9 @@ impl Engine {
         out
     }
 }
+
+/// How many batches of frames a move to the kernel takes in after its snapshot.
+const LATE_BATCHES: usize = 8;
 
 /// How long a move waits for the app's calls in flight to finish.
 const CALLS_WAIT_US: u64 = 200_000;
@@ -365,7 +424,9 @@ impl Engine {
         self.fds.remove(fd);
         self.handle_fd_forget(h);
         self.unclaim_entry(s.claimed);
-        rewriter::filter::mark_fd(fd, false);
+        // Still marked: the app's calls on it come to the hook and wait at the door
+        // while a move reads it in repair mode (`calls::on_moved_kernel_fd`).
+        super::engine::set_moved_kernel_fd(fd, true);
     }
 }
 
@@ -625,6 +686,7 @@ impl Engine {
         }
         self.bind_handle(h, fd);
         self.handed_to_kernel.retain(|(c, _)| *c != conn);
+        super::engine::set_moved_kernel_fd(fd, false);
         rewriter::filter::mark_fd(fd, true);
         Ok(())
     }

@@ -5,15 +5,22 @@
 //! sees nothing but the next segment.
 //!
 //! [`RepairPlan`] is the pure part: what the kernel must be told, from an exported
-//! [`ConnectionState`]. [`kernel_socket`] carries it out, in the order the kernel
-//! accepts (CRIU's order): repair on, both queue sequence numbers (only while the
-//! socket is closed), the MSS, bind and connect (in repair mode connect sends nothing and the
-//! socket is established at once), the options negotiated at the handshake (only
-//! before any data is queued), the timestamp clock, the queues (the receive queue, and
-//! the part of the send queue the peer has already been sent), the windows, repair
-//! off (the kernel then sends a window probe: an ACK that tells the peer nothing new),
-//! then the part of the send queue never sent, written as ordinary data, and our FIN
-//! if the app had closed or shut down writing.
+//! [`ConnectionState`]. [`RepairedSocket`] and [`finish_live`] carry it out, in the
+//! order the kernel accepts (CRIU's order): repair on, both queue sequence numbers
+//! (only while the socket is closed), the MSS, bind and connect (in repair mode connect
+//! sends nothing and the socket is established at once), the options negotiated at the
+//! handshake (only before any data is queued), the window clamp, the timestamp clock,
+//! the queues (the receive queue, and the part of the send queue the peer has already
+//! been sent); then the bytes received since the snapshot, the windows, repair off (the
+//! kernel then sends a window probe: an ACK that tells the peer nothing new), then the
+//! part of the send queue never sent, written as ordinary data, and our FIN if the app
+//! had closed or shut down writing.
+//!
+//! A socket in repair mode is not deaf: Linux's receive path (`tcp_v4_rcv`,
+//! `tcp_rcv_established`) never looks at `tp->repair`, so a segment that reaches it is
+//! queued and acknowledged as on any socket, and a repair write to the receive queue
+//! (`tcp_send_rcvq`) then lands at the new RCV.NXT, after it. The caller keeps the
+//! connection's flow away from the socket until it is live.
 //!
 //! A FIN the peer sent is not something repair can tell the kernel: the kernel socket
 //! starts one sequence number short of it (it has the peer's data, not its FIN). The
@@ -109,6 +116,12 @@ pub struct RepairPlan<'a> {
     pub recv_shut: bool,
     /// SO_SNDBUF and SO_RCVBUF as the app would set them (half what it reads back).
     pub app_buffers: (i32, i32),
+    /// The largest window the kernel socket may offer (TCP_WINDOW_CLAMP): what the
+    /// stack's receive buffer would have offered. Unclamped, the kernel's first window
+    /// follows from the room `buffers` forced, at its guess of the buffer each segment
+    /// takes; on veth a segment took more than it guessed, and the kernel dropped the
+    /// last ~100 segments of a window it had offered.
+    pub window_clamp: u32,
 }
 
 impl<'a> RepairPlan<'a> {
@@ -194,6 +207,7 @@ impl<'a> RepairPlan<'a> {
                 (st.options.sndbuf / 2).min(i32::MAX as usize) as i32,
                 (st.options.rcvbuf / 2).min(i32::MAX as usize) as i32,
             ),
+            window_clamp: rcv_wnd.max(st.options.rcvbuf.min(1 << 30) as u32),
         })
     }
 
@@ -211,28 +225,129 @@ impl<'a> RepairPlan<'a> {
         let room = |n: usize| (2 * n + (256 << 10)).min(i32::MAX as usize / 2) as i32;
         (
             room(self.sent.len() + self.unsent.len()),
-            room(self.unread.len() + self.window.rcv_wnd as usize),
+            room(self.unread.len() + self.window_clamp as usize),
         )
     }
 }
 
-/// A kernel TCP socket (blocking, close-on-exec) that continues the connection
-/// `plan` describes. Nothing is sent until repair is off; on error the socket is
-/// closed and the connection is still wholly the caller's.
-pub fn kernel_socket(plan: &RepairPlan) -> Result<i32, RepairError> {
-    let fd = kernel::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
-        .map_err(|e| RepairError::Kernel("socket", e))?;
-    match restore(fd, plan) {
-        Ok(()) => Ok(fd),
-        Err(e) => {
-            // Still in repair mode if it failed before the end: closes without a RST.
-            let _ = kernel::close(fd);
-            Err(e)
+/// What `after` (the same connection a moment later, the stack having only received
+/// since `before`) has received in order since `before`: the bytes a kernel socket
+/// built from `before` still needs at the end of its receive queue (none after the
+/// peer's FIN). None when that cannot be told to it: the peer's FIN came in between
+/// (repair has no way to say it), or the unread data is not `before`'s followed by new
+/// bytes.
+pub fn received_since<'a>(
+    before: &ConnectionState,
+    after: &'a ConnectionState,
+) -> Option<&'a [u8]> {
+    let peer_fin = |s: State| {
+        matches!(
+            s,
+            State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed
+        )
+    };
+    if peer_fin(before.state) != peer_fin(after.state) {
+        return None;
+    }
+    let new = after.rcv_nxt.wrapping_sub(before.rcv_nxt) as usize;
+    let len = after.recv_queue.len();
+    let kept = len.checked_sub(new)?;
+    (kept == before.recv_queue.len() && after.recv_queue[..kept] == before.recv_queue[..])
+        .then(|| &after.recv_queue[kept..])
+}
+
+/// A kernel TCP socket rebuilt from a plan, still in repair mode: it sends nothing,
+/// and closing it (dropping this) ends it without a FIN or a RST. It processes
+/// whatever segments reach it even so (Linux's receive path does not look at repair:
+/// it queues the data and sends ACKs), so the connection's flow must stay ours until
+/// [`RepairedSocket::go_live`].
+pub struct RepairedSocket {
+    fd: i32,
+}
+
+impl RepairedSocket {
+    /// Everything of `plan` but the windows: addresses, options, clock and both
+    /// queues. Blocking, close-on-exec. On error the connection is still wholly the
+    /// caller's.
+    pub fn build(plan: &RepairPlan) -> Result<RepairedSocket, RepairError> {
+        let fd = kernel::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+            .map_err(|e| RepairError::Kernel("socket", e))?;
+        let sock = RepairedSocket { fd };
+        restore_queues(fd, plan)?;
+        Ok(sock)
+    }
+
+    /// Appends `late` to the receive queue (bytes received in order after the plan's
+    /// snapshot: a repair write goes to RCV.NXT, whatever it is, so nothing else may
+    /// have reached the socket), sets `window` (from the latest snapshot: its RCV.NXT
+    /// is the queue's end now) and leaves repair mode: the kernel sends its window
+    /// probe and from then on owns the connection. Returns its fd.
+    pub fn go_live(self, late: &[u8], window: &RepairWindow) -> Result<i32, RepairError> {
+        let fd = self.fd;
+        let tcp = |name: i32, v: i32, step: &'static str| {
+            kernel::setsockopt(fd, libc::IPPROTO_TCP, name, &v)
+                .map_err(|e| RepairError::Kernel(step, e))
+        };
+        if !late.is_empty() {
+            tcp(libc::TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE")?;
+            kernel::send_all(fd, late)
+                .map_err(|e| RepairError::Kernel("writing late bytes to the receive queue", e))?;
         }
+        if let Err(e) = kernel::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW, window) {
+            super::log::debug(format_args!(
+                "TCP_REPAIR_WINDOW {window:?} refused ({} late bytes)",
+                late.len()
+            ));
+            return Err(RepairError::Kernel("TCP_REPAIR_WINDOW", e));
+        }
+        tcp(libc::TCP_REPAIR_QUEUE, TCP_NO_QUEUE, "TCP_REPAIR_QUEUE")?;
+        tcp(libc::TCP_REPAIR, 0, "TCP_REPAIR off")?;
+        std::mem::forget(self);
+        Ok(fd)
     }
 }
 
-fn restore(fd: i32, plan: &RepairPlan) -> Result<(), RepairError> {
+impl Drop for RepairedSocket {
+    fn drop(&mut self) {
+        // Still in repair mode: the kernel forgets the connection without a word.
+        let _ = kernel::close(self.fd);
+    }
+}
+
+/// What is left of `plan` once kernel socket `fd` is live: the send queue's part never
+/// sent and our FIN (ordinary writes), and the buffer sizes the app had. On error the
+/// socket is back in repair mode (closing it then says nothing to the peer).
+pub fn finish_live(fd: i32, plan: &RepairPlan) -> Result<(), RepairError> {
+    let unsent = if plan.unsent.is_empty() {
+        Ok(())
+    } else {
+        kernel::send_all(fd, plan.unsent).map_err(|e| RepairError::Kernel("writing unsent data", e))
+    };
+    let shut = match unsent {
+        Ok(()) if plan.shut_write => {
+            kernel::shutdown(fd, libc::SHUT_WR).map_err(|e| RepairError::Kernel("shutdown", e))
+        }
+        other => other,
+    };
+    if let Err(e) = shut {
+        let _ = kernel::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR, &1i32);
+        return Err(e);
+    }
+    // The queues are in: from now on the app sees the buffer sizes it had (the kernel
+    // keeps what is queued beyond them). Not a receive buffer smaller than the window
+    // the stack offered needs, though: the kernel keeps that window's right edge but
+    // drops what arrives in it beyond its buffer (it counts each segment's whole
+    // buffer, about twice its data), and the peer, whose window is open, sends it
+    // again after a timeout (22 segments a move, measured).
+    let (_, rcv_needed) = plan.buffers();
+    let _ = kernel::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &plan.app_buffers.0);
+    if plan.app_buffers.1 >= rcv_needed {
+        let _ = kernel::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &plan.app_buffers.1);
+    }
+    Ok(())
+}
+
+fn restore_queues(fd: i32, plan: &RepairPlan) -> Result<(), RepairError> {
     let tcp = |name: i32, v: i32, step: &'static str| {
         kernel::setsockopt(fd, libc::IPPROTO_TCP, name, &v)
             .map_err(|e| RepairError::Kernel(step, e))
@@ -271,6 +386,11 @@ fn restore(fd: i32, plan: &RepairPlan) -> Result<(), RepairError> {
         kernel::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR_OPTIONS, o)
             .map_err(|e| RepairError::Kernel("TCP_REPAIR_OPTIONS", e))?;
     }
+    tcp(
+        libc::TCP_WINDOW_CLAMP,
+        plan.window_clamp as i32,
+        "TCP_WINDOW_CLAMP",
+    )?;
     if let Some(ts) = plan.timestamp {
         tcp(libc::TCP_TIMESTAMP, ts as i32, "TCP_TIMESTAMP")?;
     }
@@ -284,30 +404,6 @@ fn restore(fd: i32, plan: &RepairPlan) -> Result<(), RepairError> {
         kernel::send_all(fd, plan.sent)
             .map_err(|e| RepairError::Kernel("writing the send queue", e))?;
     }
-    if let Err(e) = kernel::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW, &plan.window)
-    {
-        super::log::debug(format_args!(
-            "TCP_REPAIR_WINDOW {:?} refused; receive sequence {} + {} unread",
-            plan.window,
-            plan.recv_seq,
-            plan.unread.len()
-        ));
-        return Err(RepairError::Kernel("TCP_REPAIR_WINDOW", e));
-    }
-    tcp(libc::TCP_REPAIR_QUEUE, TCP_NO_QUEUE, "TCP_REPAIR_QUEUE")?;
-    tcp(libc::TCP_REPAIR, 0, "TCP_REPAIR off")?;
-    // From here the kernel owns the connection: what is left is ordinary socket use.
-    if !plan.unsent.is_empty() {
-        kernel::send_all(fd, plan.unsent)
-            .map_err(|e| RepairError::Kernel("writing unsent data", e))?;
-    }
-    if plan.shut_write {
-        kernel::shutdown(fd, libc::SHUT_WR).map_err(|e| RepairError::Kernel("shutdown", e))?;
-    }
-    // The queues are in: from now on the app sees the buffer sizes it had (the kernel
-    // keeps what is queued beyond them).
-    let _ = kernel::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &plan.app_buffers.0);
-    let _ = kernel::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &plan.app_buffers.1);
     Ok(())
 }
 
@@ -656,6 +752,39 @@ mod tests {
                 RepairError::NotMovable(s)
             );
         }
+    }
+
+    #[test]
+    fn late_bytes_are_what_came_in_order_after_the_snapshot() {
+        let before = state(State::Established);
+        let mut after = before.clone();
+        after.recv_queue.extend_from_slice(&[9; 30]);
+        after.rcv_nxt += 30;
+        assert_eq!(received_since(&before, &after), Some(&[9u8; 30][..]));
+        assert_eq!(received_since(&before, &before), Some(&[][..]));
+        // The peer's FIN came meanwhile: repair cannot tell the kernel.
+        let mut fin = after.clone();
+        fin.state = State::CloseWait;
+        fin.rcv_nxt += 1;
+        assert_eq!(received_since(&before, &fin), None);
+        // A FIN before the snapshot: nothing can follow it.
+        assert_eq!(received_since(&fin, &fin), Some(&[][..]));
+        // Unread data that is not the snapshot's (the app read meanwhile): no.
+        let mut read = after.clone();
+        read.recv_queue.drain(..10);
+        assert_eq!(received_since(&before, &read), None);
+        let mut changed = after;
+        changed.recv_queue[0] ^= 1;
+        assert_eq!(received_since(&before, &changed), None);
+    }
+
+    #[test]
+    fn the_kernel_offers_no_more_window_than_the_stack_would_have() {
+        let st = state(State::Established);
+        let p = RepairPlan::new(&st).unwrap();
+        assert_eq!(p.window_clamp, 256 * 1024);
+        // The forced buffer has room for the unread data and the whole clamped window.
+        assert!(p.buffers().1 as usize >= 2 * (100 + 256 * 1024));
     }
 
     #[test]

@@ -230,8 +230,16 @@ impl TcpLayer {
         ) {
             return Err(Error::InvalidInput);
         }
+        // Room for the unread data and for all of the window the former holder offered
+        // beyond it (a kernel's buffer counts both): the peer may send all of it.
+        let offered = st.rcv_adv.wrapping_sub(st.rcv_nxt);
+        let offered = if (offered as i32) > 0 {
+            offered as usize
+        } else {
+            0
+        };
         let opts = SocketOptions {
-            rcvbuf: st.options.rcvbuf.max(st.recv_queue.len()),
+            rcvbuf: st.options.rcvbuf.max(st.recv_queue.len() + offered),
             sndbuf: st.options.sndbuf.max(st.send_queue.len()),
             ..st.options
         };

@@ -256,6 +256,35 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         let hl = self.header_len();
         &mut self.buffer.as_mut()[hl..]
     }
+    /// Turns a timestamps option into NOPs (the header keeps its length; the
+    /// checksum must be filled again). True when there was one. A receiver then skips
+    /// its PAWS check for the segment (Linux checks only segments that carry a
+    /// timestamp).
+    pub fn blank_timestamps(&mut self) -> bool {
+        let opts = self.options_mut();
+        let mut i = 0;
+        while i < opts.len() {
+            match opts[i] {
+                opt::END => break,
+                opt::NOP => i += 1,
+                kind => {
+                    let Some(&len) = opts.get(i + 1) else {
+                        break;
+                    };
+                    let len = usize::from(len);
+                    if len < 2 || i + len > opts.len() {
+                        break;
+                    }
+                    if kind == opt::TIMESTAMPS {
+                        opts[i..i + len].fill(opt::NOP);
+                        return true;
+                    }
+                    i += len;
+                }
+            }
+        }
+        false
+    }
     /// Computes and stores the checksum (for hosts that do not offload it).
     pub fn fill_checksum<A: PseudoHeaderAddr>(&mut self, src: A, dst: A) {
         self.set_checksum(0);
@@ -582,6 +611,42 @@ mod tests {
         assert_eq!(p.payload(), b"abc");
         let back = TcpRepr::parse(&p).unwrap();
         assert_eq!(back, repr);
+    }
+
+    #[test]
+    fn blanked_timestamps_leave_the_other_options_and_the_length() {
+        let mut sack = SackBlocks::default();
+        sack.push(SeqNumber(100), SeqNumber(200));
+        let repr = TcpRepr {
+            src_port: 1234,
+            dst_port: 80,
+            seq: SeqNumber(5),
+            ack: SeqNumber(7),
+            flags: flags::ACK,
+            window: 100,
+            sack,
+            timestamps: Some((11, 22)),
+            payload_len: 3,
+            ..TcpRepr::default()
+        };
+        let mut buf = [0u8; 80];
+        let hl = repr.emit(&mut buf);
+        buf[hl..hl + 3].copy_from_slice(b"abc");
+        let mut p = TcpPacket::new_checked(&mut buf[..hl + 3]).unwrap();
+        assert!(p.blank_timestamps());
+        assert!(!p.blank_timestamps(), "only one");
+        let (src, dst) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        p.fill_checksum(src, dst);
+        assert!(p.verify_checksum(src, dst));
+        assert_eq!((p.header_len(), p.payload()), (hl, &b"abc"[..]));
+        let back = TcpRepr::parse(&p).unwrap();
+        assert_eq!(
+            back,
+            TcpRepr {
+                timestamps: None,
+                ..repr
+            }
+        );
     }
 
     proptest::proptest! {
