@@ -18,6 +18,8 @@
 #   BENCH_NICE=-10         priority of server and client over other work on the machine
 #   BENCH_WAIT_QUIET=0     before each client run, wait up to this many seconds for a
 #                          second in which other processes use < 20% of the two cores
+#   BENCH_MTU=1500         MTU of both veth ends, for every mode (up to 3506: native XDP
+#                          with one 4 KiB AF_XDP frame); the kernel rows run on it too
 # Plug-in benchmarks: every scripts/bench-*.sh (hook overhead, XDP, stack
 # microbenchmarks, ...) runs under bash with the topology in its environment and prints
 # result lines "bench<TAB>name<TAB>value<TAB>unit<TAB>note"; see BENCHMARKS.md.
@@ -33,6 +35,7 @@ BENCH_SVG=${BENCH_SVG:-BENCHMARKS.svg}
 NICE=${BENCH_NICE:--10}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
+MTU=${BENCH_MTU:-1500}
 MODES="kernel fastnet-server fastnet-both"
 
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces): run with sudo" >&2; exit 1; }
@@ -80,7 +83,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-eval "$("$FASTNET" netns up --owner $$)"
+eval "$("$FASTNET" netns up --owner $$ --mtu "$MTU")"
 export FASTNET FASTNET_TAG SERVER_NS CLIENT_NS SERVER_IF CLIENT_IF SERVER_IP CLIENT_IP BENCH_SECONDS
 
 # A client's TIME_WAIT sockets must not run it out of ports in the connection-rate test
@@ -97,7 +100,7 @@ meta seconds "$BENCH_SECONDS"
 meta repeat "$BENCH_REPEAT"
 meta congestion "$(ip netns exec "$SERVER_NS" sysctl -n net.ipv4.tcp_congestion_control)"
 meta load_before "$(cut -d' ' -f1-3 /proc/loadavg)"
-meta topology "$SERVER_NS ($SERVER_IF $SERVER_IP, core $SERVER_CPU) <-> $CLIENT_NS ($CLIENT_IF $CLIENT_IP, core $CLIENT_CPU), veth, tx checksum offload off on both ends"
+meta topology "$SERVER_NS ($SERVER_IF $SERVER_IP, core $SERVER_CPU) <-> $CLIENT_NS ($CLIENT_IF $CLIENT_IP, core $CLIENT_CPU), veth (MTU $MTU), tx checksum offload off on both ends"
 
 # Our own cpuacct cgroups (v1) for the server's and the client's processes: CPU time
 # attributed to the benchmark itself, unaffected by whatever else runs on the cores.

@@ -2,8 +2,9 @@
 //! (issue: shim process model).
 
 use fastnet_e2e::apps::{
-    assert_xdp_attached, exit_counters, fastnet_cmd, fastnet_redis, kernel_connections, nginx_conf,
-    random_file, scratch, sha256_file, spawn, summed_exit_counters, wait_listening, Bg,
+    assert_xdp_attached, exit_counters, fastnet_cmd, fastnet_redis, kernel_connections,
+    link_details, nginx_conf, random_file, scratch, sha256_file, spawn, summed_exit_counters,
+    wait_listening, Bg,
 };
 use fastnet_e2e::{is_root, run_ok, Side, Topology, TopologyOptions};
 use std::path::Path;
@@ -426,14 +427,14 @@ srv.shutdown()
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn client_exits_right_after_close_and_the_peer_gets_everything() {
-    let t = topo();
-    let dir = scratch("linger");
-    let sink = r#"
+/// A Python program that accepts one connection on `port`, reads it to the end and
+/// prints the byte count and SHA-256 of what it got.
+fn hashing_sink(port: u16) -> String {
+    format!(
+        r#"
 import socket, hashlib
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 7200)); s.listen(1)
+s.bind(("0.0.0.0", {port})); s.listen(1)
 c, _ = s.accept()
 h = hashlib.sha256(); n = 0
 while True:
@@ -441,18 +442,16 @@ while True:
     if not d: break
     h.update(d); n += len(d)
 print(n, h.hexdigest(), flush=True)
-"#;
-    let mut c = t.command(Side::Client, PY);
-    c.args(["-c", sink]);
-    let mut sink = spawn(c, &dir.join("sink.log"));
-    wait_listening(&t, Side::Client, 7200, &mut sink);
-    let file = dir.join("payload.bin");
-    random_file(&file, 100 << 20, 3);
-    let want = sha256_file(&file);
-    let writer = format!(
+"#
+    )
+}
+
+/// A Python program that sends `file` to `addr`:`port` in 1 MiB writes and closes.
+fn file_writer(addr: impl std::fmt::Display, port: u16, file: &Path) -> String {
+    format!(
         r#"
-import socket, os
-s = socket.create_connection(("{client}", 7200))
+import socket
+s = socket.create_connection(("{addr}", {port}))
 with open("{file}", "rb") as f:
     while True:
         b = f.read(1 << 20)
@@ -460,11 +459,23 @@ with open("{file}", "rb") as f:
         s.sendall(b)
 s.close()
 "#,
-        client = t.client_ip,
         file = file.display()
-    );
+    )
+}
+
+#[test]
+fn client_exits_right_after_close_and_the_peer_gets_everything() {
+    let t = topo();
+    let dir = scratch("linger");
+    let mut c = t.command(Side::Client, PY);
+    c.args(["-c", &hashing_sink(7200)]);
+    let mut sink = spawn(c, &dir.join("sink.log"));
+    wait_listening(&t, Side::Client, 7200, &mut sink);
+    let file = dir.join("payload.bin");
+    random_file(&file, 100 << 20, 3);
+    let want = sha256_file(&file);
     let mut c = fastnet_cmd(&t, Side::Server, PY);
-    c.args(["-c", &writer]);
+    c.args(["-c", &file_writer(t.client_ip, 7200, &file)]);
     let mut w = spawn(c, &dir.join("writer.log"));
     let st = w.child.wait().unwrap();
     assert!(st.success(), "{}", w.output());
@@ -482,6 +493,55 @@ s.close()
             .copied()
             .unwrap_or(0)
             >= 100 << 20
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// FASTNET_XDP_MODE=generic attaches the program in the skb path on both ends (where
+/// veth would take it natively) and a bulk transfer between two fastnet processes
+/// arrives whole, through AF_XDP on both.
+#[test]
+fn generic_xdp_mode_carries_a_bulk_transfer_between_two_fastnet_ends() {
+    let t = topo();
+    let dir = scratch("xdp-generic");
+    let mut c = fastnet_cmd(&t, Side::Client, PY);
+    c.args(["-c", &hashing_sink(7201)])
+        .env("FASTNET_XDP_MODE", "generic");
+    let mut sink = spawn(c, &dir.join("sink.log"));
+    wait_listening(&t, Side::Client, 7201, &mut sink);
+    let client_link = link_details(&t, Side::Client);
+    assert!(
+        client_link.contains("xdpgeneric") && client_link.contains("name fastnet_steer"),
+        "not attached in the generic path:\n{client_link}"
+    );
+    let file = dir.join("payload.bin");
+    random_file(&file, 64 << 20, 5);
+    let want = sha256_file(&file);
+    let mut c = fastnet_cmd(&t, Side::Server, PY);
+    c.args(["-c", &file_writer(t.client_ip, 7201, &file)])
+        .env("FASTNET_XDP_MODE", "generic");
+    let mut w = spawn(c, &dir.join("writer.log"));
+    let st = w.child.wait().unwrap();
+    assert!(st.success(), "{}", w.output());
+    let st = sink.child.wait().unwrap();
+    assert!(st.success(), "{}", sink.output());
+    let got = sink.output();
+    assert!(
+        got.lines()
+            .any(|l| l.trim() == format!("{} {}", 64 << 20, want)),
+        "sink: {got}\nwriter: {}",
+        w.output()
+    );
+    let tx = exit_counters(&w.output());
+    assert!(
+        tx.get("tx.bytes").copied().unwrap_or(0) >= 64 << 20,
+        "{}",
+        w.output()
+    );
+    let rx = exit_counters(&got);
+    assert!(
+        rx.get("rx.bytes").copied().unwrap_or(0) >= 64 << 20,
+        "{got}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -144,7 +144,7 @@ impl AttachedIface {
             };
             StartError::new(format!("cannot load the XDP program ({e})"), fix)
         })?;
-        program.attach(link.index, None).map_err(|e| {
+        program.attach(link.index, config.attach_mode).map_err(|e| {
             if let (Some(libc::EBUSY | libc::EEXIST), Ok(Some(id))) = (
                 errno(&e),
                 netlink::link_by_name(name).map(|l| l.xdp_prog_id),

@@ -60,6 +60,8 @@ pub struct XskConfig {
     pub busy_retry: Duration,
     /// IP MTU reported to the stack.
     pub mtu: usize,
+    /// Where `AttachedIface::open` attaches the XDP program; None: native, else generic.
+    pub attach_mode: Option<crate::program::AttachMode>,
 }
 
 impl Default for XskConfig {
@@ -72,6 +74,7 @@ impl Default for XskConfig {
             force_copy: false,
             busy_retry: Duration::from_secs(3),
             mtu: 1500,
+            attach_mode: None,
         }
     }
 }

@@ -24,6 +24,18 @@ pub enum LoopbackMode {
     Host,
 }
 
+/// Where the XDP program attaches (`FASTNET_XDP_MODE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// In the driver where it can (veth can), else in the generic (skb) path.
+    Auto,
+    Native,
+    /// The generic path even where the driver has XDP. On veth, with both ends under
+    /// fastnet, bulk runs faster this way (docs/PERFORMANCE.md); a peer that sends
+    /// GSO frames must have them off (the topology's `tx off` does it).
+    Generic,
+}
+
 /// How much the shim logs (always to stderr or `FASTNET_LOG_FILE`, never to stdout).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -53,6 +65,7 @@ pub struct Config {
     pub loopback: LoopbackMode,
     /// Print the counters to the log at exit.
     pub stats_at_exit: bool,
+    pub xdp_mode: XdpMode,
     pub log: LogLevel,
     pub log_file: Option<String>,
 }
@@ -68,6 +81,7 @@ impl Default for Config {
             max_sockets: 8192,
             loopback: LoopbackMode::Off,
             stats_at_exit: false,
+            xdp_mode: XdpMode::Auto,
             log: LogLevel::Warn,
             log_file: None,
         }
@@ -108,6 +122,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("FASTNET_LOOPBACK", "off | process | host", "off"),
     ("FASTNET_STATS", "0 | 1: print counters at exit", "0"),
+    (
+        "FASTNET_XDP_MODE",
+        "auto | native | generic: where the XDP program attaches",
+        "auto",
+    ),
     ("FASTNET_LOG", "off | warn | info | debug | trace", "warn"),
     ("FASTNET_LOG_FILE", "path of the log", "stderr"),
 ];
@@ -182,6 +201,14 @@ impl Config {
                 _ => bad("FASTNET_STATS", &v, "0 or 1"),
             }
         }
+        if let Some(v) = get("FASTNET_XDP_MODE") {
+            match v.as_str() {
+                "auto" => c.xdp_mode = XdpMode::Auto,
+                "native" => c.xdp_mode = XdpMode::Native,
+                "generic" => c.xdp_mode = XdpMode::Generic,
+                _ => bad("FASTNET_XDP_MODE", &v, "auto, native or generic"),
+            }
+        }
         if let Some(v) = get("FASTNET_LOG") {
             c.log = match v.as_str() {
                 "off" | "0" => LogLevel::Off,
@@ -243,6 +270,7 @@ mod tests {
             ("FASTNET_LINGER", "500"),
             ("FASTNET_LOOPBACK", "process"),
             ("FASTNET_STATS", "1"),
+            ("FASTNET_XDP_MODE", "generic"),
             ("FASTNET_LOG", "debug"),
             ("FASTNET_LOG_FILE", "/tmp/x.log"),
         ]);
@@ -253,6 +281,7 @@ mod tests {
         assert_eq!(c.linger_ms, 500);
         assert_eq!(c.loopback, LoopbackMode::Process);
         assert!(c.stats_at_exit);
+        assert_eq!(c.xdp_mode, XdpMode::Generic);
         assert_eq!(c.log, LogLevel::Debug);
         assert_eq!(c.log_file.as_deref(), Some("/tmp/x.log"));
     }
@@ -264,11 +293,13 @@ mod tests {
             ("FASTNET_LINGER", "-1"),
             ("FASTNET_IFACE", "a-name-that-is-far-too-long"),
             ("FASTNET_LOG", "loud"),
+            ("FASTNET_XDP_MODE", "skb"),
         ]);
         assert_eq!(c.poll, PollMode::Block);
         assert_eq!(c.linger_ms, 2000);
         assert_eq!(c.iface, None);
         assert_eq!(c.log, LogLevel::Warn);
+        assert_eq!(c.xdp_mode, XdpMode::Auto);
         let vars: Vec<_> = e.iter().map(|e| e.var).collect();
         assert_eq!(
             vars,
@@ -276,6 +307,7 @@ mod tests {
                 "FASTNET_IFACE",
                 "FASTNET_POLL",
                 "FASTNET_LINGER",
+                "FASTNET_XDP_MODE",
                 "FASTNET_LOG"
             ]
         );
@@ -295,6 +327,7 @@ mod tests {
             "FASTNET_LINGER",
             "FASTNET_LOOPBACK",
             "FASTNET_STATS",
+            "FASTNET_XDP_MODE",
             "FASTNET_LOG",
             "FASTNET_LOG_FILE",
         ] {

@@ -12,7 +12,7 @@ use xdp_backend::flowmap::FlowKey;
 use xdp_backend::netlink;
 use xdp_backend::portmap::Transport;
 use xdp_backend::xsk::{RxMode, XskConfig, XskSocket};
-use xdp_backend::{AttachedIface, LinkChange, LinkMonitor, StartError};
+use xdp_backend::{AttachMode, AttachedIface, LinkChange, LinkMonitor, StartError};
 
 /// The interface the fast path runs on.
 pub struct FastIface {
@@ -148,13 +148,18 @@ const ROUTE_CACHE_MAX: usize = 256;
 impl FastIface {
     /// Starts the fast path on `name` (see [`AttachedIface::open`]: the same code the
     /// doctor and `fastnet run`'s check run) and watches the interface for changes.
-    pub fn open(name: &str, busy_poll: bool) -> Result<FastIface, StartError> {
+    pub fn open(
+        name: &str,
+        busy_poll: bool,
+        attach_mode: Option<AttachMode>,
+    ) -> Result<FastIface, StartError> {
         let cfg = XskConfig {
             rx_mode: if busy_poll {
                 RxMode::BusyPoll
             } else {
                 RxMode::Blocking
             },
+            attach_mode,
             ..XskConfig::default()
         };
         let port = AttachedIface::open(name, &cfg)?;

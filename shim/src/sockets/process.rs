@@ -1,7 +1,7 @@
 //! The process-wide engine, its start-up, and how a thread sleeps until a socket
 //! changes.
 
-use super::config::{Config, LogLevel};
+use super::config::{Config, LogLevel, XdpMode};
 use super::engine::{Engine, Waiter};
 use super::kernel::{self, HIGH_FD_FLOOR};
 use super::lock::{FutexGuard, FutexLock};
@@ -215,8 +215,13 @@ fn start_then(spawn_driver_now: bool) -> bool {
             return;
         };
         let busy = config.poll == super::config::PollMode::Busy;
+        let attach = match config.xdp_mode {
+            XdpMode::Auto => None,
+            XdpMode::Native => Some(xdp_backend::AttachMode::Native),
+            XdpMode::Generic => Some(xdp_backend::AttachMode::Generic),
+        };
         let dev = match &config.iface {
-            Some(name) => match with_fd_floor(|| FastIface::open(name, busy)) {
+            Some(name) => match with_fd_floor(|| FastIface::open(name, busy, attach)) {
                 Ok(d) => d,
                 Err(e) => {
                     let reason = e.to_string();
