@@ -1025,3 +1025,53 @@ c.close()
 "#
     )
 }
+
+/// A connection both processes use after fork: the parent waits on it in poll while
+/// the child sends on it, which moves the connection to the child. The parent's poll is
+/// woken and fetches it back, and its recv gets the echo of what the child sent. The
+/// poll used to wait on the empty tether until the child exited and then read
+/// end-of-file; and frames that reached a process that had the connection back were
+/// forwarded to where it had been, which reset it.
+#[test]
+fn a_poll_waiting_on_a_connection_another_process_takes_gets_it_back() {
+    let t = topo();
+    let dir = scratch("taken-while-waiting");
+    let mut server = spawn(
+        {
+            let mut c = t.command(Side::Client, PY);
+            c.args(["-c", &echo_server(7213)]);
+            c
+        },
+        &dir.join("echo.log"),
+    );
+    wait_listening(&t, Side::Client, 7213, &mut server);
+    let app = format!(
+        r#"
+import os, socket, time
+s = socket.create_connection(("{ip}", 7213), timeout=20)
+pid = os.fork()
+if pid == 0:
+    time.sleep(0.5)
+    s.sendall(b"x")
+    time.sleep(2)
+    os._exit(0)
+try:
+    print("got", s.recv(1), flush=True)
+except OSError as e:
+    print("error", e.errno, flush=True)
+os.waitpid(pid, 0)
+"#,
+        ip = t.client_ip
+    );
+    let mut c = fastnet_cmd(&t, Side::Server, PY);
+    c.args(["-c", &app]);
+    let out = run_ok(&mut c);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.lines().any(|l| l == "got b'x'"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

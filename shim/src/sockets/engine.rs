@@ -607,6 +607,16 @@ impl Engine {
         }
     }
 
+    /// Wakes the app's threads waiting on `h` (its connection went to another member:
+    /// their calls find it gone and are made again, see `calls::handle`).
+    pub fn wake_waiters_of(&mut self, h: SocketHandle) {
+        for w in self.waiters.iter().filter(|w| w.handle == h) {
+            if !self.wake_after_unlock.push(w.eventfd) {
+                kernel::eventfd_signal(w.eventfd);
+            }
+        }
+    }
+
     /// The eventfds `notify` left for after the unlock (emptied).
     pub fn take_wakes(&mut self) -> WakeList {
         std::mem::take(&mut self.wake_after_unlock)

@@ -592,6 +592,7 @@ impl Engine {
             // The asker died or its mailbox is gone: the connection is lost with it.
             debug(format_args!("cannot move {conn:?}: mailbox: {e}"));
         }
+        self.wake_waiters_of(h);
         self.handle_fd_forget(h);
         if let Some(s) = socket {
             // A connecting socket's own port goes with it (left to the kernel, the
@@ -649,6 +650,9 @@ impl Engine {
             self.iface.receive(now, &f);
         }
         let m = self.family.as_mut().expect("member");
+        // Here again (it went away from here before): its frames are ours, not to be
+        // forwarded to where it was.
+        m.moved.remove(&conn);
         m.steered.insert(h, conn);
         if let Some(t) = tether {
             for fd in [t.fd, t.shadow] {

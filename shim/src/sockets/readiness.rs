@@ -379,6 +379,20 @@ thread_local! {
     static MAP_BUF: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The fds of `fds` whose sockets live in another member's stack (empty, without
+/// allocating, when none do).
+fn away_among(fds: &[libc::pollfd]) -> Vec<i32> {
+    let e = engine();
+    match e.family.as_ref().filter(|m| !m.away.is_empty()) {
+        Some(m) => fds
+            .iter()
+            .map(|p| p.fd)
+            .filter(|fd| m.away.contains_key(fd))
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
 /// How one app pollfd is served.
 fn fast_kind(e: &Engine, fd: i32) -> Option<Kind> {
     ours(e, fd).map(|s| s.kind).filter(|k| k.in_fast_epoll())
@@ -398,6 +412,13 @@ fn poll_core(fds: &mut [libc::pollfd], timeout: Option<Duration>, sigmask: i64) 
             let mut map = mb.borrow_mut();
             loop {
                 kernel::eventfd_reset(wake);
+                // A named fd whose connection another member of the family took while
+                // this poll waited (the app uses it in both processes): fetched back,
+                // as a first call on it would (only its holder sees its readiness).
+                let taken = away_among(fds);
+                if !taken.is_empty() {
+                    let _ = super::process::bring_home(&taken);
+                }
                 let mut e = engine();
                 e.drive();
                 kfds.clear();
