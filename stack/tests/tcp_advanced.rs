@@ -732,6 +732,7 @@ fn a_leaving_connection_sends_only_its_first_unacknowledged_segment() {
         1000,
         "1000 bytes in flight"
     );
+    let retransmits = p.a.stats().retransmits;
     assert_eq!(p.a.probe_peer(c, stack::tcp::MoveProbe::Leaving), Ok(true));
     p.dispatch();
     let sent = sent_by_a(&mut p);
@@ -739,4 +740,7 @@ fn a_leaving_connection_sends_only_its_first_unacknowledged_segment() {
     assert_eq!(sent, vec![(before.snd_una, flags::ACK, 1000)]);
     let after = p.a.snapshot(p.now, c).unwrap();
     assert_eq!(after.snd_max, before.snd_max, "nothing new went out");
+    // Counted as the move's probe, not as a loss (`tcp.retransmits` stays).
+    assert_eq!(p.a.stats().move_probes, 1);
+    assert_eq!(p.a.stats().retransmits, retransmits);
 }

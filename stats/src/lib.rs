@@ -75,6 +75,9 @@ counters! {
     /// TCP segments sent again (timeout, fast retransmit, SACK recovery): the sum of
     /// the connections' TCP_INFO total_retrans.
     TcpRetransmits = "tcp.retransmits", Count;
+    /// TCP segments sent again because a connection moved (to or from the kernel) and
+    /// asked its peer for its window and SACK state: no loss asked for them.
+    TcpMoveProbes = "tcp.move_probes", Count;
     /// RSTs received.
     TcpResetsIn = "tcp.resets_in", Count;
     /// RSTs sent.

@@ -730,6 +730,7 @@ impl Engine {
         seg.set(Counter::TcpSegmentsIn, t.segments_in);
         seg.set(Counter::TcpSegmentsOut, t.segments_out);
         seg.set(Counter::TcpRetransmits, t.retransmits);
+        seg.set(Counter::TcpMoveProbes, t.move_probes);
         seg.set(Counter::TcpResetsIn, t.resets_received);
         seg.set(Counter::TcpResetsOut, t.resets_sent);
         seg.set(Counter::TcpSynCookies, t.syn_cookies_sent);

@@ -103,6 +103,8 @@ pub enum MoveProbe {
 enum PlanSource {
     Normal,
     Retransmit,
+    /// A retransmission a move asked for (`probe_peer`), not a loss.
+    MoveProbe,
     Probe,
     Keepalive,
     WindowUpdate,
@@ -237,6 +239,9 @@ pub struct Tcb {
     /// After a timeout or recovery, duplicate ACKs below this start no new recovery.
     pub recover_guard: SeqNumber,
     pub rtx_pending: bool,
+    /// The pending retransmission is a move's probe: counted apart from the
+    /// retransmissions loss asks for (`TcpStats::move_probes`).
+    pub move_probe: bool,
     pub scoreboard: Scoreboard,
 
     pub ack_now: bool,
@@ -338,6 +343,7 @@ impl Tcb {
             recovery: None,
             recover_guard: SeqNumber(0),
             rtx_pending: false,
+            move_probe: false,
             scoreboard: Scoreboard::default(),
             ack_now: false,
             bytes_unacked: 0,
@@ -465,11 +471,13 @@ impl Tcb {
             MoveProbe::Leaving => {
                 self.leaving = true;
                 self.rtx_pending = in_flight;
+                self.move_probe = in_flight;
                 in_flight
             }
             MoveProbe::Arrived => {
                 if in_flight {
                     self.rtx_pending = true;
+                    self.move_probe = true;
                 } else if self.snd_wnd == 0 && !self.send_buf.is_empty() {
                     self.probe_due = true;
                 }
@@ -598,6 +606,7 @@ impl Tcb {
         self.close_at = None;
         self.ack_now = false;
         self.rtx_pending = false;
+        self.move_probe = false;
         self.probe_due = false;
         self.keepalive_due = false;
     }
@@ -1088,6 +1097,7 @@ impl Tcb {
                     // retransmits the segment at the new SND.UNA.
                     if !self.sack_ok {
                         self.rtx_pending = true;
+                        self.move_probe = false;
                     }
                     self.dupacks = 0;
                 }
@@ -1140,6 +1150,7 @@ impl Tcb {
                 });
                 self.recover_guard = self.snd_max;
                 self.rtx_pending = true;
+                self.move_probe = false;
                 stats.fast_retransmits += 1;
             }
         }
@@ -1289,6 +1300,7 @@ impl Tcb {
         self.recovery = None;
         self.recover_guard = self.snd_max;
         self.rtx_pending = false;
+        self.move_probe = false;
         self.scoreboard.clear();
         self.dupacks = 0;
         self.rtt_seq = None;
@@ -1392,6 +1404,7 @@ impl Tcb {
             };
             if self.rtx_pending {
                 self.rtx_pending = false;
+                let move_probe = std::mem::take(&mut self.move_probe);
                 // Only what was sent goes again (SND.MAX is one past a sent FIN): a
                 // retransmission that took unsent bytes along would not advance SND.MAX,
                 // and the peer's ACK of them would be one of unsent data.
@@ -1402,7 +1415,11 @@ impl Tcb {
                 };
                 let mut p = seg_at(self.snd_una, sent_end, false, self);
                 p.fin = self.fin_queued && p.seq + p.len == end && self.snd_max > end;
-                p.source = PlanSource::Retransmit;
+                p.source = if move_probe {
+                    PlanSource::MoveProbe
+                } else {
+                    PlanSource::Retransmit
+                };
                 if p.len > 0 || p.fin {
                     if let Some(r) = self.recovery.as_mut() {
                         r.high_rxt = r.high_rxt.max(p.seq + p.len);
@@ -1542,6 +1559,10 @@ impl Tcb {
                 match plan.source {
                     PlanSource::Normal => {}
                     PlanSource::Retransmit => self.rtx_pending = true,
+                    PlanSource::MoveProbe => {
+                        self.rtx_pending = true;
+                        self.move_probe = true;
+                    }
                     PlanSource::Probe => self.probe_due = true,
                     PlanSource::Keepalive => self.keepalive_due = true,
                     PlanSource::WindowUpdate => self.window_update_due = true,
@@ -1659,9 +1680,13 @@ impl Tcb {
         if seq_len > 0 {
             let end = plan.seq + seq_len;
             if plan.seq < self.snd_max {
-                stats.retransmits += 1;
-                c.total_retrans = c.total_retrans.wrapping_add(1);
-                c.bytes_retrans += plan.len as u64;
+                if matches!(plan.source, PlanSource::MoveProbe) {
+                    stats.move_probes += 1;
+                } else {
+                    stats.retransmits += 1;
+                    c.total_retrans = c.total_retrans.wrapping_add(1);
+                    c.bytes_retrans += plan.len as u64;
+                }
                 if self.rtt_seq.is_some_and(|(s, _)| s >= plan.seq && s < end) {
                     self.rtt_seq = None; // Karn: never time a retransmitted segment
                 }

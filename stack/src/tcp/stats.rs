@@ -8,8 +8,11 @@ use super::{SlotKind, State, TcpLayer};
 pub struct TcpStats {
     pub segments_in: u64,
     pub segments_out: u64,
-    /// Segments sent again (any cause).
+    /// Segments sent again because of loss (timeout, fast retransmit, SACK recovery).
     pub retransmits: u64,
+    /// Segments sent again because a move asked its peer for its window and SACK
+    /// state (`TcpLayer::probe_peer`): no loss asked for them.
+    pub move_probes: u64,
     /// Entries into fast recovery.
     pub fast_retransmits: u64,
     /// Retransmission-timer expiries.
