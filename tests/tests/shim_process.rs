@@ -1075,3 +1075,79 @@ os.waitpid(pid, 0)
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Like the poll case, in turns and with the other two ways an app waits: the parent
+/// waits (in a blocking recv, or in epoll) while the child sends, which takes the
+/// connection to the child; then the child waits the same way while the parent sends,
+/// which takes it back. Each waiter must be woken, fetch the connection home and read
+/// the echo of what the other sent.
+fn waits_in_turn_on_a_taken_connection(wait: &str, port: u16) {
+    let t = topo();
+    let dir = scratch(&format!("taken-while-in-{wait}"));
+    let mut server = spawn(
+        {
+            let mut c = t.command(Side::Client, PY);
+            c.args(["-c", &echo_server(port)]);
+            c
+        },
+        &dir.join("echo.log"),
+    );
+    wait_listening(&t, Side::Client, port, &mut server);
+    let app = format!(
+        r#"
+import os, select, socket, sys, time
+s = socket.create_connection(("{ip}", {port}))
+s.settimeout(None)
+def wait_and_recv():
+    if "{wait}" == "epoll":
+        ep = select.epoll()
+        ep.register(s.fileno(), select.EPOLLIN)
+        ready = ep.poll(20)
+        ep.close()
+        if not ready:
+            return b"epoll timed out"
+    return s.recv(16)
+turn_r, turn_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    time.sleep(0.5)
+    s.sendall(b"x")
+    os.read(turn_r, 1)
+    try:
+        print("child got", wait_and_recv(), flush=True)
+    except OSError as e:
+        print("child error", e.errno, flush=True)
+    os._exit(0)
+try:
+    print("parent got", wait_and_recv(), flush=True)
+    os.write(turn_w, b"!")
+    time.sleep(0.5)
+    s.sendall(b"y")
+except OSError as e:
+    print("parent error", e.errno, flush=True)
+    os.write(turn_w, b"!")
+os.waitpid(pid, 0)
+"#,
+        ip = t.client_ip
+    );
+    let mut c = fastnet_cmd(&t, Side::Server, PY);
+    c.args(["-c", &app]);
+    c.env("FASTNET_LOG", "debug");
+    let out = run_ok(&mut c);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let both =
+        text.lines().any(|l| l == "parent got b'x'") && text.lines().any(|l| l == "child got b'y'");
+    assert!(both, "{text}{}", String::from_utf8_lossy(&out.stderr));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_blocking_recv_on_a_connection_another_process_takes_gets_it_back() {
+    waits_in_turn_on_a_taken_connection("recv", 7214);
+}
+
+#[test]
+fn an_epoll_wait_on_a_connection_another_process_takes_gets_it_back() {
+    waits_in_turn_on_a_taken_connection("epoll", 7215);
+}

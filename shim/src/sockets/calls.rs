@@ -240,10 +240,16 @@ pub fn handle(a: &mut SyscallArgs) -> i64 {
     // Counted from before the call first looks a socket up: a move to or from the
     // kernel waits until no such call is in flight (see `CallsInFlight`).
     let _in_flight = (!waits_for_readiness(a.nr)).then(CallsInFlight::enter);
-    if let Err(x) = bring_named_fds_home(a) {
-        return err(x);
-    }
-    let r = handle_call(a);
+    let r = loop {
+        if let Err(x) = bring_named_fds_home(a) {
+            return err(x);
+        }
+        let r = handle_call(a);
+        // A wait whose socket another member took meanwhile: fetched back, made again.
+        if r != -(process::LEFT_THIS_STACK as i64) {
+            break r;
+        }
+    };
     if super::log::tracing() {
         debug(format_args!(
             "call {} ({:#x}, {:#x}, {:#x}, {:#x}) = {}",
@@ -858,6 +864,7 @@ fn accept(fd: i32, addr: i64, lenp: i64, flags: i32) -> i64 {
         return err(libc::EINVAL);
     }
     let r = block_on(
+        fd,
         lh,
         s.nonblocking,
         Deadline::after(s.rcvtimeo),
@@ -1136,6 +1143,7 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
         return err(libc::EINPROGRESS);
     }
     let r = block_on(
+        fd,
         h,
         false,
         Deadline::after(s.sndtimeo),

@@ -9,7 +9,7 @@ use super::calls::{err, ours, stack_err};
 use super::cmsg;
 use super::engine::{Engine, Kind};
 use super::kernel;
-use super::process::{block_on, engine, Attempt, Deadline};
+use super::process::{block_on, engine, Attempt, Deadline, LEFT_THIS_STACK};
 use super::sockaddr::{self, stack_v4, AppAddr};
 use rewriter::PASSTHROUGH;
 use stack::error::Error;
@@ -111,6 +111,7 @@ fn tcp_recv(fd: i32, iov: Iov<'_>, flags: i32) -> i64 {
     let waitall = flags & libc::MSG_WAITALL != 0 && !peek && !nonblocking;
     let mut got = 0usize;
     let r = block_on(
+        fd,
         h,
         nonblocking,
         Deadline::after(s.rcvtimeo),
@@ -135,7 +136,7 @@ fn tcp_recv(fd: i32, iov: Iov<'_>, flags: i32) -> i64 {
     );
     match r {
         Ok(n) => n as i64,
-        Err(x) if got > 0 && (x == libc::EAGAIN || x == libc::EINTR) => got as i64,
+        Err(libc::EAGAIN | libc::EINTR | LEFT_THIS_STACK) if got > 0 => got as i64,
         Err(x) => err(x),
     }
 }
@@ -155,6 +156,7 @@ fn tcp_send(fd: i32, iov: Iov<'_>, flags: i32) -> i64 {
     let nonblocking = s.nonblocking || flags & libc::MSG_DONTWAIT != 0;
     let mut sent = 0usize;
     let r = block_on(
+        fd,
         h,
         nonblocking,
         Deadline::after(s.sndtimeo),
@@ -180,7 +182,7 @@ fn tcp_send(fd: i32, iov: Iov<'_>, flags: i32) -> i64 {
     );
     match r {
         Ok(n) => n as i64,
-        Err(x) if sent > 0 && (x == libc::EAGAIN || x == libc::EINTR) => sent as i64,
+        Err(libc::EAGAIN | libc::EINTR | LEFT_THIS_STACK) if sent > 0 => sent as i64,
         Err(libc::EPIPE) => {
             if flags & libc::MSG_NOSIGNAL == 0 {
                 kernel::raise(libc::SIGPIPE);
@@ -261,6 +263,7 @@ fn udp_recv(
     }
     let total: usize = iov.iter().map(|v| v.iov_len).sum();
     block_on(
+        fd,
         h,
         nonblocking,
         Deadline::after(timeout),

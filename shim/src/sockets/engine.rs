@@ -45,6 +45,13 @@ impl Kind {
     pub fn in_fast_epoll(self) -> bool {
         !matches!(self, Kind::UdpFresh)
     }
+    /// The stack socket it names, once it has one.
+    pub fn handle(self) -> Option<SocketHandle> {
+        match self {
+            Kind::TcpListener(h) | Kind::TcpStream(h) | Kind::Udp(h) => Some(h),
+            Kind::TcpFresh | Kind::UdpFresh => None,
+        }
+    }
 }
 
 /// The app epolls a socket is registered in: a small inline set, so that a socket's
@@ -604,6 +611,20 @@ impl Engine {
         while let Some(c) = iface.pop_readiness_change() {
             let r = iface.udp.readiness(c.handle).unwrap_or_default();
             wake(c.handle, r);
+        }
+    }
+
+    /// Whether `fd`, which named stack socket `h` when a call began, names another
+    /// socket now: another member of the family took it (or this process took it back
+    /// as a new socket) while the call waited, so the call must be made again
+    /// (`process::LEFT_THIS_STACK`). A closed fd is not: the call ends as it would.
+    pub fn names_elsewhere(&self, fd: i32, h: SocketHandle) -> bool {
+        let Some(m) = self.family.as_ref() else {
+            return false;
+        };
+        match self.fds.get(fd) {
+            Some(s) => s.kind.handle() != Some(h),
+            None => m.away.contains_key(&fd),
         }
     }
 

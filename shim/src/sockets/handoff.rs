@@ -548,6 +548,12 @@ impl Engine {
         for &fd in &fds {
             let s = *self.fds.get(fd).expect("listed");
             let _ = self.fds.remove(fd);
+            // An epoll waiting on it looks again, and fetches it back (`wait_core`).
+            for epfd in s.epolls.iter() {
+                if let Some(set) = self.epolls.get_mut(&epfd) {
+                    set.wake();
+                }
+            }
             socket = Some(s);
             let mut away = s;
             away.claimed = None;

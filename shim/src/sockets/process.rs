@@ -890,11 +890,19 @@ pub enum Attempt<T> {
     Wait,
 }
 
+/// Not an errno the app ever sees: the socket a waiting call acted on left this
+/// process's stack (another member of the family took it); `calls::handle` fetches
+/// it back and makes the call again. Above every errno Linux has, below MAX_ERRNO.
+pub const LEFT_THIS_STACK: i32 = 4000;
+
 /// Runs `attempt` under the lock until it is done, sleeping between attempts without
-/// the lock. `also` is a kernel fd whose readability also ends the sleep (a listening
-/// shadow). Returns `-EAGAIN` for a nonblocking socket, `-ETIMEDOUT`-style errors are
-/// the attempt's business; `timeout_errno` is returned when the deadline passes.
+/// the lock. `fd` is the app's fd naming `handle`: `LEFT_THIS_STACK` when it names
+/// another socket now. `also` is a kernel fd whose readability also ends the sleep (a
+/// listening shadow). Returns `-EAGAIN` for a nonblocking socket, `-ETIMEDOUT`-style
+/// errors are the attempt's business; `timeout_errno` is returned when the deadline
+/// passes.
 pub fn block_on<T>(
+    fd: i32,
     handle: SocketHandle,
     nonblocking: bool,
     deadline: Deadline,
@@ -908,6 +916,9 @@ pub fn block_on<T>(
     loop {
         let mut e = engine();
         e.drive_batched();
+        if e.names_elsewhere(fd, handle) {
+            return Err(LEFT_THIS_STACK);
+        }
         if let Attempt::Done(r) = attempt(&mut e) {
             // What the call queued goes out with the app's next wait (or batch).
             e.drive_batched();

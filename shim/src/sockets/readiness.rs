@@ -269,6 +269,12 @@ fn wait_core(
         let mut e = engine();
         e.drive();
         let n = collect(&mut e, epfd, &mut buf[..(max as usize).min(64)], woke);
+        if n == 0 && woke && registers_away(&e, epfd) {
+            // A connection in this epoll went to another member of the family (the
+            // app uses it in both processes): `calls::handle` fetches it back, as a
+            // first wait would, and waits again (only its holder sees its readiness).
+            return err(super::process::LEFT_THIS_STACK);
+        }
         // The next timer only matters when the wait sleeps (it scans every socket's
         // deadline in the stack).
         let timer = if n == 0 { e.timer_timeout() } else { None };
@@ -379,6 +385,13 @@ thread_local! {
     static MAP_BUF: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Whether an fd registered in `epfd` names a socket living in another member's stack.
+fn registers_away(e: &Engine, epfd: i32) -> bool {
+    e.family
+        .as_ref()
+        .is_some_and(|m| m.away.values().any(|w| w.socket.epolls.contains(epfd)))
+}
+
 /// The fds of `fds` whose sockets live in another member's stack (empty, without
 /// allocating, when none do).
 fn away_among(fds: &[libc::pollfd]) -> Vec<i32> {
@@ -442,7 +455,7 @@ fn poll_core(fds: &mut [libc::pollfd], timeout: Option<Duration>, sigmask: i64) 
                                 });
                                 map.push(i);
                             }
-                            if let Some(h) = handle_of(k) {
+                            if let Some(h) = k.handle() {
                                 e.waiters.push(Waiter {
                                     handle: h,
                                     eventfd: wake,
@@ -510,13 +523,6 @@ fn poll_core(fds: &mut [libc::pollfd], timeout: Option<Duration>, sigmask: i64) 
             }
         })
     })
-}
-
-fn handle_of(k: Kind) -> Option<stack::socket::SocketHandle> {
-    match k {
-        Kind::TcpListener(h) | Kind::TcpStream(h) | Kind::Udp(h) => Some(h),
-        _ => None,
-    }
 }
 
 fn remove_waiters(wake: i32) {

@@ -17,7 +17,7 @@
 use super::calls::{err, ours};
 use super::engine::{Engine, Kind};
 use super::kernel;
-use super::process::{self, block_on, engine, Attempt, Deadline};
+use super::process::{self, block_on, engine, Attempt, Deadline, LEFT_THIS_STACK};
 use fastnet_stats::Counter;
 use rewriter::PASSTHROUGH;
 use stack::error::Error;
@@ -39,6 +39,7 @@ thread_local! {
 /// A connected fast-path TCP socket, as the call found it.
 #[derive(Clone, Copy)]
 struct Stream {
+    fd: i32,
     h: SocketHandle,
     nonblocking: bool,
     rcvtimeo: Option<Duration>,
@@ -81,6 +82,7 @@ pub fn splice(fd_in: i32, off_in: i64, fd_out: i32, off_out: i64, len: usize, fl
 fn stream(e: &Engine, fd: i32) -> Option<Stream> {
     ours(e, fd).and_then(|s| match s.kind {
         Kind::TcpStream(h) => Some(Stream {
+            fd,
             h,
             nonblocking: s.nonblocking,
             rcvtimeo: s.rcvtimeo,
@@ -159,6 +161,7 @@ fn socket_to_pipe(s: Stream, pipe: i32, len: usize, flags: u32) -> i64 {
         let mut moved = 0usize;
         loop {
             let r = block_on(
+                s.fd,
                 s.h,
                 s.nonblocking,
                 Deadline::after(s.rcvtimeo),
@@ -203,6 +206,7 @@ fn socket_to_pipe(s: Stream, pipe: i32, len: usize, flags: u32) -> i64 {
                 }
                 Ok(Flow::PipeWait) => return err(libc::EAGAIN),
                 Ok(_) => return moved as i64,
+                Err(LEFT_THIS_STACK) if moved > 0 => return moved as i64,
                 Err(x) => return err(x),
             }
         }
@@ -215,6 +219,7 @@ fn pipe_to_socket(pipe: i32, s: Stream, len: usize, flags: u32) -> i64 {
         let mut moved = 0usize;
         loop {
             let r = block_on(
+                s.fd,
                 s.h,
                 s.nonblocking,
                 Deadline::after(s.sndtimeo),
@@ -254,7 +259,9 @@ fn pipe_to_socket(pipe: i32, s: Stream, len: usize, flags: u32) -> i64 {
             match r {
                 Ok(Flow::More) => continue,
                 Ok(Flow::Done) => return moved as i64,
-                Ok(_) | Err(libc::EAGAIN | libc::EINTR) if moved > 0 => return moved as i64,
+                Ok(_) | Err(libc::EAGAIN | libc::EINTR | LEFT_THIS_STACK) if moved > 0 => {
+                    return moved as i64
+                }
                 Ok(Flow::PipeWait) if pipe_nb => return err(libc::EAGAIN),
                 Ok(Flow::PipeWait) => {
                     if let Err(x) = wait_pipe(pipe, libc::POLLIN) {
