@@ -738,8 +738,33 @@ s.close()
 print("echo", "ok" if bytes(got) == data else "MISMATCH %d/%d" % (len(got), len(data)))
 "#;
 
+/// An echo client that sends 1 MB in 4 KiB turns, each echoed whole before the next:
+/// for servers that relay through pipes with blocking writes (ncat --exec writes to
+/// its child's stdin without reading its stdout meanwhile, so a client that streams
+/// 1 MB while reading deadlocks it on the kernel too once both pipes are full).
+const ECHO_TURNS_CLIENT: &str = r#"
+import socket, sys
+host, port, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+data = bytes(((i * 131 + seed * 7 + (i >> 9)) & 255) for i in range(n))
+s = socket.create_connection((host, port), timeout=60)
+got = bytearray()
+for off in range(0, n, 4096):
+    s.sendall(data[off:off + 4096])
+    while len(got) < min(off + 4096, n):
+        d = s.recv(65536)
+        if not d: break
+        got.extend(d)
+s.close()
+print("echo", "ok" if bytes(got) == data else "MISMATCH %d/%d" % (len(got), len(data)))
+"#;
+
 /// An echo server under fastnet on `port`, `PARALLEL` echo clients of 1 MB each.
 fn echo_server(ctx: &Ctx, port: u16, srv: Command) -> Result<Evidence, String> {
+    echo_server_with(ctx, port, srv, ECHO_CLIENT)
+}
+
+/// `echo_server` with the given client script.
+fn echo_server_with(ctx: &Ctx, port: u16, srv: Command, client: &str) -> Result<Evidence, String> {
     let mut ev = Evidence::default();
     let mut srv = ctx.start("server", srv);
     wait_tcp(ctx, Side::Server, port, &mut srv)?;
@@ -753,14 +778,7 @@ fn echo_server(ctx: &Ctx, port: u16, srv: Command) -> Result<Evidence, String> {
             ctx.cmd(
                 Side::Client,
                 PY,
-                &[
-                    "-c",
-                    ECHO_CLIENT,
-                    &ip,
-                    &port.to_string(),
-                    &n,
-                    &i.to_string(),
-                ],
+                &["-c", client, &ip, &port.to_string(), &n, &i.to_string()],
             )
         },
         &mut ev,
@@ -824,10 +842,11 @@ fn row_socat_exec(ctx: &Ctx) -> Result<Evidence, String> {
 }
 
 fn row_ncat_exec(ctx: &Ctx) -> Result<Evidence, String> {
-    echo_server(
+    echo_server_with(
         ctx,
         8093,
         ctx.fast_cmd("ncat", &["-l", "-k", "8093", "--exec", "/bin/cat"]),
+        ECHO_TURNS_CLIENT,
     )
 }
 
@@ -1537,7 +1556,7 @@ fn rows() -> Vec<Row> {
         Row { name: "socat-fork", version: &["socat", "-V"], role: "TCP-LISTEN,fork echo (PIPE), 10 clients × 1 MB", fast: Server, quick: false, waits_on: None, run: row_socat_fork, min_rx: 10 << 20 },
         Row { name: "socat-fork-exec", version: &["socat", "-V"], role: "TCP-LISTEN,fork EXEC:cat,nofork (inetd's shape: cat holds the connection), 10 clients × 1 MB", fast: Server, quick: false, waits_on: None, run: row_socat_exec, min_rx: 10 << 20 },
         Row { name: "ncat-keep", version: &["ncat", "--version"], role: "ncat -l -k, 10 clients sending a line each", fast: Server, quick: false, waits_on: None, run: row_ncat_keep, min_rx: 50_000 },
-        Row { name: "ncat-exec", version: &["ncat", "--version"], role: "ncat -l -k --exec /bin/cat echo, 10 clients × 1 MB", fast: Server, quick: false, waits_on: None, run: row_ncat_exec, min_rx: 10 << 20 },
+        Row { name: "ncat-exec", version: &["ncat", "--version"], role: "ncat -l -k --exec /bin/cat echo, 10 clients × 1 MB in 4 KiB turns", fast: Server, quick: false, waits_on: None, run: row_ncat_exec, min_rx: 10 << 20 },
         Row { name: "iperf3-server", version: &["iperf3", "--version"], role: "iperf3 -s, a client with -P 10 sending 100 MB", fast: Server, quick: false, waits_on: None, run: row_iperf3_server, min_rx: 50 << 20 },
         Row { name: "sockperf-server", version: &["sockperf", "--version"], role: "sockperf server --tcp, 1 ping-pong client for 2 s (its server serves one at a time, on the kernel too)", fast: Server, quick: false, waits_on: None, run: row_sockperf_server, min_rx: 10_000 },
         Row { name: "curl-client", version: &["curl", "--version"], role: "HTTP client: one curl, 10 downloads of 4 MB at once (--parallel) from a kernel nginx", fast: Client, quick: true, waits_on: None, run: row_curl_parallel, min_rx: 40 << 20 },
