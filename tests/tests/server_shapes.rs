@@ -469,9 +469,20 @@ fn two_queues() -> Topology {
 #[test]
 fn nginx_two_workers_and_auto_share_one_listener() {
     let t = two_queues();
-    for workers in ["2", "auto"] {
+    // `reuseport` makes the master open one listening socket per worker, each worker
+    // accepting on its own. (nginx's accept_mutex, off by default, is not covered: with
+    // it on, one worker served every connection under fastnet, both on the kernel.)
+    for (workers, variant) in [("2", ""), ("auto", ""), ("2", "reuseport")] {
         let dir = scratch("nginx-workers");
         let conf = nginx_workers_conf(&dir, 8090, workers);
+        let text = std::fs::read_to_string(&conf).unwrap();
+        let text = match variant {
+            "reuseport" => text.replace("listen 8090;", "listen 8090 reuseport;"),
+            _ => text,
+        };
+        assert!(variant.is_empty() || text.contains(variant), "{text}");
+        std::fs::write(&conf, text).unwrap();
+        let workers = &format!("{workers} {variant}");
         let mut c = fastnet_cmd(&t, Side::Server, "nginx");
         c.args(["-c", conf.to_str().unwrap()]);
         let mut srv = spawn(c, &dir.join("nginx.out"));
@@ -1005,5 +1016,85 @@ while not os.path.exists(go + ".done"): time.sleep(0.01)
     assert!(get("tx.bytes") >= 3 * SIZE, "{log}");
     assert!(get("rx.bytes") >= SIZE, "{log}");
     assert!(!log.contains("kernel: "), "a socket fell back:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two SO_REUSEPORT listeners on one port in one process (a server with a listener
+/// per thread, or nginx's master before fork): the second is another fd of the
+/// stack's listener, so connections reach the app through either; closing the first
+/// leaves the second listening on the fast path. (One accept queue: both fds are
+/// readable for one connection, where Linux queues it on one socket; the listeners are
+/// nonblocking, as an event loop's are.)
+#[test]
+fn two_reuseport_listeners_in_one_process_serve_and_survive_each_other() {
+    let t = topo();
+    let dir = scratch("reuseport-twins");
+    let server = r#"
+import selectors, socket
+def listener():
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("0.0.0.0", 7404)); s.listen(16); s.setblocking(False)
+    return s
+a, b = listener(), listener()
+def serve(c):
+    c.sendall(c.recv(100)); c.close()
+sel = selectors.DefaultSelector()
+sel.register(a, selectors.EVENT_READ); sel.register(b, selectors.EVENT_READ)
+served = 0
+while served < 5:
+    for key, _ in sel.select(10):
+        try:
+            c, _ = key.fileobj.accept()
+        except BlockingIOError:
+            continue
+        c.setblocking(True); serve(c); served += 1
+sel.close(); a.close(); b.setblocking(True)
+print("first closed", flush=True)
+for _ in range(5):
+    c, _ = b.accept(); serve(c)
+print("served 10", flush=True)
+"#;
+    let mut c = fastnet_cmd(&t, Side::Server, PY);
+    c.args(["-c", server]);
+    let mut srv = spawn(c, &dir.join("server.log"));
+    wait_listening(&t, Side::Server, 7404, &mut srv);
+    let client = format!(
+        r#"
+import socket, time
+for i in range(10):
+    s = socket.create_connection(("{ip}", 7404), timeout=10)
+    s.sendall(b"hello %d" % i)
+    got = s.recv(100)
+    assert got == b"hello %d" % i, got
+    s.close()
+    time.sleep(0.05)
+print("all echoed", flush=True)
+"#,
+        ip = t.server_ip
+    );
+    let out = t
+        .command(Side::Client, PY)
+        .args(["-c", &client])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("all echoed"),
+        "{text}{}\nserver:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        srv.output()
+    );
+    // It ends by itself once it served all ten (and prints its counters then).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while srv.child.try_wait().ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "{}", srv.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = srv.output();
+    assert!(log.contains("served 10"), "{log}");
+    let c = summed_exit_counters(&log);
+    assert_eq!(c.get("tcp.passive_opens"), Some(&10), "{log}");
+    assert_eq!(kernel_connections(&t, Side::Server, 7404), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -819,6 +819,21 @@ fn listen(fd: i32, backlog: i32) -> i64 {
     } else {
         e.local(port)
     };
+    if let Some(h) = reuseport_twin_of(&e, fd, local) {
+        // The kernel let the shadow bind beside our listener's: both asked for
+        // SO_REUSEPORT (nginx's `listen ... reuseport` opens one per worker in its
+        // master). One accept queue in this stack; a worker that uses either listens
+        // in its own stack and joins the port's listener group.
+        if let Err(x) = kernel::listen(fd, backlog) {
+            return err(x);
+        }
+        e.add_listener_twin(fd, h);
+        super::readiness::sync_epolls(&mut e, fd, Kind::TcpFresh, false);
+        debug(format_args!(
+            "fd {fd}: listening on {local} (fast path, SO_REUSEPORT: another fd of its listener)"
+        ));
+        return 0;
+    }
     let claim = claim_for(Transport::Tcp, local);
     // Claim before the shadow listens: no SYN may reach the kernel socket first.
     if e.claim_entry(claim).is_err() {
@@ -849,6 +864,17 @@ fn listen(fd: i32, backlog: i32) -> i64 {
             0
         }
     }
+}
+
+/// The listener of this stack on `local` when `fd` asked for SO_REUSEPORT (its shadow
+/// could bind to the port only because our listener's shadow asked for it too).
+fn reuseport_twin_of(
+    e: &Engine,
+    fd: i32,
+    local: SocketAddrV4,
+) -> Option<stack::socket::SocketHandle> {
+    let on = kernel::getsockopt::<i32>(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT).ok()?;
+    (on != 0).then(|| e.listener_on(local)).flatten()
 }
 
 fn accept(fd: i32, addr: i64, lenp: i64, flags: i32) -> i64 {

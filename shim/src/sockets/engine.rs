@@ -202,6 +202,10 @@ pub struct Engine {
     /// woken thread then finds the lock free instead of spinning on it.
     wake_after_unlock: WakeList,
     handle_fd: HashMap<SocketHandle, i32>,
+    /// SO_REUSEPORT listeners on an address this process's stack already listens on:
+    /// more fds of that listener (one accept queue here; each process of the family
+    /// that uses one listens in its own stack), woken with it.
+    listener_twins: Vec<(SocketHandle, i32)>,
     /// Connections the app closed that the stack still finishes (FIN, TIME-WAIT):
     /// their ports stay claimed until the stack lets them go.
     closing: Vec<Closing>,
@@ -360,6 +364,7 @@ impl Engine {
             waiters: Vec::with_capacity(64),
             wake_after_unlock: WakeList::default(),
             handle_fd: HashMap::with_capacity(8192),
+            listener_twins: Vec::new(),
             closing: Vec::with_capacity(1024),
             resolving: Vec::with_capacity(16),
             claims: HashMap::with_capacity(1024),
@@ -579,6 +584,7 @@ impl Engine {
             waiters,
             wake_after_unlock,
             handle_fd,
+            listener_twins,
             fds,
             epolls,
             ..
@@ -593,7 +599,11 @@ impl Engine {
             let Some(&fd) = handle_fd.get(&h) else {
                 return;
             };
-            if let Some(s) = fds.get(fd) {
+            let twins = listener_twins.iter().filter(|&&(t, _)| t == h);
+            for fd in std::iter::once(fd).chain(twins.map(|&(_, f)| f)) {
+                let Some(s) = fds.get(fd) else {
+                    continue;
+                };
                 for ep in s.epolls.iter() {
                     if let Some(set) = epolls.get_mut(&ep) {
                         set.mark_edge(fd);
@@ -892,6 +902,48 @@ impl Engine {
         }
     }
 
+    /// Makes `fd` (a fresh socket bound with SO_REUSEPORT where listener `h` of this
+    /// stack already listens) another fd of that listener.
+    pub fn add_listener_twin(&mut self, fd: i32, h: SocketHandle) {
+        if let Some(s) = self.fds.get_mut(fd) {
+            s.kind = Kind::TcpListener(h);
+            s.claimed = None;
+            s.primary_fd = fd;
+        }
+        self.listener_twins.push((h, fd));
+    }
+
+    /// The listener of this stack on `local`, named by one of this process's fds.
+    pub fn listener_on(&self, local: SocketAddrV4) -> Option<SocketHandle> {
+        self.fds.fds().find_map(|f| match self.fds.get(f)?.kind {
+            Kind::TcpListener(h) if self.iface.tcp.local_addr(h).map(stack_v4) == Ok(local) => {
+                Some(h)
+            }
+            _ => None,
+        })
+    }
+
+    /// The last fd of listener socket `s` (naming `h`) went away. True when another fd
+    /// of the same listener (a SO_REUSEPORT twin) remains: the listener stays, reported
+    /// under and claimed by that fd from now on.
+    fn twin_closed(&mut self, h: SocketHandle, s: FastSocket) -> bool {
+        let twins = &mut self.listener_twins;
+        if let Some(i) = twins.iter().position(|&t| t == (h, s.primary_fd)) {
+            // A twin: the fd the listener is reported under still holds it.
+            twins.swap_remove(i);
+            return true;
+        }
+        let Some(i) = twins.iter().position(|&(t, _)| t == h) else {
+            return false;
+        };
+        let (_, heir) = twins.swap_remove(i);
+        self.handle_fd.insert(h, heir);
+        if let Some(t) = self.fds.get_mut(heir) {
+            t.claimed = s.claimed;
+        }
+        true
+    }
+
     /// Records that `fd` is the fd readiness of `h` is reported under.
     pub fn bind_handle(&mut self, h: SocketHandle, fd: i32) {
         self.handle_fd.insert(h, fd);
@@ -919,6 +971,9 @@ impl Engine {
         match s.kind {
             Kind::TcpFresh | Kind::UdpFresh => self.unclaim_entry(s.claimed),
             Kind::TcpListener(h) => {
+                if self.twin_closed(h, s) {
+                    return;
+                }
                 self.handle_fd.remove(&h);
                 if let Ok(l) = self.iface.tcp.local_addr(h).map(stack_v4) {
                     self.host_unregister(Transport::Tcp, l);
