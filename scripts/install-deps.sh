@@ -38,6 +38,8 @@ check psql postgresql-client
 check pgbench postgresql-contrib
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need="$need postgresql"
 check go golang-go
+# Static executables (issue 22): musl-static test programs.
+check musl-gcc musl-tools
 # The exporter test parses /metrics with the Prometheus client's own parser, in the
 # system Python (a pyenv `python3` earlier on PATH would not see Debian's module).
 /usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 || need="$need python3-prometheus-client"

@@ -24,9 +24,18 @@ pub fn build_shim() -> &'static Path {
         let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "shim", "-p", "fastnet-tools"])
-            .env("CARGO_TARGET_DIR", target)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        cmd.args([
+            "build",
+            "-q",
+            "-p",
+            "shim",
+            "-p",
+            "fastnet-tools",
+            "-p",
+            "fastnet-loader",
+        ])
+        .env("CARGO_TARGET_DIR", target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
         match profile {
             "debug" => {}
             "release" => {
@@ -37,7 +46,10 @@ pub fn build_shim() -> &'static Path {
             }
         }
         let st = cmd.status().expect("run cargo build");
-        assert!(st.success(), "cargo build -p shim -p fastnet-tools failed");
+        assert!(
+            st.success(),
+            "cargo build -p shim -p fastnet-tools -p fastnet-loader failed"
+        );
         dir
     })
 }
@@ -52,21 +64,60 @@ pub fn fastnet_bin() -> PathBuf {
     build_shim().join("fastnet")
 }
 
+/// Path of the built `fastnet-loader` (static executables, issue 22).
+pub fn loader_bin() -> PathBuf {
+    build_shim().join("fastnet-loader")
+}
+
+/// Builds the Go program in `tests/go/<name>/` with `CGO_ENABLED=0` (a static
+/// executable) into `out_dir/<name>`; Go's build cache is the user's (or one in
+/// `out_dir` when there is no HOME).
+pub fn build_go_static(name: &str, out_dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("go").join(name);
+    let out = out_dir.join(name);
+    let mut go = Command::new("go");
+    go.args(["build", "-o"])
+        .arg(&out)
+        .arg("main.go")
+        .current_dir(&src)
+        .env("CGO_ENABLED", "0")
+        .env("GO111MODULE", "off");
+    if std::env::var_os("HOME").is_none() {
+        go.env("GOCACHE", out_dir.join("gocache"));
+    }
+    let st = go
+        .status()
+        .expect("run go (golang-go: scripts/install-deps.sh)");
+    assert!(st.success(), "go build {} failed", src.display());
+    out
+}
+
 /// Compiles `tests/c/<name>.c` with gcc into `out_dir`; `extra` goes after the source
 /// (libraries, `-shared -fPIC`, ...). Returns the output path (`out_dir/<output>`).
 pub fn compile_c(name: &str, output: &str, out_dir: &Path, extra: &[&str]) -> PathBuf {
+    compile_c_with("gcc", name, output, out_dir, extra)
+}
+
+/// [`compile_c`] with another C compiler driver (`musl-gcc`).
+pub fn compile_c_with(
+    cc: &str,
+    name: &str,
+    output: &str,
+    out_dir: &Path,
+    extra: &[&str],
+) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("c")
         .join(format!("{name}.c"));
     let out = out_dir.join(output);
-    let st = Command::new("gcc")
+    let st = Command::new(cc)
         .args(["-O2", "-Wall", "-o"])
         .arg(&out)
         .arg(&src)
         .args(extra)
         .status()
-        .expect("run gcc");
-    assert!(st.success(), "gcc {} failed", src.display());
+        .unwrap_or_else(|e| panic!("run {cc}: {e}"));
+    assert!(st.success(), "{cc} {} failed", src.display());
     out
 }
 

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod doctor;
+pub mod exe_kind;
 pub mod exporter;
 pub mod gendocs;
 pub mod handoff;

@@ -52,6 +52,29 @@ pub fn check_fast_path(iface: &str) -> Result<(), xdp_backend::StartError> {
     xdp_backend::AttachedIface::open(iface, &xdp_backend::XskConfig::default()).map(drop)
 }
 
+/// The one line `fastnet run` prints for a static executable (no PT_INTERP: the
+/// kernel starts it without ld.so, so `LD_PRELOAD` and the shim are never read), found
+/// after the `PATH` lookup and through `#!` interpreters; `None` for everything else.
+pub fn static_notice(prog: &str) -> Option<String> {
+    use fastnet_tools::exe_kind::{classify, lookup, ExeKind};
+    let path = lookup(prog, std::env::var_os("PATH").as_deref())?;
+    let (file, kind) = classify(&path);
+    let what = match kind {
+        ExeKind::Static => "a static executable",
+        ExeKind::StaticPie => "a static-PIE executable",
+        _ => return None,
+    };
+    let via = if file == path {
+        String::new()
+    } else {
+        format!(" (the interpreter of {})", path.display())
+    };
+    Some(format!(
+        "fastnet run: {}{via} is {what} (no ELF interpreter, LD_PRELOAD is not read): it runs unaccelerated, every socket on the kernel",
+        file.display()
+    ))
+}
+
 /// Replaces this process with `cmd` under the shim; returns only on failure.
 pub fn run(
     shim: &Path,
@@ -63,6 +86,9 @@ pub fn run(
     let Some((prog, args)) = cmd.split_first() else {
         bail!("run: no command given");
     };
+    if let Some(line) = static_notice(prog) {
+        eprintln!("{line}");
+    }
     let mut c = Command::new(prog);
     c.args(args).env("LD_PRELOAD", preload_value(shim));
     if let Some(mode) = loopback {
