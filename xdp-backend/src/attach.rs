@@ -348,7 +348,12 @@ impl AttachedIface {
     /// Removes every XSK of `slot` (another process of the family, e.g. one that was
     /// killed) from the XSKMAP: frames still steered to it are dropped, counted.
     pub fn unregister_slot(&self, slot: u32) -> io::Result<()> {
-        for q in 0..MAX_QUEUES {
+        // Only queues the interface has can hold a socket (a forking server does this
+        // for each child that ends and again when the next one takes the slot: 64
+        // map deletes each time on a 2-queue veth).
+        let q = &self.queues;
+        let allocated = q.rx_allocated.max(q.tx_allocated).max(q.bindable());
+        for q in 0..allocated.clamp(1, MAX_QUEUES) {
             self.program.unregister_slot_xsk(slot, q)?;
         }
         Ok(())
