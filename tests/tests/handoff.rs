@@ -927,3 +927,102 @@ fn socket_options_the_app_set_survive_moves_both_ways() {
         "{log}"
     );
 }
+
+/// A server that exits with a connection open hands it to the kernel, which finishes
+/// it (FIN, then TIME-WAIT once the peer closes). A server started again on the port
+/// with SO_REUSEADDR, as servers do, binds at once, as on Linux: repair mode had left
+/// the moved socket without SO_REUSEADDR, and its TIME-WAIT refused the new listener
+/// (EADDRINUSE) for a minute.
+#[test]
+fn a_server_restarted_at_once_binds_beside_the_time_wait_of_a_moved_connection() {
+    assert!(is_root(), "end-to-end tests need root");
+    let t = Topology::up(&TopologyOptions::for_tests()).expect("topology");
+    let dir = scratch("handoff-restart");
+    let port = 7303;
+    let server = format!(
+        r#"
+import os, socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", {port})); s.listen(4)
+c, _ = s.accept()
+c.sendall(b"bye")
+os._exit(0)
+"#
+    );
+    let mut c = fastnet_cmd(&t, Side::Server, "python3");
+    c.args(["-c", &server]);
+    let mut srv = spawn(c, &dir.join("server.log"));
+    wait_listening(&t, Side::Server, port, &mut srv);
+    let client = format!(
+        r#"
+import socket, time
+s = socket.create_connection(("{ip}", {port}), timeout=10)
+got = b""
+while True:
+    d = s.recv(100)
+    if not d: break
+    got += d
+# Closing late: the server's end is the kernel's by then (FIN-WAIT-2).
+time.sleep(1)
+s.close()
+print("client got", got, flush=True)
+"#,
+        ip = t.addr(Side::Server)
+    );
+    let out = t
+        .command(Side::Client, "python3")
+        .args(["-c", &client])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("client got b'bye'"),
+        "{text}\n{}",
+        srv.output()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while srv.child.try_wait().ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "{}", srv.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = srv.output();
+    assert_eq!(
+        exit_counters(&log).get("handoff.to_kernel.exit"),
+        Some(&1),
+        "{log}"
+    );
+    // The kernel holds the server's end in TIME-WAIT now.
+    let peer = format!("{}", t.addr(Side::Client));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !kernel_sockets_to(&t, Side::Server, &peer)
+        .iter()
+        .any(|(s, _)| s == "TIME-WAIT")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no TIME-WAIT: {:?}",
+            kernel_sockets_to(&t, Side::Server, &peer)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let again = format!(
+        r#"
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", {port})); s.listen(4)
+print("bound again", flush=True)
+"#
+    );
+    let out = t
+        .command(Side::Server, "python3")
+        .args(["-c", &again])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("bound again"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

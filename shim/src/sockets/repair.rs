@@ -302,6 +302,13 @@ impl RepairedSocket {
         }
         tcp(libc::TCP_REPAIR_QUEUE, TCP_NO_QUEUE, "TCP_REPAIR_QUEUE")?;
         tcp(libc::TCP_REPAIR, 0, "TCP_REPAIR off")?;
+        // Repair off leaves the socket with SO_REUSEADDR off, and its TIME-WAIT would
+        // then keep the app's next listener off the port for a minute (EADDRINUSE on a
+        // server's restart). A connection a listener accepted has it on Linux, taken
+        // from the listener (servers set it); one the app connected is the app's.
+        if let Err(e) = kernel::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &1i32) {
+            super::log::debug(format_args!("SO_REUSEADDR on a moved connection: {e}"));
+        }
         std::mem::forget(self);
         Ok(fd)
     }
