@@ -33,6 +33,21 @@ impl Bg {
         text
     }
 
+    /// Waits for the process to end by itself (panics after `within`); its output.
+    pub fn wait_exit(&mut self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        while self.child.try_wait().ok().flatten().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "pid {} still runs after {within:?}:\n{}",
+                self.pid(),
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.output()
+    }
+
     /// Ends the process with SIGTERM and waits for it (so at-exit work runs).
     pub fn stop(&mut self) -> String {
         self.stop_with(libc::SIGTERM)

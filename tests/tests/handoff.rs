@@ -980,12 +980,7 @@ print("client got", got, flush=True)
         "{text}\n{}",
         srv.output()
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while srv.child.try_wait().ok().flatten().is_none() {
-        assert!(Instant::now() < deadline, "{}", srv.output());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let log = srv.output();
+    let log = srv.wait_exit(Duration::from_secs(10));
     assert_eq!(
         exit_counters(&log).get("handoff.to_kernel.exit"),
         Some(&1),

@@ -1086,12 +1086,7 @@ print("all echoed", flush=True)
         srv.output()
     );
     // It ends by itself once it served all ten (and prints its counters then).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while srv.child.try_wait().ok().flatten().is_none() {
-        assert!(Instant::now() < deadline, "{}", srv.output());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let log = srv.output();
+    let log = srv.wait_exit(Duration::from_secs(20));
     assert!(log.contains("served 10"), "{log}");
     let c = summed_exit_counters(&log);
     assert_eq!(c.get("tcp.passive_opens"), Some(&10), "{log}");
