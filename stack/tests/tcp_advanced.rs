@@ -744,3 +744,30 @@ fn a_leaving_connection_sends_only_its_first_unacknowledged_segment() {
     assert_eq!(p.a.stats().move_probes, 1);
     assert_eq!(p.a.stats().retransmits, retransmits);
 }
+
+#[test]
+fn an_imported_connection_replaces_a_time_wait_of_its_four_tuple() {
+    let mut p = TcpPair::new(cfg(), lossless(), 41);
+    let (_l, c, s) = establish(&mut p);
+    let (local, remote) = (p.b.local_addr(s).unwrap(), p.b.peer_addr(s).unwrap());
+    // b closes first: its end stays in TIME-WAIT once a closed too.
+    p.b.close(s).unwrap();
+    let limit = later(&p, secs(1));
+    assert!(p.run_until(limit, |p| p.a.state(c).unwrap() == State::CloseWait));
+    p.a.close(c).unwrap();
+    p.run_for(Duration::from_millis(50));
+    assert_eq!(p.b.connections_by_state()[State::TimeWait.index()], 1);
+    // The 4-tuple's next incarnation, accepted by another stack and moved here.
+    let mut q = TcpPair::new(cfg(), lossless(), 42);
+    let (_l2, _c2, s2) = establish(&mut q);
+    let mut st = q.b.export(q.now, s2).unwrap();
+    st.local = local;
+    st.remote = remote;
+    let reused = p.b.stats().time_wait_reused;
+    let h = p.b.import(p.now, &st).unwrap();
+    assert_eq!(p.b.state(h).unwrap(), State::Established);
+    assert_eq!(p.b.stats().time_wait_reused, reused + 1);
+    assert_eq!(p.b.connections_by_state()[State::TimeWait.index()], 0);
+    // A live connection of the 4-tuple is never replaced.
+    assert_eq!(p.b.import(p.now, &st), Err(Error::AddrInUse));
+}

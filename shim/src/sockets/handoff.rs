@@ -115,6 +115,13 @@ pub struct Membership {
     /// Group listeners the app closed here (a worker after nginx's reload): they finish
     /// their handshakes and send what they queue to the group, then close.
     draining: Vec<SocketHandle>,
+    /// Group listeners the app stopped watching (their last epoll dropped them: nginx's
+    /// worker without the accept mutex): out of the group until watched again.
+    unwatched: Vec<SocketHandle>,
+    /// Group listeners dropped from their last epoll since this process last waited:
+    /// unwatched if still so when it waits (nginx drops and adds its listener back at
+    /// once every few accepts, to reorder EPOLLEXCLUSIVE's wake-ups).
+    unwatch_pending: Vec<SocketHandle>,
     /// Tethered connections whose bytes cross the tether to a program another member
     /// exec'd with them (see `relay`).
     pub(super) relays: HashMap<SocketHandle, super::relay::Relay>,
@@ -138,6 +145,8 @@ impl Membership {
             mail_seen: 0,
             pinned_ports: Vec::new(),
             draining: Vec::new(),
+            unwatched: Vec::new(),
+            unwatch_pending: Vec::new(),
             relays: HashMap::new(),
             steer_once_sent: Vec::new(),
         }
@@ -806,8 +815,19 @@ impl Engine {
             }
             Err(e) => debug(format_args!("fd {fd}: listener group of {local}: {e}")),
         }
-        // The port's owner (the process that listened first) may queue connections it
-        // will never accept (nginx's master): it sends them to the group.
+        self.tell_owner_listening(local);
+        // Counted like a listener of this process's own: the port stays the family's
+        // while this listener or a connection it accepted lives here.
+        let claim = (Transport::Tcp, local.port());
+        if self.home_again(fd, s, Kind::TcpListener(h), claim) {
+            self.count(Counter::FamilyListeners);
+        }
+    }
+
+    /// The port's owner (the process that listened first) may queue connections it
+    /// will never accept (nginx's master): told that this member listens on `local`,
+    /// it sends them to the group.
+    fn tell_owner_listening(&mut self, local: SocketAddrV4) {
         let me = self.family.as_ref().expect("member").slot;
         if let Some(owner) = self
             .dev
@@ -825,12 +845,79 @@ impl Engine {
             };
             let _ = m.mailbox.send(owner, &msg, &[]);
         }
-        // Counted like a listener of this process's own: the port stays the family's
-        // while this listener or a connection it accepted lives here.
-        let claim = (Transport::Tcp, local.port());
-        if self.home_again(fd, s, Kind::TcpListener(h), claim) {
-            self.count(Counter::FamilyListeners);
+    }
+
+    /// The app dropped group listener `lh` from its last epoll: unwatched if it still
+    /// is when the app next waits (`apply_unwatched`).
+    pub fn listener_unwatched(&mut self, lh: SocketHandle) {
+        if let Some(m) = self.family.as_mut() {
+            if !m.unwatch_pending.contains(&lh) {
+                m.unwatch_pending.push(lh);
+            }
         }
+    }
+
+    /// The app waits: the group listeners it dropped from its epolls and did not add
+    /// back are unwatched (see `unwatch`).
+    pub fn apply_unwatched(&mut self) {
+        let Some(m) = self
+            .family
+            .as_mut()
+            .filter(|m| !m.unwatch_pending.is_empty())
+        else {
+            return;
+        };
+        for lh in std::mem::take(&mut m.unwatch_pending) {
+            self.unwatch(lh);
+        }
+    }
+
+    /// The app stopped watching group listener `lh` (nginx's worker does when another
+    /// holds the accept mutex): this member leaves the port's group, so new connections
+    /// go to members that accept, and what it queued follows them (on Linux they share
+    /// one queue that the mutex's holder empties).
+    fn unwatch(&mut self, lh: SocketHandle) {
+        let Ok(local) = self.iface.tcp.local_addr(lh).map(stack_v4) else {
+            return;
+        };
+        if self.dev.leave_group(Transport::Tcp, local.port()).ok() != Some(true) {
+            return;
+        }
+        debug(format_args!(
+            "listener on {local} unwatched: out of its group"
+        ));
+        let m = self.family.as_mut().expect("member");
+        m.unwatched.push(lh);
+        if !m.forwarding.contains(&lh) {
+            m.forwarding.push(lh);
+        }
+        self.forward_queued(lh);
+    }
+
+    /// The app watches group listener `lh` again: back in the group, and the owner
+    /// told (it forwards what it queued while the group was empty).
+    pub fn listener_watched(&mut self, lh: SocketHandle) {
+        let Some(m) = self.family.as_mut() else {
+            return;
+        };
+        // Dropped and added back before the app waited: nothing changed.
+        m.unwatch_pending.retain(|&l| l != lh);
+        let Some(i) = m.unwatched.iter().position(|&l| l == lh) else {
+            return;
+        };
+        m.unwatched.swap_remove(i);
+        m.forwarding.retain(|&l| l != lh);
+        let Ok(local) = self.iface.tcp.local_addr(lh).map(stack_v4) else {
+            return;
+        };
+        if let Err(e) = self.dev.join_group(Transport::Tcp, local.port()) {
+            debug(format_args!("listener group of {local}: {e}"));
+            return;
+        }
+        debug(format_args!(
+            "listener on {local} watched again: back in its group"
+        ));
+        self.tell_owner_listening(local);
     }
 
     /// `fd` names `kind`, a socket made again in this stack, holding its claim on
@@ -975,11 +1062,11 @@ impl Engine {
             .map(|(st, lh)| self.iface.tcp.import_queued(now, lh, &st));
         match placed {
             Some(Ok(h)) => {
-                self.family
-                    .as_mut()
-                    .expect("member")
-                    .steered
-                    .insert(h, conn);
+                let m = self.family.as_mut().expect("member");
+                m.steered.insert(h, conn);
+                // Back here after this member forwarded it (a listener of the group
+                // that nobody watched for a while): its frames are ours again.
+                m.moved.remove(&conn);
                 self.count(Counter::FamilyMovedIn);
             }
             other => debug(format_args!("cannot queue {conn:?} here: {other:?}")),
@@ -1110,6 +1197,9 @@ impl Engine {
         let Some(m) = self.family.as_mut() else {
             return false;
         };
+        // Closed: not to be watched again (its handle may be reused).
+        m.unwatched.retain(|&l| l != lh);
+        m.unwatch_pending.retain(|&l| l != lh);
         let Ok(local) = self.iface.tcp.local_addr(lh).map(stack_v4) else {
             return false;
         };

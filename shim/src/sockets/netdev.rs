@@ -307,6 +307,12 @@ impl FastIface {
         super::family::locked(|| a.join_group(t, port))
     }
 
+    /// Takes this process out of `port`'s listener group; false when it was not in it.
+    pub fn leave_group(&self, t: Transport, port: u16) -> std::io::Result<bool> {
+        let a = self.attached()?;
+        super::family::locked(|| a.leave_group(t, port))
+    }
+
     /// The port map's entry for `port` (owner, listener group).
     pub fn port_entry(&self, t: Transport, port: u16) -> Option<xdp_backend::portmap::PortEntry> {
         self.attached()

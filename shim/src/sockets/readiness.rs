@@ -108,12 +108,21 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, evp: i64) -> i64 {
             }
         }
     }
+    let watched_before = !s.epolls.is_empty();
     if let Some(m) = e.fds.get_mut(fd) {
         if op == libc::EPOLL_CTL_DEL {
             m.epolls.remove(epfd);
         } else if !m.epolls.insert(epfd) {
             let _ = e.epolls.get_mut(&epfd).expect("checked").delete(fd);
             return err(libc::ENOSPC);
+        }
+    }
+    if let (Kind::TcpListener(lh), Some(now)) = (s.kind, e.fds.get(fd)) {
+        // A group listener no epoll watches takes no share of new connections.
+        match (watched_before, !now.epolls.is_empty()) {
+            (true, false) => e.listener_unwatched(lh),
+            (false, true) => e.listener_watched(lh),
+            _ => {}
         }
     }
     // A thread already waiting on this epoll must look at the new interest.
@@ -253,10 +262,11 @@ fn wait_core(
     sigsize: usize,
 ) -> i64 {
     {
-        let e = engine();
+        let mut e = engine();
         if !e.epolls.contains_key(&epfd) {
             return PASSTHROUGH;
         }
+        e.apply_unwatched();
     }
     if max <= 0 {
         return err(libc::EINVAL);

@@ -218,11 +218,17 @@ impl TcpLayer {
     /// Installs an exported connection; it continues from where it was exported.
     pub fn import(&mut self, now: Instant, st: &ConnectionState) -> Result<SocketHandle> {
         self.now = self.now.max(now);
-        if self
-            .conns
-            .contains_key(&super::conn_key(st.local, st.remote))
-        {
-            return Err(Error::AddrInUse);
+        if let Some(&old) = self.conns.get(&super::conn_key(st.local, st.remote)) {
+            // A TIME-WAIT of an earlier incarnation, which the app let go of: the peer
+            // opened the 4-tuple again and another holder accepted it (a listener
+            // group's member forwarding what it queued), as a SYN here would have.
+            let s = &self.slots[old as usize];
+            if s.tcb.state != State::TimeWait || s.user_open {
+                return Err(Error::AddrInUse);
+            }
+            self.stats.time_wait_reused += 1;
+            self.slots[old as usize].tcb.set_closed_quietly();
+            self.on_conn_closed(old);
         }
         if matches!(
             st.state,
