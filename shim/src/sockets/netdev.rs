@@ -6,7 +6,7 @@
 //! every socket on the kernel.
 
 use stack::device::{Device, DeviceCaps};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::RawFd;
 use xdp_backend::flowmap::FlowKey;
 use xdp_backend::netlink;
@@ -288,9 +288,11 @@ impl FastIface {
             .unwrap_or_default()
             .into_iter()
             .filter(|(f, slot)| *slot == xdp_backend::KERNEL_SLOT && f.proto == Transport::Tcp)
-            .map(|(f, _)| super::mailbox::ConnKey {
-                local: f.local,
-                remote: f.remote,
+            .filter_map(|(f, _)| match (f.local, f.remote) {
+                (SocketAddr::V4(local), SocketAddr::V4(remote)) => {
+                    Some(super::mailbox::ConnKey { local, remote })
+                }
+                _ => None,
             })
             .collect()
     }
