@@ -802,6 +802,15 @@ fn ipv6_verdicts_in_kernel_test_run() {
         let run = |f: &[u8]| prog.test_run(f).unwrap() as i32;
         let ports = prog.port_map();
 
+        // IPv6 steering off (the default, until a stack with IPv6 addresses turns it
+        // on): a claimed port's IPv6 frames stay the kernel's.
+        assert!(!prog.ipv6_steering().unwrap());
+        ports.claim(Transport::Tcp, 80).unwrap();
+        assert_eq!(run(&syn(40000, 80)), XDP_PASS);
+        ports.release(Transport::Tcp, 80).unwrap();
+        prog.set_ipv6_steering(true).unwrap();
+        assert!(prog.ipv6_steering().unwrap());
+
         // Unclaimed: the kernel's.
         assert_eq!(run(&syn(40000, 80)), XDP_PASS);
         // Claimed (one port map for both families), owner slot 1: to its XSK.

@@ -55,9 +55,17 @@ pub struct ProgramMaps {
     pub flows: i32,
     pub xsks: i32,
     pub counters: i32,
-    /// One u32: the interface's queues in use (see [`XdpProgram::set_queues_in_use`]).
+    /// u32 entries: the interface's queues in use (see
+    /// [`XdpProgram::set_queues_in_use`]), whether IPv6 is steered
+    /// ([`XdpProgram::set_ipv6_steering`]).
     pub settings: i32,
 }
+
+/// Entries of the program's `settings` array (u32 each).
+pub const SETTING_QUEUES_IN_USE: u32 = 0;
+/// Non-zero: IPv6 TCP/UDP to claimed ports is steered (the stack has IPv6 addresses).
+pub const SETTING_IPV6: u32 = 1;
+const SETTINGS: u32 = 2;
 
 /// `::ffff` as the third word of a v4-mapped address (bytes 00 00 ff ff, stored as
 /// a little-endian word).
@@ -154,6 +162,14 @@ pub fn assemble(maps: ProgramMaps) -> Vec<Insn> {
         // IPv4; any other next header (an extension header, a fragment, ICMPv6 and
         // with it Neighbor Discovery) is the kernel's.
         .label("ipv6")
+        // Only when the stack takes IPv6 (`settings[SETTING_IPV6]` non-zero): until
+        // then a claimed port's IPv6 frames stay the kernel's, as before IPv6 steering.
+        .store_imm(Size::W, R10, -8, SETTING_IPV6 as i32)
+        .map_lookup(maps.settings, -8)
+        .jmp_imm(Jmp::Eq, R0, 0, "pass")
+        .load(Size::W, R4, R0, 0)
+        .jmp_imm(Jmp::Eq, R4, 0, "pass")
+        .load(Size::W, R3, R6, 4) // xdp_md.data_end again (the call clobbered r3)
         .mov(R4, R7)
         .alu64_imm(Alu::Add, R4, 40)
         .jmp_reg(Jmp::Gt, R4, R3, "malformed")
@@ -355,7 +371,7 @@ impl XdpProgram {
             "fastnet_xsks",
         )?;
         let counters = Map::create(MAP_TYPE_PERCPU_ARRAY, 4, 8, COUNTERS, "fastnet_cnt")?;
-        let settings = Map::create(MAP_TYPE_ARRAY, 4, 4, 1, "fastnet_set")?;
+        let settings = Map::create(MAP_TYPE_ARRAY, 4, 4, SETTINGS, "fastnet_set")?;
         let insns = assemble(ProgramMaps {
             ports: port_map.raw_fd(),
             flows: flow_map.raw_fd(),
@@ -487,13 +503,35 @@ impl XdpProgram {
     /// [`assemble`]). Written by the process that attached, again when the count
     /// changes.
     pub fn set_queues_in_use(&self, n: u32) -> io::Result<()> {
-        self.settings.update(&0u32.to_ne_bytes(), &n.to_ne_bytes())
+        self.set_setting(SETTING_QUEUES_IN_USE, n)
     }
 
     /// What [`XdpProgram::set_queues_in_use`] wrote last (0: never).
     pub fn queues_in_use(&self) -> io::Result<u32> {
+        self.setting(SETTING_QUEUES_IN_USE)
+    }
+
+    /// Steers IPv6 TCP/UDP to claimed ports (on) or leaves it to the kernel (off, the
+    /// default): turned on by a process whose stack has the interface's IPv6
+    /// addresses, so a port claimed by a process that cannot serve IPv6 does not take
+    /// its IPv6 frames from the kernel.
+    pub fn set_ipv6_steering(&self, on: bool) -> io::Result<()> {
+        self.set_setting(SETTING_IPV6, on as u32)
+    }
+
+    /// Whether IPv6 is steered (see [`XdpProgram::set_ipv6_steering`]).
+    pub fn ipv6_steering(&self) -> io::Result<bool> {
+        Ok(self.setting(SETTING_IPV6)? != 0)
+    }
+
+    fn set_setting(&self, key: u32, value: u32) -> io::Result<()> {
+        self.settings
+            .update(&key.to_ne_bytes(), &value.to_ne_bytes())
+    }
+
+    fn setting(&self, key: u32) -> io::Result<u32> {
         let mut v = [0u8; 4];
-        self.settings.lookup(&0u32.to_ne_bytes(), &mut v)?;
+        self.settings.lookup(&key.to_ne_bytes(), &mut v)?;
         Ok(u32::from_ne_bytes(v))
     }
 
@@ -560,7 +598,7 @@ mod tests {
             settings: 15,
         });
         let map_loads: Vec<i32> = p.iter().filter(|i| i.code == 0x18).map(|i| i.imm).collect();
-        assert_eq!(map_loads, vec![11, 12, 15, 13, 14]);
+        assert_eq!(map_loads, vec![15, 11, 12, 15, 13, 14]);
         assert!(p.iter().all(|i| i.code != 0x18 || i.src == 1));
         assert_eq!(p.last().unwrap().code, 0x95);
         // Every jump lands inside the program.
