@@ -1052,7 +1052,7 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
             release_to_kernel(&mut e, fd, Counter::KernelRoute);
             return PASSTHROUGH;
         };
-        if let Some(gw) = route.gateway {
+        if let Some(std::net::IpAddr::V4(gw)) = route.gateway {
             e.iface.set_gateway(Some(gw));
         }
         e.dev.addr

@@ -17,9 +17,9 @@ use stack::iface::{Interface, InterfaceConfig, NeighborMode};
 use stack::socket::{Readiness, SocketHandle, SocketKind};
 use stack::tcp::{SocketOptions, TcpConfig};
 use stack::time::{Duration, Instant};
-use stack::wire::{Ipv4Cidr, MacAddr};
+use stack::wire::{Ipv4Cidr, Ipv6Cidr, MacAddr};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use xdp_backend::portmap::Transport;
 
 /// What a fast-path fd is.
@@ -198,7 +198,7 @@ pub struct Engine {
     /// Connections the app closed that the stack still finishes (FIN, TIME-WAIT):
     /// their ports stay claimed until the stack lets them go.
     closing: Vec<Closing>,
-    resolving: Vec<(Ipv4Addr, Instant)>,
+    resolving: Vec<(IpAddr, Instant)>,
     /// Sockets using each claimed port: a listener and its accepted connections share
     /// one port, which stays steered to us until the last of them is gone.
     claims: HashMap<(Transport, u16), u32>,
@@ -317,6 +317,15 @@ impl Engine {
             InterfaceConfig::new(MacAddr(dev.mac), Ipv4Cidr::new(dev.addr, dev.prefix_len));
         ic.neighbor_mode = NeighborMode::External;
         ic.mtu = dev.mtu;
+        // The interface's IPv6 addresses are the stack's too; the kernel keeps Neighbor
+        // Discovery (and DAD) as it keeps ARP, and the stack reads its neighbour table.
+        if dev.has_xdp() {
+            ic.ipv6_addrs = dev
+                .addrs6
+                .iter()
+                .map(|&(a, len)| Ipv6Cidr::new(a, len))
+                .collect();
+        }
         if config.loopback != LoopbackMode::Off {
             if dev.has_xdp() {
                 ic.addrs.push(Ipv4Cidr::new(Ipv4Addr::LOCALHOST, 8));
@@ -520,14 +529,20 @@ impl Engine {
         }
     }
 
-    /// Asks the kernel for next hops the stack lacks (the kernel owns ARP here).
+    /// Whether the stack waits for a next hop's MAC (IPv4 or IPv6).
+    pub fn has_missing_neighbors(&self) -> bool {
+        self.iface.missing_neighbors().next().is_some()
+            || self.iface.missing_neighbors6().next().is_some()
+    }
+
+    /// Asks the kernel for next hops the stack lacks (the kernel owns ARP and Neighbor
+    /// Discovery here).
     fn resolve_neighbors(&mut self, now: Instant) {
-        let mut missing = [Ipv4Addr::UNSPECIFIED; 8];
+        let mut missing = [IpAddr::V4(Ipv4Addr::UNSPECIFIED); 8];
         let mut n = 0;
-        for ip in self.iface.missing_neighbors() {
-            if n == missing.len() {
-                break;
-            }
+        let v4 = self.iface.missing_neighbors().map(IpAddr::V4);
+        let v6 = self.iface.missing_neighbors6().map(IpAddr::V6);
+        for ip in v4.chain(v6).take(missing.len()) {
             missing[n] = ip;
             n += 1;
         }
@@ -535,7 +550,10 @@ impl Engine {
             match xdp_backend::netlink::neighbour(self.dev.ifindex, ip) {
                 Ok(Some(nb)) if nb.is_usable() => {
                     if let Some(mac) = nb.mac {
-                        self.iface.set_neighbor(ip, MacAddr(mac));
+                        match ip {
+                            IpAddr::V4(a) => self.iface.set_neighbor(a, MacAddr(mac)),
+                            IpAddr::V6(a) => self.iface.set_neighbor6(a, MacAddr(mac)),
+                        }
                         self.resolving.retain(|r| r.0 != ip);
                     }
                 }
@@ -545,7 +563,10 @@ impl Engine {
                     if u16::from(nb.state) == NUD_FAILED
                         && self.resolving.iter().any(|r| r.0 == ip) =>
                 {
-                    self.iface.neighbor_failed(ip, now);
+                    match ip {
+                        IpAddr::V4(a) => self.iface.neighbor_failed(a, now),
+                        IpAddr::V6(a) => self.iface.neighbor_failed6(a, now),
+                    }
                     self.resolving.retain(|r| r.0 != ip);
                 }
                 _ => {

@@ -6,7 +6,7 @@
 //! every socket on the kernel.
 
 use stack::device::{Device, DeviceCaps};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::RawFd;
 use xdp_backend::flowmap::FlowKey;
 use xdp_backend::netlink;
@@ -21,6 +21,9 @@ pub struct FastIface {
     pub mac: [u8; 6],
     pub addr: Ipv4Addr,
     pub prefix_len: u8,
+    /// The interface's IPv6 addresses (not tentative) with their prefix lengths, as the
+    /// kernel had them at start: the stack's too (see `Engine::new`).
+    pub addrs6: Vec<(Ipv6Addr, u8)>,
     pub mtu: usize,
     /// Recent route lookups (see `routes_to`).
     routes: std::cell::RefCell<RouteCache>,
@@ -136,7 +139,7 @@ impl Device for NoDevice {
 pub const LOOPBACK_MTU: usize = 65535;
 
 /// Route lookups by destination, with when they were made.
-type RouteCache = std::collections::HashMap<Ipv4Addr, (Option<netlink::Route>, std::time::Instant)>;
+type RouteCache = std::collections::HashMap<IpAddr, (Option<netlink::Route>, std::time::Instant)>;
 
 /// How long a route lookup is reused: each one is a netlink socket and a round trip
 /// (socket, bind, sendto, recvfrom, close), per connect and per UDP datagram sent to
@@ -173,6 +176,7 @@ impl FastIface {
             mac: port.link.mac,
             addr: port.addr,
             prefix_len: port.prefix_len,
+            addrs6: netlink::ipv6_addresses(port.link.index).unwrap_or_default(),
             mtu: port.link.mtu as usize,
             routes: Default::default(),
             monitor: Some(monitor),
@@ -192,6 +196,7 @@ impl FastIface {
             mac: [2, 0, 0, 0, 0, 1],
             addr: Ipv4Addr::LOCALHOST,
             prefix_len: 8,
+            addrs6: Vec::new(),
             mtu: LOOPBACK_MTU,
             routes: Default::default(),
             port: None,
@@ -247,6 +252,7 @@ impl FastIface {
             mac: self.mac,
             addr: self.addr,
             prefix_len: self.prefix_len,
+            addrs6: self.addrs6.clone(),
             mtu: self.mtu,
             routes: Default::default(),
             port: Some(joined),
@@ -549,7 +555,8 @@ impl FastIface {
     }
 
     /// True when `ip` is on this interface's subnet or routed through it.
-    pub fn routes_to(&self, ip: Ipv4Addr) -> Option<netlink::Route> {
+    pub fn routes_to(&self, ip: impl Into<IpAddr>) -> Option<netlink::Route> {
+        let ip = ip.into();
         self.port.as_ref()?;
         let now = std::time::Instant::now();
         let mut cache = self.routes.borrow_mut();

@@ -422,6 +422,11 @@ impl Interface {
     pub fn missing_neighbors6(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
         self.core.neighbors6.missing()
     }
+    /// [`Interface::neighbor_failed`] for an IPv6 next hop.
+    pub fn neighbor_failed6(&mut self, ip: Ipv6Addr, now: Instant) {
+        self.core.neighbors6.fail(ip, now);
+        self.core.wake = true;
+    }
     pub fn ipv6_gateway(&self) -> Option<Ipv6Addr> {
         self.core.ipv6_gateway
     }
