@@ -6,7 +6,7 @@
 //! every socket on the kernel.
 
 use stack::device::{Device, DeviceCaps};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 use xdp_backend::flowmap::FlowKey;
 use xdp_backend::netlink;
@@ -170,13 +170,25 @@ impl FastIface {
             cause: format!("cannot watch {name} for changes (netlink: {e})"),
             fix: "run as root or grant CAP_NET_ADMIN".to_string(),
         })?;
+        // The stack takes the interface's IPv6 addresses (see `Engine::new`), so the
+        // program may steer IPv6 to our ports (the XDP program's switch; off, a claimed
+        // port's IPv6 frames would stay the kernel's).
+        let addrs6 = netlink::ipv6_addresses(port.link.index).unwrap_or_default();
+        if !addrs6.is_empty() {
+            port.program()
+                .set_ipv6_steering(true)
+                .map_err(|e| StartError {
+                    cause: format!("cannot write the settings of the XDP program on {name} ({e})"),
+                    fix: "run as root or grant CAP_BPF".to_string(),
+                })?;
+        }
         Ok(FastIface {
             name: name.to_string(),
             ifindex: port.link.index,
             mac: port.link.mac,
             addr: port.addr,
             prefix_len: port.prefix_len,
-            addrs6: netlink::ipv6_addresses(port.link.index).unwrap_or_default(),
+            addrs6,
             mtu: port.link.mtu as usize,
             routes: Default::default(),
             monitor: Some(monitor),
@@ -294,11 +306,9 @@ impl FastIface {
             .unwrap_or_default()
             .into_iter()
             .filter(|(f, slot)| *slot == xdp_backend::KERNEL_SLOT && f.proto == Transport::Tcp)
-            .filter_map(|(f, _)| match (f.local, f.remote) {
-                (SocketAddr::V4(local), SocketAddr::V4(remote)) => {
-                    Some(super::mailbox::ConnKey { local, remote })
-                }
-                _ => None,
+            .map(|(f, _)| super::mailbox::ConnKey {
+                local: f.local,
+                remote: f.remote,
             })
             .collect()
     }

@@ -13,7 +13,6 @@ use super::engine::{Engine, FastSocket, Kind};
 use super::handoff::AwayKind;
 use super::kernel;
 use super::process::{engine, is_internal};
-use super::sockaddr::stack_v4;
 use fastnet_stats::{Counter, OptionCall};
 use rewriter::PASSTHROUGH;
 use stack::tcp::{CongestionState, State, TcpInfo};
@@ -105,10 +104,11 @@ pub fn setsockopt(fd: i32, level: i32, name: i32, val: i64, len: u32) -> i64 {
                 Ok(v) => v,
                 Err(x) => return err(x),
             };
-            if v != 0 && matches!(s.kind, Kind::TcpFresh | Kind::UdpFresh) {
-                // IPv6 only: no IPv4 will ever use it, so it is the kernel's.
+            if v != 0 && matches!(s.kind, Kind::TcpFresh | Kind::UdpFresh) && !e.has_ipv6() {
+                // IPv6 only, and the stack has no IPv6 address: the kernel's.
                 release_to_kernel(&mut e, fd, Counter::KernelRoute);
             }
+            // The shadow keeps the flag; bind, listen and connect read it back there.
             PASSTHROUGH
         }
         (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => {
@@ -496,9 +496,9 @@ pub fn getname(fd: i32, addr: i64, lenp: i64, peer: bool) -> i64 {
         return PASSTHROUGH;
     };
     let a = match (s.kind, peer) {
-        (Kind::TcpStream(h), false) => e.iface.tcp.local_addr(h).map(stack_v4),
-        (Kind::TcpStream(h), true) => e.iface.tcp.peer_addr(h).map(stack_v4),
-        (Kind::Udp(h), true) => e.iface.udp.peer_addr(h).map(stack_v4),
+        (Kind::TcpStream(h), false) => e.iface.tcp.local_addr(h),
+        (Kind::TcpStream(h), true) => e.iface.tcp.peer_addr(h),
+        (Kind::Udp(h), true) => e.iface.udp.peer_addr(h),
         _ => return PASSTHROUGH,
     };
     drop(e);

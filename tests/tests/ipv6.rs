@@ -1,0 +1,348 @@
+//! IPv6 on the fast path (issue 21): stock programs with AF_INET6 sockets and native
+//! IPv6 addresses (fd77::/16 of the test topology) carried by the stack over AF_XDP,
+//! byte-exact; the proof that the fast path carried them: fastnet's program attached,
+//! the stack's counters moved, and no kernel TCP connection for the flow in the
+//! namespace (`ss`).
+
+use fastnet_e2e::apps::{
+    assert_fast_path_counters, assert_xdp_attached, echo_client, exit_counters, fastnet_cmd,
+    fastnet_redis, kernel_connections, kernel_nginx, nginx_conf, random_file, scratch, sha256_file,
+    spawn, wait_listening,
+};
+use fastnet_e2e::{is_root, run_ok, Side, Topology, TopologyOptions};
+
+const PY: &str = "/usr/bin/python3";
+
+fn topo() -> Topology {
+    assert!(is_root(), "end-to-end tests need root");
+    Topology::up(&TopologyOptions::for_tests()).expect("topology")
+}
+
+/// Queues in use on the topology's veth ends.
+fn t_queues(_t: &Topology) -> u64 {
+    TopologyOptions::for_tests().queues.in_use() as u64
+}
+
+/// The counter `name` a fastnet process printed at exit (0 when absent).
+fn counter(log: &str, name: &str) -> u64 {
+    exit_counters(log).get(name).copied().unwrap_or(0)
+}
+
+/// A Python echo server on AF_INET6 `::` (dual-stack unless `v6only`): it serves
+/// `conns` connections one after the other and prints each peer.
+fn python_echo_server(
+    t: &Topology,
+    port: u16,
+    v6only: bool,
+    conns: usize,
+) -> fastnet_e2e::apps::Bg {
+    let script = format!(
+        r#"
+import socket
+s = socket.socket(socket.AF_INET6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, {only})
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", {port})); s.listen(8)
+print("listening", s.getsockname()[0], flush=True)
+for _ in range({conns}):
+    c, a = s.accept()
+    print("peer", a[0], "local", c.getsockname()[0], flush=True)
+    while True:
+        d = c.recv(1 << 16)
+        if not d: break
+        c.sendall(d)
+    c.close()
+s.close()
+"#,
+        only = v6only as i32,
+    );
+    let dir = scratch("v6echo");
+    let mut c = fastnet_cmd(t, Side::Server, PY);
+    c.args(["-c", &script]);
+    let mut srv = spawn(c, &dir.join("server.log"));
+    wait_listening(t, Side::Server, port, &mut srv);
+    srv
+}
+
+/// Runs the echo client against `host`, checking meanwhile that the server's namespace
+/// holds no kernel TCP connection on `port`.
+fn echo_through(t: &Topology, host: &str, port: u16, n: usize) -> String {
+    let mut kernel = usize::MAX;
+    let out = echo_client(
+        t,
+        host,
+        port,
+        n,
+        || kernel = kernel_connections(t, Side::Server, port),
+        &String::new,
+    );
+    assert_eq!(kernel, 0, "the kernel carried the flow to {host}: {out}");
+    out
+}
+
+/// A dual-stack `::` listener takes a native IPv6 client and an IPv4 one on the fast
+/// path (one listener, one accept queue); an IPV6_V6ONLY one takes IPv6.
+#[test]
+fn python_dual_stack_and_v6only_echo_over_ipv6() {
+    let t = topo();
+    let n = 8 << 20;
+    let mut srv = python_echo_server(&t, 7600, false, 2);
+    assert_xdp_attached(&t, Side::Server);
+    let out = echo_through(&t, &t.server_ip6.to_string(), 7600, n);
+    assert!(
+        out.contains("family AF_INET6") && out.contains("echo ok"),
+        "{out}"
+    );
+    let out = echo_through(&t, &t.server_ip.to_string(), 7600, n);
+    assert!(
+        out.contains("family AF_INET") && out.contains("echo ok"),
+        "{out}"
+    );
+    let _ = srv.child.wait();
+    let log = srv.output();
+    assert!(
+        log.contains(&format!("peer {} local {}", t.client_ip6, t.server_ip6)),
+        "native IPv6 peer and local address: {log}"
+    );
+    assert!(
+        log.contains(&format!("peer ::ffff:{}", t.client_ip)),
+        "v4-mapped IPv4 peer: {log}"
+    );
+    assert!(counter(&log, "rx.bytes") >= 2 * n as u64, "{log}");
+    assert!(counter(&log, "tx.bytes") >= 2 * n as u64, "{log}");
+
+    let mut srv = python_echo_server(&t, 7601, true, 1);
+    let out = echo_through(&t, &t.server_ip6.to_string(), 7601, n);
+    assert!(out.contains("echo ok"), "{out}");
+    let _ = srv.child.wait();
+    let log = srv.output();
+    assert!(log.contains(&format!("peer {}", t.client_ip6)), "{log}");
+    assert!(counter(&log, "rx.bytes") >= n as u64, "{log}");
+}
+
+/// nginx under fastnet in the server namespace, `listen` on `port`, serving `dir`/www/
+/// f.bin of `size` random bytes; returns it, the file the shim logs to (nginx points
+/// its workers' stderr at its error log) and the file's sha256.
+fn fastnet_nginx(
+    t: &Topology,
+    dir: &std::path::Path,
+    port: u16,
+    listen: &str,
+    size: usize,
+) -> (fastnet_e2e::apps::Bg, std::path::PathBuf, String) {
+    let conf = nginx_conf(dir, port);
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace(&format!("listen {port};"), &format!("listen {listen};")),
+    )
+    .unwrap();
+    let file = dir.join("www").join("f.bin");
+    random_file(&file, size, port as u64);
+    let want = sha256_file(&file);
+    let mut c = fastnet_cmd(t, Side::Server, "nginx");
+    let shim_log = dir.join("fastnet.log");
+    c.args(["-c", conf.to_str().unwrap()])
+        .env("FASTNET_LOG_FILE", &shim_log);
+    let mut srv = spawn(c, &dir.join("nginx.log"));
+    wait_listening(t, Side::Server, port, &mut srv);
+    (srv, shim_log, want)
+}
+
+/// nginx with `listen [::]:8080` (IPV6_V6ONLY, nginx's default for `[::]`) serves a
+/// large file over IPv6 to a stock curl, byte-exact, on the fast path.
+#[test]
+fn nginx_listen_ipv6_serves_a_large_file_byte_exact() {
+    let t = topo();
+    let dir = scratch("nginx6");
+    let size = 200 << 20;
+    let (mut srv, shim_log, want) = fastnet_nginx(&t, &dir, 8080, "[::]:8080", size);
+    assert_xdp_attached(&t, Side::Server);
+    let got = dir.join("got.bin");
+    let url = format!("http://[{}]:8080/f.bin", t.server_ip6);
+    let mut curl = t.command(Side::Client, "curl");
+    curl.args([
+        "-6",
+        "-sS",
+        "--limit-rate",
+        "100M",
+        "-o",
+        got.to_str().unwrap(),
+        &url,
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    let child = curl.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let kernel = kernel_connections(&t, Side::Server, 8080);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(kernel, 0, "the kernel carried the download");
+    assert_eq!(sha256_file(&got), want, "200 MB over IPv6 differ");
+    // nginx's worker drives the fast path and prints the counters at its exit.
+    let out = srv.stop_with(libc::SIGQUIT);
+    let log = std::fs::read_to_string(&shim_log).unwrap_or_default() + &out;
+    // The request and the ACKs one way, the file the other.
+    assert_fast_path_counters(&log, 100_000, t_queues(&t));
+    assert!(counter(&log, "tx.bytes") >= size as u64, "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// curl -6 under fastnet (a fast-path client) fetches from a kernel nginx over IPv6.
+#[test]
+fn curl_ipv6_client_on_the_fast_path_fetches_from_a_kernel_server() {
+    let t = topo();
+    let dir = scratch("curl6");
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let size = 32 << 20;
+    let file = www.join("f.bin");
+    random_file(&file, size, 6);
+    let want = sha256_file(&file);
+    // Kernel nginx on the client side; curl under fastnet on the server side.
+    let srv = kernel_nginx(&t, &dir, &format!("[{}]:8089", t.client_ip6), 8089);
+    let got = dir.join("got.bin");
+    let mut c = fastnet_cmd(&t, Side::Server, "curl");
+    c.args([
+        "-6",
+        "-sS",
+        "-o",
+        got.to_str().unwrap(),
+        &format!("http://[{}]:8089/f.bin", t.client_ip6),
+    ]);
+    let mut cl = spawn(c, &dir.join("curl.log"));
+    let st = cl.child.wait().unwrap();
+    let out = cl.output();
+    assert!(st.success(), "curl failed: {out}");
+    assert_eq!(sha256_file(&got), want, "the download differs");
+    assert!(counter(&out, "rx.bytes") >= size as u64, "{out}");
+    assert!(!out.contains("kernel: "), "{out}");
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// redis on `::` (its IPv6 listener is IPV6_V6ONLY) answers redis-cli over IPv6.
+#[test]
+fn redis_on_ipv6_any() {
+    let t = topo();
+    let mut c = fastnet_redis(&t, Side::Server, 6390);
+    c.args(["--bind", "::"]);
+    let dir = scratch("redis6");
+    let mut srv = spawn(c, &dir.join("redis.log"));
+    wait_listening(&t, Side::Server, 6390, &mut srv);
+    assert_xdp_attached(&t, Side::Server);
+    let host = t.server_ip6.to_string();
+    let cli = |args: &[&str]| {
+        let out = run_ok(
+            t.command(Side::Client, "redis-cli")
+                .args(["-h", &host, "-p", "6390"])
+                .args(args),
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let value = "v".repeat(100_000);
+    assert_eq!(cli(&["set", "k6", &value]), "OK");
+    assert_eq!(cli(&["get", "k6"]), value);
+    assert_eq!(cli(&["incrby", "n", "21"]), "21");
+    assert_eq!(cli(&["incrby", "n", "21"]), "42");
+    let log = srv.stop();
+    assert!(counter(&log, "rx.bytes") >= 100_000, "{log}");
+    assert!(counter(&log, "tx.bytes") >= 100_000, "{log}");
+}
+
+/// UDP echo over IPv6: a dual-stack Python server on `::` under fastnet answers IPv6
+/// and IPv4 datagrams from the stack, each to its sender in its own family.
+#[test]
+fn udp_echo_over_ipv6() {
+    let t = topo();
+    let script = r#"
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", 7700))
+print("bound", flush=True)
+for _ in range(200):
+    d, a = s.recvfrom(65536)
+    s.sendto(d, a)
+    if d == b"last": break
+print("served", a[0], flush=True)
+"#;
+    let dir = scratch("udp6");
+    let mut c = fastnet_cmd(&t, Side::Server, PY);
+    c.args(["-c", script]);
+    let mut srv = spawn(c, &dir.join("server.log"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !srv.output().contains("bound") {
+        assert!(std::time::Instant::now() < deadline, "{}", srv.output());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let client = r#"
+import socket, sys
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM); s.settimeout(2)
+ok = 0
+for i in range(50):
+    msg = b"%d-" % i + bytes(range(256)) * 4
+    for _ in range(5):
+        s.sendto(msg, (sys.argv[1], 7700))
+        try:
+            d, a = s.recvfrom(65536)
+        except socket.timeout:
+            continue
+        if d == msg and a[0] == sys.argv[1]: ok += 1
+        break
+if sys.argv[2] == "last": s.sendto(b"last", (sys.argv[1], 7700))
+print("echoed", ok, flush=True)
+"#;
+    let ip6 = t.server_ip6.to_string();
+    let ip4 = t.server_ip.to_string();
+    for (host, last) in [(ip6.as_str(), "no"), (ip4.as_str(), "last")] {
+        let out = run_ok(t.command(Side::Client, PY).args(["-c", client, host, last]));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("echoed 50"), "to {host}: {text}");
+    }
+    let _ = srv.child.wait();
+    let log = srv.output();
+    assert!(
+        log.contains(&format!("served ::ffff:{}", t.client_ip)),
+        "{log}"
+    );
+    assert!(counter(&log, "rx.bytes") >= 2 * 50 * 1024, "{log}");
+}
+
+/// nginx with `listen [::]:8082 ipv6only=off` (dual-stack): its worker, which inherits
+/// the listener from the master and listens again in its own stack, takes IPv6 and
+/// IPv4 clients on the fast path.
+#[test]
+fn nginx_dual_stack_worker_takes_both_families() {
+    let t = topo();
+    let dir = scratch("nginx46");
+    let (mut srv, shim_log, want) =
+        fastnet_nginx(&t, &dir, 8082, "[::]:8082 ipv6only=off", 4 << 20);
+    for (i, url) in [
+        format!("http://[{}]:8082/f.bin", t.server_ip6),
+        format!("http://{}:8082/f.bin", t.server_ip),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let got = dir.join(format!("got{i}"));
+        run_ok(t.command(Side::Client, "curl").args([
+            "-sS",
+            "--fail",
+            "-o",
+            got.to_str().unwrap(),
+            url,
+        ]));
+        assert_eq!(sha256_file(&got), want, "{url}");
+    }
+    let out = srv.stop_with(libc::SIGQUIT);
+    let log = std::fs::read_to_string(&shim_log).unwrap_or_default() + &out;
+    assert!(counter(&log, "tx.bytes") >= 2 * (4 << 20), "{log}");
+    assert!(!log.contains("kernel: "), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
