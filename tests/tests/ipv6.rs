@@ -46,7 +46,8 @@ s.bind(("::", {port})); s.listen(8)
 print("listening", s.getsockname()[0], flush=True)
 for _ in range({conns}):
     c, a = s.accept()
-    print("peer", a[0], "local", c.getsockname()[0], flush=True)
+    l = c.getsockname()
+    print("peer", a[0], "local", l[0], "scopes", a[3], l[3], flush=True)
     while True:
         d = c.recv(1 << 16)
         if not d: break
@@ -345,4 +346,62 @@ fn nginx_dual_stack_worker_takes_both_families() {
     assert!(counter(&log, "tx.bytes") >= 2 * (4 << 20), "{log}");
     assert!(!log.contains("kernel: "), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `side`'s link-local IPv6 address (fe80::/64, from its MAC).
+fn link_local(t: &Topology, side: Side) -> std::net::Ipv6Addr {
+    let out = run_ok(t.command(side, "ip").args([
+        "-6",
+        "-o",
+        "addr",
+        "show",
+        "dev",
+        t.iface(side),
+        "scope",
+        "link",
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let word = text
+        .split_whitespace()
+        .find(|w| w.starts_with("fe80:"))
+        .unwrap_or_else(|| panic!("no link-local address: {text}"));
+    word.split('/').next().unwrap().parse().unwrap()
+}
+
+/// A link-local peer (`fe80::...%iface`): the connection is the stack's, and the app
+/// sees both ends with the interface's scope id, as Linux reports them.
+#[test]
+fn link_local_peer_with_scope_id() {
+    let t = topo();
+    // The link-local addresses are usable once the kernel saw the carrier (the
+    // server's must be when fastnet starts: the stack takes the usable ones).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let tentative = |side| {
+        !run_ok(
+            t.command(side, "ip")
+                .args(["-6", "addr", "show", "tentative"]),
+        )
+        .stdout
+        .is_empty()
+    };
+    while (tentative(Side::Server) || tentative(Side::Client))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (srv_ll, cli_ll) = (link_local(&t, Side::Server), link_local(&t, Side::Client));
+    let mut srv = python_echo_server(&t, 7602, true, 1);
+    let host = format!("{srv_ll}%{}", t.client_if);
+    let out = echo_through(&t, &host, 7602, 1 << 20);
+    assert!(out.contains("echo ok"), "{out}");
+    let _ = srv.child.wait();
+    let log = srv.output();
+    let ifindex = run_ok(
+        t.command(Side::Server, "cat")
+            .arg(format!("/sys/class/net/{}/ifindex", t.server_if)),
+    );
+    let ifindex = String::from_utf8_lossy(&ifindex.stdout).trim().to_string();
+    let want = format!("peer {cli_ll} local {srv_ll} scopes {ifindex} {ifindex}");
+    assert!(log.contains(&want), "{want} in {log}");
+    assert!(counter(&log, "rx.bytes") >= 1 << 20, "{log}");
 }

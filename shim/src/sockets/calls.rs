@@ -1036,6 +1036,11 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
             release_to_kernel(&mut e, fd, Counter::KernelRoute);
             return PASSTHROUGH;
         }
+        // A link-local peer on another interface.
+        Ok(SocketAddr::V6(d)) if d.scope_id() != 0 && d.scope_id() != e.dev.ifindex => {
+            release_to_kernel(&mut e, fd, Counter::KernelRoute);
+            return PASSTHROUGH;
+        }
         Ok(d) => d,
         Err(_) => {
             release_to_kernel(&mut e, fd, Counter::KernelRoute);

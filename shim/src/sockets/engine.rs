@@ -319,6 +319,7 @@ impl Engine {
         // The interface's IPv6 addresses are the stack's too; the kernel keeps Neighbor
         // Discovery (and DAD) as it keeps ARP, and the stack reads its neighbour table.
         if dev.has_xdp() {
+            super::sockaddr::set_link_scope(dev.ifindex);
             ic.ipv6_addrs = dev
                 .addrs6
                 .iter()
@@ -1166,7 +1167,7 @@ impl Engine {
                 if let Some(p) = pref_src.filter(|&p| p.is_ipv6() && self.is_own_addr(p)) {
                     return Some(p);
                 }
-                let link_local = |a: &Ipv6Addr| a.segments()[0] & 0xffc0 == 0xfe80;
+                let link_local = super::sockaddr::is_link_local;
                 let want_ll = link_local(&d);
                 self.ipv6_addrs()
                     .find(|a| link_local(a) == want_ll)

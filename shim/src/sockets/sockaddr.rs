@@ -17,6 +17,30 @@ pub const AF_INET6: u16 = libc::AF_INET6 as u16;
 const SOCKADDR_IN_LEN: usize = 16;
 const SOCKADDR_IN6_LEN: usize = 28;
 
+/// The fast-path interface's index: the scope of the link-local addresses the stack
+/// has and meets (it holds them without one), set when the fast path starts.
+static LINK_SCOPE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Sets the scope id link-local addresses get on their way to the app (see
+/// [`write`]).
+pub fn set_link_scope(ifindex: u32) {
+    LINK_SCOPE.store(ifindex, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The scope id Linux gives `ip`: the interface for a link-local address, else 0.
+pub fn scope_of(ip: &Ipv6Addr) -> u32 {
+    if is_link_local(ip) {
+        LINK_SCOPE.load(std::sync::atomic::Ordering::Relaxed)
+    } else {
+        0
+    }
+}
+
+/// fe80::/10.
+pub fn is_link_local(ip: &Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
+}
+
 /// Why an address was refused: the errno Linux gives.
 pub type Errno = i32;
 
@@ -69,6 +93,9 @@ pub fn write(addr: SocketAddr, v6: bool, out: &mut [u8]) -> usize {
         _ => {
             let (ip, flowinfo, scope_id) = match addr {
                 SocketAddr::V4(a) => (a.ip().to_ipv6_mapped(), 0, 0),
+                // A link-local address from the stack (which keeps none) gets the
+                // interface's scope id, as Linux reports it.
+                SocketAddr::V6(a) if a.scope_id() == 0 => (*a.ip(), a.flowinfo(), scope_of(a.ip())),
                 SocketAddr::V6(a) => (*a.ip(), a.flowinfo(), a.scope_id()),
             };
             full[0..2].copy_from_slice(&AF_INET6.to_ne_bytes());
@@ -176,6 +203,19 @@ mod tests {
         assert_eq!(&out[4..8], &0x12345u32.to_be_bytes());
         assert_eq!(u32::from_ne_bytes(out[24..28].try_into().unwrap()), 7);
         assert_eq!(parse(&out), Ok(a));
+    }
+
+    #[test]
+    fn link_local_addresses_get_the_interface_scope() {
+        set_link_scope(7);
+        let ll: Ipv6Addr = "fe80::2".parse().unwrap();
+        let mut out = [0u8; 28];
+        write(SocketAddr::new(ll.into(), 80), true, &mut out);
+        assert_eq!(u32::from_ne_bytes(out[24..28].try_into().unwrap()), 7);
+        let ula: Ipv6Addr = "fd77::2".parse().unwrap();
+        write(SocketAddr::new(ula.into(), 80), true, &mut out);
+        assert_eq!(u32::from_ne_bytes(out[24..28].try_into().unwrap()), 0);
+        set_link_scope(0);
     }
 
     #[test]
