@@ -316,7 +316,8 @@ pub fn random_file(p: &Path, len: usize, seed: u64) {
 }
 
 /// UDP datagrams the kernel delivered to its sockets in `side`'s namespace so far
-/// (`Udp: InDatagrams` of /proc/net/snmp): a fast-path UDP flow adds none.
+/// (`Udp: InDatagrams` of /proc/net/snmp and `Udp6InDatagrams` of snmp6): a fast-path
+/// UDP flow adds none.
 pub fn kernel_udp_datagrams(topo: &Topology, side: Side) -> u64 {
     let out = topo
         .command(side, "cat")
@@ -330,8 +331,23 @@ pub fn kernel_udp_datagrams(topo: &Topology, side: Side) -> u64 {
         .split_whitespace()
         .zip(values.split_whitespace())
         .find(|(n, _)| *n == "InDatagrams")
-        .and_then(|(_, v)| v.parse().ok())
+        .and_then(|(_, v)| v.parse::<u64>().ok())
         .expect("Udp InDatagrams in /proc/net/snmp")
+        + kernel_udp6_datagrams(topo, side)
+}
+
+/// The kernel's IPv6 UDP datagrams received in `side`'s namespace (Udp6InDatagrams).
+fn kernel_udp6_datagrams(topo: &Topology, side: Side) -> u64 {
+    let out = topo
+        .command(side, "cat")
+        .arg("/proc/net/snmp6")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Udp6InDatagrams"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// A client script that sends `n` bytes, reads the echo back, prints "ready" and the
