@@ -512,3 +512,77 @@ fn udp_ipv6_pktinfo_both_ways_matches_the_kernel() {
     );
     assert_eq!(counter(&f_log, "rx.frames"), n as u64, "{f_log}");
 }
+
+/// A dual-stack UDP server that sets IPV6_TCLASS and IP_TOS and echoes `n` datagrams.
+const TCLASS_SERVER: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, 0x28)
+s.setsockopt(socket.SOL_IP, socket.IP_TOS, 0x28)
+print("tclass", s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS), flush=True)
+s.bind(("::", 7720))
+print("bound", flush=True)
+for i in range(int(sys.argv[1])):
+    d, a = s.recvfrom(2048)
+    s.sendto(d, a)
+# A datagram waiting for the peer's MAC is lost if the process exits now.
+time.sleep(1)
+"#;
+
+/// Sends one datagram to `host` and prints the traffic class (IPv6) or TOS (IPv4) of
+/// the answer, read with IPV6_RECVTCLASS / IP_RECVTOS.
+const TCLASS_CLIENT: &str = r#"
+import socket, sys
+host = sys.argv[1]
+if ":" in host:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_IP, socket.IP_RECVTOS, 1)
+s.settimeout(3)
+s.sendto(b"mark me", (host, 7720))
+d, anc, flags, a = s.recvmsg(2048, 64)
+print("answer", d == b"mark me", "class", [x[2][0] for x in anc], flush=True)
+"#;
+
+/// IPV6_TCLASS and IP_TOS on the fast path: the answers over IPv6 and IPv4 carry the
+/// class the app set, as the kernel's do.
+#[test]
+fn udp_traffic_class_matches_the_kernel() {
+    let t = topo();
+    let mut runs = Vec::new();
+    for fast in [false, true] {
+        let mut c = if fast {
+            fastnet_cmd(&t, Side::Server, PY)
+        } else {
+            t.command(Side::Server, PY)
+        };
+        c.args(["-c", TCLASS_SERVER, "2"]);
+        let dir = scratch("tclass");
+        let mut srv = spawn(c, &dir.join("server.log"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !srv.output().contains("bound") {
+            assert!(std::time::Instant::now() < deadline, "{}", srv.output());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let mut out = String::new();
+        for host in [t.server_ip6.to_string(), t.server_ip.to_string()] {
+            let o = run_ok(
+                t.command(Side::Client, PY)
+                    .args(["-c", TCLASS_CLIENT, &host]),
+            );
+            out += &String::from_utf8_lossy(&o.stdout);
+        }
+        let _ = srv.child.wait();
+        let log = srv.output();
+        if fast {
+            assert!(counter(&log, "rx.frames") >= 2, "{log}");
+        }
+        assert!(log.contains("tclass 40"), "{log}");
+        runs.push(out);
+    }
+    assert_eq!(runs[0], "answer True class [40]\nanswer True class [40]\n");
+    assert_eq!(runs[0], runs[1], "fast path differs from the kernel");
+}

@@ -629,6 +629,7 @@ fn socket(domain: i32, ty: i32, proto: i32) -> i64 {
             user_timeout: None,
             defer_accept: None,
             quickack: true,
+            tos: 0,
         },
         keepalive_params: Default::default(),
         claimed: None,
@@ -784,7 +785,10 @@ fn make_udp(e: &mut Engine, fd: i32, local: SocketAddr) -> Result<(), Counter> {
             return Err(Counter::KernelResources);
         }
     };
-    if (dual && e.iface.udp.set_dual_stack(h, true).is_err()) || e.iface.udp.bind(h, local).is_err()
+    let tos = e.fds.get(fd).map_or(0, |s| s.opts.tos);
+    if (dual && e.iface.udp.set_dual_stack(h, true).is_err())
+        || e.iface.udp.set_tos(h, tos).is_err()
+        || e.iface.udp.bind(h, local).is_err()
     {
         let _ = e.iface.udp.close(h);
         e.unclaim_entry(claim);

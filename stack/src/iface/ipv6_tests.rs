@@ -605,3 +605,130 @@ fn a_dual_stack_udp_socket_takes_both_families() {
         "from the interface's IPv4 address"
     );
 }
+
+/// IPV6_TCLASS / IP_TOS: a TCP listener's option reaches its connection's segments
+/// (the SYN-ACK's traffic class) and a UDP socket's its datagrams; a packet of no
+/// socket sent right after (a RST) carries 0 again.
+#[test]
+fn traffic_class_of_a_socket_marks_its_packets_only() {
+    let mut i = iface6();
+    let mut opts = i.tcp.config().default_socket_options();
+    opts.tos = 0xb8;
+    i.tcp
+        .listen_with(SocketAddr::new(IP6_A.into(), 80), 4, opts)
+        .unwrap();
+    i.set_neighbor6(IP6_B, MAC_B);
+    let mut dev = QueueDevice::new(1500);
+    let class = |f: &[u8]| Ipv6Packet::new_checked(&f[14..]).unwrap().traffic_class();
+    let syn = tcp_syn6(IP6_B, IP6_A, 80);
+    i.receive(
+        T0,
+        &frame6(MAC_A, IP6_B, IP6_A, 64, next_header::TCP, &[], &syn),
+    );
+    // A SYN to a closed port in the same dispatch: answered with a RST.
+    let closed = tcp_syn6(IP6_B, IP6_A, 81);
+    i.receive(
+        T0,
+        &frame6(MAC_A, IP6_B, IP6_A, 64, next_header::TCP, &[], &closed),
+    );
+    i.dispatch(T0, &mut dev);
+    let mut got: Vec<(u8, u8)> = dev
+        .frames
+        .drain(..)
+        .map(|f| (sent6(&f).2[13], class(&f)))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![(0x12, 0xb8), (0x14, 0)],
+        "SYN-ACK marked, RST not"
+    );
+    let h = i.udp.open().unwrap();
+    i.udp.bind(h, SocketAddr::new(IP6_A.into(), 5000)).unwrap();
+    i.udp.set_tos(h, 0x28).unwrap();
+    i.udp
+        .send_to(h, b"x", Some(SocketAddr::new(IP6_B.into(), 7)))
+        .unwrap();
+    i.dispatch(T0, &mut dev);
+    assert_eq!(class(&dev.frames.pop_front().expect("datagram")), 0x28);
+}
+
+/// IP_TOS over IPv4: the datagram's TOS byte, with a valid header checksum.
+#[test]
+fn ip_tos_marks_ipv4_datagrams() {
+    let mut i = iface6();
+    let peer = Ipv4Addr::new(10, 77, 0, 2);
+    i.set_neighbor(peer, MAC_B);
+    let h = i.udp.open().unwrap();
+    i.udp
+        .bind(h, SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 5000))
+        .unwrap();
+    i.udp.set_dual_stack(h, true).unwrap();
+    i.udp.set_tos(h, 0x28).unwrap();
+    i.udp
+        .send_to(h, b"x", Some(SocketAddr::new(peer.into(), 7)))
+        .unwrap();
+    let mut dev = QueueDevice::new(1500);
+    i.dispatch(T0, &mut dev);
+    let f = dev.frames.pop_front().expect("datagram");
+    assert_eq!(f[15], 0x28);
+    assert_eq!(
+        crate::wire::checksum::checksum(&f[14..34]),
+        0,
+        "header checksum"
+    );
+}
+
+/// A dual-stack UDP socket answers an IPv6 peer, then receives from an IPv4 one.
+#[test]
+fn a_dual_stack_udp_socket_receives_ipv4_after_ipv6() {
+    let mut i = iface6();
+    let h = i.udp.open().unwrap();
+    i.udp.set_dual_stack(h, true).unwrap();
+    i.udp
+        .bind(h, SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 5353))
+        .unwrap();
+    i.set_neighbor6(IP6_B, MAC_B);
+    let l4 = udp6(IP6_B, IP6_A, 5353, b"six");
+    i.receive(
+        T0,
+        &frame6(MAC_A, IP6_B, IP6_A, 64, next_header::UDP, &[], &l4),
+    );
+    let mut buf = [0u8; 64];
+    let got = i.udp.recv_from(h, &mut buf).unwrap();
+    assert_eq!(got.from, SocketAddr::new(IP6_B.into(), 5000));
+    i.udp.send_to(h, b"six", Some(got.from)).unwrap();
+    let mut dev = QueueDevice::new(1500);
+    i.dispatch(T0, &mut dev);
+    assert_eq!(dev.frames.len(), 1);
+    let (a, b) = (Ipv4Addr::new(10, 77, 0, 2), Ipv4Addr::new(10, 77, 0, 1));
+    let mut l4 = vec![0u8; 8 + 4];
+    UdpRepr {
+        src_port: 5001,
+        dst_port: 5353,
+    }
+    .emit(&mut l4, a, b, b"four", true);
+    let ip = crate::wire::Ipv4Repr {
+        src: a,
+        dst: b,
+        protocol: 17,
+        payload_len: l4.len(),
+        ttl: 64,
+        ident: 1,
+        dont_frag: true,
+        dscp_ecn: 0,
+    };
+    let mut f = vec![0u8; 14 + 20 + l4.len()];
+    EthernetRepr {
+        src: MAC_B,
+        dst: MAC_A,
+        vlan: None,
+        ethertype: EtherType::Ipv4,
+    }
+    .emit(&mut f);
+    ip.emit(&mut f[14..], true);
+    f[34..].copy_from_slice(&l4);
+    i.receive(T0, &f);
+    let got = i.udp.recv_from(h, &mut buf).expect("the IPv4 datagram");
+    assert_eq!(got.from, SocketAddr::new(a.into(), 5001));
+}

@@ -84,6 +84,8 @@ struct RxMeta {
 pub(crate) struct TxMeta {
     pub src: SocketAddr,
     pub dst: SocketAddr,
+    /// The socket's IP_TOS / IPV6_TCLASS when it was queued.
+    pub tos: u8,
 }
 
 #[derive(Debug)]
@@ -97,6 +99,8 @@ struct UdpSocket {
     error: Option<Error>,
     broadcast: bool,
     reuse_addr: bool,
+    /// IP_TOS / IPV6_TCLASS of its datagrams.
+    tos: u8,
     /// Bound to `::` and taking IPv4 too (an IPv6 socket without IPV6_V6ONLY): IPv4
     /// datagrams to the port reach it and it may send to IPv4 peers.
     dual_stack: bool,
@@ -186,6 +190,7 @@ impl UdpLayer {
             broadcast: false,
             reuse_addr: false,
             dual_stack: false,
+            tos: 0,
             in_tx_pending: false,
             tracker: ReadinessTracker::default(),
         });
@@ -440,6 +445,7 @@ impl UdpLayer {
         let meta = TxMeta {
             src: SocketAddr::new(src_ip, local.port()),
             dst,
+            tos: self.socket(h)?.tos,
         };
         let s = self.socket_mut(h)?;
         let buf = s.tx.push(meta, data.len()).ok_or(Error::WouldBlock)?;
@@ -516,6 +522,13 @@ impl UdpLayer {
     /// port; the first bound receives unicast).
     pub fn set_reuse_addr(&mut self, h: SocketHandle, on: bool) -> Result<()> {
         self.socket_mut(h)?.reuse_addr = on;
+        Ok(())
+    }
+
+    /// IP_TOS / IPV6_TCLASS: the TOS byte (IPv4) or traffic class (IPv6) of the
+    /// datagrams it sends from now on.
+    pub fn set_tos(&mut self, h: SocketHandle, tos: u8) -> Result<()> {
+        self.socket_mut(h)?.tos = tos;
         Ok(())
     }
 
