@@ -27,7 +27,7 @@ unit:
 # one with fewer queues in use than allocated (2 of 4, `ethtool -L`) and on
 # `fastnet netns --queues 1`'s. FASTNET_TOPOLOGY picks the layout (see netns.rs).
 FAST_PATH_SUITES := --test shim_apps --test shim_process --test xdp_tcp --test xdp_udp \
-	--test loopback --test pcap --test stat --test server_shapes --test splice
+	--test loopback --test pcap --test stat --test server_shapes --test splice --test ipv6
 e2e: build
 	FASTNET_TOPOLOGY=default $(CARGO) test --release -p fastnet-e2e -- --test-threads=1
 	FASTNET_TOPOLOGY=2of4 $(CARGO) test --release -p fastnet-e2e $(FAST_PATH_SUITES) -- --test-threads=1

@@ -84,7 +84,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 eval "$("$FASTNET" netns up --owner $$ --mtu "$MTU")"
-export FASTNET FASTNET_TAG SERVER_NS CLIENT_NS SERVER_IF CLIENT_IF SERVER_IP CLIENT_IP BENCH_SECONDS
+export FASTNET FASTNET_TAG SERVER_NS CLIENT_NS SERVER_IF CLIENT_IF SERVER_IP CLIENT_IP SERVER_IP6 CLIENT_IP6 BENCH_SECONDS
 
 # A client's TIME_WAIT sockets must not run it out of ports in the connection-rate test
 # (these sysctls are per network namespace: ours only).

@@ -30,6 +30,12 @@ pub trait IpTx {
     /// Largest transport segment (header + payload) one packet to `dst` may carry.
     fn max_segment(&self, dst: IpAddr) -> usize;
 
+    /// The TOS byte (IPv4) or traffic class (IPv6) of the next packet sent (IP_TOS,
+    /// IPV6_TCLASS); every other packet gets 0. Ignored by default.
+    fn set_tos(&mut self, tos: u8) {
+        let _ = tos;
+    }
+
     /// Sends one packet. Returns false, without calling `fill`, only when the device has
     /// no room now: the transport keeps the data and tries again on a later dispatch.
     /// A packet whose next hop is still being resolved is built and held by the IP layer

@@ -331,7 +331,8 @@ pub fn random_file(p: &Path, len: usize, seed: u64) {
 }
 
 /// UDP datagrams the kernel delivered to its sockets in `side`'s namespace so far
-/// (`Udp: InDatagrams` of /proc/net/snmp): a fast-path UDP flow adds none.
+/// (`Udp: InDatagrams` of /proc/net/snmp and `Udp6InDatagrams` of snmp6): a fast-path
+/// UDP flow adds none.
 pub fn kernel_udp_datagrams(topo: &Topology, side: Side) -> u64 {
     let out = topo
         .command(side, "cat")
@@ -345,6 +346,101 @@ pub fn kernel_udp_datagrams(topo: &Topology, side: Side) -> u64 {
         .split_whitespace()
         .zip(values.split_whitespace())
         .find(|(n, _)| *n == "InDatagrams")
-        .and_then(|(_, v)| v.parse().ok())
+        .and_then(|(_, v)| v.parse::<u64>().ok())
         .expect("Udp InDatagrams in /proc/net/snmp")
+        + kernel_udp6_datagrams(topo, side)
+}
+
+/// The kernel's IPv6 UDP datagrams received in `side`'s namespace (Udp6InDatagrams).
+fn kernel_udp6_datagrams(topo: &Topology, side: Side) -> u64 {
+    let out = topo
+        .command(side, "cat")
+        .arg("/proc/net/snmp6")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Udp6InDatagrams"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A client script that sends `n` bytes, reads the echo back, prints "ready" and the
+/// socket's family, holds the connection for a moment (so the test can look at the
+/// kernel's sockets), and prints whether the echo matched.
+const ECHO_CLIENT: &str = r#"
+import socket, sys, threading, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data = bytes((i * 7 + i // 251) & 255 for i in range(1 << 16)) * (n >> 16)
+s = socket.create_connection((host, port))
+got = bytearray()
+def rd():
+    while len(got) < len(data):
+        d = s.recv(1 << 20)
+        if not d: break
+        got.extend(d)
+t = threading.Thread(target=rd); t.start()
+s.sendall(data)
+t.join(60)
+print("ready", "family", s.family.name, flush=True)
+time.sleep(1.0)
+s.close()
+print("echo", "ok" if bytes(got) == data else "MISMATCH %d/%d" % (len(got), len(data)), flush=True)
+"#;
+
+/// Runs the echo client (stock, in the client namespace) against `host` `port` with
+/// `n` bytes; `during` runs while its connection is still open (after the echo), and
+/// `stuck` describes the state for the failure message if it never gets there.
+pub fn echo_client(
+    t: &Topology,
+    host: &str,
+    port: u16,
+    n: usize,
+    during: impl FnOnce(),
+    stuck: &dyn Fn() -> String,
+) -> String {
+    let dir = scratch("echo-client");
+    let log = dir.join("client.log");
+    let mut c = t.command(Side::Client, "/usr/bin/python3");
+    c.args(["-c", ECHO_CLIENT, host, &port.to_string(), &n.to_string()]);
+    let mut bg = spawn(c, &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !bg.output().contains("ready") {
+        if let Ok(Some(_)) = bg.child.try_wait() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "client stuck:\n{}\n{}",
+            bg.output(),
+            stuck()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    during();
+    let _ = bg.child.wait();
+    let out = bg.output();
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+/// A stock (kernel) nginx in the client namespace serving `dir`/www on `listen`
+/// (`addr:port` or `[addr]:port`), waited for on `port`.
+pub fn kernel_nginx(t: &Topology, dir: &Path, listen: &str, port: u16) -> Bg {
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; sendfile on; server {{ listen {listen}; root {d}/www; }} }}\n",
+            d = dir.display(),
+        ),
+    )
+    .unwrap();
+    let mut c = t.command(Side::Client, "nginx");
+    c.args(["-c", conf.to_str().unwrap()]);
+    let mut srv = spawn(c, &dir.join("nginx.log"));
+    wait_listening(t, Side::Client, port, &mut srv);
+    srv
 }

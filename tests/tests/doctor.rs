@@ -99,6 +99,13 @@ fn doctor_passes_on_server_veth_and_leaves_nothing_attached() {
     assert!(d.line("fast path").starts_with("OK"), "{}", d.text);
     assert!(d.line("mtu").contains("1500"), "{}", d.text);
     assert!(d.line("interface").contains("driver veth"), "{}", d.text);
+    // The topology's IPv6 address is the fast path's too; the namespace routes nothing.
+    let v6 = d.line("ipv6");
+    assert!(
+        v6.starts_with("OK") && v6.contains(&format!("{}/64", topo.server_ip6)),
+        "{}",
+        d.text
+    );
     assert!(d.text.contains("verdict: fastnet can accelerate on"));
     // The probe attachments were links: gone as soon as doctor exited.
     assert!(

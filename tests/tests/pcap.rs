@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 const PY: &str = "/usr/bin/python3";
 const PORT: u16 = 7040;
 
-/// Serves `conns` connections one after the other: a greeting, then an echo of
-/// everything until the peer closes.
+/// Serves `conns` connections one after the other (dual-stack: IPv4 and IPv6): a
+/// greeting, then an echo of everything until the peer closes.
 const SERVER: &str = r#"
 import socket, sys
-s = socket.socket()
+s = socket.socket(socket.AF_INET6)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(8)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", int(sys.argv[1]))); s.listen(8)
 for i in range(int(sys.argv[2])):
     c, a = s.accept()
     c.sendall(b"HELLO %d\n" % i)
@@ -57,10 +58,14 @@ fn client_data(n: usize) -> Vec<u8> {
 }
 
 fn run_client(t: &Topology, n: usize) {
+    run_client_to(t, &t.server_ip.to_string(), n)
+}
+
+fn run_client_to(t: &Topology, host: &str, n: usize) {
     let out = run_ok(t.command(Side::Client, PY).args([
         "-c",
         CLIENT,
-        &t.server_ip.to_string(),
+        host,
         &PORT.to_string(),
         &n.to_string(),
     ]));
@@ -231,6 +236,52 @@ fn pcap_holds_the_tcp_stream_both_ways_and_every_frame_the_shim_counted() {
         !fastnet_capture::capture_path(srv.pid()).exists(),
         "the ring is removed"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// IPv6 frames are captured as they are: the stream over IPv6 reassembles both ways
+/// and every frame is IPv6 between the two fd77 addresses.
+#[test]
+fn pcap_captures_ipv6() {
+    let t = topo();
+    let dir = scratch("pcap6");
+    let mut srv = start_server(&t, &dir, 1);
+    let file = dir.join("cap6.pcap");
+    let mut pcap = start_pcap(srv.pid(), &file, &dir.join("pcap.log"), &[]);
+    let n = 100_000;
+    run_client_to(&t, &t.server_ip6.to_string(), n);
+    let st = srv.child.wait().unwrap();
+    assert!(st.success(), "server: {}", srv.output());
+    let out = wait_exit(&mut pcap);
+    let (frames, dropped) = summary(&out, &file);
+    assert_eq!(dropped, 0, "{out}");
+    let pairs = tshark(&[
+        "-r",
+        file.to_str().unwrap(),
+        "-T",
+        "fields",
+        "-e",
+        "ipv6.src",
+        "-e",
+        "ipv6.dst",
+    ]);
+    let (c, s) = (t.client_ip6.to_string(), t.server_ip6.to_string());
+    let v6 = pairs
+        .lines()
+        .filter(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w == [c.as_str(), s.as_str()] || w == [s.as_str(), c.as_str()]
+        })
+        .count() as u64;
+    assert!(
+        frames > 20 && v6 == frames,
+        "{frames} frames, {v6} IPv6:\n{pairs}"
+    );
+    let (_, to_server, to_client) = follow(&file, 0);
+    assert_eq!(to_server, client_data(n), "client → server stream");
+    let mut want = b"HELLO 0\n".to_vec();
+    want.extend(client_data(n));
+    assert_eq!(to_client, want, "server → client stream");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -3,11 +3,10 @@
 //! for byte, and the counters prove the fast path carried the traffic.
 
 use fastnet_e2e::apps::{
-    exit_counters, fastnet_cmd, fastnet_redis, kernel_connections, random_file, scratch,
-    sha256_file, spawn, wait_listening,
+    echo_client, exit_counters, fastnet_cmd, fastnet_redis, kernel_connections, kernel_nginx,
+    random_file, scratch, sha256_file, spawn, wait_listening,
 };
 use fastnet_e2e::{is_root, run_ok, Side, Topology, TopologyOptions};
-use std::time::Duration;
 
 const PY: &str = "/usr/bin/python3";
 
@@ -15,29 +14,6 @@ fn topo() -> Topology {
     assert!(is_root(), "end-to-end tests need root");
     Topology::up(&TopologyOptions::for_tests()).expect("topology")
 }
-
-/// A client script that sends `n` bytes, reads the echo back, prints "ready", holds the
-/// connection for a moment (so the test can look at the kernel's sockets), and prints
-/// whether the echo matched.
-const ECHO_CLIENT: &str = r#"
-import socket, sys, threading, time
-host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-data = bytes((i * 7 + i // 251) & 255 for i in range(1 << 16)) * (n >> 16)
-s = socket.create_connection((host, port))
-got = bytearray()
-def rd():
-    while len(got) < len(data):
-        d = s.recv(1 << 20)
-        if not d: break
-        got.extend(d)
-t = threading.Thread(target=rd); t.start()
-s.sendall(data)
-t.join(60)
-print("ready", flush=True)
-time.sleep(1.0)
-s.close()
-print("echo", "ok" if bytes(got) == data else "MISMATCH %d/%d" % (len(got), len(data)), flush=True)
-"#;
 
 /// What a stuck transfer looks like: the client's kernel socket and the server's
 /// fastnet counters (for the test's failure message).
@@ -97,35 +73,9 @@ fn shim_threads() -> String {
 }
 
 fn run_echo_client(t: &Topology, port: u16, n: usize, during: impl FnOnce()) -> String {
-    let dir = scratch("echo-client");
-    let log = dir.join("client.log");
-    let mut c = t.command(Side::Client, PY);
-    c.args([
-        "-c",
-        ECHO_CLIENT,
-        &t.server_ip.to_string(),
-        &port.to_string(),
-        &n.to_string(),
-    ]);
-    let mut bg = spawn(c, &log);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !bg.output().contains("ready") {
-        if let Ok(Some(_)) = bg.child.try_wait() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "client stuck:\n{}\n{}",
-            bg.output(),
-            stuck_state(t)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    during();
-    let _ = bg.child.wait();
-    let out = bg.output();
-    let _ = std::fs::remove_dir_all(&dir);
-    out
+    echo_client(t, &t.server_ip.to_string(), port, n, during, &|| {
+        stuck_state(t)
+    })
 }
 
 #[test]
@@ -343,24 +293,8 @@ fn curl_client_fetches_a_gigabyte_from_kernel_nginx() {
     let file = www.join("big.bin");
     random_file(&file, 1 << 30, 42);
     let want = sha256_file(&file);
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{ access_log off; sendfile on; server {{ listen {ip}:8088; root {w}; }} }}\n",
-            d = dir.display(),
-            ip = t.client_ip,
-            w = www.display()
-        ),
-    )
-    .unwrap();
     // Kernel nginx on the client side; curl under fastnet on the server side.
-    let mut c = t.command(Side::Client, "nginx");
-    c.args(["-c", conf.to_str().unwrap()]);
-    let mut srv = spawn(c, &dir.join("nginx.log"));
-    wait_listening(&t, Side::Client, 8088, &mut srv);
+    let srv = kernel_nginx(&t, &dir, &format!("{}:8088", t.client_ip), 8088);
     let got = dir.join("got.bin");
     let log = dir.join("curl.log");
     let mut c = fastnet_cmd(&t, Side::Server, "curl");

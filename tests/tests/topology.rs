@@ -10,6 +10,23 @@ fn ns_exists(name: &str) -> bool {
         .any(|l| l.split_whitespace().next() == Some(name))
 }
 
+/// Sends `text` from a kernel socat client in the client namespace (`connect`) to a
+/// kernel socat server in the server namespace (`listen`); returns what it received.
+fn socat_through(topo: &Topology, listen: &str, connect: &str, text: &str) -> Vec<u8> {
+    let server = topo
+        .command(Side::Server, "socat")
+        .args(["-u", listen, "STDOUT"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    run_ok(topo.command(Side::Client, "sh").args([
+        "-c",
+        &format!("printf '{text}' | socat -u STDIN '{connect}'"),
+    ]));
+    server.wait_with_output().unwrap().stdout
+}
+
 #[test]
 fn topology_up_reachable_and_torn_down() {
     assert!(is_root(), "end-to-end tests need root");
@@ -18,19 +35,37 @@ fn topology_up_reachable_and_torn_down() {
     assert!(ns_exists(&srv_ns) && ns_exists(&cli_ns));
 
     // TCP across the veth: a kernel listener in the server namespace, a client in the other.
-    let server = topo
-        .command(Side::Server, "socat")
-        .args(["-u", "TCP-LISTEN:7001,bind=10.77.0.1", "STDOUT"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    run_ok(topo.command(Side::Client, "sh").args([
-        "-c",
-        "printf 'through the veth' | socat -u STDIN TCP:10.77.0.1:7001",
-    ]));
-    let out = server.wait_with_output().unwrap();
-    assert_eq!(out.stdout, b"through the veth");
+    let got = socat_through(
+        &topo,
+        "TCP-LISTEN:7001,bind=10.77.0.1",
+        "TCP:10.77.0.1:7001",
+        "through the veth",
+    );
+    assert_eq!(got, b"through the veth");
+
+    // IPv6 (fd77::/16) too, usable at once: added without DAD, never tentative.
+    for side in [Side::Server, Side::Client] {
+        let out =
+            run_ok(
+                topo.command(side, "ip")
+                    .args(["-6", "addr", "show", "dev", topo.iface(side)]),
+            );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let want = format!("inet6 {}/64", topo.addr6(side));
+        let line = text.lines().find(|l| l.contains(&want));
+        assert!(
+            line.is_some_and(|l| !l.contains("tentative")),
+            "{want} in {text}"
+        );
+        assert!(topo.addr6(side).segments()[0] == 0xfd77);
+    }
+    let got = socat_through(
+        &topo,
+        &format!("TCP6-LISTEN:7002,bind=[{}]", topo.server_ip6),
+        &format!("TCP6:[{}]:7002", topo.server_ip6),
+        "over IPv6",
+    );
+    assert_eq!(got, b"over IPv6");
 
     // Checksum offload off on both ends (DESIGN.md: partial checksums otherwise).
     for side in [Side::Server, Side::Client] {

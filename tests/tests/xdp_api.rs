@@ -53,9 +53,18 @@ fn netlink_link_addresses_routes_and_neighbours() {
         "via",
         &topo.client_ip.to_string(),
     ]));
+    run_ok(topo.command(Side::Server, "ip").args([
+        "-6",
+        "route",
+        "add",
+        "fd77:99::/64",
+        "via",
+        &topo.client_ip6.to_string(),
+    ]));
     let server_mac = mac_of(&topo, Side::Server);
     let client_mac = mac_of(&topo, Side::Client);
     let (iface, sip, cip) = (topo.server_if.clone(), topo.server_ip, topo.client_ip);
+    let (sip6, cip6) = (topo.server_ip6, topo.client_ip6);
     in_netns(&topo.server_ns, move || {
         let link = netlink::link_by_name(&iface).unwrap();
         assert_eq!(link.name, iface);
@@ -74,12 +83,12 @@ fn netlink_link_addresses_routes_and_neighbours() {
         let direct = netlink::route_get(cip).unwrap();
         assert_eq!(direct.oif, link.index);
         assert_eq!(direct.gateway, None);
-        assert_eq!(direct.pref_src, Some(sip));
+        assert_eq!(direct.pref_src, Some(sip.into()));
         assert_eq!(direct.next_hop(cip), cip);
         let far = Ipv4Addr::new(10, 77, 99, 5);
         let via = netlink::route_get(far).unwrap();
         assert_eq!(via.oif, link.index);
-        assert_eq!(via.gateway, Some(cip));
+        assert_eq!(via.gateway, Some(cip.into()));
         assert_eq!(via.next_hop(far), cip);
         // Nothing else is routed in a fresh namespace.
         assert!(netlink::route_get(Ipv4Addr::new(192, 0, 2, 1)).is_err());
@@ -100,6 +109,31 @@ fn netlink_link_addresses_routes_and_neighbours() {
             Duration::from_millis(500),
         )
         .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+
+        // IPv6: the fd77 address and the link-local one (none tentative), routes,
+        // and the kernel's Neighbor Discovery through its neighbour table.
+        let addrs6 = netlink::ipv6_addresses(link.index).unwrap();
+        assert!(addrs6.contains(&(sip6, 64)), "{addrs6:?}");
+        assert!(
+            addrs6
+                .iter()
+                .all(|(a, len)| *a == sip6 || (a.segments()[0] == 0xfe80 && *len == 64)),
+            "{addrs6:?}"
+        );
+        let direct = netlink::route_get(cip6).unwrap();
+        assert_eq!((direct.oif, direct.gateway), (link.index, None));
+        assert_eq!(direct.next_hop(cip6), std::net::IpAddr::V6(cip6));
+        let far6: std::net::Ipv6Addr = "fd77:99::5".parse().unwrap();
+        let via = netlink::route_get(far6).unwrap();
+        assert_eq!((via.oif, via.gateway), (link.index, Some(cip6.into())));
+        let mac = netlink::resolve_neighbour(link.index, cip6, Duration::from_secs(3)).unwrap();
+        assert_eq!(mac, client_mac);
+        let entry = netlink::neighbour(link.index, cip6).unwrap().unwrap();
+        assert_eq!((entry.ip, entry.mac), (cip6.into(), Some(client_mac)));
+        let missing: std::net::Ipv6Addr = "fd77::99".parse().unwrap();
+        let err = netlink::resolve_neighbour(link.index, missing, Duration::from_millis(500))
+            .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
     });
 }

@@ -7,7 +7,7 @@
 
 use fastnet_e2e::{is_root, QueueLayout, Topology, TopologyOptions};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
@@ -605,10 +605,10 @@ fn family_on_two_of_four_queues() {
     });
 }
 
-/// Verdicts in BPF_PROG_TEST_RUN with a real XSK registered for slot 1 on queue 0
-/// (test runs use RX queue 0): REDIRECT tells the frame went to slot 1.
-#[test]
-fn flow_map_and_group_verdicts_in_kernel_test_run() {
+/// Runs `f` in the server namespace of a new topology with a loaded (not attached)
+/// program whose slot 1 has a real XSK on queue 0 (test runs use RX queue 0), so
+/// REDIRECT tells a frame went to slot 1 and DROP that it went to a slot without one.
+fn with_test_program(f: impl FnOnce(&XdpProgram) + Send + 'static) {
     assert!(is_root(), "end-to-end tests need root");
     let topo = Topology::up(&TopologyOptions::default()).unwrap();
     let iface = topo.server_if.clone();
@@ -617,6 +617,16 @@ fn flow_map_and_group_verdicts_in_kernel_test_run() {
         let prog = XdpProgram::load().expect("load (verifier)");
         let xsk = XskSocket::bind(link.index, 0, &XskConfig::default()).unwrap();
         prog.register_slot_xsk(1, 0, xsk.fd()).unwrap();
+        f(&prog);
+        drop(xsk);
+    });
+}
+
+/// Verdicts in BPF_PROG_TEST_RUN with a real XSK registered for slot 1 on queue 0
+/// (test runs use RX queue 0): REDIRECT tells the frame went to slot 1.
+#[test]
+fn flow_map_and_group_verdicts_in_kernel_test_run() {
+    with_test_program(|prog| {
         let local = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), 80);
         let remote = |port| SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), port);
         let tcp = |port| frame(Transport::Tcp, remote(port), local);
@@ -742,7 +752,177 @@ fn flow_map_and_group_verdicts_in_kernel_test_run() {
         assert_eq!(run(&tcp(41002)), XDP_PASS);
         ports.hand_on(Transport::Tcp, 80).unwrap();
         assert!(!ports.is_claimed(Transport::Tcp, 80).unwrap());
-        drop(xsk);
+    });
+}
+
+/// Ethernet + IPv6 + `next` from `src` to `dst`; for TCP (a SYN) and UDP the ports,
+/// for any other next header `body` as it is (checksums are not the program's
+/// business). The payload length is what follows the fixed header.
+fn frame6(next: u8, src: SocketAddrV6, dst: SocketAddrV6, body: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    match next {
+        6 => {
+            payload.extend_from_slice(&src.port().to_be_bytes());
+            payload.extend_from_slice(&dst.port().to_be_bytes());
+            payload
+                .extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+        }
+        17 => {
+            payload.extend_from_slice(&src.port().to_be_bytes());
+            payload.extend_from_slice(&dst.port().to_be_bytes());
+            payload.extend_from_slice(&((8 + body.len()) as u16).to_be_bytes());
+            payload.extend_from_slice(&[0, 0]);
+        }
+        _ => {}
+    }
+    payload.extend_from_slice(body);
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x86, 0xdd];
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[next, 64]);
+    f.extend_from_slice(&src.ip().octets());
+    f.extend_from_slice(&dst.ip().octets());
+    f.extend_from_slice(&payload);
+    f
+}
+
+/// IPv6 in BPF_PROG_TEST_RUN, with a real XSK registered for slot 1 on queue 0: a TCP
+/// SYN or UDP datagram to a claimed port goes to the XSK (REDIRECT) through the same
+/// port map, flow map and listener group as IPv4; unclaimed ports, ICMPv6 (Neighbor
+/// Solicitation, echo) and packets with extension headers pass to the kernel;
+/// truncated or inconsistent headers are dropped and counted as malformed.
+#[test]
+fn ipv6_verdicts_in_kernel_test_run() {
+    with_test_program(|prog| {
+        let server: Ipv6Addr = "fd77::1".parse().unwrap();
+        let peer: Ipv6Addr = "fd77::2".parse().unwrap();
+        let local = |port| SocketAddrV6::new(server, port, 0, 0);
+        let remote = |port| SocketAddrV6::new(peer, port, 0, 0);
+        let syn = |sport, dport| frame6(6, remote(sport), local(dport), &[]);
+        let run = |f: &[u8]| prog.test_run(f).unwrap() as i32;
+        let ports = prog.port_map();
+
+        // IPv6 steering off (the default, until a stack with IPv6 addresses turns it
+        // on): a claimed port's IPv6 frames stay the kernel's.
+        assert!(!prog.ipv6_steering().unwrap());
+        ports.claim(Transport::Tcp, 80).unwrap();
+        assert_eq!(run(&syn(40000, 80)), XDP_PASS);
+        ports.release(Transport::Tcp, 80).unwrap();
+        prog.set_ipv6_steering(true).unwrap();
+        assert!(prog.ipv6_steering().unwrap());
+
+        // Unclaimed: the kernel's.
+        assert_eq!(run(&syn(40000, 80)), XDP_PASS);
+        // Claimed (one port map for both families), owner slot 1: to its XSK.
+        ports.claim(Transport::Tcp, 80).unwrap();
+        ports.set_owner(Transport::Tcp, 80, 1).unwrap();
+        assert_eq!(run(&syn(40000, 80)), XDP_REDIRECT);
+        assert_eq!(run(&syn(40000, 81)), XDP_PASS, "another port");
+        // The IPv4 frame to the same port goes the same way.
+        let v4 = frame(
+            Transport::Tcp,
+            SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 40000),
+            SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), 80),
+        );
+        assert_eq!(run(&v4), XDP_REDIRECT);
+        // UDP: its own claims.
+        let udp = |dport| frame6(17, remote(40000), local(dport), b"ping");
+        assert_eq!(run(&udp(80)), XDP_PASS, "TCP's claim is not UDP's");
+        ports.claim(Transport::Udp, 5353).unwrap();
+        ports.set_owner(Transport::Udp, 5353, 1).unwrap();
+        assert_eq!(run(&udp(5353)), XDP_REDIRECT);
+        // 802.1Q-tagged.
+        let mut tagged = syn(40000, 80);
+        tagged.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+        assert_eq!(run(&tagged), XDP_REDIRECT);
+
+        // ICMPv6 is the kernel's, Neighbor Discovery included (it owns ND as ARP):
+        // a Neighbor Solicitation for our address and an echo request.
+        let mut ns = vec![135, 0, 0, 0, 0, 0, 0, 0];
+        ns.extend_from_slice(&server.octets());
+        assert_eq!(run(&frame6(58, remote(0), local(0), &ns)), XDP_PASS);
+        assert_eq!(
+            run(&frame6(
+                58,
+                remote(0),
+                local(0),
+                &[128, 0, 0, 0, 0, 1, 0, 1]
+            )),
+            XDP_PASS
+        );
+        // Extension headers pass, also before TCP to a claimed port: Hop-by-Hop
+        // (next header TCP, 8 bytes of padding options), Fragment, Destination Options.
+        for ext in [0u8, 44, 60] {
+            let mut body = vec![6, 0, 1, 4, 0, 0, 0, 0];
+            body.extend_from_slice(&syn(40000, 80)[14 + 40..]);
+            assert_eq!(
+                run(&frame6(ext, remote(40000), local(80), &body)),
+                XDP_PASS,
+                "next header {ext}"
+            );
+        }
+
+        // Flow entries for IPv6 flows: a steered flow wins over the owner, the kernel
+        // slot passes; the IPv4 flow with the same ports is another key.
+        let flow = |port| FlowKey::new(Transport::Tcp, local(80), remote(port));
+        prog.steer_flow(&flow(40001), 5).unwrap();
+        assert_eq!(run(&syn(40001, 80)), XDP_DROP, "slot 5 has no XSK");
+        assert_eq!(prog.flow_map().slot(&flow(40001)).unwrap(), Some(5));
+        prog.flow_map().to_kernel(&flow(40002)).unwrap();
+        assert_eq!(run(&syn(40002, 80)), XDP_PASS);
+        let flows = prog.flow_map().flows().unwrap();
+        assert!(
+            flows.contains(&(flow(40002), xdp_backend::KERNEL_SLOT)),
+            "{flows:?}"
+        );
+        prog.steer_flow(
+            &FlowKey::new(
+                Transport::Tcp,
+                SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), 80),
+                SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 40000),
+            ),
+            5,
+        )
+        .unwrap();
+        assert_eq!(run(&v4), XDP_DROP, "the IPv4 flow's own entry");
+        assert_eq!(run(&syn(40000, 80)), XDP_REDIRECT, "not the IPv6 flow's");
+
+        // The listener group by hash: the member `slot_by_hash` predicts for the IPv6
+        // peer, every time; both members get flows.
+        ports.set_owner(Transport::Tcp, 80, 0).unwrap();
+        ports.join_group(Transport::Tcp, 80, 1).unwrap();
+        ports.join_group(Transport::Tcp, 80, 2).unwrap();
+        let entry = ports.entry(Transport::Tcp, 80).unwrap().unwrap();
+        let mut to = [0; 3];
+        for port in 41000..41200 {
+            let want = entry.slot_by_hash(remote(port));
+            to[want as usize] += 1;
+            let verdict = if want == 1 { XDP_REDIRECT } else { XDP_DROP };
+            assert_eq!(run(&syn(port, 80)), verdict, "port {port}");
+        }
+        assert!(to[1] > 50 && to[2] > 50, "{to:?}");
+        // By queue: two queues in use, test runs come on queue 0, so members[0].
+        prog.set_queues_in_use(2).unwrap();
+        for port in 41000..41050 {
+            assert_eq!(run(&syn(port, 80)), XDP_REDIRECT, "port {port} by queue");
+        }
+
+        // Malformed: counted and dropped.
+        let before = prog.counters().unwrap().malformed;
+        let mut long = syn(40000, 80);
+        long[18..20].copy_from_slice(&100u16.to_be_bytes()); // payload beyond the frame
+        let mut cut = syn(40000, 80);
+        cut.truncate(14 + 40 + 10);
+        cut[18..20].copy_from_slice(&10u16.to_be_bytes()); // TCP header cut
+        let mut v4_version = syn(40000, 80);
+        v4_version[14] = 0x45;
+        let short = syn(40000, 80)[..14 + 30].to_vec();
+        let mut tiny_udp = udp(5353);
+        tiny_udp[14 + 40 + 4..14 + 40 + 6].copy_from_slice(&4u16.to_be_bytes());
+        for f in [&long, &cut, &v4_version, &short, &tiny_udp] {
+            assert_eq!(run(f), XDP_DROP);
+        }
+        assert_eq!(prog.counters().unwrap().malformed, before + 5);
     });
 }
 

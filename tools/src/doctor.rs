@@ -583,6 +583,14 @@ fn interface_checks(iface: &str, prog: Option<&std::os::fd::OwnedFd>, checks: &m
     }
 
     checks.push(check_mtu(iface, mtu));
+    let sysctl = |path: String| std::fs::read_to_string(path).ok().map(|v| v.trim() != "0");
+    checks.push(check_ipv6(
+        iface,
+        &xdp_backend::netlink::ipv6_addresses(ifindex),
+        sysctl(format!("/proc/sys/net/ipv6/conf/{iface}/disable_ipv6")),
+        sysctl(format!("/proc/sys/net/ipv6/conf/{iface}/forwarding")),
+        sysctl("/proc/sys/net/ipv4/ip_forward".to_string()),
+    ));
 
     let zerocopy = sys::probe_xsk_bind(ifindex, 0, libc::XDP_ZEROCOPY);
     let copy = sys::probe_xsk_bind(ifindex, 0, libc::XDP_COPY);
@@ -610,6 +618,61 @@ fn interface_checks(iface: &str, prog: Option<&std::os::fd::OwnedFd>, checks: &m
                 .map(|a| a.queues),
         ),
     });
+}
+
+/// The interface's IPv6 side: its usable addresses (what the shim gives the stack;
+/// with none, IPv6 stays the kernel's) and forwarding, which the steering program does
+/// not expect: it takes frames by destination port without looking at the destination
+/// address, so a flow this host routes to another host would reach the stack when it
+/// uses a claimed port.
+pub fn check_ipv6(
+    iface: &str,
+    addrs: &io::Result<Vec<(std::net::Ipv6Addr, u8)>>,
+    disabled: Option<bool>,
+    forwarding6: Option<bool>,
+    forwarding4: Option<bool>,
+) -> Check {
+    let forwarding = match (forwarding4, forwarding6) {
+        (Some(true), _) => Some("net.ipv4.ip_forward"),
+        (_, Some(true)) => Some("IPv6 forwarding"),
+        _ => None,
+    };
+    if let Some(which) = forwarding {
+        return Check::warn(
+            "ipv6",
+            format!(
+                "{which} is on: frames routed through {iface} to a port the fast path                  claimed would reach the stack instead of being forwarded"
+            ),
+            format!(
+                "run fastnet on a host that does not route for others                  (`sysctl -w net.ipv4.ip_forward=0 net.ipv6.conf.{iface}.forwarding=0`)"
+            ),
+        );
+    }
+    match (disabled, addrs) {
+        (Some(true), _) => Check::ok(
+            "ipv6",
+            format!("IPv6 is disabled on {iface}: the fast path carries IPv4 only"),
+        ),
+        (_, Ok(a)) if a.is_empty() => Check::ok(
+            "ipv6",
+            format!("{iface} has no usable IPv6 address: IPv6 sockets stay the kernel's"),
+        ),
+        (_, Ok(a)) => Check::ok(
+            "ipv6",
+            format!(
+                "on the fast path too: {}",
+                a.iter()
+                    .map(|(ip, len)| format!("{ip}/{len}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        (_, Err(e)) => Check::warn(
+            "ipv6",
+            format!("cannot read the IPv6 addresses of {iface}: {e}"),
+            format!("check `ip -6 addr show dev {iface}`"),
+        ),
+    }
 }
 
 pub fn check_queues(iface: &str, q: &io::Result<xdp_backend::QueueCounts>) -> Check {
@@ -804,6 +867,41 @@ mod tests {
         assert_eq!(fail.status, Status::Fail);
         assert!(fail.detail.starts_with("queue 1 is not in use"));
         assert_eq!(fail.fix.as_deref(), Some("start again"));
+    }
+
+    #[test]
+    fn ipv6_verdicts() {
+        let ula: std::net::Ipv6Addr = "fd77::1".parse().unwrap();
+        let c = check_ipv6(
+            "v0",
+            &Ok(vec![(ula, 64)]),
+            Some(false),
+            Some(false),
+            Some(false),
+        );
+        assert_eq!(c.status, Status::Ok);
+        assert!(c.detail.contains("fd77::1/64"), "{}", c.detail);
+        let none = check_ipv6("v0", &Ok(vec![]), Some(false), Some(false), Some(false));
+        assert!(none.detail.contains("stay the kernel's"), "{}", none.detail);
+        let off = check_ipv6("v0", &Ok(vec![]), Some(true), None, None);
+        assert!(off.detail.contains("IPv4 only"), "{}", off.detail);
+        let fwd = check_ipv6(
+            "v0",
+            &Ok(vec![(ula, 64)]),
+            Some(false),
+            Some(true),
+            Some(false),
+        );
+        assert_eq!(fwd.status, Status::Warn);
+        assert!(fwd.fix.as_deref().unwrap().contains("forwarding=0"));
+        let fwd4 = check_ipv6("v0", &Ok(vec![]), None, None, Some(true));
+        assert!(
+            fwd4.detail.starts_with("net.ipv4.ip_forward"),
+            "{}",
+            fwd4.detail
+        );
+        let e = Err(io::Error::from_raw_os_error(libc::EPERM));
+        assert_eq!(check_ipv6("v0", &e, None, None, None).status, Status::Warn);
     }
 
     #[test]

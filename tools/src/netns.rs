@@ -1,5 +1,6 @@
 //! The two-namespace test topology: a server namespace and a client namespace
-//! joined by a veth pair, addresses in 10.77.0.0/16.
+//! joined by a veth pair, addresses in 10.77.0.0/16 and fd77::/16 (unique local
+//! IPv6, inside the namespaces only).
 //!
 //! Names carry the owner's PID and a per-process sequence number, so two runs never
 //! collide. Teardown happens three ways: explicitly (`Topology::down`), on drop, and
@@ -7,7 +8,7 @@
 //! dies however it dies (Ctrl-C, panic, `kill -9`), which `Drop` alone cannot promise.
 
 use anyhow::{bail, Context, Result};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -106,7 +107,7 @@ pub struct TopologyOptions {
     pub queues: QueueLayout,
     /// MTU of both veth ends.
     pub mtu: u32,
-    /// Third octet of 10.77.X.0/24.
+    /// Third octet of 10.77.X.0/24, and X of fd77:0:0:X::/64.
     pub subnet: u8,
 }
 
@@ -142,6 +143,11 @@ pub struct Topology {
     pub server_ip: Ipv4Addr,
     pub client_ip: Ipv4Addr,
     pub prefix_len: u8,
+    /// fd77:0:0:X::1 and ::2 in a /64, added without duplicate address detection
+    /// (`nodad`; `accept_dad=0` on the veth ends for the link-local addresses):
+    /// usable at once, so no test races DAD.
+    pub server_ip6: Ipv6Addr,
+    pub client_ip6: Ipv6Addr,
     reaper_pid: Option<u32>,
     torn_down: bool,
 }
@@ -214,6 +220,8 @@ impl Topology {
             server_ip: Ipv4Addr::new(10, 77, opts.subnet, 1),
             client_ip: Ipv4Addr::new(10, 77, opts.subnet, 2),
             prefix_len: 24,
+            server_ip6: Ipv6Addr::new(0xfd77, 0, 0, opts.subnet as u16, 0, 0, 0, 1),
+            client_ip6: Ipv6Addr::new(0xfd77, 0, 0, opts.subnet as u16, 0, 0, 0, 2),
             tag,
             reaper_pid: None,
             torn_down: false,
@@ -250,14 +258,29 @@ impl Topology {
         ip(&add)?;
         ip(&["link", "set", &self.server_if, "netns", &self.server_ns])?;
         ip(&["link", "set", &self.client_if, "netns", &self.client_ns])?;
-        for (ns, dev, addr) in [
-            (&self.server_ns, &self.server_if, self.server_ip),
-            (&self.client_ns, &self.client_if, self.client_ip),
+        for (ns, dev, addr, addr6) in [
+            (
+                &self.server_ns,
+                &self.server_if,
+                self.server_ip,
+                self.server_ip6,
+            ),
+            (
+                &self.client_ns,
+                &self.client_if,
+                self.client_ip,
+                self.client_ip6,
+            ),
         ] {
             let cidr = format!("{}/{}", addr, self.prefix_len);
+            let cidr6 = format!("{addr6}/64");
             ns_exec(ns, &["ip", "link", "set", "lo", "up"])?;
             ns_exec(ns, &["ip", "link", "set", dev, "mtu", &mtu])?;
             ns_exec(ns, &["ip", "addr", "add", &cidr, "dev", dev])?;
+            ns_exec(
+                ns,
+                &["ip", "-6", "addr", "add", &cidr6, "dev", dev, "nodad"],
+            )?;
             ns_exec(ns, &["ip", "link", "set", dev, "up"])?;
             ns_exec(ns, &["ethtool", "-K", dev, "tx", "off"])?;
             if let QueueLayout::Partial { in_use, .. } = opts.queues {
@@ -329,6 +352,14 @@ impl Topology {
         }
     }
 
+    /// IPv6 address of one side (fd77::/16).
+    pub fn addr6(&self, side: Side) -> Ipv6Addr {
+        match side {
+            Side::Server => self.server_ip6,
+            Side::Client => self.client_ip6,
+        }
+    }
+
     /// A command that runs `program` inside one side's namespace.
     pub fn command(&self, side: Side, program: &str) -> Command {
         let mut c = Command::new("ip");
@@ -362,14 +393,16 @@ impl Topology {
     /// Shell `export` lines describing the topology (for scripts).
     pub fn env_lines(&self) -> String {
         format!(
-            "FASTNET_TAG={}\nSERVER_NS={}\nCLIENT_NS={}\nSERVER_IF={}\nCLIENT_IF={}\nSERVER_IP={}\nCLIENT_IP={}\n",
+            "FASTNET_TAG={}\nSERVER_NS={}\nCLIENT_NS={}\nSERVER_IF={}\nCLIENT_IF={}\nSERVER_IP={}\nCLIENT_IP={}\nSERVER_IP6={}\nCLIENT_IP6={}\n",
             self.tag,
             self.server_ns,
             self.client_ns,
             self.server_if,
             self.client_if,
             self.server_ip,
-            self.client_ip
+            self.client_ip,
+            self.server_ip6,
+            self.client_ip6
         )
     }
 }
@@ -410,6 +443,8 @@ pub fn down_by_tag(tag: &str) -> Result<()> {
         server_ip: Ipv4Addr::UNSPECIFIED,
         client_ip: Ipv4Addr::UNSPECIFIED,
         prefix_len: 24,
+        server_ip6: Ipv6Addr::UNSPECIFIED,
+        client_ip6: Ipv6Addr::UNSPECIFIED,
         reaper_pid: find_reaper(tag),
         torn_down: false,
     };

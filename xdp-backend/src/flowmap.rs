@@ -1,4 +1,4 @@
-//! The flow map: exact IPv4 flows (one connection or UDP peer) steered to one slot
+//! The flow map: exact IPv4 or IPv6 flows (one connection or UDP peer) steered to one slot
 //! (process) of the family, ahead of the port map's owner and listener group.
 //!
 //! A plain hash map, not an LRU one: only user space inserts (the program only looks
@@ -11,47 +11,69 @@
 use crate::bpf::{Map, MAP_F_NO_PREALLOC, MAP_TYPE_HASH};
 use crate::portmap::Transport;
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// Most flows the map holds.
 pub const MAX_FLOWS: u32 = 1 << 18;
 
-/// Key layout shared with the XDP program (16 bytes, what it stores on its stack
-/// from the received frame):
+/// Key layout shared with the XDP program (40 bytes, what it stores on its stack
+/// from the received frame). IPv4 addresses are stored v4-mapped (`::ffff:a.b.c.d`),
+/// so one map holds both families:
 ///
-/// | bytes  | field                                                        |
-/// |--------|--------------------------------------------------------------|
-/// | 0      | IP protocol (6 TCP, 17 UDP)                                  |
-/// | 1..4   | zero                                                         |
-/// | 4..8   | local address = the frame's IPv4 destination, network order  |
-/// | 8..12  | remote address = the frame's IPv4 source, network order      |
-/// | 12..14 | local port = the frame's destination port, network order     |
-/// | 14..16 | remote port = the frame's source port, network order         |
-pub(crate) const KEY_SIZE: u32 = 16;
+/// | bytes  | field                                                          |
+/// |--------|----------------------------------------------------------------|
+/// | 0      | IP protocol (6 TCP, 17 UDP)                                    |
+/// | 1..4   | zero                                                           |
+/// | 4..20  | local address = the frame's destination (IPv6 or v4-mapped)    |
+/// | 20..36 | remote address = the frame's source (IPv6 or v4-mapped)        |
+/// | 36..38 | local port = the frame's destination port, network order       |
+/// | 38..40 | remote port = the frame's source port, network order           |
+pub(crate) const KEY_SIZE: u32 = 40;
 /// Value: the slot (native-endian u32).
 pub(crate) const VALUE_SIZE: u32 = 4;
 /// Stack offsets (from the frame pointer) of the key's fields in the program.
-pub(crate) const FP_KEY: i16 = -32;
+pub(crate) const FP_KEY: i16 = -48;
 pub(crate) const FP_LOCAL_ADDR: i16 = FP_KEY + 4;
-pub(crate) const FP_REMOTE_ADDR: i16 = FP_KEY + 8;
-pub(crate) const FP_LOCAL_PORT: i16 = FP_KEY + 12;
-pub(crate) const FP_REMOTE_PORT: i16 = FP_KEY + 14;
+pub(crate) const FP_REMOTE_ADDR: i16 = FP_KEY + 20;
+pub(crate) const FP_LOCAL_PORT: i16 = FP_KEY + 36;
+pub(crate) const FP_REMOTE_PORT: i16 = FP_KEY + 38;
 
-/// One flow as seen from this host.
+/// The 16 address bytes of the key: IPv6 as it is, IPv4 v4-mapped.
+pub(crate) fn key_address(a: &SocketAddr) -> [u8; 16] {
+    match a {
+        SocketAddr::V4(a) => a.ip().to_ipv6_mapped().octets(),
+        SocketAddr::V6(a) => a.ip().octets(),
+    }
+}
+
+/// The address the key's 16 bytes name (v4-mapped back to IPv4).
+fn key_socket_addr(octets: [u8; 16], port: u16) -> SocketAddr {
+    let ip = Ipv6Addr::from(octets);
+    match ip.to_ipv4_mapped() {
+        Some(v4) => SocketAddr::new(v4.into(), port),
+        None => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)),
+    }
+}
+
+/// One flow as seen from this host (both ends of one family).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub proto: Transport,
-    pub local: SocketAddrV4,
-    pub remote: SocketAddrV4,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
 }
 
 impl FlowKey {
-    pub fn new(proto: Transport, local: SocketAddrV4, remote: SocketAddrV4) -> FlowKey {
+    pub fn new(
+        proto: Transport,
+        local: impl Into<SocketAddr>,
+        remote: impl Into<SocketAddr>,
+    ) -> FlowKey {
         FlowKey {
             proto,
-            local,
-            remote,
+            local: local.into(),
+            remote: remote.into(),
         }
     }
 
@@ -59,20 +81,20 @@ impl FlowKey {
     pub fn bytes(&self) -> [u8; KEY_SIZE as usize] {
         let mut k = [0u8; KEY_SIZE as usize];
         k[0] = self.proto.ip_proto();
-        k[4..8].copy_from_slice(&self.local.ip().octets());
-        k[8..12].copy_from_slice(&self.remote.ip().octets());
-        k[12..14].copy_from_slice(&self.local.port().to_be_bytes());
-        k[14..16].copy_from_slice(&self.remote.port().to_be_bytes());
+        k[4..20].copy_from_slice(&key_address(&self.local));
+        k[20..36].copy_from_slice(&key_address(&self.remote));
+        k[36..38].copy_from_slice(&self.local.port().to_be_bytes());
+        k[38..40].copy_from_slice(&self.remote.port().to_be_bytes());
         k
     }
 
     fn from_bytes(k: &[u8]) -> Option<FlowKey> {
-        let addr = |at: usize| std::net::Ipv4Addr::new(k[at], k[at + 1], k[at + 2], k[at + 3]);
+        let addr = |at: usize| -> [u8; 16] { k[at..at + 16].try_into().expect("16 bytes") };
         let port = |at: usize| u16::from_be_bytes([k[at], k[at + 1]]);
         Some(FlowKey {
             proto: Transport::from_ip_proto(k[0])?,
-            local: SocketAddrV4::new(addr(4), port(12)),
-            remote: SocketAddrV4::new(addr(8), port(14)),
+            local: key_socket_addr(addr(4), port(36)),
+            remote: key_socket_addr(addr(20), port(38)),
         })
     }
 }
@@ -182,7 +204,7 @@ impl FlowMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, SocketAddrV4};
 
     #[test]
     fn key_layout() {
@@ -191,11 +213,30 @@ mod tests {
             SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), 0x1f90),
             SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 0xabcd),
         );
-        assert_eq!(
-            f.bytes(),
-            [6, 0, 0, 0, 10, 77, 0, 1, 10, 77, 0, 2, 0x1f, 0x90, 0xab, 0xcd]
-        );
+        let mut want = [0u8; 40];
+        want[0] = 6;
+        want[14..20].copy_from_slice(&[0xff, 0xff, 10, 77, 0, 1]);
+        want[30..36].copy_from_slice(&[0xff, 0xff, 10, 77, 0, 2]);
+        want[36..40].copy_from_slice(&[0x1f, 0x90, 0xab, 0xcd]);
+        assert_eq!(f.bytes(), want);
         assert_eq!(FlowKey::from_bytes(&f.bytes()), Some(f));
-        assert_eq!(FP_KEY + KEY_SIZE as i16, -16);
+        assert_eq!(FP_KEY + KEY_SIZE as i16, -8);
+    }
+
+    #[test]
+    fn ipv6_key_layout() {
+        let local: Ipv6Addr = "fd77::1".parse().unwrap();
+        let remote: Ipv6Addr = "fd77::2".parse().unwrap();
+        let f = FlowKey::new(
+            Transport::Udp,
+            SocketAddrV6::new(local, 53, 0, 0),
+            SocketAddrV6::new(remote, 40000, 0, 0),
+        );
+        let k = f.bytes();
+        assert_eq!(k[0], 17);
+        assert_eq!(k[4..20], local.octets());
+        assert_eq!(k[20..36], remote.octets());
+        assert_eq!(k[36..40], [0, 53, 0x9c, 0x40]);
+        assert_eq!(FlowKey::from_bytes(&k), Some(f));
     }
 }

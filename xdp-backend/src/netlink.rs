@@ -1,7 +1,8 @@
 //! What the fast path needs from the kernel's view of the network, over rtnetlink:
-//! the interface (index, MAC, MTU, IPv4 addresses, queues), routes (RTM_GETROUTE) and
-//! neighbours (RTM_GETNEIGH), and asking the kernel to resolve a neighbour it does not
-//! know yet. The kernel stays the owner of ARP and routes; the fast path follows them.
+//! the interface (index, MAC, MTU, IPv4 and IPv6 addresses, queues), routes
+//! (RTM_GETROUTE) and neighbours (RTM_GETNEIGH), both families, and asking the kernel
+//! to resolve a neighbour it does not know yet. The kernel stays the owner of ARP,
+//! Neighbor Discovery and routes; the fast path follows them.
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
@@ -16,7 +17,7 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 /// One interface as the kernel sees it.
@@ -38,23 +39,23 @@ pub struct LinkInfo {
 pub struct Route {
     /// Output interface.
     pub oif: u32,
-    /// Next hop when not directly connected.
-    pub gateway: Option<Ipv4Addr>,
+    /// Next hop when not directly connected (of the destination's family).
+    pub gateway: Option<IpAddr>,
     /// Source address the kernel would pick.
-    pub pref_src: Option<Ipv4Addr>,
+    pub pref_src: Option<IpAddr>,
 }
 
 impl Route {
     /// The address whose MAC frames to `dst` are sent to.
-    pub fn next_hop(&self, dst: Ipv4Addr) -> Ipv4Addr {
-        self.gateway.unwrap_or(dst)
+    pub fn next_hop(&self, dst: impl Into<IpAddr>) -> IpAddr {
+        self.gateway.unwrap_or(dst.into())
     }
 }
 
 /// A neighbour table entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Neighbour {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub mac: Option<[u8; 6]>,
     pub state: NeighbourState,
 }
@@ -188,25 +189,56 @@ fn parse_link(l: &LinkMessage) -> LinkInfo {
 
 /// IPv4 addresses (with prefix length) of the interface.
 pub fn ipv4_addresses(index: u32) -> io::Result<Vec<(Ipv4Addr, u8)>> {
+    Ok(addresses(index, AddressFamily::Inet)?
+        .into_iter()
+        .filter_map(|(ip, len)| match ip {
+            IpAddr::V4(v4) => Some((v4, len)),
+            IpAddr::V6(_) => None,
+        })
+        .collect())
+}
+
+/// IPv6 addresses (with prefix length) of the interface, link-local ones included,
+/// tentative ones (duplicate address detection still running, or failed) left out:
+/// the kernel would not use them either.
+pub fn ipv6_addresses(index: u32) -> io::Result<Vec<(Ipv6Addr, u8)>> {
+    Ok(addresses(index, AddressFamily::Inet6)?
+        .into_iter()
+        .filter_map(|(ip, len)| match ip {
+            IpAddr::V6(v6) => Some((v6, len)),
+            IpAddr::V4(_) => None,
+        })
+        .collect())
+}
+
+/// IFA_F_TENTATIVE and IFA_F_DADFAILED (linux/if_addr.h).
+const IFA_F_NOT_USABLE: u32 = 0x40 | 0x08;
+
+fn addresses(index: u32, family: AddressFamily) -> io::Result<Vec<(IpAddr, u8)>> {
     let mut msg = AddressMessage::default();
-    msg.header.family = AddressFamily::Inet;
+    msg.header.family = family;
     let replies = request(RouteNetlinkMessage::GetAddress(msg), NLM_F_DUMP)?;
     let mut out = Vec::new();
     for r in replies {
         let RouteNetlinkMessage::NewAddress(a) = r else {
             continue;
         };
-        if a.header.index != index || a.header.family != AddressFamily::Inet {
+        if a.header.index != index || a.header.family != family {
             continue;
         }
         let mut local = None;
         let mut address = None;
+        let mut flags = a.header.flags.bits() as u32;
         for attr in &a.attributes {
             match attr {
-                AddressAttribute::Local(IpAddr::V4(v)) => local = Some(*v),
-                AddressAttribute::Address(IpAddr::V4(v)) => address = Some(*v),
+                AddressAttribute::Local(ip) => local = Some(*ip),
+                AddressAttribute::Address(ip) => address = Some(*ip),
+                AddressAttribute::Flags(f) => flags = f.bits(),
                 _ => {}
             }
+        }
+        if flags & IFA_F_NOT_USABLE != 0 {
+            continue;
         }
         if let Some(ip) = local.or(address) {
             out.push((ip, a.header.prefix_len));
@@ -216,12 +248,13 @@ pub fn ipv4_addresses(index: u32) -> io::Result<Vec<(Ipv4Addr, u8)>> {
 }
 
 /// Asks the kernel's routing table how it would reach `dst` (like `ip route get`).
-pub fn route_get(dst: Ipv4Addr) -> io::Result<Route> {
+pub fn route_get(dst: impl Into<IpAddr>) -> io::Result<Route> {
+    let dst = dst.into();
     let mut msg = RouteMessage::default();
-    msg.header.address_family = AddressFamily::Inet;
-    msg.header.destination_prefix_length = 32;
+    msg.header.address_family = family_of(dst);
+    msg.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
     msg.attributes
-        .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        .push(RouteAttribute::Destination(route_address(dst)));
     let replies = request(RouteNetlinkMessage::GetRoute(msg), 0)?;
     for r in replies {
         let RouteNetlinkMessage::NewRoute(r) = r else {
@@ -235,8 +268,8 @@ pub fn route_get(dst: Ipv4Addr) -> io::Result<Route> {
         for a in &r.attributes {
             match a {
                 RouteAttribute::Oif(i) => route.oif = *i,
-                RouteAttribute::Gateway(RouteAddress::Inet(g)) => route.gateway = Some(*g),
-                RouteAttribute::PrefSource(RouteAddress::Inet(s)) => route.pref_src = Some(*s),
+                RouteAttribute::Gateway(g) => route.gateway = ip_of(g),
+                RouteAttribute::PrefSource(s) => route.pref_src = ip_of(s),
                 _ => {}
             }
         }
@@ -248,20 +281,51 @@ pub fn route_get(dst: Ipv4Addr) -> io::Result<Route> {
     ))
 }
 
-/// The neighbour table entry for `ip` on `ifindex`, if any: one RTM_GETNEIGH for that
-/// address (a table dump on kernels older than 5.0, which lack the single get).
-pub fn neighbour(ifindex: u32, ip: Ipv4Addr) -> io::Result<Option<Neighbour>> {
+fn family_of(ip: IpAddr) -> AddressFamily {
+    match ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+fn route_address(ip: IpAddr) -> RouteAddress {
+    match ip {
+        IpAddr::V4(a) => RouteAddress::Inet(a),
+        IpAddr::V6(a) => RouteAddress::Inet6(a),
+    }
+}
+
+fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(a) => Some(IpAddr::V4(*a)),
+        RouteAddress::Inet6(a) => Some(IpAddr::V6(*a)),
+        _ => None,
+    }
+}
+
+fn neighbour_address(ip: IpAddr) -> NeighbourAddress {
+    match ip {
+        IpAddr::V4(a) => NeighbourAddress::Inet(a),
+        IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+    }
+}
+
+/// The neighbour table entry for `ip` (IPv4: ARP, IPv6: Neighbor Discovery) on
+/// `ifindex`, if any: one RTM_GETNEIGH for that address (a table dump on kernels
+/// older than 5.0, which lack the single get).
+pub fn neighbour(ifindex: u32, ip: impl Into<IpAddr>) -> io::Result<Option<Neighbour>> {
+    let ip = ip.into();
     let mut msg = NeighbourMessage::default();
-    msg.header.family = AddressFamily::Inet;
+    msg.header.family = family_of(ip);
     msg.header.ifindex = ifindex;
     msg.attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        .push(NeighbourAttribute::Destination(neighbour_address(ip)));
     let replies = match request(RouteNetlinkMessage::GetNeighbour(msg), 0) {
         Ok(r) => r,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             let mut msg = NeighbourMessage::default();
-            msg.header.family = AddressFamily::Inet;
+            msg.header.family = family_of(ip);
             request(RouteNetlinkMessage::GetNeighbour(msg), NLM_F_DUMP)?
         }
         Err(e) => return Err(e),
@@ -277,7 +341,12 @@ pub fn neighbour(ifindex: u32, ip: Ipv4Addr) -> io::Result<Option<Neighbour>> {
         let mut mac = None;
         for a in &n.attributes {
             match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => dst = Some(*d),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => {
+                    dst = Some(IpAddr::V4(*d))
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(d)) => {
+                    dst = Some(IpAddr::V6(*d))
+                }
                 NeighbourAttribute::LinkLayerAddress(m) if m.len() == 6 => {
                     let mut b = [0u8; 6];
                     b.copy_from_slice(m);
@@ -297,16 +366,18 @@ pub fn neighbour(ifindex: u32, ip: Ipv4Addr) -> io::Result<Option<Neighbour>> {
     Ok(None)
 }
 
-/// Asks the kernel to start resolving `ip` on `ifindex` (ARP), without waiting:
-/// RTM_NEWNEIGH with NTF_USE, which makes the kernel probe as if a packet were queued.
-pub fn start_neighbour_resolution(ifindex: u32, ip: Ipv4Addr) -> io::Result<()> {
+/// Asks the kernel to start resolving `ip` on `ifindex` (ARP or Neighbor
+/// Solicitation), without waiting: RTM_NEWNEIGH with NTF_USE, which makes the kernel
+/// probe as if a packet were queued.
+pub fn start_neighbour_resolution(ifindex: u32, ip: impl Into<IpAddr>) -> io::Result<()> {
+    let ip = ip.into();
     let mut msg = NeighbourMessage::default();
-    msg.header.family = AddressFamily::Inet;
+    msg.header.family = family_of(ip);
     msg.header.ifindex = ifindex;
     msg.header.state = NeighbourState::None;
     msg.header.flags = NeighbourFlags::Use;
     msg.attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        .push(NeighbourAttribute::Destination(neighbour_address(ip)));
     request(
         RouteNetlinkMessage::NewNeighbour(msg),
         NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
@@ -316,7 +387,12 @@ pub fn start_neighbour_resolution(ifindex: u32, ip: Ipv4Addr) -> io::Result<()> 
 
 /// The MAC of `ip` on `ifindex`: from the table, or after asking the kernel to resolve
 /// it and waiting up to `timeout`. `TimedOut` when it does not answer in time.
-pub fn resolve_neighbour(ifindex: u32, ip: Ipv4Addr, timeout: Duration) -> io::Result<[u8; 6]> {
+pub fn resolve_neighbour(
+    ifindex: u32,
+    ip: impl Into<IpAddr>,
+    timeout: Duration,
+) -> io::Result<[u8; 6]> {
+    let ip = ip.into();
     let deadline = Instant::now() + timeout;
     let mut asked = false;
     loop {

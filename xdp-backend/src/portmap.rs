@@ -5,6 +5,7 @@
 use crate::bpf::{Map, MAP_TYPE_HASH};
 use crate::program::MAX_SLOTS;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// Transport protocols the port map steers.
@@ -96,7 +97,7 @@ impl PortEntry {
     /// it arrives on RX queue `queue` of an interface with `queues` in use (as the
     /// program's `settings` say): by queue while the group has no more members than
     /// queues, else by the hash of the remote end; the owner when the group is empty.
-    pub fn slot_for(&self, remote: std::net::SocketAddrV4, queue: u32, queues: u32) -> u32 {
+    pub fn slot_for(&self, remote: impl Into<SocketAddr>, queue: u32, queues: u32) -> u32 {
         let n = self.members.len();
         if n > 0 && n as u32 <= queues {
             self.members[queue as usize % n]
@@ -108,7 +109,7 @@ impl PortEntry {
     /// The slot the hash of the remote end picks (the owner when the group is empty):
     /// where the program sends `remote`'s frames with more members than queues, and a
     /// fair choice where the queue is not known.
-    pub fn slot_by_hash(&self, remote: std::net::SocketAddrV4) -> u32 {
+    pub fn slot_by_hash(&self, remote: impl Into<SocketAddr>) -> u32 {
         match self.members.len() {
             0 => self.owner,
             n => self.members[group_hash(remote) as usize % n],
@@ -117,20 +118,27 @@ impl PortEntry {
 
     /// True when a frame from `remote` with no flow-map entry can go to a slot other
     /// than `me`, on whichever queue it arrives.
-    pub fn may_go_elsewhere(&self, remote: std::net::SocketAddrV4, me: u32, queues: u32) -> bool {
+    pub fn may_go_elsewhere(&self, remote: impl Into<SocketAddr>, me: u32, queues: u32) -> bool {
+        let remote = remote.into();
         (0..queues.max(1)).any(|q| self.slot_for(remote, q, queues) != me)
     }
 }
 
 /// The hash the program spreads a group's flows with: stable per (remote address,
 /// remote port), computed exactly as the program does (see `program::assemble`):
-/// x = addr ^ port ^ (port << 16) over the words as the program loads them
-/// (little-endian loads of the network-order bytes), then the high 16 bits of the
+/// the remote address's 16 bytes as the flow key holds them (IPv4 v4-mapped), folded
+/// by XOR of its four words as the program loads them (little-endian loads of the
+/// network-order bytes), x = fold ^ port ^ (port << 16), then the high 16 bits of the
 /// 32-bit product x * 0x9E3779B1 (Fibonacci hashing: the high bits mix every input bit).
-pub fn group_hash(remote: std::net::SocketAddrV4) -> u32 {
-    let addr = u32::from_le_bytes(remote.ip().octets());
+pub fn group_hash(remote: impl Into<SocketAddr>) -> u32 {
+    let remote = remote.into();
+    let octets = crate::flowmap::key_address(&remote);
+    let fold = octets
+        .chunks_exact(4)
+        .map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes")))
+        .fold(0, |a, w| a ^ w);
     let port = u16::from_le_bytes(remote.port().to_be_bytes()) as u32;
-    let x = addr ^ port ^ (port << 16);
+    let x = fold ^ port ^ (port << 16);
     x.wrapping_mul(GROUP_HASH_MULTIPLIER) >> 16
 }
 
@@ -390,12 +398,20 @@ mod tests {
     fn group_hash_is_stable_and_spreads_sequential_ports() {
         let a = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 40000);
         assert_eq!(group_hash(a), group_hash(a));
-        // The value is fixed by the formula (the program computes the same).
-        let addr = u32::from_le_bytes([10, 77, 0, 2]);
+        // The value is fixed by the formula (the program computes the same): the
+        // v4-mapped address's words folded, `::ffff` giving the third one.
+        let addr = u32::from_le_bytes([10, 77, 0, 2]) ^ u32::from_le_bytes([0, 0, 0xff, 0xff]);
         let port = u16::from_le_bytes(40000u16.to_be_bytes()) as u32;
         assert_eq!(
             group_hash(a),
             (addr ^ port ^ (port << 16)).wrapping_mul(0x9E37_79B1) >> 16
+        );
+        // IPv6: the four words folded.
+        let v6 = std::net::SocketAddrV6::new("fd77::2".parse().unwrap(), 40000, 0, 0);
+        let fold = u32::from_le_bytes([0xfd, 0x77, 0, 0]) ^ u32::from_le_bytes([0, 0, 0, 2]);
+        assert_eq!(
+            group_hash(v6),
+            (fold ^ port ^ (port << 16)).wrapping_mul(0x9E37_79B1) >> 16
         );
         for n in [2usize, 3, 4, 8] {
             let mut hits = vec![0; n];

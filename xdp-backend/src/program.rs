@@ -37,13 +37,14 @@ pub const KERNEL_SLOT: u32 = 0xffff;
 /// The program's counters, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XdpCounters {
-    /// Frames left to the kernel (not ours: ARP, ICMP, other ports, fragments, IPv6).
+    /// Frames left to the kernel (not ours: ARP, ICMP, ICMPv6 and ND, other ports,
+    /// fragments, IPv6 with extension headers).
     pub passed: u64,
     /// Frames redirected to an XSK.
     pub redirected: u64,
     /// Frames for a claimed port that arrived on a queue with no XSK: dropped.
     pub dropped_no_xsk: u64,
-    /// Truncated or inconsistent Ethernet/IPv4/TCP/UDP headers: dropped.
+    /// Truncated or inconsistent Ethernet/IPv4/IPv6/TCP/UDP headers: dropped.
     pub malformed: u64,
 }
 
@@ -54,16 +55,35 @@ pub struct ProgramMaps {
     pub flows: i32,
     pub xsks: i32,
     pub counters: i32,
-    /// One u32: the interface's queues in use (see [`XdpProgram::set_queues_in_use`]).
+    /// u32 entries: the interface's queues in use (see
+    /// [`XdpProgram::set_queues_in_use`]), whether IPv6 is steered
+    /// ([`XdpProgram::set_ipv6_steering`]).
     pub settings: i32,
 }
+
+/// Entries of the program's `settings` array (u32 each).
+pub const SETTING_QUEUES_IN_USE: u32 = 0;
+/// Non-zero: IPv6 TCP/UDP to claimed ports is steered (the stack has IPv6 addresses).
+pub const SETTING_IPV6: u32 = 1;
+const SETTINGS: u32 = 2;
+
+/// `::ffff` as the third word of a v4-mapped address (bytes 00 00 ff ff, stored as
+/// a little-endian word).
+const V4_MAPPED_WORD: i32 = i32::from_le_bytes([0, 0, 0xff, 0xff]);
 
 /// Builds the program for these map fds.
 ///
 /// Registers: r6 ctx, r2/r3 data/data_end, r7 the current header (then the port map
 /// value), r8 lengths then the member count, the slot, the counter index, r9 the IP
-/// protocol then the verdict. Stack: fp-32..-16 the flow key (see `flowmap`), fp-8 the
+/// protocol then the verdict. Stack: fp-48..-8 the flow key (see `flowmap`), fp-8 the
 /// settings key then the counter index, fp-4 the port key.
+///
+/// IPv4 and IPv6 share everything after the IP header: one port map (a claimed port
+/// is claimed for both families, as a dual-stack shadow socket reserves it), one flow
+/// map (IPv4 addresses v4-mapped in its key), the same group and owner logic. IPv6
+/// is steered only when TCP or UDP follows the fixed header directly; extension
+/// headers (fragments included), ICMPv6 and Neighbor Discovery go to the kernel,
+/// which owns ND as it owns ARP.
 ///
 /// For a claimed port: the flow map's slot if the flow has an entry (the kernel for
 /// `KERNEL_SLOT`), else a member of the listener group, else the owner slot; then the
@@ -97,16 +117,24 @@ pub fn assemble(maps: ProgramMaps) -> Vec<Insn> {
         .load(Size::H, R5, R2, 16)
         .alu64_imm(Alu::Add, R7, 4)
         .label("not_vlan")
+        .jmp_imm(Jmp::Eq, R5, 0xdd86, "ipv6") // 0x86DD: IPv6
         .jmp_imm(Jmp::Ne, R5, 0x0008, "pass") // 0x0800: IPv4
         // IPv4: fixed 20 bytes first.
         .mov(R4, R7)
         .alu64_imm(Alu::Add, R4, 20)
         .jmp_reg(Jmp::Gt, R4, R3, "malformed")
-        // The flow key's addresses, copied as they are (network order).
+        // The flow key's addresses, v4-mapped (`::ffff:` then the address as it is,
+        // network order).
+        .store_imm(Size::W, R10, FP_LOCAL_ADDR, 0)
+        .store_imm(Size::W, R10, FP_LOCAL_ADDR + 4, 0)
+        .store_imm(Size::W, R10, FP_LOCAL_ADDR + 8, V4_MAPPED_WORD)
         .load(Size::W, R4, R7, 16)
-        .store(Size::W, R10, FP_LOCAL_ADDR, R4)
+        .store(Size::W, R10, FP_LOCAL_ADDR + 12, R4)
+        .store_imm(Size::W, R10, FP_REMOTE_ADDR, 0)
+        .store_imm(Size::W, R10, FP_REMOTE_ADDR + 4, 0)
+        .store_imm(Size::W, R10, FP_REMOTE_ADDR + 8, V4_MAPPED_WORD)
         .load(Size::W, R4, R7, 12)
-        .store(Size::W, R10, FP_REMOTE_ADDR, R4)
+        .store(Size::W, R10, FP_REMOTE_ADDR + 12, R4)
         .load(Size::B, R5, R7, 0)
         .mov(R4, R5)
         .alu64_imm(Alu::Rsh, R4, 4)
@@ -129,6 +157,43 @@ pub fn assemble(maps: ProgramMaps) -> Vec<Insn> {
         .load(Size::B, R9, R7, 9) // protocol
         .alu64_reg(Alu::Sub, R8, R5) // transport bytes per the IP header
         .alu64_reg(Alu::Add, R7, R5) // transport header
+        .ja("transport")
+        // IPv6: the fixed 40 bytes. TCP or UDP right after them is steered like
+        // IPv4; any other next header (an extension header, a fragment, ICMPv6 and
+        // with it Neighbor Discovery) is the kernel's.
+        .label("ipv6")
+        // Only when the stack takes IPv6 (`settings[SETTING_IPV6]` non-zero): until
+        // then a claimed port's IPv6 frames stay the kernel's, as before IPv6 steering.
+        .store_imm(Size::W, R10, -8, SETTING_IPV6 as i32)
+        .map_lookup(maps.settings, -8)
+        .jmp_imm(Jmp::Eq, R0, 0, "pass")
+        .load(Size::W, R4, R0, 0)
+        .jmp_imm(Jmp::Eq, R4, 0, "pass")
+        .load(Size::W, R3, R6, 4) // xdp_md.data_end again (the call clobbered r3)
+        .mov(R4, R7)
+        .alu64_imm(Alu::Add, R4, 40)
+        .jmp_reg(Jmp::Gt, R4, R3, "malformed")
+        .load(Size::B, R5, R7, 0)
+        .alu64_imm(Alu::Rsh, R5, 4)
+        .jmp_imm(Jmp::Ne, R5, 6, "malformed"); // version
+                                               // Destination to the key's local address, source to its remote one.
+    for (from, to) in [(24, FP_LOCAL_ADDR), (8, FP_REMOTE_ADDR)] {
+        for word in [0, 4, 8, 12] {
+            a.load(Size::W, R4, R7, from + word)
+                .store(Size::W, R10, to + word, R4);
+        }
+    }
+    a.load(Size::B, R9, R7, 6) // next header
+        // Payload length: at most what the frame holds (0, a jumbogram, comes only
+        // with a Hop-by-Hop header, which passes).
+        .load(Size::H, R8, R7, 4)
+        .to_be(R8, 16)
+        .alu64_imm(Alu::And, R8, 0xffff)
+        .alu64_imm(Alu::Add, R7, 40)
+        .mov(R4, R7)
+        .alu64_reg(Alu::Add, R4, R8)
+        .jmp_reg(Jmp::Gt, R4, R3, "malformed")
+        .label("transport")
         .jmp_imm(Jmp::Eq, R9, 17, "udp")
         .jmp_imm(Jmp::Eq, R9, 6, "tcp")
         .ja("pass")
@@ -188,9 +253,16 @@ pub fn assemble(maps: ProgramMaps) -> Vec<Insn> {
         .load(Size::W, R2, R6, 16) // xdp_md.rx_queue_index
         .ja("member")
         // h = high 16 bits of (addr ^ port ^ port << 16) * GROUP_HASH_MULTIPLIER (u32),
+        // addr the XOR of the remote address's four words (v4-mapped for IPv4),
         // exactly `portmap::group_hash`.
         .label("by_hash")
         .load(Size::W, R2, R10, FP_REMOTE_ADDR)
+        .load(Size::W, R4, R10, FP_REMOTE_ADDR + 4)
+        .alu64_reg(Alu::Xor, R2, R4)
+        .load(Size::W, R4, R10, FP_REMOTE_ADDR + 8)
+        .alu64_reg(Alu::Xor, R2, R4)
+        .load(Size::W, R4, R10, FP_REMOTE_ADDR + 12)
+        .alu64_reg(Alu::Xor, R2, R4)
         .load(Size::H, R3, R10, FP_REMOTE_PORT)
         .alu64_reg(Alu::Xor, R2, R3)
         .alu64_imm(Alu::Lsh, R3, 16)
@@ -299,7 +371,7 @@ impl XdpProgram {
             "fastnet_xsks",
         )?;
         let counters = Map::create(MAP_TYPE_PERCPU_ARRAY, 4, 8, COUNTERS, "fastnet_cnt")?;
-        let settings = Map::create(MAP_TYPE_ARRAY, 4, 4, 1, "fastnet_set")?;
+        let settings = Map::create(MAP_TYPE_ARRAY, 4, 4, SETTINGS, "fastnet_set")?;
         let insns = assemble(ProgramMaps {
             ports: port_map.raw_fd(),
             flows: flow_map.raw_fd(),
@@ -431,13 +503,35 @@ impl XdpProgram {
     /// [`assemble`]). Written by the process that attached, again when the count
     /// changes.
     pub fn set_queues_in_use(&self, n: u32) -> io::Result<()> {
-        self.settings.update(&0u32.to_ne_bytes(), &n.to_ne_bytes())
+        self.set_setting(SETTING_QUEUES_IN_USE, n)
     }
 
     /// What [`XdpProgram::set_queues_in_use`] wrote last (0: never).
     pub fn queues_in_use(&self) -> io::Result<u32> {
+        self.setting(SETTING_QUEUES_IN_USE)
+    }
+
+    /// Steers IPv6 TCP/UDP to claimed ports (on) or leaves it to the kernel (off, the
+    /// default): turned on by a process whose stack has the interface's IPv6
+    /// addresses, so a port claimed by a process that cannot serve IPv6 does not take
+    /// its IPv6 frames from the kernel.
+    pub fn set_ipv6_steering(&self, on: bool) -> io::Result<()> {
+        self.set_setting(SETTING_IPV6, on as u32)
+    }
+
+    /// Whether IPv6 is steered (see [`XdpProgram::set_ipv6_steering`]).
+    pub fn ipv6_steering(&self) -> io::Result<bool> {
+        Ok(self.setting(SETTING_IPV6)? != 0)
+    }
+
+    fn set_setting(&self, key: u32, value: u32) -> io::Result<()> {
+        self.settings
+            .update(&key.to_ne_bytes(), &value.to_ne_bytes())
+    }
+
+    fn setting(&self, key: u32) -> io::Result<u32> {
         let mut v = [0u8; 4];
-        self.settings.lookup(&0u32.to_ne_bytes(), &mut v)?;
+        self.settings.lookup(&key.to_ne_bytes(), &mut v)?;
         Ok(u32::from_ne_bytes(v))
     }
 
@@ -504,7 +598,7 @@ mod tests {
             settings: 15,
         });
         let map_loads: Vec<i32> = p.iter().filter(|i| i.code == 0x18).map(|i| i.imm).collect();
-        assert_eq!(map_loads, vec![11, 12, 15, 13, 14]);
+        assert_eq!(map_loads, vec![15, 11, 12, 15, 13, 14]);
         assert!(p.iter().all(|i| i.code != 0x18 || i.src == 1));
         assert_eq!(p.last().unwrap().code, 0x95);
         // Every jump lands inside the program.

@@ -77,7 +77,7 @@ pub unsafe fn write<T: Copy>(ptr: i64, v: T) -> Result<(), Errno> {
 pub unsafe fn write_sockaddr(
     addr: i64,
     lenp: i64,
-    a: std::net::SocketAddrV4,
+    a: std::net::SocketAddr,
     v6: bool,
 ) -> Result<(), Errno> {
     if addr == 0 || lenp == 0 {
@@ -128,7 +128,7 @@ mod tests {
     fn real_buffers_round_trip() {
         let mut buf = [0u8; 32];
         let mut len: u32 = 32;
-        let a = std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 77, 0, 2), 9);
+        let a = std::net::SocketAddr::new(std::net::Ipv4Addr::new(10, 77, 0, 2).into(), 9);
         // SAFETY: live local buffers of the stated sizes.
         unsafe {
             write_sockaddr(

@@ -3,6 +3,7 @@
 //! Data calls are in `data.rs`, options in `options.rs`, readiness in `readiness.rs`.
 
 use super::appmem;
+use super::engine::v6only;
 use super::engine::{
     forget_moved_kernel_fds, is_moved_kernel_fd, set_moved_kernel_fd, CALLS_IN_FLIGHT, MOVE_PENDING,
 };
@@ -10,12 +11,12 @@ use super::engine::{Engine, FastSocket, Kind};
 use super::kernel;
 use super::log::debug;
 use super::process::{self, active, block_on, engine, Attempt, Deadline};
-use super::sockaddr::{self, stack_v4, AppAddr};
+use super::sockaddr;
 use fastnet_stats::Counter;
 use rewriter::{SyscallArgs, PASSTHROUGH};
 use stack::error::Error;
 use stack::tcp::SocketOptions;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use xdp_backend::portmap::Transport;
 
@@ -634,6 +635,7 @@ fn socket(domain: i32, ty: i32, proto: i32) -> i64 {
             user_timeout: None,
             defer_accept: None,
             quickack: true,
+            tos: 0,
         },
         keepalive_params: Default::default(),
         claimed: None,
@@ -659,7 +661,7 @@ fn socket(domain: i32, ty: i32, proto: i32) -> i64 {
 }
 
 /// Shadow address for binding to the fast-path interface address, in the socket's family.
-fn shadow_addr(v6: bool, a: SocketAddrV4) -> ([u8; 28], usize) {
+fn shadow_addr(v6: bool, a: SocketAddr) -> ([u8; 28], usize) {
     let mut buf = [0u8; 28];
     let n = sockaddr::write(a, v6, &mut buf);
     (buf, n)
@@ -667,7 +669,7 @@ fn shadow_addr(v6: bool, a: SocketAddrV4) -> ([u8; 28], usize) {
 
 /// The shadow's port, binding it to `local` (port 0: the kernel picks) if the app
 /// did not bind it.
-fn bound_port(fd: i32, v6: bool, local: SocketAddrV4) -> Result<u16, i32> {
+fn bound_port(fd: i32, v6: bool, local: SocketAddr) -> Result<u16, i32> {
     match shadow_port(fd)? {
         0 => {
             let (a, n) = shadow_addr(v6, local);
@@ -704,14 +706,11 @@ fn shadow_port(fd: i32) -> Result<u16, i32> {
     shadow_local(fd).map(|a| a.port())
 }
 
-/// The shadow's local address (v4, or v4-mapped).
-fn shadow_local(fd: i32) -> Result<SocketAddrV4, i32> {
+/// The shadow's local address (IPv4 also when v4-mapped).
+fn shadow_local(fd: i32) -> Result<SocketAddr, i32> {
     let mut buf = [0u8; 128];
     let n = kernel::getsockname(fd, &mut buf)?;
-    match sockaddr::parse(&buf[..n]) {
-        Ok(AppAddr::V4(a)) => Ok(a),
-        _ => Err(libc::EAFNOSUPPORT),
-    }
+    sockaddr::parse(&buf[..n])
 }
 
 fn bind(fd: i32, addr: i64, len: usize) -> i64 {
@@ -729,10 +728,10 @@ fn bind(fd: i32, addr: i64, len: usize) -> i64 {
         return err(x);
     }
     let local = match sockaddr::parse(buf) {
-        Ok(AppAddr::V4(a)) if a.ip().is_unspecified() || *a.ip() == e.dev.addr => a,
-        // Loopback on: the stack carries 127/8 between this process's sockets.
-        Ok(AppAddr::V4(a)) if a.ip().is_loopback() && e.loopback_on() => a,
-        Ok(AppAddr::V4(a)) if a.ip().is_loopback() => {
+        Ok(a) if a.ip().is_unspecified() || e.is_own_addr(a.ip()) => a,
+        // Loopback on: the stack carries 127/8 between this process's sockets (not ::1).
+        Ok(a @ SocketAddr::V4(v4)) if v4.ip().is_loopback() && e.loopback_on() => a,
+        Ok(a) if a.ip().is_loopback() => {
             release_to_kernel(&mut e, fd, Counter::KernelLoopback);
             return 0;
         }
@@ -746,7 +745,7 @@ fn bind(fd: i32, addr: i64, len: usize) -> i64 {
             Ok(p) => p,
             Err(x) => return err(x),
         };
-        let bound = SocketAddrV4::new(*local.ip(), port);
+        let bound = SocketAddr::new(local.ip(), port);
         if let Err(why) = make_udp(&mut e, fd, bound) {
             release_to_kernel(&mut e, fd, why);
         }
@@ -756,12 +755,33 @@ fn bind(fd: i32, addr: i64, len: usize) -> i64 {
 
 /// The XDP port map entry a socket bound to `local` needs: none on 127/8, which no
 /// frame from outside reaches.
-fn claim_for(t: Transport, local: SocketAddrV4) -> Option<(Transport, u16)> {
+fn claim_for(t: Transport, local: SocketAddr) -> Option<(Transport, u16)> {
     (!local.ip().is_loopback()).then_some((t, local.port()))
 }
 
-/// Turns a fresh UDP socket into a fast-path one bound to `local`.
-fn make_udp(e: &mut Engine, fd: i32, local: SocketAddrV4) -> Result<(), Counter> {
+/// Turns a fresh UDP socket into a fast-path one bound to `local`. `::` takes IPv6
+/// (and, without IPV6_V6ONLY, IPv4 too: a dual-stack stack socket) when the stack
+/// has IPv6 addresses; without them a dual-stack socket takes IPv4 alone, as before
+/// IPv6 was on the fast path, and an IPv6-only one is the kernel's.
+fn make_udp(e: &mut Engine, fd: i32, local: SocketAddr) -> Result<(), Counter> {
+    let v6 = e.fds.get(fd).is_some_and(|s| s.v6);
+    let mut dual = false;
+    let local = match local {
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            let only = v6only(fd, v6);
+            if !e.has_ipv6() && only {
+                return Err(Counter::KernelRoute);
+            }
+            dual = !only && e.has_ipv6();
+            if e.has_ipv6() {
+                local
+            } else {
+                sockaddr::any(false, a.port())
+            }
+        }
+        SocketAddr::V6(_) if !e.has_ipv6() => return Err(Counter::KernelRoute),
+        _ => local,
+    };
     let claim = claim_for(Transport::Udp, local);
     e.claim_entry(claim).map_err(|_| Counter::KernelResources)?;
     let h = match e.iface.udp.open() {
@@ -771,7 +791,11 @@ fn make_udp(e: &mut Engine, fd: i32, local: SocketAddrV4) -> Result<(), Counter>
             return Err(Counter::KernelResources);
         }
     };
-    if e.iface.udp.bind(h, local).is_err() {
+    let tos = e.fds.get(fd).map_or(0, |s| s.opts.tos);
+    if (dual && e.iface.udp.set_dual_stack(h, true).is_err())
+        || e.iface.udp.set_tos(h, tos).is_err()
+        || e.iface.udp.bind(h, local).is_err()
+    {
         let _ = e.iface.udp.close(h);
         e.unclaim_entry(claim);
         return Err(Counter::KernelResources);
@@ -799,7 +823,7 @@ fn listen(fd: i32, backlog: i32) -> i64 {
     // Unbound: let the kernel pick the port, as listen(2) would.
     let bound = match shadow_local(fd) {
         Ok(a) if a.port() == 0 => {
-            let (a, n) = shadow_addr(s.v6, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+            let (a, n) = shadow_addr(s.v6, sockaddr::any(s.v6, 0));
             if let Err(x) = kernel::bind(fd, &a[..n]) {
                 return err(x);
             }
@@ -811,13 +835,9 @@ fn listen(fd: i32, backlog: i32) -> i64 {
         Ok(a) => a,
         Err(x) => return err(x),
     };
-    let port = bound.port();
-    // The stack listens where the app bound: 127/8 (loopback on), or the interface's
-    // address, or any address when loopback is on (connections to 127.0.0.1 too).
-    let local = if bound.ip().is_loopback() || bound.ip().is_unspecified() && e.loopback_on() {
-        bound
-    } else {
-        e.local(port)
+    let Some((local, also)) = e.listen_addrs(bound, v6only(fd, s.v6)) else {
+        release_to_kernel(&mut e, fd, Counter::KernelRoute);
+        return res(kernel::listen(fd, backlog).map(|_| 0));
     };
     if let Some(h) = reuseport_twin_of(&e, fd, local) {
         // The kernel let the shadow bind beside our listener's: both asked for
@@ -845,7 +865,7 @@ fn listen(fd: i32, backlog: i32) -> i64 {
         return err(x);
     }
     let backlog = backlog.clamp(1, 65535) as usize;
-    match e.iface.tcp.listen_with(local, backlog, s.opts) {
+    match e.listen_on(local, &also, backlog, s.opts) {
         Ok(h) => {
             // Host mode: other fastnet processes' connections to this port on
             // loopback come to our stack.
@@ -871,7 +891,7 @@ fn listen(fd: i32, backlog: i32) -> i64 {
 fn reuseport_twin_of(
     e: &Engine,
     fd: i32,
-    local: SocketAddrV4,
+    local: std::net::SocketAddr,
 ) -> Option<stack::socket::SocketHandle> {
     let on = kernel::getsockopt::<i32>(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT).ok()?;
     (on != 0).then(|| e.listener_on(local)).flatten()
@@ -963,14 +983,9 @@ fn adopt_accepted(
             return err(x);
         }
     };
-    let peer = e.iface.tcp.peer_addr(h).map(stack_v4).ok();
+    let peer = e.iface.tcp.peer_addr(h).ok();
     // The connection keeps its port steered to us even after the listener closes.
-    let local = e
-        .iface
-        .tcp
-        .local_addr(h)
-        .map(stack_v4)
-        .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+    let local = e.iface.tcp.local_addr(h).unwrap_or(sockaddr::any(false, 0));
     let claimed = claim_for(Transport::Tcp, local).filter(|&(t, p)| e.claim(t, p).is_ok());
     if let Some(stale) = e.fds.remove(cfd) {
         e.close_socket(stale);
@@ -1035,7 +1050,7 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
         Kind::TcpListener(_) => return err(libc::EISCONN),
         Kind::Udp(h) => {
             return match sockaddr::parse(buf) {
-                Ok(AppAddr::V4(dst)) => match e.iface.udp.connect(h, dst) {
+                Ok(dst) => match e.iface.udp.connect(h, dst) {
                     Ok(()) => {
                         let _ = kernel::connect(fd, buf);
                         0
@@ -1048,11 +1063,22 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
         Kind::TcpFresh | Kind::UdpFresh => {}
     }
     let dst = match sockaddr::parse(buf) {
-        Ok(AppAddr::V4(d)) => d,
-        Ok(AppAddr::V6Native) => {
+        // IPv6 needs the stack's IPv6 addresses; an IPv6-only socket's v4-mapped
+        // destination is the kernel's to refuse.
+        Ok(d) if d.is_ipv6() && !e.has_ipv6() => {
             release_to_kernel(&mut e, fd, Counter::KernelRoute);
             return PASSTHROUGH;
         }
+        Ok(d) if d.is_ipv4() && v6only(fd, s.v6) => {
+            release_to_kernel(&mut e, fd, Counter::KernelRoute);
+            return PASSTHROUGH;
+        }
+        // A link-local peer on another interface.
+        Ok(SocketAddr::V6(d)) if d.scope_id() != 0 && d.scope_id() != e.dev.ifindex => {
+            release_to_kernel(&mut e, fd, Counter::KernelRoute);
+            return PASSTHROUGH;
+        }
+        Ok(d) => d,
         Err(_) => {
             release_to_kernel(&mut e, fd, Counter::KernelRoute);
             return PASSTHROUGH;
@@ -1061,7 +1087,13 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
     // This host (127/8, our own address): the stack's only when a socket of this
     // process takes the destination; otherwise another program may be listening.
     let mut to_peer = false;
-    let src_ip = if e.is_host_addr(*dst.ip()) {
+    // This host over IPv6 (::1, our own IPv6 address): the kernel's (no IPv6 loopback
+    // in the stack yet).
+    if dst.is_ipv6() && e.is_host_addr(dst.ip()) {
+        release_to_kernel(&mut e, fd, Counter::KernelLoopback);
+        return PASSTHROUGH;
+    }
+    let src_ip = if e.is_host_addr(dst.ip()) {
         let ours = e.loopback_on()
             && if s.kind == Kind::UdpFresh {
                 e.iface.udp.has_receiver(dst)
@@ -1079,18 +1111,26 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
             release_to_kernel(&mut e, fd, Counter::KernelLoopback);
             return PASSTHROUGH;
         }
-        e.host_source(*dst.ip())
+        e.host_source(dst.ip())
     } else {
-        let Some(route) = e.dev.routes_to(*dst.ip()) else {
+        let Some(route) = e.dev.routes_to(dst.ip()) else {
             release_to_kernel(&mut e, fd, Counter::KernelRoute);
             return PASSTHROUGH;
         };
-        if let Some(gw) = route.gateway {
-            e.iface.set_gateway(Some(gw));
+        match route.gateway {
+            Some(IpAddr::V4(gw)) => e.iface.set_gateway(Some(gw)),
+            Some(IpAddr::V6(gw)) => e.iface.set_ipv6_gateway(Some(gw)),
+            None => {}
         }
-        e.dev.addr
+        match e.source_for(dst.ip(), route.pref_src) {
+            Some(ip) => ip,
+            None => {
+                release_to_kernel(&mut e, fd, Counter::KernelRoute);
+                return PASSTHROUGH;
+            }
+        }
     };
-    let at = |port| SocketAddrV4::new(src_ip, port);
+    let at = |port| SocketAddr::new(src_ip, port);
     // Reserve the local port in the kernel: bind the shadow to our address.
     let app_bound = matches!(shadow_port(fd), Ok(p) if p != 0);
     let mut port = match bound_port(fd, s.v6, at(0)) {
@@ -1138,7 +1178,7 @@ fn connect(fd: i32, addr: i64, len: usize) -> i64 {
         }
     };
     let local = at(port);
-    if e.is_host_addr(*dst.ip()) {
+    if e.is_host_addr(dst.ip()) {
         e.count(if to_peer {
             Counter::LoopbackHostConnections
         } else {
@@ -1286,13 +1326,13 @@ pub fn udp_autobind(fd: i32) -> Result<(), i32> {
     }
     let port = match shadow_port(fd)? {
         0 => {
-            let (a, n) = shadow_addr(s.v6, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+            let (a, n) = shadow_addr(s.v6, sockaddr::any(s.v6, 0));
             kernel::bind(fd, &a[..n])?;
             shadow_port(fd)?
         }
         p => p,
     };
-    let local = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
+    let local = sockaddr::any(s.v6, port);
     make_udp(&mut e, fd, local).map_err(|why| {
         release_to_kernel(&mut e, fd, why);
         libc::EAGAIN

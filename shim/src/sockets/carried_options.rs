@@ -63,6 +63,11 @@ impl CarriedOptions {
                     .filter(|&ms| ms > 0)
                     .map(|ms| Duration::from_millis(ms as u64)),
                 linger,
+                // IPV6_TCLASS (an IPv6 socket) or IP_TOS; TCP leaves the ECN bits.
+                tos: int(libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
+                    .filter(|&c| c > 0)
+                    .or(int(libc::SOL_IP, libc::IP_TOS))
+                    .map_or(0, |t| t.clamp(0, 255) as u8 & !3),
                 ..defaults
             },
             rcvtimeo: timeout(libc::SO_RCVTIMEO),
@@ -79,6 +84,11 @@ impl CarriedOptions {
         };
         let o = &self.opts;
         int(libc::IPPROTO_TCP, libc::TCP_NODELAY, o.nodelay as i32);
+        if o.tos != 0 {
+            // One of the two fails on the other family's socket: as the app's would.
+            int(libc::SOL_IP, libc::IP_TOS, o.tos as i32);
+            int(libc::IPPROTO_IPV6, libc::IPV6_TCLASS, o.tos as i32);
+        }
         let k = &self.keepalive_params;
         int(
             libc::IPPROTO_TCP,

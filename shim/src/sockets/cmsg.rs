@@ -11,7 +11,7 @@
 use super::appmem;
 use super::kernel::{self, Errno};
 use stack::iface::RxInfo;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 // Linux's values (asm-generic/socket.h) where the libc crate lacks them.
 const SO_TIMESTAMP_NEW: i32 = 63;
@@ -204,7 +204,7 @@ fn bytes_of<T: Copy>(v: &T) -> &[u8] {
 pub struct Arrival {
     pub ifindex: i32,
     /// `ipi_spec_dst`: the local address a reply would come from.
-    pub spec_dst: Ipv4Addr,
+    pub spec_dst: IpAddr,
 }
 
 /// Writes the cmsgs Linux gives for a datagram on an IPv4 (or dual-stack IPv6)
@@ -232,27 +232,30 @@ pub fn write_recv(
             w.put(libc::SOL_SOCKET, ty, bytes_of(&tv))?;
         }
     }
-    let to = super::sockaddr::stack_v4(info.to);
-    let dst = to.ip().octets();
+    let to = info.to;
     if want.pktinfo6 {
-        let mut addr = [0u8; 16];
-        addr[10] = 0xff;
-        addr[11] = 0xff;
-        addr[12..].copy_from_slice(&dst);
+        let addr = match to.ip() {
+            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            IpAddr::V6(a) => a.octets(),
+        };
         let p = libc::in6_pktinfo {
             ipi6_addr: libc::in6_addr { s6_addr: addr },
             ipi6_ifindex: at.ifindex as u32,
         };
         w.put(libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, bytes_of(&p))?;
     }
+    // The IP_* messages are IPv4's: an IPv6 datagram carries none of them.
+    let (IpAddr::V4(dst), IpAddr::V4(spec_dst)) = (to.ip(), at.spec_dst) else {
+        return Ok(());
+    };
     if want.pktinfo {
         let p = libc::in_pktinfo {
             ipi_ifindex: at.ifindex,
             ipi_spec_dst: libc::in_addr {
-                s_addr: u32::from_ne_bytes(at.spec_dst.octets()),
+                s_addr: u32::from_ne_bytes(spec_dst.octets()),
             },
             ipi_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(dst),
+                s_addr: u32::from_ne_bytes(dst.octets()),
             },
         };
         w.put(libc::SOL_IP, libc::IP_PKTINFO, bytes_of(&p))?;
@@ -274,9 +277,9 @@ pub fn write_recv(
 /// What a sendmsg's control messages ask of a UDP datagram.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SendCmsgs {
-    /// The source address IP_PKTINFO (`ipi_spec_dst`) or IPV6_PKTINFO (v4-mapped)
-    /// chose; None when unspecified or absent.
-    pub src: Option<Ipv4Addr>,
+    /// The source address IP_PKTINFO (`ipi_spec_dst`) or IPV6_PKTINFO chose (IPv4
+    /// when v4-mapped); None when unspecified or absent.
+    pub src: Option<IpAddr>,
     /// The outgoing interface it named (0: any).
     pub ifindex: u32,
     /// A control message the fast path does not apply (IP_TTL, IP_TOS, ...): the
@@ -310,18 +313,16 @@ pub fn parse_send(control: i64, controllen: usize, v6: bool) -> Result<SendCmsgs
                 }
                 out.ifindex = u32::from_ne_bytes(data[0..4].try_into().expect("4 bytes"));
                 let a = Ipv4Addr::new(data[4], data[5], data[6], data[7]);
-                out.src = (!a.is_unspecified()).then_some(a);
+                out.src = (!a.is_unspecified()).then_some(a.into());
             }
             (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if v6 => {
                 if data.len() < std::mem::size_of::<libc::in6_pktinfo>() {
                     return Err(libc::EINVAL);
                 }
                 let a = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&data[..16]).expect("16"));
-                let Some(v4) = a.to_ipv4_mapped() else {
-                    return Err(libc::EINVAL);
-                };
+                let a: IpAddr = a.to_ipv4_mapped().map_or(a.into(), Into::into);
                 out.ifindex = u32::from_ne_bytes(data[16..20].try_into().expect("4 bytes"));
-                out.src = (!v4.is_unspecified()).then_some(v4);
+                out.src = (!a.is_unspecified()).then_some(a);
             }
             _ => out.other = true,
         }
@@ -332,9 +333,9 @@ pub fn parse_send(control: i64, controllen: usize, v6: bool) -> Result<SendCmsgs
 
 /// The address a reply to `to` would come from: `to` itself when it is ours, else
 /// (a broadcast) the interface's address.
-pub fn spec_dst(to: SocketAddrV4, own: bool, iface_addr: Ipv4Addr) -> Ipv4Addr {
+pub fn spec_dst(to: SocketAddr, own: bool, iface_addr: IpAddr) -> IpAddr {
     if own {
-        *to.ip()
+        to.ip()
     } else {
         iface_addr
     }

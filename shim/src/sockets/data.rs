@@ -10,14 +10,14 @@ use super::cmsg;
 use super::engine::{Engine, Kind};
 use super::kernel;
 use super::process::{block_on, engine, Attempt, Deadline, LEFT_THIS_STACK};
-use super::sockaddr::{self, stack_v4, AppAddr};
+use super::sockaddr;
 use rewriter::PASSTHROUGH;
 use stack::error::Error;
 use stack::iface::RxInfo;
 use stack::socket::SocketHandle;
 use stack::tcp::Shutdown;
 use std::cell::RefCell;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use xdp_backend::portmap::Transport;
 
 /// Where received bytes go / sent bytes come from: the app's iovecs.
@@ -232,7 +232,7 @@ struct Datagram {
     len: usize,
     /// The datagram's full length.
     full: usize,
-    from: Option<SocketAddrV4>,
+    from: Option<SocketAddr>,
     origin: Origin,
 }
 
@@ -309,7 +309,7 @@ fn udp_recv(
                     return Attempt::Done(Ok(Datagram {
                         len: d.len,
                         full: d.datagram_len,
-                        from: Some(stack_v4(d.from)),
+                        from: Some(d.from),
                         origin: Origin::Stack(d.info),
                     }))
                 }
@@ -347,10 +347,7 @@ fn udp_recv(
                 return Attempt::Done(Err(-r as i32));
             }
             namelen = hdr.msg_namelen;
-            let from = match sockaddr::parse(&name[..(namelen as usize).min(128)]) {
-                Ok(AppAddr::V4(a)) => Some(a),
-                _ => None,
-            };
+            let from = sockaddr::parse(&name[..(namelen as usize).min(128)]).ok();
             let full = r as usize;
             Attempt::Done(Ok(Datagram {
                 len: full.min(total),
@@ -392,8 +389,8 @@ fn udp_send(
     e: &mut Engine,
     h: SocketHandle,
     iov: Iov<'_>,
-    dst: Option<SocketAddrV4>,
-    src: Option<Ipv4Addr>,
+    dst: Option<SocketAddr>,
+    src: Option<IpAddr>,
 ) -> i64 {
     // Gather into one datagram (sendmsg with several iovecs is one datagram).
     thread_local! {
@@ -402,10 +399,7 @@ fn udp_send(
     let r = if iov.len() == 1 {
         // SAFETY: the app passed this buffer for this call to read from.
         match unsafe { appmem::slice(iov[0].iov_base as i64, iov[0].iov_len) } {
-            Ok(b) => e
-                .iface
-                .udp
-                .send_to_from(h, b, dst.map(Into::into), src.map(Into::into)),
+            Ok(b) => e.iface.udp.send_to_from(h, b, dst, src),
             Err(x) => return err(x),
         }
     } else {
@@ -419,9 +413,7 @@ fn udp_send(
                     Err(_) => return Err(Error::InvalidInput),
                 }
             }
-            e.iface
-                .udp
-                .send_to_from(h, &g, dst.map(Into::into), src.map(Into::into))
+            e.iface.udp.send_to_from(h, &g, dst, src)
         })
     };
     let r = match r {
@@ -440,16 +432,16 @@ fn udp_dst(
     h: Option<SocketHandle>,
     addr: i64,
     alen: usize,
-) -> Result<Option<SocketAddrV4>, i64> {
+) -> Result<Option<SocketAddr>, i64> {
     let bound_to_lo =
         h.is_some_and(|h| matches!(e.iface.udp.local_addr(h), Ok(Some(l)) if l.ip().is_loopback()));
     if addr == 0 {
         // The connected peer: checked only where it is this host (no route lookup
         // per datagram).
-        let Some(peer) = h.and_then(|h| e.iface.udp.peer_addr(h).ok().map(stack_v4)) else {
+        let Some(peer) = h.and_then(|h| e.iface.udp.peer_addr(h).ok()) else {
             return Ok(None);
         };
-        return match e.is_host_addr(*peer.ip()) {
+        return match e.is_host_addr(peer.ip()) {
             true if e.loopback_on() && e.iface.udp.has_receiver(peer) => Ok(None),
             true if e.host_peer(Transport::Udp, peer) => Ok(None),
             true => Err(PASSTHROUGH),
@@ -460,7 +452,10 @@ fn udp_dst(
     // SAFETY: the app passed (addr, alen) to sendto/sendmsg.
     let buf = unsafe { appmem::slice(addr, alen) }.map_err(err)?;
     match sockaddr::parse(buf) {
-        Ok(AppAddr::V4(d)) if e.is_host_addr(*d.ip()) => {
+        // IPv6 without the stack's IPv6 addresses, or to this host over IPv6 (no IPv6
+        // loopback in the stack): the kernel's.
+        Ok(d) if d.is_ipv6() && (!e.has_ipv6() || e.is_host_addr(d.ip())) => Err(PASSTHROUGH),
+        Ok(d) if e.is_host_addr(d.ip()) => {
             if e.loopback_on() && e.iface.udp.has_receiver(d) || e.host_peer(Transport::Udp, d) {
                 Ok(Some(d))
             } else {
@@ -468,15 +463,14 @@ fn udp_dst(
             }
         }
         // A socket bound to 127/8 cannot reach other hosts: the kernel says how.
-        Ok(AppAddr::V4(_)) if bound_to_lo => Err(PASSTHROUGH),
-        Ok(AppAddr::V4(d)) => {
-            if e.dev.routes_to(*d.ip()).is_some() {
+        Ok(_) if bound_to_lo => Err(PASSTHROUGH),
+        Ok(d) => {
+            if e.dev.routes_to(d.ip()).is_some() {
                 Ok(Some(d))
             } else {
                 Err(PASSTHROUGH)
             }
         }
-        Ok(_) => Err(PASSTHROUGH),
         Err(x) => Err(err(x)),
     }
 }
@@ -525,14 +519,7 @@ pub fn sendto(fd: i32, buf: i64, len: usize, flags: i32, addr: i64, alen: usize)
 }
 
 /// `src`: the source address a sendmsg's IP_PKTINFO chose (UDP).
-fn send_iov(
-    fd: i32,
-    iov: Iov<'_>,
-    flags: i32,
-    addr: i64,
-    alen: usize,
-    src: Option<Ipv4Addr>,
-) -> i64 {
+fn send_iov(fd: i32, iov: Iov<'_>, flags: i32, addr: i64, alen: usize, src: Option<IpAddr>) -> i64 {
     let mut e = engine();
     let Some(s) = ours(&e, fd) else {
         return PASSTHROUGH;
@@ -607,7 +594,7 @@ pub fn recvmsg(fd: i32, msg: i64, flags: i32) -> i64 {
         // The fast path queues no errors: the shadow's (empty) error queue answers.
         return PASSTHROUGH;
     }
-    let (ifindex, iface_addr) = (e.dev.ifindex as i32, e.dev.addr);
+    let (ifindex, iface_addr) = (e.dev.ifindex as i32, IpAddr::V4(e.dev.addr));
     drop(e);
     // SAFETY: the iovecs the app's msghdr names.
     let iov = match unsafe { appmem::iovecs(hdr.msg_iov as i64, hdr.msg_iovlen) } {
@@ -653,9 +640,9 @@ pub fn recvmsg(fd: i32, msg: i64, flags: i32) -> i64 {
                 Origin::Stack(info) if s.recv_cmsgs.any() => {
                     let from_host = d
                         .from
-                        .is_some_and(|f| f.ip().is_loopback() || *f.ip() == iface_addr);
+                        .is_some_and(|f| f.ip().is_loopback() || f.ip() == iface_addr);
                     // Traffic from this host arrives on lo, as Linux reports it.
-                    let to = stack_v4(info.to);
+                    let to = info.to;
                     let at = cmsg::Arrival {
                         ifindex: if from_host || to.ip().is_loopback() {
                             LOOPBACK_IFINDEX
@@ -664,7 +651,7 @@ pub fn recvmsg(fd: i32, msg: i64, flags: i32) -> i64 {
                         },
                         spec_dst: cmsg::spec_dst(
                             to,
-                            to.ip().is_loopback() || *to.ip() == iface_addr,
+                            to.ip().is_loopback() || to.ip() == iface_addr,
                             iface_addr,
                         ),
                     };

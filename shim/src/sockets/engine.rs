@@ -11,15 +11,14 @@ use super::epoll::EpollSet;
 use super::fdtable::FdTable;
 use super::kernel;
 use super::netdev::{FastIface, LOOPBACK_MTU};
-use super::sockaddr::stack_v4;
 use fastnet_stats::{Counter, OptionCall, StatsSegment};
 use stack::iface::{Interface, InterfaceConfig, NeighborMode};
 use stack::socket::{Readiness, SocketHandle, SocketKind};
 use stack::tcp::{SocketOptions, TcpConfig};
 use stack::time::{Duration, Instant};
-use stack::wire::{Ipv4Cidr, MacAddr};
+use stack::wire::{Ipv4Cidr, Ipv6Cidr, MacAddr};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use xdp_backend::portmap::Transport;
 
 /// What a fast-path fd is.
@@ -212,7 +211,7 @@ pub struct Engine {
     /// Connections the app closed that the stack still finishes (FIN, TIME-WAIT):
     /// their ports stay claimed until the stack lets them go.
     closing: Vec<Closing>,
-    resolving: Vec<(Ipv4Addr, Instant)>,
+    resolving: Vec<(IpAddr, Instant)>,
     /// Sockets using each claimed port: a listener and its accepted connections share
     /// one port, which stays steered to us until the last of them is gone.
     claims: HashMap<(Transport, u16), u32>,
@@ -331,6 +330,16 @@ impl Engine {
             InterfaceConfig::new(MacAddr(dev.mac), Ipv4Cidr::new(dev.addr, dev.prefix_len));
         ic.neighbor_mode = NeighborMode::External;
         ic.mtu = dev.mtu;
+        // The interface's IPv6 addresses are the stack's too; the kernel keeps Neighbor
+        // Discovery (and DAD) as it keeps ARP, and the stack reads its neighbour table.
+        if dev.has_xdp() {
+            super::sockaddr::set_link_scope(dev.ifindex);
+            ic.ipv6_addrs = dev
+                .addrs6
+                .iter()
+                .map(|&(a, len)| Ipv6Cidr::new(a, len))
+                .collect();
+        }
         if config.loopback != LoopbackMode::Off {
             if dev.has_xdp() {
                 ic.addrs.push(Ipv4Cidr::new(Ipv4Addr::LOCALHOST, 8));
@@ -535,14 +544,20 @@ impl Engine {
         }
     }
 
-    /// Asks the kernel for next hops the stack lacks (the kernel owns ARP here).
+    /// Whether the stack waits for a next hop's MAC (IPv4 or IPv6).
+    pub fn has_missing_neighbors(&self) -> bool {
+        self.iface.missing_neighbors().next().is_some()
+            || self.iface.missing_neighbors6().next().is_some()
+    }
+
+    /// Asks the kernel for next hops the stack lacks (the kernel owns ARP and Neighbor
+    /// Discovery here).
     fn resolve_neighbors(&mut self, now: Instant) {
-        let mut missing = [Ipv4Addr::UNSPECIFIED; 8];
+        let mut missing = [IpAddr::V4(Ipv4Addr::UNSPECIFIED); 8];
         let mut n = 0;
-        for ip in self.iface.missing_neighbors() {
-            if n == missing.len() {
-                break;
-            }
+        let v4 = self.iface.missing_neighbors().map(IpAddr::V4);
+        let v6 = self.iface.missing_neighbors6().map(IpAddr::V6);
+        for ip in v4.chain(v6).take(missing.len()) {
             missing[n] = ip;
             n += 1;
         }
@@ -550,7 +565,10 @@ impl Engine {
             match xdp_backend::netlink::neighbour(self.dev.ifindex, ip) {
                 Ok(Some(nb)) if nb.is_usable() => {
                     if let Some(mac) = nb.mac {
-                        self.iface.set_neighbor(ip, MacAddr(mac));
+                        match ip {
+                            IpAddr::V4(a) => self.iface.set_neighbor(a, MacAddr(mac)),
+                            IpAddr::V6(a) => self.iface.set_neighbor6(a, MacAddr(mac)),
+                        }
                         self.resolving.retain(|r| r.0 != ip);
                     }
                 }
@@ -560,7 +578,10 @@ impl Engine {
                     if u16::from(nb.state) == NUD_FAILED
                         && self.resolving.iter().any(|r| r.0 == ip) =>
                 {
-                    self.iface.neighbor_failed(ip, now);
+                    match ip {
+                        IpAddr::V4(a) => self.iface.neighbor_failed(a, now),
+                        IpAddr::V6(a) => self.iface.neighbor_failed6(a, now),
+                    }
                     self.resolving.retain(|r| r.0 != ip);
                 }
                 _ => {
@@ -858,21 +879,21 @@ impl Engine {
 
     /// Host mode: records that this process serves `local` (on 127/8 or any address)
     /// for other fastnet processes; nothing otherwise.
-    pub fn host_register(&self, t: Transport, local: SocketAddrV4) {
+    pub fn host_register(&self, t: Transport, local: SocketAddr) {
         if let (true, Some(h)) = (on_loopback(local), &self.dev.host) {
             h.register(t, local.port());
         }
     }
 
     /// Undoes `host_register`.
-    pub fn host_unregister(&self, t: Transport, local: SocketAddrV4) {
+    pub fn host_unregister(&self, t: Transport, local: SocketAddr) {
         if let (true, Some(h)) = (on_loopback(local), &self.dev.host) {
             h.unregister(t, local.port());
         }
     }
 
     /// Host mode: another live fastnet process serves `dst` (on 127/8).
-    pub fn host_peer(&self, t: Transport, dst: SocketAddrV4) -> bool {
+    pub fn host_peer(&self, t: Transport, dst: SocketAddr) -> bool {
         dst.ip().is_loopback()
             && self
                 .dev
@@ -917,11 +938,9 @@ impl Engine {
     }
 
     /// The listener of this stack on `local`, named by one of this process's fds.
-    pub fn listener_on(&self, local: SocketAddrV4) -> Option<SocketHandle> {
+    pub fn listener_on(&self, local: std::net::SocketAddr) -> Option<SocketHandle> {
         self.fds.fds().find_map(|f| match self.fds.get(f)?.kind {
-            Kind::TcpListener(h) if self.iface.tcp.local_addr(h).map(stack_v4) == Ok(local) => {
-                Some(h)
-            }
+            Kind::TcpListener(h) if self.iface.tcp.local_addr(h) == Ok(local) => Some(h),
             _ => None,
         })
     }
@@ -978,7 +997,7 @@ impl Engine {
                     return;
                 }
                 self.handle_fd.remove(&h);
-                if let Ok(l) = self.iface.tcp.local_addr(h).map(stack_v4) {
+                if let Ok(l) = self.iface.tcp.local_addr(h) {
                     self.host_unregister(Transport::Tcp, l);
                 }
                 // Out of the port's listener group first (the claim), then what the
@@ -996,7 +1015,6 @@ impl Engine {
                     .iface
                     .tcp
                     .local_addr(h)
-                    .map(stack_v4)
                     .ok()
                     .filter(|l| s.holds_port && l.ip().is_loopback() && self.dev.host.is_some())
                     .map(|l| l.port());
@@ -1052,7 +1070,7 @@ impl Engine {
             Kind::Udp(h) => {
                 self.handle_fd.remove(&h);
                 if let Ok(Some(l)) = self.iface.udp.local_addr(h) {
-                    self.host_unregister(Transport::Udp, stack_v4(l));
+                    self.host_unregister(Transport::Udp, l);
                 }
                 let _ = self.iface.udp.close(h);
                 self.unclaim_entry(s.claimed);
@@ -1135,8 +1153,105 @@ impl Engine {
     }
 
     /// The fast-path interface's address as a local address with `port`.
-    pub fn local(&self, port: u16) -> SocketAddrV4 {
-        SocketAddrV4::new(self.dev.addr, port)
+    pub fn local(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.dev.addr.into(), port)
+    }
+
+    /// The interface's IPv6 addresses the stack has (none without an interface).
+    pub fn ipv6_addrs(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
+        let on = self.dev.has_xdp();
+        self.dev.addrs6.iter().filter(move |_| on).map(|&(a, _)| a)
+    }
+
+    /// Where the stack listens for a socket whose shadow is bound to `bound`: the
+    /// first address and the others (`listen_also`). 127/8 (loopback on) as bound;
+    /// IPv4's wildcard: the interface's address, or any address when loopback is on
+    /// (connections to 127.0.0.1 too); an IPv6 address as bound; `::` with
+    /// IPV6_V6ONLY: the interface's IPv6 addresses (None without any); `::`
+    /// dual-stack: IPv4 as for 0.0.0.0, and the IPv6 addresses too.
+    pub fn listen_addrs(
+        &self,
+        bound: SocketAddr,
+        v6only: bool,
+    ) -> Option<(SocketAddr, Vec<SocketAddr>)> {
+        let port = bound.port();
+        let mut six: Vec<SocketAddr> = self
+            .ipv6_addrs()
+            .map(|ip| SocketAddr::new(ip.into(), port))
+            .collect();
+        Some(match bound {
+            SocketAddr::V6(a) if !a.ip().is_unspecified() => (bound, Vec::new()),
+            SocketAddr::V6(_) if v6only => {
+                if six.is_empty() {
+                    return None;
+                }
+                let first = six.remove(0);
+                (first, six)
+            }
+            _ => {
+                if bound.is_ipv4() {
+                    six.clear();
+                }
+                let v4 = if bound.ip().is_loopback() {
+                    bound
+                } else if bound.ip().is_unspecified() && self.loopback_on() {
+                    SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)
+                } else {
+                    self.local(port)
+                };
+                (v4, six)
+            }
+        })
+    }
+
+    /// A stack listener on `local` and `also`.
+    pub fn listen_on(
+        &mut self,
+        local: SocketAddr,
+        also: &[SocketAddr],
+        backlog: usize,
+        opts: SocketOptions,
+    ) -> Result<SocketHandle, stack::error::Error> {
+        let h = self.iface.tcp.listen_with(local, backlog, opts)?;
+        for &a in also {
+            if let Err(x) = self.iface.tcp.listen_also(h, a) {
+                let _ = self.iface.tcp.close(h);
+                return Err(x);
+            }
+        }
+        Ok(h)
+    }
+
+    /// Whether the stack has IPv6 addresses (IPv6 sockets may be on the fast path).
+    pub fn has_ipv6(&self) -> bool {
+        self.ipv6_addrs().next().is_some()
+    }
+
+    /// Whether `ip` is one of the fast-path interface's own addresses.
+    pub fn is_own_addr(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => a == self.dev.addr,
+            IpAddr::V6(a) => self.ipv6_addrs().any(|o| o == a),
+        }
+    }
+
+    /// The source address toward `dst` through the interface: IPv4's, or for IPv6 the
+    /// kernel's choice (`pref_src`) when it is ours, else an address of the same scope
+    /// (link-local for a link-local peer, else a global one).
+    pub fn source_for(&self, dst: IpAddr, pref_src: Option<IpAddr>) -> Option<IpAddr> {
+        match dst {
+            IpAddr::V4(_) => Some(self.dev.addr.into()),
+            IpAddr::V6(d) => {
+                if let Some(p) = pref_src.filter(|&p| p.is_ipv6() && self.is_own_addr(p)) {
+                    return Some(p);
+                }
+                let link_local = super::sockaddr::is_link_local;
+                let want_ll = link_local(&d);
+                self.ipv6_addrs()
+                    .find(|a| link_local(a) == want_ll)
+                    .map(IpAddr::V6)
+            }
+        }
     }
 
     /// True when this process's stack carries loopback (FASTNET_LOOPBACK=process).
@@ -1146,16 +1261,16 @@ impl Engine {
 
     /// True for destinations that are this host: 127.0.0.0/8 and the interface's own
     /// address (the kernel's, unless loopback is on and a socket of ours takes them).
-    pub fn is_host_addr(&self, ip: Ipv4Addr) -> bool {
-        ip.is_loopback() || ip == self.dev.addr
+    pub fn is_host_addr(&self, ip: IpAddr) -> bool {
+        ip.is_loopback() || self.is_own_addr(ip)
     }
 
     /// The source address toward a host address `dst`, as Linux's local routes pick it.
-    pub fn host_source(&self, dst: Ipv4Addr) -> Ipv4Addr {
-        if dst.is_loopback() {
-            Ipv4Addr::LOCALHOST
-        } else {
-            dst
+    pub fn host_source(&self, dst: IpAddr) -> IpAddr {
+        match dst {
+            IpAddr::V4(a) if a.is_loopback() => Ipv4Addr::LOCALHOST.into(),
+            IpAddr::V6(a) if a.is_loopback() => Ipv6Addr::LOCALHOST.into(),
+            _ => dst,
         }
     }
 }
@@ -1185,9 +1300,15 @@ fn host_secret() -> Option<u64> {
     Some(h.finish())
 }
 
-/// Whether a socket bound to `local` is reachable over loopback.
-fn on_loopback(local: SocketAddrV4) -> bool {
-    local.ip().is_loopback() || local.ip().is_unspecified()
+/// Whether an IPv6 socket takes IPv6 only (IPV6_V6ONLY, as the app set it on the
+/// shadow or as net.ipv6.bindv6only made it); false for IPv4 sockets.
+pub fn v6only(fd: i32, v6: bool) -> bool {
+    v6 && kernel::getsockopt::<i32>(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).is_ok_and(|v| v != 0)
+}
+
+/// Whether a socket bound to `local` is reachable over host loopback (IPv4 only).
+fn on_loopback(local: SocketAddr) -> bool {
+    local.is_ipv4() && (local.ip().is_loopback() || local.ip().is_unspecified())
 }
 
 fn t_malformed(iface: &Interface) -> u64 {

@@ -25,13 +25,12 @@ use super::engine::{Engine, FastSocket, Kind};
 use super::kernel;
 use super::log::debug;
 use super::mailbox::{ConnKey, Mailbox, Message};
-use super::sockaddr::stack_v4;
 use fastnet_stats::Counter;
 use stack::socket::SocketHandle;
 use stack::tcp::ConnectionState;
 use stack::time::Instant;
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::Duration;
 use xdp_backend::portmap::{PortEntry, Transport};
 
@@ -48,9 +47,9 @@ pub enum AwayKind {
     /// A connection in the stack of the member in `holder`.
     Conn { conn: ConnKey, holder: u32 },
     /// A listener on `local`: listened on again here when used.
-    Listener { local: SocketAddrV4, backlog: usize },
+    Listener { local: SocketAddr, backlog: usize },
     /// A UDP socket bound to `local`: bound again here when used.
-    Udp { local: SocketAddrV4 },
+    Udp { local: SocketAddr },
 }
 
 /// How long a member waits for a connection it asked for before the fd fails.
@@ -269,18 +268,36 @@ fn without_timestamps(packet: &mut [u8]) {
     }
 }
 
+/// The connection a TCP frame (IPv4, or IPv6 with TCP right after the fixed header)
+/// belongs to, seen from this host.
 fn frame_conn(frame: &[u8]) -> Option<ConnKey> {
     use stack::wire::tcp::TcpPacket;
-    use stack::wire::{EthernetFrame, Ipv4Packet};
+    use stack::wire::{EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet};
     let eth = EthernetFrame::new_checked(frame).ok()?;
-    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-    if ip.protocol() != 6 {
-        return None;
-    }
-    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    let (src, dst, ports): (std::net::IpAddr, std::net::IpAddr, (u16, u16)) = match eth.ethertype()
+    {
+        EtherType::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != 6 {
+                return None;
+            }
+            let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+            let ports = (tcp.src_port(), tcp.dst_port());
+            (ip.src_addr().into(), ip.dst_addr().into(), ports)
+        }
+        _ => {
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            if ip.protocol() != 6 {
+                return None;
+            }
+            let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+            let ports = (tcp.src_port(), tcp.dst_port());
+            (ip.src().into(), ip.dst().into(), ports)
+        }
+    };
     Some(ConnKey {
-        local: SocketAddrV4::new(ip.dst(), tcp.dst_port()),
-        remote: SocketAddrV4::new(ip.src(), tcp.src_port()),
+        local: SocketAddr::new(dst, ports.1),
+        remote: SocketAddr::new(src, ports.0),
     })
 }
 
@@ -294,13 +311,7 @@ impl Engine {
             .fds
             .fds()
             .filter_map(|fd| match self.fds.get(fd)?.kind {
-                Kind::TcpListener(h) => self
-                    .iface
-                    .tcp
-                    .local_addr(h)
-                    .map(stack_v4)
-                    .ok()
-                    .map(|a| a.port()),
+                Kind::TcpListener(h) => self.iface.tcp.local_addr(h).ok().map(|a| a.port()),
                 _ => None,
             })
             .collect();
@@ -382,10 +393,9 @@ impl Engine {
             };
             let what = match s.kind {
                 Kind::TcpStream(h) => {
-                    let (Ok(local), Ok(remote)) = (
-                        stale.iface.tcp.local_addr(h).map(stack_v4),
-                        stale.iface.tcp.peer_addr(h).map(stack_v4),
-                    ) else {
+                    let (Ok(local), Ok(remote)) =
+                        (stale.iface.tcp.local_addr(h), stale.iface.tcp.peer_addr(h))
+                    else {
                         continue;
                     };
                     AwayKind::Conn {
@@ -394,18 +404,15 @@ impl Engine {
                     }
                 }
                 Kind::TcpListener(h) => {
-                    let (Ok(local), Ok(backlog)) = (
-                        stale.iface.tcp.local_addr(h).map(stack_v4),
-                        stale.iface.tcp.backlog(h),
-                    ) else {
+                    let (Ok(local), Ok(backlog)) =
+                        (stale.iface.tcp.local_addr(h), stale.iface.tcp.backlog(h))
+                    else {
                         continue;
                     };
                     AwayKind::Listener { local, backlog }
                 }
                 Kind::Udp(h) => match stale.iface.udp.local_addr(h) {
-                    Ok(Some(local)) => AwayKind::Udp {
-                        local: stack_v4(local),
-                    },
+                    Ok(Some(local)) => AwayKind::Udp { local },
                     _ => continue,
                 },
                 // No stack state yet: the socket is simply this process's.
@@ -793,8 +800,17 @@ impl Engine {
 
     /// A listener this process inherited: the same listener in this stack, and this
     /// member in the port's listener group.
-    fn listen_again(&mut self, fd: i32, s: FastSocket, local: SocketAddrV4, backlog: usize) {
-        let h = match self.iface.tcp.listen_with(local, backlog, s.opts) {
+    fn listen_again(&mut self, fd: i32, s: FastSocket, local: SocketAddr, backlog: usize) {
+        // The addresses besides `local` its listener had (a dual-stack `::` one's IPv6
+        // addresses): as the shadow's address and IPV6_V6ONLY say.
+        let mut name = [0u8; 128];
+        let also = kernel::getsockname(fd, &mut name)
+            .ok()
+            .and_then(|n| super::sockaddr::parse(&name[..n]).ok())
+            .and_then(|bound| self.listen_addrs(bound, super::engine::v6only(fd, s.v6)))
+            .map(|(_, also)| also)
+            .unwrap_or_default();
+        let h = match self.listen_on(local, &also, backlog, s.opts) {
             Ok(h) => h,
             Err(e) => {
                 debug(format_args!(
@@ -827,7 +843,7 @@ impl Engine {
     /// The port's owner (the process that listened first) may queue connections it
     /// will never accept (nginx's master): told that this member listens on `local`,
     /// it sends them to the group.
-    fn tell_owner_listening(&mut self, local: SocketAddrV4) {
+    fn tell_owner_listening(&mut self, local: SocketAddr) {
         let me = self.family.as_ref().expect("member").slot;
         if let Some(owner) = self
             .dev
@@ -839,7 +855,7 @@ impl Engine {
             let msg = Message::Listening {
                 conn: ConnKey {
                     local,
-                    remote: SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+                    remote: super::sockaddr::any(local.is_ipv6(), 0),
                 },
                 from: me,
             };
@@ -877,7 +893,7 @@ impl Engine {
     /// go to members that accept, and what it queued follows them (on Linux they share
     /// one queue that the mutex's holder empties).
     fn unwatch(&mut self, lh: SocketHandle) {
-        let Ok(local) = self.iface.tcp.local_addr(lh).map(stack_v4) else {
+        let Ok(local) = self.iface.tcp.local_addr(lh) else {
             return;
         };
         if self.dev.leave_group(Transport::Tcp, local.port()).ok() != Some(true) {
@@ -907,7 +923,7 @@ impl Engine {
         };
         m.unwatched.swap_remove(i);
         m.forwarding.retain(|&l| l != lh);
-        let Ok(local) = self.iface.tcp.local_addr(lh).map(stack_v4) else {
+        let Ok(local) = self.iface.tcp.local_addr(lh) else {
             return;
         };
         if let Err(e) = self.dev.join_group(Transport::Tcp, local.port()) {
@@ -942,7 +958,7 @@ impl Engine {
 
     /// A UDP socket this process inherited: bound again in this stack, its port steered
     /// here (the kernel's own shared UDP socket would give each datagram to one reader).
-    fn bind_udp_again(&mut self, fd: i32, s: FastSocket, local: SocketAddrV4) {
+    fn bind_udp_again(&mut self, fd: i32, s: FastSocket, local: SocketAddr) {
         let h = match self.iface.udp.open() {
             Ok(h) => h,
             Err(_) => return,
@@ -959,7 +975,7 @@ impl Engine {
 
     /// Member `from` listens on `local` too: this process's listener there sends what
     /// it queues to the port's group from now on (while this process is not in it).
-    fn start_forwarding(&mut self, local: SocketAddrV4, from: u32) {
+    fn start_forwarding(&mut self, local: SocketAddr, from: u32) {
         let Some(lh) = self.iface.tcp.listener_for(local) else {
             return;
         };
@@ -983,7 +999,6 @@ impl Engine {
             .iface
             .tcp
             .local_addr(lh)
-            .map(stack_v4)
             .ok()
             .and_then(|local| self.dev.port_entry(Transport::Tcp, local.port()))
             .filter(|e| !e.members.is_empty() && !e.members.contains(&me));
@@ -998,17 +1013,14 @@ impl Engine {
         for (l, r) in self.iface.tcp.handshakes_of(lh) {
             let _ = self.dev.steer_flow(
                 ConnKey {
-                    local: stack_v4(l),
-                    remote: stack_v4(r),
+                    local: l,
+                    remote: r,
                 },
                 me,
             );
         }
         while let Ok(h) = self.iface.tcp.accept(lh) {
-            let (Ok(l), Ok(r)) = (
-                self.iface.tcp.local_addr(h).map(stack_v4),
-                self.iface.tcp.peer_addr(h).map(stack_v4),
-            ) else {
+            let (Ok(l), Ok(r)) = (self.iface.tcp.local_addr(h), self.iface.tcp.peer_addr(h)) else {
                 let _ = self.iface.tcp.abort(h);
                 continue;
             };
@@ -1200,7 +1212,7 @@ impl Engine {
         // Closed: not to be watched again (its handle may be reused).
         m.unwatched.retain(|&l| l != lh);
         m.unwatch_pending.retain(|&l| l != lh);
-        let Ok(local) = self.iface.tcp.local_addr(lh).map(stack_v4) else {
+        let Ok(local) = self.iface.tcp.local_addr(lh) else {
             return false;
         };
         if !m.pinned_ports.contains(&local.port()) {
@@ -1228,7 +1240,7 @@ impl Engine {
         for (h, local, remote) in self.iface.tcp.take_handshakes() {
             let m = self.family.as_ref().expect("member");
             if m.pinned_ports.contains(&local.port()) {
-                let (local, remote) = (stack_v4(local), stack_v4(remote));
+                let (local, remote) = (local, remote);
                 self.pin_here(h, ConnKey { local, remote });
             }
         }
@@ -1255,10 +1267,8 @@ impl Engine {
         if m.steered.contains_key(&h) {
             return;
         }
-        let (Ok(local), Ok(remote)) = (
-            self.iface.tcp.local_addr(h).map(stack_v4),
-            self.iface.tcp.peer_addr(h).map(stack_v4),
-        ) else {
+        let (Ok(local), Ok(remote)) = (self.iface.tcp.local_addr(h), self.iface.tcp.peer_addr(h))
+        else {
             return;
         };
         if !m.pinned_ports.contains(&local.port()) {
@@ -1282,7 +1292,7 @@ impl Engine {
     /// map sends its frames to another member (that member claimed the port first: an
     /// app bound both sockets to it with SO_REUSEADDR), its flow is pinned here, from
     /// before its SYN goes; the entry goes with the connection.
-    pub fn pin_connecting(&mut self, h: SocketHandle, local: SocketAddrV4, remote: SocketAddrV4) {
+    pub fn pin_connecting(&mut self, h: SocketHandle, local: SocketAddr, remote: SocketAddr) {
         let Some(me) = self.family.as_ref().map(|m| m.slot) else {
             return;
         };
@@ -1329,7 +1339,7 @@ impl Engine {
 /// True when the port map (`entry`, None: the port is not claimed) may send a frame
 /// from `remote` that no flow entry claims to a slot other than `me` (on an interface
 /// with `queues` in use).
-fn sent_elsewhere(entry: Option<&PortEntry>, remote: SocketAddrV4, me: u32, queues: u32) -> bool {
+fn sent_elsewhere(entry: Option<&PortEntry>, remote: SocketAddr, me: u32, queues: u32) -> bool {
     entry.is_some_and(|e| e.may_go_elsewhere(remote, me, queues))
 }
 
@@ -1388,7 +1398,7 @@ mod tests {
 
     #[test]
     fn a_connection_is_pinned_only_when_the_port_map_sends_it_elsewhere() {
-        let remote = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 7103);
+        let remote = SocketAddr::new(Ipv4Addr::new(10, 77, 0, 2).into(), 7103);
         let owned = |owner, members: Vec<u32>| PortEntry {
             owner,
             members,

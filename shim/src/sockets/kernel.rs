@@ -615,8 +615,8 @@ pub fn send_to(fd: i32, buf: &[u8], addr: &[u8]) -> Result<usize, Errno> {
 /// Whether the kernel has a TCP connection (any state but LISTEN; TIME-WAIT counts)
 /// for this 4-tuple in this network namespace: one exact NETLINK_SOCK_DIAG lookup.
 pub fn tcp_connection_exists(
-    local: std::net::SocketAddrV4,
-    remote: std::net::SocketAddrV4,
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
 ) -> Result<bool, Errno> {
     /// `struct nlmsghdr` + `struct inet_diag_req_v2`.
     #[repr(C)]
@@ -644,7 +644,11 @@ pub fn tcp_connection_exists(
             nlmsg_seq: 1,
             nlmsg_pid: 0,
         },
-        family: libc::AF_INET as u8,
+        family: if local.is_ipv4() {
+            libc::AF_INET as u8
+        } else {
+            libc::AF_INET6 as u8
+        },
         protocol: libc::IPPROTO_TCP as u8,
         ext: 0,
         pad: 0,
@@ -657,8 +661,12 @@ pub fn tcp_connection_exists(
         // INET_DIAG_NOCOOKIE
         cookie: [u32::MAX; 2],
     };
-    req.src[..4].copy_from_slice(&local.ip().octets());
-    req.dst[..4].copy_from_slice(&remote.ip().octets());
+    for (out, ip) in [(&mut req.src, local.ip()), (&mut req.dst, remote.ip())] {
+        match ip {
+            std::net::IpAddr::V4(a) => out[..4].copy_from_slice(&a.octets()),
+            std::net::IpAddr::V6(a) => out.copy_from_slice(&a.octets()),
+        }
+    }
     let fd = socket(
         libc::AF_NETLINK,
         libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
@@ -699,29 +707,29 @@ pub fn tcp_connection_exists(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 
     #[test]
     fn sock_diag_finds_a_connection_and_not_a_listener_or_a_stranger() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let server = match l.local_addr().unwrap() {
-            std::net::SocketAddr::V4(a) => a,
-            _ => unreachable!(),
-        };
-        let c = TcpStream::connect(server).unwrap();
-        let client = match c.local_addr().unwrap() {
-            std::net::SocketAddr::V4(a) => a,
-            _ => unreachable!(),
-        };
-        let (_accepted, _) = l.accept().unwrap();
-        assert_eq!(tcp_connection_exists(client, server), Ok(true));
-        assert_eq!(tcp_connection_exists(server, client), Ok(true));
-        // Only the listener matches this one: not a connection.
-        let stranger = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9);
-        assert_eq!(tcp_connection_exists(server, stranger), Ok(false));
-        assert_eq!(
-            tcp_connection_exists(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1), stranger),
-            Ok(false)
-        );
+        // Both families: an IPv4 and an IPv6 loopback connection.
+        for (any, lo) in [
+            ("127.0.0.1:0", IpAddr::from(Ipv4Addr::LOCALHOST)),
+            ("[::1]:0", IpAddr::from(Ipv6Addr::LOCALHOST)),
+        ] {
+            let l = TcpListener::bind(any).unwrap();
+            let server = l.local_addr().unwrap();
+            let c = TcpStream::connect(server).unwrap();
+            let client = c.local_addr().unwrap();
+            let (_accepted, _) = l.accept().unwrap();
+            assert_eq!(tcp_connection_exists(client, server), Ok(true));
+            assert_eq!(tcp_connection_exists(server, client), Ok(true));
+            // Only the listener matches this one: not a connection.
+            let stranger = SocketAddr::new(lo, 9);
+            assert_eq!(tcp_connection_exists(server, stranger), Ok(false));
+            assert_eq!(
+                tcp_connection_exists(SocketAddr::new(lo, 1), stranger),
+                Ok(false)
+            );
+        }
     }
 }

@@ -22,7 +22,6 @@ use super::engine::{Engine, FastSocket, Kind};
 use super::log::{debug, log};
 use super::mailbox::ConnKey;
 use super::repair::{self, RepairError, RepairPlan};
-use super::sockaddr::stack_v4;
 use fastnet_stats::Counter;
 use stack::socket::SocketHandle;
 use stack::tcp::State;
@@ -90,8 +89,8 @@ impl Engine {
         }
         self.count_n(Counter::HandoffLateBytes, late.len() as u64);
         let conn = ConnKey {
-            local: stack_v4(st.local),
-            remote: stack_v4(st.remote),
+            local: st.local,
+            remote: st.remote,
         };
         // From here the connection's frames on our rings go to the kernel socket
         // through the loopback device (`claim_frame`): those that came since the last
@@ -346,8 +345,8 @@ impl Engine {
                 continue;
             };
             let ports = (
-                self.iface.tcp.local_addr(h).map(stack_v4).map(|a| a.port()),
-                self.iface.tcp.peer_addr(h).map(stack_v4).map(|a| a.port()),
+                self.iface.tcp.local_addr(h).map(|a| a.port()),
+                self.iface.tcp.peer_addr(h).map(|a| a.port()),
             );
             if port.is_some_and(|p| ports.0 != Ok(p) && ports.1 != Ok(p)) {
                 continue;
@@ -451,7 +450,7 @@ impl Engine {
             );
         }
         for (local, remote) in syns {
-            let (local, remote) = (stack_v4(local), stack_v4(remote));
+            let (local, remote) = (local, remote);
             let conn = ConnKey { local, remote };
             if self.dev.flow_to_kernel(conn).is_ok() {
                 super::family::add_kernel_flows(1);
@@ -527,13 +526,14 @@ impl Engine {
             ) else {
                 continue;
             };
-            use super::sockaddr::{parse, AppAddr};
-            let (Ok(AppAddr::V4(local)), Ok(AppAddr::V4(remote))) =
+            use super::sockaddr::parse;
+            // IPv4 only: moving an IPv6 kernel connection is not done yet.
+            let (Ok(local @ std::net::SocketAddr::V4(_)), Ok(remote @ std::net::SocketAddr::V4(_))) =
                 (parse(&a[..n]), parse(&b[..m]))
             else {
                 continue;
             };
-            if *local.ip() != self.dev.addr
+            if local.ip() != std::net::IpAddr::V4(self.dev.addr)
                 || port.is_some_and(|p| local.port() != p && remote.port() != p)
             {
                 continue;

@@ -7,13 +7,13 @@
 use super::family;
 use super::kernel::{self, Errno};
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddr;
 
 /// A connection, named by its addresses (unique on the interface).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnKey {
-    pub local: SocketAddrV4,
-    pub remote: SocketAddrV4,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
 }
 
 /// What one member tells another.
@@ -44,19 +44,17 @@ pub enum Message {
     Relay { conn: ConnKey },
 }
 
-const HEADER: usize = 24;
+const HEADER: usize = 48;
 /// The largest message: a frame of the largest MTU the fast path runs (see
 /// xdp_backend::attach) with its header.
 pub const MAX_MESSAGE: usize = HEADER + 4096;
 
-fn put_addr(b: &mut [u8], a: SocketAddrV4) {
-    b[..4].copy_from_slice(&a.ip().octets());
-    b[4..6].copy_from_slice(&a.port().to_be_bytes());
+fn put_addr(b: &mut [u8], a: SocketAddr) {
+    b[..18].copy_from_slice(&super::sockaddr::to_wire(a));
 }
 
-fn get_addr(b: &[u8]) -> SocketAddrV4 {
-    let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
-    SocketAddrV4::new(ip, u16::from_be_bytes([b[4], b[5]]))
+fn get_addr(b: &[u8]) -> SocketAddr {
+    super::sockaddr::from_wire(b[..18].try_into().expect("18 bytes"))
 }
 
 impl Message {
@@ -73,8 +71,8 @@ impl Message {
         }
     }
 
-    /// Bytes: kind, 3 pad, u32 argument, local and remote address (ip, port), 4 pad,
-    /// then the frame.
+    /// Bytes: kind, 3 pad, u32 argument, local and remote address (16 bytes of IPv6
+    /// or v4-mapped IPv4, port), 4 pad, then the frame.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.clear();
         out.resize(HEADER, 0);
@@ -91,8 +89,8 @@ impl Message {
         out[0] = kind;
         out[4..8].copy_from_slice(&arg.to_le_bytes());
         let c = self.conn();
-        put_addr(&mut out[8..14], c.local);
-        put_addr(&mut out[14..20], c.remote);
+        put_addr(&mut out[8..26], c.local);
+        put_addr(&mut out[26..44], c.remote);
         if let Message::Frame { frame, .. } = self {
             out.extend_from_slice(frame);
         }
@@ -106,8 +104,8 @@ impl Message {
         }
         let arg = u32::from_le_bytes(b[4..8].try_into().ok()?);
         let conn = ConnKey {
-            local: get_addr(&b[8..14]),
-            remote: get_addr(&b[14..20]),
+            local: get_addr(&b[8..26]),
+            remote: get_addr(&b[26..44]),
         };
         let bare = b.len() == HEADER;
         Some(match b[0] {
@@ -323,6 +321,29 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_connection_survives_the_round_trip() {
+        let conn = ConnKey {
+            local: "[fd77::1]:8080".parse().unwrap(),
+            remote: "[fd77::2]:40000".parse().unwrap(),
+        };
+        let mut b = Vec::new();
+        Message::Fetch { conn, from: 5 }.encode(&mut b);
+        assert_eq!(Message::decode(&b), Some(Message::Fetch { conn, from: 5 }));
+        Message::Frame {
+            conn,
+            frame: vec![9; 4],
+        }
+        .encode(&mut b);
+        assert_eq!(
+            Message::decode(&b),
+            Some(Message::Frame {
+                conn,
+                frame: vec![9; 4]
+            })
+        );
+    }
+
+    #[test]
     fn every_message_survives_the_round_trip() {
         let conn = key();
         let mut b = Vec::new();
@@ -392,7 +413,7 @@ mod tests {
             let mut b = Mailbox::open(62).unwrap();
             let conn = |i: u16| ConnKey {
                 local: "10.77.0.1:7001".parse().unwrap(),
-                remote: SocketAddrV4::new("10.77.0.2".parse().unwrap(), 40000 + i),
+                remote: SocketAddr::new("10.77.0.2".parse().unwrap(), 40000 + i),
             };
             for i in 0..30 {
                 a.send(62, &Message::Relay { conn: conn(i) }, &[]).unwrap();

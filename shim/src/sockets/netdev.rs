@@ -6,7 +6,7 @@
 //! every socket on the kernel.
 
 use stack::device::{Device, DeviceCaps};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 use xdp_backend::flowmap::FlowKey;
 use xdp_backend::netlink;
@@ -21,6 +21,9 @@ pub struct FastIface {
     pub mac: [u8; 6],
     pub addr: Ipv4Addr,
     pub prefix_len: u8,
+    /// The interface's IPv6 addresses (not tentative) with their prefix lengths, as the
+    /// kernel had them at start: the stack's too (see `Engine::new`).
+    pub addrs6: Vec<(Ipv6Addr, u8)>,
     pub mtu: usize,
     /// Recent route lookups (see `routes_to`).
     routes: std::cell::RefCell<RouteCache>,
@@ -136,7 +139,7 @@ impl Device for NoDevice {
 pub const LOOPBACK_MTU: usize = 65535;
 
 /// Route lookups by destination, with when they were made.
-type RouteCache = std::collections::HashMap<Ipv4Addr, (Option<netlink::Route>, std::time::Instant)>;
+type RouteCache = std::collections::HashMap<IpAddr, (Option<netlink::Route>, std::time::Instant)>;
 
 /// How long a route lookup is reused: each one is a netlink socket and a round trip
 /// (socket, bind, sendto, recvfrom, close), per connect and per UDP datagram sent to
@@ -167,12 +170,25 @@ impl FastIface {
             cause: format!("cannot watch {name} for changes (netlink: {e})"),
             fix: "run as root or grant CAP_NET_ADMIN".to_string(),
         })?;
+        // The stack takes the interface's IPv6 addresses (see `Engine::new`), so the
+        // program may steer IPv6 to our ports (the XDP program's switch; off, a claimed
+        // port's IPv6 frames would stay the kernel's).
+        let addrs6 = netlink::ipv6_addresses(port.link.index).unwrap_or_default();
+        if !addrs6.is_empty() {
+            port.program()
+                .set_ipv6_steering(true)
+                .map_err(|e| StartError {
+                    cause: format!("cannot write the settings of the XDP program on {name} ({e})"),
+                    fix: "run as root or grant CAP_BPF".to_string(),
+                })?;
+        }
         Ok(FastIface {
             name: name.to_string(),
             ifindex: port.link.index,
             mac: port.link.mac,
             addr: port.addr,
             prefix_len: port.prefix_len,
+            addrs6,
             mtu: port.link.mtu as usize,
             routes: Default::default(),
             monitor: Some(monitor),
@@ -192,6 +208,7 @@ impl FastIface {
             mac: [2, 0, 0, 0, 0, 1],
             addr: Ipv4Addr::LOCALHOST,
             prefix_len: 8,
+            addrs6: Vec::new(),
             mtu: LOOPBACK_MTU,
             routes: Default::default(),
             port: None,
@@ -247,6 +264,7 @@ impl FastIface {
             mac: self.mac,
             addr: self.addr,
             prefix_len: self.prefix_len,
+            addrs6: self.addrs6.clone(),
             mtu: self.mtu,
             routes: Default::default(),
             port: Some(joined),
@@ -553,7 +571,8 @@ impl FastIface {
     }
 
     /// True when `ip` is on this interface's subnet or routed through it.
-    pub fn routes_to(&self, ip: Ipv4Addr) -> Option<netlink::Route> {
+    pub fn routes_to(&self, ip: impl Into<IpAddr>) -> Option<netlink::Route> {
+        let ip = ip.into();
         self.port.as_ref()?;
         let now = std::time::Instant::now();
         let mut cache = self.routes.borrow_mut();

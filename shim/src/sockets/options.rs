@@ -13,7 +13,6 @@ use super::engine::{Engine, FastSocket, Kind};
 use super::handoff::AwayKind;
 use super::kernel;
 use super::process::{engine, is_internal};
-use super::sockaddr::stack_v4;
 use fastnet_stats::{Counter, OptionCall};
 use rewriter::PASSTHROUGH;
 use stack::tcp::{CongestionState, State, TcpInfo};
@@ -67,7 +66,8 @@ fn apply(e: &mut Engine, s: &FastSocket) -> i64 {
             .iface
             .udp
             .set_recv_buffer_size(h, s.opts.rcvbuf)
-            .and_then(|_| e.iface.udp.set_send_buffer_size(h, s.opts.sndbuf)),
+            .and_then(|_| e.iface.udp.set_send_buffer_size(h, s.opts.sndbuf))
+            .and_then(|_| e.iface.udp.set_tos(h, s.opts.tos)),
         _ => Ok(()),
     };
     match r {
@@ -105,10 +105,11 @@ pub fn setsockopt(fd: i32, level: i32, name: i32, val: i64, len: u32) -> i64 {
                 Ok(v) => v,
                 Err(x) => return err(x),
             };
-            if v != 0 && matches!(s.kind, Kind::TcpFresh | Kind::UdpFresh) {
-                // IPv6 only: no IPv4 will ever use it, so it is the kernel's.
+            if v != 0 && matches!(s.kind, Kind::TcpFresh | Kind::UdpFresh) && !e.has_ipv6() {
+                // IPv6 only, and the stack has no IPv6 address: the kernel's.
                 release_to_kernel(&mut e, fd, Counter::KernelRoute);
             }
+            // The shadow keeps the flag; bind, listen and connect read it back there.
             PASSTHROUGH
         }
         (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => {
@@ -142,6 +143,26 @@ pub fn setsockopt(fd: i32, level: i32, name: i32, val: i64, len: u32) -> i64 {
                 Err(x) => return err(x),
             };
             s.opts.nodelay = v != 0;
+            store(&mut e, fd, s)
+        }
+        // The shadow checks the value and keeps it for getsockopt; the stack marks the
+        // socket's packets with it (one value for both families: the last set).
+        (libc::SOL_IP, libc::IP_TOS) | (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => {
+            let v = match read_int(val, len) {
+                Ok(v) => v,
+                Err(x) => return err(x),
+            };
+            if let Err(x) = kernel::setsockopt_int(fd, level, name, v) {
+                return err(x);
+            }
+            // IPV6_TCLASS -1: the default (0). Linux leaves the ECN bits of a TCP
+            // socket's TOS to TCP, which sends none here.
+            let tos = v.max(0) as u8;
+            let tcp = matches!(
+                s.kind,
+                Kind::TcpFresh | Kind::TcpListener(_) | Kind::TcpStream(_)
+            );
+            s.opts.tos = if tcp { tos & !3 } else { tos };
             store(&mut e, fd, s)
         }
         (libc::SOL_SOCKET, libc::SO_LINGER) => {
@@ -496,9 +517,9 @@ pub fn getname(fd: i32, addr: i64, lenp: i64, peer: bool) -> i64 {
         return PASSTHROUGH;
     };
     let a = match (s.kind, peer) {
-        (Kind::TcpStream(h), false) => e.iface.tcp.local_addr(h).map(stack_v4),
-        (Kind::TcpStream(h), true) => e.iface.tcp.peer_addr(h).map(stack_v4),
-        (Kind::Udp(h), true) => e.iface.udp.peer_addr(h).map(stack_v4),
+        (Kind::TcpStream(h), false) => e.iface.tcp.local_addr(h),
+        (Kind::TcpStream(h), true) => e.iface.tcp.peer_addr(h),
+        (Kind::Udp(h), true) => e.iface.udp.peer_addr(h),
         _ => return PASSTHROUGH,
     };
     drop(e);

@@ -105,7 +105,7 @@ fn driver_plan_stale(e: &Engine) -> bool {
         .poll_at()
         .is_some_and(|t| t.micros() < DRIVER_DEADLINE.load(Ordering::Relaxed))
         || e.dev.tx_unkicked() > 0
-        || e.iface.missing_neighbors().next().is_some()
+        || e.has_missing_neighbors()
 }
 
 /// Wakes the driver from a sleep planned on an older engine.
@@ -625,7 +625,7 @@ fn driver_loop() {
         let due = e.dev.rx_pending() > 0
             || e.dev.tx_unkicked() > 0
             || e.iface.poll_at().is_some_and(|t| t.micros() <= now)
-            || e.iface.missing_neighbors().next().is_some();
+            || e.has_missing_neighbors();
         if due {
             e.drive();
         } else {
@@ -666,7 +666,7 @@ fn plan_sleep(e: &Engine, bell: i32, mailbox: i32, set: &mut Vec<libc::pollfd>) 
         || now.saturating_sub(super::engine::LAST_DRIVE.load(Ordering::Relaxed)) < 1000
         || e.dev.rx_pending() > 0
         || e.dev.tx_unkicked() > 0
-        || e.iface.missing_neighbors().next().is_some()
+        || e.has_missing_neighbors()
         // A relay moves bytes each round (a full tether is not in the wait set);
         // messages that found no room in their receiver's queue go again.
         || e

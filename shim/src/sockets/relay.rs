@@ -25,7 +25,6 @@ use super::handoff::AwayKind;
 use super::kernel;
 use super::log::debug;
 use super::mailbox::{ConnKey, Mailbox, Message};
-use super::sockaddr::stack_v4;
 use fastnet_stats::Counter;
 use stack::error::Error;
 use stack::socket::SocketHandle;
@@ -75,10 +74,9 @@ impl Engine {
                     let Some(Kind::TcpStream(h)) = self.fds.get(fd).map(|s| s.kind) else {
                         continue;
                     };
-                    let (Ok(local), Ok(remote)) = (
-                        self.iface.tcp.local_addr(h).map(stack_v4),
-                        self.iface.tcp.peer_addr(h).map(stack_v4),
-                    ) else {
+                    let (Ok(local), Ok(remote)) =
+                        (self.iface.tcp.local_addr(h), self.iface.tcp.peer_addr(h))
+                    else {
                         continue;
                     };
                     if service_fd(fd) {
@@ -88,7 +86,7 @@ impl Engine {
             }
             _ => {}
         }
-        conns.sort_by_key(|(c, _)| (u32::from(*c.remote.ip()), c.remote.port(), c.local.port()));
+        conns.sort_by_key(|(c, _)| (c.remote.ip(), c.remote.port(), c.local.port()));
         conns.dedup();
         conns.retain(|(c, _)| !self.relays_asked.contains(c));
         for (conn, holder) in conns {

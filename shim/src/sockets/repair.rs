@@ -30,7 +30,6 @@
 //! (`tcp_fin_timeout`) once the app no longer holds it.
 
 use super::kernel::{self, Errno};
-use super::sockaddr::stack_v4;
 use stack::tcp::{ConnectionState, State};
 
 /// `TCP_REPAIR_QUEUE` values.
@@ -93,8 +92,8 @@ impl std::fmt::Display for RepairError {
 /// What the kernel socket is told, computed from an exported connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RepairPlan<'a> {
-    pub local: std::net::SocketAddrV4,
-    pub remote: std::net::SocketAddrV4,
+    pub local: std::net::SocketAddr,
+    pub remote: std::net::SocketAddr,
     /// Sequence number of the first byte of the send queue (SND.UNA, or one before it
     /// when our FIN was already acknowledged).
     pub send_seq: u32,
@@ -187,8 +186,8 @@ impl<'a> RepairPlan<'a> {
             rcv_wup: rcv_nxt,
         };
         Ok(RepairPlan {
-            local: stack_v4(st.local),
-            remote: stack_v4(st.remote),
+            local: st.local,
+            remote: st.remote,
             send_seq,
             sent,
             unsent,
@@ -270,7 +269,12 @@ impl RepairedSocket {
     /// queues. Blocking, close-on-exec. On error the connection is still wholly the
     /// caller's.
     pub fn build(plan: &RepairPlan) -> Result<RepairedSocket, RepairError> {
-        let fd = kernel::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+        let family = if plan.local.is_ipv6() {
+            libc::AF_INET6
+        } else {
+            libc::AF_INET
+        };
+        let fd = kernel::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
             .map_err(|e| RepairError::Kernel("socket", e))?;
         let sock = RepairedSocket { fd };
         restore_queues(fd, plan)?;
@@ -385,9 +389,9 @@ fn restore_queues(fd: i32, plan: &RepairPlan) -> Result<(), RepairError> {
         tcp(libc::TCP_MAXSEG, mss as i32, "TCP_MAXSEG")?;
     }
     let mut a = [0u8; 28];
-    let n = super::sockaddr::write(plan.local, false, &mut a);
+    let n = super::sockaddr::write(plan.local, plan.local.is_ipv6(), &mut a);
     kernel::bind(fd, &a[..n]).map_err(|e| RepairError::Kernel("bind", e))?;
-    let n = super::sockaddr::write(plan.remote, false, &mut a);
+    let n = super::sockaddr::write(plan.remote, plan.remote.is_ipv6(), &mut a);
     kernel::connect(fd, &a[..n]).map_err(|e| RepairError::Kernel("connect", e))?;
     for o in &plan.options {
         kernel::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR_OPTIONS, o)
@@ -473,7 +477,8 @@ fn read_in_repair(
         let mut b = [0u8; 128];
         let n = name(fd, &mut b).map_err(k("getsockname"))?;
         match super::sockaddr::parse(&b[..n]) {
-            Ok(super::sockaddr::AppAddr::V4(a)) => Ok(a),
+            // IPv4 only: moving an IPv6 connection is not done yet.
+            Ok(a @ std::net::SocketAddr::V4(_)) => Ok(a),
             _ => Err(RepairError::NotMovable(State::Established)),
         }
     };
@@ -557,8 +562,8 @@ fn read_in_repair(
     let mss = info.tcpi_snd_mss as u16 + if ts { 12 } else { 0 };
     Ok(ConnectionState {
         state,
-        local: local.into(),
-        remote: remote.into(),
+        local,
+        remote,
         iss: snd_una.wrapping_sub(1),
         irs: rcv_nxt
             .wrapping_sub(recv_queue.len() as u32)

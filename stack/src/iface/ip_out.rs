@@ -397,7 +397,7 @@ impl IpOut<'_> {
                 ttl: self.core.ttl,
                 ident,
                 dont_frag: false,
-                dscp_ecn: 0,
+                dscp_ecn: self.core.tx_tos,
             };
             let frame_len = hl + ipv4::HEADER_LEN + len;
             let o = self.emit_frame(frame_len, None, &mut |b| {
@@ -529,6 +529,10 @@ impl IpTx for IpOut<'_> {
         })
     }
 
+    fn set_tos(&mut self, tos: u8) {
+        self.core.tx_tos = tos;
+    }
+
     fn send_summed(
         &mut self,
         src: IpAddr,
@@ -554,6 +558,7 @@ impl IpTx for IpOut<'_> {
             }
             _ => Outcome::Dropped(DropReason::NoRoute),
         };
+        self.core.tx_tos = 0;
         self.transport_outcome(o)
     }
 }

@@ -24,7 +24,7 @@ impl super::Core {
             next_header: protocol,
             payload_len: len,
             hop_limit: self.ttl,
-            traffic_class: 0,
+            traffic_class: self.tx_tos,
             flow_label: 0,
         }
     }
@@ -129,6 +129,7 @@ impl IpOut<'_> {
         let total = hl + ipv6::HEADER_LEN + len;
         let offload = self.caps.checksum.tx_fill;
         let secret = self.core.flow_secret;
+        let class = self.core.tx_tos;
         let mut build = |b: &mut [u8]| {
             eth.emit(b);
             ip.emit(&mut b[hl..]);
@@ -140,7 +141,7 @@ impl IpOut<'_> {
             // The ports are known once the transport wrote its header.
             if let Some(ports) = seg.first_chunk::<4>().map(|p| u32::from_be_bytes(*p)) {
                 let label = flow_label(secret, src, dst, protocol, ports);
-                Ipv6Packet::new_unchecked(&mut b[hl..]).set_version_class_flow(0, label);
+                Ipv6Packet::new_unchecked(&mut b[hl..]).set_version_class_flow(class, label);
             }
         };
         self.emit_frame(total, held_for.map(IpAddr::V6), &mut build)

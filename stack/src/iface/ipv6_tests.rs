@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::device::QueueDevice;
+use crate::error::Error;
 use crate::wire::icmpv6::{NaFlags, ND_HOP_LIMIT};
 use crate::wire::ipv6::{self, next_header};
 use crate::wire::{Icmpv6Packet, Icmpv6Repr, Ipv6Cidr, Ipv6Packet, Ipv6Repr};
@@ -532,4 +533,202 @@ fn a_connection_keeps_its_flow_label() {
     let second = label(&dev.frames.pop_back().unwrap());
     assert_ne!(second, 0);
     assert_ne!(second, first);
+}
+
+/// One listener on an IPv4 and an IPv6 address (a dual-stack `::` socket's shape): a
+/// SYN over IPv6 is answered from the same listener; the other port or an address
+/// another listener has are refused; closing it frees every address.
+#[test]
+fn a_listener_takes_connections_on_a_second_address() {
+    let mut i = iface6();
+    let v4 = SocketAddr::new(Ipv4Addr::new(10, 77, 0, 1).into(), 80);
+    let v6 = SocketAddr::new(IP6_A.into(), 80);
+    let l = i.tcp.listen(v4, 4).unwrap();
+    assert!(!i.tcp.has_listener(v6));
+    i.tcp.listen_also(l, v6).unwrap();
+    i.tcp.listen_also(l, v6).unwrap(); // again: nothing changes
+    assert!(i.tcp.has_listener(v6) && i.tcp.has_listener(v4));
+    assert_eq!(
+        i.tcp.listen_also(l, SocketAddr::new(IP6_A.into(), 81)),
+        Err(Error::InvalidInput)
+    );
+    let also = SocketAddr::new(IP6_A.into(), 90);
+    let l2 = i
+        .tcp
+        .listen(SocketAddr::new(Ipv4Addr::new(10, 77, 0, 1).into(), 90), 4)
+        .unwrap();
+    i.tcp.listen(also, 4).unwrap();
+    assert_eq!(i.tcp.listen_also(l2, also), Err(Error::AddrInUse));
+    i.set_neighbor6(IP6_B, MAC_B);
+    let mut dev = QueueDevice::new(1500);
+    let syn = tcp_syn6(IP6_B, IP6_A, 80);
+    i.receive(
+        T0,
+        &frame6(MAC_A, IP6_B, IP6_A, 64, next_header::TCP, &[], &syn),
+    );
+    i.dispatch(T0, &mut dev);
+    let (_, ip, tcp) = sent6(&dev.frames.pop_front().expect("a SYN-ACK"));
+    assert_eq!((ip.src, ip.dst, tcp[13]), (IP6_A, IP6_B, 0x12));
+    i.tcp.close(l).unwrap();
+    assert!(!i.tcp.has_listener(v6) && !i.tcp.has_listener(v4));
+    assert!(i.tcp.has_listener(also));
+}
+
+/// A dual-stack UDP socket on `::` takes IPv4 datagrams too and sends to IPv4 peers;
+/// without the flag an IPv6 socket takes IPv6 only, as with IPV6_V6ONLY.
+#[test]
+fn a_dual_stack_udp_socket_takes_both_families() {
+    let mut i = iface6();
+    let v4_dst = SocketAddr::new(Ipv4Addr::new(10, 77, 0, 1).into(), 5353);
+    let v6_dst = SocketAddr::new(IP6_A.into(), 5353);
+    let h = i.udp.open().unwrap();
+    i.udp
+        .bind(h, SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 5353))
+        .unwrap();
+    assert!(i.udp.has_receiver(v6_dst) && !i.udp.has_receiver(v4_dst));
+    let peer4 = SocketAddr::new(Ipv4Addr::new(10, 77, 0, 2).into(), 7);
+    assert_eq!(
+        i.udp.send_to(h, b"x", Some(peer4)),
+        Err(Error::InvalidInput)
+    );
+    i.udp.set_dual_stack(h, true).unwrap();
+    assert!(i.udp.has_receiver(v6_dst) && i.udp.has_receiver(v4_dst));
+    assert_eq!(i.udp.send_to(h, b"x", Some(peer4)), Ok(1));
+    i.set_neighbor(Ipv4Addr::new(10, 77, 0, 2), MAC_B);
+    let mut dev = QueueDevice::new(1500);
+    i.dispatch(T0, &mut dev);
+    let f = dev.frames.pop_front().expect("the datagram");
+    assert_eq!(&f[12..14], &[0x08, 0x00], "sent over IPv4");
+    assert_eq!(
+        &f[26..30],
+        &[10, 77, 0, 1],
+        "from the interface's IPv4 address"
+    );
+}
+
+/// IPV6_TCLASS / IP_TOS: a TCP listener's option reaches its connection's segments
+/// (the SYN-ACK's traffic class) and a UDP socket's its datagrams; a packet of no
+/// socket sent right after (a RST) carries 0 again.
+#[test]
+fn traffic_class_of_a_socket_marks_its_packets_only() {
+    let mut i = iface6();
+    let mut opts = i.tcp.config().default_socket_options();
+    opts.tos = 0xb8;
+    i.tcp
+        .listen_with(SocketAddr::new(IP6_A.into(), 80), 4, opts)
+        .unwrap();
+    i.set_neighbor6(IP6_B, MAC_B);
+    let mut dev = QueueDevice::new(1500);
+    let class = |f: &[u8]| Ipv6Packet::new_checked(&f[14..]).unwrap().traffic_class();
+    let syn = tcp_syn6(IP6_B, IP6_A, 80);
+    i.receive(
+        T0,
+        &frame6(MAC_A, IP6_B, IP6_A, 64, next_header::TCP, &[], &syn),
+    );
+    // A SYN to a closed port in the same dispatch: answered with a RST.
+    let closed = tcp_syn6(IP6_B, IP6_A, 81);
+    i.receive(
+        T0,
+        &frame6(MAC_A, IP6_B, IP6_A, 64, next_header::TCP, &[], &closed),
+    );
+    i.dispatch(T0, &mut dev);
+    let mut got: Vec<(u8, u8)> = dev
+        .frames
+        .drain(..)
+        .map(|f| (sent6(&f).2[13], class(&f)))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![(0x12, 0xb8), (0x14, 0)],
+        "SYN-ACK marked, RST not"
+    );
+    let h = i.udp.open().unwrap();
+    i.udp.bind(h, SocketAddr::new(IP6_A.into(), 5000)).unwrap();
+    i.udp.set_tos(h, 0x28).unwrap();
+    i.udp
+        .send_to(h, b"x", Some(SocketAddr::new(IP6_B.into(), 7)))
+        .unwrap();
+    i.dispatch(T0, &mut dev);
+    assert_eq!(class(&dev.frames.pop_front().expect("datagram")), 0x28);
+}
+
+/// IP_TOS over IPv4: the datagram's TOS byte, with a valid header checksum.
+#[test]
+fn ip_tos_marks_ipv4_datagrams() {
+    let mut i = iface6();
+    let peer = Ipv4Addr::new(10, 77, 0, 2);
+    i.set_neighbor(peer, MAC_B);
+    let h = i.udp.open().unwrap();
+    i.udp
+        .bind(h, SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 5000))
+        .unwrap();
+    i.udp.set_dual_stack(h, true).unwrap();
+    i.udp.set_tos(h, 0x28).unwrap();
+    i.udp
+        .send_to(h, b"x", Some(SocketAddr::new(peer.into(), 7)))
+        .unwrap();
+    let mut dev = QueueDevice::new(1500);
+    i.dispatch(T0, &mut dev);
+    let f = dev.frames.pop_front().expect("datagram");
+    assert_eq!(f[15], 0x28);
+    assert_eq!(
+        crate::wire::checksum::checksum(&f[14..34]),
+        0,
+        "header checksum"
+    );
+}
+
+/// A dual-stack UDP socket answers an IPv6 peer, then receives from an IPv4 one.
+#[test]
+fn a_dual_stack_udp_socket_receives_ipv4_after_ipv6() {
+    let mut i = iface6();
+    let h = i.udp.open().unwrap();
+    i.udp.set_dual_stack(h, true).unwrap();
+    i.udp
+        .bind(h, SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 5353))
+        .unwrap();
+    i.set_neighbor6(IP6_B, MAC_B);
+    let l4 = udp6(IP6_B, IP6_A, 5353, b"six");
+    i.receive(
+        T0,
+        &frame6(MAC_A, IP6_B, IP6_A, 64, next_header::UDP, &[], &l4),
+    );
+    let mut buf = [0u8; 64];
+    let got = i.udp.recv_from(h, &mut buf).unwrap();
+    assert_eq!(got.from, SocketAddr::new(IP6_B.into(), 5000));
+    i.udp.send_to(h, b"six", Some(got.from)).unwrap();
+    let mut dev = QueueDevice::new(1500);
+    i.dispatch(T0, &mut dev);
+    assert_eq!(dev.frames.len(), 1);
+    let (a, b) = (Ipv4Addr::new(10, 77, 0, 2), Ipv4Addr::new(10, 77, 0, 1));
+    let mut l4 = vec![0u8; 8 + 4];
+    UdpRepr {
+        src_port: 5001,
+        dst_port: 5353,
+    }
+    .emit(&mut l4, a, b, b"four", true);
+    let ip = crate::wire::Ipv4Repr {
+        src: a,
+        dst: b,
+        protocol: 17,
+        payload_len: l4.len(),
+        ttl: 64,
+        ident: 1,
+        dont_frag: true,
+        dscp_ecn: 0,
+    };
+    let mut f = vec![0u8; 14 + 20 + l4.len()];
+    EthernetRepr {
+        src: MAC_B,
+        dst: MAC_A,
+        vlan: None,
+        ethertype: EtherType::Ipv4,
+    }
+    .emit(&mut f);
+    ip.emit(&mut f[14..], true);
+    f[34..].copy_from_slice(&l4);
+    i.receive(T0, &f);
+    let got = i.udp.recv_from(h, &mut buf).expect("the IPv4 datagram");
+    assert_eq!(got.from, SocketAddr::new(a.into(), 5001));
 }

@@ -172,6 +172,9 @@ pub(crate) struct Core {
     pub vlan: Option<u16>,
     pub mtu: usize,
     pub ttl: u8,
+    /// TOS byte / traffic class of the packet being built (its socket's IP_TOS or
+    /// IPV6_TCLASS); 0 outside a transport's send.
+    pub tx_tos: u8,
     pub rx_checksum_verified: bool,
     pub stats: Stats,
     pub next_ident: u16,
@@ -234,7 +237,7 @@ impl Core {
             ttl: self.ttl,
             ident: self.next_ident,
             dont_frag,
-            dscp_ecn: 0,
+            dscp_ecn: self.tx_tos,
         }
     }
     fn eth_header(&self, dst: MacAddr, ethertype: EtherType) -> EthernetRepr {
@@ -277,6 +280,7 @@ impl Interface {
                 vlan: config.vlan,
                 mtu: config.mtu,
                 ttl: config.ttl,
+                tx_tos: 0,
                 rx_checksum_verified: config.checksum.rx_verified,
                 stats: Stats::default(),
                 next_ident: (config.seed >> 16) as u16,
@@ -421,6 +425,11 @@ impl Interface {
     /// [`Interface::missing_neighbors`] for IPv6.
     pub fn missing_neighbors6(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
         self.core.neighbors6.missing()
+    }
+    /// [`Interface::neighbor_failed`] for an IPv6 next hop.
+    pub fn neighbor_failed6(&mut self, ip: Ipv6Addr, now: Instant) {
+        self.core.neighbors6.fail(ip, now);
+        self.core.wake = true;
     }
     pub fn ipv6_gateway(&self) -> Option<Ipv6Addr> {
         self.core.ipv6_gateway
@@ -909,7 +918,10 @@ fn queue_ip_reply(
 fn dispatch_udp(udp: &mut UdpLayer, out: &mut IpOut<'_>) {
     let mut deferred = 0usize;
     while let Some((i, meta, payload)) = udp.peek_tx() {
-        match out.send_udp(meta.src, meta.dst, payload) {
+        out.core.tx_tos = meta.tos;
+        let sent = out.send_udp(meta.src, meta.dst, payload);
+        out.core.tx_tos = 0;
+        match sent {
             ip_out::Outcome::Sent => {
                 out.stats().udp_datagrams_sent += 1;
                 udp.pop_tx(i);

@@ -84,6 +84,8 @@ struct RxMeta {
 pub(crate) struct TxMeta {
     pub src: SocketAddr,
     pub dst: SocketAddr,
+    /// The socket's IP_TOS / IPV6_TCLASS when it was queued.
+    pub tos: u8,
 }
 
 #[derive(Debug)]
@@ -97,6 +99,11 @@ struct UdpSocket {
     error: Option<Error>,
     broadcast: bool,
     reuse_addr: bool,
+    /// IP_TOS / IPV6_TCLASS of its datagrams.
+    tos: u8,
+    /// Bound to `::` and taking IPv4 too (an IPv6 socket without IPV6_V6ONLY): IPv4
+    /// datagrams to the port reach it and it may send to IPv4 peers.
+    dual_stack: bool,
     in_tx_pending: bool,
     tracker: ReadinessTracker,
 }
@@ -182,6 +189,8 @@ impl UdpLayer {
             error: None,
             broadcast: false,
             reuse_addr: false,
+            dual_stack: false,
+            tos: 0,
             in_tx_pending: false,
             tracker: ReadinessTracker::default(),
         });
@@ -295,7 +304,8 @@ impl UdpLayer {
                 self.socket(h)?.local.expect("just bound")
             }
         };
-        if local.is_ipv4() != peer.is_ipv4() {
+        let dual = self.socket(h)?.dual_stack && local.ip() == Ipv6Addr::UNSPECIFIED;
+        if local.is_ipv4() != peer.is_ipv4() && !(dual && peer.is_ipv4()) {
             return Err(Error::InvalidInput);
         }
         Ok(local)
@@ -435,6 +445,7 @@ impl UdpLayer {
         let meta = TxMeta {
             src: SocketAddr::new(src_ip, local.port()),
             dst,
+            tos: self.socket(h)?.tos,
         };
         let s = self.socket_mut(h)?;
         let buf = s.tx.push(meta, data.len()).ok_or(Error::WouldBlock)?;
@@ -511,6 +522,21 @@ impl UdpLayer {
     /// port; the first bound receives unicast).
     pub fn set_reuse_addr(&mut self, h: SocketHandle, on: bool) -> Result<()> {
         self.socket_mut(h)?.reuse_addr = on;
+        Ok(())
+    }
+
+    /// IP_TOS / IPV6_TCLASS: the TOS byte (IPv4) or traffic class (IPv6) of the
+    /// datagrams it sends from now on.
+    pub fn set_tos(&mut self, h: SocketHandle, tos: u8) -> Result<()> {
+        self.socket_mut(h)?.tos = tos;
+        Ok(())
+    }
+
+    /// An IPv6 socket without IPV6_V6ONLY: bound to `::`, it takes IPv4 datagrams to
+    /// its port too and may send to IPv4 peers (the addresses stay IPv4 here; the
+    /// socket layer shows them v4-mapped).
+    pub fn set_dual_stack(&mut self, h: SocketHandle, on: bool) -> Result<()> {
+        self.socket_mut(h)?.dual_stack = on;
         Ok(())
     }
 
@@ -604,10 +630,10 @@ impl UdpLayer {
         let dst = dst.into();
         self.ports.get(&dst.port()).is_some_and(|v| {
             v.iter().any(|&i| {
-                self.sockets[i as usize]
-                    .as_ref()
-                    .and_then(|s| s.local)
-                    .is_some_and(|l| takes_address(l.ip(), dst.ip()))
+                self.sockets[i as usize].as_ref().is_some_and(|s| {
+                    s.local
+                        .is_some_and(|l| takes_address(l.ip(), dst.ip(), s.dual_stack))
+                })
             })
         })
     }
@@ -620,7 +646,7 @@ impl UdpLayer {
                 continue;
             };
             let Some(local) = s.local else { continue };
-            if !takes_address(local.ip(), dst.ip()) {
+            if !takes_address(local.ip(), dst.ip(), s.dual_stack) {
                 continue;
             }
             let mut score = 0u8;
@@ -668,7 +694,7 @@ impl UdpLayer {
                 continue;
             };
             let Some(local) = s.local else { continue };
-            let addr_ok = takes_address(local.ip(), dst.ip());
+            let addr_ok = takes_address(local.ip(), dst.ip(), s.dual_stack);
             if addr_ok && s.remote.is_none_or(|r| r == src) {
                 self.push_rx(i, meta, payload);
                 any = true;
@@ -748,9 +774,11 @@ impl UdpLayer {
 }
 
 /// Whether a socket bound to `local` takes a datagram to `dst`: the same address, or
-/// the wildcard of `dst`'s family.
-fn takes_address(local: IpAddr, dst: IpAddr) -> bool {
-    local == dst || (local.is_unspecified() && local.is_ipv4() == dst.is_ipv4())
+/// the wildcard of `dst`'s family, or `::` of a dual-stack socket.
+fn takes_address(local: IpAddr, dst: IpAddr, dual_stack: bool) -> bool {
+    local == dst
+        || (local.is_unspecified()
+            && (local.is_ipv4() == dst.is_ipv4() || dual_stack && local.is_ipv6()))
 }
 
 /// The unspecified address of `ip`'s family.

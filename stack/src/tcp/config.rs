@@ -44,6 +44,9 @@ pub struct SocketOptions {
     /// TCP_QUICKACK as last set (see [`TcpLayer::quick_ack`]; Linux's quick-ACK mode
     /// falls back to delayed ACKs, as this stack always does).
     pub quickack: bool,
+    /// IP_TOS / IPV6_TCLASS: the TOS byte (IPv4) or traffic class (IPv6) of the
+    /// connection's segments.
+    pub tos: u8,
 }
 
 /// Layer-wide configuration, fixed at start.
@@ -142,6 +145,7 @@ impl TcpConfig {
             user_timeout: None,
             defer_accept: None,
             quickack: true,
+            tos: 0,
         }
     }
 }

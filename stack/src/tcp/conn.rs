@@ -282,6 +282,8 @@ pub struct Tcb {
     pub challenge_window: Instant,
     pub counters: ConnCounters,
     pub user_timeout: Option<Duration>,
+    /// IP_TOS / IPV6_TCLASS of its segments (from the socket's options).
+    pub tos: u8,
     /// When the current run of retransmission timeouts started (the last progress).
     pub rto_streak_start: Instant,
     /// TCP_DEFER_ACCEPT: the connection waits for data before `accept` sees it
@@ -370,6 +372,7 @@ impl Tcb {
             challenge_window: Instant::ZERO,
             counters: ConnCounters::default(),
             user_timeout: None,
+            tos: 0,
             rto_streak_start: Instant::ZERO,
             defer_pending: false,
             defer_until: None,
@@ -388,6 +391,7 @@ impl Tcb {
         self.keepalive = opts.keepalive;
         self.linger = opts.linger;
         self.user_timeout = opts.user_timeout;
+        self.tos = opts.tos;
     }
 
     /// The receive window: the receive buffer's free space; in TIME-WAIT, whose buffers
@@ -1645,6 +1649,7 @@ impl Tcb {
         let offset = (plan.seq - self.snd_una) as usize;
         let send_buf = &self.send_buf;
         let (local, remote) = (self.local.ip(), self.remote.ip());
+        out.set_tos(self.tos);
         let sent = if plan.len >= SUM_WHILE_COPYING_FROM {
             // The payload is summed while it is copied; the IP layer sums only the
             // header instead of reading the payload again.

@@ -284,6 +284,30 @@ impl TcpLayer {
         Ok(Self::handle(idx))
     }
 
+    /// Makes listener `h` take connections to `local` too (another address of its own
+    /// or the other family's: a dual-stack `::` socket listens on IPv4 and IPv6 with one
+    /// accept queue, as Linux's does). The port must be the listener's; EADDRINUSE when
+    /// another listener has `local`.
+    pub fn listen_also(&mut self, h: SocketHandle, local: impl Into<SocketAddr>) -> Result<()> {
+        let idx = self.slot_of(h)?;
+        let local = endpoint(local.into());
+        let Some(l) = self.slots[idx as usize].listener.as_ref() else {
+            return Err(Error::InvalidInput);
+        };
+        if local.port() != l.addr.port() {
+            return Err(Error::InvalidInput);
+        }
+        let key = listen_key(local);
+        match self.listeners.get(&key) {
+            Some(&other) if other == idx => Ok(()),
+            Some(_) => Err(Error::AddrInUse),
+            None => {
+                self.listeners.insert(key, idx);
+                Ok(())
+            }
+        }
+    }
+
     /// Takes one established connection from a listener's queue.
     pub fn accept(&mut self, listener: SocketHandle) -> Result<SocketHandle> {
         let l = self.slot_of(listener)?;
@@ -303,6 +327,8 @@ impl TcpLayer {
     pub(super) fn close_listener(&mut self, idx: u32) {
         let l = self.slots[idx as usize].listener.take().expect("listener");
         self.listeners.remove(&listen_key(l.addr));
+        // And the addresses `listen_also` added.
+        self.listeners.retain(|_, &mut i| i != idx);
         // Connections still in the handshake or waiting for accept are reset.
         let mut children = Vec::new();
         for &i in &self.active {

@@ -215,6 +215,7 @@ impl Writer {
             self.opt(d, |w, d| w.u64(d.0));
         }
         self.bool(o.quickack);
+        self.u8(o.tos);
     }
 }
 
@@ -288,6 +289,7 @@ impl Reader<'_> {
         let user_timeout = self.opt(|r| Ok(Duration(r.u64()?)))?;
         let defer_accept = self.opt(|r| Ok(Duration(r.u64()?)))?;
         let quickack = self.bool()?;
+        let tos = self.u8()?;
         Ok(SocketOptions {
             rcvbuf,
             sndbuf,
@@ -297,6 +299,7 @@ impl Reader<'_> {
             user_timeout,
             defer_accept,
             quickack,
+            tos,
         })
     }
 }
@@ -394,6 +397,7 @@ mod tests {
                     user_timeout: o.4[1].map(Duration),
                     defer_accept: o.4[2].map(Duration),
                     quickack: o.5,
+                    tos: 0,
                 },
                 rto_in: timers[0].map(Duration),
                 close_in: timers[1].map(Duration),
@@ -468,6 +472,7 @@ mod tests {
                     user_timeout: None,
                     defer_accept: None,
                     quickack: false,
+                    tos: 0x2e,
                 },
                 rto_in: None,
                 close_in: None,
