@@ -485,12 +485,7 @@ fn bring_named_fds_home(a: &SyscallArgs) -> Result<(), i32> {
                 super::readiness::fds_named_by(a, away)
             }
             libc::SYS_epoll_wait | libc::SYS_epoll_pwait | libc::SYS_epoll_pwait2 => {
-                let epfd = a.args[0] as i32;
-                m.away
-                    .iter()
-                    .filter(|(_, w)| w.socket.epolls.contains(epfd))
-                    .map(|(&fd, _)| fd)
-                    .collect()
+                m.away_in_epoll(a.args[0] as i32).collect()
             }
             libc::SYS_sendfile => vec![a.args[0] as i32, a.args[1] as i32],
             libc::SYS_splice => vec![a.args[0] as i32, a.args[2] as i32],

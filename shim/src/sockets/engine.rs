@@ -937,12 +937,14 @@ impl Engine {
         self.listener_twins.push((h, fd));
     }
 
-    /// The listener of this stack on `local`, named by one of this process's fds.
-    pub fn listener_on(&self, local: std::net::SocketAddr) -> Option<SocketHandle> {
-        self.fds.fds().find_map(|f| match self.fds.get(f)?.kind {
-            Kind::TcpListener(h) if self.iface.tcp.local_addr(h) == Ok(local) => Some(h),
-            _ => None,
-        })
+    /// The listener of this stack on exactly `local`, named by one of this process's
+    /// fds (one the app closed may still drain there).
+    pub fn listener_on(&self, local: SocketAddr) -> Option<SocketHandle> {
+        self.iface
+            .tcp
+            .listener_for(local)
+            .filter(|h| self.iface.tcp.local_addr(*h) == Ok(local))
+            .filter(|h| self.handle_fd.contains_key(h))
     }
 
     /// The last fd of listener socket `s` (naming `h`) went away. True when another fd

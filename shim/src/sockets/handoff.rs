@@ -173,6 +173,15 @@ impl Membership {
     }
 
     /// The fds of this process naming `conn` while it lives in another stack.
+    /// The fds registered in app epoll `epfd` whose sockets live in another member's
+    /// stack.
+    pub(super) fn away_in_epoll(&self, epfd: i32) -> impl Iterator<Item = i32> + '_ {
+        self.away
+            .iter()
+            .filter(move |(_, a)| a.socket.epolls.contains(epfd))
+            .map(|(&fd, _)| fd)
+    }
+
     fn away_fds_of(&self, conn: ConnKey) -> Vec<i32> {
         self.away
             .iter()
@@ -902,12 +911,8 @@ impl Engine {
         debug(format_args!(
             "listener on {local} unwatched: out of its group"
         ));
-        let m = self.family.as_mut().expect("member");
-        m.unwatched.push(lh);
-        if !m.forwarding.contains(&lh) {
-            m.forwarding.push(lh);
-        }
-        self.forward_queued(lh);
+        self.family.as_mut().expect("member").unwatched.push(lh);
+        self.forward_to_group(lh);
     }
 
     /// The app watches group listener `lh` again: back in the group, and the owner
@@ -979,13 +984,19 @@ impl Engine {
         let Some(lh) = self.iface.tcp.listener_for(local) else {
             return;
         };
+        debug(format_args!(
+            "member {from} listens on {local}: queued connections go to the group"
+        ));
+        self.forward_to_group(lh);
+    }
+
+    /// Listener `lh` sends what it queues to its port's group from now on (while this
+    /// process is not in the group), starting with what it holds now.
+    fn forward_to_group(&mut self, lh: SocketHandle) {
         let m = self.family.as_mut().expect("member");
         if !m.forwarding.contains(&lh) {
             m.forwarding.push(lh);
         }
-        debug(format_args!(
-            "member {from} listens on {local}: queued connections go to the group"
-        ));
         self.forward_queued(lh);
     }
 
@@ -1221,8 +1232,7 @@ impl Engine {
         // Still pinning: a SYN already on its way when this member left the group
         // completes its handshake here.
         m.draining.push(lh);
-        m.forwarding.push(lh);
-        self.forward_queued(lh);
+        self.forward_to_group(lh);
         true
     }
 

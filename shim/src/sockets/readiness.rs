@@ -399,7 +399,7 @@ thread_local! {
 fn registers_away(e: &Engine, epfd: i32) -> bool {
     e.family
         .as_ref()
-        .is_some_and(|m| m.away.values().any(|w| w.socket.epolls.contains(epfd)))
+        .is_some_and(|m| m.away_in_epoll(epfd).next().is_some())
 }
 
 /// The fds of `fds` whose sockets live in another member's stack (empty, without
